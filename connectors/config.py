@@ -1,0 +1,167 @@
+"""The `stations.yaml` contract: what a data engineer writes to onboard a station system.
+
+Validated at the edge with pydantic so that a bad config fails before any data moves, and the
+error names the file, the key path and what was expected (see `load_stations`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from connectors.errors import ConfigError
+
+EntityType = Literal["person", "organisation"]
+SourceKind = Literal["csv", "tsv", "jsonl", "xlsx", "sql"]
+Encoding = Literal["auto", "utf-8", "utf-8-sig", "gbk", "gb18030"]
+
+# Canonical raw fields a source column may map to, per entity type. `local_id` is required: it
+# makes the record key (station id + local id) that every later stage refers to.
+CANONICAL_FIELDS: dict[str, tuple[str, ...]] = {
+    "person": (
+        "local_id", "name", "sex", "birth_date", "id_number", "phone", "address",
+        "area_code", "source_updated_at",
+    ),
+    "organisation": (
+        "local_id", "name", "credit_code", "legal_rep", "phone", "address",
+        "area_code", "source_updated_at",
+    ),
+}
+
+# Every format the simulated (and real) local systems are known to write; stations may narrow it.
+DEFAULT_DATE_FORMATS: tuple[str, ...] = (
+    "%Y-%m-%d", "%Y%m%d", "%Y/%m/%d", "%Y年%m月%d日", "%Y.%m.%d",
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Strict):
+    """One export of one station system: a file (or glob of drops) or a SQL table."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    entity: EntityType
+    kind: SourceKind
+    path: str | None = None  # file or glob, relative to the config folder unless absolute
+    encoding: Encoding = "auto"
+    delimiter: str | None = None  # csv: default ","; tsv: always "\t"
+    header_row: int | Literal["auto"] = "auto"  # 1-based line of the header, or found by its names
+    sheet: str | None = None  # xlsx: default the first sheet
+    url: str | None = None  # sql: SQLAlchemy URL
+    table: str | None = None  # sql: table name
+    watermark: str | None = None  # sql: monotonically increasing column for incremental reads
+    columns: dict[str, str]  # source header -> canonical field
+    date_formats: tuple[str, ...] = DEFAULT_DATE_FORMATS
+    chunk_rows: int = Field(default=200_000, ge=1)
+
+    @field_validator("delimiter")
+    @classmethod
+    def _one_char(cls, v: str | None) -> str | None:
+        if v is not None and len(v) != 1:
+            raise ValueError("delimiter must be a single character")
+        return v
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> "SourceConfig":
+        if self.kind == "sql":
+            missing = [k for k in ("url", "table", "watermark") if not getattr(self, k)]
+            if missing:
+                raise ValueError(f"a sql source needs {', '.join(missing)}")
+        elif not self.path:
+            raise ValueError(f"a {self.kind} source needs path")
+        allowed = CANONICAL_FIELDS[self.entity]
+        unknown = sorted(set(self.columns.values()) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"columns map to unknown canonical field(s) {unknown}; "
+                f"expected some of {list(allowed)}"
+            )
+        targets = list(self.columns.values())
+        dupes = sorted({t for t in targets if targets.count(t) > 1})
+        if dupes:
+            raise ValueError(f"several source columns map to {dupes}")
+        if "local_id" not in targets:
+            raise ValueError("columns must map one source column to local_id")
+        return self
+
+    @property
+    def source_columns(self) -> list[str]:
+        return list(self.columns)
+
+    def column_for(self, canonical: str) -> str | None:
+        return next((src for src, dst in self.columns.items() if dst == canonical), None)
+
+
+class StationConfig(_Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    name: str
+    jurisdiction: tuple[str, ...] = Field(min_length=1)  # area-code prefixes
+    sources: tuple[SourceConfig, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_sources(self) -> "StationConfig":
+        names = [s.name for s in self.sources]
+        if len(names) != len(set(names)):
+            raise ValueError(f"station {self.id}: source names must be unique, got {names}")
+        return self
+
+
+class StationsFile(_Strict):
+    version: Literal[1] = 1
+    stations: tuple[StationConfig, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> "StationsFile":
+        ids = [s.id for s in self.stations]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"station ids must be unique; repeated: {dupes}")
+        return self
+
+    def station(self, station_id: str) -> StationConfig:
+        for s in self.stations:
+            if s.id == station_id:
+                return s
+        raise KeyError(station_id)
+
+
+def _format_validation_error(path: Path, err: ValidationError) -> str:
+    lines = [f"{path}: invalid configuration"]
+    errors = err.errors()
+    locs = [tuple(e["loc"]) for e in errors]
+    for e in errors:
+        loc_t = tuple(e["loc"])
+        # A container reported empty only because its items failed is noise: show the items.
+        if any(o != loc_t and o[: len(loc_t)] == loc_t for o in locs):
+            continue
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "literal_error":
+            msg = f"{msg} (got {e.get('input')!r})"
+        lines.append(f"  - {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def load_yaml(path: Path) -> object:
+    """Read a YAML config file, turning syntax errors into a ConfigError that names the file."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+
+
+def load_stations(path: Path) -> StationsFile:
+    data = load_yaml(path)
+    try:
+        return StationsFile.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(path, err)) from None

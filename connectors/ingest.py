@@ -1,0 +1,300 @@
+"""One drop of one station source into the warehouse: raw rows, quarantine and standardised records.
+
+A drop is a batch. The whole batch commits in one transaction, so a failed run leaves nothing
+behind and its rerun gives the state of one clean run; a drop already loaded is skipped, so the
+same drop twice changes nothing. Raw rows and standardised records are written in the same pass:
+reading a million JSON payloads back costs more than standardising them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from connectors.config import CANONICAL_FIELDS, SourceConfig, StationConfig
+from connectors.errors import SourceError
+from connectors.readers import Chunk, Reject, detect_encoding, list_drops, read_drop
+from connectors.sources import source_ref
+from entity_resolution.standardise import standardise_organisations, standardise_persons
+from warehouse import Warehouse
+
+Progress = Callable[[str, int], None]  # (what, rows just done)
+
+STANDARDISERS = {"person": standardise_persons, "organisation": standardise_organisations}
+
+
+@dataclass
+class BatchOutcome:
+    station_id: str
+    source_name: str
+    ref: str
+    status: str  # loaded | skipped | rejected | unchanged
+    batch_id: str | None = None
+    rows_read: int = 0
+    rows_loaded: int = 0
+    rows_quarantined: int = 0
+    error: str | None = None
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def ingest_station(
+    store: Warehouse,
+    station: StationConfig,
+    *,
+    base_dir: Path,
+    data_dir: Path,
+    progress: Progress | None = None,
+) -> list[BatchOutcome]:
+    """Ingest every new drop of every source of one station."""
+    outcomes: list[BatchOutcome] = []
+    for source in station.sources:
+        if source.kind == "sql":
+            outcomes.append(_ingest_sql(store, station, source, base_dir, progress))
+        else:
+            drops = list_drops(source, base_dir)
+            if not drops:
+                outcomes.append(
+                    BatchOutcome(station.id, source.name, str(source.path), "unchanged", error="no drop found")
+                )
+            for path in drops:
+                outcomes.append(_ingest_file(store, station, source, path, data_dir, progress))
+    return outcomes
+
+
+def _ingest_file(
+    store: Warehouse,
+    station: StationConfig,
+    source: SourceConfig,
+    path: Path,
+    data_dir: Path,
+    progress: Progress | None,
+) -> BatchOutcome:
+    sha = file_sha256(path)
+    batch_id = f"{station.id}/{source.name}/{sha[:16]}"
+    outcome = BatchOutcome(station.id, source.name, str(path), "loaded", batch_id)
+    if store.batch_status(batch_id) in {"loaded", "rejected"}:
+        outcome.status = "skipped"
+        return outcome
+    header = {
+        "batch_id": batch_id, "station_id": station.id, "source_name": source.name,
+        "entity_type": source.entity, "source_kind": source.kind, "source_ref": str(path),
+        "content_hash": sha,
+    }
+    try:
+        encoding = detect_encoding(path, source.encoding) if source.kind != "xlsx" else None
+        with store.transaction() as conn:
+            store.start_batch(conn, {**header, "encoding": encoding, "status": "loading"})
+            _load_chunks(store, conn, station, source, batch_id, read_drop(source, path), outcome, progress)
+            store.finish_batch(conn, batch_id, status="loaded", **_counts(outcome))
+    except SourceError as err:
+        _reject_file(store, header, path, data_dir, err, outcome)
+    return outcome
+
+
+def _ingest_sql(
+    store: Warehouse,
+    station: StationConfig,
+    source: SourceConfig,
+    base_dir: Path,
+    progress: Progress | None,
+) -> BatchOutcome:
+    ref = source_ref(source, base_dir)
+    after = store.watermark(station.id, source.name)
+    batch_id = f"{station.id}/{source.name}/after-{hashlib.sha256((after or '').encode()).hexdigest()[:16]}"
+    outcome = BatchOutcome(station.id, source.name, ref, "loaded", batch_id)
+    chunks = read_drop(source, ref, watermark_after=after, base_dir=base_dir)
+    first = next(chunks, None)  # SourceError here (missing table/column) is a config problem: raise
+    if first is None:
+        outcome.status, outcome.batch_id = "unchanged", None
+        return outcome
+    content = hashlib.sha256()
+    marks: list[str] = []
+
+    def tracked() -> Iterator[Chunk]:
+        for chunk in _chain(first, chunks):
+            content.update("".join(chunk.rows["__row_hash__"].to_list()).encode())
+            if chunk.watermark_max is not None:
+                marks.append(chunk.watermark_max)
+            yield chunk
+
+    with store.transaction() as conn:
+        store.start_batch(
+            conn,
+            {
+                "batch_id": batch_id, "station_id": station.id, "source_name": source.name,
+                "entity_type": source.entity, "source_kind": "sql", "source_ref": ref,
+                "content_hash": batch_id.rsplit("-", 1)[-1], "watermark_from": after, "status": "loading",
+            },
+        )
+        _load_chunks(store, conn, station, source, batch_id, tracked(), outcome, progress)
+        watermark = marks[-1] if marks else after
+        store.finish_batch(
+            conn, batch_id, status="loaded", content_hash=content.hexdigest(), watermark_to=watermark,
+            **_counts(outcome),
+        )
+        if watermark is not None:
+            store.set_watermark(conn, station.id, source.name, watermark)
+    return outcome
+
+
+def _chain(first: Chunk, rest: Iterator[Chunk]) -> Iterator[Chunk]:
+    yield first
+    yield from rest
+
+
+def _counts(outcome: BatchOutcome) -> dict[str, int]:
+    return {
+        "rows_read": outcome.rows_read,
+        "rows_loaded": outcome.rows_loaded,
+        "rows_quarantined": outcome.rows_quarantined,
+    }
+
+
+def _load_chunks(
+    store: Warehouse,
+    conn,
+    station: StationConfig,
+    source: SourceConfig,
+    batch_id: str,
+    chunks: Iterator[Chunk],
+    outcome: BatchOutcome,
+    progress: Progress | None,
+) -> None:
+    seen_ids = pl.Series("seen", [], dtype=pl.String)
+    standardise = STANDARDISERS[source.entity]
+    for chunk in chunks:
+        accepted, rejected, seen_ids = split_rows(chunk, source, seen_ids)
+        raw = raw_frame(accepted, source, station.id, batch_id)
+        store.append_raw(conn, raw)
+        records = standardise(canonical_frame(accepted, source, raw), date_formats=source.date_formats)
+        store.upsert_records(conn, source.entity, records)
+        quarantined = quarantine_frame(rejected, station.id, batch_id)
+        store.append_quarantine(conn, quarantined)
+        outcome.rows_read += accepted.height + quarantined.height
+        outcome.rows_loaded += accepted.height
+        outcome.rows_quarantined += quarantined.height
+        for reason in quarantined["reason"].to_list():
+            key = reason.split(":", 1)[0]
+            outcome.quarantine_reasons[key] = outcome.quarantine_reasons.get(key, 0) + 1
+        if progress is not None:
+            progress(f"{station.id}/{source.name}", accepted.height + quarantined.height)
+
+
+def payload_expr(columns: list[str]) -> pl.Expr:
+    """The source row as a JSON object under its own headers: the original, for lineage."""
+    return pl.struct([pl.col(c) for c in columns]).struct.json_encode().alias("payload")
+
+
+def split_rows(
+    chunk: Chunk, source: SourceConfig, seen_ids: pl.Series
+) -> tuple[pl.DataFrame, list[Reject], pl.Series]:
+    """Keep rows with a usable local id; a missing or repeated one sends the row to quarantine.
+
+    The local id makes the record key every later stage refers to, so a row without one, or
+    with one an earlier row of the same drop already used, cannot be loaded without guessing.
+    """
+    lid_col = source.column_for("local_id")
+    assert lid_col is not None  # guaranteed by SourceConfig validation
+    rows = chunk.rows
+    data_cols = [c for c in rows.columns if not c.startswith("__")]
+    rows = rows.with_columns(
+        _missing=pl.col(lid_col).is_null(),
+        _repeat=pl.col(lid_col).is_duplicated() & ~pl.col(lid_col).is_first_distinct()
+        | pl.col(lid_col).is_in(seen_ids.implode()),
+    )
+    bad = rows.filter(pl.col("_missing") | pl.col("_repeat"))
+    rejects = list(chunk.rejects)
+    if bad.height:
+        bad = bad.with_columns(payload_expr(data_cols))
+        for row_no, lid, missing, payload in bad.select("__row__", lid_col, "_missing", "payload").iter_rows():
+            reason = (
+                "missing local id: the mapped id column is empty"
+                if missing
+                else f"duplicate local id: {lid!r} already appears earlier in this drop"
+            )
+            rejects.append(Reject(row_number=row_no, field=lid_col, reason=reason, original=payload))
+    good = rows.filter(~(pl.col("_missing") | pl.col("_repeat"))).drop("_missing", "_repeat")
+    seen_ids = pl.concat([seen_ids, good[lid_col].rename("seen")])
+    return good, rejects, seen_ids
+
+
+def raw_frame(rows: pl.DataFrame, source: SourceConfig, station_id: str, batch_id: str) -> pl.DataFrame:
+    lid_col = source.column_for("local_id")
+    data_cols = [c for c in rows.columns if not c.startswith("__")]
+    return rows.select(
+        pl.lit(batch_id).alias("batch_id"),
+        pl.col("__row__").cast(pl.Int64).alias("row_number"),
+        pl.lit(station_id).alias("station_id"),
+        pl.lit(source.entity).alias("entity_type"),
+        pl.col(lid_col).alias("local_id"),
+        (pl.lit(f"{station_id}:") + pl.col(lid_col)).alias("record_key"),
+        pl.col("__row_hash__").alias("row_hash"),
+        payload_expr(data_cols),
+    )
+
+
+def canonical_frame(rows: pl.DataFrame, source: SourceConfig, raw: pl.DataFrame) -> pl.DataFrame:
+    """Rename the station's own headers to canonical fields, next to the lineage columns."""
+    mapped = [pl.col(src).alias(dst) for src, dst in source.columns.items()]
+    missing = [pl.lit(None, pl.String).alias(f) for f in CANONICAL_FIELDS[source.entity] if f not in source.columns.values()]
+    canonical = rows.select(*mapped, *missing)
+    return pl.concat(
+        [raw.select("record_key", "station_id", "batch_id", "row_number", "row_hash"), canonical],
+        how="horizontal",
+    )
+
+
+def quarantine_frame(rejects: list[Reject], station_id: str, batch_id: str) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "batch_id": [batch_id] * len(rejects),
+            "station_id": [station_id] * len(rejects),
+            "row_number": [r.row_number for r in rejects],
+            "field": [r.field for r in rejects],
+            "reason": [r.reason for r in rejects],
+            "original": [r.original for r in rejects],
+        },
+        schema={
+            "batch_id": pl.String, "station_id": pl.String, "row_number": pl.Int64,
+            "field": pl.String, "reason": pl.String, "original": pl.String,
+        },
+    )
+
+
+def _reject_file(
+    store: Warehouse, header: dict, path: Path, data_dir: Path, err: SourceError, outcome: BatchOutcome
+) -> None:
+    """A drop that cannot be read as a whole is kept byte for byte and recorded with its reason."""
+    kept = data_dir / "quarantine" / header["station_id"] / f"{header['content_hash'][:16]}-{path.name}"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        shutil.copyfile(path, kept)
+    with store.transaction() as conn:
+        store.start_batch(conn, {**header, "status": "rejected", "error": str(err)})
+        store.append_quarantine(
+            conn,
+            pl.DataFrame(
+                {
+                    "batch_id": [header["batch_id"]], "station_id": [header["station_id"]],
+                    "row_number": [None], "field": [err.field],
+                    "reason": [f"file rejected: {err.reason}"],
+                    "original": [f"whole file {path}"], "stored_path": [str(kept)],
+                },
+                schema_overrides={"row_number": pl.Int64, "field": pl.String},
+            ),
+        )
+        store.finish_batch(conn, header["batch_id"], status="rejected", error=str(err))
+    outcome.status, outcome.error = "rejected", str(err)

@@ -1,0 +1,219 @@
+"""The `enteronce` command line: simulate a network, run the pipeline, inspect what it kept."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import polars as pl
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from connectors.errors import EnteronceError
+from pipelines.project import DEMO_DIR, DEMO_SIZE, Project, default_config_dir
+
+app = typer.Typer(
+    help="enteronce: enter once, usable everywhere. Master-data hub for a network of stations.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Optional[Path], typer.Option("--config", "-c", help="Project folder with stations.yaml (env ENTERONCE_CONFIG).")
+]
+WarehouseOpt = Annotated[
+    Optional[str], typer.Option("--warehouse", help="SQLAlchemy URL (env ENTERONCE_WAREHOUSE_URL).")
+]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _user_error(exc: BaseException) -> EnteronceError | None:
+    """Dagster wraps errors raised in assets; find ours so the user sees a message, not a trace."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, EnteronceError):
+            return seen
+        seen = getattr(seen, "user_exception", None) or seen.__cause__
+    return None
+
+
+def _load(config: Path | None, warehouse: str | None) -> Project:
+    config_dir = config or default_config_dir()
+    if config is None and config_dir == DEMO_DIR and not (config_dir / "stations.yaml").exists():
+        console.print(
+            f"No config given: simulating the demo network ({DEMO_SIZE['stations']} stations, "
+            f"{DEMO_SIZE['persons']:,} persons, seed {DEMO_SIZE['seed']}) into {config_dir}/"
+        )
+        _simulate(config_dir, DEMO_SIZE["stations"], DEMO_SIZE["persons"], DEMO_SIZE["seed"], None)
+    return Project.load(config_dir, warehouse)
+
+
+def _simulate(out: Path, stations: int, persons: int, seed: int, sql_url: str | None):
+    from connectors.simulate import simulate_network
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("simulating", total=None)
+
+        def report(stage: str, done: int, total: int) -> None:
+            bar.update(task, description=f"simulating: {stage}", completed=done, total=total or None)
+
+        return simulate_network(out, stations=stations, persons=persons, seed=seed, sql_url=sql_url, progress=report)
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option(help="Folder to write the network into.")] = DEMO_DIR,
+    stations: Annotated[int, typer.Option(min=1, help="Number of stations.")] = DEMO_SIZE["stations"],
+    persons: Annotated[int, typer.Option(min=1, help="Number of true persons.")] = DEMO_SIZE["persons"],
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same files.")] = DEMO_SIZE["seed"],
+    sql_url: Annotated[Optional[str], typer.Option(help="Put SQL stations' tables here (default SQLite).")] = None,
+) -> None:
+    """Write a synthetic station network: exports, stations.yaml and truth.csv."""
+    try:
+        summary = _simulate(out, stations, persons, seed, sql_url)
+    except EnteronceError as exc:
+        _fail(str(exc))
+    console.print(f"[green]wrote[/] {out}/: {summary}")
+
+
+@app.command("check-config")
+def check_config(config: ConfigOpt = None) -> None:
+    """Validate the project folder's config files without moving any data."""
+    try:
+        project = Project.load(config or default_config_dir())
+    except EnteronceError as exc:
+        _fail(str(exc))
+    n_sources = sum(len(s.sources) for s in project.stations.stations)
+    console.print(f"[green]ok[/]: {len(project.station_ids)} stations, {n_sources} sources in {project.config_dir}")
+
+
+@app.command()
+def migrate(config: ConfigOpt = None, warehouse: WarehouseOpt = None) -> None:
+    """Bring the warehouse schema to the latest version (Alembic)."""
+    from warehouse import Warehouse
+
+    try:
+        project = Project.load(config or default_config_dir(), warehouse)
+    except EnteronceError as exc:
+        _fail(str(exc))
+    store = Warehouse(project.warehouse_url).migrate()
+    console.print(f"[green]warehouse at head[/]: {store.display_url}")
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    warehouse: WarehouseOpt = None,
+    station: Annotated[Optional[list[str]], typer.Option("--station", "-s", help="Only these stations.")] = None,
+) -> None:
+    """Materialise every asset for the project, in-process, and print a summary."""
+    from pipelines import progress
+    from pipelines.runner import materialize_project
+    from warehouse import Warehouse
+
+    try:
+        project = _load(config, warehouse)
+        station_ids = station or project.station_ids
+        unknown = sorted(set(station_ids) - set(project.station_ids))
+        if unknown:
+            _fail(f"unknown station id(s) {unknown}; stations.yaml has {len(project.station_ids)}")
+    except EnteronceError as exc:
+        _fail(str(exc))
+    console.print(
+        f"enteronce run: {len(station_ids)} stations from {project.config_dir}, "
+        f"warehouse {Warehouse(project.warehouse_url).display_url}"
+    )
+    started = dt.datetime.now(dt.timezone.utc)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,} rows"),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("ingesting", total=None)
+        progress.set_listener(lambda what, rows: bar.update(task, advance=rows, description=f"ingesting {what}"))
+        try:
+            materialize_project(project, station_ids)
+        except Exception as exc:  # noqa: BLE001 - shown as a message when it is the user's to fix
+            user = _user_error(exc)
+            if user is None:
+                raise
+            _fail(str(user))
+        finally:
+            progress.set_listener(None)
+    _print_summary(Warehouse(project.warehouse_url), station_ids, started)
+
+
+def _print_summary(store, station_ids: list[str], started: dt.datetime) -> None:
+    batches = store.batches(station_ids)
+    recon = store.reconciliation(station_ids)
+    new = batches.filter(pl.col("started_at") >= started)
+    per_station = (
+        batches.group_by("station_id")
+        .agg(
+            pl.len().alias("batches"),
+            (pl.col("started_at") >= started).sum().alias("new"),
+            (pl.col("status") == "rejected").sum().alias("rejected"),
+            pl.col("rows_read").sum(), pl.col("rows_loaded").sum(), pl.col("rows_quarantined").sum(),
+        )
+        .sort("station_id")
+    )
+    table = Table(title="Stations", title_justify="left")
+    for col in ("station", "batches", "new", "rejected", "rows read", "loaded", "quarantined"):
+        table.add_column(col, justify="left" if col == "station" else "right")
+    for row in per_station.iter_rows():
+        table.add_row(*(str(v) if isinstance(v, str) else f"{v:,}" for v in row))
+    console.print(table)
+    tot = batches.select(pl.col("rows_read", "rows_loaded", "rows_quarantined").sum()).row(0)
+    tot = [v or 0 for v in tot]
+    balanced = bool(recon["balanced"].all()) if recon.height else True
+    console.print(
+        f"[bold]{len(station_ids)} stations, {batches.height} batches ({new.height} new this run, "
+        f"{int((batches['status'] == 'rejected').sum())} rejected), rows read {tot[0]:,} = "
+        f"loaded {tot[1]:,} + quarantined {tot[2]:,}[/]  "
+        + ("[green]reconciled[/]" if balanced else "[red]NOT reconciled[/]")
+    )
+    for row in batches.filter(pl.col("status") == "rejected").iter_rows(named=True):
+        console.print(f"  [yellow]rejected drop[/] {row['error']}", highlight=False)
+    if not balanced:
+        raise typer.Exit(1)
+
+
+@app.command()
+def quarantine(
+    config: ConfigOpt = None,
+    warehouse: WarehouseOpt = None,
+    station: Annotated[Optional[list[str]], typer.Option("--station", "-s")] = None,
+    limit: Annotated[int, typer.Option(help="Rows to show.")] = 50,
+) -> None:
+    """List quarantined rows with their reason and original text."""
+    from warehouse import Warehouse
+
+    try:
+        project = Project.load(config or default_config_dir(), warehouse)
+    except EnteronceError as exc:
+        _fail(str(exc))
+    rows = Warehouse(project.warehouse_url).migrate().quarantine_rows(station, limit=limit)
+    table = Table(title=f"Quarantine (first {limit})", title_justify="left")
+    for col in ("batch", "row", "field", "reason", "original"):
+        table.add_column(col, overflow="fold")
+    for r in rows.iter_rows(named=True):
+        table.add_row(r["batch_id"], str(r["row_number"] or "-"), r["field"] or "-", r["reason"],
+                      (r["stored_path"] and f"kept at {r['stored_path']}") or r["original"][:200])
+    console.print(table)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""The one Dagster code location of enteronce."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from pipelines.assets import ingest_job, station_records
+from pipelines.project import default_config_dir
+from pipelines.resources import ProjectResource
+from pipelines.sensors import station_drops_sensor
+
+
+def project_resource() -> ProjectResource:
+    """Configured from ENTERONCE_CONFIG / ENTERONCE_WAREHOUSE_URL, defaulting to the demo network."""
+    config_dir = dg.EnvVar("ENTERONCE_CONFIG") if os.environ.get("ENTERONCE_CONFIG") else str(default_config_dir())
+    url = dg.EnvVar("ENTERONCE_WAREHOUSE_URL") if os.environ.get("ENTERONCE_WAREHOUSE_URL") else ""
+    return ProjectResource(config_dir=config_dir, warehouse_url=url)
+
+
+defs = dg.Definitions(
+    assets=[station_records],
+    jobs=[ingest_job],
+    sensors=[station_drops_sensor],
+    resources={"project": project_resource()},
+)

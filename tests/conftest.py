@@ -1,0 +1,79 @@
+"""Shared fixtures: real database servers, skipped with a reason locally, required in CI."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+PG_ADMIN_URL = os.environ.get(
+    "ENTERONCE_TEST_PG_URL", "postgresql+psycopg://root@127.0.0.1:5432/postgres"
+)
+MARIADB_ADMIN_URL = os.environ.get(
+    "ENTERONCE_TEST_MARIADB_URL", "mysql+pymysql://root:@127.0.0.1:3306/test?charset=utf8mb4"
+)
+
+
+def _server_or_skip(admin_url: str, what: str) -> sa.Engine:
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - any connection failure means "server absent"
+        engine.dispose()
+        reason = f"{what} not reachable at {engine.url.render_as_string(hide_password=True)}: {exc.__class__.__name__}"
+        if IN_CI:
+            pytest.fail(f"{reason} (CI=true: a missing server is a failure, not a skip)")
+        pytest.skip(reason)
+    return engine
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[sa.Engine]:
+    engine = _server_or_skip(PG_ADMIN_URL, "PostgreSQL")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture()
+def pg_url(pg_server: sa.Engine) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    name = f"enteronce_t_{uuid.uuid4().hex[:12]}"
+    with pg_server.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = pg_server.url.set(database=name)
+    yield url.render_as_string(hide_password=False)
+    with pg_server.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def mariadb_server() -> Iterator[sa.Engine]:
+    engine = _server_or_skip(MARIADB_ADMIN_URL, "MariaDB")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture()
+def mariadb_url(mariadb_server: sa.Engine) -> Iterator[str]:
+    """A fresh, empty MariaDB database for one test (a station's own system), dropped afterwards."""
+    name = f"enteronce_t_{uuid.uuid4().hex[:12]}"
+    with mariadb_server.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    url = mariadb_server.url.set(database=name)
+    yield url.render_as_string(hide_password=False)
+    with mariadb_server.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def warehouse_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    """Each warehouse test runs on the embedded default and on the production database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
+    return request.getfixturevalue("pg_url")

@@ -1,0 +1,174 @@
+"""The warehouse schema, in SQLAlchemy Core. Alembic migrations (warehouse/migrations) are the
+source of truth for existing databases; this module mirrors head for queries and bulk loads."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+TS = sa.DateTime(timezone=True)
+
+stations = sa.Table(
+    "stations",
+    metadata,
+    sa.Column("station_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("jurisdiction", sa.JSON, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+)
+
+batches = sa.Table(
+    "batches",
+    metadata,
+    sa.Column("batch_id", sa.String(160), primary_key=True),
+    sa.Column("station_id", sa.String(64), sa.ForeignKey("stations.station_id"), nullable=False),
+    sa.Column("source_name", sa.String(64), nullable=False),
+    sa.Column("entity_type", sa.String(16), nullable=False),
+    sa.Column("source_kind", sa.String(8), nullable=False),
+    sa.Column("source_ref", sa.Text, nullable=False),  # file path, or URL (password hidden) + table
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("encoding", sa.String(16)),
+    sa.Column("watermark_from", sa.Text),
+    sa.Column("watermark_to", sa.Text),
+    sa.Column("rows_read", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("rows_loaded", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("rows_quarantined", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("status", sa.String(16), nullable=False),  # loaded | rejected
+    sa.Column("error", sa.Text),
+    sa.Column("started_at", TS, nullable=False),
+    sa.Column("finished_at", TS),
+    sa.Column("standardised_at", TS),
+    sa.UniqueConstraint("station_id", "source_name", "content_hash"),
+    sa.Index(None, "station_id", "standardised_at"),
+)
+
+source_state = sa.Table(
+    "source_state",
+    metadata,
+    sa.Column("station_id", sa.String(64), primary_key=True),
+    sa.Column("source_name", sa.String(64), primary_key=True),
+    sa.Column("watermark", sa.Text),
+    sa.Column("updated_at", TS, nullable=False),
+)
+
+raw_records = sa.Table(
+    "raw_records",
+    metadata,
+    sa.Column("batch_id", sa.String(160), sa.ForeignKey("batches.batch_id"), primary_key=True),
+    sa.Column("row_number", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("station_id", sa.String(64), nullable=False),
+    sa.Column("entity_type", sa.String(16), nullable=False),
+    sa.Column("local_id", sa.String(128), nullable=False),
+    sa.Column("record_key", sa.String(200), nullable=False),
+    sa.Column("row_hash", sa.String(40), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),  # JSON object: the source's own headers -> text
+    sa.Index(None, "record_key"),
+)
+
+quarantine = sa.Table(
+    "quarantine",
+    metadata,
+    sa.Column("quarantine_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("batch_id", sa.String(160), sa.ForeignKey("batches.batch_id"), nullable=False),
+    sa.Column("station_id", sa.String(64), nullable=False),
+    sa.Column("row_number", sa.Integer),  # null when the whole file was rejected
+    sa.Column("field", sa.String(200)),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("original", sa.Text, nullable=False),
+    sa.Column("stored_path", sa.Text),  # where a rejected file was kept, byte for byte
+    sa.Index(None, "batch_id"),
+)
+
+def _address_columns() -> list[sa.Column]:
+    return [
+    sa.Column("address", sa.Text),
+    sa.Column("addr_district", sa.String(64)),
+    sa.Column("addr_street", sa.String(64)),
+    sa.Column("addr_community", sa.String(64)),
+    sa.Column("addr_road", sa.String(128)),
+    sa.Column("addr_number", sa.String(32)),
+    sa.Column("addr_building", sa.String(32)),
+    sa.Column("addr_unit", sa.String(32)),
+    sa.Column("addr_room", sa.String(32)),
+    ]
+
+
+def _lineage_columns() -> list[sa.Column]:
+    return [
+        sa.Column("record_key", sa.String(200), primary_key=True),
+        sa.Column("station_id", sa.String(64), nullable=False),
+        sa.Column("local_id", sa.String(128), nullable=False),
+        sa.Column("batch_id", sa.String(160), nullable=False),
+        sa.Column("row_number", sa.Integer, nullable=False),
+        sa.Column("row_hash", sa.String(40), nullable=False),
+    ]
+
+
+def _tail_columns() -> list[sa.Column]:
+    return [
+        *_address_columns(),
+        sa.Column("area_code", sa.String(16)),
+        sa.Column("area_code_valid", sa.Boolean),
+        sa.Column("source_updated_at", sa.DateTime),
+        sa.Column("issues", sa.Text),
+    ]
+
+
+# Current standardised state of each source record (record_key = station id + local id); the
+# history of every version stays in raw_records.
+person_records = sa.Table(
+    "person_records",
+    metadata,
+    *_lineage_columns(),
+    sa.Column("name", sa.String(128)),
+    sa.Column("name_norm", sa.String(128)),
+    sa.Column("name_pinyin", sa.String(256)),
+    sa.Column("sex", sa.String(1)),
+    sa.Column("birth_date", sa.Date),
+    sa.Column("id_number", sa.String(64)),
+    sa.Column("id_upgraded", sa.Boolean),
+    sa.Column("id_valid", sa.Boolean),
+    sa.Column("id_issue", sa.String(200)),
+    sa.Column("id_birth_date", sa.Date),
+    sa.Column("id_sex", sa.String(1)),
+    sa.Column("id_consistent", sa.Boolean),
+    sa.Column("phone", sa.String(32)),
+    sa.Column("phone_kind", sa.String(16)),
+    sa.Column("phone_valid", sa.Boolean),
+    *_tail_columns(),
+    sa.Index(None, "station_id"),
+    sa.Index(None, "id_number"),
+)
+
+organisation_records = sa.Table(
+    "organisation_records",
+    metadata,
+    *_lineage_columns(),
+    sa.Column("name", sa.String(256)),
+    sa.Column("name_norm", sa.String(256)),
+    sa.Column("credit_code", sa.String(64)),
+    sa.Column("credit_code_valid", sa.Boolean),
+    sa.Column("credit_code_issue", sa.String(200)),
+    sa.Column("legal_rep", sa.String(128)),
+    sa.Column("legal_rep_norm", sa.String(128)),
+    sa.Column("phone", sa.String(32)),
+    sa.Column("phone_kind", sa.String(16)),
+    sa.Column("phone_valid", sa.Boolean),
+    *_tail_columns(),
+    sa.Index(None, "station_id"),
+    sa.Index(None, "credit_code"),
+)
+
+RECORD_TABLES: dict[str, sa.Table] = {
+    "person": person_records,
+    "organisation": organisation_records,
+}

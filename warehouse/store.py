@@ -1,0 +1,218 @@
+"""The warehouse as the rest of the project sees it: batches, raw rows, quarantine, records.
+
+All SQL lives here (and in bulk.py); callers hand in and get back Polars frames and plain values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import polars as pl
+import sqlalchemy as sa
+
+from warehouse import schema as s
+from warehouse.bulk import insert_frame, read_frame
+from warehouse.engine import create_engine, migrate
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Warehouse:
+    def __init__(self, url: str, *, engine: sa.Engine | None = None):
+        self.url = url
+        self.engine = engine or create_engine(url)
+
+    @property
+    def display_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def migrate(self) -> "Warehouse":
+        migrate(self.engine)
+        return self
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sa.Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    # -- stations ----------------------------------------------------------------------------
+    def sync_stations(self, rows: Iterable[dict]) -> None:
+        """Insert or update station rows (station_id, name, jurisdiction)."""
+        rows = list(rows)
+        if not rows:
+            return
+        now = utcnow()
+        with self.transaction() as conn:
+            existing = set(conn.scalars(sa.select(s.stations.c.station_id)))
+            new = [{**r, "updated_at": now} for r in rows if r["station_id"] not in existing]
+            if new:
+                conn.execute(s.stations.insert(), new)
+            for r in rows:
+                if r["station_id"] in existing:
+                    conn.execute(
+                        s.stations.update()
+                        .where(s.stations.c.station_id == r["station_id"])
+                        .values(name=r["name"], jurisdiction=r["jurisdiction"], updated_at=now)
+                    )
+
+    # -- batches -----------------------------------------------------------------------------
+    def batch_status(self, batch_id: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.scalar(sa.select(s.batches.c.status).where(s.batches.c.batch_id == batch_id))
+
+    def start_batch(self, conn: sa.Connection, row: dict) -> None:
+        """Open a batch inside the caller's transaction, clearing leftovers of an earlier attempt."""
+        bid = row["batch_id"]
+        for table in (s.raw_records, s.quarantine):
+            conn.execute(table.delete().where(table.c.batch_id == bid))
+        conn.execute(s.batches.delete().where(s.batches.c.batch_id == bid))
+        conn.execute(s.batches.insert().values(started_at=utcnow(), **row))
+
+    def finish_batch(self, conn: sa.Connection, batch_id: str, **values) -> None:
+        conn.execute(
+            s.batches.update()
+            .where(s.batches.c.batch_id == batch_id)
+            .values(finished_at=utcnow(), **values)
+        )
+
+    def append_raw(self, conn: sa.Connection, frame: pl.DataFrame) -> int:
+        return insert_frame(conn, s.raw_records, frame)
+
+    def append_quarantine(self, conn: sa.Connection, frame: pl.DataFrame) -> int:
+        return insert_frame(conn, s.quarantine, frame)
+
+    def upsert_records(self, conn: sa.Connection, entity_type: str, frame: pl.DataFrame) -> int:
+        return insert_frame(conn, s.RECORD_TABLES[entity_type], frame, replace=True)
+
+    # -- SQL sources' watermarks -------------------------------------------------------------
+    def watermark(self, station_id: str, source_name: str) -> str | None:
+        t = s.source_state
+        with self.engine.connect() as conn:
+            return conn.scalar(
+                sa.select(t.c.watermark).where(t.c.station_id == station_id, t.c.source_name == source_name)
+            )
+
+    def set_watermark(self, conn: sa.Connection, station_id: str, source_name: str, watermark: str) -> None:
+        t = s.source_state
+        where = (t.c.station_id == station_id) & (t.c.source_name == source_name)
+        done = conn.execute(t.update().where(where).values(watermark=watermark, updated_at=utcnow()))
+        if done.rowcount == 0:
+            conn.execute(
+                t.insert().values(
+                    station_id=station_id, source_name=source_name, watermark=watermark, updated_at=utcnow()
+                )
+            )
+
+    # -- reads for summaries, checks and metadata --------------------------------------------
+    def batches(self, station_ids: Iterable[str] | None = None) -> pl.DataFrame:
+        b = s.batches
+        q = sa.select(
+            b.c.batch_id, b.c.station_id, b.c.source_name, b.c.entity_type, b.c.source_kind,
+            b.c.source_ref, b.c.encoding, b.c.rows_read, b.c.rows_loaded, b.c.rows_quarantined,
+            b.c.status, b.c.error, b.c.started_at, b.c.finished_at,
+        ).order_by(b.c.station_id, b.c.started_at)
+        if station_ids is not None:
+            q = q.where(b.c.station_id.in_(list(station_ids)))
+        with self.engine.connect() as conn:
+            return read_frame(conn, q, schema=_BATCH_SCHEMA)
+
+    def reconciliation(self, station_ids: Iterable[str] | None = None) -> pl.DataFrame:
+        """Per batch: rows read against rows actually stored in raw and in quarantine.
+
+        Counts what is in the tables rather than trusting the batch's own counters, so a lost or
+        doubled row shows up even if the counters were written wrong.
+        """
+        b, r, q = s.batches, s.raw_records, s.quarantine
+        raw_n = sa.select(r.c.batch_id, sa.func.count().label("n")).group_by(r.c.batch_id).subquery()
+        row_q = q.c.row_number.is_not(None)
+        q_n = (
+            sa.select(q.c.batch_id, sa.func.count().label("n")).where(row_q).group_by(q.c.batch_id).subquery()
+        )
+        stmt = (
+            sa.select(
+                b.c.batch_id, b.c.station_id, b.c.status, b.c.rows_read, b.c.rows_loaded,
+                b.c.rows_quarantined,
+                sa.func.coalesce(raw_n.c.n, 0).label("raw_stored"),
+                sa.func.coalesce(q_n.c.n, 0).label("quarantine_stored"),
+            )
+            .outerjoin(raw_n, raw_n.c.batch_id == b.c.batch_id)
+            .outerjoin(q_n, q_n.c.batch_id == b.c.batch_id)
+            .order_by(b.c.batch_id)
+        )
+        if station_ids is not None:
+            stmt = stmt.where(b.c.station_id.in_(list(station_ids)))
+        with self.engine.connect() as conn:
+            frame = read_frame(conn, stmt, schema=_RECON_SCHEMA)
+        return frame.with_columns(
+            balanced=(pl.col("rows_read") == pl.col("raw_stored") + pl.col("quarantine_stored"))
+            & (pl.col("rows_loaded") == pl.col("raw_stored"))
+            & (pl.col("rows_quarantined") == pl.col("quarantine_stored"))
+        )
+
+    def quarantine_rows(self, station_ids: Iterable[str] | None = None, limit: int | None = None) -> pl.DataFrame:
+        q = s.quarantine
+        stmt = sa.select(
+            q.c.batch_id, q.c.station_id, q.c.row_number, q.c.field, q.c.reason, q.c.original, q.c.stored_path
+        ).order_by(q.c.quarantine_id)
+        if station_ids is not None:
+            stmt = stmt.where(q.c.station_id.in_(list(station_ids)))
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self.engine.connect() as conn:
+            return read_frame(conn, stmt, schema={"row_number": pl.Int64})
+
+    def record_profile(
+        self, entity_type: str, fields: Iterable[str], station_ids: Iterable[str] | None = None
+    ) -> dict:
+        """Row count, fill rate per named field and invalid-code rate of current records."""
+        t = s.RECORD_TABLES[entity_type]
+        cols = [t.c[f] for f in fields if f in t.c]
+        valid_col = t.c.id_valid if entity_type == "person" else t.c.credit_code_valid
+        code_col = t.c.id_number if entity_type == "person" else t.c.credit_code
+        stmt = sa.select(
+            sa.func.count().label("rows"),
+            *[sa.func.count(c).label(c.name) for c in cols],
+            sa.func.count(code_col).label("_codes"),
+            sa.func.sum(sa.case((valid_col.is_(False), 1), else_=0)).label("_invalid"),
+            sa.func.count(t.c.issues).label("_with_issues"),
+        )
+        if station_ids is not None:
+            stmt = stmt.where(t.c.station_id.in_(list(station_ids)))
+        with self.engine.connect() as conn:
+            row = conn.execute(stmt).mappings().one()
+        n = row["rows"] or 0
+        return {
+            "rows": n,
+            "fill_rate": {c.name: (row[c.name] / n if n else 0.0) for c in cols},
+            "invalid_code_rate": (int(row["_invalid"] or 0) / row["_codes"]) if row["_codes"] else 0.0,
+            "rows_with_issues": int(row["_with_issues"] or 0),
+        }
+
+    def count(self, table: str, station_ids: Iterable[str] | None = None) -> int:
+        t = s.metadata.tables[table]
+        stmt = sa.select(sa.func.count()).select_from(t)
+        if station_ids is not None:
+            stmt = stmt.where(t.c.station_id.in_(list(station_ids)))
+        with self.engine.connect() as conn:
+            return int(conn.scalar(stmt) or 0)
+
+
+_BATCH_SCHEMA = {
+    "rows_read": pl.Int64, "rows_loaded": pl.Int64, "rows_quarantined": pl.Int64,
+    "started_at": pl.Datetime("us", "UTC"), "finished_at": pl.Datetime("us", "UTC"),
+}
+_RECON_SCHEMA = {
+    "rows_read": pl.Int64, "rows_loaded": pl.Int64, "rows_quarantined": pl.Int64,
+    "raw_stored": pl.Int64, "quarantine_stored": pl.Int64,
+}
