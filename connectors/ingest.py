@@ -115,7 +115,9 @@ def _ingest_sql(
     after = store.watermark(station.id, source.name)
     batch_id = f"{station.id}/{source.name}/after-{hashlib.sha256((after or '').encode()).hexdigest()[:16]}"
     outcome = BatchOutcome(station.id, source.name, ref, "loaded", batch_id)
-    chunks = read_drop(source, ref, watermark_after=after, base_dir=base_dir)
+    chunks = (
+        c for c in read_drop(source, ref, watermark_after=after, base_dir=base_dir) if c.rows.height or c.rejects
+    )
     first = next(chunks, None)  # SourceError here (missing table/column) is a config problem: raise
     if first is None:
         outcome.status, outcome.batch_id = "unchanged", None

@@ -13,12 +13,12 @@ import sqlalchemy as sa
 
 from connectors.config import SourceConfig, StationConfig
 from connectors.readers import file_version, list_drops
-from connectors.readers.sql import engine_for
+from connectors.readers.sql import resolve_url
 
 
 def source_version(source: SourceConfig, base_dir: Path) -> str:
     if source.kind == "sql":
-        engine = engine_for(source, base_dir)
+        engine = sa.create_engine(resolve_url(source.url or "", base_dir))
         try:
             table = sa.Table(source.table, sa.MetaData(), autoload_with=engine)
             with engine.connect() as conn:

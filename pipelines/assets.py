@@ -1,13 +1,12 @@
 """Station drops into raw, quarantined and standardised records: one pass, three assets."""
 
-from __future__ import annotations
 
 from collections import Counter
 
 import dagster as dg
 
 from connectors.config import CANONICAL_FIELDS
-from connectors.ingest import BatchOutcome, ingest_station
+from connectors.ingest import ingest_station
 from pipelines import progress
 from pipelines.partitions import stations_partitions
 from pipelines.resources import ProjectResource
@@ -34,24 +33,23 @@ RECONCILED = dg.AssetCheckSpec(
     ],
     check_specs=[RECONCILED],
     partitions_def=stations_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
     pool="warehouse",
 )
 def station_records(context: dg.AssetExecutionContext, project: ProjectResource):
-    """Ingest every new drop of the run's stations; standardise rows as they are loaded."""
-    proj, store = project.project, project.warehouse
-    outcomes: list[BatchOutcome] = []
-    for station_id in context.partition_keys:
-        station = proj.stations.station(station_id)
-        done = ingest_station(store, station, base_dir=proj.config_dir, data_dir=proj.data_dir,
-                              progress=progress.report)
-        for o in done:
-            level = context.log.warning if o.status == "rejected" else context.log.info
-            level(f"{o.station_id}/{o.source_name} {o.status}: read {o.rows_read}, loaded {o.rows_loaded}, "
-                  f"quarantined {o.rows_quarantined}" + (f" - {o.error}" if o.error else ""))
-        outcomes.extend(done)
+    """Ingest every new drop of one station; standardise rows as they are loaded.
 
-    keys = list(context.partition_keys)
+    One run per station partition, so the metadata below describes exactly that station.
+    """
+    proj, store = project.project, project.warehouse
+    station = proj.stations.station(context.partition_key)
+    outcomes = ingest_station(store, station, base_dir=proj.config_dir, data_dir=proj.data_dir,
+                              progress=progress.report)
+    for o in outcomes:
+        level = context.log.warning if o.status == "rejected" else context.log.info
+        level(f"{o.station_id}/{o.source_name} {o.status}: read {o.rows_read}, loaded {o.rows_loaded}, "
+              f"quarantined {o.rows_quarantined}" + (f" - {o.error}" if o.error else ""))
+
+    keys = [station.id]
     recon = store.reconciliation(keys)
     unbalanced = recon.filter(~recon["balanced"])
     statuses = Counter(o.status for o in outcomes)
@@ -98,6 +96,5 @@ def station_records(context: dg.AssetExecutionContext, project: ProjectResource)
 ingest_job = dg.define_asset_job(
     "ingest_station",
     selection=dg.AssetSelection.assets(station_records),
-    partitions_def=stations_partitions,
     description="Ingest and standardise the new drops of one station.",
 )

@@ -1,6 +1,5 @@
 """The drop sensor: registers stations as partitions and launches ingestion of new drops."""
 
-from __future__ import annotations
 
 import json
 

@@ -1,0 +1,275 @@
+"""Synthetic station network: true persons and organisations, as ~N station systems export them.
+
+`simulate_network(out, stations=..., persons=..., seed=...)` writes, under `out/`:
+
+- `stations.yaml`: the network's config (valid for `connectors.config.load_stations`);
+- `stations/<station_id>/residents.<csv|tsv|jsonl|xlsx>` and `organisations.<...>`;
+- SQL stations' tables, by default in `station_systems.sqlite` (or in the database at `sql_url`);
+- `truth.csv`: `record_key,entity_id` for every record written, broken rows included.
+
+Same arguments give byte-identical files. All data is synthetic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import sqlalchemy as sa
+
+from connectors.simulate.config_writer import write_stations_yaml
+from connectors.simulate.network import Network, StationProfile, build_network
+from connectors.simulate.noise import DEFAULT_NOISE, NoiseRates, organisation_noise, person_noise
+from connectors.simulate.orgs import generate_organisations, organisation_residences
+from connectors.simulate.people import DEFAULT_POPULATION, PopulationRates, generate_population, person_residences
+from connectors.simulate.render import render_organisations, render_persons
+from connectors.simulate.rng import Rng
+from connectors.simulate.writers import WrittenSource, write_file_source, write_sql_source
+
+__all__ = [
+    "DEFAULT_NOISE", "DEFAULT_POPULATION", "NoiseRates", "PopulationRates", "SimulationSummary",
+    "SourceSummary", "simulate_network",
+]
+
+SQLITE_FILE = "station_systems.sqlite"
+STATIONS_YAML = "stations.yaml"
+TRUTH_CSV = "truth.csv"
+BROKEN_MIN_PERSONS = 3000  # broken rows only in runs at least this big
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class SourceSummary:
+    station_id: str
+    source: str  # "residents" | "organisations"
+    entity: str  # "person" | "organisation"
+    kind: str  # csv | tsv | jsonl | xlsx | sql
+    path: Path | None  # file written (None for sql)
+    table: str | None  # sql table name
+    encoding: str | None  # actual encoding of csv/tsv/jsonl bytes; None for xlsx/sql
+    declared_encoding: str  # as in stations.yaml
+    header_style: str  # zh | pinyin | en
+    date_format: str | None  # birth-date format (persons)
+    records: int
+    broken_record_keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SimulationSummary:
+    out: Path
+    stations_yaml: Path
+    truth_csv: Path
+    sql_url: str | None  # URL of the SQL stations' database as written in stations.yaml
+    sql_database: Path | None  # the default SQLite file, when used
+    seed: int
+    stations: int
+    persons: int  # true persons
+    organisations: int  # true organisations
+    person_records: int
+    organisation_records: int
+    records_per_station: dict[str, int]  # both sources
+    sources_per_kind: dict[str, int]
+    sources_per_encoding: dict[str, int]  # csv/tsv/jsonl sources by actual encoding
+    sources_per_header_style: dict[str, int]
+    stations_per_date_format: dict[str, int]
+    movers: int  # persons recorded at more than one station
+    twins: int  # twin pairs
+    namesakes: int  # persons given a stranger's name and birth date
+    duplicates: int  # records a station entered twice under another local id
+    organisations_at_two_stations: int
+    broken_record_keys: tuple[str, ...]  # rows written unreadable on purpose (still in truth.csv)
+    noise: dict[str, int]  # values changed per noise kind ("person.homophone", ...)
+    sources: tuple[SourceSummary, ...]
+    paths: tuple[Path, ...]  # every file written
+
+
+def _mark_broken(net: Network, persons: int, seed: int) -> None:
+    if persons < BROKEN_MIN_PERSONS:
+        return
+    candidates = [s.idx for s in net.stations if s.kind in ("csv", "tsv")]
+    if not candidates:
+        return
+    k = min(len(candidates), max(2, net.n // 300))
+    chosen = set(Rng(seed).py("broken").sample(candidates, k))
+    net.stations[:] = [dataclasses.replace(s, broken=True) if s.idx in chosen else s for s in net.stations]
+
+
+def simulate_network(
+    out: Path,
+    *,
+    stations: int,
+    persons: int,
+    seed: int,
+    sql_url: str | None = None,
+    organisations: int | None = None,
+    progress: Progress | None = None,
+    noise: NoiseRates | None = None,
+    population: PopulationRates | None = None,
+) -> SimulationSummary:
+    """Generate a synthetic station network under `out` (see the module docstring)."""
+    if stations < 1:
+        raise ValueError("stations must be >= 1")
+    if persons < 1:
+        raise ValueError("persons must be >= 1")
+    if organisations is not None and organisations < 0:
+        raise ValueError("organisations must be >= 0")
+    noise = noise or DEFAULT_NOISE
+    population = population or DEFAULT_POPULATION
+    report = progress or (lambda stage, done, total: None)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / "stations").is_dir():
+        shutil.rmtree(out / "stations")
+    rng = Rng(seed)
+
+    report("network", 0, 1)
+    net = build_network(stations, seed)
+    _mark_broken(net, persons, seed)
+    report("network", 1, 1)
+
+    report("persons", 0, 1)
+    pop = generate_population(rng, net, persons, population)
+    p_rec = person_residences(rng, pop, population)
+    p_rec = render_persons(rng, net, pop, p_rec)
+    p_rec, p_noise = person_noise(rng, p_rec, noise)
+    report("persons", 1, 1)
+
+    n_orgs = max(1, persons // 20) if organisations is None else int(organisations)
+    report("organisations", 0, 1)
+    if n_orgs > 0 and any(s.has_orgs for s in net.stations):
+        orgs = generate_organisations(rng, net, pop, n_orgs)
+        o_rec = organisation_residences(rng, net, orgs)
+        o_rec = render_organisations(rng, net, orgs, o_rec)
+        o_rec, o_noise = organisation_noise(rng, o_rec, noise)
+    else:
+        n_orgs, orgs, o_rec, o_noise = 0, None, None, {}
+    report("organisations", 1, 1)
+
+    written = _write_sources(out, net, p_rec, o_rec, sql_url, report)
+    sources_by_station, sql_config_url, sql_db = written
+
+    report("truth", 0, 1)
+    parts = [p_rec.select("station_idx", pl.lit(0).alias("_src"), "record_key", "entity_id")]
+    if o_rec is not None:
+        parts.append(o_rec.select("station_idx", pl.lit(1).alias("_src"), "record_key", "entity_id"))
+    truth = pl.concat(parts).sort(["station_idx", "_src"], maintain_order=True)
+    truth_path = out / TRUTH_CSV
+    truth.select("record_key", "entity_id").write_csv(truth_path)
+    report("truth", 1, 1)
+
+    yaml_path = out / STATIONS_YAML
+    write_stations_yaml(yaml_path, net.stations, sources_by_station, sql_config_url)
+
+    movers = int(
+        p_rec.group_by("pid").agg(pl.col("station_idx").n_unique().alias("n")).filter(pl.col("n") > 1).height
+    )
+    all_sources = [s for st in net.stations for s in sources_by_station[st.id]]
+    summaries = tuple(_source_summary(s) for s in all_sources)
+    per_station = Counter()
+    for s in all_sources:
+        per_station[s.station_id] += s.records
+    paths = [yaml_path, truth_path] + [s.path for s in all_sources if s.path is not None]
+    if sql_db is not None:
+        paths.append(sql_db)
+    noise_counts = {f"person.{k}": v for k, v in p_noise.items()} | {f"organisation.{k}": v for k, v in o_noise.items()}
+    return SimulationSummary(
+        out=out,
+        stations_yaml=yaml_path,
+        truth_csv=truth_path,
+        sql_url=sql_config_url,
+        sql_database=sql_db,
+        seed=seed,
+        stations=net.n,
+        persons=persons,
+        organisations=n_orgs,
+        person_records=p_rec.height,
+        organisation_records=0 if o_rec is None else o_rec.height,
+        records_per_station={st.id: per_station.get(st.id, 0) for st in net.stations},
+        sources_per_kind=dict(sorted(Counter(s.kind for s in all_sources).items())),
+        sources_per_encoding=dict(sorted(Counter(s.encoding for s in all_sources if s.encoding).items())),
+        sources_per_header_style=dict(sorted(Counter(s.header_style for s in all_sources).items())),
+        stations_per_date_format=dict(sorted(Counter(
+            s.date_format for s in all_sources if s.entity == "person" and s.date_format).items())),
+        movers=movers,
+        twins=pop.twins,
+        namesakes=pop.namesakes,
+        duplicates=int(p_rec["duplicate"].sum()),
+        organisations_at_two_stations=0 if o_rec is None else int((o_rec["residence"] == 1).sum()),
+        broken_record_keys=tuple(k for s in all_sources for k in s.broken_record_keys),
+        noise=dict(sorted(noise_counts.items())),
+        sources=summaries,
+        paths=tuple(paths),
+    )
+
+
+def _source_summary(s: WrittenSource) -> SourceSummary:
+    return SourceSummary(
+        station_id=s.station_id, source=s.source, entity=s.entity, kind=s.kind, path=s.path,
+        table=s.table, encoding=s.encoding, declared_encoding=s.declared_encoding,
+        header_style=s.header_style, date_format=s.date_format, records=s.records,
+        broken_record_keys=tuple(s.broken_record_keys),
+    )
+
+
+def _write_sources(out: Path, net: Network, p_rec: pl.DataFrame, o_rec: pl.DataFrame | None,
+                   sql_url: str | None, report: Progress
+                   ) -> tuple[dict[str, list[WrittenSource]], str | None, Path | None]:
+    p_parts = p_rec.partition_by("station_idx", as_dict=True, maintain_order=True)
+    o_parts = o_rec.partition_by("station_idx", as_dict=True, maintain_order=True) if o_rec is not None else {}
+    empty_p = p_rec.clear()
+    empty_o = o_rec.clear() if o_rec is not None else None
+
+    engine: sa.Engine | None = None
+    sql_config_url: str | None = None
+    sql_db: Path | None = None
+    if any(s.kind == "sql" for s in net.stations):
+        if sql_url is None:
+            sql_db = out / SQLITE_FILE
+            if sql_db.exists():
+                sql_db.unlink()
+            engine = sa.create_engine(f"sqlite:///{sql_db}")
+            sa.event.listen(engine, "connect", _fast_sqlite)
+            sql_config_url = f"sqlite:///{SQLITE_FILE}"
+        else:
+            engine = sa.create_engine(sql_url)
+            sql_config_url = sql_url
+    elif sql_url is None and (out / SQLITE_FILE).exists():
+        (out / SQLITE_FILE).unlink()
+
+    result: dict[str, list[WrittenSource]] = {}
+    try:
+        for i, st in enumerate(net.stations):
+            report("write", i, net.n)
+            frames: list[tuple[str, pl.DataFrame]] = [("person", p_parts.get((st.idx,), empty_p))]
+            if st.has_orgs and empty_o is not None:
+                frames.append(("organisation", o_parts.get((st.idx,), empty_o)))
+            srcs = []
+            for entity, frame in frames:
+                if st.kind == "sql":
+                    assert engine is not None
+                    srcs.append(write_sql_source(engine, st, entity, frame))
+                else:
+                    srcs.append(write_file_source(out, st, entity, frame))
+            result[st.id] = srcs
+        report("write", net.n, net.n)
+    finally:
+        if engine is not None:
+            engine.dispose()
+    return result, sql_config_url, sql_db
+
+
+def _fast_sqlite(dbapi_conn, _record) -> None:
+    # A generated file that is rewritten whole on every run: no need to fsync each commit.
+    dbapi_conn.execute("PRAGMA synchronous=OFF")
+    dbapi_conn.execute("PRAGMA journal_mode=MEMORY")
+
+
+def station_profiles(stations: int, seed: int) -> list[StationProfile]:
+    """The station profiles a run with these arguments would use (for tests and docs)."""
+    return build_network(stations, seed).stations

@@ -1,0 +1,371 @@
+"""True persons, households and moves, and the person records that stations hold about them.
+
+Households share an address (and often a phone); twins share a birth date, surname and household;
+some unrelated people are deliberate namesakes with the same birth date; about a tenth of the
+households moved, so their members are recorded at the old station with the old address too; a
+few people are recorded twice by the same station. Everything is vectorised over Polars columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import polars as pl
+
+from connectors.simulate import naming
+from connectors.simulate.codes import id_check_expr
+from connectors.simulate.network import Network
+from connectors.simulate.places import ADDRESS_COLUMNS, pick_addresses
+from connectors.simulate.rng import Rng, weights_zipf
+
+_EPOCH = date(1970, 1, 1)
+
+
+def _day(y: int, m: int, d: int) -> int:
+    return (date(y, m, d) - _EPOCH).days
+
+
+def _sec(y: int, m: int, d: int, hh: int = 0, mm: int = 0, ss: int = 0) -> int:
+    return int((datetime(y, m, d, hh, mm, ss) - datetime(1970, 1, 1)).total_seconds())
+
+
+D_1930 = _day(1930, 1, 1)
+D_1935 = _day(1935, 1, 1)
+D_1940 = _day(1940, 1, 1)
+D_1956 = _day(1956, 1, 1)
+D_1975 = _day(1975, 1, 1)
+D_1997 = _day(1997, 1, 1)
+D_1998_END = _day(1998, 12, 31)
+D_2006_END = _day(2006, 12, 31)
+D_2010 = _day(2010, 11, 1)
+D_2024_END = _day(2024, 12, 31)
+YEAR = 365
+
+T_2012 = _sec(2012, 1, 1)
+T_2015 = _sec(2015, 1, 1)
+T_2019 = _sec(2019, 1, 1)
+T_2026_06 = _sec(2026, 6, 30)
+T_EXPORT = _sec(2026, 11, 1)  # every record was updated before the export date
+EXPORT_DATE = "2026-11-01"
+
+
+@dataclass(frozen=True)
+class PopulationRates:
+    """Structure of the true population (not noise)."""
+
+    movers: float = 0.10  # share of households that moved between stations
+    second_move: float = 0.25  # of those, share that moved twice (recorded at 3 stations)
+    twins: float = 0.05  # share of households with >= 2 children whose two eldest are twins
+    namesakes: float = 0.004  # share of persons given the name and birth date of a stranger
+    duplicates: float = 0.003  # share of records a station entered twice under a new local id
+    phone_changed_on_move: float = 0.3
+    landline: float = 0.25  # households with a fixed line
+
+
+DEFAULT_POPULATION = PopulationRates()
+
+
+@dataclass
+class Population:
+    persons: pl.DataFrame  # one row per true person
+    households: pl.DataFrame  # one row per household
+    twins: int  # twin pairs
+    namesakes: int  # persons who were given a stranger's name and birth date
+
+
+def _tri(rng: Rng, name: str, n: int, lo: int, hi: int) -> pl.Series:
+    """Triangular integers in [lo, hi): the middle of the range is the most likely."""
+    span = hi - lo
+    return lo + (rng.below(name + ":a", n, span) + rng.below(name + ":b", n, span)) // 2
+
+
+def mobiles(rng: Rng, name: str, n: int) -> pl.Series:
+    prefixes = pl.Series(naming.MOBILE_PREFIXES)
+    pre = prefixes.gather(rng.below(name + ":prefix", n, len(prefixes)))
+    rest = rng.below(name + ":rest", n, 100_000_000).cast(pl.String).str.zfill(8)
+    return pl.select(pl.concat_str([pre, rest]).alias(name)).to_series()
+
+
+def landlines(rng: Rng, name: str, n: int) -> pl.Series:
+    first = (rng.integers(name + ":first", n, 2, 9)).cast(pl.String)
+    rest = rng.below(name + ":rest", n, 10_000_000).cast(pl.String).str.zfill(7)
+    return pl.select(pl.concat_str([pl.lit("023-"), first, rest]).alias(name)).to_series()
+
+
+def _pool(chars: str, rng: Rng, name: str, n: int, s: float = 1.0) -> pl.Series:
+    items = pl.Series(list(chars))
+    return items.gather(rng.choice(name, n, weights_zipf(len(chars), s)))
+
+
+def generate_population(rng: Rng, net: Network, n_persons: int,
+                        rates: PopulationRates = DEFAULT_POPULATION) -> Population:
+    n = int(n_persons)
+    # --- households ---------------------------------------------------------------------------
+    est = n // 2 + 16
+    sizes = rng.choice("hh:size", est, [0.25, 0.30, 0.24, 0.12, 0.06, 0.03]) + 1
+    cum = sizes.cum_sum()
+    keep = (cum - sizes) < n
+    sizes = sizes.filter(keep)
+    h = len(sizes)
+    total_before_last = int(sizes.head(h - 1).sum()) if h > 1 else 0
+    sizes = sizes.scatter(h - 1, n - total_before_last)
+    starts = sizes.cum_sum() - sizes
+
+    weights = [s.weight for s in net.stations]
+    hh_station = rng.choice("hh:station", h, weights)
+    hh = pl.DataFrame({"hh": pl.int_range(0, h, eager=True), "size": sizes, "start": starts,
+                       "station_idx": hh_station})
+    hh = hh.hstack(pick_addresses(rng, net, hh_station, "hh:addr"))
+    n_st = net.n
+    moved = rng.mask("hh:moved", h, rates.movers if n_st >= 2 else 0.0)
+    twice = rng.mask("hh:twice", h, rates.second_move if n_st >= 3 else 0.0) & moved
+    prev1 = (hh_station + 1 + rng.below("hh:prev1", h, max(n_st - 1, 1))) % max(n_st, 1)
+    prev2 = (hh_station + 1 + rng.below("hh:prev2", h, max(n_st - 1, 1))) % max(n_st, 1)
+    prev2 = pl.select(
+        pl.when(prev2 == prev1).then((prev1 + 1) % max(n_st, 1)).otherwise(prev2)
+    ).to_series()
+    prev2 = pl.select(
+        pl.when(prev2 == hh_station).then((prev2 + 1) % max(n_st, 1)).otherwise(prev2)
+    ).to_series()
+    t_move = rng.integers("hh:tmove", h, T_2019, T_2026_06)
+    hh = hh.with_columns(
+        moved.alias("moved"), twice.alias("twice"), prev1.alias("prev1"), prev2.alias("prev2"),
+        t_move.alias("t_move"),
+        pl.when(rng.mask("hh:landline", h, rates.landline)).then(landlines(rng, "hh:landline_no", h))
+        .otherwise(None).alias("landline"),
+        rng.mask("hh:spouse", h, 0.85).alias("has_spouse"),
+        rng.mask("hh:elder", h, 0.5).alias("elder_flag"),
+        pl.when(pl.col("size") == 1).then(rng.mask("hh:male1", h, 0.5))
+        .otherwise(rng.mask("hh:male", h, 0.72)).alias("head_male"),
+        pl.when(pl.col("size") == 1).then(_tri(rng, "hh:hb1", h, D_1935, D_2006_END))
+        .otherwise(_tri(rng, "hh:hb", h, D_1940, D_1998_END)).alias("head_birth"),
+        rng.choice("hh:sn_head", h, [w for _, w in naming.SURNAMES]).alias("head_sn"),
+        rng.choice("hh:sn_spouse", h, [w for _, w in naming.SURNAMES]).alias("spouse_sn"),
+    )
+    prev_addr1 = pick_addresses(rng, net, prev1, "hh:prev1addr")
+    prev_addr2 = pick_addresses(rng, net, prev2, "hh:prev2addr")
+    hh = hh.with_columns(
+        [prev_addr1[c].alias(f"p1_{c}") for c in ADDRESS_COLUMNS]
+        + [prev_addr2[c].alias(f"p2_{c}") for c in ADDRESS_COLUMNS]
+    )
+    eligible_twins = pl.col("size") >= 4
+    twin_hh = rng.mask("hh:twins", h, rates.twins)
+    hh = hh.with_columns((twin_hh & (pl.col("size") >= 4)).alias("twins"))
+    if n >= 200 and not hh["twins"].any() and hh.select(eligible_twins.any()).item():
+        first = hh.select(pl.arg_where(eligible_twins).first()).item()
+        hh = hh.with_columns(hh["twins"].scatter(first, True))
+    hh = hh.with_columns(
+        (pl.col("head_birth") - 20 * YEAR > D_1930 + YEAR).alias("elder_ok"),
+    )
+
+    # --- persons ------------------------------------------------------------------------------
+    pid = pl.int_range(0, n, eager=True)
+    p_hh = pl.select(pl.int_range(0, h).repeat_by(hh["size"]).explode()).to_series().cast(pl.Int64)
+    g = lambda col: hh[col].gather(p_hh)  # noqa: E731 - household column per person
+    k = pid - g("start")
+    size = g("size")
+    p = pl.DataFrame({"pid": pid, "hh": p_hh, "k": k, "size": size})
+    p = p.with_columns(
+        pl.when(pl.col("k") == 0).then(0)
+        .when((pl.col("k") == 1) & g("has_spouse")).then(1)
+        .when((pl.col("size") >= 5) & (pl.col("k") == pl.col("size") - 1) & g("elder_flag") & g("elder_ok"))
+        .then(3)
+        .otherwise(2).alias("role")
+    )
+    head_birth = g("head_birth")
+    head_male = g("head_male")
+    spouse_birth = (head_birth + rng.integers("p:spouse_gap", n, -2200, 2200)).clip(D_1930, D_2006_END)
+    child_lo = head_birth + 20 * YEAR
+    child_hi = pl.select(pl.min_horizontal(head_birth + 38 * YEAR, pl.lit(D_2024_END))).to_series()
+    child_birth = child_lo + rng.below("p:child", n, (child_hi - child_lo).clip(lower_bound=1))
+    elder_hi = head_birth - 20 * YEAR
+    elder_lo = pl.select(pl.max_horizontal(head_birth - 35 * YEAR, pl.lit(D_1930))).to_series()
+    elder_birth = elder_lo + rng.below("p:elder", n, (elder_hi - elder_lo).clip(lower_bound=1))
+    role = pl.col("role")
+    p = p.with_columns(
+        pl.when(role == 0).then(head_birth).when(role == 1).then(spouse_birth)
+        .when(role == 3).then(elder_birth).otherwise(child_birth).alias("birth"),
+        pl.when(role == 0).then(head_male).when(role == 1).then(~head_male)
+        .when(role == 3).then(rng.mask("p:elder_male", n, 0.4))
+        .otherwise(rng.mask("p:child_male", n, 0.51)).alias("male"),
+    )
+    head_sn = g("head_sn")
+    spouse_sn = g("spouse_sn")
+    has_spouse = g("has_spouse") & (size >= 2)
+    rand_sn = rng.choice("p:sn", n, [w for _, w in naming.SURNAMES])
+    father_sn = pl.when(head_male | ~has_spouse).then(head_sn).otherwise(spouse_sn)
+    mother_sn = pl.when(head_male & has_spouse).then(spouse_sn).when(head_male).then(rand_sn).otherwise(head_sn)
+    p = p.with_columns(
+        pl.when(role == 0).then(head_sn).when(role == 1).then(spouse_sn)
+        .when(role == 3).then(pl.when(pl.col("male")).then(head_sn).otherwise(rand_sn))
+        .otherwise(pl.when(rng.mask("p:father_sn", n, 0.92)).then(father_sn).otherwise(mother_sn))
+        .alias("sn_idx")
+    )
+    # twins: the second child (k=3) copies the first child's (k=2) birth date and surname
+    twin_mask = g("twins") & (pl.col("k") == 3)
+    first_child = (g("start") + 2).clip(upper_bound=n - 1)
+    p = p.with_columns(
+        pl.when(twin_mask).then(pl.col("birth").gather(first_child)).otherwise(pl.col("birth")).alias("birth"),
+        pl.when(twin_mask).then(pl.col("sn_idx").gather(first_child)).otherwise(pl.col("sn_idx")).alias("sn_idx"),
+        twin_mask.alias("is_twin"),
+    )
+    # given names by era and sex
+    old = p["birth"] < D_1975
+    male = p["male"]
+    single = pl.select(
+        pl.when(old).then(rng.mask("p:single_old", n, 0.25)).otherwise(rng.mask("p:single_young", n, 0.10))
+    ).to_series()
+    sm = _pool(naming.MALE_SINGLE, rng, "p:sm", n)
+    sf = _pool(naming.FEMALE_SINGLE, rng, "p:sf", n)
+    om = _pool(naming.OLD_MALE_1, rng, "p:om1", n) + _pool(naming.OLD_MALE_2, rng, "p:om2", n, 0.7)
+    of = _pool(naming.OLD_FEMALE_1, rng, "p:of1", n) + _pool(naming.OLD_FEMALE_2, rng, "p:of2", n, 0.7)
+    ym = _pool(naming.YOUNG_MALE_1, rng, "p:ym1", n) + _pool(naming.YOUNG_MALE_2, rng, "p:ym2", n, 0.7)
+    yf = _pool(naming.YOUNG_FEMALE_1, rng, "p:yf1", n) + _pool(naming.YOUNG_FEMALE_2, rng, "p:yf2", n, 0.7)
+    given = pl.select(
+        pl.when(single & male).then(sm).when(single).then(sf)
+        .when(old & male).then(om).when(old).then(of)
+        .when(male).then(ym).otherwise(yf)
+    ).to_series()
+    surnames = pl.Series([s for s, _ in naming.SURNAMES])
+    p = p.with_columns(surname=surnames.gather(p["sn_idx"]), given=given)
+
+    # namesakes: single-person households take the name, sex and birth date of a stranger
+    namesakes = 0
+    if n >= 50:
+        targets = p.filter(pl.col("size") == 1)["pid"]
+        sources = p.filter(pl.col("size") >= 2)["pid"]
+        want = max(1, round(rates.namesakes * n))
+        if len(targets) and len(sources):
+            order = rng.bits("p:namesake_order", len(targets))
+            targets = pl.DataFrame({"t": targets, "o": order}).sort("o")["t"].head(want)
+            src = sources.gather(rng.below("p:namesake_src", len(targets), len(sources)))
+            namesakes = len(targets)
+            for col in ("surname", "given", "male", "birth"):
+                p = p.with_columns(p[col].scatter(targets, p[col].gather(src)))
+            flag = pl.select(pl.repeat(False, n, dtype=pl.Boolean)).to_series().scatter(targets, True)
+            p = p.with_columns(flag.alias("is_namesake"), pl.lit(None, dtype=pl.Int64).alias("namesake_of"))
+            p = p.with_columns(p["namesake_of"].scatter(targets, src))
+    if "is_namesake" not in p.columns:
+        p = p.with_columns(pl.lit(False).alias("is_namesake"), pl.lit(None, dtype=pl.Int64).alias("namesake_of"))
+
+    # --- ID numbers (GB 11643) ----------------------------------------------------------------
+    st_district = net.station_table["district_code"].gather(g("station_idx"))
+    cq_codes = pl.Series([d[0] for d in naming.DISTRICTS])
+    other_cq = cq_codes.gather(rng.choice("p:cq", n, [d[2] for d in naming.DISTRICTS]))
+    old_cq = pl.Series(naming.OLD_CITY_BIRTH_AREAS).gather(rng.below("p:oldcq", n, len(naming.OLD_CITY_BIRTH_AREAS)))
+    outside = pl.Series(naming.OTHER_BIRTH_AREAS).gather(rng.below("p:outside", n, len(naming.OTHER_BIRTH_AREAS)))
+    u_area = rng.uniform("p:area", n)
+    area = pl.select(
+        pl.when(u_area >= 0.78).then(outside)
+        .when((p["birth"] < D_1997) & (rng.uniform("p:area_old", n) < 0.25)).then(old_cq)
+        .when(u_area < 0.50).then(st_district)
+        .otherwise(other_cq)
+    ).to_series()
+    p = p.with_columns(area.alias("birth_area"))
+    p = p.with_columns(
+        pl.when(pl.col("is_twin")).then(pl.col("birth_area").gather(first_child)).otherwise(pl.col("birth_area"))
+        .alias("birth_area"),
+        rng.below("p:seq", n, 500).alias("seq_j"),
+    )
+    # Sequence numbers are unique per (birth place, birth date, sex): re-deal them in clashing groups.
+    keys = ["birth_area", "birth", "male"]
+    clash = p.select(pl.struct(*keys, "seq_j").is_duplicated()).to_series()
+    if clash.any():
+        groups = p.filter(clash).select(keys).unique(maintain_order=True)
+        sub = p.select("pid", *keys, "seq_j").join(groups, on=keys, how="semi", maintain_order="left")
+        sub = sub.with_columns(
+            ((pl.col("seq_j").min().over(keys)
+              + pl.int_range(pl.len()).over(keys, order_by=["seq_j", "pid"])) % 500).alias("seq_j")
+        )
+        p = p.with_columns(p["seq_j"].scatter(sub["pid"], sub["seq_j"]))
+    birth_date = pl.col("birth").cast(pl.Date)
+    body = pl.concat_str(
+        [pl.col("birth_area"), birth_date.dt.strftime("%Y%m%d"),
+         (pl.col("seq_j") * 2 + pl.col("male").cast(pl.Int64)).cast(pl.String).str.zfill(3)]
+    )
+    p = p.with_columns(body.alias("id_body")).with_columns(
+        pl.concat_str([pl.col("id_body"), id_check_expr(pl.col("id_body"))]).alias("id_number")
+    ).drop("id_body", "seq_j")
+
+    # --- phones -------------------------------------------------------------------------------
+    mobile = mobiles(rng, "p:mobile", n)
+    birth = p["birth"]
+    has_mobile = pl.select(
+        pl.when(birth > D_2010).then(False)
+        .when(birth < D_1956).then(rng.mask("p:mob_old", n, 0.55))
+        .otherwise(rng.mask("p:mob", n, 0.93))
+    ).to_series()
+    own = pl.select(pl.when(has_mobile).then(mobile).otherwise(None)).to_series()
+    head_idx = g("start")
+    head_own = own.gather(head_idx)
+    landline = g("landline")
+    use_land = rng.mask("p:use_land", n, 0.5)
+    contact = pl.select(
+        pl.when(own.is_not_null()).then(own)
+        .when(landline.is_not_null() & use_land).then(landline)
+        .when(head_own.is_not_null()).then(head_own)
+        .otherwise(landline)
+    ).to_series()
+    p = p.with_columns(
+        pl.concat_str([pl.col("surname"), pl.col("given")]).alias("name"),
+        own.alias("mobile"),
+        contact.alias("phone"),
+        pl.format("P{}", (pl.col("pid") + 1).cast(pl.String).str.zfill(7)).alias("entity_id"),
+    )
+    twins = int(p["is_twin"].sum())
+    return Population(persons=p, households=hh, twins=twins, namesakes=namesakes)
+
+
+def person_residences(rng: Rng, pop: Population, rates: PopulationRates = DEFAULT_POPULATION) -> pl.DataFrame:
+    """One row per (person, station) record before local ids: current, previous residences, duplicates."""
+    p, hh = pop.persons, pop.households
+    n = p.height
+    g = lambda col: hh[col].gather(p["hh"])  # noqa: E731
+    moved, twice, t_move = g("moved"), g("twice"), g("t_move")
+    cur_upd = pl.select(
+        pl.when(moved).then(t_move + rng.below("r:cur_upd_m", n, (T_EXPORT - t_move).clip(lower_bound=1)))
+        .otherwise(rng.integers("r:cur_upd", n, T_2015, T_EXPORT))
+    ).to_series()
+    base = {"pid": p["pid"], "entity_id": p["entity_id"]}
+    current = pl.DataFrame(
+        base | {"station_idx": g("station_idx")} | {c: g(c) for c in ADDRESS_COLUMNS}
+        | {"phone": p["phone"], "updated": cur_upd, "residence": pl.repeat(0, n, eager=True, dtype=pl.Int8)}
+    )
+    parts = [current]
+    for j, mask in ((1, moved), (2, twice)):
+        sel = mask.arg_true()
+        if not len(sel):
+            continue
+        m = len(sel)
+        gather = lambda col: g(col).gather(sel)  # noqa: E731
+        changed = rng.mask(f"r:phone_changed{j}", m, rates.phone_changed_on_move)
+        own = p["mobile"].gather(sel)
+        phone = pl.select(
+            pl.when(changed & own.is_not_null()).then(mobiles(rng, f"r:old_mobile{j}", m))
+            .otherwise(p["phone"].gather(sel))
+        ).to_series()
+        tm = gather("t_move")
+        if j == 1:
+            upd = tm - rng.integers("r:upd1", m, 86_400, 2 * YEAR * 86_400)
+        else:
+            upd = tm - 2 * YEAR * 86_400 - rng.integers("r:upd2", m, 86_400, 3 * YEAR * 86_400)
+        upd = upd.clip(lower_bound=T_2012)
+        parts.append(pl.DataFrame(
+            {"pid": p["pid"].gather(sel), "entity_id": p["entity_id"].gather(sel),
+             "station_idx": gather(f"prev{j}")}
+            | {c: gather(f"p{j}_{c}") for c in ADDRESS_COLUMNS}
+            | {"phone": phone, "updated": upd, "residence": pl.repeat(j, m, eager=True, dtype=pl.Int8)}
+        ))
+    rec = pl.concat(parts, how="vertical")
+    rec = rec.with_columns(pl.lit(False).alias("duplicate"))
+    dup = rng.mask("r:dup", rec.height, rates.duplicates)
+    if dup.any():
+        d = rec.filter(dup)
+        shift = rng.integers("r:dup_upd", d.height, 86_400, 400 * 86_400)
+        d = d.with_columns(
+            pl.min_horizontal(pl.col("updated") + shift, pl.lit(T_EXPORT - 1)).alias("updated"),
+            pl.lit(True).alias("duplicate"),
+        )
+        rec = pl.concat([rec, d], how="vertical")
+    return rec

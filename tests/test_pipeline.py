@@ -1,0 +1,211 @@
+"""End to end on a simulated network: Dagster assets, the drop sensor, the CLI, idempotency."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from connectors.simulate import simulate_network
+from pipelines.cli import app
+from pipelines.definitions import defs
+from pipelines.project import Project
+from pipelines.runner import materialize_project
+from warehouse import Warehouse
+from warehouse import schema as s
+
+STATIONS, PERSONS, SEED = 12, 6000, 1
+
+
+@pytest.fixture(scope="module")
+def simulation(tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("net")
+    return simulate_network(out, stations=STATIONS, persons=PERSONS, seed=SEED)
+
+
+@pytest.fixture(scope="module")
+def network(simulation) -> Path:
+    return simulation.out
+
+
+def fresh_copy(network: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "net"
+    shutil.copytree(network, target)
+    return target
+
+
+def snapshot(store: Warehouse) -> dict[str, list[tuple]]:
+    """Everything a run leaves in the warehouse, minus timestamps, in a stable order."""
+    out = {}
+    with store.engine.connect() as conn:
+        for table, cols in {
+            "batches": ["batch_id", "status", "rows_read", "rows_loaded", "rows_quarantined", "content_hash"],
+            "raw_records": ["batch_id", "row_number", "record_key", "row_hash", "payload"],
+            "quarantine": ["batch_id", "row_number", "field", "reason", "original"],
+            "person_records": ["record_key", "name_norm", "id_number", "id_valid", "birth_date", "address"],
+            "organisation_records": ["record_key", "name_norm", "credit_code", "credit_code_valid"],
+        }.items():
+            t = s.metadata.tables[table]
+            rows = conn.execute(sa.select(*[t.c[c] for c in cols])).all()
+            out[table] = sorted(tuple(r) for r in rows)
+    return out
+
+
+def test_definitions_load_without_warnings() -> None:
+    code = (
+        "import warnings; warnings.simplefilter('error');"
+        "import pipelines.definitions as d; d.defs.resolve_job_def('ingest_station')"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_run_loads_every_row_exactly_once_and_rerun_changes_nothing(simulation, tmp_path: Path) -> None:
+    net = fresh_copy(simulation.out, tmp_path)
+    project = Project.load(net)
+    results = materialize_project(project, project.station_ids)
+    assert [r.success for r in results] == [True] * STATIONS
+    store = Warehouse(project.warehouse_url)
+
+    recon = store.reconciliation()
+    assert recon.height >= STATIONS
+    assert recon["balanced"].all()
+    batches = store.batches()
+    # every record the simulator wrote (truth covers broken rows too) was read exactly once
+    truth = pl.read_csv(net / "truth.csv")
+    assert int(batches["rows_read"].sum()) == truth.height
+    assert store.count("raw_records") + store.count("quarantine") == truth.height
+    with store.engine.connect() as conn:
+        loaded_keys = set(conn.execute(sa.select(s.raw_records.c.record_key)).scalars())
+    # the rows the simulator broke (truncated, extra field) are the ones in quarantine
+    assert simulation.broken_record_keys
+    assert int(batches["rows_quarantined"].sum()) >= len(simulation.broken_record_keys)
+    assert not loaded_keys & set(simulation.broken_record_keys)
+    assert loaded_keys <= set(truth["record_key"].to_list())
+
+    # per-station metadata on the materialisations, and the reconciliation check
+    rows_read = 0
+    for station_id, result in zip(project.station_ids, results):
+        by_key = {m.asset_key.to_user_string(): m for m in result.asset_materializations_for_node("station_records")}
+        assert by_key["raw_records"].partition == station_id
+        rows_read += by_key["raw_records"].metadata["rows_read"].value
+        assert "fill_rate" in by_key["person_records"].metadata
+        assert [c.passed for c in result.get_asset_check_evaluations()] == [True]
+    assert rows_read == truth.height
+
+    before = snapshot(store)
+    again = materialize_project(project, project.station_ids)
+    assert all(r.success for r in again)
+    assert snapshot(store) == before
+
+
+def test_failed_run_rerun_equals_one_clean_run(network: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clean_net = fresh_copy(network, tmp_path / "clean")
+    clean = Project.load(clean_net)
+    materialize_project(clean, clean.station_ids)
+
+    net = fresh_copy(network, tmp_path / "flaky")
+    project = Project.load(net)
+    calls = {"n": 0}
+    original = Warehouse.upsert_records
+
+    def flaky(self, conn, entity_type, frame):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("connection lost")
+        return original(self, conn, entity_type, frame)
+
+    monkeypatch.setattr(Warehouse, "upsert_records", flaky)
+    with pytest.raises(Exception):
+        materialize_project(project, project.station_ids)
+    monkeypatch.setattr(Warehouse, "upsert_records", original)
+    materialize_project(project, project.station_ids)
+    assert snapshot(Warehouse(project.warehouse_url)) == snapshot(Warehouse(clean.warehouse_url))
+
+
+def test_sensor_registers_stations_and_launches_only_new_drops(network: Path, tmp_path: Path, monkeypatch) -> None:
+    net = fresh_copy(network, tmp_path)
+    monkeypatch.setenv("ENTERONCE_CONFIG", str(net))
+    from pipelines.definitions import project_resource
+    from pipelines.sensors import station_drops_sensor
+
+    instance = dg.DagsterInstance.ephemeral()
+    resources = {"project": project_resource()}
+
+    def evaluate(cursor: str | None = None) -> dg.SensorResult:
+        with dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor) as ctx:
+            return station_drops_sensor(ctx)
+
+    first = evaluate()
+    project = Project.load(net)
+    assert len(first.run_requests) == STATIONS
+    assert sorted(first.dynamic_partitions_requests[0].partition_keys) == project.station_ids
+    assert all(r.run_key.startswith(r.partition_key + ":") for r in first.run_requests)
+
+    assert evaluate(first.cursor).run_requests == []
+
+    target, source = next(
+        (st, src) for st in project.stations.stations for src in st.sources if src.kind != "sql"
+    )
+    drop = net / source.path
+    stat = drop.stat()
+    os.utime(drop, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))  # a new drop arrives
+    third = evaluate(first.cursor)
+    assert [r.partition_key for r in third.run_requests] == [target.id]
+    assert third.run_requests[0].run_key != next(
+        r.run_key for r in first.run_requests if r.partition_key == target.id
+    )
+
+
+def test_definitions_have_partitioned_assets_check_and_sensor() -> None:
+    repo = defs.get_repository_def()
+    keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
+    assert {"raw_records", "person_records", "organisation_records"} <= keys
+    assert repo.get_sensor_def("station_drops_sensor") is not None
+    assert defs.resolve_job_def("ingest_station").partitions_def.name == "stations"  # inferred from the assets
+
+
+def test_cli_run_prints_summary(network: Path, tmp_path: Path) -> None:
+    net = fresh_copy(network, tmp_path)
+    result = CliRunner().invoke(app, ["run", "--config", str(net)])
+    assert result.exit_code == 0, result.output
+    assert "reconciled" in result.output
+    assert f"{STATIONS} stations" in result.output
+    assert "quarantined" in result.output
+
+
+def test_cli_bad_config_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "stations.yaml").write_text("stations:\n  - id: s1\n    name: x\n    jurisdiction: [5001]\n    sources: []\n")
+    result = CliRunner().invoke(app, ["run", "--config", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "stations.yaml" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_rejected_drop_is_kept_and_others_load(network: Path, tmp_path: Path) -> None:
+    net = fresh_copy(network, tmp_path)
+    project = Project.load(net)
+    victim_station, victim = next(
+        (st, src) for st in project.stations.stations for src in st.sources if src.kind in {"csv", "tsv"}
+    )
+    path = net / victim.path
+    path.write_bytes(b"\x00\x01\x02\xff" * 500)
+    results = materialize_project(project, project.station_ids)
+    assert all(r.success for r in results)
+    store = Warehouse(project.warehouse_url)
+    batches = store.batches()
+    rejected = batches.filter(pl.col("status") == "rejected")
+    assert rejected["station_id"].to_list() == [victim_station.id]
+    assert str(path) in rejected["error"][0]
+    q = store.quarantine_rows([victim_station.id]).filter(pl.col("stored_path").is_not_null())
+    kept = Path(q["stored_path"][0])
+    assert kept.read_bytes() == path.read_bytes()
+    assert batches.filter(pl.col("status") == "loaded").height >= STATIONS
