@@ -9,6 +9,7 @@ reading a million JSON payloads back costs more than standardising them.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from connectors.readers import Chunk, Reject, detect_encoding, list_drops, read_
 from connectors.sources import source_ref
 from entity_resolution.standardise import standardise_organisations, standardise_persons
 from warehouse import Warehouse
+from warehouse.store import BatchLoad
 
 Progress = Callable[[str, int], None]  # (what, rows just done)
 
@@ -95,10 +97,9 @@ def _ingest_file(
     }
     try:
         encoding = detect_encoding(path, source.encoding) if source.kind != "xlsx" else None
-        with store.transaction() as conn:
-            store.start_batch(conn, {**header, "encoding": encoding, "status": "loading"})
-            _load_chunks(store, conn, station, source, batch_id, read_drop(source, path), outcome, progress)
-            store.finish_batch(conn, batch_id, status="loaded", **_counts(outcome))
+        with store.load_batch({**header, "encoding": encoding, "status": "loading"}) as load:
+            _load_chunks(load, station, source, read_drop(source, path), outcome, progress)
+            load.finish(status="loaded", **_counts(outcome))
     except SourceError as err:
         _reject_file(store, header, path, data_dir, err, outcome)
     return outcome
@@ -126,35 +127,24 @@ def _ingest_sql(
     marks: list[str] = []
 
     def tracked() -> Iterator[Chunk]:
-        for chunk in _chain(first, chunks):
+        for chunk in itertools.chain([first], chunks):
             content.update("".join(chunk.rows["__row_hash__"].to_list()).encode())
             if chunk.watermark_max is not None:
                 marks.append(chunk.watermark_max)
             yield chunk
 
-    with store.transaction() as conn:
-        store.start_batch(
-            conn,
-            {
-                "batch_id": batch_id, "station_id": station.id, "source_name": source.name,
-                "entity_type": source.entity, "source_kind": "sql", "source_ref": ref,
-                "content_hash": batch_id.rsplit("-", 1)[-1], "watermark_from": after, "status": "loading",
-            },
-        )
-        _load_chunks(store, conn, station, source, batch_id, tracked(), outcome, progress)
+    header = {
+        "batch_id": batch_id, "station_id": station.id, "source_name": source.name,
+        "entity_type": source.entity, "source_kind": "sql", "source_ref": ref,
+        "content_hash": batch_id.rsplit("-", 1)[-1], "watermark_from": after, "status": "loading",
+    }
+    with store.load_batch(header) as load:
+        _load_chunks(load, station, source, tracked(), outcome, progress)
         watermark = marks[-1] if marks else after
-        store.finish_batch(
-            conn, batch_id, status="loaded", content_hash=content.hexdigest(), watermark_to=watermark,
-            **_counts(outcome),
-        )
+        load.finish(status="loaded", content_hash=content.hexdigest(), watermark_to=watermark, **_counts(outcome))
         if watermark is not None:
-            store.set_watermark(conn, station.id, source.name, watermark)
+            load.set_watermark(station.id, source.name, watermark)
     return outcome
-
-
-def _chain(first: Chunk, rest: Iterator[Chunk]) -> Iterator[Chunk]:
-    yield first
-    yield from rest
 
 
 def _counts(outcome: BatchOutcome) -> dict[str, int]:
@@ -166,11 +156,9 @@ def _counts(outcome: BatchOutcome) -> dict[str, int]:
 
 
 def _load_chunks(
-    store: Warehouse,
-    conn,
+    load: BatchLoad,
     station: StationConfig,
     source: SourceConfig,
-    batch_id: str,
     chunks: Iterator[Chunk],
     outcome: BatchOutcome,
     progress: Progress | None,
@@ -179,12 +167,12 @@ def _load_chunks(
     standardise = STANDARDISERS[source.entity]
     for chunk in chunks:
         accepted, rejected, seen_ids = split_rows(chunk, source, seen_ids)
-        raw = raw_frame(accepted, source, station.id, batch_id)
-        store.append_raw(conn, raw)
+        raw = raw_frame(accepted, source, station.id, load.batch_id)
+        load.append_raw(raw)
         records = standardise(canonical_frame(accepted, source, raw), date_formats=source.date_formats)
-        store.upsert_records(conn, source.entity, records)
-        quarantined = quarantine_frame(rejected, station.id, batch_id)
-        store.append_quarantine(conn, quarantined)
+        load.upsert_records(source.entity, records)
+        quarantined = quarantine_frame(rejected, station.id, load.batch_id)
+        load.append_quarantine(quarantined)
         outcome.rows_read += accepted.height + quarantined.height
         outcome.rows_loaded += accepted.height
         outcome.rows_quarantined += quarantined.height
@@ -284,19 +272,16 @@ def _reject_file(
     kept.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         shutil.copyfile(path, kept)
-    with store.transaction() as conn:
-        store.start_batch(conn, {**header, "status": "rejected", "error": str(err)})
-        store.append_quarantine(
-            conn,
-            pl.DataFrame(
-                {
-                    "batch_id": [header["batch_id"]], "station_id": [header["station_id"]],
-                    "row_number": [None], "field": [err.field],
-                    "reason": [f"file rejected: {err.reason}"],
-                    "original": [f"whole file {path}"], "stored_path": [str(kept)],
-                },
-                schema_overrides={"row_number": pl.Int64, "field": pl.String},
-            ),
-        )
-        store.finish_batch(conn, header["batch_id"], status="rejected", error=str(err))
+    store.record_rejected_batch(
+        header,
+        pl.DataFrame(
+            {
+                "batch_id": [header["batch_id"]], "station_id": [header["station_id"]],
+                "row_number": [None], "field": [err.field], "reason": [f"file rejected: {err.reason}"],
+                "original": [f"whole file {path}"], "stored_path": [str(kept)],
+            },
+            schema_overrides={"row_number": pl.Int64, "field": pl.String},
+        ),
+        str(err),
+    )
     outcome.status, outcome.error = "rejected", str(err)

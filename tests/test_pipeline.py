@@ -21,6 +21,7 @@ from pipelines.project import Project
 from pipelines.runner import materialize_project
 from warehouse import Warehouse
 from warehouse import schema as s
+from warehouse.store import BatchLoad
 
 STATIONS, PERSONS, SEED = 12, 6000, 1
 
@@ -115,18 +116,18 @@ def test_failed_run_rerun_equals_one_clean_run(network: Path, tmp_path: Path, mo
     net = fresh_copy(network, tmp_path / "flaky")
     project = Project.load(net)
     calls = {"n": 0}
-    original = Warehouse.upsert_records
+    original = BatchLoad.upsert_records
 
-    def flaky(self, conn, entity_type, frame):
+    def flaky(self, entity_type, frame):
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("connection lost")
-        return original(self, conn, entity_type, frame)
+        return original(self, entity_type, frame)
 
-    monkeypatch.setattr(Warehouse, "upsert_records", flaky)
+    monkeypatch.setattr(BatchLoad, "upsert_records", flaky)
     with pytest.raises(Exception):
         materialize_project(project, project.station_ids)
-    monkeypatch.setattr(Warehouse, "upsert_records", original)
+    monkeypatch.setattr(BatchLoad, "upsert_records", original)
     materialize_project(project, project.station_ids)
     assert snapshot(Warehouse(project.warehouse_url)) == snapshot(Warehouse(clean.warehouse_url))
 

@@ -154,6 +154,13 @@ def test_future_and_pre_1900_embedded_dates() -> None:
     assert frame["id_birth_date"].to_list() == [date(2030, 1, 1), date(1899, 12, 31)]
 
 
+def test_embedded_year_zero_is_flagged_and_not_stored_as_a_date() -> None:
+    body = "50010300001223123"  # a mistyped year: 0000-12-23
+    row = ids(body + check_char(body)).row(0, named=True)
+    assert row["id_issue"] == "embedded birth date out of range"
+    assert row["id_birth_date"] is None
+
+
 @pytest.mark.parametrize(
     ("raw", "issue"),
     [

@@ -1,12 +1,16 @@
 """Bulk paths from Polars frames into warehouse tables, per dialect.
 
-Row-by-row ORM inserts cost minutes at a million rows; these paths cost seconds:
-PostgreSQL gets COPY (through psycopg), SQLite a single prepared executemany per chunk.
+Row-by-row inserts cost minutes at a million rows. PostgreSQL gets COPY (psycopg) inside the
+batch's transaction. SQLite gets Arrow: each chunk is ingested through ADBC into a scratch
+database beside the warehouse, and the batch's one transaction copies it over with
+INSERT ... SELECT, so no Python object is made per value and the batch stays atomic.
 """
 
 from __future__ import annotations
 
 import io
+import uuid
+from pathlib import Path
 
 import polars as pl
 import sqlalchemy as sa
@@ -14,57 +18,70 @@ import sqlalchemy as sa
 _SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%6f"
 
 
-def _frame_for(table: sa.Table, frame: pl.DataFrame) -> pl.DataFrame:
-    """Select the table's columns in table order; columns the frame lacks become nulls."""
+def _polars_type(column: sa.Column, dialect: str) -> pl.DataType:
+    t = column.type
+    if isinstance(t, sa.Boolean):
+        return pl.Int8 if dialect == "sqlite" else pl.Boolean
+    if isinstance(t, sa.Integer):
+        return pl.Int64
+    if isinstance(t, sa.Date) and dialect != "sqlite":
+        return pl.Date
+    if isinstance(t, sa.DateTime) and dialect != "sqlite":
+        return pl.Datetime("us")
+    return pl.String
+
+
+def _value_expr(name: str, have: pl.DataType, want: pl.DataType, column: sa.Column) -> pl.Expr:
+    col = pl.col(name)
+    if want == pl.String and have == pl.Date:
+        return col.dt.strftime("%Y-%m-%d")
+    if want == pl.String and isinstance(have, pl.Datetime):
+        return col.dt.strftime(_SQLITE_DATETIME)  # SQLAlchemy's own SQLite storage format
+    if want == pl.Int8 and have == pl.Boolean:
+        return col.cast(pl.Int8)
+    return col.cast(want)
+
+
+def coerce(table: sa.Table, frame: pl.DataFrame, dialect: str) -> pl.DataFrame:
+    """The table's columns in table order, each in the one dtype its dialect stores.
+
+    Fixing dtypes from the schema (not from the data) keeps every chunk of a batch identical in
+    shape, even when a column happens to be all null in one of them.
+    """
     exprs = []
-    for col in table.columns:
-        if col.name in frame.columns:
-            exprs.append(pl.col(col.name))
-        elif col.primary_key and col.autoincrement is True:
+    for column in table.columns:
+        if column.primary_key and column.autoincrement is True and column.name not in frame.columns:
             continue
+        want = _polars_type(column, dialect)
+        if column.name in frame.columns:
+            exprs.append(_value_expr(column.name, frame.schema[column.name], want, column).alias(column.name))
         else:
-            exprs.append(pl.lit(None).alias(col.name))
+            exprs.append(pl.lit(None, want).alias(column.name))
     return frame.select(exprs)
 
 
-def _sqlite_values(frame: pl.DataFrame) -> pl.DataFrame:
-    """Render values the way SQLAlchemy's SQLite types store them, so reads through Core agree."""
-    exprs = []
-    for name, dtype in frame.schema.items():
-        if dtype == pl.Date:
-            exprs.append(pl.col(name).dt.strftime("%Y-%m-%d"))
-        elif isinstance(dtype, pl.Datetime):
-            exprs.append(pl.col(name).dt.strftime(_SQLITE_DATETIME))
-        elif dtype == pl.Boolean:
-            exprs.append(pl.col(name).cast(pl.Int8))
-        elif dtype == pl.Null:
-            exprs.append(pl.col(name).cast(pl.String))
-        else:
-            exprs.append(pl.col(name))
-    return frame.select(exprs)
+def _quoted(names: list[str]) -> str:
+    return ", ".join(f'"{c}"' for c in names)
 
 
 def insert_frame(conn: sa.Connection, table: sa.Table, frame: pl.DataFrame, *, replace: bool = False) -> int:
     """Append (or, with replace=True, upsert on the primary key) every row of `frame` into `table`."""
     if frame.height == 0:
         return 0
-    frame = _frame_for(table, frame)
     dialect = conn.dialect.name
+    frame = coerce(table, frame, dialect)
     if dialect == "postgresql":
         _copy_postgres(conn, table, frame, replace=replace)
     elif dialect == "sqlite":
         verb = "INSERT OR REPLACE" if replace else "INSERT"
-        cols = ", ".join(f'"{c}"' for c in frame.columns)
         marks = ", ".join("?" for _ in frame.columns)
-        sql = f'{verb} INTO "{table.name}" ({cols}) VALUES ({marks})'
-        conn.exec_driver_sql(sql, _sqlite_values(frame).rows())
+        conn.exec_driver_sql(f'{verb} INTO "{table.name}" ({_quoted(frame.columns)}) VALUES ({marks})', frame.rows())
     else:  # any other SQLAlchemy dialect: portable Core executemany
         if replace:
-            pk = [c for c in table.primary_key.columns]
+            pk = list(table.primary_key.columns)
             keys = frame.select([c.name for c in pk]).rows()
             for start in range(0, len(keys), 1000):
-                part = keys[start : start + 1000]
-                conn.execute(table.delete().where(sa.tuple_(*pk).in_(part)))
+                conn.execute(table.delete().where(sa.tuple_(*pk).in_(keys[start : start + 1000])))
         conn.execute(table.insert(), frame.to_dicts())
     return frame.height
 
@@ -72,7 +89,7 @@ def insert_frame(conn: sa.Connection, table: sa.Table, frame: pl.DataFrame, *, r
 def _copy_postgres(conn: sa.Connection, table: sa.Table, frame: pl.DataFrame, *, replace: bool) -> None:
     buf = io.BytesIO()
     frame.write_csv(buf, include_header=False, null_value="\\N", datetime_format="%Y-%m-%d %H:%M:%S%.f")
-    cols = ", ".join(f'"{c}"' for c in frame.columns)
+    cols = _quoted(frame.columns)
     options = "(FORMAT csv, NULL '\\N')"
     raw = conn.connection.driver_connection  # psycopg.Connection, inside SQLAlchemy's transaction
     with raw.cursor() as cur:
@@ -87,11 +104,44 @@ def _copy_postgres(conn: sa.Connection, table: sa.Table, frame: pl.DataFrame, *,
             copy.write(buf.getvalue())
         pk = [c.name for c in table.primary_key.columns]
         updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in frame.columns if c not in pk)
-        conflict = ", ".join(f'"{c}"' for c in pk)
         cur.execute(
             f'INSERT INTO "{table.name}" ({cols}) SELECT {cols} FROM "{stage}" '
-            f"ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
+            f"ON CONFLICT ({_quoted(pk)}) DO UPDATE SET {updates}"
         )
+
+
+class SqliteStage:
+    """A scratch SQLite file filled through ADBC (Arrow in, no Python rows), copied in at commit."""
+
+    def __init__(self, beside: Path):
+        import adbc_driver_sqlite.dbapi as adbc
+
+        self.path = beside.with_name(f".{beside.name}.stage-{uuid.uuid4().hex[:12]}")
+        self._conn = adbc.connect(str(self.path))
+        self._tables: dict[str, tuple[sa.Table, bool, list[str]]] = {}
+
+    def add(self, table: sa.Table, frame: pl.DataFrame, *, replace: bool = False) -> int:
+        if frame.height == 0:
+            return 0
+        frame = coerce(table, frame, "sqlite")
+        self._tables.setdefault(table.name, (table, replace, frame.columns))
+        with self._conn.cursor() as cur:
+            cur.adbc_ingest(table.name, frame, mode="create_append")
+        return frame.height
+
+    def copy_into(self, conn: sa.Connection) -> None:
+        """Inside the caller's transaction on the warehouse: move every staged row across."""
+        self._conn.commit()
+        conn.exec_driver_sql("ATTACH DATABASE ? AS stage", (str(self.path),))
+        for name, (table, replace, columns) in self._tables.items():
+            verb = "INSERT OR REPLACE" if replace else "INSERT"
+            cols = _quoted(columns)
+            conn.exec_driver_sql(f'{verb} INTO main."{name}" ({cols}) SELECT {cols} FROM stage."{name}" ORDER BY rowid')
+
+    def close(self) -> None:
+        self._conn.close()
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
 
 
 def read_frame(conn: sa.Connection, query: sa.Select, schema: dict[str, pl.DataType] | None = None) -> pl.DataFrame:

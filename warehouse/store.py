@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import polars as pl
 import sqlalchemy as sa
@@ -71,29 +72,23 @@ class Warehouse:
         with self.engine.connect() as conn:
             return conn.scalar(sa.select(s.batches.c.status).where(s.batches.c.batch_id == batch_id))
 
-    def start_batch(self, conn: sa.Connection, row: dict) -> None:
-        """Open a batch inside the caller's transaction, clearing leftovers of an earlier attempt."""
-        bid = row["batch_id"]
-        for table in (s.raw_records, s.quarantine):
-            conn.execute(table.delete().where(table.c.batch_id == bid))
-        conn.execute(s.batches.delete().where(s.batches.c.batch_id == bid))
-        conn.execute(s.batches.insert().values(started_at=utcnow(), **row))
+    @contextmanager
+    def load_batch(self, header: dict) -> Iterator["BatchLoad"]:
+        """One batch, all or nothing: what the block writes commits together when it exits cleanly.
 
-    def finish_batch(self, conn: sa.Connection, batch_id: str, **values) -> None:
-        conn.execute(
-            s.batches.update()
-            .where(s.batches.c.batch_id == batch_id)
-            .values(finished_at=utcnow(), **values)
-        )
+        A rerun of the same batch id first clears what an earlier attempt left.
+        """
+        load = BatchLoad(self, header)
+        try:
+            yield load
+            load.commit()
+        finally:
+            load.close()
 
-    def append_raw(self, conn: sa.Connection, frame: pl.DataFrame) -> int:
-        return insert_frame(conn, s.raw_records, frame)
-
-    def append_quarantine(self, conn: sa.Connection, frame: pl.DataFrame) -> int:
-        return insert_frame(conn, s.quarantine, frame)
-
-    def upsert_records(self, conn: sa.Connection, entity_type: str, frame: pl.DataFrame) -> int:
-        return insert_frame(conn, s.RECORD_TABLES[entity_type], frame, replace=True)
+    def record_rejected_batch(self, header: dict, quarantined: pl.DataFrame, error: str) -> None:
+        with self.load_batch({**header, "status": "rejected", "error": error}) as load:
+            load.append_quarantine(quarantined)
+            load.finish(status="rejected", error=error)
 
     # -- SQL sources' watermarks -------------------------------------------------------------
     def watermark(self, station_id: str, source_name: str) -> str | None:
@@ -103,7 +98,8 @@ class Warehouse:
                 sa.select(t.c.watermark).where(t.c.station_id == station_id, t.c.source_name == source_name)
             )
 
-    def set_watermark(self, conn: sa.Connection, station_id: str, source_name: str, watermark: str) -> None:
+    @staticmethod
+    def _set_watermark(conn: sa.Connection, station_id: str, source_name: str, watermark: str) -> None:
         t = s.source_state
         where = (t.c.station_id == station_id) & (t.c.source_name == source_name)
         done = conn.execute(t.update().where(where).values(watermark=watermark, updated_at=utcnow()))
@@ -216,3 +212,87 @@ _RECON_SCHEMA = {
     "rows_read": pl.Int64, "rows_loaded": pl.Int64, "rows_quarantined": pl.Int64,
     "raw_stored": pl.Int64, "quarantine_stored": pl.Int64,
 }
+
+
+class BatchLoad:
+    """Collects one batch's rows and commits them in one transaction (see Warehouse.load_batch).
+
+    PostgreSQL streams each chunk with COPY inside the open transaction; SQLite stages chunks
+    through Arrow and copies them in at commit, because SQLite allows one writer at a time.
+    """
+
+    def __init__(self, store: Warehouse, header: dict):
+        self.store = store
+        self.header = header
+        self.batch_id = header["batch_id"]
+        self._finish: dict = {}
+        self._watermark: tuple[str, str, str] | None = None
+        self._stage = None
+        self._conn: sa.Connection | None = None
+        self._txn = None
+        if store.dialect == "sqlite" and store.engine.url.database not in (None, "", ":memory:"):
+            from warehouse.bulk import SqliteStage
+
+            self._stage = SqliteStage(Path(store.engine.url.database))
+        else:
+            self._conn = store.engine.connect()
+            self._txn = self._conn.begin()
+            self._start(self._conn)
+
+    def _start(self, conn: sa.Connection) -> None:
+        for table in (s.raw_records, s.quarantine):
+            conn.execute(table.delete().where(table.c.batch_id == self.batch_id))
+        conn.execute(s.batches.delete().where(s.batches.c.batch_id == self.batch_id))
+        conn.execute(s.batches.insert().values(started_at=utcnow(), **self.header))
+
+    def _add(self, table: sa.Table, frame: pl.DataFrame, replace: bool = False) -> int:
+        if self._stage is not None:
+            return self._stage.add(table, frame, replace=replace)
+        return insert_frame(self._conn, table, frame, replace=replace)
+
+    def append_raw(self, frame: pl.DataFrame) -> int:
+        return self._add(s.raw_records, frame)
+
+    def append_quarantine(self, frame: pl.DataFrame) -> int:
+        return self._add(s.quarantine, frame)
+
+    def upsert_records(self, entity_type: str, frame: pl.DataFrame) -> int:
+        return self._add(s.RECORD_TABLES[entity_type], frame, replace=True)
+
+    def finish(self, **values) -> None:
+        self._finish = values
+
+    def set_watermark(self, station_id: str, source_name: str, watermark: str) -> None:
+        self._watermark = (station_id, source_name, watermark)
+
+    def _complete(self, conn: sa.Connection) -> None:
+        conn.execute(
+            s.batches.update()
+            .where(s.batches.c.batch_id == self.batch_id)
+            .values(finished_at=utcnow(), **self._finish)
+        )
+        if self._watermark is not None:
+            Warehouse._set_watermark(conn, *self._watermark)
+
+    def commit(self) -> None:
+        if self._stage is None:
+            self._complete(self._conn)
+            self._txn.commit()
+            return
+        with self.store.engine.connect() as conn:
+            try:
+                with conn.begin():
+                    self._start(conn)
+                    self._stage.copy_into(conn)
+                    self._complete(conn)
+            finally:  # pooled connections must not keep the scratch file attached
+                if any(row[1] == "stage" for row in conn.exec_driver_sql("PRAGMA database_list")):
+                    conn.exec_driver_sql("DETACH DATABASE stage")
+
+    def close(self) -> None:
+        if self._stage is not None:
+            self._stage.close()
+        if self._conn is not None:
+            if self._txn is not None and self._txn.is_active:
+                self._txn.rollback()
+            self._conn.close()

@@ -130,7 +130,11 @@ def with_id_number(lf: pl.LazyFrame, raw_id: pl.Expr, *, today: date) -> pl.Lazy
         .then(pl.lit(ISSUE_CHECK))
     )
     lf = lf.with_columns(issue.alias("id_issue"))
-    lf = lf.with_columns(pl.col("id_issue").is_null().alias("id_valid"))
+    lf = lf.with_columns(
+        pl.col("id_issue").is_null().alias("id_valid"),
+        # Kept when merely out of range (flagged above); a year before 1000 is no date to store.
+        pl.when(birth.dt.year() >= 1000).then(birth).alias("id_birth_date"),
+    )
     return lf.drop(
         f"{s}clean", f"{s}sci", f"{s}nodash", f"{s}body", f"{s}check", f"{s}shaped"
     )

@@ -127,4 +127,6 @@ def standardise_persons(
             ]
         ).alias("issues")
     )
+    # Flagged above and kept; but a year before 1000 is a typo no database should store as a date.
+    lf = lf.with_columns(pl.when(pl.col("birth_date").dt.year() >= 1000).then(pl.col("birth_date")).alias("birth_date"))
     return finish(lf, raw.columns, PERSON_COLUMNS)
