@@ -117,7 +117,11 @@ class SqliteStage:
         import adbc_driver_sqlite.dbapi as adbc
 
         self.path = beside.with_name(f".{beside.name}.stage-{uuid.uuid4().hex[:12]}")
-        self._conn = adbc.connect(str(self.path))
+        # A scratch file rebuilt on any failure: no journal, no fsync.
+        self._conn = adbc.connect(str(self.path), autocommit=True)
+        with self._conn.cursor() as cur:
+            cur.execute("PRAGMA journal_mode=OFF")
+            cur.execute("PRAGMA synchronous=OFF")
         self._tables: dict[str, tuple[sa.Table, bool, list[str]]] = {}
 
     def add(self, table: sa.Table, frame: pl.DataFrame, *, replace: bool = False) -> int:
@@ -130,16 +134,27 @@ class SqliteStage:
         return frame.height
 
     def copy_into(self, conn: sa.Connection) -> None:
-        """Inside the caller's transaction on the warehouse: move every staged row across."""
-        self._conn.commit()
+        """Inside the caller's transaction on the warehouse: move every staged row across.
+
+        ADBC links its own copy of SQLite; two copies must never hold the same file open at
+        once (closing one drops the other's POSIX locks), so ADBC lets go before we attach.
+        """
+        self._release()
         conn.exec_driver_sql("ATTACH DATABASE ? AS stage", (str(self.path),))
         for name, (table, replace, columns) in self._tables.items():
             verb = "INSERT OR REPLACE" if replace else "INSERT"
             cols = _quoted(columns)
             conn.exec_driver_sql(f'{verb} INTO main."{name}" ({cols}) SELECT {cols} FROM stage."{name}" ORDER BY rowid')
 
+    def _release(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
     def close(self) -> None:
-        self._conn.close()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
         for suffix in ("", "-journal", "-wal", "-shm"):
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
 

@@ -46,9 +46,8 @@ batches = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("started_at", TS, nullable=False),
     sa.Column("finished_at", TS),
-    sa.Column("standardised_at", TS),
     sa.UniqueConstraint("station_id", "source_name", "content_hash"),
-    sa.Index(None, "station_id", "standardised_at"),
+    sa.Index(None, "station_id"),
 )
 
 source_state = sa.Table(
@@ -146,7 +145,6 @@ person_records = sa.Table(
     sa.Column("phone_valid", sa.Boolean),
     *_tail_columns(),
     sa.Index(None, "station_id"),
-    sa.Index(None, "id_number"),
 )
 
 organisation_records = sa.Table(
@@ -165,7 +163,6 @@ organisation_records = sa.Table(
     sa.Column("phone_valid", sa.Boolean),
     *_tail_columns(),
     sa.Index(None, "station_id"),
-    sa.Index(None, "credit_code"),
 )
 
 RECORD_TABLES: dict[str, sa.Table] = {

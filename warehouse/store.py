@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Iterator
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -214,6 +216,9 @@ _RECON_SCHEMA = {
 }
 
 
+MAX_PENDING = 3  # frames queued for the writer thread: about two chunks' worth
+
+
 class BatchLoad:
     """Collects one batch's rows and commits them in one transaction (see Warehouse.load_batch).
 
@@ -225,9 +230,13 @@ class BatchLoad:
         self.store = store
         self.header = header
         self.batch_id = header["batch_id"]
+        self.station_id = header["station_id"]
+        self._new_station: dict[str, bool] = {}
         self._finish: dict = {}
         self._watermark: tuple[str, str, str] | None = None
         self._stage = None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-writer")
+        self._pending: deque[Future] = deque()
         self._conn: sa.Connection | None = None
         self._txn = None
         if store.dialect == "sqlite" and store.engine.url.database not in (None, "", ":memory:"):
@@ -245,10 +254,38 @@ class BatchLoad:
         conn.execute(s.batches.delete().where(s.batches.c.batch_id == self.batch_id))
         conn.execute(s.batches.insert().values(started_at=utcnow(), **self.header))
 
-    def _add(self, table: sa.Table, frame: pl.DataFrame, replace: bool = False) -> int:
+    def _write(self, table: sa.Table, frame: pl.DataFrame, replace: bool) -> int:
         if self._stage is not None:
             return self._stage.add(table, frame, replace=replace)
+        if replace and self._station_is_new(table):
+            replace = False  # a station's first drop: no key can collide, so plain COPY will do
         return insert_frame(self._conn, table, frame, replace=replace)
+
+    def _station_is_new(self, table: sa.Table) -> bool:
+        if table.name not in self._new_station:
+            exists = self._conn.scalar(
+                sa.select(sa.literal(1)).where(table.c.station_id == self.station_id).limit(1)
+            )
+            self._new_station[table.name] = exists is None
+        return self._new_station[table.name]
+
+    def _add(self, table: sa.Table, frame: pl.DataFrame, replace: bool = False) -> int:
+        """Queue a write on the batch's writer thread; the caller goes on with the next chunk.
+
+        ADBC and psycopg release the GIL while they write, so reading and standardising the next
+        chunk overlaps with writing this one. At most MAX_PENDING frames wait in memory, and the
+        connection is only ever used by that one thread until commit.
+        """
+        if frame.height == 0:
+            return 0
+        while len(self._pending) >= MAX_PENDING:
+            self._pending.popleft().result()
+        self._pending.append(self._writer.submit(self._write, table, frame, replace))
+        return frame.height
+
+    def _drain(self) -> None:
+        while self._pending:
+            self._pending.popleft().result()
 
     def append_raw(self, frame: pl.DataFrame) -> int:
         return self._add(s.raw_records, frame)
@@ -275,6 +312,7 @@ class BatchLoad:
             Warehouse._set_watermark(conn, *self._watermark)
 
     def commit(self) -> None:
+        self._drain()
         if self._stage is None:
             self._complete(self._conn)
             self._txn.commit()
@@ -290,6 +328,9 @@ class BatchLoad:
                     conn.exec_driver_sql("DETACH DATABASE stage")
 
     def close(self) -> None:
+        for future in self._pending:
+            future.cancel()
+        self._writer.shutdown(wait=True)
         if self._stage is not None:
             self._stage.close()
         if self._conn is not None:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 04:05:07.520792
+Create Date: 2026-11-26 04:29:51.469002
 """
 from alembic import op
 import sqlalchemy as sa
@@ -49,7 +49,6 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('record_key', name=op.f('pk_organisation_records'))
     )
     with op.batch_alter_table('organisation_records', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_organisation_records_credit_code'), ['credit_code'], unique=False)
         batch_op.create_index(batch_op.f('ix_organisation_records_station_id'), ['station_id'], unique=False)
 
     op.create_table('person_records',
@@ -90,7 +89,6 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('record_key', name=op.f('pk_person_records'))
     )
     with op.batch_alter_table('person_records', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_person_records_id_number'), ['id_number'], unique=False)
         batch_op.create_index(batch_op.f('ix_person_records_station_id'), ['station_id'], unique=False)
 
     op.create_table('source_state',
@@ -125,13 +123,12 @@ def upgrade() -> None:
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('started_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('standardised_at', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['station_id'], ['stations.station_id'], name=op.f('fk_batches_station_id_stations')),
     sa.PrimaryKeyConstraint('batch_id', name=op.f('pk_batches')),
     sa.UniqueConstraint('station_id', 'source_name', 'content_hash', name=op.f('uq_batches_station_id_source_name_content_hash'))
     )
     with op.batch_alter_table('batches', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_batches_station_id_standardised_at'), ['station_id', 'standardised_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_batches_station_id'), ['station_id'], unique=False)
 
     op.create_table('quarantine',
     sa.Column('quarantine_id', sa.Integer(), autoincrement=True, nullable=False),
@@ -177,19 +174,17 @@ def downgrade() -> None:
 
     op.drop_table('quarantine')
     with op.batch_alter_table('batches', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_batches_station_id_standardised_at'))
+        batch_op.drop_index(batch_op.f('ix_batches_station_id'))
 
     op.drop_table('batches')
     op.drop_table('stations')
     op.drop_table('source_state')
     with op.batch_alter_table('person_records', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_person_records_station_id'))
-        batch_op.drop_index(batch_op.f('ix_person_records_id_number'))
 
     op.drop_table('person_records')
     with op.batch_alter_table('organisation_records', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_organisation_records_station_id'))
-        batch_op.drop_index(batch_op.f('ix_organisation_records_credit_code'))
 
     op.drop_table('organisation_records')
     # ### end Alembic commands ###
