@@ -3,7 +3,7 @@ PY ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
+export DAGSTER_HOME ?= $(CURDIR)
 
 .PHONY: demo test ui bench install clean
 
@@ -15,19 +15,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
-	@mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
-
-demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+demo: $(STAMP)
 	$(BIN)/enteronce run
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+ui: $(STAMP)
 	@test -f data/demo/stations.yaml || $(BIN)/enteronce simulate --out data/demo
-	ENTERONCE_CONFIG=$${ENTERONCE_CONFIG:-data/demo} $(BIN)/dagster dev -m pipelines.definitions
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(BIN):$$PATH ENTERONCE_CONFIG=$${ENTERONCE_CONFIG:-data/demo} dg dev
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py

@@ -123,7 +123,7 @@ def main() -> None:
         ok = r["seconds"] <= 20 * args.rows / 1_000_000 and r["peak_mb"] < 2048
         table.add_row(
             name, f"{r['rows']:,}", f"{r['loaded']:,}", f"{r['quarantined']:,}",
-            f"{r['seconds']:.1f} ({', '.join(f'{x['seconds']:.1f}' for x in runs)})",
+            f"{r['seconds']:.1f} ({', '.join(format(x['seconds'], '.1f') for x in runs)})",
             f"{r['rows'] / r['seconds']:,.0f}", f"{max(x['peak_mb'] for x in runs):.0f}", "met" if ok else "MISSED",
         )
     Console(width=140).print(table)
