@@ -125,7 +125,7 @@ def test_failed_run_rerun_equals_one_clean_run(network: Path, tmp_path: Path, mo
         return original(self, entity_type, frame)
 
     monkeypatch.setattr(BatchLoad, "upsert_records", flaky)
-    with pytest.raises(Exception):
+    with pytest.raises(RuntimeError, match="connection lost"):
         materialize_project(project, project.station_ids)
     monkeypatch.setattr(BatchLoad, "upsert_records", original)
     materialize_project(project, project.station_ids)

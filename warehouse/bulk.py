@@ -122,13 +122,13 @@ class SqliteStage:
         with self._conn.cursor() as cur:
             cur.execute("PRAGMA journal_mode=OFF")
             cur.execute("PRAGMA synchronous=OFF")
-        self._tables: dict[str, tuple[sa.Table, bool, list[str]]] = {}
+        self._tables: dict[str, tuple[bool, list[str]]] = {}  # name -> (upsert?, columns)
 
     def add(self, table: sa.Table, frame: pl.DataFrame, *, replace: bool = False) -> int:
         if frame.height == 0:
             return 0
         frame = coerce(table, frame, "sqlite")
-        self._tables.setdefault(table.name, (table, replace, frame.columns))
+        self._tables.setdefault(table.name, (replace, frame.columns))
         with self._conn.cursor() as cur:
             cur.adbc_ingest(table.name, frame, mode="create_append")
         return frame.height
@@ -141,7 +141,7 @@ class SqliteStage:
         """
         self._release()
         conn.exec_driver_sql("ATTACH DATABASE ? AS stage", (str(self.path),))
-        for name, (table, replace, columns) in self._tables.items():
+        for name, (replace, columns) in self._tables.items():
             verb = "INSERT OR REPLACE" if replace else "INSERT"
             cols = _quoted(columns)
             conn.exec_driver_sql(f'{verb} INTO main."{name}" ({cols}) SELECT {cols} FROM stage."{name}" ORDER BY rowid')

@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 import polars as pl
 
+from entity_resolution.standardise.text import blank_to_null, quoted
+
 RAW_PREFIX = "__raw_"
 
 
@@ -70,3 +72,20 @@ def via_distinct(
         return out.get_column("v").alias(s.name)
 
     return expr.map_batches(run, return_dtype=return_dtype)
+
+
+def contact_issues() -> list[pl.Expr]:
+    """Issues every entity type reports the same way: phone, area code, source timestamp.
+
+    Reads the scratch column `__ph_issue` left by `with_phone`, so call it after that step.
+    """
+    return [
+        issue("phone", pl.col("__ph_issue").is_not_null(),
+              pl.concat_str(pl.col("__ph_issue"), pl.lit(" "), quoted(raw_col("phone").str.strip_chars()))),
+        issue("area_code", pl.col("area_code_valid").not_(),
+              pl.concat_str(pl.lit("not 6, 9 or 12 digits "), quoted(raw_col("area_code").str.strip_chars()))),
+        issue("source_updated_at",
+              pl.col("source_updated_at").is_null() & blank_to_null(raw_col("source_updated_at")).is_not_null(),
+              pl.concat_str(pl.lit("unparseable timestamp "),
+                            quoted(raw_col("source_updated_at").str.strip_chars()))),
+    ]

@@ -13,11 +13,10 @@ import polars as pl
 from entity_resolution.standardise.addresses import ADDRESS_PART_COLUMNS, with_address
 from entity_resolution.standardise.area_codes import area_code_digits, area_code_valid
 from entity_resolution.standardise.dates import DEFAULT_DATE_FORMATS, with_timestamp
-from entity_resolution.standardise.frames import finish, intake, issue, join_issues, raw_col
+from entity_resolution.standardise.frames import contact_issues, finish, intake, issue, join_issues, raw_col
 from entity_resolution.standardise.names import name_fields
 from entity_resolution.standardise.org_codes import CREDIT_CODE_COLUMNS, with_credit_code
 from entity_resolution.standardise.phones import PHONE_COLUMNS, with_phone
-from entity_resolution.standardise.text import blank_to_null, quoted
 
 ORGANISATION_FIELDS: tuple[str, ...] = (
     "local_id", "name", "credit_code", "legal_rep", "phone", "address",
@@ -66,17 +65,7 @@ def standardise_organisations(
                 issue("name", pl.col("name_norm").is_null(), "missing"),
                 issue("credit_code", pl.col("credit_code_issue").is_not_null(),
                       pl.col("credit_code_issue")),
-                issue("phone", pl.col("__ph_issue").is_not_null(),
-                      pl.concat_str(pl.col("__ph_issue"), pl.lit(" "),
-                                    quoted(raw_col("phone").str.strip_chars()))),
-                issue("area_code", pl.col("area_code_valid").not_(),
-                      pl.concat_str(pl.lit("not 6, 9 or 12 digits "),
-                                    quoted(raw_col("area_code").str.strip_chars()))),
-                issue("source_updated_at",
-                      pl.col("source_updated_at").is_null()
-                      & blank_to_null(raw_col("source_updated_at")).is_not_null(),
-                      pl.concat_str(pl.lit("unparseable timestamp "),
-                                    quoted(raw_col("source_updated_at").str.strip_chars()))),
+                *contact_issues(),
             ]
         ).alias("issues")
     )

@@ -22,12 +22,12 @@ from entity_resolution.standardise.dates import (
     parse_date,
     with_timestamp,
 )
-from entity_resolution.standardise.frames import finish, intake, issue, join_issues, raw_col
+from entity_resolution.standardise.frames import contact_issues, finish, intake, issue, join_issues, raw_col
 from entity_resolution.standardise.id_numbers import ID_COLUMNS, with_id_number
 from entity_resolution.standardise.names import name_fields
 from entity_resolution.standardise.phones import PHONE_COLUMNS, with_phone
 from entity_resolution.standardise.sex import parse_sex
-from entity_resolution.standardise.text import blank_to_null, quoted
+from entity_resolution.standardise.text import quoted
 
 PERSON_FIELDS: tuple[str, ...] = (
     "local_id", "name", "sex", "birth_date", "id_number", "phone", "address",
@@ -113,17 +113,7 @@ def standardise_persons(
                 issue("id_number", pl.col("id_issue").is_not_null(), pl.col("id_issue")),
                 issue("id_number", birth_differs, "birth date differs from stated birth_date"),
                 issue("id_number", sex_differs, "sex differs from stated sex"),
-                issue("phone", pl.col("__ph_issue").is_not_null(),
-                      pl.concat_str(pl.col("__ph_issue"), pl.lit(" "),
-                                    quoted(raw_col("phone").str.strip_chars()))),
-                issue("area_code", pl.col("area_code_valid").not_(),
-                      pl.concat_str(pl.lit("not 6, 9 or 12 digits "),
-                                    quoted(raw_col("area_code").str.strip_chars()))),
-                issue("source_updated_at",
-                      pl.col("source_updated_at").is_null()
-                      & blank_to_null(raw_col("source_updated_at")).is_not_null(),
-                      pl.concat_str(pl.lit("unparseable timestamp "),
-                                    quoted(raw_col("source_updated_at").str.strip_chars()))),
+                *contact_issues(),
             ]
         ).alias("issues")
     )
