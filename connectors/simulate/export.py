@@ -24,8 +24,9 @@ EXPORT_COLUMNS: dict[str, str] = {
 }
 
 
-def simulate_person_export(path: Path, *, rows: int, seed: int, stations: int = 943, encoding: str = "utf-8") -> Path:
-    """Write exactly `rows` noisy person records (header included) to `path`."""
+def simulate_person_records(*, rows: int, seed: int, stations: int = 943) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """`rows` noisy person records in canonical raw fields (strings, as a station exports them)
+    plus `record_key`, and the truth (record_key -> entity_id), without touching the disk."""
     rng = Rng(seed)
     net = build_network(stations, seed)
     persons = max(1, int(rows / 1.1))  # movers and duplicates give ~1.13 records per person
@@ -37,10 +38,20 @@ def simulate_person_export(path: Path, *, rows: int, seed: int, stations: int = 
         persons = int(persons * rows / max(records.height, 1)) + 1
     records = render_persons(rng, net, pop, records)
     records, _ = person_noise(rng, records, DEFAULT_NOISE)
-    frame = records.head(rows).select(
+    records = records.head(rows)
+    raw = records.select(
+        "record_key",
+        pl.col("record_key").str.split(":").list.first().alias("station_id"),
         pl.col("record_key").str.replace(":", "-").alias("local_id"),
         *[pl.col(f) for f in list(EXPORT_COLUMNS.values())[1:]],
-    ).rename({v: k for k, v in EXPORT_COLUMNS.items()})
+    )
+    return raw, records.select("record_key", "entity_id")
+
+
+def simulate_person_export(path: Path, *, rows: int, seed: int, stations: int = 943, encoding: str = "utf-8") -> Path:
+    """Write exactly `rows` noisy person records (header included) to `path`."""
+    raw, _ = simulate_person_records(rows=rows, seed=seed, stations=stations)
+    frame = raw.select(list(EXPORT_COLUMNS.values())).rename({v: k for k, v in EXPORT_COLUMNS.items()})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(frame.write_csv().encode(encoding))
     return path
