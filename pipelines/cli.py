@@ -211,6 +211,169 @@ def quarantine(
     console.print(table)
 
 
+EntityOpt = Annotated[str, typer.Option("--entity", "-e", help="person or organisation.")]
+
+
+def _resolution_store(config: Path | None, warehouse: str | None, entity: str):
+    from pipelines.resolution_assets import ENTITY_TYPES
+    from warehouse import Warehouse
+
+    if entity not in ENTITY_TYPES:
+        _fail(f"unknown entity type {entity!r}; expected one of {sorted(ENTITY_TYPES)}")
+    try:
+        project = Project.load(config or default_config_dir(), warehouse)
+    except EnteronceError as exc:
+        _fail(str(exc))
+    _, table, _ = ENTITY_TYPES[entity]
+    store = Warehouse(project.warehouse_url).migrate().resolution_store(entity, table)
+    return project, store
+
+
+@app.command()
+def resolve(
+    config: ConfigOpt = None,
+    warehouse: WarehouseOpt = None,
+    full: Annotated[bool, typer.Option(help="Retrain the model and re-resolve every record.")] = False,
+) -> None:
+    """Resolve persons and organisations into entities (incremental unless --full)."""
+    from entity_resolution.service import run_resolution
+    from pipelines.resolution_assets import ENTITY_TYPES
+
+    table = Table(title="Resolution", title_justify="left")
+    for col in ("entity type", "mode", "run", "records", "new/changed", "pairs", "matches", "review", "seconds"):
+        table.add_column(col, justify="left" if col in ("entity type", "mode") else "right")
+    for entity, (_, _, prefix) in ENTITY_TYPES.items():
+        project, store = _resolution_store(config, warehouse, entity)
+        with console.status(f"resolving {entity}s ..."):
+            summary = run_resolution(store, project.resolution.entities[entity], entity_type=entity,
+                                     prefix=prefix, full=full)
+        table.add_row(entity, summary.mode, str(summary.seq), f"{summary.records:,}", f"{summary.dirty:,}",
+                      f"{summary.pairs:,}", f"{summary.matches:,}", f"{summary.review:,}",
+                      f"{sum(summary.timings.values()):.1f}")
+    console.print(table)
+
+
+@app.command()
+def evaluate(
+    truth: Annotated[Path, typer.Option(help="CSV with record_key and the true entity id (e.g. truth.csv).")],
+    config: ConfigOpt = None,
+    warehouse: WarehouseOpt = None,
+    entity: EntityOpt = "person",
+    per_station: Annotated[bool, typer.Option(help="Also one row per station.")] = True,
+) -> None:
+    """Pairwise precision / recall / F1 and B-cubed figures of the current entities against a truth."""
+    from entity_resolution.evaluation import evaluate as evaluate_clusters
+
+    _, store = _resolution_store(config, warehouse, entity)
+    if not truth.is_file():
+        _fail(f"{truth}: file not found")
+    try:
+        truth_frame = pl.read_csv(truth, columns=["record_key", "entity_id"], schema_overrides={"record_key": pl.String, "entity_id": pl.String})
+    except (pl.exceptions.PolarsError, ValueError) as exc:
+        _fail(f"{truth}: expected columns record_key, entity_id ({exc})")
+    members = store.membership().select("record_key", pl.col("entity_id").alias("cluster_key"))
+    if members.height == 0:
+        _fail("no entities yet: run `enteronce run` or `enteronce resolve` first")
+    stations = members.select("record_key", pl.col("record_key").str.split(":").list.first().alias("station_id"))
+    report = evaluate_clusters(members, truth_frame, by=stations if per_station else None)
+    shown = {
+        "scope": "scope", "records": "records", "entities": "true", "clusters": "found",
+        "pairwise_precision": "pair P", "pairwise_recall": "pair R", "pairwise_f1": "pair F1",
+        "bcubed_precision": "B³ P", "bcubed_recall": "B³ R", "bcubed_f1": "B³ F1", "cluster_f1": "exact F1",
+    }
+    table = Table(title=f"Evaluation of {entity} entities against {truth}", title_justify="left")
+    for col, label in shown.items():
+        table.add_column(label, justify="left" if col == "scope" else "right")
+    for row in report.select(list(shown)).iter_rows():
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
+    console.print(table)
+    ignored = report.row(0, named=True)
+    console.print(f"records not in the truth: {ignored['ignored_not_in_truth']:,}; "
+                  f"truth records without an entity (other types, quarantined rows): {ignored['ignored_not_clustered']:,}")
+
+
+review_app = typer.Typer(help="The review queue: pairs the model could not decide.", no_args_is_help=False,
+                         invoke_without_command=True)
+app.add_typer(review_app, name="review")
+
+
+@review_app.callback()
+def review_list(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    warehouse: WarehouseOpt = None,
+    entity: EntityOpt = "person",
+    limit: Annotated[int, typer.Option(help="Pairs to show.")] = 20,
+) -> None:
+    """List the review queue, most uncertain pairs first."""
+    if ctx.invoked_subcommand is not None:
+        return
+    _, store = _resolution_store(config, warehouse, entity)
+    queue = store.review_queue(limit)
+    table = Table(title=f"Review queue ({entity}): {len(store.review_queue())} pairs", title_justify="left")
+    for col in ("left", "right", "probability", "weights"):
+        table.add_column(col, overflow="fold")
+    for row in queue.iter_rows(named=True):
+        table.add_row(row["left_id"], row["right_id"], f"{row['match_probability']:.3f}", row["weights"])
+    console.print(table)
+    console.print("Record a verdict: enteronce review judge LEFT RIGHT same|different --reviewer NAME --reason TEXT")
+
+
+@review_app.command("judge")
+def review_judge(
+    left: str,
+    right: str,
+    verdict: Annotated[str, typer.Argument(help="same or different")],
+    reviewer: Annotated[str, typer.Option(help="Who decides.")],
+    reason: Annotated[Optional[str], typer.Option(help="Why.")] = None,
+    config: ConfigOpt = None,
+    warehouse: WarehouseOpt = None,
+    entity: EntityOpt = "person",
+) -> None:
+    """Record a reviewer's judgement; it overrides the model on every later run."""
+    if verdict not in ("same", "different"):
+        _fail(f"verdict must be 'same' or 'different', got {verdict!r}")
+    _, store = _resolution_store(config, warehouse, entity)
+    store.add_judgement(left, right, verdict, reviewer, reason)
+    console.print(f"[green]recorded[/]: {left} / {right} are {verdict} ({reviewer}). "
+                  "It applies from the next run (`enteronce resolve`).")
+
+
+@app.command()
+def explain(
+    key_a: str,
+    key_b: str,
+    config: ConfigOpt = None,
+    warehouse: WarehouseOpt = None,
+    entity: EntityOpt = "person",
+) -> None:
+    """Why two records match or not: the weight of every comparison under the stored model."""
+    from entity_resolution.explain import explain_pair
+
+    project, store = _resolution_store(config, warehouse, entity)
+    stored = store.model()
+    if stored is None:
+        _fail("no trained model yet: run `enteronce resolve` first")
+    settings = project.resolution.entities[entity]
+    from entity_resolution.service import needed_columns
+
+    records = store.records(needed_columns(settings))
+    found = set(records.filter(pl.col(settings.unique_id).is_in([key_a, key_b]))[settings.unique_id].to_list())
+    missing = [k for k in (key_a, key_b) if k not in found]
+    if missing:
+        _fail(f"no {entity} record with key {missing[0]!r}")
+    result = explain_pair(records, key_a, key_b, stored[1], settings)
+    table = Table(title=f"{key_a} vs {key_b}", title_justify="left")
+    for col in ("comparison", "level", "left", "right", "weight (log2)"):
+        table.add_column(col, justify="right" if col.startswith("weight") else "left")
+    for row in result["comparisons"]:
+        table.add_row(row["comparison"], row["level"], str(row["left"]), str(row["right"]), f"{row['weight']:+.2f}")
+    table.add_row("prior", "", "", "", f"{result['prior_weight']:+.2f}")
+    console.print(table)
+    console.print(f"match weight {result['match_weight']:+.2f}, probability {result['match_probability']:.4f}: "
+                  f"[bold]{result['decision']}[/]")
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

@@ -8,11 +8,12 @@ from collections.abc import Callable
 import dagster as dg
 
 from pipelines.assets import station_records
+from pipelines.resolution_assets import RESOLUTION_ASSETS
 from pipelines.partitions import stations_partitions
 from pipelines.project import Project
 from pipelines.resources import ProjectResource
 
-ASSETS = [station_records]
+ASSETS = [station_records, *RESOLUTION_ASSETS]
 # The CLI draws its own progress; Dagster's console logger only speaks up for warnings.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -26,8 +27,11 @@ def materialize_project(
     project: Project,
     station_ids: list[str],
     on_station: Callable[[str], None] | None = None,
+    *,
+    resolve: bool = True,
 ) -> list[dg.ExecuteInProcessResult]:
-    """One run per station partition, as the drop sensor launches them, in this process.
+    """One run per station partition, as the drop sensor launches them, then one resolution run,
+    in this process.
 
     A run that fails raises (after earlier stations committed: each drop is its own transaction,
     so rerunning resumes cleanly).
@@ -42,7 +46,11 @@ def materialize_project(
     for key in station_ids:
         if on_station is not None:
             on_station(key)
-        results.append(
-            dg.materialize(ASSETS, instance=instance, resources=resources, partition_key=key, run_config=QUIET)
-        )
+        results.append(dg.materialize(ASSETS, instance=instance, resources=resources, partition_key=key,
+                                      run_config=QUIET, selection=[station_records]))
+    if resolve:
+        if on_station is not None:
+            on_station("resolution")
+        results.append(dg.materialize(ASSETS, instance=instance, resources=resources, run_config=QUIET,
+                                      selection=RESOLUTION_ASSETS))
     return results

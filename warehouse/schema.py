@@ -169,3 +169,84 @@ RECORD_TABLES: dict[str, sa.Table] = {
     "person": person_records,
     "organisation": organisation_records,
 }
+
+# -- entity resolution -----------------------------------------------------------------------
+
+# One row per resolution run; `seq` orders runs and dates entity ids (older id = smaller seq).
+resolution_runs = sa.Table(
+    "resolution_runs",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("entity_type", sa.String(32), nullable=False),
+    sa.Column("mode", sa.String(16), nullable=False),  # full | incremental
+    sa.Column("records_considered", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("stats", sa.JSON),
+    sa.Column("started_at", TS, nullable=False),
+    sa.Column("finished_at", TS),
+)
+
+# The trained Fellegi-Sunter model per entity type, reused by incremental runs so that they
+# score exactly as a full run would.
+resolution_models = sa.Table(
+    "resolution_models",
+    metadata,
+    sa.Column("entity_type", sa.String(32), primary_key=True),
+    sa.Column("settings_hash", sa.String(64), nullable=False),
+    sa.Column("model", sa.Text, nullable=False),  # JSON
+    sa.Column("trained_at", TS, nullable=False),
+)
+
+# Scored pairs at or above the review threshold: match edges for clustering, review candidates.
+scored_pairs = sa.Table(
+    "scored_pairs",
+    metadata,
+    sa.Column("entity_type", sa.String(32), primary_key=True),
+    sa.Column("left_id", sa.String(200), primary_key=True),
+    sa.Column("right_id", sa.String(200), primary_key=True),
+    sa.Column("match_probability", sa.Float, nullable=False),
+    sa.Column("match_weight", sa.Float, nullable=False),
+    sa.Column("decision", sa.String(16), nullable=False),  # match | review
+    sa.Column("weights", sa.Text, nullable=False),  # JSON: comparison -> log2 Bayes factor
+    sa.Column("run_seq", sa.Integer, nullable=False),
+    sa.Index(None, "entity_type", "right_id"),
+    sa.Index(None, "entity_type", "decision"),
+)
+
+# Reviewers' verdicts; the latest per pair overrides the model on every later run.
+judgements = sa.Table(
+    "judgements",
+    metadata,
+    sa.Column("judgement_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("entity_type", sa.String(32), nullable=False),
+    sa.Column("left_id", sa.String(200), nullable=False),
+    sa.Column("right_id", sa.String(200), nullable=False),
+    sa.Column("verdict", sa.String(16), nullable=False),  # same | different
+    sa.Column("reviewer", sa.String(128), nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("judged_at", TS, nullable=False),
+    sa.Index(None, "entity_type", "left_id", "right_id"),
+)
+
+entities = sa.Table(
+    "entities",
+    metadata,
+    sa.Column("entity_id", sa.String(64), primary_key=True),
+    sa.Column("entity_type", sa.String(32), nullable=False),
+    sa.Column("created_seq", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # active | retired
+    sa.Column("merged_into", sa.String(64)),
+    sa.Column("updated_seq", sa.Integer, nullable=False),
+    sa.Index(None, "entity_type", "status"),
+)
+
+# Which entity each record belongs to, since which run; row_hash tells a changed record.
+entity_membership = sa.Table(
+    "entity_membership",
+    metadata,
+    sa.Column("entity_type", sa.String(32), primary_key=True),
+    sa.Column("record_key", sa.String(200), primary_key=True),
+    sa.Column("entity_id", sa.String(64), nullable=False),
+    sa.Column("row_hash", sa.String(40), nullable=False),
+    sa.Column("since_seq", sa.Integer, nullable=False),
+    sa.Index(None, "entity_id"),
+)

@@ -49,6 +49,11 @@ class Warehouse:
         with self.engine.begin() as conn:
             yield conn
 
+    def resolution_store(self, entity_type: str, record_table: str):
+        from warehouse.resolution import ResolutionStore
+
+        return ResolutionStore(self, entity_type, record_table)
+
     # -- stations ----------------------------------------------------------------------------
     def sync_stations(self, rows: Iterable[dict]) -> None:
         """Insert or update station rows (station_id, name, jurisdiction)."""

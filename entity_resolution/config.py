@@ -1,0 +1,343 @@
+"""The `resolution.yaml` contract: how each entity type is blocked, compared, scored and decided.
+
+Everything that differs between entity types (persons, organisations, a foreign person schema)
+is data in this file, so a new schema is onboarded by config, not code. The file is validated at
+the edge with pydantic; a bad file fails before any data moves, with an error that names the
+file, the key path (pydantic's location joined with ".") and what was expected.
+
+This module deliberately defines its own `ConfigError` rather than importing the connectors' one:
+entity resolution is a library of pure functions and must not depend on the ingestion layer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+# Level kinds. Exact-style kinds are evaluated as Polars expressions; the fuzzy ones with
+# RapidFuzz (`rapidfuzz.process.cpdist`) on the distinct value pairs that are still undecided.
+LevelKind = Literal[
+    "exact",  # equal values
+    "jaro_winkler",  # Jaro-Winkler similarity >= threshold (0..1)
+    "levenshtein",  # Levenshtein distance <= threshold (whole number of edits)
+    "damerau_levenshtein",  # optimal-string-alignment distance <= threshold: substitution,
+    #                         insertion, deletion or an adjacent transposition each cost 1
+    "token_set",  # RapidFuzz token_set_ratio / 100 >= threshold, tokens split on whitespace
+    "id_15_18",  # the same 15-digit form: digits 1-6 and 9-17 of an 18-digit ID (or a raw 15)
+    "date_swap",  # same year, day and month swapped
+    "date_within",  # dates at most `days` apart
+]
+
+SIMILARITY_KINDS = frozenset({"jaro_winkler", "token_set"})
+DISTANCE_KINDS = frozenset({"levenshtein", "damerau_levenshtein"})
+FUZZY_KINDS = SIMILARITY_KINDS | DISTANCE_KINDS
+
+_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"  # comparison names become column names (gamma_<name>)
+
+
+class ConfigError(Exception):
+    """`resolution.yaml` is missing, unreadable or breaks its contract (message names file+key)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LevelSettings(_Strict):
+    """One comparison level; levels are tried in order and the first that holds wins.
+
+    `column` overrides the comparison's column for this level only (e.g. the pinyin of a name).
+    """
+
+    kind: LevelKind
+    column: str | None = None
+    threshold: float | None = None
+    days: int | None = Field(default=None, ge=0)
+    label: str | None = None
+
+    @model_validator(mode="after")
+    def _parameters(self) -> "LevelSettings":
+        if self.kind in SIMILARITY_KINDS:
+            if self.threshold is None or not 0 < self.threshold <= 1:
+                raise ValueError(f"a {self.kind} level needs threshold, a similarity in (0, 1]")
+        elif self.kind in DISTANCE_KINDS:
+            if self.threshold is None or self.threshold < 1 or self.threshold != int(self.threshold):
+                raise ValueError(f"a {self.kind} level needs threshold, a whole number of edits >= 1")
+        elif self.threshold is not None:
+            raise ValueError(f"a {self.kind} level takes no threshold")
+        if self.kind == "date_within":
+            if self.days is None:
+                raise ValueError("a date_within level needs days")
+        elif self.days is not None:
+            raise ValueError(f"a {self.kind} level takes no days")
+        return self
+
+    def describe(self, default_column: str) -> str:
+        """A label for explanations: the configured one, else generated from the level."""
+        if self.label:
+            return self.label
+        col = self.column or default_column
+        if self.kind in SIMILARITY_KINDS:
+            return f"{self.kind}({col}) >= {self.threshold:g}"
+        if self.kind in DISTANCE_KINDS:
+            return f"{self.kind}({col}) <= {int(self.threshold or 0)}"
+        if self.kind == "date_within":
+            return f"{col} within {self.days} days"
+        return f"{self.kind}({col})"
+
+
+class ComparisonSettings(_Strict):
+    """One attribute compared between the two records of a pair, as an ordered list of levels.
+
+    The implicit last level is "else" (none of the listed levels holds); a null on either side
+    gives level -1, which carries no evidence. `term_frequency` adjusts the first level (which
+    must then be `exact` on `column`) by how common the shared value is.
+    """
+
+    name: str = Field(pattern=_NAME)
+    column: str
+    levels: tuple[LevelSettings, ...] = Field(min_length=1)
+    term_frequency: bool = False
+
+    @model_validator(mode="after")
+    def _tf_level(self) -> "ComparisonSettings":
+        if len(self.levels) > 100:
+            raise ValueError("at most 100 levels")
+        first = self.levels[0]
+        if self.term_frequency and (first.kind != "exact" or (first.column or self.column) != self.column):
+            raise ValueError("term_frequency needs the first level to be exact on the comparison's column")
+        return self
+
+    def level_columns(self) -> list[str]:
+        """Every column this comparison reads (its own first)."""
+        cols = [self.column]
+        for level in self.levels:
+            if level.column and level.column not in cols:
+                cols.append(level.column)
+        return cols
+
+    def labels(self) -> list[str]:
+        """Label per level index 0..n (n = else)."""
+        return [lv.describe(self.column) for lv in self.levels] + ["else"]
+
+
+class BlockingRule(_Strict):
+    """Records agreeing on all `keys` (none null) form a block; every pair in it is a candidate."""
+
+    name: str = Field(pattern=_NAME)
+    keys: tuple[str, ...] = Field(min_length=1)
+    max_block_size: int | None = Field(default=None, ge=2)  # overrides the global cap
+
+
+class BlockingSettings(_Strict):
+    """Rules are united; `max_block_size` skips a block (a placeholder phone, say) that is bigger,
+    since its pairs would cost quadratic time and carry little evidence."""
+
+    max_block_size: int = Field(default=500, ge=2)
+    rules: tuple[BlockingRule, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> "BlockingSettings":
+        names = [r.name for r in self.rules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"blocking rule names must be unique; repeated: {dupes}")
+        if len(self.rules) > 31:
+            raise ValueError("at most 31 blocking rules")
+        return self
+
+    def cap(self, rule: BlockingRule) -> int:
+        return rule.max_block_size or self.max_block_size
+
+
+class Thresholds(_Strict):
+    """Match probabilities: >= match links the pair; >= review (and < match) goes to a reviewer."""
+
+    match: float = Field(gt=0, le=1)
+    review: float = Field(ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _order(self) -> "Thresholds":
+        if self.review >= self.match:
+            raise ValueError(f"review ({self.review}) must be below match ({self.match})")
+        return self
+
+
+class DistinctValid(_Strict):
+    """Two records whose `column` values differ while both are flagged valid are never the same
+    entity (two check-digit-valid ID numbers belong to two people)."""
+
+    column: str
+    valid_flag: str
+
+
+class Constraints(_Strict):
+    distinct_valid: tuple[DistinctValid, ...] = ()
+
+
+class EstimationSettings(_Strict):
+    """Unsupervised training: u from random pairs, m and the prior by expectation-maximisation.
+
+    u_fuzzy_pairs: fuzzy levels (Jaro-Winkler, edit distances, token sets) are evaluated on at
+    most this many of the random pairs still undecided when they are reached, and scaled up;
+    exact and date levels use all u_sample_pairs. Fuzzy levels have u of 1e-4 or more, which a
+    few hundred thousand pairs measure well, and RapidFuzz on a million random pairs would
+    cost seconds per level.
+    training_rules: the blocking rules whose pairs train m (one EM session each); default all.
+    Leave out a rule whose blocks gather related non-matches (a phone shared by a household
+    agrees on address too), since EM would take those families for duplicates.
+    """
+
+    u_sample_pairs: int = Field(default=1_000_000, ge=1_000)
+    u_fuzzy_pairs: int = Field(default=200_000, ge=1_000)
+    em_max_iterations: int = Field(default=25, ge=1)
+    em_tolerance: float = Field(default=1e-4, gt=0)
+    seed: int = 1
+    prior_match_probability: float | None = Field(default=None, gt=0, lt=1)
+    training_rules: tuple[str, ...] | None = None
+
+
+class EntitySettings(_Strict):
+    """Everything needed to resolve one entity type."""
+
+    unique_id: str = "record_key"
+    derived: dict[str, str] = Field(default_factory=dict)  # column -> Polars SQL expression
+    blocking: BlockingSettings
+    comparisons: tuple[ComparisonSettings, ...] = Field(min_length=1)
+    thresholds: Thresholds
+    constraints: Constraints = Constraints()
+    estimation: EstimationSettings = EstimationSettings()
+
+    @field_validator("derived")
+    @classmethod
+    def _sql(cls, derived: dict[str, str]) -> dict[str, str]:
+        for column, expr in derived.items():
+            try:
+                pl.sql_expr(expr)
+            except Exception as exc:  # noqa: BLE001 - polars raises several kinds for bad SQL
+                raise ValueError(f"derived column {column!r}: not a Polars SQL expression: {exc}") from None
+        return derived
+
+    @model_validator(mode="after")
+    def _names(self) -> "EntitySettings":
+        names = [c.name for c in self.comparisons]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"comparison names must be unique; repeated: {dupes}")
+        if self.unique_id in self.derived:
+            raise ValueError(f"unique_id {self.unique_id!r} cannot be a derived column")
+        rules = {r.name for r in self.blocking.rules}
+        unknown = [r for r in self.estimation.training_rules or () if r not in rules]
+        if unknown:
+            raise ValueError(
+                f"estimation.training_rules names unknown blocking rule(s) {unknown}; have {sorted(rules)}"
+            )
+        return self
+
+    def training_rules(self) -> list[BlockingRule]:
+        names = self.estimation.training_rules
+        return [r for r in self.blocking.rules if names is None or r.name in names]
+
+    def derived_exprs(self) -> dict[str, pl.Expr]:
+        return {name: pl.sql_expr(expr) for name, expr in self.derived.items()}
+
+    def root_columns(self, column: str, _seen: frozenset[str] = frozenset()) -> set[str]:
+        """The input columns a (possibly derived, possibly from other derived) column reads."""
+        if column not in self.derived or column in _seen:
+            return {column}
+        roots: set[str] = set()
+        for name in pl.sql_expr(self.derived[column]).meta.root_names():
+            roots |= self.root_columns(name, _seen | {column})
+        return roots
+
+    def needed_columns(self) -> list[str]:
+        """Columns that blocking, comparison and constraints read, in a stable order."""
+        cols: list[str] = []
+        for rule in self.blocking.rules:
+            cols.extend(rule.keys)
+        for comp in self.comparisons:
+            cols.extend(comp.level_columns())
+        for dv in self.constraints.distinct_valid:
+            cols.extend([dv.column, dv.valid_flag])
+        return list(dict.fromkeys(c for c in cols if c != self.unique_id))
+
+    def model_hash(self) -> str:
+        """Fingerprint of what a trained model depends on (comparisons and derived columns), so a
+        stored model is never applied to comparisons it was not trained for. Thresholds and
+        blocking may change freely without retraining."""
+        used = set()
+        for comp in self.comparisons:
+            used.update(comp.level_columns())
+        payload = {
+            "comparisons": [c.model_dump(mode="json") for c in self.comparisons],
+            "derived": {k: v for k, v in sorted(self.derived.items()) if k in used},
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class ResolutionConfig(_Strict):
+    """The whole `resolution.yaml`."""
+
+    version: Literal[1]
+    entities: dict[str, EntitySettings] = Field(min_length=1)
+
+    def entity(self, name: str) -> EntitySettings:
+        try:
+            return self.entities[name]
+        except KeyError:
+            raise ConfigError(
+                f"no entity {name!r} in resolution config; have {sorted(self.entities)}"
+            ) from None
+
+
+def _format(path: Path | str, err: ValidationError) -> str:
+    lines = [f"{path}: invalid resolution configuration"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "literal_error":
+            msg = f"{msg} (got {e.get('input')!r})"
+        elif msg.startswith("Value error, "):
+            msg = msg.removeprefix("Value error, ")
+        lines.append(f"  - {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_resolution(data: object, *, source: Path | str = "<resolution config>") -> ResolutionConfig:
+    """Validate already-parsed YAML/JSON data; `source` names it in errors."""
+    try:
+        return ResolutionConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format(source, err)) from None
+
+
+def default_resolution_path() -> Path:
+    return Path(str(resources.files("entity_resolution.defaults").joinpath("resolution.yaml")))
+
+
+def load_resolution(path: Path | None = None) -> ResolutionConfig:
+    """Load and validate `resolution.yaml`; None loads the bundled defaults."""
+    path = Path(path) if path is not None else default_resolution_path()
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_resolution(data, source=path)

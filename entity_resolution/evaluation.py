@@ -1,0 +1,282 @@
+"""Linkage quality against the simulator's truth: pairwise, B-cubed and exact-cluster scores.
+
+Three views because they fail differently: pairwise scores are dominated by big clusters (one
+wrong merge of two families costs many pairs), B-cubed weighs every record equally, and exact
+cluster scores count entities a station would see as wholly right. All three come from counts
+over the (cluster, true entity) contingency table, never from listing pairs, so a million
+records cost a few group-bys.
+
+Only records present in both the clustering and the truth are scored, and the rest are counted:
+truth.csv also lists rows written unreadable on purpose (quarantined, never clustered), and a
+clustering may hold records the truth does not know.
+
+Per station the scores cover the station's records within the whole resolution: a pair counts
+when at least one of its records belongs to the station, cluster and entity sizes are global,
+B-cubed averages over the station's records, and exact-cluster scores cover the clusters and
+entities that hold any of its records. So a station's recall includes links to other stations'
+records, which is what the hub is for.
+
+Undefined ratios (no predicted pairs, say) are None rather than a flattering 1.0.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+__all__ = ["bcubed_metrics", "cluster_metrics", "evaluate", "pairwise_metrics"]
+
+OVERALL = "overall"
+METRIC_COLUMNS = (
+    "scope",
+    "records",
+    "entities",
+    "clusters",
+    "pairwise_precision",
+    "pairwise_recall",
+    "pairwise_f1",
+    "tp",
+    "fp",
+    "fn",
+    "bcubed_precision",
+    "bcubed_recall",
+    "bcubed_f1",
+    "cluster_precision",
+    "cluster_recall",
+    "cluster_f1",
+    "ignored_not_in_truth",
+    "ignored_not_clustered",
+)
+RATIO_COLUMNS = tuple(c for c in METRIC_COLUMNS if c.endswith(("precision", "recall", "f1")))
+
+
+def pairwise_metrics(
+    clusters: pl.DataFrame,
+    truth: pl.DataFrame,
+    *,
+    unique_id: str = "record_key",
+    cluster_col: str = "cluster_key",
+    truth_col: str = "entity_id",
+) -> dict:
+    """precision, recall, f1, tp, fp, fn over record pairs, plus records and ignored counts."""
+    row = _overall(clusters, truth, unique_id, cluster_col, truth_col)
+    return _pick(
+        row,
+        pairwise_precision="precision",
+        pairwise_recall="recall",
+        pairwise_f1="f1",
+        tp="tp",
+        fp="fp",
+        fn="fn",
+    )
+
+
+def bcubed_metrics(
+    clusters: pl.DataFrame,
+    truth: pl.DataFrame,
+    *,
+    unique_id: str = "record_key",
+    cluster_col: str = "cluster_key",
+    truth_col: str = "entity_id",
+) -> dict:
+    """B-cubed precision, recall, f1 (per-record overlap shares, averaged over records)."""
+    row = _overall(clusters, truth, unique_id, cluster_col, truth_col)
+    return _pick(row, bcubed_precision="precision", bcubed_recall="recall", bcubed_f1="f1")
+
+
+def cluster_metrics(
+    clusters: pl.DataFrame,
+    truth: pl.DataFrame,
+    *,
+    unique_id: str = "record_key",
+    cluster_col: str = "cluster_key",
+    truth_col: str = "entity_id",
+) -> dict:
+    """precision: share of predicted clusters equal to a true entity; recall: share of true
+    entities recovered exactly; f1; plus the number of exact matches."""
+    row = _overall(clusters, truth, unique_id, cluster_col, truth_col)
+    out = _pick(row, cluster_precision="precision", cluster_recall="recall", cluster_f1="f1")
+    out["exact"] = row["_exact"]
+    return out
+
+
+def evaluate(
+    clusters: pl.DataFrame,
+    truth: pl.DataFrame,
+    *,
+    by: pl.DataFrame | None = None,
+    unique_id: str = "record_key",
+    cluster_col: str = "cluster_key",
+    truth_col: str = "entity_id",
+) -> pl.DataFrame:
+    """One row 'overall', then (with `by`: unique_id -> station) one row per station, sorted.
+
+    `by` has unique_id and one more column naming the station; its values become `scope`.
+    """
+    scored, ignored = _prepare(clusters, truth, unique_id, cluster_col, truth_col)
+    scored = scored.with_columns(pl.lit(OVERALL).alias("_g"))
+    ignored = ignored.with_columns(pl.lit(OVERALL).alias("_g"))
+    tables = [_table(scored, ignored).drop("_exact")]
+    if by is not None:
+        group = next(c for c in by.columns if c != unique_id)
+        station = by.select(
+            pl.col(unique_id).alias("_k"), pl.col(group).cast(pl.String).alias("_station")
+        )
+        if station["_k"].n_unique() != station.height:
+            raise ValueError(f"by: {unique_id} must be unique")
+        per_station = [
+            frame.drop("_g").join(station, on="_k").rename({"_station": "_g"})
+            for frame in (scored, ignored)
+        ]
+        tables.append(_table(*per_station).drop("_exact").sort("scope"))
+    return pl.concat(tables)
+
+
+# --- core -------------------------------------------------------------------------------------
+
+
+def _prepare(
+    clusters: pl.DataFrame, truth: pl.DataFrame, unique_id: str, cluster_col: str, truth_col: str
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(scored records: _k, _c, _t; ignored records: _k, _why)."""
+    predicted = clusters.select(pl.col(unique_id).alias("_k"), pl.col(cluster_col).alias("_c"))
+    true = truth.select(pl.col(unique_id).alias("_k"), pl.col(truth_col).alias("_t"))
+    for name, frame in (("clusters", predicted), ("truth", true)):
+        if frame["_k"].n_unique() != frame.height or frame["_k"].null_count():
+            raise ValueError(f"{name}: {unique_id} must be unique and not null")
+    true = true.with_columns(pl.col("_k").cast(predicted.schema["_k"]))
+    scored = predicted.join(true, on="_k", how="inner")
+    ignored = pl.concat(
+        [
+            predicted.join(true, on="_k", how="anti").select(
+                "_k", pl.lit("not_in_truth").alias("_why")
+            ),
+            true.join(predicted, on="_k", how="anti").select(
+                "_k", pl.lit("not_clustered").alias("_why")
+            ),
+        ]
+    )
+    return scored, ignored
+
+
+def _pairs_touching(n: pl.Expr, k: pl.Expr) -> pl.Expr:
+    """Pairs among n records with at least one of the k in scope (all pairs when k == n)."""
+    return n * (n - 1) // 2 - (n - k) * (n - k - 1) // 2
+
+
+def _ratio(num: pl.Expr, den: pl.Expr) -> pl.Expr:
+    return pl.when(den > 0).then(num / den)
+
+
+def _harmonic(p: pl.Expr, r: pl.Expr) -> pl.Expr:
+    return (
+        pl.when(p + r > 0)
+        .then(2 * p * r / (p + r))
+        .otherwise(pl.when(p.is_not_null() & r.is_not_null()).then(0.0))
+    )
+
+
+def _table(scored: pl.DataFrame, ignored: pl.DataFrame) -> pl.DataFrame:
+    """Metrics per scope `_g` from records (_k, _c, _t, _g) with global cluster/entity sizes."""
+    sized = scored.with_columns(
+        pl.len().over("_c").cast(pl.Int64).alias("_C"),
+        pl.len().over("_t").cast(pl.Int64).alias("_T"),
+        pl.len().over("_c", "_t").cast(pl.Int64).alias("_M"),
+    )
+    cells = (
+        sized.group_by("_g", "_c", "_t")
+        .agg(pl.len().cast(pl.Int64).alias("_m"), pl.col("_M", "_C", "_T").first())
+        .group_by("_g")
+        .agg(
+            pl.col("_m").sum().alias("records"),
+            _pairs_touching(pl.col("_M"), pl.col("_m")).sum().alias("tp"),
+            (pl.col("_m") * pl.col("_M") / pl.col("_C")).sum().alias("_b3p"),
+            (pl.col("_m") * pl.col("_M") / pl.col("_T")).sum().alias("_b3r"),
+            ((pl.col("_M") == pl.col("_C")) & (pl.col("_M") == pl.col("_T"))).sum().alias("_exact"),
+        )
+    )
+    predicted = (
+        sized.group_by("_g", "_c")
+        .agg(pl.len().alias("_m"), pl.col("_C").first())
+        .group_by("_g")
+        .agg(
+            pl.len().alias("clusters"),
+            _pairs_touching(pl.col("_C"), pl.col("_m")).sum().alias("_pred"),
+        )
+    )
+    true = (
+        sized.group_by("_g", "_t")
+        .agg(pl.len().alias("_m"), pl.col("_T").first())
+        .group_by("_g")
+        .agg(
+            pl.len().alias("entities"),
+            _pairs_touching(pl.col("_T"), pl.col("_m")).sum().alias("_true"),
+        )
+    )
+    skipped = ignored.group_by("_g").agg(
+        (pl.col("_why") == "not_in_truth").sum().alias("ignored_not_in_truth"),
+        (pl.col("_why") == "not_clustered").sum().alias("ignored_not_clustered"),
+    )
+    groups = pl.concat([scored.select("_g"), ignored.select("_g")]).unique()
+    table = (
+        groups.join(cells, on="_g", how="left")
+        .join(predicted, on="_g", how="left")
+        .join(true, on="_g", how="left")
+        .join(skipped, on="_g", how="left")
+        .with_columns(
+            pl.col(
+                "records",
+                "clusters",
+                "entities",
+                "tp",
+                "_pred",
+                "_true",
+                "_exact",
+                "ignored_not_in_truth",
+                "ignored_not_clustered",
+            )
+            .fill_null(0)
+            .cast(pl.Int64),
+        )
+    )
+    tp, pred, true_ = pl.col("tp"), pl.col("_pred"), pl.col("_true")
+    bp = _ratio(pl.col("_b3p"), pl.col("records"))
+    br = _ratio(pl.col("_b3r"), pl.col("records"))
+    cp = _ratio(pl.col("_exact"), pl.col("clusters"))
+    cr = _ratio(pl.col("_exact"), pl.col("entities"))
+    return (
+        table.with_columns(
+            pl.col("_g").alias("scope"),
+            _ratio(tp, pred).alias("pairwise_precision"),
+            _ratio(tp, true_).alias("pairwise_recall"),
+            _ratio(2 * tp, pred + true_).alias("pairwise_f1"),
+            (pred - tp).alias("fp"),
+            (true_ - tp).alias("fn"),
+            bp.alias("bcubed_precision"),
+            br.alias("bcubed_recall"),
+            _harmonic(bp, br).alias("bcubed_f1"),
+            cp.alias("cluster_precision"),
+            cr.alias("cluster_recall"),
+            _harmonic(cp, cr).alias("cluster_f1"),
+        )
+        .select(*METRIC_COLUMNS, "_exact")
+        .cast(dict.fromkeys(RATIO_COLUMNS, pl.Float64))
+    )
+
+
+def _overall(
+    clusters: pl.DataFrame, truth: pl.DataFrame, unique_id: str, cluster_col: str, truth_col: str
+) -> dict:
+    scored, ignored = _prepare(clusters, truth, unique_id, cluster_col, truth_col)
+    table = _table(
+        scored.with_columns(pl.lit(OVERALL).alias("_g")),
+        ignored.with_columns(pl.lit(OVERALL).alias("_g")),
+    )
+    if table.height == 0:  # nothing to score and nothing ignored
+        return dict.fromkeys([*METRIC_COLUMNS, "_exact"], 0) | dict.fromkeys(RATIO_COLUMNS, None)
+    return table.row(0, named=True)
+
+
+def _pick(row: dict, **names: str) -> dict:
+    out = {new: row[old] for old, new in names.items()}
+    out |= {k: row[k] for k in ("records", "ignored_not_in_truth", "ignored_not_clustered")}
+    return out

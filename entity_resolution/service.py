@@ -1,0 +1,178 @@
+"""One resolution run of one entity type: full the first time, incremental after.
+
+The warehouse side is handed in as a `ResolutionStore` (warehouse/resolution.py implements it),
+so this package stays free of SQL. Incremental runs compare only new or changed records with the
+records that share their blocks, score them with the stored model, and re-cluster only the
+connected components those records touch; with the same model that gives the entities of a full
+run (tests/test_resolution_service.py checks it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import polars as pl
+
+from entity_resolution.blocking import candidate_pairs, prepare
+from entity_resolution.clustering import cluster, recluster
+from entity_resolution.comparisons import comparison_vectors
+from entity_resolution.config import EntitySettings
+from entity_resolution.scoring import Model, score, train
+from entity_resolution.stable_ids import assign_entity_ids
+
+
+class ResolutionStore(Protocol):
+    def records(self, columns: list[str]) -> pl.DataFrame: ...
+    def model(self) -> tuple[str, str] | None: ...
+    def membership(self) -> pl.DataFrame: ...
+    def edges(self, decision: str | None = None) -> pl.DataFrame: ...
+    def judgements(self) -> pl.DataFrame: ...
+    def next_seq(self) -> int: ...
+    def issued_ids(self) -> pl.Series: ...
+    def last_run_started(self) -> dt.datetime | None: ...
+    def save_run(self, **kwargs) -> int: ...
+
+
+@dataclass
+class RunSummary:
+    entity_type: str
+    mode: str
+    seq: int
+    records: int
+    dirty: int
+    pairs: int
+    matches: int
+    review: int
+    stats: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+
+def settings_fingerprint(settings: EntitySettings) -> str:
+    return hashlib.sha256(settings.model_dump_json().encode()).hexdigest()[:16]
+
+
+def needed_columns(settings: EntitySettings) -> list[str]:
+    """The record columns blocking, comparisons and constraints read (derived ones excluded)."""
+    cols = {settings.unique_id}
+    for rule in settings.blocking.rules:
+        cols.update(rule.keys)
+    for comp in settings.comparisons:
+        cols.add(comp.column)
+        cols.update(level.column for level in comp.levels if level.column)
+    for c in settings.constraints.distinct_valid:
+        cols.update((c.column, c.valid_flag))
+    for expression in settings.derived.values():
+        cols.update(pl.sql_expr(expression).meta.root_names())
+    return sorted(cols - set(settings.derived))
+
+
+def edge_frame(scored: pl.DataFrame) -> pl.DataFrame:
+    """Scored pairs worth keeping (match or review) with their per-comparison weights as JSON."""
+    wcols = [c for c in scored.columns if c.startswith("w_")]
+    kept = scored.filter(pl.col("decision").is_in(["match", "review"]))
+    weights = pl.struct([pl.col(c).round(4).alias(c[2:]) for c in wcols]).struct.json_encode() if wcols else pl.lit("{}")
+    return kept.select("left_id", "right_id", "match_probability", "match_weight", "decision",
+                       weights.alias("weights"))
+
+
+def run_resolution(
+    store: ResolutionStore, settings: EntitySettings, *, entity_type: str, prefix: str, full: bool = False
+) -> RunSummary:
+    started = dt.datetime.now(dt.timezone.utc)
+    clock: dict[str, float] = {}
+    t0 = time.perf_counter()
+    uid = settings.unique_id
+    records = store.records(needed_columns(settings))
+    membership = store.membership()
+    judgements = store.judgements()
+    stored_model = store.model()
+    fingerprint = settings_fingerprint(settings)
+    retrain = full or stored_model is None or stored_model[0] != fingerprint
+    mode = "full" if retrain or membership.height == 0 else "incremental"
+    clock["load"] = time.perf_counter() - t0
+
+    if mode == "full":
+        dirty = records[uid]
+    else:
+        known = membership.select(uid, pl.col("row_hash").alias("_known_hash"))
+        dirty = records.join(known, on=uid, how="left").filter(
+            pl.col("_known_hash").is_null() | (pl.col("_known_hash") != pl.col("row_hash"))
+        )[uid]
+    seq = store.next_seq()
+    last_run = store.last_run_started()
+    fresh = judgements if last_run is None else judgements.filter(pl.col("judged_at") > last_run)
+    if mode == "incremental" and dirty.len() == 0 and fresh.height == 0:
+        return RunSummary(entity_type, "unchanged", seq - 1, records.height, 0, 0, 0, 0)
+
+    t = time.perf_counter()
+    prepared = prepare(records, settings)
+    pairs, block_stats = candidate_pairs(prepared, settings, new_keys=None if mode == "full" else dirty)
+    gamma = comparison_vectors(pairs, prepared, settings)
+    clock["block_compare"] = time.perf_counter() - t
+    t = time.perf_counter()
+    model = train(prepared, gamma, settings, judgements=judgements) if retrain else Model.from_json(stored_model[1])
+    scored = score(gamma, prepared, model, settings)
+    new_edges = edge_frame(scored)
+    clock["score"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    distinct = [(c.column, c.valid_flag) for c in settings.constraints.distinct_valid]
+    previous = membership.select(uid, "entity_id", "entity_created_seq") if membership.height else None
+    if mode == "full":
+        clusters = cluster(records, new_edges.filter(pl.col("decision") == "match"), judgements=judgements,
+                           distinct_valid=distinct, unique_id=uid)
+    else:
+        dirty_set = dirty.implode()
+        kept = store.edges().filter(~(pl.col("left_id").is_in(dirty_set) | pl.col("right_id").is_in(dirty_set)))
+        match_edges = pl.concat([kept.select(new_edges.columns), new_edges]).filter(pl.col("decision") == "match")
+        changed = pl.concat([
+            new_edges.select("left_id", "right_id"),
+            pl.DataFrame({"left_id": dirty, "right_id": dirty}),  # a changed record may have lost edges
+            fresh.select("left_id", "right_id"),  # a new verdict re-clusters its pair
+        ])
+        clusters = recluster(
+            records, match_edges, membership.select(uid, pl.col("entity_id").alias("cluster_key")), changed,
+            judgements=judgements, distinct_valid=distinct, unique_id=uid,
+        )
+    assigned, changes = assign_entity_ids(clusters, previous, prefix=prefix, run_seq=seq,
+                                          issued_ids=store.issued_ids())
+    clock["cluster"] = time.perf_counter() - t
+
+    sizes = assigned.group_by("entity_id").len()["len"].value_counts().sort("len")
+    stats = {
+        "blocking": block_stats.to_dicts(),
+        "ops": changes.group_by("op").len().sort("op").to_dicts() if changes.height else [],
+        "cluster_sizes": {str(k): int(v) for k, v in sizes.iter_rows()},
+        "timings": {k: round(v, 3) for k, v in clock.items()},
+    }
+    # only records whose entity or content changed need writing
+    membership_rows = assigned.join(records.select(uid, "row_hash"), on=uid, how="left")
+    if membership.height:
+        membership_rows = membership_rows.join(
+            membership.select(uid, pl.col("entity_id").alias("_was"), pl.col("row_hash").alias("_hash_was")),
+            on=uid, how="left",
+        ).filter(
+            pl.col("_was").is_null() | (pl.col("_was") != pl.col("entity_id")) | (pl.col("_hash_was") != pl.col("row_hash"))
+        )
+    membership_rows = membership_rows.rename({uid: "record_key"})
+    seq = store.save_run(
+        seq=seq, mode=mode, records_considered=int(membership_rows.height), stats=stats, settings_hash=fingerprint,
+        model_json=model.to_json() if retrain else None, dirty_keys=dirty,
+        new_edges=new_edges, membership=membership_rows.select("record_key", "entity_id", "row_hash"),
+        entity_changes=changes, started_at=started,
+    )
+    return RunSummary(
+        entity_type=entity_type, mode=mode, seq=seq, records=records.height, dirty=dirty.len(),
+        pairs=pairs.height, matches=int((new_edges["decision"] == "match").sum()),
+        review=int((new_edges["decision"] == "review").sum()), stats=stats, timings=clock,
+    )
+
+
+def to_json(summary: RunSummary) -> str:
+    return json.dumps(summary.__dict__, default=str)
+

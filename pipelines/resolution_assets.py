@@ -1,0 +1,85 @@
+"""Entity resolution as assets: candidate pairs, scored pairs and entities, per entity type.
+
+One op per entity type produces all three (blocking, scoring and clustering share their frames),
+after any station's records change. An asset check guards the contract that no entity holds two
+different valid ID numbers unless a reviewer said so.
+"""
+
+import dagster as dg
+
+from entity_resolution.service import run_resolution
+from pipelines.assets import ORGANISATIONS, PERSONS
+from pipelines.resources import ProjectResource
+
+ENTITY_TYPES = {
+    # entity type -> (standardised records asset, record table, entity id prefix)
+    "person": (PERSONS, "person_records", "P"),
+    "organisation": (ORGANISATIONS, "organisation_records", "O"),
+}
+
+
+def _resolution_asset(entity_type: str) -> dg.AssetsDefinition:
+    upstream, table, prefix = ENTITY_TYPES[entity_type]
+    pairs_key = dg.AssetKey(f"{entity_type}_candidate_pairs")
+    scored_key = dg.AssetKey(f"{entity_type}_scored_pairs")
+    entities_key = dg.AssetKey(f"{entity_type}_entities")
+    check = dg.AssetCheckSpec(
+        "one_valid_id_per_entity",
+        asset=entities_key,
+        blocking=True,
+        description="No entity holds two different valid ID numbers unless a reviewer judged them the same.",
+    )
+    group = "resolution"
+
+    @dg.multi_asset(
+        name=f"resolve_{entity_type}s",
+        specs=[
+            dg.AssetSpec(pairs_key, deps=[upstream], group_name=group, kinds={"polars"},
+                         description="Candidate pairs from the blocking rules (union, capped blocks)."),
+            dg.AssetSpec(scored_key, deps=[pairs_key], group_name=group, kinds={"polars", "sql"},
+                         description="Fellegi-Sunter scores; matches link, uncertain pairs go to review."),
+            dg.AssetSpec(entities_key, deps=[scored_key], group_name=group, kinds={"polars", "sql"},
+                         automation_condition=dg.AutomationCondition.eager(),
+                         description="Stable entity ids and record membership."),
+        ],
+        check_specs=[check],
+        pool="warehouse",
+    )
+    def _resolve(context: dg.AssetExecutionContext, project: ProjectResource):
+        settings = project.project.resolution.entities[entity_type]
+        store = project.warehouse.resolution_store(entity_type, table)
+        summary = run_resolution(store, settings, entity_type=entity_type, prefix=prefix)
+        context.log.info(f"{entity_type}: {summary.mode} run {summary.seq}: {summary.records} records, "
+                         f"{summary.dirty} new or changed, {summary.pairs} pairs, {summary.matches} matches, "
+                         f"{summary.review} for review")
+        blocking = summary.stats.get("blocking", [])
+        yield dg.MaterializeResult(asset_key=pairs_key, metadata={
+            "mode": summary.mode,
+            "pairs": summary.pairs,
+            "pairs_per_rule": dg.MetadataValue.json({r["rule"]: r.get("pairs_new", r.get("pairs")) for r in blocking}),
+            "reduction_ratio": dg.MetadataValue.json({r["rule"]: r.get("reduction_ratio") for r in blocking}),
+        })
+        yield dg.MaterializeResult(asset_key=scored_key, metadata={
+            "matches": summary.matches,
+            "review_queue": len(store.review_queue()),
+        })
+        yield dg.MaterializeResult(asset_key=entities_key, metadata={
+            "records": summary.records,
+            "new_or_changed_records": summary.dirty,
+            "entity_ops": dg.MetadataValue.json({o["op"]: o["len"] for o in summary.stats.get("ops", [])}),
+            "cluster_sizes": dg.MetadataValue.json(summary.stats.get("cluster_sizes", {})),
+            "run_seq": summary.seq,
+        })
+        conflicts = store.conflicting_entities([(c.column, c.valid_flag) for c in settings.constraints.distinct_valid])
+        yield dg.AssetCheckResult(
+            check_name=check.name, asset_key=entities_key, passed=conflicts.height == 0,
+            metadata={"conflicting_entities": conflicts["entity_id"].head(20).to_list(),
+                      "count": conflicts.height},
+        )
+
+    return _resolve
+
+
+resolve_persons = _resolution_asset("person")
+resolve_organisations = _resolution_asset("organisation")
+RESOLUTION_ASSETS = [resolve_persons, resolve_organisations]

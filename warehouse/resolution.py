@@ -1,0 +1,250 @@
+"""What entity resolution keeps in the warehouse: runs, the model, scored pairs, judgements,
+entities and membership. Reads and writes Polars frames; one transaction per run."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable
+
+import polars as pl
+import sqlalchemy as sa
+
+from warehouse import schema as s
+from warehouse.bulk import insert_frame, read_frame
+from warehouse.store import Warehouse, utcnow
+
+_EDGE_SCHEMA = {
+    "left_id": pl.String, "right_id": pl.String, "match_probability": pl.Float64,
+    "match_weight": pl.Float64, "decision": pl.String, "weights": pl.String, "run_seq": pl.Int64,
+}
+
+
+class ResolutionStore:
+    """The warehouse side of one entity type's resolution (see entity_resolution.service)."""
+
+    def __init__(self, store: Warehouse, entity_type: str, record_table: str):
+        self.store = store
+        self.entity_type = entity_type
+        self.record_table = s.metadata.tables[record_table]
+
+    @property
+    def engine(self) -> sa.Engine:
+        return self.store.engine
+
+    # -- reads ---------------------------------------------------------------------------------
+    def records(self, columns: Iterable[str]) -> pl.DataFrame:
+        """Current standardised records, the columns resolution needs plus row_hash and station."""
+        t = self.record_table
+        wanted = list(dict.fromkeys(["record_key", "station_id", "row_hash", *columns]))
+        cols = [t.c[c] for c in wanted if c in t.c]
+        schema = {c.name: _polars_type(c) for c in cols}
+        with self.engine.connect() as conn:
+            return read_frame(conn, sa.select(*cols).order_by(t.c.record_key), schema=schema)
+
+    def model(self) -> tuple[str, str] | None:
+        t = s.resolution_models
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(t.c.settings_hash, t.c.model).where(t.c.entity_type == self.entity_type)
+            ).first()
+        return (row[0], row[1]) if row else None
+
+    def membership(self) -> pl.DataFrame:
+        m, e = s.entity_membership, s.entities
+        stmt = (
+            sa.select(m.c.record_key, m.c.entity_id, m.c.row_hash, m.c.since_seq,
+                      e.c.created_seq.label("entity_created_seq"))
+            .join(e, e.c.entity_id == m.c.entity_id)
+            .where(m.c.entity_type == self.entity_type)
+        )
+        with self.engine.connect() as conn:
+            return read_frame(conn, stmt, schema={"since_seq": pl.Int64, "entity_created_seq": pl.Int64})
+
+    def edges(self, decision: str | None = None) -> pl.DataFrame:
+        t = s.scored_pairs
+        stmt = sa.select(t.c.left_id, t.c.right_id, t.c.match_probability, t.c.match_weight, t.c.decision,
+                         t.c.weights, t.c.run_seq).where(t.c.entity_type == self.entity_type)
+        if decision is not None:
+            stmt = stmt.where(t.c.decision == decision)
+        with self.engine.connect() as conn:
+            return read_frame(conn, stmt, schema=_EDGE_SCHEMA)
+
+    def judgements(self) -> pl.DataFrame:
+        """The latest verdict per pair (a later judgement overrides an earlier one)."""
+        t = s.judgements
+        stmt = sa.select(t.c.judgement_id, t.c.left_id, t.c.right_id, t.c.verdict, t.c.reviewer, t.c.reason,
+                         t.c.judged_at).where(t.c.entity_type == self.entity_type)
+        with self.engine.connect() as conn:
+            frame = read_frame(conn, stmt, schema={"judgement_id": pl.Int64, "judged_at": pl.Datetime("us", "UTC")})
+        return frame.sort("judgement_id").unique(["left_id", "right_id"], keep="last", maintain_order=True)
+
+    def review_queue(self, limit: int | None = None) -> pl.DataFrame:
+        """Pairs the model could not decide, not yet judged, most uncertain first."""
+        pairs = self.edges("review")
+        judged = self.judgements().select("left_id", "right_id")
+        queue = pairs.join(judged, on=["left_id", "right_id"], how="anti").sort(
+            (pl.col("match_probability") - 0.5).abs(), "left_id", "right_id"
+        )
+        return queue if limit is None else queue.head(limit)
+
+    def entity_members(self, entity_id: str) -> list[str]:
+        m = s.entity_membership
+        with self.engine.connect() as conn:
+            return list(conn.scalars(sa.select(m.c.record_key).where(m.c.entity_id == entity_id).order_by(m.c.record_key)))
+
+    def issued_ids(self) -> pl.Series:
+        """Every entity id ever issued for this type, retired ones too: never to be reused."""
+        e = s.entities
+        with self.engine.connect() as conn:
+            ids = conn.scalars(sa.select(e.c.entity_id).where(e.c.entity_type == self.entity_type)).all()
+        return pl.Series("entity_id", ids, dtype=pl.String)
+
+    def last_run_started(self) -> dt.datetime | None:
+        r = s.resolution_runs
+        with self.engine.connect() as conn:
+            value = conn.scalar(sa.select(sa.func.max(r.c.started_at)).where(r.c.entity_type == self.entity_type))
+        if value is not None and value.tzinfo is None:  # SQLite hands back naive UTC
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return value
+
+    def next_seq(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.scalar(sa.select(sa.func.coalesce(sa.func.max(s.resolution_runs.c.seq), 0))) or 0) + 1
+
+    def conflicting_entities(self, distinct_valid: list[tuple[str, str]]) -> pl.DataFrame:
+        """Active entities holding two different valid values of a distinct-valid column (e.g. two
+        valid ID numbers), except where a reviewer judged two of their records the same."""
+        m, t = s.entity_membership, self.record_table
+        found = []
+        for column, flag in distinct_valid:
+            stmt = (
+                sa.select(m.c.entity_id)
+                .join(t, t.c.record_key == m.c.record_key)
+                .where(m.c.entity_type == self.entity_type, t.c[flag].is_(True))
+                .group_by(m.c.entity_id)
+                .having(sa.func.count(sa.distinct(t.c[column])) > 1)
+            )
+            with self.engine.connect() as conn:
+                found.append(read_frame(conn, stmt, schema={"entity_id": pl.String}))
+        conflicts = pl.concat(found).unique() if found else pl.DataFrame(schema={"entity_id": pl.String})
+        if conflicts.height == 0:
+            return conflicts
+        same = self.judgements().filter(pl.col("verdict") == "same")
+        members = self.membership().select("record_key", "entity_id")
+        justified = (
+            same.join(members.rename({"record_key": "left_id"}), on="left_id")
+            .join(members.rename({"record_key": "right_id", "entity_id": "right_entity"}), on="right_id")
+            .filter(pl.col("entity_id") == pl.col("right_entity"))
+            .select("entity_id").unique()
+        )
+        return conflicts.join(justified, on="entity_id", how="anti").sort("entity_id")
+
+    # -- writes --------------------------------------------------------------------------------
+    def add_judgement(self, left_id: str, right_id: str, verdict: str, reviewer: str, reason: str | None) -> None:
+        if verdict not in {"same", "different"}:
+            raise ValueError(f"verdict must be 'same' or 'different', got {verdict!r}")
+        left_id, right_id = sorted((left_id, right_id))
+        with self.store.transaction() as conn:
+            conn.execute(s.judgements.insert().values(
+                entity_type=self.entity_type, left_id=left_id, right_id=right_id, verdict=verdict,
+                reviewer=reviewer, reason=reason, judged_at=utcnow(),
+            ))
+
+    def save_run(
+        self,
+        *,
+        seq: int,
+        mode: str,
+        records_considered: int,
+        stats: dict,
+        settings_hash: str,
+        model_json: str | None,
+        dirty_keys: pl.Series,
+        new_edges: pl.DataFrame,
+        membership: pl.DataFrame,
+        entity_changes: pl.DataFrame,
+        started_at: dt.datetime,
+    ) -> int:
+        """Record run `seq` (from next_seq) in one transaction; returns it.
+
+        `membership` holds the new state of every record the run re-clustered (record_key,
+        entity_id, row_hash); `entity_changes` the entities it created, updated or retired.
+        """
+        with self.store.transaction() as conn:
+            conn.execute(s.resolution_runs.insert().values(
+                seq=seq, entity_type=self.entity_type, mode=mode, records_considered=records_considered,
+                stats=json.loads(json.dumps(stats, default=str)), started_at=started_at,
+            ))
+            if model_json is not None:
+                t = s.resolution_models
+                conn.execute(t.delete().where(t.c.entity_type == self.entity_type))
+                conn.execute(t.insert().values(entity_type=self.entity_type, settings_hash=settings_hash,
+                                               model=model_json, trained_at=utcnow()))
+            self._replace_edges(conn, dirty_keys, new_edges, seq)
+            self._replace_membership(conn, membership, seq)
+            self._apply_entity_changes(conn, entity_changes, seq)
+            conn.execute(s.resolution_runs.update().where(s.resolution_runs.c.seq == seq)
+                         .values(finished_at=utcnow()))
+        return int(seq)
+
+    def _replace_edges(self, conn: sa.Connection, dirty: pl.Series, edges: pl.DataFrame, seq: int) -> None:
+        t = s.scored_pairs
+        keys = dirty.to_list()
+        for start in range(0, len(keys), 5000):
+            part = keys[start : start + 5000]
+            conn.execute(t.delete().where(t.c.entity_type == self.entity_type,
+                                          sa.or_(t.c.left_id.in_(part), t.c.right_id.in_(part))))
+        if edges.height:
+            insert_frame(conn, t, edges.with_columns(entity_type=pl.lit(self.entity_type), run_seq=pl.lit(seq)),
+                         replace=True)
+
+    def _replace_membership(self, conn: sa.Connection, membership: pl.DataFrame, seq: int) -> None:
+        if membership.height == 0:
+            return
+        t = s.entity_membership
+        previous = self.membership_of(conn, membership["record_key"].to_list())
+        frame = membership.join(previous, on="record_key", how="left").with_columns(
+            since_seq=pl.when(pl.col("entity_id") == pl.col("old_entity_id"))
+            .then(pl.col("old_since_seq")).otherwise(pl.lit(seq)).cast(pl.Int64),
+            entity_type=pl.lit(self.entity_type),
+        )
+        insert_frame(conn, t, frame.select("entity_type", "record_key", "entity_id", "row_hash", "since_seq"),
+                     replace=True)
+
+    def membership_of(self, conn: sa.Connection, keys: list[str]) -> pl.DataFrame:
+        t = s.entity_membership
+        parts = []
+        for start in range(0, len(keys), 5000):
+            stmt = sa.select(t.c.record_key, t.c.entity_id.label("old_entity_id"),
+                             t.c.since_seq.label("old_since_seq")).where(
+                t.c.entity_type == self.entity_type, t.c.record_key.in_(keys[start : start + 5000]))
+            parts.append(read_frame(conn, stmt, schema={"old_since_seq": pl.Int64}))
+        if not parts:
+            return pl.DataFrame(schema={"record_key": pl.String, "old_entity_id": pl.String, "old_since_seq": pl.Int64})
+        return pl.concat(parts)
+
+    def _apply_entity_changes(self, conn: sa.Connection, changes: pl.DataFrame, seq: int) -> None:
+        e = s.entities
+        for row in changes.iter_rows(named=True):
+            op, entity_id = row["op"], row["entity_id"]
+            if op == "create":
+                conn.execute(e.insert().values(entity_id=entity_id, entity_type=self.entity_type, created_seq=seq,
+                                               status="active", updated_seq=seq))
+            elif op == "retire":
+                conn.execute(e.update().where(e.c.entity_id == entity_id).values(
+                    status="retired", merged_into=row.get("merged_into"), updated_seq=seq))
+            else:
+                conn.execute(e.update().where(e.c.entity_id == entity_id).values(status="active", updated_seq=seq))
+
+
+def _polars_type(column: sa.Column) -> pl.DataType:
+    if isinstance(column.type, sa.Boolean):
+        return pl.Boolean
+    if isinstance(column.type, sa.Integer):
+        return pl.Int64
+    if isinstance(column.type, sa.Date):
+        return pl.Date
+    if isinstance(column.type, sa.DateTime):
+        return pl.Datetime("us")
+    return pl.String
