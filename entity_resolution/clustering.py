@@ -144,25 +144,21 @@ def cluster_with_stats(
 
     roots = _resolve_roots(uf.parent)
     membership = pl.DataFrame([keys, keys.gather(roots).alias(CLUSTER_KEY)])
-    codes = pl.Series("_outcome", outcome, dtype=pl.Int8)
-    refused = (
-        pairs.with_columns(codes)
-        .filter(pl.col("_outcome") >= _REFUSED_CONSTRAINT)
-        .select(
-            "_l",
-            "_r",
-            pl.col("p").alias("match_probability"),
-            pl.when(pl.col("_outcome") == _REFUSED_CONSTRAINT)
-            .then(pl.lit("constraint"))
-            .otherwise(pl.lit("judgement"))
-            .alias("reason"),
-        )
+    refused = pairs.with_columns(pl.Series("_why", outcome, dtype=pl.Int8)).filter(
+        pl.col("_why") >= _REFUSED_CONSTRAINT
     )
-    refused = refused.select(
-        pl.Series("left_id", keys.gather(refused["_l"]), dtype=keys.dtype),
-        pl.Series("right_id", keys.gather(refused["_r"]), dtype=keys.dtype),
-        "match_probability",
-        "reason",
+    refused = pl.DataFrame(
+        [
+            keys.gather(refused["_l"]).alias("left_id"),
+            keys.gather(refused["_r"]).alias("right_id"),
+            refused["p"].alias("match_probability"),
+            refused["_why"]
+            .replace_strict(
+                {_REFUSED_CONSTRAINT: "constraint", _REFUSED_JUDGEMENT: "judgement"},
+                return_dtype=pl.String,
+            )
+            .alias("reason"),
+        ]
     )
     tally = Counter(outcome)
     same_tally = Counter(same_outcome)
@@ -200,8 +196,9 @@ def affected_records(
     before, so stopping at the touched clusters would diverge from a full run. The closure is at
     most the touched connected components of the unguarded graph; in practice one or two steps.
 
-    previous: unique_id, cluster_key. changed: left_id, right_id (new edges, and both records of
-    new or withdrawn judgements). edges: every stored accepted pair, `changed` included.
+    previous: unique_id, cluster_key (any cluster label). changed: left_id, right_id: new or
+    re-scored pairs, pairs that stopped being matches, both records of new or withdrawn
+    judgements, (key, key) for a record that changed. edges: every accepted pair now stored.
     """
     member = previous.select(pl.col(unique_id), pl.col(CLUSTER_KEY))
     links = _pair_frame(edges)
@@ -242,7 +239,8 @@ def recluster(
 ) -> pl.DataFrame:
     """Full-run membership computed by re-clustering only what `changed` can reach.
 
-    records: all current records (records absent from `previous` are new; previous records absent
+    previous: unique_id, cluster_key, where cluster_key may be any cluster label (the stored
+    entity ids do). changed: as for `affected_records`. records: all current records (records absent from `previous` are new; previous records absent
     from `records` are gone, and their old clusters are re-clustered: they may have been the
     bridge). edges, judgements: everything stored, changes included. Untouched clusters are copied
     from `previous`.
@@ -269,8 +267,12 @@ def recluster(
         distinct_valid=distinct_valid,
         unique_id=unique_id,
     )
-    kept = previous.select(unique_id, CLUSTER_KEY).filter(
-        ~pl.col(unique_id).is_in(scope) & pl.col(unique_id).is_in(current)
+    # Untouched clusters are whole, so relabelling them by their smallest key gives the label a
+    # full run would give, whatever labels `previous` used (cluster keys or entity ids).
+    kept = (
+        previous.select(unique_id, CLUSTER_KEY)
+        .filter(~pl.col(unique_id).is_in(scope) & pl.col(unique_id).is_in(current))
+        .with_columns(pl.col(unique_id).min().over(CLUSTER_KEY).alias(CLUSTER_KEY))
     )
     return pl.concat([kept, sub]).sort(unique_id)
 

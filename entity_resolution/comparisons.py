@@ -222,14 +222,16 @@ def level_holds(
             cond = (lc - rc).dt.total_days().abs() <= (level.days or 0)
         return frame.select((pl.col("todo") & cond).fill_null(False)).to_series()
     # Fuzzy kinds: only undecided rows with both values present reach RapidFuzz, and levels
-    # of one kind on one column (address >= 0.8, then >= 0.5) share one computation.
+    # of one kind on one column (address >= 0.9, then >= 0.7) share one computation.
     threshold = float(level.threshold or 0)
     scores = sides.fuzzy(col, kind, todo, loosest if loosest is not None else threshold)
     holds = scores <= threshold if kind in DISTANCE_KINDS else scores >= threshold
     return pl.select(pl.lit(todo) & pl.lit(holds).fill_null(False)).to_series()
 
 
-def comparison_gamma(comp: ComparisonSettings, sides: PairSides, *, fuzzy_limit: int | None = None) -> pl.Series:
+def comparison_gamma(
+    comp: ComparisonSettings, sides: PairSides, *, fuzzy_limit: int | None = None
+) -> pl.Series:
     """Level index per pair (Int8): 0.. for listed levels, len(levels) for else, -1 for null.
 
     `fuzzy_limit` (u estimation on random pairs only): when the first fuzzy level is reached,
@@ -257,7 +259,9 @@ def comparison_gamma(comp: ComparisonSettings, sides: PairSides, *, fuzzy_limit:
             decided = decided | unsampled
         key = (level.column or comp.column, level.kind)
         hit = level_holds(level, comp.column, sides, ~decided, loosest.get(key))
-        gamma = pl.select(pl.when(pl.lit(hit)).then(pl.lit(i, dtype=pl.Int8)).otherwise(pl.lit(gamma))).to_series()
+        gamma = pl.select(
+            pl.when(pl.lit(hit)).then(pl.lit(i, dtype=pl.Int8)).otherwise(pl.lit(gamma))
+        ).to_series()
         decided = decided | hit
     if unsampled is not None:
         gamma = pl.select(
@@ -285,7 +289,9 @@ def gamma_frame(
 
 def pair_index(pairs: pl.DataFrame, records: pl.DataFrame, unique_id: str) -> tuple[pl.Series, pl.Series]:
     """Row indices in prepared `records` of each pair's left_id and right_id."""
-    lookup = records.select(pl.col(unique_id).alias("id"), pl.int_range(records.height, dtype=_IDX).alias("i"))
+    lookup = records.select(
+        pl.col(unique_id).alias("id"), pl.int_range(records.height, dtype=_IDX).alias("i")
+    )
     out = []
     for side in ("left_id", "right_id"):
         idx = (

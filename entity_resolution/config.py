@@ -70,20 +70,20 @@ class LevelSettings(_Strict):
     label: str | None = None
 
     @model_validator(mode="after")
-    def _parameters(self) -> "LevelSettings":
+    def _parameters(self) -> LevelSettings:
         if self.kind in SIMILARITY_KINDS:
             if self.threshold is None or not 0 < self.threshold <= 1:
-                raise ValueError(f"a {self.kind} level needs threshold, a similarity in (0, 1]")
+                raise ValueError(f"level kind {self.kind} needs threshold, a similarity in (0, 1]")
         elif self.kind in DISTANCE_KINDS:
             if self.threshold is None or self.threshold < 1 or self.threshold != int(self.threshold):
-                raise ValueError(f"a {self.kind} level needs threshold, a whole number of edits >= 1")
+                raise ValueError(f"level kind {self.kind} needs threshold, a whole number of edits >= 1")
         elif self.threshold is not None:
-            raise ValueError(f"a {self.kind} level takes no threshold")
+            raise ValueError(f"level kind {self.kind} takes no threshold")
         if self.kind == "date_within":
             if self.days is None:
-                raise ValueError("a date_within level needs days")
+                raise ValueError("level kind date_within needs days")
         elif self.days is not None:
-            raise ValueError(f"a {self.kind} level takes no days")
+            raise ValueError(f"level kind {self.kind} takes no days")
         return self
 
     def describe(self, default_column: str) -> str:
@@ -114,7 +114,7 @@ class ComparisonSettings(_Strict):
     term_frequency: bool = False
 
     @model_validator(mode="after")
-    def _tf_level(self) -> "ComparisonSettings":
+    def _tf_level(self) -> ComparisonSettings:
         if len(self.levels) > 100:
             raise ValueError("at most 100 levels")
         first = self.levels[0]
@@ -151,7 +151,7 @@ class BlockingSettings(_Strict):
     rules: tuple[BlockingRule, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _unique(self) -> "BlockingSettings":
+    def _unique(self) -> BlockingSettings:
         names = [r.name for r in self.rules]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -171,7 +171,7 @@ class Thresholds(_Strict):
     review: float = Field(ge=0, lt=1)
 
     @model_validator(mode="after")
-    def _order(self) -> "Thresholds":
+    def _order(self) -> Thresholds:
         if self.review >= self.match:
             raise ValueError(f"review ({self.review}) must be below match ({self.match})")
         return self
@@ -233,7 +233,7 @@ class EntitySettings(_Strict):
         return derived
 
     @model_validator(mode="after")
-    def _names(self) -> "EntitySettings":
+    def _names(self) -> EntitySettings:
         names = [c.name for c in self.comparisons]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

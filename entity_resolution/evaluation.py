@@ -112,22 +112,19 @@ def evaluate(
 
     `by` has unique_id and one more column naming the station; its values become `scope`.
     """
-    scored, ignored = _prepare(clusters, truth, unique_id, cluster_col, truth_col)
-    scored = scored.with_columns(pl.lit(OVERALL).alias("_g"))
-    ignored = ignored.with_columns(pl.lit(OVERALL).alias("_g"))
-    tables = [_table(scored, ignored).drop("_exact")]
+    rows = _prepare(clusters, truth, unique_id, cluster_col, truth_col)
+    tables = [_table(rows.with_columns(pl.lit(OVERALL).alias("_g"))).drop("_exact")]
     if by is not None:
         group = next(c for c in by.columns if c != unique_id)
         station = by.select(
-            pl.col(unique_id).alias("_k"), pl.col(group).cast(pl.String).alias("_station")
+            pl.col(unique_id).cast(rows.schema["_k"]).alias("_k"),
+            pl.col(group).cast(pl.String).alias("_g"),
         )
         if station["_k"].n_unique() != station.height:
             raise ValueError(f"by: {unique_id} must be unique")
-        per_station = [
-            frame.drop("_g").join(station, on="_k").rename({"_station": "_g"})
-            for frame in (scored, ignored)
-        ]
-        tables.append(_table(*per_station).drop("_exact").sort("scope"))
+        # Left join: records without a station still count towards cluster and entity sizes.
+        per_station = rows.join(station, on="_k", how="left")
+        tables.append(_table(per_station).drop("_exact").sort("scope"))
     return pl.concat(tables)
 
 
@@ -136,26 +133,29 @@ def evaluate(
 
 def _prepare(
     clusters: pl.DataFrame, truth: pl.DataFrame, unique_id: str, cluster_col: str, truth_col: str
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(scored records: _k, _c, _t; ignored records: _k, _why)."""
-    predicted = clusters.select(pl.col(unique_id).alias("_k"), pl.col(cluster_col).alias("_c"))
-    true = truth.select(pl.col(unique_id).alias("_k"), pl.col(truth_col).alias("_t"))
-    for name, frame in (("clusters", predicted), ("truth", true)):
-        if frame["_k"].n_unique() != frame.height or frame["_k"].null_count():
-            raise ValueError(f"{name}: {unique_id} must be unique and not null")
-    true = true.with_columns(pl.col("_k").cast(predicted.schema["_k"]))
-    scored = predicted.join(true, on="_k", how="inner")
-    ignored = pl.concat(
-        [
-            predicted.join(true, on="_k", how="anti").select(
-                "_k", pl.lit("not_in_truth").alias("_why")
-            ),
-            true.join(predicted, on="_k", how="anti").select(
-                "_k", pl.lit("not_clustered").alias("_why")
-            ),
-        ]
+) -> pl.DataFrame:
+    """One row per record on either side: _k, _c (cluster code), _t (entity code); a null code
+    means the record is missing on that side and is ignored."""
+    predicted = clusters.select(pl.col(unique_id).alias("_k"), _codes(clusters[cluster_col], "_c"))
+    true = truth.select(
+        pl.col(unique_id).cast(predicted.schema["_k"]).alias("_k"), _codes(truth[truth_col], "_t")
     )
-    return scored, ignored
+    for name, frame in (("clusters", predicted), ("truth", true)):
+        if frame["_k"].null_count() or frame["_k"].n_unique() != frame.height:
+            raise ValueError(f"{name}: {unique_id} must be unique and not null")
+    return predicted.join(true, on="_k", how="full", coalesce=True)
+
+
+def _codes(labels: pl.Series, name: str) -> pl.Series:
+    """Integer stand-ins for cluster/entity labels: every later group-by hashes and compares
+    8-byte ints instead of strings. A 64-bit hash collision (never seen) is detected by the
+    distinct counts and falls back to exact dense ranks."""
+    if labels.null_count():
+        raise ValueError(f"{labels.name} must not be null")
+    hashed = labels.hash()
+    if hashed.n_unique() != labels.n_unique():
+        hashed = labels.rank("dense").cast(pl.UInt64)
+    return hashed.alias(name)
 
 
 def _pairs_touching(n: pl.Expr, k: pl.Expr) -> pl.Expr:
@@ -175,8 +175,13 @@ def _harmonic(p: pl.Expr, r: pl.Expr) -> pl.Expr:
     )
 
 
-def _table(scored: pl.DataFrame, ignored: pl.DataFrame) -> pl.DataFrame:
-    """Metrics per scope `_g` from records (_k, _c, _t, _g) with global cluster/entity sizes."""
+def _table(rows: pl.DataFrame) -> pl.DataFrame:
+    """Metrics per scope `_g` from records (_k, _c, _t, _g) with global cluster/entity sizes.
+
+    Sizes are taken over all scored rows, whatever their scope; `rows` must hold every scored
+    record (a record outside every scope has a null `_g`)."""
+    both = pl.col("_c").is_not_null() & pl.col("_t").is_not_null()
+    scored = rows.filter(both)
     sized = scored.with_columns(
         pl.len().over("_c").cast(pl.Int64).alias("_C"),
         pl.len().over("_t").cast(pl.Int64).alias("_T"),
@@ -212,11 +217,11 @@ def _table(scored: pl.DataFrame, ignored: pl.DataFrame) -> pl.DataFrame:
             _pairs_touching(pl.col("_T"), pl.col("_m")).sum().alias("_true"),
         )
     )
-    skipped = ignored.group_by("_g").agg(
-        (pl.col("_why") == "not_in_truth").sum().alias("ignored_not_in_truth"),
-        (pl.col("_why") == "not_clustered").sum().alias("ignored_not_clustered"),
+    skipped = rows.filter(~both).group_by("_g").agg(
+        pl.col("_t").is_null().sum().alias("ignored_not_in_truth"),
+        pl.col("_c").is_null().sum().alias("ignored_not_clustered"),
     )
-    groups = pl.concat([scored.select("_g"), ignored.select("_g")]).unique()
+    groups = rows.select("_g").unique().drop_nulls()
     table = (
         groups.join(cells, on="_g", how="left")
         .join(predicted, on="_g", how="left")
@@ -266,11 +271,8 @@ def _table(scored: pl.DataFrame, ignored: pl.DataFrame) -> pl.DataFrame:
 def _overall(
     clusters: pl.DataFrame, truth: pl.DataFrame, unique_id: str, cluster_col: str, truth_col: str
 ) -> dict:
-    scored, ignored = _prepare(clusters, truth, unique_id, cluster_col, truth_col)
-    table = _table(
-        scored.with_columns(pl.lit(OVERALL).alias("_g")),
-        ignored.with_columns(pl.lit(OVERALL).alias("_g")),
-    )
+    rows = _prepare(clusters, truth, unique_id, cluster_col, truth_col)
+    table = _table(rows.with_columns(pl.lit(OVERALL).alias("_g")))
     if table.height == 0:  # nothing to score and nothing ignored
         return dict.fromkeys([*METRIC_COLUMNS, "_exact"], 0) | dict.fromkeys(RATIO_COLUMNS, None)
     return table.row(0, named=True)

@@ -18,9 +18,8 @@ Training follows Splink, made cheap:
   lambda = E[matches among candidates] / all possible pairs, with m and u fixed.
 - Term frequencies: sharing a common name (张伟) is weaker evidence than sharing a rare one, so
   the exact level of a `term_frequency` comparison uses the value's frequency as its u.
-- Reviewers' judgements optionally recalibrate m: the levels observed on pairs judged "same"
-  are blended with the EM estimate (a pseudo-count prior), so a handful of judgements nudge the
-  model and many of them dominate it.
+- Reviewers' judgements optionally recalibrate m: pairs judged "same" join EM's expected
+  matches as certain ones, so m moves in proportion to how many judgements there are.
 
 Decisions: match probability >= thresholds.match -> "match", >= thresholds.review -> "review",
 else "non_match"; a pair that breaks a hard constraint (two different valid ID numbers) is
@@ -41,7 +40,7 @@ from entity_resolution.comparisons import NULL_LEVEL, UNSAMPLED, gamma_column, g
 from entity_resolution.config import FUZZY_KINDS, ComparisonSettings, EntitySettings
 
 M_FLOOR = 1e-6  # no level is ever impossible among matches: keeps log(m) finite
-JUDGEMENT_PSEUDO_PAIRS = 20.0  # weight of the EM estimate when blending in judgements
+JUDGEMENT_PSEUDO_PAIRS = 20.0  # weight of m for a comparison EM could not estimate
 MODEL_FORMAT = 1
 
 
@@ -94,12 +93,15 @@ class Model:
         )
 
     @classmethod
-    def from_json(cls, text: str) -> "Model":
+    def from_json(cls, text: str) -> Model:
         data = json.loads(text)
         if data.get("format") != MODEL_FORMAT:
             raise ValueError(f"unknown model format {data.get('format')!r}")
         tf = {
-            c: pl.DataFrame({"value": t["values"], "freq": t["freqs"]}, schema={"value": pl.String, "freq": pl.Float64})
+            c: pl.DataFrame(
+                {"value": t["values"], "freq": t["freqs"]},
+                schema={"value": pl.String, "freq": pl.Float64},
+            )
             for c, t in data["tf"].items()
         }
         return cls(
@@ -193,7 +195,10 @@ def _patterns(gammas: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
     return gammas.group_by(columns).agg(pl.len().cast(pl.Float64).alias("count"))
 
 
-def _log_bf(model_m: dict[str, list[float]], u: dict[str, list[float]], comps: list[ComparisonSettings]) -> pl.Expr:
+def _log_bf(
+    model_m: dict[str, list[float]], u: dict[str, list[float]], comps: list[ComparisonSettings]
+) -> pl.Expr:
+    """Natural-log Bayes factor of each pattern over the given comparisons (null levels: 0)."""
     terms = []
     for comp in comps:
         levels = list(range(len(comp.levels) + 1))
@@ -276,7 +281,8 @@ def _estimate_m(
     gammas: pl.DataFrame,
     settings: EntitySettings,
     u: dict[str, list[float]],
-) -> tuple[dict[str, list[float]], list[dict[str, Any]]]:
+) -> tuple[dict[str, list[float]], dict[str, float], list[dict[str, Any]]]:
+    """m per comparison, the expected matches behind each estimate, and a log of sessions."""
     est = settings.estimation
     gcols = [gamma_column(c.name) for c in settings.comparisons]
     m0 = {c.name: _initial_m(len(c.levels)) for c in settings.comparisons}
@@ -318,13 +324,22 @@ def _estimate_m(
             m[comp.name] = [x / weights[comp.name] for x in sums[comp.name]]
         else:
             m[comp.name] = m0[comp.name]
-    return m, sessions
+    return m, weights, sessions
 
 
 def _recalibrate(
-    m: dict[str, list[float]], judged: pl.DataFrame, settings: EntitySettings
+    m: dict[str, list[float]],
+    expected: dict[str, float],
+    judged: pl.DataFrame,
+    settings: EntitySettings,
 ) -> dict[str, list[float]]:
-    """Blend m with the levels seen on pairs that reviewers judged "same"."""
+    """Add the pairs reviewers judged "same" to EM's matches as certain matches.
+
+    m becomes (EM's expected count per level + judged count per level) / (EM's expected
+    matches + judged pairs): judgements shift m in proportion to how many there are next to
+    the matches EM already counted. Reviewers see hard cases, not a random sample of matches,
+    so blending them in as counts (rather than replacing m) keeps them from dominating.
+    """
     same = judged.filter(pl.col("verdict") == "same")
     out = dict(m)
     for comp in settings.comparisons:
@@ -334,10 +349,8 @@ def _recalibrate(
             continue
         counts = dict(zip(*[s.to_list() for s in g.value_counts().get_columns()], strict=True))
         n = float(g.len())
-        blended = [
-            (counts.get(i, 0) + JUDGEMENT_PSEUDO_PAIRS * x) / (n + JUDGEMENT_PSEUDO_PAIRS)
-            for i, x in enumerate(m[comp.name])
-        ]
+        w = expected.get(comp.name) or JUDGEMENT_PSEUDO_PAIRS
+        blended = [(counts.get(i, 0) + w * x) / (n + w) for i, x in enumerate(m[comp.name])]
         out[comp.name] = [max(x, M_FLOOR) for x in blended]
     return out
 
@@ -382,14 +395,19 @@ def train(
     left, right = pair_index(pairs_gamma, rec, settings.unique_id)
     gcols = [gamma_column(c.name) for c in settings.comparisons]
     gammas = pairs_gamma.select(gcols)
-    m, sessions = _estimate_m(rec, left, right, gammas, settings, u)
+    m, expected, sessions = _estimate_m(rec, left, right, gammas, settings, u)
     if judgements is not None and judgements.height:
         bad = judgements.filter(~pl.col("verdict").is_in(["same", "different"]))
         if bad.height:
-            raise ValueError(f"verdict must be 'same' or 'different', got {bad.get_column('verdict').unique().to_list()}")
+            got = bad.get_column("verdict").unique().to_list()
+            raise ValueError(f"verdict must be 'same' or 'different', got {got}")
+        # A judgement about a record that has since gone cannot inform the model: skip it.
+        known = rec.get_column(settings.unique_id).implode()
+        judgements = judgements.filter(pl.col("left_id").is_in(known) & pl.col("right_id").is_in(known))
+    if judgements is not None and judgements.height:
         jl, jr = pair_index(judgements, rec, settings.unique_id)
         judged = judgements.select("verdict").hstack(gamma_frame(rec, jl, jr, settings))
-        m = _recalibrate(m, judged, settings)
+        m = _recalibrate(m, expected, judged, settings)
     tf: dict[str, pl.DataFrame] = {}
     tf_min: dict[str, float] = {}
     for comp in settings.comparisons:
@@ -401,7 +419,11 @@ def train(
               "judgements": 0 if judgements is None else judgements.height},
     )
     weights = _weights(gammas, rec, left, settings, model)
-    total = weights.select(pl.sum_horizontal(pl.all())).to_series() if weights.width else pl.Series([], dtype=pl.Float64)
+    total = (
+        weights.select(pl.sum_horizontal(pl.all())).to_series()
+        if weights.width
+        else pl.Series([], dtype=pl.Float64)
+    )
     model.lambda_ = _prior(total, rec.height, est.prior_match_probability)
     return model
 
@@ -455,11 +477,17 @@ def score(
             f"(model {model.settings_hash}, settings {settings.model_hash()}): retrain it"
         )
     rec = prepare(records, settings)
+    # Scoring a scored frame again (say with a new model) replaces its scores.
+    produced = [weight_column(c.name) for c in settings.comparisons] + [
+        "match_weight", "match_probability", "constraint_violated", "decision"]
+    pairs_gamma = pairs_gamma.drop(produced, strict=False)
     left, right = pair_index(pairs_gamma, rec, settings.unique_id)
     weights = _weights(pairs_gamma, rec, left, settings, model)
     th = settings.thresholds
     out = pairs_gamma.hstack(weights).with_columns(
-        (pl.lit(model.prior_weight) + pl.sum_horizontal(pl.col(weights.columns).cast(pl.Float64))).alias("match_weight")
+        (
+            pl.lit(model.prior_weight) + pl.sum_horizontal(pl.col(weights.columns).cast(pl.Float64))
+        ).alias("match_weight")
     )
     out = out.with_columns(
         (1.0 / (1.0 + pl.lit(2.0) ** (-pl.col("match_weight")))).alias("match_probability"),

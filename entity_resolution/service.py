@@ -81,8 +81,19 @@ def edge_frame(scored: pl.DataFrame) -> pl.DataFrame:
 
 
 def run_resolution(
-    store: ResolutionStore, settings: EntitySettings, *, entity_type: str, prefix: str, full: bool = False
+    store: ResolutionStore,
+    settings: EntitySettings,
+    *,
+    entity_type: str,
+    prefix: str,
+    full: bool = False,
+    retrain: bool | None = None,
 ) -> RunSummary:
+    """Resolve what changed since the last run (or everything, with `full`).
+
+    The model is retrained when asked, when there is none, or when the settings changed;
+    otherwise the stored one scores, so incremental and full runs agree.
+    """
     started = dt.datetime.now(dt.timezone.utc)
     clock: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -92,8 +103,9 @@ def run_resolution(
     judgements = store.judgements()
     stored_model = store.model()
     fingerprint = settings_fingerprint(settings)
-    retrain = full or stored_model is None or stored_model[0] != fingerprint
-    mode = "full" if retrain or membership.height == 0 else "incremental"
+    if retrain is None:
+        retrain = full or stored_model is None or stored_model[0] != fingerprint
+    mode = "full" if full or retrain or membership.height == 0 else "incremental"
     clock["load"] = time.perf_counter() - t0
 
     if mode == "full":

@@ -320,3 +320,16 @@ def test_touched_clusters_alone_are_not_enough() -> None:
 
     assert affected_records(previous, new, everything).to_list() == ["A", "B", "C", "E", "F"]
     assert recluster(r, everything, previous, new).equals(full)
+
+
+def test_recluster_accepts_entity_ids_as_previous_labels() -> None:
+    """The stored membership labels clusters by entity id; the result is still keyed like a full
+    run (smallest record key)."""
+    records, e, j = random_case(21)
+    old = e.head(e.height - 10)
+    previous = cluster(records, old, judgements=j)
+    by_entity = previous.with_columns(
+        ("P" + pl.col("cluster_key").str.replace_all(":", "")).alias("cluster_key")
+    )
+    full = cluster(records, e, judgements=j)
+    assert recluster(records, e, by_entity, e.tail(10), judgements=j).equals(full)

@@ -47,7 +47,8 @@ def test_defaults_load_with_three_entity_types() -> None:
     person = cfg.entity("person")
     assert isinstance(person, EntitySettings)
     assert person.unique_id == "record_key"
-    assert [r.name for r in person.blocking.rules][:3] == ["id_number", "phone", "name_pinyin_birth_date"]
+    assert [r.name for r in person.blocking.rules] == [
+        "id_number", "id_15_digit_form", "phone", "name_pinyin_birth_date", "surname_birth_date_district"]
     assert [c.name for c in person.comparisons] == ["name", "id_number", "birth_date", "sex", "phone", "address"]
     assert person.thresholds.review < person.thresholds.match
     assert person.constraints.distinct_valid[0].column == "id_number"
@@ -97,9 +98,9 @@ def test_level_parameters_are_checked(tmp_path: Path, default_data: dict) -> Non
     data["entities"]["person"]["comparisons"][2]["levels"][2].pop("days")  # date_within without days
     data["entities"]["person"]["comparisons"][1]["levels"][0]["threshold"] = 0.5  # exact with threshold
     message = error_for(tmp_path, data)
-    assert "entities.person.comparisons.0.levels.2: a jaro_winkler level needs threshold" in message
-    assert "entities.person.comparisons.2.levels.2: a date_within level needs days" in message
-    assert "entities.person.comparisons.1.levels.0: a exact level takes no threshold" in message
+    assert "entities.person.comparisons.0.levels.2: level kind jaro_winkler needs threshold" in message
+    assert "entities.person.comparisons.2.levels.2: level kind date_within needs days" in message
+    assert "entities.person.comparisons.1.levels.0: level kind exact takes no threshold" in message
 
 
 def test_bad_derived_sql_and_unknown_training_rule(tmp_path: Path, default_data: dict) -> None:
@@ -154,5 +155,5 @@ def test_records_lacking_a_configured_column_fail_naming_where_it_is_used() -> N
     with pytest.raises(ConfigError) as info:
         prepare(records, person)
     message = str(info.value)
-    assert "'name_pinyin' (used at blocking.rules.2.keys)" in message
+    assert "'name_pinyin' (used at blocking.rules.3.keys)" in message
     assert "'sex' (used at comparisons.3.column)" in message

@@ -163,7 +163,7 @@ def test_explain_adds_up_and_labels_levels(run: Run) -> None:
     assert parts[0][0] == "prior"
     assert [p[0] for p in parts[1:]] == [c.name for c in run.settings.comparisons]
     assert sum(w for _, _, w in parts) == pytest.approx(row["match_weight"], abs=1e-3)
-    labels = dict((c, lab) for c, lab, _ in parts)
+    labels = {c: lab for c, lab, _ in parts}
     assert labels["id_number"] in {"same ID number", "null (no evidence)", "same 15-digit form",
                                    "one substitution or adjacent transposition"}
     # Without the w_ columns, weights come from the model's levels.
@@ -280,3 +280,33 @@ def test_person_en_schema_resolves_with_no_code_change() -> None:
     print(f"\nperson_en: precision {precision:.4f} recall {recall:.4f} ({correct}/{predicted}, {true_pairs} true)")
     assert precision >= 0.95 and recall >= 0.9
     assert model.m["national_id"][0] > 0.7
+
+
+# ------------------------------------------------------------------------------ organisations
+
+
+def test_organisation_settings_resolve_simulated_organisations() -> None:
+    from connectors.simulate.network import build_network
+    from connectors.simulate.noise import DEFAULT_NOISE, organisation_noise
+    from connectors.simulate.orgs import generate_organisations, organisation_residences
+    from connectors.simulate.people import DEFAULT_POPULATION, generate_population
+    from connectors.simulate.render import render_organisations
+    from connectors.simulate.rng import Rng
+    from entity_resolution.standardise import ORGANISATION_FIELDS, standardise_organisations
+
+    rng = Rng(5)
+    net = build_network(30, 5)
+    orgs = generate_organisations(rng, net, generate_population(rng, net, 5_000, DEFAULT_POPULATION), 3_000)
+    rows = render_organisations(rng, net, orgs, organisation_residences(rng, net, orgs))
+    rows, _ = organisation_noise(rng, rows, DEFAULT_NOISE)
+    truth = rows.select("record_key", "entity_id")
+    records = standardise_organisations(rows.select("record_key", *ORGANISATION_FIELDS))
+    settings = load_resolution(None).entity("organisation")
+    pairs, _ = candidate_pairs(records, settings)
+    gammas = comparison_vectors(pairs, records, settings)
+    model = train(records, gammas, settings)
+    scored = score(gammas, records, model, settings)
+    precision, recall, correct, predicted, true_pairs = pairwise(scored, truth)
+    print(f"\norganisations: precision {precision:.4f} recall {recall:.4f} ({correct}/{predicted}, {true_pairs} true)")
+    assert true_pairs > 50
+    assert precision >= 0.95 and recall >= 0.95

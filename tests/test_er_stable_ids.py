@@ -8,6 +8,8 @@ import hashlib
 import polars as pl
 import pytest
 
+from entity_resolution import stable_ids
+from entity_resolution.clustering import cluster
 from entity_resolution.stable_ids import assign_entity_ids
 
 
@@ -214,3 +216,42 @@ def test_invalid_inputs() -> None:
         assign_entity_ids(
             clusters("ab"), previous(E1=("ab", 1)).with_columns(entity_id=None), run_seq=2
         )
+
+
+def test_digest_clashes_lengthen_ids_deterministically(monkeypatch: pytest.MonkeyPatch) -> None:
+    # With 1-hex digests, 40 new clusters must clash among themselves.
+    monkeypatch.setattr(stable_ids, "ID_HEX", 1)
+    now = clusters(*[chr(0x4E00 + i) for i in range(40)])
+    m1, _ = assign_entity_ids(now, None, run_seq=1)
+    m2, _ = assign_entity_ids(now.reverse(), None, run_seq=1)
+    assert m1.equals(m2)
+    assert m1["entity_id"].n_unique() == 40
+    smallest = min(now["record_key"].to_list())
+    assert ids_of(m1)[smallest] == expected_id(smallest, hex_chars=1)
+
+
+def test_reviewer_split_flows_through_to_ids() -> None:
+    records = pl.DataFrame(
+        {
+            "record_key": ["a", "b", "c", "d"],
+            "id_number": [None] * 4,
+            "id_valid": [None] * 4,
+        }
+    )
+    scored = pl.DataFrame(
+        {
+            "left_id": ["a", "b", "c"],
+            "right_id": ["b", "c", "d"],
+            "match_probability": [0.99, 0.90, 0.95],
+        }
+    )
+    run1, _ = assign_entity_ids(cluster(records, scored), None, run_seq=1)
+    entity = run1["entity_id"][0]
+    assert run1["entity_id"].n_unique() == 1
+
+    verdict = pl.DataFrame({"left_id": ["a"], "right_id": ["d"], "verdict": ["different"]})
+    run2, changes = assign_entity_ids(cluster(records, scored, judgements=verdict), run1, run_seq=2)
+    # b-c (0.90) is the weakest link between a and d: {a, b} and {c, d}, 2 each; the tie goes
+    # to the part holding "a".
+    assert ids_of(run2) == {"a": entity, "b": entity, "c": expected_id("c"), "d": expected_id("c")}
+    assert change(changes, entity)["op"] == "split"

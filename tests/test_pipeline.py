@@ -73,7 +73,7 @@ def test_run_loads_every_row_exactly_once_and_rerun_changes_nothing(simulation, 
     net = fresh_copy(simulation.out, tmp_path)
     project = Project.load(net)
     results = materialize_project(project, project.station_ids)
-    assert [r.success for r in results] == [True] * STATIONS
+    assert [r.success for r in results] == [True] * (STATIONS + 1)  # one run per station, then resolution
     store = Warehouse(project.warehouse_url)
 
     recon = store.reconciliation()
@@ -94,13 +94,17 @@ def test_run_loads_every_row_exactly_once_and_rerun_changes_nothing(simulation, 
 
     # per-station metadata on the materialisations, and the reconciliation check
     rows_read = 0
-    for station_id, result in zip(project.station_ids, results):
+    for station_id, result in zip(project.station_ids, results[:STATIONS], strict=True):
         by_key = {m.asset_key.to_user_string(): m for m in result.asset_materializations_for_node("station_records")}
         assert by_key["raw_records"].partition == station_id
         rows_read += by_key["raw_records"].metadata["rows_read"].value
         assert "fill_rate" in by_key["person_records"].metadata
         assert [c.passed for c in result.get_asset_check_evaluations()] == [True]
     assert rows_read == truth.height
+
+    entities = {m.asset_key.to_user_string(): m for m in results[-1].asset_materializations_for_node("resolve_persons")}
+    assert entities["person_entities"].metadata["records"].value == store.count("person_records")
+    assert [c.passed for c in results[-1].get_asset_check_evaluations()] == [True, True]
 
     before = snapshot(store)
     again = materialize_project(project, project.station_ids)
@@ -111,7 +115,7 @@ def test_run_loads_every_row_exactly_once_and_rerun_changes_nothing(simulation, 
 def test_failed_run_rerun_equals_one_clean_run(network: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clean_net = fresh_copy(network, tmp_path / "clean")
     clean = Project.load(clean_net)
-    materialize_project(clean, clean.station_ids)
+    materialize_project(clean, clean.station_ids, resolve=False)
 
     net = fresh_copy(network, tmp_path / "flaky")
     project = Project.load(net)
@@ -126,9 +130,9 @@ def test_failed_run_rerun_equals_one_clean_run(network: Path, tmp_path: Path, mo
 
     monkeypatch.setattr(BatchLoad, "upsert_records", flaky)
     with pytest.raises(RuntimeError, match="connection lost"):
-        materialize_project(project, project.station_ids)
+        materialize_project(project, project.station_ids, resolve=False)
     monkeypatch.setattr(BatchLoad, "upsert_records", original)
-    materialize_project(project, project.station_ids)
+    materialize_project(project, project.station_ids, resolve=False)
     assert snapshot(Warehouse(project.warehouse_url)) == snapshot(Warehouse(clean.warehouse_url))
 
 
@@ -169,7 +173,8 @@ def test_sensor_registers_stations_and_launches_only_new_drops(network: Path, tm
 def test_definitions_have_partitioned_assets_check_and_sensor() -> None:
     repo = defs.get_repository_def()
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
-    assert {"raw_records", "person_records", "organisation_records"} <= keys
+    assert {"raw_records", "person_records", "organisation_records", "person_candidate_pairs",
+            "person_scored_pairs", "person_entities", "organisation_entities"} <= keys
     assert repo.get_sensor_def("station_drops_sensor") is not None
     assert defs.resolve_job_def("ingest_station").partitions_def.name == "stations"  # inferred from the assets
 
@@ -199,7 +204,7 @@ def test_a_rejected_drop_is_kept_and_others_load(network: Path, tmp_path: Path) 
     )
     path = net / victim.path
     path.write_bytes(b"\x00\x01\x02\xff" * 500)
-    results = materialize_project(project, project.station_ids)
+    results = materialize_project(project, project.station_ids, resolve=False)
     assert all(r.success for r in results)
     store = Warehouse(project.warehouse_url)
     batches = store.batches()

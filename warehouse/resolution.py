@@ -104,9 +104,11 @@ class ResolutionStore:
         r = s.resolution_runs
         with self.engine.connect() as conn:
             value = conn.scalar(sa.select(sa.func.max(r.c.started_at)).where(r.c.entity_type == self.entity_type))
-        if value is not None and value.tzinfo is None:  # SQLite hands back naive UTC
-            value = value.replace(tzinfo=dt.timezone.utc)
-        return value
+        if value is None:
+            return None
+        if value.tzinfo is None:  # SQLite hands back naive UTC
+            return value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc)
 
     def next_seq(self) -> int:
         with self.engine.connect() as conn:
