@@ -183,8 +183,25 @@ def _print_summary(store, station_ids: list[str], started: dt.datetime) -> None:
     )
     for row in batches.filter(pl.col("status") == "rejected").iter_rows(named=True):
         console.print(f"  [yellow]rejected drop[/] {row['error']}", highlight=False)
+    _print_entities(store)
     if not balanced:
         raise typer.Exit(1)
+
+
+def _print_entities(store) -> None:
+    from pipelines.resolution_assets import ENTITY_TYPES
+
+    for entity, (_, table, _) in ENTITY_TYPES.items():
+        rs = store.resolution_store(entity, table)
+        members = rs.membership()
+        if members.height == 0:
+            continue
+        entities = members["entity_id"].n_unique()
+        linked = members.group_by("entity_id").len().filter(pl.col("len") > 1).height
+        console.print(
+            f"[bold]{entity}s[/]: {members.height:,} records -> {entities:,} entities "
+            f"({linked:,} seen at more than one record), {len(rs.review_queue()):,} pairs awaiting review"
+        )
 
 
 @app.command()
