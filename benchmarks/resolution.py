@@ -2,6 +2,7 @@
 
     python benchmarks/resolution.py [--sizes 100000,1000000] [--seed 20261126] [--skip-splink]
                                     [--skip-enteronce] [--repeat 1] [--timeout 3600]
+                                    [--splink-u-pairs 1e6]
 
 For each size N, simulated person records (`simulate_person_records`, stations = max(8, N // 1000))
 are standardised once and cached as Parquet under benchmarks/.cache/ together with the truth

@@ -201,29 +201,31 @@ def affected_records(
     judgements, (key, key) for a record that changed. edges: every accepted pair now stored.
     """
     member = previous.select(pl.col(unique_id), pl.col(CLUSTER_KEY))
-    links = _pair_frame(edges)
+    # Orientation and duplicates do not matter for reachability.
+    links = [edges.select(pl.col("left_id").alias("l"), pl.col("right_id").alias("r"))]
     if judgements is not None and judgements.height:
-        links = pl.concat([links, _pair_frame(judgements.filter(pl.col("verdict") == "same"))])
-    links = links.unique()
+        same = judgements.filter(pl.col("verdict") == "same")
+        links.append(same.select(pl.col("left_id").alias("l"), pl.col("right_id").alias("r")))
+    link = pl.concat(links, how="vertical_relaxed")
 
     def widen(ids: pl.Series) -> pl.Series:
-        """ids plus every record of their previous clusters (a record without one stands alone)."""
-        frame = ids.unique().to_frame(unique_id).join(member, on=unique_id, how="left")
-        clusters = frame[CLUSTER_KEY].drop_nulls().unique().implode()
+        """ids plus every record of their previous clusters (a record without one stands alone).
+        Every step probes the big frames with small sets, never the other way round."""
+        ids = ids.unique()
+        hit = member.filter(pl.col(unique_id).is_in(ids.implode()))
+        clusters = hit[CLUSTER_KEY].unique().implode()
         inside = member.filter(pl.col(CLUSTER_KEY).is_in(clusters))[unique_id]
-        return pl.concat([inside, frame[unique_id]]).unique()
+        alone = ids.filter(~ids.is_in(hit[unique_id].implode()))
+        return pl.concat([inside, alone]).unique()
 
-    changed_ids = pl.concat([changed["left_id"], changed["right_id"]])
-    current = widen(changed_ids)
+    current = widen(pl.concat([changed["left_id"], changed["right_id"]]).rename(unique_id))
     while True:
         inside = current.implode()
-        l_in = pl.col("l").is_in(inside)
-        r_in = pl.col("r").is_in(inside)
-        border = links.filter(l_in != r_in)
+        border = link.filter(pl.col("l").is_in(inside) != pl.col("r").is_in(inside))
         if border.height == 0:
-            return current.sort().rename(unique_id)
+            return current.sort()
         outside = pl.concat([border["l"], border["r"]]).unique()
-        outside = outside.filter(~outside.is_in(inside))
+        outside = outside.filter(~outside.is_in(inside)).rename(unique_id)
         current = pl.concat([current, widen(outside)]).unique()
 
 
@@ -240,25 +242,22 @@ def recluster(
     """Full-run membership computed by re-clustering only what `changed` can reach.
 
     previous: unique_id, cluster_key, where cluster_key may be any cluster label (the stored
-    entity ids do). changed: as for `affected_records`. records: all current records (records absent from `previous` are new; previous records absent
-    from `records` are gone, and their old clusters are re-clustered: they may have been the
-    bridge). edges, judgements: everything stored, changes included. Untouched clusters are copied
-    from `previous`.
+    entity ids do). changed: as for `affected_records`. records: all current records; those
+    absent from `previous` are new, and previous records absent from `records` are gone, so their
+    old clusters are re-clustered (the gone record may have been the bridge). edges, judgements:
+    everything stored, changes included. Untouched clusters are copied from `previous`.
     """
-    current = records[unique_id].implode()
-    gone = previous.filter(~pl.col(unique_id).is_in(current))[unique_id]
+    keys_now, keys_before = records.select(unique_id), previous.select(unique_id)
+    gone = keys_before.join(keys_now, on=unique_id, how="anti")[unique_id]
+    new = keys_now.join(keys_before, on=unique_id, how="anti")[unique_id]
     changed = pl.concat(
-        [
-            changed.select("left_id", "right_id"),
-            pl.DataFrame({"left_id": gone, "right_id": gone}),
-        ],
+        [changed.select("left_id", "right_id"), pl.DataFrame({"left_id": gone, "right_id": gone})],
         how="vertical_relaxed",
     )
     affected = affected_records(
         previous, changed, edges, judgements=judgements, unique_id=unique_id
     )
-    new_records = records.filter(~pl.col(unique_id).is_in(previous[unique_id].implode()))
-    scope = pl.concat([affected, new_records[unique_id]]).unique().implode()
+    scope = pl.concat([affected, new]).unique().implode()
     both_in = pl.col("left_id").is_in(scope) & pl.col("right_id").is_in(scope)
     sub = cluster(
         records.filter(pl.col(unique_id).is_in(scope)),
@@ -271,10 +270,11 @@ def recluster(
     # full run would give, whatever labels `previous` used (cluster keys or entity ids).
     kept = (
         previous.select(unique_id, CLUSTER_KEY)
-        .filter(~pl.col(unique_id).is_in(scope) & pl.col(unique_id).is_in(current))
+        .filter(~pl.col(unique_id).is_in(scope))  # gone records are in scope
         .with_columns(pl.col(unique_id).min().over(CLUSTER_KEY).alias(CLUSTER_KEY))
+        .sort(unique_id)
     )
-    return pl.concat([kept, sub]).sort(unique_id)
+    return kept.merge_sorted(sub, key=unique_id)
 
 
 # --- union-find --------------------------------------------------------------------------------
@@ -432,26 +432,18 @@ def _check_keys(keys: pl.Series, unique_id: str) -> pl.Series:
     return keys
 
 
-def _pair_frame(frame: pl.DataFrame) -> pl.DataFrame:
-    """left_id/right_id as an ordered pair (l <= r), so that either orientation means one pair."""
-    left, right = pl.col("left_id"), pl.col("right_id")
-    return frame.select(
-        pl.when(left <= right).then(left).otherwise(right).alias("l"),
-        pl.when(left <= right).then(right).otherwise(left).alias("r"),
-    )
-
-
 def _to_nodes(frame: pl.DataFrame, index: pl.DataFrame, unique_id: str) -> pl.DataFrame:
-    """Adds _l/_r node numbers (null for unknown records), ordered so that _l < _r."""
-    left = index.rename({unique_id: "left_id", "_node": "_a"})
-    right = index.rename({unique_id: "right_id", "_node": "_b"})
-    joined = frame.join(left, on="left_id", how="left").join(right, on="right_id", how="left")
-    return joined.with_columns(
-        pl.min_horizontal("_a", "_b").alias("_l"), pl.max_horizontal("_a", "_b").alias("_r")
-    ).with_columns(
-        # min/max_horizontal skip nulls: keep "unknown" visible on both ends.
-        pl.when(pl.col("_a").is_null() | pl.col("_b").is_null()).then(None).otherwise(c).alias(c)
-        for c in ("_l", "_r")
+    """Adds _l/_r node numbers (null for unknown records), ordered so that _l < _r.
+
+    Both ends are looked up in one join, so the million-key index is hashed once, not twice."""
+    n = frame.height
+    ends = pl.concat([frame["left_id"], frame["right_id"]]).to_frame(unique_id)
+    found = ends.join(index, on=unique_id, how="left", maintain_order="left")["_node"]
+    a, b = pl.col("_a"), pl.col("_b")
+    unknown = a.is_null() | b.is_null()
+    return frame.with_columns(found.head(n).alias("_a"), found.tail(n).alias("_b")).with_columns(
+        pl.when(unknown).then(None).when(a < b).then(a).otherwise(b).alias("_l"),
+        pl.when(unknown).then(None).when(a < b).then(b).otherwise(a).alias("_r"),
     )
 
 
@@ -534,13 +526,16 @@ def _guard_codes(
         valid = pl.when(pl.col(flag).fill_null(False) & pl.col(value).is_not_null()).then(
             pl.col(value)
         )
+        # hash() gives null a value too: keep "no valid value" null until the very end.
         frame = ordered.select(valid.alias("v")).with_columns(
-            (pl.col("v").hash() // 2).cast(pl.Int64).alias("h")
+            pl.when(pl.col("v").is_not_null())
+            .then((pl.col("v").hash() // 2).cast(pl.Int64))
+            .alias("h")
         )
-        counts = frame.select(
+        distinct_v, distinct_h = frame.select(
             pl.col("v").drop_nulls().n_unique(), pl.col("h").drop_nulls().n_unique()
-        )
-        code = pl.col("h") if counts.row(0)[0] == counts.row(0)[1] else pl.col("v").rank("dense")
+        ).row(0)
+        code = pl.col("h") if distinct_v == distinct_h else pl.col("v").rank("dense")
         out.append(frame.select(code.cast(pl.Int64).fill_null(_NONE)).to_series().to_list())
     return out
 

@@ -18,11 +18,10 @@ from typing import Protocol
 
 import polars as pl
 
-from entity_resolution.blocking import candidate_pairs, prepare
 from entity_resolution.clustering import cluster, recluster
-from entity_resolution.comparisons import comparison_vectors
 from entity_resolution.config import EntitySettings
-from entity_resolution.scoring import Model, score, train
+from entity_resolution.resolve import distinct_valid, score_pairs
+from entity_resolution.scoring import Model
 from entity_resolution.stable_ids import assign_entity_ids
 
 
@@ -121,19 +120,14 @@ def run_resolution(
     if mode == "incremental" and dirty.len() == 0 and fresh.height == 0:
         return RunSummary(entity_type, "unchanged", seq - 1, records.height, 0, 0, 0, 0)
 
-    t = time.perf_counter()
-    prepared = prepare(records, settings)
-    pairs, block_stats = candidate_pairs(prepared, settings, new_keys=None if mode == "full" else dirty)
-    gamma = comparison_vectors(pairs, prepared, settings)
-    clock["block_compare"] = time.perf_counter() - t
-    t = time.perf_counter()
-    model = train(prepared, gamma, settings, judgements=judgements) if retrain else Model.from_json(stored_model[1])
-    scored = score(gamma, prepared, model, settings)
-    new_edges = edge_frame(scored)
-    clock["score"] = time.perf_counter() - t
+    result = score_pairs(records, settings, model=None if retrain else Model.from_json(stored_model[1]),
+                         judgements=judgements, new_keys=None if mode == "full" else dirty)
+    clock.update(result.timings)
+    model, block_stats, new_edges = result.model, result.block_stats, edge_frame(result.scored)
+    pairs_count = result.scored.height
 
     t = time.perf_counter()
-    distinct = [(c.column, c.valid_flag) for c in settings.constraints.distinct_valid]
+    distinct = distinct_valid(settings)
     previous = membership.select(uid, "entity_id", "entity_created_seq") if membership.height else None
     if mode == "full":
         clusters = cluster(records, new_edges.filter(pl.col("decision") == "match"), judgements=judgements,
@@ -153,7 +147,7 @@ def run_resolution(
         )
     assigned, changes = assign_entity_ids(clusters, previous, prefix=prefix, run_seq=seq,
                                           issued_ids=store.issued_ids())
-    clock["cluster"] = time.perf_counter() - t
+    clock["clustering"] = time.perf_counter() - t
 
     sizes = assigned.group_by("entity_id").len()["len"].value_counts().sort("len")
     stats = {
@@ -180,7 +174,7 @@ def run_resolution(
     )
     return RunSummary(
         entity_type=entity_type, mode=mode, seq=seq, records=records.height, dirty=dirty.len(),
-        pairs=pairs.height, matches=int((new_edges["decision"] == "match").sum()),
+        pairs=pairs_count, matches=int((new_edges["decision"] == "match").sum()),
         review=int((new_edges["decision"] == "review").sum()), stats=stats, timings=clock,
     )
 
