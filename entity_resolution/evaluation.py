@@ -120,7 +120,7 @@ def evaluate(
             pl.col(unique_id).cast(rows.schema["_k"]).alias("_k"),
             pl.col(group).cast(pl.String).alias("_g"),
         )
-        if station["_k"].n_unique() != station.height:
+        if not _all_distinct(station["_k"]):
             raise ValueError(f"by: {unique_id} must be unique")
         # Left join: records without a station still count towards cluster and entity sizes.
         per_station = rows.join(station, on="_k", how="left")
@@ -141,9 +141,14 @@ def _prepare(
         pl.col(unique_id).cast(predicted.schema["_k"]).alias("_k"), _codes(truth[truth_col], "_t")
     )
     for name, frame in (("clusters", predicted), ("truth", true)):
-        if frame["_k"].null_count() or frame["_k"].n_unique() != frame.height:
+        if frame["_k"].null_count() or not _all_distinct(frame["_k"]):
             raise ValueError(f"{name}: {unique_id} must be unique and not null")
     return predicted.join(true, on="_k", how="full", coalesce=True)
+
+
+def _all_distinct(keys: pl.Series) -> bool:
+    """Distinct 64-bit hashes prove distinct keys; only a hash tie pays for comparing strings."""
+    return keys.hash().n_unique() == keys.len() or keys.n_unique() == keys.len()
 
 
 def _codes(labels: pl.Series, name: str) -> pl.Series:
@@ -181,7 +186,10 @@ def _table(rows: pl.DataFrame) -> pl.DataFrame:
     Sizes are taken over all scored rows, whatever their scope; `rows` must hold every scored
     record (a record outside every scope has a null `_g`)."""
     both = pl.col("_c").is_not_null() & pl.col("_t").is_not_null()
-    scored = rows.filter(both)
+    # One lazy plan: the shared `sized` frame is computed once and the three group-bys run
+    # side by side.
+    rows_lazy = rows.lazy()
+    scored = rows_lazy.filter(both)
     sized = scored.with_columns(
         pl.len().over("_c").cast(pl.Int64).alias("_C"),
         pl.len().over("_t").cast(pl.Int64).alias("_T"),
@@ -217,11 +225,15 @@ def _table(rows: pl.DataFrame) -> pl.DataFrame:
             _pairs_touching(pl.col("_T"), pl.col("_m")).sum().alias("_true"),
         )
     )
-    skipped = rows.filter(~both).group_by("_g").agg(
-        pl.col("_t").is_null().sum().alias("ignored_not_in_truth"),
-        pl.col("_c").is_null().sum().alias("ignored_not_clustered"),
+    skipped = (
+        rows_lazy.filter(~both)
+        .group_by("_g")
+        .agg(
+            pl.col("_t").is_null().sum().alias("ignored_not_in_truth"),
+            pl.col("_c").is_null().sum().alias("ignored_not_clustered"),
+        )
     )
-    groups = rows.select("_g").unique().drop_nulls()
+    groups = rows_lazy.select("_g").unique().drop_nulls()
     table = (
         groups.join(cells, on="_g", how="left")
         .join(predicted, on="_g", how="left")
@@ -265,6 +277,7 @@ def _table(rows: pl.DataFrame) -> pl.DataFrame:
         )
         .select(*METRIC_COLUMNS, "_exact")
         .cast(dict.fromkeys(RATIO_COLUMNS, pl.Float64))
+        .collect()
     )
 
 

@@ -59,12 +59,14 @@ def assign_entity_ids(
     # Per cluster, the oldest claimant keeps its id; the rest are merged into it. Contested
     # clusters are few, so only they are sorted.
     contested = pl.len().over(_CLUSTER) > 1
-    ranked = pl.concat([
-        claims.filter(~contested).with_columns(pl.lit(True).alias("_keeps")),
-        claims.filter(contested)
-        .sort([_CLUSTER, _SEQ, _ID])
-        .with_columns((pl.int_range(pl.len()).over(_CLUSTER) == 0).alias("_keeps")),
-    ])
+    ranked = pl.concat(
+        [
+            claims.filter(~contested).with_columns(pl.lit(True).alias("_keeps")),
+            claims.filter(contested)
+            .sort([_CLUSTER, _SEQ, _ID])
+            .with_columns((pl.int_range(pl.len()).over(_CLUSTER) == 0).alias("_keeps")),
+        ]
+    )
     kept = ranked.filter("_keeps").select(_CLUSTER, _ID, _SEQ)
 
     unclaimed = (
@@ -87,9 +89,14 @@ def assign_entity_ids(
     return membership, changes
 
 
+def _all_distinct(keys: pl.Series) -> bool:
+    """Distinct 64-bit hashes prove distinct keys; only a hash tie pays for comparing strings."""
+    return keys.hash().n_unique() == keys.len() or keys.n_unique() == keys.len()
+
+
 def _checked(frame: pl.DataFrame, name: str) -> pl.DataFrame:
     keys = frame[_KEY]
-    if keys.null_count() or keys.n_unique() != keys.len():
+    if keys.null_count() or not _all_distinct(keys):
         raise ValueError(f"{name}: record_key must be unique and not null")
     return frame
 
@@ -114,13 +121,15 @@ def _claims(located: pl.DataFrame) -> pl.DataFrame:
         .agg(pl.len().alias("_n"), pl.col(_KEY).min().alias("_first"))
     )
     split = pl.len().over(_ID) > 1
-    return pl.concat([
-        parts.filter(~split).select(_ID, _CLUSTER),
-        parts.filter(split)
-        .sort([_ID, "_n", "_first"], descending=[False, True, False])
-        .unique(_ID, keep="first", maintain_order=True)
-        .select(_ID, _CLUSTER),
-    ])
+    return pl.concat(
+        [
+            parts.filter(~split).select(_ID, _CLUSTER),
+            parts.filter(split)
+            .sort([_ID, "_n", "_first"], descending=[False, True, False])
+            .unique(_ID, keep="first", maintain_order=True)
+            .select(_ID, _CLUSTER),
+        ]
+    )
 
 
 def _new_ids(
@@ -132,9 +141,15 @@ def _new_ids(
     keys = firsts.to_list()
     digests = [hashlib.sha1(k.encode("utf-8")).hexdigest() for k in keys]
     ids = pl.Series(_ID, [prefix + d[:ID_HEX] for d in digests], dtype=pl.String)
+    if not keys:
+        return ids
     issued_ids = pl.Series(_ID, [] if issued is None else issued, dtype=pl.String)
-    clash = ids.is_in(live.implode()) | ids.is_in(issued_ids.implode()) | ids.is_duplicated()
-    if not clash.any():
+    # Probe the long id lists with the (usually few) new ids, not the other way round.
+    new_set = ids.implode()
+    clash = (
+        ids.is_duplicated().any() or live.is_in(new_set).any() or issued_ids.is_in(new_set).any()
+    )
+    if not clash:
         return ids
     # Rare path: settle clashes in smallest-key order, so the outcome does not depend on rows.
     order = sorted(range(len(keys)), key=keys.__getitem__)
@@ -155,9 +170,13 @@ def _new_ids(
 
 def _changes(prev: pl.DataFrame, membership: pl.DataFrame, ranked: pl.DataFrame) -> pl.DataFrame:
     # Entities touched: any record that moved, arrived or left names its old and new entity.
-    moved = prev.select(_KEY, pl.col(_ID).alias("_was")).join(
-        membership.select(_KEY, pl.col(_ID).alias("_now")), on=_KEY, how="full", coalesce=True
-    ).filter(pl.col("_was").ne_missing(pl.col("_now")))
+    moved = (
+        prev.select(_KEY, pl.col(_ID).alias("_was"))
+        .join(
+            membership.select(_KEY, pl.col(_ID).alias("_now")), on=_KEY, how="full", coalesce=True
+        )
+        .filter(pl.col("_was").ne_missing(pl.col("_now")))
+    )
     touched = pl.concat([moved["_was"], moved["_now"]]).drop_nulls().unique().implode()
     # Sorted once by key: a group keeps its rows' order, so every list comes out sorted.
     prev = prev.filter(pl.col(_ID).is_in(touched)).sort(_KEY)
