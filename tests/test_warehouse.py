@@ -44,7 +44,7 @@ def test_migrate_is_idempotent_and_reaches_head(warehouse_url: str) -> None:
     store = _store(warehouse_url)
     store.migrate()
     with store.engine.connect() as conn:
-        assert conn.scalar(sa.text("SELECT version_num FROM alembic_version")) == "0002"
+        assert conn.scalar(sa.text("SELECT version_num FROM alembic_version")) == "0003"
         names = set(sa.inspect(conn).get_table_names())
     assert {"stations", "batches", "raw_records", "quarantine", "person_records", "organisation_records"} <= names
     store.sync_stations([{"station_id": "s1", "name": "新名字", "jurisdiction": ["5001"]}])

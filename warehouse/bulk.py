@@ -18,12 +18,31 @@ import sqlalchemy as sa
 _SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%6f"
 
 
+def polars_type(column: sa.Column) -> pl.DataType:
+    """The Polars dtype a column reads back as."""
+    t = column.type
+    if isinstance(t, sa.Boolean):
+        return pl.Boolean
+    if isinstance(t, sa.Integer):
+        return pl.Int64
+    if isinstance(t, sa.Float):
+        return pl.Float64
+    if isinstance(t, sa.Date) and not isinstance(t, sa.DateTime):
+        return pl.Date
+    if isinstance(t, sa.DateTime):
+        return pl.Datetime("us", "UTC") if t.timezone else pl.Datetime("us")
+    return pl.String
+
+
 def _polars_type(column: sa.Column, dialect: str) -> pl.DataType:
+    """The dtype a column is written as: SQLite stores booleans as 0/1 and dates as ISO text."""
     t = column.type
     if isinstance(t, sa.Boolean):
         return pl.Int8 if dialect == "sqlite" else pl.Boolean
     if isinstance(t, sa.Integer):
         return pl.Int64
+    if isinstance(t, sa.Float):
+        return pl.Float64
     if isinstance(t, sa.Date) and dialect != "sqlite":
         return pl.Date
     if isinstance(t, sa.DateTime) and dialect != "sqlite":

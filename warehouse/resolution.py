@@ -11,7 +11,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from warehouse import schema as s
-from warehouse.bulk import insert_frame, read_frame
+from warehouse.bulk import insert_frame, polars_type, read_frame
 from warehouse.store import Warehouse, utcnow
 
 _EDGE_SCHEMA = {
@@ -38,7 +38,7 @@ class ResolutionStore:
         t = self.record_table
         wanted = list(dict.fromkeys(["record_key", "station_id", "row_hash", *columns]))
         cols = [t.c[c] for c in wanted if c in t.c]
-        schema = {c.name: _polars_type(c) for c in cols}
+        schema = {c.name: polars_type(c) for c in cols}
         with self.engine.connect() as conn:
             return read_frame(conn, sa.select(*cols).order_by(t.c.record_key), schema=schema)
 
@@ -210,9 +210,10 @@ class ResolutionStore:
             since_seq=pl.when(pl.col("entity_id") == pl.col("old_entity_id"))
             .then(pl.col("old_since_seq")).otherwise(pl.lit(seq)).cast(pl.Int64),
             entity_type=pl.lit(self.entity_type),
+            updated_seq=pl.lit(seq, pl.Int64),
         )
-        insert_frame(conn, t, frame.select("entity_type", "record_key", "entity_id", "row_hash", "since_seq"),
-                     replace=True)
+        insert_frame(conn, t, frame.select("entity_type", "record_key", "entity_id", "row_hash", "since_seq",
+                                           "updated_seq"), replace=True)
 
     def membership_of(self, conn: sa.Connection, keys: list[str]) -> pl.DataFrame:
         t = s.entity_membership
@@ -228,6 +229,12 @@ class ResolutionStore:
 
     def _apply_entity_changes(self, conn: sa.Connection, changes: pl.DataFrame, seq: int) -> None:
         e = s.entities
+        if changes.height:
+            conn.execute(s.entity_changes.insert(), [
+                {"run_seq": seq, "entity_id": r["entity_id"], "entity_type": self.entity_type, "op": r["op"],
+                 "merged_into": r.get("merged_into"), "merged_from": r.get("merged_from"), "parts": r.get("parts")}
+                for r in changes.iter_rows(named=True)
+            ])
         for row in changes.iter_rows(named=True):
             op, entity_id = row["op"], row["entity_id"]
             if op == "create":
@@ -239,14 +246,3 @@ class ResolutionStore:
             else:
                 conn.execute(e.update().where(e.c.entity_id == entity_id).values(status="active", updated_seq=seq))
 
-
-def _polars_type(column: sa.Column) -> pl.DataType:
-    if isinstance(column.type, sa.Boolean):
-        return pl.Boolean
-    if isinstance(column.type, sa.Integer):
-        return pl.Int64
-    if isinstance(column.type, sa.Date):
-        return pl.Date
-    if isinstance(column.type, sa.DateTime):
-        return pl.Datetime("us")
-    return pl.String

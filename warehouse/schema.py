@@ -248,5 +248,79 @@ entity_membership = sa.Table(
     sa.Column("entity_id", sa.String(64), nullable=False),
     sa.Column("row_hash", sa.String(40), nullable=False),
     sa.Column("since_seq", sa.Integer, nullable=False),
+    sa.Column("updated_seq", sa.Integer, nullable=False, server_default="0"),  # run that last wrote it
     sa.Index(None, "entity_id"),
+    sa.Index(None, "entity_type", "updated_seq"),
+)
+
+# What each resolution run did to entities, for the golden step to turn into change events.
+entity_changes = sa.Table(
+    "entity_changes",
+    metadata,
+    sa.Column("run_seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("entity_id", sa.String(64), primary_key=True),
+    sa.Column("entity_type", sa.String(32), nullable=False),
+    sa.Column("op", sa.String(16), nullable=False),  # create | update | merge | split | retire
+    sa.Column("merged_into", sa.String(64)),
+    sa.Column("merged_from", sa.JSON),
+    sa.Column("parts", sa.JSON),
+)
+
+# -- golden records and change propagation ---------------------------------------------------
+
+golden_records = sa.Table(
+    "golden_records",
+    metadata,
+    sa.Column("entity_id", sa.String(64), primary_key=True),
+    sa.Column("entity_type", sa.String(32), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # active | retired
+    sa.Column("area_code", sa.String(16)),  # for scoping feeds by jurisdiction
+    sa.Column("record", sa.Text, nullable=False),  # JSON: field -> surviving value
+    sa.Column("provenance", sa.Text, nullable=False),  # JSON: field -> {station, batch, record_key, updated_at}
+    sa.Column("updated_at", TS, nullable=False),
+    sa.Index(None, "entity_type", "area_code"),
+)
+
+golden_versions = sa.Table(
+    "golden_versions",
+    metadata,
+    sa.Column("entity_id", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("entity_type", sa.String(32), nullable=False),
+    sa.Column("op", sa.String(16), nullable=False),
+    sa.Column("record", sa.Text, nullable=False),
+    sa.Column("provenance", sa.Text, nullable=False),
+    sa.Column("changed_fields", sa.JSON, nullable=False),
+    sa.Column("sources", sa.JSON, nullable=False),  # the station records behind the change
+    sa.Column("valid_from", TS, nullable=False),
+    sa.Column("valid_to", TS),
+)
+
+# The outbox: one row per change, `seq` global and strictly increasing, written in the same
+# transaction as the golden records it describes.
+change_events = sa.Table(
+    "change_events",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("event_id", sa.String(36), nullable=False, unique=True),
+    sa.Column("entity_type", sa.String(32), nullable=False),
+    sa.Column("entity_id", sa.String(64), nullable=False),
+    sa.Column("op", sa.String(16), nullable=False),  # create | update | merge | split | retire
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("changed_fields", sa.JSON, nullable=False),
+    sa.Column("before", sa.Text),  # JSON
+    sa.Column("after", sa.Text),  # JSON
+    sa.Column("sources", sa.JSON, nullable=False),
+    sa.Column("occurred_at", TS, nullable=False),
+    sa.Index(None, "entity_id"),
+)
+
+# How far the golden step has caught up with resolution, per entity type.
+golden_state = sa.Table(
+    "golden_state",
+    metadata,
+    sa.Column("entity_type", sa.String(32), primary_key=True),
+    sa.Column("resolution_seq", sa.Integer, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
 )
