@@ -15,7 +15,7 @@ import hashlib
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import polars as pl
 import yaml
@@ -221,6 +221,9 @@ class EntitySettings(_Strict):
     thresholds: Thresholds
     constraints: Constraints = Constraints()
     estimation: EstimationSettings = EstimationSettings()
+    # Golden-record survivorship per field; validated by entity_resolution.survivorship (kept raw
+    # here so that resolution settings do not depend on it, and changing it never re-resolves).
+    survivorship: dict[str, Any] | None = None
 
     @field_validator("derived")
     @classmethod

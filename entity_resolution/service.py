@@ -52,7 +52,7 @@ class RunSummary:
 
 
 def settings_fingerprint(settings: EntitySettings) -> str:
-    return hashlib.sha256(settings.model_dump_json().encode()).hexdigest()[:16]
+    return hashlib.sha256(settings.model_dump_json(exclude={"survivorship"}).encode()).hexdigest()[:16]
 
 
 def needed_columns(settings: EntitySettings) -> list[str]:

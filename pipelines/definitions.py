@@ -7,6 +7,7 @@ import os
 import dagster as dg
 
 from pipelines.assets import ingest_job, station_records
+from pipelines.golden_assets import GOLDEN_ASSETS
 from pipelines.resolution_assets import RESOLUTION_ASSETS
 from pipelines.project import default_config_dir
 from pipelines.resources import ProjectResource
@@ -21,7 +22,7 @@ def project_resource() -> ProjectResource:
 
 
 defs = dg.Definitions(
-    assets=[station_records, *RESOLUTION_ASSETS],
+    assets=[station_records, *RESOLUTION_ASSETS, *GOLDEN_ASSETS],
     jobs=[ingest_job],
     sensors=[station_drops_sensor],
     resources={"project": project_resource()},

@@ -8,12 +8,13 @@ from collections.abc import Callable
 import dagster as dg
 
 from pipelines.assets import station_records
+from pipelines.golden_assets import GOLDEN_ASSETS
 from pipelines.resolution_assets import RESOLUTION_ASSETS
 from pipelines.partitions import stations_partitions
 from pipelines.project import Project
 from pipelines.resources import ProjectResource
 
-ASSETS = [station_records, *RESOLUTION_ASSETS]
+ASSETS = [station_records, *RESOLUTION_ASSETS, *GOLDEN_ASSETS]
 # The CLI draws its own progress; Dagster's console logger only speaks up for warnings.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -52,5 +53,5 @@ def materialize_project(
         if on_station is not None:
             on_station("resolution")
         results.append(dg.materialize(ASSETS, instance=instance, resources=resources, run_config=QUIET,
-                                      selection=RESOLUTION_ASSETS))
+                                      selection=[*RESOLUTION_ASSETS, *GOLDEN_ASSETS]))
     return results

@@ -54,6 +54,11 @@ class Warehouse:
 
         return ResolutionStore(self, entity_type, record_table)
 
+    def golden_store(self, entity_type: str, record_table: str):
+        from warehouse.golden import GoldenStore
+
+        return GoldenStore(self, entity_type, record_table)
+
     # -- stations ----------------------------------------------------------------------------
     def sync_stations(self, rows: Iterable[dict]) -> None:
         """Insert or update station rows (station_id, name, jurisdiction)."""

@@ -1,0 +1,200 @@
+"""Golden records and change events: change once, updated everywhere.
+
+After each resolution run, the entities it touched get their golden record recomputed by
+survivorship; only real differences become new versions and change events. Resolution's merges,
+splits and retirements become events too, so a station can repoint its local references. The
+store (warehouse/golden.py) commits golden rows, versions and events in one transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import polars as pl
+
+from entity_resolution.golden import diff_golden
+from entity_resolution.survivorship import SurvivorshipSettings, survive
+
+EVENT_NAMESPACE = uuid.UUID("5b0b7c1e-3f52-4c59-9d8e-0e1e2a3b4c5d")
+OP_ORDER = {"create": 0, "split": 1, "update": 2, "merge": 3, "retire": 4}
+
+
+class GoldenStore(Protocol):
+    def state(self) -> int: ...
+    def latest_resolution_seq(self) -> int: ...
+    def entity_changes(self, after_seq: int) -> pl.DataFrame: ...
+    def touched_entities(self, after_seq: int) -> pl.Series: ...
+    def inputs(self, entity_ids: pl.Series, fields: list[str]) -> pl.DataFrame: ...
+    def current(self, entity_ids: pl.Series) -> pl.DataFrame: ...
+    def commit(self, *, golden: pl.DataFrame, versions: pl.DataFrame, events: pl.DataFrame,
+               resolution_seq: int) -> tuple[int, int]: ...
+
+
+@dataclass
+class GoldenSummary:
+    entity_type: str
+    resolution_seq: int
+    entities_recomputed: int = 0
+    events: int = 0
+    seq_range: tuple[int, int] | None = None
+    ops: dict[str, int] = field(default_factory=dict)
+
+
+def event_id(entity_id: str, version: int, op: str) -> str:
+    """Deterministic, so a rerun of the same change produces the same id (consumers dedupe on it)."""
+    return str(uuid.uuid5(EVENT_NAMESPACE, f"{entity_id}:{version}:{op}"))
+
+
+def _as_text(frame: pl.DataFrame, fields: list[str]) -> pl.DataFrame:
+    """Every field as text (dates ISO), the form values are stored, compared and published in."""
+    return frame.select("entity_id", *[
+        (pl.col(f).dt.strftime("%Y-%m-%dT%H:%M:%S") if isinstance(frame.schema[f], pl.Datetime)
+         else pl.col(f).cast(pl.String)).alias(f)
+        for f in fields
+    ])
+
+
+def _record_json(text: pl.DataFrame, fields: list[str]) -> pl.Expr:
+    return pl.struct([pl.col(f) for f in fields]).struct.json_encode()
+
+
+def _provenance_json(provenance: pl.DataFrame) -> pl.DataFrame:
+    prov = provenance.with_columns(pl.col("source_updated_at").cast(pl.String))
+    return prov.group_by("entity_id").agg(
+        pl.struct("field", "station_id", "batch_id", "record_key", "source_updated_at")
+        .sort_by("field").alias("p")
+    ).select("entity_id", _json_list(pl.col("p")).alias("provenance"))
+
+
+def run_golden(store: GoldenStore, settings: SurvivorshipSettings, *, entity_type: str) -> GoldenSummary:
+    last, latest = store.state(), store.latest_resolution_seq()
+    summary = GoldenSummary(entity_type, latest)
+    if latest <= last:
+        return summary
+    fields = list(settings.fields)
+    changes = store.entity_changes(last)
+    retired = changes.filter(pl.col("op") == "retire").select("entity_id", "merged_into").unique("entity_id")
+    active = _minus(pl.concat([
+        store.touched_entities(last),
+        changes.filter(pl.col("op") != "retire")["entity_id"],
+        retired["merged_into"].drop_nulls(),
+    ]).unique(), retired["entity_id"])
+
+    valid_flags = [r.valid_flag for r in settings.fields.values() if r.valid_flag]
+    inputs = store.inputs(active, [*fields, *valid_flags])
+    golden, provenance = survive(inputs, settings)
+    after = _as_text(golden, fields)
+    current = store.current(pl.concat([active, retired["entity_id"]]).unique())
+    before = _decode(current, fields)
+    diffs = diff_golden(before.filter(pl.col("entity_id").is_in(active.implode())), after, fields)
+    diffs = diffs.filter(pl.col("kind") != "gone")
+
+    versions_now = current.select("entity_id", "version")
+    structural = changes.filter(pl.col("op").is_in(["split", "merge", "retire"])).select(
+        "entity_id", "op", "merged_into", "parts").unique(["entity_id", "op"], keep="last")
+    value_events = diffs.select(
+        "entity_id", pl.col("kind").alias("op"), "changed_fields", "before", "after")
+    struct_events = structural.join(before.select("entity_id", "_record"), on="entity_id", how="left").select(
+        "entity_id", "op", pl.lit([], pl.List(pl.String)).alias("changed_fields"),
+        pl.col("_record").alias("before"),
+        pl.when(pl.col("op") == "split")
+        .then(pl.struct(pl.col("parts")).struct.json_encode())
+        .when(pl.col("merged_into").is_not_null())
+        .then(pl.struct(pl.col("merged_into")).struct.json_encode())
+        .otherwise(pl.lit("{}")).alias("after"),
+    )
+    events = pl.concat([value_events, struct_events], how="vertical_relaxed")
+    if events.height == 0:
+        store.commit(golden=pl.DataFrame(), versions=pl.DataFrame(), events=pl.DataFrame(), resolution_seq=latest)
+        return summary
+
+    # one new version per entity with any event this step; all its events carry it
+    bumped = events.select("entity_id").unique().join(versions_now, on="entity_id", how="left").with_columns(
+        version=(pl.col("version").fill_null(0) + 1).cast(pl.Int64))
+    sources = _sources(provenance)
+    events = (
+        events.join(bumped, on="entity_id")
+        .join(sources, on="entity_id", how="left")
+        .with_columns(
+            pl.col("sources").fill_null("[]"),
+            _op_rank().alias("_rank"),
+        )
+        .sort("_rank", "entity_id")
+        .with_columns(pl.struct("entity_id", "version", "op").map_elements(
+            lambda r: event_id(r["entity_id"], r["version"], r["op"]), return_dtype=pl.String).alias("event_id"))
+        .with_columns(
+            pl.when(pl.col("changed_fields").list.len() == 0).then(pl.lit("[]"))
+            .otherwise(pl.concat_str(pl.lit('["'), pl.col("changed_fields").list.join('","'), pl.lit('"]')))
+            .alias("changed_fields"))  # field names are identifiers: nothing to escape
+        .drop("_rank")
+    )
+
+    prov = _provenance_json(provenance)
+    new_rows = (
+        after.with_columns(_record_json(after, fields).alias("record"))
+        .join(prov, on="entity_id", how="left")
+        .with_columns(pl.col("provenance").fill_null("[]"), pl.lit("active").alias("status"))
+    )
+    if "area_code" in after.columns:
+        new_rows = new_rows.with_columns(pl.col("area_code"))
+    else:
+        new_rows = new_rows.with_columns(pl.lit(None, pl.String).alias("area_code"))
+    retired_rows = before.join(retired.select("entity_id"), on="entity_id").select(
+        "entity_id", pl.col("_record").alias("record"), pl.col("_provenance").alias("provenance"),
+        pl.lit("retired").alias("status"), pl.lit(None, pl.String).alias("area_code"))
+    golden_rows = pl.concat([
+        new_rows.select("entity_id", "record", "provenance", "status", "area_code"), retired_rows,
+    ], how="vertical_relaxed").join(bumped, on="entity_id")  # only entities that changed
+
+    last_op = events.group_by("entity_id").agg(pl.col("op").last(), pl.col("changed_fields").first(),
+                                               pl.col("sources").first())
+    versions = golden_rows.join(last_op, on="entity_id").select(
+        "entity_id", "version", "op", "record", "provenance", "changed_fields", "sources")
+    first, last_seq = store.commit(
+        golden=golden_rows, versions=versions,
+        events=events.select("event_id", "entity_id", "op", "version", "changed_fields", "before", "after",
+                             "sources"),
+        resolution_seq=latest,
+    )
+    summary.entities_recomputed = int(active.len())
+    summary.events = events.height
+    summary.seq_range = (first, last_seq)
+    summary.ops = {k: int(v) for k, v in events.group_by("op").len().iter_rows()}
+    return summary
+
+
+def _minus(ids: pl.Series, drop: pl.Series) -> pl.Series:
+    return ids.filter(~ids.is_in(drop.implode())).rename("entity_id")
+
+
+def _decode(current: pl.DataFrame, fields: list[str]) -> pl.DataFrame:
+    """Stored golden records back to text columns, keeping the raw JSON for events."""
+    if current.height == 0:
+        return pl.DataFrame(schema={"entity_id": pl.String, **{f: pl.String for f in fields},
+                                    "_record": pl.String, "_provenance": pl.String})
+    decoded = current.select(
+        "entity_id",
+        pl.col("record").str.json_decode(pl.Struct({f: pl.String for f in fields})).alias("_values"),
+        pl.col("record").alias("_record"), pl.col("provenance").alias("_provenance"),
+    ).unnest("_values")
+    return decoded
+
+
+def _sources(provenance: pl.DataFrame) -> pl.DataFrame:
+    """Per entity, the distinct station records its golden values came from (JSON list)."""
+    src = provenance.select("entity_id", "station_id", "record_key", "batch_id").unique().sort(
+        "entity_id", "station_id", "record_key")
+    return src.group_by("entity_id", maintain_order=True).agg(
+        pl.struct("station_id", "record_key", "batch_id").alias("s")
+    ).select("entity_id", _json_list(pl.col("s")).alias("sources"))
+
+
+def _json_list(structs: pl.Expr) -> pl.Expr:
+    """A list of structs as a JSON array, built by Polars' own JSON encoder per element."""
+    return pl.concat_str(pl.lit("["), structs.list.eval(pl.element().struct.json_encode()).list.join(","), pl.lit("]"))
+
+
+def _op_rank() -> pl.Expr:
+    return pl.col("op").replace_strict(OP_ORDER, default=9, return_dtype=pl.Int8)

@@ -1,0 +1,51 @@
+"""Golden records and change events as assets, per entity type, right after resolution."""
+
+import dagster as dg
+
+from entity_resolution.propagation import run_golden
+from entity_resolution.survivorship import parse_survivorship
+from pipelines.resolution_assets import ENTITY_TYPES
+from pipelines.resources import ProjectResource
+
+
+def _golden_asset(entity_type: str) -> dg.AssetsDefinition:
+    _, table, _ = ENTITY_TYPES[entity_type]
+    golden_key = dg.AssetKey(f"{entity_type}_golden_records")
+    events_key = dg.AssetKey(f"{entity_type}_change_events")
+
+    @dg.multi_asset(
+        name=f"publish_{entity_type}s",
+        specs=[
+            dg.AssetSpec(golden_key, deps=[dg.AssetKey(f"{entity_type}_entities")], group_name="golden",
+                         kinds={"polars", "sql"}, automation_condition=dg.AutomationCondition.eager(),
+                         description="One current record per entity, each value with its provenance; every version kept."),
+            dg.AssetSpec(events_key, deps=[golden_key], group_name="golden", kinds={"sql"},
+                         automation_condition=dg.AutomationCondition.eager(),
+                         description="The outbox: create / update / merge / split / retire events, global seq."),
+        ],
+        pool="warehouse",
+    )
+    def _publish(context: dg.AssetExecutionContext, project: ProjectResource):
+        settings = project.project.resolution.entities[entity_type]
+        survivorship = parse_survivorship(settings.survivorship or {}, source=f"resolution.yaml: {entity_type}")
+        store = project.warehouse.golden_store(entity_type, table)
+        summary = run_golden(store, survivorship, entity_type=entity_type)
+        context.log.info(f"{entity_type}: {summary.events} events {summary.ops}, seq {summary.seq_range}")
+        yield dg.MaterializeResult(asset_key=golden_key, metadata={
+            "entities_recomputed": summary.entities_recomputed,
+            "created": summary.ops.get("create", 0), "updated": summary.ops.get("update", 0),
+            "merged": summary.ops.get("merge", 0), "split": summary.ops.get("split", 0),
+            "retired": summary.ops.get("retire", 0),
+        })
+        yield dg.MaterializeResult(asset_key=events_key, metadata={
+            "events_written": summary.events,
+            "seq_range": str(summary.seq_range) if summary.seq_range else "none",
+            "resolution_seq": summary.resolution_seq,
+        })
+
+    return _publish
+
+
+publish_persons = _golden_asset("person")
+publish_organisations = _golden_asset("organisation")
+GOLDEN_ASSETS = [publish_persons, publish_organisations]
