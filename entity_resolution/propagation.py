@@ -92,8 +92,15 @@ def run_golden(store: GoldenStore, settings: SurvivorshipSettings, *, entity_typ
     diffs = diffs.filter(pl.col("kind") != "gone")
 
     versions_now = current.select("entity_id", "version")
-    structural = changes.filter(pl.col("op").is_in(["split", "merge", "retire"])).select(
-        "entity_id", "op", "merged_into", "parts").unique(["entity_id", "op"], keep="last")
+    # A retired id's event says where it went (op merge) so stations repoint their references;
+    # the survivor's own change shows as its value update. A split is announced on the id that
+    # kept the larger part, with the ids of the other parts.
+    structural = changes.filter(pl.col("op").is_in(["split", "retire"])).select(
+        "entity_id",
+        pl.when((pl.col("op") == "retire") & pl.col("merged_into").is_not_null()).then(pl.lit("merge"))
+        .otherwise(pl.col("op")).alias("op"),
+        "merged_into", "parts",
+    ).unique(["entity_id", "op"], keep="last")
     value_events = diffs.select(
         "entity_id", pl.col("kind").alias("op"), "changed_fields", "before", "after")
     struct_events = structural.join(before.select("entity_id", "_record"), on="entity_id", how="left").select(

@@ -57,8 +57,8 @@ class GoldenStore:
         """Entities whose membership rows a resolution run wrote since `after_seq` (new records,
         records that changed content, records that moved between entities)."""
         m = s.entity_membership
-        stmt = sa.select(sa.distinct(m.c.entity_id)).where(m.c.entity_type == self.entity_type,
-                                                           m.c.updated_seq > after_seq)
+        stmt = sa.select(m.c.entity_id).distinct().where(m.c.entity_type == self.entity_type,
+                                                         m.c.updated_seq > after_seq)
         with self.engine.connect() as conn:
             return pl.Series("entity_id", conn.scalars(stmt).all(), dtype=pl.String)
 
