@@ -120,10 +120,10 @@ def run_golden(store: GoldenStore, settings: SurvivorshipSettings, *, entity_typ
     # one new version per entity with any event this step; all its events carry it
     bumped = events.select("entity_id").unique().join(versions_now, on="entity_id", how="left").with_columns(
         version=(pl.col("version").fill_null(0) + 1).cast(pl.Int64))
-    sources = _sources(provenance)
+    sources = _sources(events, provenance)
     events = (
         events.join(bumped, on="entity_id")
-        .join(sources, on="entity_id", how="left")
+        .join(sources, on=["entity_id", "op"], how="left")
         .with_columns(
             pl.col("sources").fill_null("[]"),
             _op_rank().alias("_rank"),
@@ -189,13 +189,17 @@ def _decode(current: pl.DataFrame, fields: list[str]) -> pl.DataFrame:
     return decoded
 
 
-def _sources(provenance: pl.DataFrame) -> pl.DataFrame:
-    """Per entity, the distinct station records its golden values came from (JSON list)."""
-    src = provenance.select("entity_id", "station_id", "record_key", "batch_id").unique().sort(
-        "entity_id", "station_id", "record_key")
-    return src.group_by("entity_id", maintain_order=True).agg(
+def _sources(events: pl.DataFrame, provenance: pl.DataFrame) -> pl.DataFrame:
+    """Per event, the distinct station records behind it (JSON list): for an update, the records
+    that supplied the changed fields; otherwise every record the golden values came from."""
+    fields = events.select("entity_id", "op", pl.col("changed_fields").alias("field")).explode("field")
+    by_field = fields.filter(pl.col("op") == "update").join(provenance, on=["entity_id", "field"])
+    whole = events.filter(pl.col("op") != "update").select("entity_id", "op").join(provenance, on="entity_id")
+    cols = ["entity_id", "op", "station_id", "record_key", "batch_id"]
+    src = pl.concat([by_field.select(cols), whole.select(cols)]).unique().sort(cols)
+    return src.group_by("entity_id", "op", maintain_order=True).agg(
         pl.struct("station_id", "record_key", "batch_id").alias("s")
-    ).select("entity_id", _json_list(pl.col("s")).alias("sources"))
+    ).select("entity_id", "op", _json_list(pl.col("s")).alias("sources"))
 
 
 def _json_list(structs: pl.Expr) -> pl.Expr:

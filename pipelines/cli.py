@@ -391,6 +391,63 @@ def explain(
                   f"[bold]{result['decision']}[/]")
 
 
+@app.command()
+def history(
+    entity_id: str,
+    config: ConfigOpt = None,
+    warehouse: WarehouseOpt = None,
+    entity: EntityOpt = "person",
+) -> None:
+    """Every version of a golden record: what changed, and which station's record caused it."""
+    from pipelines.resolution_assets import ENTITY_TYPES
+
+    project, _ = _resolution_store(config, warehouse, entity)
+    from warehouse import Warehouse
+
+    versions = Warehouse(project.warehouse_url).golden_store(entity, ENTITY_TYPES[entity][1]).history(entity_id)
+    if versions.height == 0:
+        _fail(f"no golden record {entity_id!r} for {entity}s")
+    table = Table(title=f"History of {entity_id}", title_justify="left")
+    for col in ("version", "op", "changed fields", "caused by", "valid from", "valid to"):
+        table.add_column(col, overflow="fold")
+    for row in versions.iter_rows(named=True):
+        sources = ", ".join(f"{s['station_id']} {s['record_key']}" for s in (row["sources"] or []))
+        table.add_row(str(row["version"]), row["op"], ", ".join(row["changed_fields"]) or "-", sources or "-",
+                      str(row["valid_from"])[:19], str(row["valid_to"] or "current")[:19])
+    console.print(table)
+    console.print(f"current: {versions['record'][-1]}", highlight=False)
+
+
+@app.command("events")
+def list_events(
+    after: Annotated[Optional[int], typer.Option(help="Show events with seq greater than this.")] = None,
+    last: Annotated[int, typer.Option(help="Without --after: the last N events.")] = 10,
+    limit: Annotated[int, typer.Option(help="How many at most.")] = 50,
+    config: ConfigOpt = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """The change-event outbox, in sequence order."""
+    from warehouse import Warehouse
+    from warehouse.golden import events
+
+    try:
+        project = Project.load(config or default_config_dir(), warehouse)
+    except EnteronceError as exc:
+        _fail(str(exc))
+    store = Warehouse(project.warehouse_url).migrate()
+    if after is None:
+        after = max(store.max_event_seq() - last, 0)
+    frame = events(store, after=after, limit=limit)
+    table = Table(title=f"Change events after seq {after}", title_justify="left")
+    for col in ("seq", "op", "entity", "version", "changed fields", "after"):
+        table.add_column(col, overflow="fold")
+    for row in frame.iter_rows(named=True):
+        fields = "(new record)" if row["op"] == "create" else ", ".join(row["changed_fields"]) or "-"
+        table.add_row(str(row["seq"]), row["op"], row["entity_id"], str(row["version"]), fields,
+                      (row["after"] or "")[:160])
+    console.print(table)
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

@@ -21,9 +21,18 @@ def project_resource() -> ProjectResource:
     return ProjectResource(config_dir=config_dir, warehouse_url=url)
 
 
+# Resolution and golden assets follow new station records by their automation conditions;
+# this sensor evaluates them, running from the start so that no one has to click.
+automation = dg.AutomationConditionSensorDefinition(
+    "resolution_and_publication",
+    target=dg.AssetSelection.assets(*RESOLUTION_ASSETS, *GOLDEN_ASSETS),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+)
+
 defs = dg.Definitions(
     assets=[station_records, *RESOLUTION_ASSETS, *GOLDEN_ASSETS],
     jobs=[ingest_job],
-    sensors=[station_drops_sensor],
+    sensors=[station_drops_sensor, automation],
     resources={"project": project_resource()},
 )

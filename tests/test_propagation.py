@@ -190,3 +190,30 @@ def test_bridge_record_merges_and_judgement_splits(net: Network) -> None:
     ops = got.filter(pl.col("entity_id") == survivor)["op"].to_list()
     assert "split" in ops
     assert net.cycle().height == 0
+
+
+def test_failed_publication_rerun_gives_one_clean_set_of_events(net: Network, monkeypatch) -> None:
+    from warehouse.golden import GoldenStore
+
+    person = a_resident(net)
+    entity = net.entity_of(person["record_key"])
+    before = net.last_seq()
+    net.drop([row("F1", name=person["name"], birth_date=person["birth_date"], id_number=person["id_number"],
+                  phone="13500004444", source_updated_at="2026-11-26 08:00:00")])
+    original = GoldenStore.commit
+
+    def broken(self, **kwargs):
+        raise RuntimeError("warehouse went away mid-commit")
+
+    monkeypatch.setattr(GoldenStore, "commit", broken)
+    with pytest.raises(RuntimeError):
+        net.cycle()
+    assert net.last_seq() == before  # nothing half-written
+    monkeypatch.setattr(GoldenStore, "commit", original)
+    run_golden(net.gs, SURVIVORSHIP, entity_type="person")  # the rerun catches up
+    got = events(net.store, after=before)
+    assert got.filter(pl.col("entity_id") == entity)["op"].to_list() == ["update"]
+    every = events(net.store)
+    assert every["seq"].to_list() == list(range(1, every.height + 1))  # no gaps
+    assert every["event_id"].n_unique() == every.height  # no duplicates
+    assert net.cycle().height == 0

@@ -207,6 +207,10 @@ class Warehouse:
             "rows_with_issues": int(row["_with_issues"] or 0),
         }
 
+    def max_event_seq(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.scalar(sa.select(sa.func.coalesce(sa.func.max(s.change_events.c.seq), 0))))
+
     def count(self, table: str, station_ids: Iterable[str] | None = None) -> int:
         t = s.metadata.tables[table]
         stmt = sa.select(sa.func.count()).select_from(t)
