@@ -228,21 +228,33 @@ class ResolutionStore:
         return pl.concat(parts)
 
     def _apply_entity_changes(self, conn: sa.Connection, changes: pl.DataFrame, seq: int) -> None:
+        """Bulk, not per entity: a first run creates as many entities as there are people."""
+        if changes.height == 0:
+            return
         e = s.entities
-        if changes.height:
-            conn.execute(s.entity_changes.insert(), [
-                {"run_seq": seq, "entity_id": r["entity_id"], "entity_type": self.entity_type, "op": r["op"],
-                 "merged_into": r.get("merged_into"), "merged_from": r.get("merged_from"), "parts": r.get("parts")}
-                for r in changes.iter_rows(named=True)
-            ])
-        for row in changes.iter_rows(named=True):
-            op, entity_id = row["op"], row["entity_id"]
-            if op == "create":
-                conn.execute(e.insert().values(entity_id=entity_id, entity_type=self.entity_type, created_seq=seq,
-                                               status="active", updated_seq=seq))
-            elif op == "retire":
-                conn.execute(e.update().where(e.c.entity_id == entity_id).values(
-                    status="retired", merged_into=row.get("merged_into"), updated_seq=seq))
-            else:
-                conn.execute(e.update().where(e.c.entity_id == entity_id).values(status="active", updated_seq=seq))
+
+        def as_json(col: str) -> pl.Expr:
+            if col not in changes.columns:
+                return pl.lit(None, pl.String)
+            return pl.when(pl.col(col).list.len() > 0).then(
+                pl.concat_str(pl.lit('["'), pl.col(col).list.join('","'), pl.lit('"]')))  # entity ids: no escaping
+
+        frame = changes.select(
+            "entity_id", "op",
+            (pl.col("merged_into") if "merged_into" in changes.columns else pl.lit(None, pl.String)).alias("merged_into"),
+            as_json("merged_from").alias("merged_from"), as_json("parts").alias("parts"),
+        )
+        insert_frame(conn, s.entity_changes, frame.with_columns(run_seq=pl.lit(seq), entity_type=pl.lit(self.entity_type)))
+        created = frame.filter(pl.col("op") == "create")
+        insert_frame(conn, e, created.select("entity_id").with_columns(
+            entity_type=pl.lit(self.entity_type), created_seq=pl.lit(seq), status=pl.lit("active"), updated_seq=pl.lit(seq)))
+        retired = frame.filter(pl.col("op") == "retire").select("entity_id", "merged_into").to_dicts()
+        if retired:
+            conn.execute(e.update().where(e.c.entity_id == sa.bindparam("eid")).values(
+                status="retired", merged_into=sa.bindparam("into"), updated_seq=seq),
+                [{"eid": r["entity_id"], "into": r["merged_into"]} for r in retired])
+        others = frame.filter(~pl.col("op").is_in(["create", "retire"]))["entity_id"].to_list()
+        if others:
+            conn.execute(e.update().where(e.c.entity_id == sa.bindparam("eid")).values(
+                status="active", updated_seq=seq), [{"eid": x} for x in others])
 
