@@ -56,7 +56,7 @@ def _as_text(frame: pl.DataFrame, fields: list[str]) -> pl.DataFrame:
     ])
 
 
-def _record_json(text: pl.DataFrame, fields: list[str]) -> pl.Expr:
+def _record_json(fields: list[str]) -> pl.Expr:
     return pl.struct([pl.col(f) for f in fields]).struct.json_encode()
 
 
@@ -140,13 +140,11 @@ def run_golden(store: GoldenStore, settings: SurvivorshipSettings, *, entity_typ
 
     prov = _provenance_json(provenance)
     new_rows = (
-        after.with_columns(_record_json(after, fields).alias("record"))
+        after.with_columns(_record_json(fields).alias("record"))
         .join(prov, on="entity_id", how="left")
         .with_columns(pl.col("provenance").fill_null("[]"), pl.lit("active").alias("status"))
     )
-    if "area_code" in after.columns:
-        new_rows = new_rows.with_columns(pl.col("area_code"))
-    else:
+    if "area_code" not in after.columns:  # feeds scope by it; other schemas may not have one
         new_rows = new_rows.with_columns(pl.lit(None, pl.String).alias("area_code"))
     retired_rows = before.join(retired.select("entity_id"), on="entity_id").select(
         "entity_id", pl.col("_record").alias("record"), pl.col("_provenance").alias("provenance"),
@@ -155,7 +153,7 @@ def run_golden(store: GoldenStore, settings: SurvivorshipSettings, *, entity_typ
         new_rows.select("entity_id", "record", "provenance", "status", "area_code"), retired_rows,
     ], how="vertical_relaxed").join(bumped, on="entity_id")  # only entities that changed
 
-    last_op = events.group_by("entity_id").agg(pl.col("op").last(), pl.col("changed_fields").first(),
+    last_op = events.group_by("entity_id", maintain_order=True).agg(pl.col("op").last(), pl.col("changed_fields").first(),
                                                pl.col("sources").first())
     versions = golden_rows.join(last_op, on="entity_id").select(
         "entity_id", "version", "op", "record", "provenance", "changed_fields", "sources")
