@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export DAGSTER_HOME ?= $(CURDIR)
 
-.PHONY: demo test ui bench bench-resolution install clean
+.PHONY: demo test ui bench bench-resolution bench-propagation install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,6 +27,9 @@ ui: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
+
+bench-propagation: $(STAMP)
+	$(BIN)/python benchmarks/propagation.py
 
 bench-resolution: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

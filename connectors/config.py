@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from connectors.errors import ConfigError
+from entity_resolution.config import format_validation_error
 
 EntityType = Literal["person", "organisation"]
 SourceKind = Literal["csv", "tsv", "jsonl", "xlsx", "sql"]
@@ -130,25 +131,6 @@ class StationsFile(_Strict):
         raise KeyError(station_id)
 
 
-def _format_validation_error(path: Path, err: ValidationError) -> str:
-    lines = [f"{path}: invalid configuration"]
-    errors = err.errors()
-    locs = [tuple(e["loc"]) for e in errors]
-    for e in errors:
-        loc_t = tuple(e["loc"])
-        # A container reported empty only because its items failed is noise: show the items.
-        if any(o != loc_t and o[: len(loc_t)] == loc_t for o in locs):
-            continue
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif e["type"] == "literal_error":
-            msg = f"{msg} (got {e.get('input')!r})"
-        lines.append(f"  - {loc}: {msg}")
-    return "\n".join(lines)
-
-
 def load_yaml(path: Path) -> object:
     """Read a YAML config file, turning syntax errors into a ConfigError that names the file."""
     if not path.is_file():
@@ -164,4 +146,4 @@ def load_stations(path: Path) -> StationsFile:
     try:
         return StationsFile.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(path, err)) from None
+        raise ConfigError(format_validation_error(path, err)) from None

@@ -307,10 +307,19 @@ class ResolutionConfig(_Strict):
             ) from None
 
 
-def _format(path: Path | str, err: ValidationError) -> str:
-    lines = [f"{path}: invalid resolution configuration"]
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+def format_validation_error(source: Path | str, err: ValidationError, what: str = "configuration") -> str:
+    """One line per problem: the key path and what was expected, under the file's name.
+
+    A container reported empty only because its items failed is left out: the items say more.
+    """
+    lines = [f"{source}: invalid {what}"]
+    errors = err.errors()
+    locs = [tuple(e["loc"]) for e in errors]
+    for e in errors:
+        here = tuple(e["loc"])
+        if any(o != here and o[: len(here)] == here for o in locs):
+            continue
+        loc = ".".join(str(p) for p in here) or "(top level)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
@@ -327,7 +336,7 @@ def parse_resolution(data: object, *, source: Path | str = "<resolution config>"
     try:
         return ResolutionConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format(source, err)) from None
+        raise ConfigError(format_validation_error(source, err, "resolution configuration")) from None
 
 
 def default_resolution_path() -> Path:

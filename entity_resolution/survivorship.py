@@ -42,7 +42,7 @@ from pydantic import (
     model_validator,
 )
 
-from entity_resolution.config import ConfigError
+from entity_resolution.config import ConfigError, format_validation_error
 from entity_resolution.standardise.addresses import ADDRESS_PART_COLUMNS
 
 __all__ = [
@@ -207,21 +207,6 @@ DEFAULT_ORGANISATION_SURVIVORSHIP: dict = {
 # --------------------------------------------------------------------------- parsing
 
 
-def _format(source: Path | str, err: ValidationError) -> str:
-    lines = [f"{source}: invalid survivorship configuration"]
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif e["type"] == "literal_error":
-            msg = f"{msg} (got {e.get('input')!r})"
-        elif msg.startswith("Value error, "):
-            msg = msg.removeprefix("Value error, ")
-        lines.append(f"  - {loc}: {msg}")
-    return "\n".join(lines)
-
-
 def parse_survivorship(
     data: object, *, source: Path | str = "<survivorship config>", key: str = ""
 ) -> SurvivorshipSettings:
@@ -230,7 +215,7 @@ def parse_survivorship(
     try:
         return SurvivorshipSettings.model_validate(data)
     except ValidationError as err:
-        message = _format(source, err)
+        message = format_validation_error(source, err, "survivorship configuration")
         if key:
             message = message.replace("\n  - ", f"\n  - {key}.")
         raise ConfigError(message) from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import polars as pl
@@ -80,7 +79,6 @@ def test_incremental_equals_full_and_keeps_ids(network: Path, tmp_path: Path) ->
 
     full = warehouse_with(network, f"sqlite:///{tmp_path / 'full.sqlite'}")
     model = rs.model()
-    full_rs = full.resolution_store("person", "person_records")
     # the same model for both: incremental runs reuse the stored one, so the full run must too
     from warehouse import schema as s
     import datetime as dt

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from warehouse import schema as s
 from warehouse.bulk import insert_frame, polars_type, read_frame
+from warehouse.resolution import EntityTypeStore
 from warehouse.store import Warehouse, utcnow
 
 
@@ -18,15 +19,8 @@ def _chunks(keys: list[str], size: int = 5000) -> Iterable[list[str]]:
         yield keys[start : start + size]
 
 
-class GoldenStore:
-    def __init__(self, store: Warehouse, entity_type: str, record_table: str):
-        self.store = store
-        self.entity_type = entity_type
-        self.record_table = s.metadata.tables[record_table]
-
-    @property
-    def engine(self) -> sa.Engine:
-        return self.store.engine
+class GoldenStore(EntityTypeStore):
+    """The warehouse side of golden records and change events (see entity_resolution.propagation)."""
 
     # -- what changed upstream -----------------------------------------------------------------
     def state(self) -> int:

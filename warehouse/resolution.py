@@ -20,8 +20,8 @@ _EDGE_SCHEMA = {
 }
 
 
-class ResolutionStore:
-    """The warehouse side of one entity type's resolution (see entity_resolution.service)."""
+class EntityTypeStore:
+    """The warehouse as seen by one entity type's step (resolution, golden records)."""
 
     def __init__(self, store: Warehouse, entity_type: str, record_table: str):
         self.store = store
@@ -31,6 +31,10 @@ class ResolutionStore:
     @property
     def engine(self) -> sa.Engine:
         return self.store.engine
+
+
+class ResolutionStore(EntityTypeStore):
+    """The warehouse side of one entity type's resolution (see entity_resolution.service)."""
 
     # -- reads ---------------------------------------------------------------------------------
     def records(self, columns: Iterable[str]) -> pl.DataFrame:
