@@ -1,0 +1,1 @@
+"""Station systems into raw records: stations.yaml, readers, ingest, the synthetic network."""

@@ -1,0 +1,1 @@
+"""Standardisation and entity resolution: pure functions over Polars frames (no SQL, no Dagster)."""

@@ -105,6 +105,10 @@ def test_run_loads_every_row_exactly_once_and_rerun_changes_nothing(simulation, 
     entities = {m.asset_key.to_user_string(): m for m in results[-1].asset_materializations_for_node("resolve_persons")}
     assert entities["person_entities"].metadata["records"].value == store.count("person_records")
     assert [c.passed for c in results[-1].get_asset_check_evaluations()] == [True, True]
+    golden = {m.asset_key.to_user_string(): m for m in results[-1].asset_materializations_for_node("publish_persons")}
+    assert golden["person_golden_records"].metadata["created"].value == len(
+        set(store.resolution_store("person", "person_records").membership()["entity_id"].to_list()))
+    assert golden["person_change_events"].metadata["events_written"].value > 0
 
     before = snapshot(store)
     again = materialize_project(project, project.station_ids)
