@@ -202,6 +202,9 @@ def _print_entities(store) -> None:
             f"[bold]{entity}s[/]: {members.height:,} records -> {entities:,} entities "
             f"({linked:,} seen at more than one record), {len(rs.review_queue()):,} pairs awaiting review"
         )
+    last = store.max_event_seq()
+    if last:
+        console.print(f"change events in the outbox: {last:,} (see `enteronce events --last 10`)")
 
 
 @app.command()
