@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -177,8 +176,4 @@ def run_resolution(
         pairs=pairs_count, matches=int((new_edges["decision"] == "match").sum()),
         review=int((new_edges["decision"] == "review").sum()), stats=stats, timings=clock,
     )
-
-
-def to_json(summary: RunSummary) -> str:
-    return json.dumps(summary.__dict__, default=str)
 

@@ -92,11 +92,6 @@ class ResolutionStore(EntityTypeStore):
         )
         return queue if limit is None else queue.head(limit)
 
-    def entity_members(self, entity_id: str) -> list[str]:
-        m = s.entity_membership
-        with self.engine.connect() as conn:
-            return list(conn.scalars(sa.select(m.c.record_key).where(m.c.entity_id == entity_id).order_by(m.c.record_key)))
-
     def issued_ids(self) -> pl.Series:
         """Every entity id ever issued for this type, retired ones too: never to be reused."""
         e = s.entities
