@@ -71,7 +71,7 @@ def setup(url: str, workdir: Path, rows: int, seed: int) -> dict:
     stations = _stations(workdir, rows, seed)
     for sid in DROP_STATIONS:  # the drop stations exist but have exported nothing yet
         (workdir / f"{sid}.csv").write_text(",".join(stations[0].sources[0].columns) + "\n", encoding="utf-8")
-    store = Warehouse(url).migrate()
+    store = Warehouse(url, cache_dir=workdir / "cache").migrate()
     store.sync_stations({"station_id": s.id, "name": s.name, "jurisdiction": list(s.jurisdiction)} for s in stations)
     start = time.perf_counter()
     out = _pipeline(store, stations, workdir)
@@ -107,7 +107,7 @@ def run_drop(url: str, workdir: Path, rows: int, seed: int) -> dict:
     from warehouse import Warehouse
 
     stations = _stations(workdir, rows, seed)
-    store = Warehouse(url)
+    store = Warehouse(url, cache_dir=workdir / "cache")
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
     out = _pipeline(store, stations, workdir)

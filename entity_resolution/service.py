@@ -31,7 +31,7 @@ class ResolutionStore(Protocol):
     def edges(self, decision: str | None = None) -> pl.DataFrame: ...
     def judgements(self) -> pl.DataFrame: ...
     def next_seq(self) -> int: ...
-    def issued_ids(self) -> pl.Series: ...
+    def retired_ids(self) -> pl.Series: ...
     def last_run_started(self) -> dt.datetime | None: ...
     def save_run(self, **kwargs) -> int: ...
 
@@ -144,8 +144,18 @@ def run_resolution(
             records, match_edges, membership.select(uid, pl.col("entity_id").alias("cluster_key")), changed,
             judgements=judgements, distinct_valid=distinct, unique_id=uid,
         )
+    if mode == "incremental":
+        # Records outside the re-clustered scope kept their entity (their cluster key is that
+        # entity id): ids are assigned only inside the scope, which holds whole previous entities.
+        was = membership.select(uid, pl.col("entity_id").alias("_was"))
+        clusters = clusters.join(was, on=uid, how="left").filter(
+            pl.col("_was").is_null() | (pl.col("cluster_key") != pl.col("_was"))).drop("_was")
+        in_scope = clusters[uid].implode()
+        previous = previous.filter(pl.col(uid).is_in(in_scope)) if previous is not None else None
+    # Ids still in use outside the scope cannot collide (new ids hash a record key of the scope);
+    # retired ids can, and are never to come back.
     assigned, changes = assign_entity_ids(clusters, previous, prefix=prefix, run_seq=seq,
-                                          issued_ids=store.issued_ids())
+                                          issued_ids=store.retired_ids())
     clock["clustering"] = time.perf_counter() - t
 
     sizes = assigned.group_by("entity_id").len()["len"].value_counts().sort("len")
@@ -170,6 +180,7 @@ def run_resolution(
         model_json=model.to_json() if retrain else None, dirty_keys=dirty,
         new_edges=new_edges, membership=membership_rows.select("record_key", "entity_id", "row_hash"),
         entity_changes=changes, started_at=started,
+        full_membership=_next_membership(membership, membership_rows, uid, seq),
     )
     return RunSummary(
         entity_type=entity_type, mode=mode, seq=seq, records=records.height, dirty=dirty.len(),
@@ -177,3 +188,20 @@ def run_resolution(
         review=int((new_edges["decision"] == "review").sum()), stats=stats, timings=clock,
     )
 
+
+
+def _next_membership(before: pl.DataFrame, written: pl.DataFrame, uid: str, seq: int) -> pl.DataFrame:
+    """The whole membership after this run, as the store will hold it (lets it keep a cached copy
+    without re-reading): rows this run wrote replace their old ones; a record that changed entity
+    is a member since this run; an entity first seen now was created by it."""
+    created = before.group_by("entity_id").agg(pl.col("entity_created_seq").first())
+    rows = written.rename({"record_key": uid}).join(
+        before.select(uid, pl.col("entity_id").alias("_was"), pl.col("since_seq").alias("_since")), on=uid, how="left",
+    ).join(created, on="entity_id", how="left").select(
+        uid, "entity_id", "row_hash",
+        pl.when(pl.col("entity_id") == pl.col("_was")).then(pl.col("_since")).otherwise(pl.lit(seq)).cast(pl.Int64)
+        .alias("since_seq"),
+        pl.col("entity_created_seq").fill_null(seq).cast(pl.Int64),
+    )
+    kept = before.join(rows.select(uid), on=uid, how="anti").select(rows.columns)
+    return pl.concat([kept, rows]).sort(uid).rename({uid: "record_key"})

@@ -245,7 +245,7 @@ def _resolution_store(config: Path | None, warehouse: str | None, entity: str):
     except EnteronceError as exc:
         _fail(str(exc))
     _, table, _ = ENTITY_TYPES[entity]
-    store = Warehouse(project.warehouse_url).migrate().resolution_store(entity, table)
+    store = Warehouse(project.warehouse_url, cache_dir=project.data_dir / "cache").migrate().resolution_store(entity, table)
     return project, store
 
 

@@ -27,7 +27,7 @@ class ProjectResource(dg.ConfigurableResource):
     @property
     def warehouse(self) -> Warehouse:
         if self._warehouse is None:
-            self._warehouse = Warehouse(self.project.warehouse_url).migrate()
+            self._warehouse = Warehouse(self.project.warehouse_url, cache_dir=self.project.data_dir / "cache").migrate()
             self._warehouse.sync_stations(
                 {"station_id": s.id, "name": s.name, "jurisdiction": list(s.jurisdiction)}
                 for s in self.project.stations.stations

@@ -25,9 +25,10 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def warehouse_with(network: Path, url: str, station_ids: list[str] | None = None) -> Warehouse:
+def warehouse_with(network: Path, url: str, station_ids: list[str] | None = None,
+                   cache_dir: Path | None = None) -> Warehouse:
     stations = load_stations(network / "stations.yaml")
-    store = Warehouse(url).migrate()
+    store = Warehouse(url, cache_dir=cache_dir).migrate()
     store.sync_stations({"station_id": s.id, "name": s.name, "jurisdiction": list(s.jurisdiction)}
                         for s in stations.stations)
     for st in stations.stations:
@@ -66,7 +67,9 @@ def test_full_run_is_accurate_and_rerun_changes_nothing(network: Path, warehouse
 def test_incremental_equals_full_and_keeps_ids(network: Path, tmp_path: Path) -> None:
     stations = [s.id for s in load_stations(network / "stations.yaml").stations]
     early, late = stations[:6], stations[6:]
-    inc = warehouse_with(network, f"sqlite:///{tmp_path / 'inc.sqlite'}", early)
+    # the incremental side keeps its Parquet cache of records and memberships; the full side reads
+    # the warehouse only: both must agree
+    inc = warehouse_with(network, f"sqlite:///{tmp_path / 'inc.sqlite'}", early, cache_dir=tmp_path / "cache")
     resolve(inc)
     rs = inc.resolution_store("person", "person_records")
     ids_early = rs.membership().select("record_key", "entity_id")
@@ -98,7 +101,7 @@ def test_incremental_equals_full_and_keeps_ids(network: Path, tmp_path: Path) ->
 
 
 def test_judgements_override_the_model(network: Path, tmp_path: Path) -> None:
-    store = warehouse_with(network, f"sqlite:///{tmp_path / 'w.sqlite'}")
+    store = warehouse_with(network, f"sqlite:///{tmp_path / 'w.sqlite'}", cache_dir=tmp_path / "cache")
     resolve(store)
     rs = store.resolution_store("person", "person_records")
     members = rs.membership()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 from collections.abc import Iterable
 
 import polars as pl
@@ -13,6 +14,10 @@ import sqlalchemy as sa
 from warehouse import schema as s
 from warehouse.bulk import insert_frame, polars_type, read_frame
 from warehouse.store import Warehouse, utcnow
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
 
 _EDGE_SCHEMA = {
     "left_id": pl.String, "right_id": pl.String, "match_probability": pl.Float64,
@@ -38,13 +43,65 @@ class ResolutionStore(EntityTypeStore):
 
     # -- reads ---------------------------------------------------------------------------------
     def records(self, columns: Iterable[str]) -> pl.DataFrame:
-        """Current standardised records, the columns resolution needs plus row_hash and station."""
+        """Current standardised records, the columns resolution needs plus row_hash and station.
+
+        With a cache folder, the last read is kept as Parquet together with the batches it
+        covers; a later read fetches only the records of batches loaded since (records change
+        only by new batches), so an incremental run does not re-read a million rows.
+        """
         t = self.record_table
-        wanted = list(dict.fromkeys(["record_key", "station_id", "row_hash", *columns]))
+        wanted = list(dict.fromkeys(["record_key", "station_id", "row_hash", "batch_id", *columns]))
         cols = [t.c[c] for c in wanted if c in t.c]
         schema = {c.name: polars_type(c) for c in cols}
+        loaded = self._loaded_batches()
+        cached = self._read_cache("records", schema)
         with self.engine.connect() as conn:
-            return read_frame(conn, sa.select(*cols).order_by(t.c.record_key), schema=schema)
+            if cached is not None and set(cached[1]) <= set(loaded):
+                frame, covered = cached
+                new = sorted(set(loaded) - set(covered))
+                if not new:
+                    return frame
+                parts = [read_frame(conn, sa.select(*cols).where(t.c.batch_id.in_(chunk)), schema=schema)
+                         for chunk in _chunks(new, 500)]
+                fresh = pl.concat(parts)
+                frame = pl.concat([frame.join(fresh.select("record_key"), on="record_key", how="anti"), fresh]).sort("record_key")
+            else:
+                frame = read_frame(conn, sa.select(*cols).order_by(t.c.record_key), schema=schema)
+        self._write_cache("records", frame, loaded)
+        return frame
+
+    def _loaded_batches(self) -> list[str]:
+        b = s.batches
+        with self.engine.connect() as conn:
+            return list(conn.scalars(sa.select(b.c.batch_id).where(
+                b.c.entity_type == self.entity_type, b.c.status == "loaded")))
+
+    def _cache_path(self, name: str) -> Path | None:
+        if self.store.cache_dir is None:
+            return None
+        return self.store.cache_dir / f"{self.entity_type}-{name}.parquet"
+
+    def _read_cache(self, name: str, schema: dict) -> tuple[pl.DataFrame, list] | None:
+        path = self._cache_path(name)
+        if path is None or not path.exists():
+            return None
+        try:
+            frame = pl.read_parquet(path)
+            key = json.loads(pl.read_parquet_metadata(path)["enteronce_key"])
+        except Exception:  # noqa: BLE001 - a damaged cache is just a miss
+            return None
+        if dict(frame.schema) != schema:
+            return None
+        return frame, key
+
+    def _write_cache(self, name: str, frame: pl.DataFrame, key: object) -> None:
+        path = self._cache_path(name)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        frame.write_parquet(partial, metadata={"enteronce_key": json.dumps(key)})
+        partial.replace(path)  # readers see the old file or the new one, never half of one
 
     def model(self) -> tuple[str, str] | None:
         t = s.resolution_models
@@ -55,6 +112,13 @@ class ResolutionStore(EntityTypeStore):
         return (row[0], row[1]) if row else None
 
     def membership(self) -> pl.DataFrame:
+        """Record -> entity with the entity's creation seq; cached per resolution run."""
+        latest = self.next_seq() - 1
+        schema = {"record_key": pl.String, "entity_id": pl.String, "row_hash": pl.String, "since_seq": pl.Int64,
+                  "entity_created_seq": pl.Int64}
+        cached = self._read_cache("membership", schema)
+        if cached is not None and cached[1] == latest:
+            return cached[0]
         m, e = s.entity_membership, s.entities
         stmt = (
             sa.select(m.c.record_key, m.c.entity_id, m.c.row_hash, m.c.since_seq,
@@ -63,7 +127,9 @@ class ResolutionStore(EntityTypeStore):
             .where(m.c.entity_type == self.entity_type)
         )
         with self.engine.connect() as conn:
-            return read_frame(conn, stmt, schema={"since_seq": pl.Int64, "entity_created_seq": pl.Int64})
+            frame = read_frame(conn, stmt, schema=schema)
+        self._write_cache("membership", frame, latest)
+        return frame
 
     def edges(self, decision: str | None = None) -> pl.DataFrame:
         t = s.scored_pairs
@@ -92,11 +158,12 @@ class ResolutionStore(EntityTypeStore):
         )
         return queue if limit is None else queue.head(limit)
 
-    def issued_ids(self) -> pl.Series:
-        """Every entity id ever issued for this type, retired ones too: never to be reused."""
+    def retired_ids(self) -> pl.Series:
+        """Entity ids retired by merges: never to be issued again."""
         e = s.entities
         with self.engine.connect() as conn:
-            ids = conn.scalars(sa.select(e.c.entity_id).where(e.c.entity_type == self.entity_type)).all()
+            ids = conn.scalars(sa.select(e.c.entity_id).where(
+                e.c.entity_type == self.entity_type, e.c.status == "retired")).all()
         return pl.Series("entity_id", ids, dtype=pl.String)
 
     def last_run_started(self) -> dt.datetime | None:
@@ -166,6 +233,7 @@ class ResolutionStore(EntityTypeStore):
         membership: pl.DataFrame,
         entity_changes: pl.DataFrame,
         started_at: dt.datetime,
+        full_membership: pl.DataFrame | None = None,
     ) -> int:
         """Record run `seq` (from next_seq) in one transaction; returns it.
 
@@ -187,6 +255,8 @@ class ResolutionStore(EntityTypeStore):
             self._apply_entity_changes(conn, entity_changes, seq)
             conn.execute(s.resolution_runs.update().where(s.resolution_runs.c.seq == seq)
                          .values(finished_at=utcnow()))
+        if full_membership is not None:  # after commit: the cache never runs ahead of the warehouse
+            self._write_cache("membership", full_membership, seq)
         return int(seq)
 
     def _replace_edges(self, conn: sa.Connection, dirty: pl.Series, edges: pl.DataFrame, seq: int) -> None:

@@ -25,9 +25,11 @@ def utcnow() -> dt.datetime:
 
 
 class Warehouse:
-    def __init__(self, url: str, *, engine: sa.Engine | None = None):
+    def __init__(self, url: str, *, engine: sa.Engine | None = None, cache_dir: Path | None = None):
         self.url = url
         self.engine = engine or create_engine(url)
+        # Derived, disposable copies of large reads (Parquet); the warehouse stays the truth.
+        self.cache_dir = cache_dir
 
     @property
     def display_url(self) -> str:
