@@ -175,12 +175,13 @@ def run_resolution(
             pl.col("_was").is_null() | (pl.col("_was") != pl.col("entity_id")) | (pl.col("_hash_was") != pl.col("row_hash"))
         )
     membership_rows = membership_rows.rename({uid: "record_key"})
+    full_membership = _next_membership(membership, membership_rows, uid, seq)
+    written = full_membership.join(membership_rows.select("record_key"), on="record_key", how="semi")
     seq = store.save_run(
         seq=seq, mode=mode, records_considered=int(membership_rows.height), stats=stats, settings_hash=fingerprint,
         model_json=model.to_json() if retrain else None, dirty_keys=dirty,
-        new_edges=new_edges, membership=membership_rows.select("record_key", "entity_id", "row_hash"),
-        entity_changes=changes, started_at=started,
-        full_membership=_next_membership(membership, membership_rows, uid, seq),
+        new_edges=new_edges, membership=written.select("record_key", "entity_id", "row_hash", "since_seq"),
+        entity_changes=changes, started_at=started, full_membership=full_membership,
     )
     return RunSummary(
         entity_type=entity_type, mode=mode, seq=seq, records=records.height, dirty=dirty.len(),

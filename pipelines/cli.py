@@ -140,8 +140,12 @@ def run(
                   TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task("ingesting", total=None)
         progress.set_listener(lambda what, rows: bar.update(task, advance=rows, description=f"ingesting {what}"))
+        def on_run(key: str) -> None:
+            what = "resolving and publishing" if key == "resolution" else f"ingesting {key}"
+            bar.update(task, description=what)
+
         try:
-            materialize_project(project, station_ids)
+            materialize_project(project, station_ids, on_station=on_run)
         except Exception as exc:  # noqa: BLE001 - shown as a message when it is the user's to fix
             user = _user_error(exc)
             if user is None:
@@ -402,12 +406,8 @@ def history(
     entity: EntityOpt = "person",
 ) -> None:
     """Every version of a golden record: what changed, and which station's record caused it."""
-    from pipelines.resolution_assets import ENTITY_TYPES
-
-    project, _ = _resolution_store(config, warehouse, entity)
-    from warehouse import Warehouse
-
-    versions = Warehouse(project.warehouse_url).golden_store(entity, ENTITY_TYPES[entity][1]).history(entity_id)
+    _, store = _resolution_store(config, warehouse, entity)
+    versions = store.store.golden_store(entity, store.record_table.name).history(entity_id)
     if versions.height == 0:
         _fail(f"no golden record {entity_id!r} for {entity}s")
     table = Table(title=f"History of {entity_id}", title_justify="left")

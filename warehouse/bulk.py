@@ -34,23 +34,21 @@ def polars_type(column: sa.Column) -> pl.DataType:
     return pl.String
 
 
-def _polars_type(column: sa.Column, dialect: str) -> pl.DataType:
-    """The dtype a column is written as: SQLite stores booleans as 0/1 and dates as ISO text."""
-    t = column.type
-    if isinstance(t, sa.Boolean):
-        return pl.Int8 if dialect == "sqlite" else pl.Boolean
-    if isinstance(t, sa.Integer):
-        return pl.Int64
-    if isinstance(t, sa.Float):
-        return pl.Float64
-    if isinstance(t, sa.Date) and dialect != "sqlite":
-        return pl.Date
-    if isinstance(t, sa.DateTime) and dialect != "sqlite":
+def _write_type(column: sa.Column, dialect: str) -> pl.DataType:
+    """The dtype a column is written as: what it reads back as, except that SQLite stores
+    booleans as 0/1 and dates as ISO text, and timestamps go out naive (in UTC)."""
+    dtype = polars_type(column)
+    if dialect == "sqlite":
+        if dtype == pl.Boolean:
+            return pl.Int8
+        if dtype == pl.Date or isinstance(dtype, pl.Datetime):
+            return pl.String
+    if isinstance(dtype, pl.Datetime):
         return pl.Datetime("us")
-    return pl.String
+    return dtype
 
 
-def _value_expr(name: str, have: pl.DataType, want: pl.DataType, column: sa.Column) -> pl.Expr:
+def _value_expr(name: str, have: pl.DataType, want: pl.DataType) -> pl.Expr:
     col = pl.col(name)
     if want == pl.String and have == pl.Date:
         return col.dt.strftime("%Y-%m-%d")
@@ -71,12 +69,17 @@ def coerce(table: sa.Table, frame: pl.DataFrame, dialect: str) -> pl.DataFrame:
     for column in table.columns:
         if column.primary_key and column.autoincrement is True and column.name not in frame.columns:
             continue
-        want = _polars_type(column, dialect)
+        want = _write_type(column, dialect)
         if column.name in frame.columns:
-            exprs.append(_value_expr(column.name, frame.schema[column.name], want, column).alias(column.name))
+            exprs.append(_value_expr(column.name, frame.schema[column.name], want).alias(column.name))
         else:
             exprs.append(pl.lit(None, want).alias(column.name))
     return frame.select(exprs)
+
+
+def chunks(items: list, size: int = 5000) -> list[list]:
+    """Slices for IN lists that every database accepts."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _quoted(names: list[str]) -> str:
@@ -98,9 +101,8 @@ def insert_frame(conn: sa.Connection, table: sa.Table, frame: pl.DataFrame, *, r
     else:  # any other SQLAlchemy dialect: portable Core executemany
         if replace:
             pk = list(table.primary_key.columns)
-            keys = frame.select([c.name for c in pk]).rows()
-            for start in range(0, len(keys), 1000):
-                conn.execute(table.delete().where(sa.tuple_(*pk).in_(keys[start : start + 1000])))
+            for part in chunks(frame.select([c.name for c in pk]).rows(), 1000):
+                conn.execute(table.delete().where(sa.tuple_(*pk).in_(part)))
         conn.execute(table.insert(), frame.to_dicts())
     return frame.height
 

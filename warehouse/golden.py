@@ -9,14 +9,9 @@ import polars as pl
 import sqlalchemy as sa
 
 from warehouse import schema as s
-from warehouse.bulk import insert_frame, polars_type, read_frame
+from warehouse.bulk import chunks, insert_frame, polars_type, read_frame
 from warehouse.resolution import EntityTypeStore
 from warehouse.store import Warehouse, utcnow
-
-
-def _chunks(keys: list[str], size: int = 5000) -> Iterable[list[str]]:
-    for start in range(0, len(keys), size):
-        yield keys[start : start + size]
 
 
 class GoldenStore(EntityTypeStore):
@@ -65,7 +60,7 @@ class GoldenStore(EntityTypeStore):
         schema = {c.name: polars_type(c) for c in [*base, *cols]}
         parts = []
         with self.engine.connect() as conn:
-            for keys in _chunks(entity_ids.to_list()):
+            for keys in chunks(entity_ids.to_list()):
                 stmt = (sa.select(*base, *cols)
                         .join(t, t.c.record_key == m.c.record_key)
                         .where(m.c.entity_type == self.entity_type, m.c.entity_id.in_(keys)))
@@ -80,7 +75,7 @@ class GoldenStore(EntityTypeStore):
                   "provenance": pl.String}
         parts = []
         with self.engine.connect() as conn:
-            for keys in _chunks(entity_ids.to_list()):
+            for keys in chunks(entity_ids.to_list()):
                 stmt = sa.select(g.c.entity_id, g.c.version, g.c.status, g.c.record, g.c.provenance).where(
                     g.c.entity_id.in_(keys))
                 parts.append(read_frame(conn, stmt, schema=schema))
@@ -104,7 +99,7 @@ class GoldenStore(EntityTypeStore):
                     entity_type=pl.lit(self.entity_type), updated_at=pl.lit(now)), replace=True)
             if versions.height:
                 v = s.golden_versions
-                for ids in _chunks(versions["entity_id"].unique().to_list()):
+                for ids in chunks(versions["entity_id"].unique().to_list()):
                     conn.execute(v.update().where(v.c.entity_id.in_(ids), v.c.valid_to.is_(None)).values(valid_to=now))
                 insert_frame(conn, v, versions.with_columns(
                     entity_type=pl.lit(self.entity_type), valid_from=pl.lit(now), valid_to=pl.lit(None, pl.Datetime("us", "UTC"))))

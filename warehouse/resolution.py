@@ -12,12 +12,8 @@ import polars as pl
 import sqlalchemy as sa
 
 from warehouse import schema as s
-from warehouse.bulk import insert_frame, polars_type, read_frame
+from warehouse.bulk import chunks, insert_frame, polars_type, read_frame
 from warehouse.store import Warehouse, utcnow
-
-def _chunks(items: list, size: int) -> list[list]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
 
 _EDGE_SCHEMA = {
     "left_id": pl.String, "right_id": pl.String, "match_probability": pl.Float64,
@@ -62,7 +58,7 @@ class ResolutionStore(EntityTypeStore):
                 if not new:
                     return frame
                 parts = [read_frame(conn, sa.select(*cols).where(t.c.batch_id.in_(chunk)), schema=schema)
-                         for chunk in _chunks(new, 500)]
+                         for chunk in chunks(new, 500)]
                 fresh = pl.concat(parts)
                 frame = pl.concat([frame.join(fresh.select("record_key"), on="record_key", how="anti"), fresh]).sort("record_key")
             else:
@@ -237,6 +233,9 @@ class ResolutionStore(EntityTypeStore):
     ) -> int:
         """Record run `seq` (from next_seq) in one transaction; returns it.
 
+        `membership` holds the rows this run wrote (record_key, entity_id, row_hash, since_seq);
+        `full_membership`, when given, the whole membership after it, kept as the cache.
+
         `membership` holds the new state of every record the run re-clustered (record_key,
         entity_id, row_hash); `entity_changes` the entities it created, updated or retired.
         """
@@ -261,9 +260,7 @@ class ResolutionStore(EntityTypeStore):
 
     def _replace_edges(self, conn: sa.Connection, dirty: pl.Series, edges: pl.DataFrame, seq: int) -> None:
         t = s.scored_pairs
-        keys = dirty.to_list()
-        for start in range(0, len(keys), 5000):
-            part = keys[start : start + 5000]
+        for part in chunks(dirty.to_list()):
             conn.execute(t.delete().where(t.c.entity_type == self.entity_type,
                                           sa.or_(t.c.left_id.in_(part), t.c.right_id.in_(part))))
         if edges.height:
@@ -273,28 +270,8 @@ class ResolutionStore(EntityTypeStore):
     def _replace_membership(self, conn: sa.Connection, membership: pl.DataFrame, seq: int) -> None:
         if membership.height == 0:
             return
-        t = s.entity_membership
-        previous = self.membership_of(conn, membership["record_key"].to_list())
-        frame = membership.join(previous, on="record_key", how="left").with_columns(
-            since_seq=pl.when(pl.col("entity_id") == pl.col("old_entity_id"))
-            .then(pl.col("old_since_seq")).otherwise(pl.lit(seq)).cast(pl.Int64),
-            entity_type=pl.lit(self.entity_type),
-            updated_seq=pl.lit(seq, pl.Int64),
-        )
-        insert_frame(conn, t, frame.select("entity_type", "record_key", "entity_id", "row_hash", "since_seq",
-                                           "updated_seq"), replace=True)
-
-    def membership_of(self, conn: sa.Connection, keys: list[str]) -> pl.DataFrame:
-        t = s.entity_membership
-        parts = []
-        for start in range(0, len(keys), 5000):
-            stmt = sa.select(t.c.record_key, t.c.entity_id.label("old_entity_id"),
-                             t.c.since_seq.label("old_since_seq")).where(
-                t.c.entity_type == self.entity_type, t.c.record_key.in_(keys[start : start + 5000]))
-            parts.append(read_frame(conn, stmt, schema={"old_since_seq": pl.Int64}))
-        if not parts:
-            return pl.DataFrame(schema={"record_key": pl.String, "old_entity_id": pl.String, "old_since_seq": pl.Int64})
-        return pl.concat(parts)
+        frame = membership.with_columns(entity_type=pl.lit(self.entity_type), updated_seq=pl.lit(seq, pl.Int64))
+        insert_frame(conn, s.entity_membership, frame, replace=True)
 
     def _apply_entity_changes(self, conn: sa.Connection, changes: pl.DataFrame, seq: int) -> None:
         """Bulk, not per entity: a first run creates as many entities as there are people."""
