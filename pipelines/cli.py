@@ -451,6 +451,11 @@ def list_events(
     console.print(table)
 
 
+# MARKER:cli-feeds (subscription, audit, feed)
+# MARKER:cli-api (token, serve, feed pull)
+# MARKER:cli-quality (report)
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

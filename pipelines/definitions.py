@@ -30,6 +30,9 @@ automation = dg.AutomationConditionSensorDefinition(
     minimum_interval_seconds=30,
 )
 
+# MARKER:defs-feeds
+# MARKER:defs-quality
+
 defs = dg.Definitions(
     assets=[station_records, *RESOLUTION_ASSETS, *GOLDEN_ASSETS],
     jobs=[ingest_job],

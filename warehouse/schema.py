@@ -324,3 +324,12 @@ golden_state = sa.Table(
     sa.Column("resolution_seq", sa.Integer, nullable=False),
     sa.Column("updated_at", TS, nullable=False),
 )
+
+# -- feeds: cursors, deliveries (issue 5; migration 0004) ------------------------------------
+# MARKER:feeds
+
+# -- feed API tokens (issue 5; migration 0005) -----------------------------------------------
+# MARKER:feed_tokens
+
+# -- data quality: validation results, scores, correction tasks (issue 6; migration 0006) ----
+# MARKER:quality
