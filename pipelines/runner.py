@@ -15,6 +15,9 @@ from pipelines.project import Project
 from pipelines.resources import ProjectResource
 
 ASSETS = [station_records, *RESOLUTION_ASSETS, *GOLDEN_ASSETS]
+# MARKER:runner-assets-quality (ASSETS += ...)
+# MARKER:runner-assets-feeds (ASSETS += ...)
+# MARKER:runner-assets-report (ASSETS += ...)
 # The CLI draws its own progress; Dagster's console logger only speaks up for warnings.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -54,4 +57,7 @@ def materialize_project(
             on_station("resolution")
         results.append(dg.materialize(ASSETS, instance=instance, resources=resources, run_config=QUIET,
                                       selection=[*RESOLUTION_ASSETS, *GOLDEN_ASSETS]))
+        # MARKER:runner-after-publication-quality
+        # MARKER:runner-after-publication-feeds
+        # MARKER:runner-after-publication-report
     return results
