@@ -174,14 +174,11 @@ def run_resolution(
         ).filter(
             pl.col("_was").is_null() | (pl.col("_was") != pl.col("entity_id")) | (pl.col("_hash_was") != pl.col("row_hash"))
         )
-    membership_rows = membership_rows.rename({uid: "record_key"})
-    full_membership = _next_membership(membership, membership_rows, uid, seq)
-    written = full_membership.join(membership_rows.select("record_key"), on="record_key", how="semi")
+    written = _written_membership(membership, membership_rows, uid, seq)
     seq = store.save_run(
         seq=seq, mode=mode, records_considered=int(membership_rows.height), stats=stats, settings_hash=fingerprint,
         model_json=model.to_json() if retrain else None, dirty_keys=dirty,
-        new_edges=new_edges, membership=written.select("record_key", "entity_id", "row_hash", "since_seq"),
-        entity_changes=changes, started_at=started, full_membership=full_membership,
+        new_edges=new_edges, membership=written, entity_changes=changes, started_at=started,
     )
     return RunSummary(
         entity_type=entity_type, mode=mode, seq=seq, records=records.height, dirty=dirty.len(),
@@ -191,18 +188,14 @@ def run_resolution(
 
 
 
-def _next_membership(before: pl.DataFrame, written: pl.DataFrame, uid: str, seq: int) -> pl.DataFrame:
-    """The whole membership after this run, as the store will hold it (lets it keep a cached copy
-    without re-reading): rows this run wrote replace their old ones; a record that changed entity
-    is a member since this run; an entity first seen now was created by it."""
-    created = before.group_by("entity_id").agg(pl.col("entity_created_seq").first())
-    rows = written.rename({"record_key": uid}).join(
+def _written_membership(before: pl.DataFrame, written: pl.DataFrame, uid: str, seq: int) -> pl.DataFrame:
+    """The membership rows this run writes, as the store will hold them (so it can cache them
+    without re-reading): a record that changed entity is a member since this run."""
+    return written.select(uid, "entity_id", "row_hash", "entity_created_seq").join(
         before.select(uid, pl.col("entity_id").alias("_was"), pl.col("since_seq").alias("_since")), on=uid, how="left",
-    ).join(created, on="entity_id", how="left").select(
-        uid, "entity_id", "row_hash",
+    ).select(
+        pl.col(uid).alias("record_key"), "entity_id", "row_hash",
         pl.when(pl.col("entity_id") == pl.col("_was")).then(pl.col("_since")).otherwise(pl.lit(seq)).cast(pl.Int64)
         .alias("since_seq"),
-        pl.col("entity_created_seq").fill_null(seq).cast(pl.Int64),
+        pl.col("entity_created_seq").cast(pl.Int64),
     )
-    kept = before.join(rows.select(uid), on=uid, how="anti").select(rows.columns)
-    return pl.concat([kept, rows]).sort(uid).rename({uid: "record_key"})

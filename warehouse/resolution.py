@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from pathlib import Path
 from collections.abc import Iterable
 
 import polars as pl
@@ -13,6 +12,7 @@ import sqlalchemy as sa
 
 from warehouse import schema as s
 from warehouse.bulk import chunks, insert_frame, polars_type, read_frame
+from warehouse.frame_cache import FrameCache
 from warehouse.store import Warehouse, utcnow
 
 _EDGE_SCHEMA = {
@@ -41,29 +41,34 @@ class ResolutionStore(EntityTypeStore):
     def records(self, columns: Iterable[str]) -> pl.DataFrame:
         """Current standardised records, the columns resolution needs plus row_hash and station.
 
-        With a cache folder, the last read is kept as Parquet together with the batches it
-        covers; a later read fetches only the records of batches loaded since (records change
-        only by new batches), so an incremental run does not re-read a million rows.
+        With a cache folder, the records are kept as Parquet together with the batches they
+        cover; a later read fetches only the records of batches loaded since (records change
+        only by new batches) and appends them to the cache, so an incremental run neither
+        re-reads nor rewrites a million rows.
         """
         t = self.record_table
         wanted = list(dict.fromkeys(["record_key", "station_id", "row_hash", "batch_id", *columns]))
         cols = [t.c[c] for c in wanted if c in t.c]
         schema = {c.name: polars_type(c) for c in cols}
         loaded = self._loaded_batches()
-        cached = self._read_cache("records", schema)
+        cache = self._cache("records")
+        cached = cache.read(schema) if cache is not None else None
+        if cached is not None and set(cached[1]) <= set(loaded):
+            frame, covered = cached
+            new = sorted(set(loaded) - set(covered))
+            if not new:
+                return frame
+            with self.engine.connect() as conn:
+                fresh = pl.concat([read_frame(conn, sa.select(*cols).where(t.c.batch_id.in_(chunk)), schema=schema)
+                                   for chunk in chunks(new, 500)])
+            # a record in two new batches: the later load wins, as the upsert did in the table
+            fresh = fresh.unique("record_key", keep="last", maintain_order=True)
+            cache.append(fresh, loaded, expect=covered, previous=frame)
+            return pl.concat([frame.join(fresh.select("record_key"), on="record_key", how="anti"), fresh])
         with self.engine.connect() as conn:
-            if cached is not None and set(cached[1]) <= set(loaded):
-                frame, covered = cached
-                new = sorted(set(loaded) - set(covered))
-                if not new:
-                    return frame
-                parts = [read_frame(conn, sa.select(*cols).where(t.c.batch_id.in_(chunk)), schema=schema)
-                         for chunk in chunks(new, 500)]
-                fresh = pl.concat(parts)
-                frame = pl.concat([frame.join(fresh.select("record_key"), on="record_key", how="anti"), fresh]).sort("record_key")
-            else:
-                frame = read_frame(conn, sa.select(*cols).order_by(t.c.record_key), schema=schema)
-        self._write_cache("records", frame, loaded)
+            frame = read_frame(conn, sa.select(*cols).order_by(t.c.record_key), schema=schema)
+        if cache is not None:
+            cache.write(frame, loaded)
         return frame
 
     def _loaded_batches(self) -> list[str]:
@@ -72,32 +77,10 @@ class ResolutionStore(EntityTypeStore):
             return list(conn.scalars(sa.select(b.c.batch_id).where(
                 b.c.entity_type == self.entity_type, b.c.status == "loaded")))
 
-    def _cache_path(self, name: str) -> Path | None:
+    def _cache(self, name: str) -> FrameCache | None:
         if self.store.cache_dir is None:
             return None
-        return self.store.cache_dir / f"{self.entity_type}-{name}.parquet"
-
-    def _read_cache(self, name: str, schema: dict) -> tuple[pl.DataFrame, list] | None:
-        path = self._cache_path(name)
-        if path is None or not path.exists():
-            return None
-        try:
-            frame = pl.read_parquet(path)
-            key = json.loads(pl.read_parquet_metadata(path)["enteronce_key"])
-        except Exception:  # noqa: BLE001 - a damaged cache is just a miss
-            return None
-        if dict(frame.schema) != schema:
-            return None
-        return frame, key
-
-    def _write_cache(self, name: str, frame: pl.DataFrame, key: object) -> None:
-        path = self._cache_path(name)
-        if path is None:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
-        frame.write_parquet(partial, metadata={"enteronce_key": json.dumps(key)})
-        partial.replace(path)  # readers see the old file or the new one, never half of one
+        return FrameCache(self.store.cache_dir / f"{self.entity_type}-{name}", key="record_key")
 
     def model(self) -> tuple[str, str] | None:
         t = s.resolution_models
@@ -112,8 +95,10 @@ class ResolutionStore(EntityTypeStore):
         latest = self.next_seq() - 1
         schema = {"record_key": pl.String, "entity_id": pl.String, "row_hash": pl.String, "since_seq": pl.Int64,
                   "entity_created_seq": pl.Int64}
-        cached = self._read_cache("membership", schema)
+        cache = self._cache("membership")
+        cached = cache.read(schema) if cache is not None else None
         if cached is not None and cached[1] == latest:
+            self._membership_read = (cached[0], latest)
             return cached[0]
         m, e = s.entity_membership, s.entities
         stmt = (
@@ -124,7 +109,9 @@ class ResolutionStore(EntityTypeStore):
         )
         with self.engine.connect() as conn:
             frame = read_frame(conn, stmt, schema=schema)
-        self._write_cache("membership", frame, latest)
+        if cache is not None:
+            cache.write(frame, latest)
+        self._membership_read = (frame, latest)
         return frame
 
     def edges(self, decision: str | None = None) -> pl.DataFrame:
@@ -229,15 +216,12 @@ class ResolutionStore(EntityTypeStore):
         membership: pl.DataFrame,
         entity_changes: pl.DataFrame,
         started_at: dt.datetime,
-        full_membership: pl.DataFrame | None = None,
     ) -> int:
         """Record run `seq` (from next_seq) in one transaction; returns it.
 
-        `membership` holds the rows this run wrote (record_key, entity_id, row_hash, since_seq);
-        `full_membership`, when given, the whole membership after it, kept as the cache.
-
-        `membership` holds the new state of every record the run re-clustered (record_key,
-        entity_id, row_hash); `entity_changes` the entities it created, updated or retired.
+        `membership` holds the rows this run wrote (record_key, entity_id, row_hash, since_seq,
+        entity_created_seq): records that are new, changed content or moved entity;
+        `entity_changes` the entities it created, updated or retired.
         """
         with self.store.transaction() as conn:
             conn.execute(s.resolution_runs.insert().values(
@@ -254,9 +238,21 @@ class ResolutionStore(EntityTypeStore):
             self._apply_entity_changes(conn, entity_changes, seq)
             conn.execute(s.resolution_runs.update().where(s.resolution_runs.c.seq == seq)
                          .values(finished_at=utcnow()))
-        if full_membership is not None:  # after commit: the cache never runs ahead of the warehouse
-            self._write_cache("membership", full_membership, seq)
+        self._cache_membership(membership, seq)
         return int(seq)
+
+    def _cache_membership(self, written: pl.DataFrame, seq: int) -> None:
+        """After commit, so the cache never runs ahead of the warehouse: the rows written are a
+        delta on the membership this store read at the start of the run."""
+        cache = self._cache("membership")
+        if cache is None:
+            return
+        read = getattr(self, "_membership_read", None)
+        if read is None:
+            self.membership()  # the run did not read it: cache the committed state afresh
+            return
+        frame, as_of = read
+        cache.append(written.select(frame.columns), seq, expect=as_of, previous=frame)
 
     def _replace_edges(self, conn: sa.Connection, dirty: pl.Series, edges: pl.DataFrame, seq: int) -> None:
         t = s.scored_pairs
@@ -270,7 +266,8 @@ class ResolutionStore(EntityTypeStore):
     def _replace_membership(self, conn: sa.Connection, membership: pl.DataFrame, seq: int) -> None:
         if membership.height == 0:
             return
-        frame = membership.with_columns(entity_type=pl.lit(self.entity_type), updated_seq=pl.lit(seq, pl.Int64))
+        frame = membership.select("record_key", "entity_id", "row_hash", "since_seq").with_columns(
+            entity_type=pl.lit(self.entity_type), updated_seq=pl.lit(seq, pl.Int64))
         insert_frame(conn, s.entity_membership, frame, replace=True)
 
     def _apply_entity_changes(self, conn: sa.Connection, changes: pl.DataFrame, seq: int) -> None:
