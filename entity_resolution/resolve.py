@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from entity_resolution.blocking import candidate_pairs, prepare
+from entity_resolution.blocking import candidate_pairs, prepare, sharing_blocks
 from entity_resolution.clustering import cluster
 from entity_resolution.comparisons import comparison_vectors
 from entity_resolution.config import EntitySettings
@@ -52,8 +52,12 @@ def score_pairs(
     """Block, compare and score; train the model first when none is given."""
     clock: dict[str, float] = {}
     t = time.perf_counter()
+    population = records.height
+    if new_keys is not None and model is not None:
+        # the stored model carries its term frequencies: scoring needs only the pairs' records
+        records = sharing_blocks(records, settings, new_keys)
     prepared = prepare(records, settings)
-    pairs, stats = candidate_pairs(prepared, settings, new_keys=new_keys)
+    pairs, stats = candidate_pairs(prepared, settings, new_keys=new_keys, population=population)
     clock["blocking"] = time.perf_counter() - t
     t = time.perf_counter()
     gamma = comparison_vectors(pairs, prepared, settings)

@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from connectors.simulate.export import simulate_person_records
-from entity_resolution.blocking import candidate_pairs, pair_completeness, prepare
+from entity_resolution.blocking import candidate_pairs, pair_completeness, prepare, sharing_blocks
 from entity_resolution.config import EntitySettings, load_resolution
 from entity_resolution.standardise import standardise_persons
 
@@ -134,6 +134,12 @@ def test_incremental_pairs_are_exactly_the_full_pairs_touching_new_records(simul
     assert dict(zip(inc_stats["rule"], inc_stats["pairs_new"], strict=True)) == {
         r: int(per_rule.filter(pl.col("first_rule") == r)["len"].sum()) for r in inc_stats["rule"]
     }
+    # Blocking only the records that share a block with a new one gives the same pairs and stats.
+    subset = sharing_blocks(records, person, new)
+    assert subset.height < records.height / 2
+    sub, sub_stats = candidate_pairs(subset, person, new_keys=new, population=records.height)
+    assert sub.sort("left_id", "right_id").to_dicts() == expected.sort("left_id", "right_id").to_dicts()
+    assert sub_stats.to_dicts() == inc_stats.to_dicts()
 
 
 def test_default_person_rules_find_nearly_all_true_pairs(simulated) -> None:

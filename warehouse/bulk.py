@@ -82,6 +82,24 @@ def chunks(items: list, size: int = 5000) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def key_table(conn: sa.Connection, values: list[str], name: str = "_keys") -> sa.Table:
+    """A temporary one-column table holding `values`, to join against instead of IN lists.
+
+    Thousands of chunked `IN (...)` queries made the first publication of a million entities
+    take minutes; one bulk-filled temporary table and one join take seconds. The table lives
+    as long as the connection (or, on PostgreSQL, the transaction), and is refilled per call.
+    """
+    table = sa.Table(name, sa.MetaData(), sa.Column("key", sa.String, primary_key=True), prefixes=["TEMPORARY"])
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f'CREATE TEMP TABLE IF NOT EXISTS "{name}" (key text PRIMARY KEY) ON COMMIT DROP')
+    else:
+        conn.exec_driver_sql(f'CREATE TEMP TABLE IF NOT EXISTS "{name}" (key TEXT PRIMARY KEY)')
+    conn.exec_driver_sql(f'DELETE FROM "{name}"')
+    keys = pl.DataFrame({"key": values}, schema={"key": pl.String}).unique()
+    insert_frame(conn, table, keys)
+    return table
+
+
 def _quoted(names: list[str]) -> str:
     return ", ".join(f'"{c}"' for c in names)
 

@@ -9,7 +9,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from warehouse import schema as s
-from warehouse.bulk import chunks, insert_frame, polars_type, read_frame
+from warehouse.bulk import insert_frame, key_table, polars_type, read_frame
 from warehouse.resolution import EntityTypeStore
 from warehouse.store import Warehouse, utcnow
 
@@ -58,28 +58,22 @@ class GoldenStore(EntityTypeStore):
         names = {c.name for c in base}
         cols = [t.c[f] for f in dict.fromkeys(fields) if f in t.c and f not in names]
         schema = {c.name: polars_type(c) for c in [*base, *cols]}
-        parts = []
         with self.engine.connect() as conn:
-            for keys in chunks(entity_ids.to_list()):
-                stmt = (sa.select(*base, *cols)
-                        .join(t, t.c.record_key == m.c.record_key)
-                        .where(m.c.entity_type == self.entity_type, m.c.entity_id.in_(keys)))
-                parts.append(read_frame(conn, stmt, schema=schema))
-        if not parts:
-            return pl.DataFrame(schema=schema)
-        return pl.concat(parts)
+            keys = key_table(conn, entity_ids.to_list())
+            stmt = (sa.select(*base, *cols)
+                    .select_from(keys.join(m, m.c.entity_id == keys.c.key).join(t, t.c.record_key == m.c.record_key))
+                    .where(m.c.entity_type == self.entity_type))
+            return read_frame(conn, stmt, schema=schema)
 
     def current(self, entity_ids: pl.Series) -> pl.DataFrame:
         g = s.golden_records
         schema = {"entity_id": pl.String, "version": pl.Int64, "status": pl.String, "record": pl.String,
                   "provenance": pl.String}
-        parts = []
         with self.engine.connect() as conn:
-            for keys in chunks(entity_ids.to_list()):
-                stmt = sa.select(g.c.entity_id, g.c.version, g.c.status, g.c.record, g.c.provenance).where(
-                    g.c.entity_id.in_(keys))
-                parts.append(read_frame(conn, stmt, schema=schema))
-        return pl.concat(parts) if parts else pl.DataFrame(schema=schema)
+            keys = key_table(conn, entity_ids.to_list())
+            stmt = sa.select(g.c.entity_id, g.c.version, g.c.status, g.c.record, g.c.provenance).select_from(
+                keys.join(g, g.c.entity_id == keys.c.key))
+            return read_frame(conn, stmt, schema=schema)
 
     # -- the one write -------------------------------------------------------------------------
     def commit(self, *, golden: pl.DataFrame, versions: pl.DataFrame, events: pl.DataFrame,
@@ -99,8 +93,9 @@ class GoldenStore(EntityTypeStore):
                     entity_type=pl.lit(self.entity_type), updated_at=pl.lit(now)), replace=True)
             if versions.height:
                 v = s.golden_versions
-                for ids in chunks(versions["entity_id"].unique().to_list()):
-                    conn.execute(v.update().where(v.c.entity_id.in_(ids), v.c.valid_to.is_(None)).values(valid_to=now))
+                keys = key_table(conn, versions["entity_id"].unique().to_list())
+                conn.execute(v.update().where(v.c.entity_id.in_(sa.select(keys.c.key)), v.c.valid_to.is_(None))
+                             .values(valid_to=now))
                 insert_frame(conn, v, versions.with_columns(
                     entity_type=pl.lit(self.entity_type), valid_from=pl.lit(now), valid_to=pl.lit(None, pl.Datetime("us", "UTC"))))
             if events.height:
