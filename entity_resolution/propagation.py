@@ -129,8 +129,11 @@ def run_golden(store: GoldenStore, settings: SurvivorshipSettings, *, entity_typ
             _op_rank().alias("_rank"),
         )
         .sort("_rank", "entity_id")
-        .with_columns(pl.struct("entity_id", "version", "op").map_elements(
-            lambda r: event_id(r["entity_id"], r["version"], r["op"]), return_dtype=pl.String).alias("event_id"))
+    )
+    events = (
+        events.with_columns(pl.Series("event_id", [
+            event_id(e, v, o) for e, v, o in zip(events["entity_id"], events["version"], events["op"])],
+            dtype=pl.String))
         .with_columns(
             pl.when(pl.col("changed_fields").list.len() == 0).then(pl.lit("[]"))
             .otherwise(pl.concat_str(pl.lit('["'), pl.col("changed_fields").list.join('","'), pl.lit('"]')))

@@ -114,10 +114,13 @@ class ResolutionStore(EntityTypeStore):
         self._membership_read = (frame, latest)
         return frame
 
-    def edges(self, decision: str | None = None) -> pl.DataFrame:
+    def edges(self, decision: str | None = None, *, weights: bool = True) -> pl.DataFrame:
+        """Stored pairs; without `weights`, the bulky per-comparison JSON is left in the table
+        (clustering reads a million of these per run and needs only ids and probability)."""
         t = s.scored_pairs
-        stmt = sa.select(t.c.left_id, t.c.right_id, t.c.match_probability, t.c.match_weight, t.c.decision,
-                         t.c.weights, t.c.run_seq).where(t.c.entity_type == self.entity_type)
+        cols = [t.c.left_id, t.c.right_id, t.c.match_probability, t.c.match_weight, t.c.decision,
+                *([t.c.weights] if weights else []), t.c.run_seq]
+        stmt = sa.select(*cols).where(t.c.entity_type == self.entity_type)
         if decision is not None:
             stmt = stmt.where(t.c.decision == decision)
         with self.engine.connect() as conn:
