@@ -61,8 +61,10 @@ class GoldenStore(EntityTypeStore):
         with self.engine.connect() as conn:
             keys = key_table(conn, entity_ids.to_list())
             stmt = (sa.select(*base, *cols)
-                    .select_from(keys.join(m, m.c.entity_id == keys.c.key).join(t, t.c.record_key == m.c.record_key))
-                    .where(m.c.entity_type == self.entity_type))
+                    .join(t, t.c.record_key == m.c.record_key)
+                    # entity ids are unique across types: filtering by type too would steer
+                    # SQLite to the type index and a scan of every membership row
+                    .where(m.c.entity_id.in_(sa.select(keys.c.key))))
             return read_frame(conn, stmt, schema=schema)
 
     def current(self, entity_ids: pl.Series) -> pl.DataFrame:
@@ -71,8 +73,8 @@ class GoldenStore(EntityTypeStore):
                   "provenance": pl.String}
         with self.engine.connect() as conn:
             keys = key_table(conn, entity_ids.to_list())
-            stmt = sa.select(g.c.entity_id, g.c.version, g.c.status, g.c.record, g.c.provenance).select_from(
-                keys.join(g, g.c.entity_id == keys.c.key))
+            stmt = sa.select(g.c.entity_id, g.c.version, g.c.status, g.c.record, g.c.provenance).where(
+                g.c.entity_id.in_(sa.select(keys.c.key)))  # an index lookup per key, not a scan
             return read_frame(conn, stmt, schema=schema)
 
     # -- the one write -------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from warehouse import schema as s
-from warehouse.bulk import chunks, insert_frame, polars_type, read_frame
+from warehouse.bulk import chunks, insert_frame, key_table, polars_type, read_frame
 from warehouse.frame_cache import FrameCache
 from warehouse.store import Warehouse, utcnow
 
@@ -259,9 +259,11 @@ class ResolutionStore(EntityTypeStore):
 
     def _replace_edges(self, conn: sa.Connection, dirty: pl.Series, edges: pl.DataFrame, seq: int) -> None:
         t = s.scored_pairs
-        for part in chunks(dirty.to_list()):
-            conn.execute(t.delete().where(t.c.entity_type == self.entity_type,
-                                          sa.or_(t.c.left_id.in_(part), t.c.right_id.in_(part))))
+        if dirty.len():
+            keys = sa.select(key_table(conn, dirty.to_list()).c.key)
+            # one side at a time: each uses its index, where an OR scans every pair of the type
+            for side in (t.c.left_id, t.c.right_id):
+                conn.execute(t.delete().where(t.c.entity_type == self.entity_type, side.in_(keys)))
         if edges.height:
             insert_frame(conn, t, edges.with_columns(entity_type=pl.lit(self.entity_type), run_seq=pl.lit(seq)),
                          replace=True)
