@@ -238,8 +238,12 @@ def recluster(
     judgements: pl.DataFrame | None = None,
     distinct_valid: Sequence[tuple[str, str]] = DEFAULT_DISTINCT_VALID,
     unique_id: str = "record_key",
+    scope_only: bool = False,
 ) -> pl.DataFrame:
     """Full-run membership computed by re-clustering only what `changed` can reach.
+
+    With `scope_only`, just the re-clustered records are returned: every other record keeps
+    its previous cluster, so a caller that holds those need not copy a million of them.
 
     previous: unique_id, cluster_key, where cluster_key may be any cluster label (the stored
     entity ids do). changed: as for `affected_records`. records: all current records; those
@@ -266,6 +270,8 @@ def recluster(
         distinct_valid=distinct_valid,
         unique_id=unique_id,
     )
+    if scope_only:
+        return sub
     # Untouched clusters are whole, so relabelling them by their smallest key gives the label a
     # full run would give, whatever labels `previous` used (cluster keys or entity ids).
     kept = (

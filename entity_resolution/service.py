@@ -145,20 +145,17 @@ def run_resolution(
         ])
         clusters = recluster(
             records, match_edges, membership.select(uid, pl.col("entity_id").alias("cluster_key")), changed,
-            judgements=judgements, distinct_valid=distinct, unique_id=uid,
+            judgements=judgements, distinct_valid=distinct, unique_id=uid, scope_only=True,
         )
+        # Records outside the re-clustered scope keep their entity; the scope holds whole
+        # previous entities, so ids are settled inside it.
+        previous = previous.join(clusters.select(uid), on=uid, how="semi")
+    # New ids hash a record key of the scope; they must not take an id that is live outside it
+    # or was ever retired.
+    issued = store.retired_ids()
     if mode == "incremental":
-        # Records outside the re-clustered scope kept their entity (their cluster key is that
-        # entity id): ids are assigned only inside the scope, which holds whole previous entities.
-        was = membership.select(uid, pl.col("entity_id").alias("_was"))
-        clusters = clusters.join(was, on=uid, how="left").filter(
-            pl.col("_was").is_null() | (pl.col("cluster_key") != pl.col("_was"))).drop("_was")
-        in_scope = clusters[uid].implode()
-        previous = previous.filter(pl.col(uid).is_in(in_scope)) if previous is not None else None
-    # Ids still in use outside the scope cannot collide (new ids hash a record key of the scope);
-    # retired ids can, and are never to come back.
-    assigned, changes = assign_entity_ids(clusters, previous, prefix=prefix, run_seq=seq,
-                                          issued_ids=store.retired_ids())
+        issued = pl.concat([issued, membership["entity_id"].unique()])
+    assigned, changes = assign_entity_ids(clusters, previous, prefix=prefix, run_seq=seq, issued_ids=issued)
     clock["clustering"] = time.perf_counter() - t
 
     sizes = assigned.group_by("entity_id").len()["len"].value_counts().sort("len")
@@ -166,6 +163,7 @@ def run_resolution(
         "blocking": block_stats.to_dicts(),
         "ops": changes.group_by("op").len().sort("op").to_dicts() if changes.height else [],
         "cluster_sizes": {str(k): int(v) for k, v in sizes.iter_rows()},
+        "cluster_sizes_of": "all entities" if mode == "full" else "re-clustered entities",
         "timings": {k: round(v, 3) for k, v in clock.items()},
     }
     # only records whose entity or content changed need writing
