@@ -97,6 +97,7 @@ def run_resolution(
     t0 = time.perf_counter()
     uid = settings.unique_id
     records = store.records(needed_columns(settings))
+    clock["load_records"] = time.perf_counter() - t0
     membership = store.membership()
     judgements = store.judgements()
     stored_model = store.model()
@@ -113,6 +114,7 @@ def run_resolution(
         dirty = records.join(known, on=uid, how="left").filter(
             pl.col("_known_hash").is_null() | (pl.col("_known_hash") != pl.col("row_hash"))
         )[uid]
+    clock["find_changed"] = time.perf_counter() - t0 - clock["load"]
     seq = store.next_seq()
     last_run = store.last_run_started()
     fresh = judgements if last_run is None else judgements.filter(pl.col("judged_at") > last_run)
@@ -133,6 +135,7 @@ def run_resolution(
                            distinct_valid=distinct, unique_id=uid)
     else:
         dirty_set = dirty.implode()
+        t_edges = time.perf_counter()
         kept = store.edges("match", weights=False).filter(
             ~(pl.col("left_id").is_in(dirty_set) | pl.col("right_id").is_in(dirty_set)))
         match_cols = ["left_id", "right_id", "match_probability"]
@@ -143,6 +146,7 @@ def run_resolution(
             pl.DataFrame({"left_id": dirty, "right_id": dirty}),  # a changed record may have lost edges
             fresh.select("left_id", "right_id"),  # a new verdict re-clusters its pair
         ])
+        clock["read_edges"] = time.perf_counter() - t_edges
         clusters = recluster(
             records, match_edges, membership.select(uid, pl.col("entity_id").alias("cluster_key")), changed,
             judgements=judgements, distinct_valid=distinct, unique_id=uid, scope_only=True,
@@ -155,7 +159,9 @@ def run_resolution(
     issued = store.retired_ids()
     if mode == "incremental":
         issued = pl.concat([issued, membership["entity_id"].unique()])
+    t_ids = time.perf_counter()
     assigned, changes = assign_entity_ids(clusters, previous, prefix=prefix, run_seq=seq, issued_ids=issued)
+    clock["entity_ids"] = time.perf_counter() - t_ids
     clock["clustering"] = time.perf_counter() - t
 
     sizes = assigned.group_by("entity_id").len()["len"].value_counts().sort("len")
@@ -176,11 +182,13 @@ def run_resolution(
             pl.col("_was").is_null() | (pl.col("_was") != pl.col("entity_id")) | (pl.col("_hash_was") != pl.col("row_hash"))
         )
     written = _written_membership(membership, membership_rows, uid, seq)
+    t_save = time.perf_counter()
     seq = store.save_run(
         seq=seq, mode=mode, records_considered=int(membership_rows.height), stats=stats, settings_hash=fingerprint,
         model_json=model.to_json() if retrain else None, dirty_keys=dirty,
         new_edges=new_edges, membership=written, entity_changes=changes, started_at=started,
     )
+    clock["save"] = time.perf_counter() - t_save
     return RunSummary(
         entity_type=entity_type, mode=mode, seq=seq, records=records.height, dirty=dirty.len(),
         pairs=pairs_count, matches=int((new_edges["decision"] == "match").sum()),
