@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from warehouse import schema as s
 from warehouse.bulk import insert_frame, key_table, polars_type, read_frame
-from warehouse.resolution import EntityTypeStore
+from warehouse.resolution import EntityTypeStore, not_held
 from warehouse.store import Warehouse, utcnow
 
 
@@ -64,7 +64,7 @@ class GoldenStore(EntityTypeStore):
                     .join(t, t.c.record_key == m.c.record_key)
                     # entity ids are unique across types: filtering by type too would steer
                     # SQLite to the type index and a scan of every membership row
-                    .where(m.c.entity_id.in_(sa.select(keys.c.key))))
+                    .where(m.c.entity_id.in_(sa.select(keys.c.key)), not_held(t.c.batch_id)))
             return read_frame(conn, stmt, schema=schema)
 
     def current(self, entity_ids: pl.Series) -> pl.DataFrame:

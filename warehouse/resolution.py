@@ -21,6 +21,13 @@ _EDGE_SCHEMA = {
 }
 
 
+def not_held(batch_id: sa.ColumnElement) -> sa.ColumnElement[bool]:
+    """Records of a batch that quality holds back (quality/, batch_holds) take no part in
+    resolution or golden records until the hold is released: they are not published."""
+    h = s.batch_holds
+    return ~sa.exists().where(h.c.batch_id == batch_id, h.c.released_at.is_(None))
+
+
 class EntityTypeStore:
     """The warehouse as seen by one entity type's step (resolution, golden records)."""
 
@@ -66,7 +73,8 @@ class ResolutionStore(EntityTypeStore):
             cache.append(fresh, loaded, expect=covered, previous=frame)
             return pl.concat([frame.join(fresh.select("record_key"), on="record_key", how="anti"), fresh])
         with self.engine.connect() as conn:
-            frame = read_frame(conn, sa.select(*cols).order_by(t.c.record_key), schema=schema)
+            frame = read_frame(conn, sa.select(*cols).where(not_held(t.c.batch_id)).order_by(t.c.record_key),
+                               schema=schema)
         if cache is not None:
             cache.write(frame, loaded)
         return frame
@@ -75,7 +83,7 @@ class ResolutionStore(EntityTypeStore):
         b = s.batches
         with self.engine.connect() as conn:
             return list(conn.scalars(sa.select(b.c.batch_id).where(
-                b.c.entity_type == self.entity_type, b.c.status == "loaded")))
+                b.c.entity_type == self.entity_type, b.c.status == "loaded", not_held(b.c.batch_id))))
 
     def _cache(self, name: str) -> FrameCache | None:
         if self.store.cache_dir is None:
