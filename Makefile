@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export DAGSTER_HOME ?= $(CURDIR)
 
-.PHONY: demo test ui bench bench-resolution bench-propagation install clean
+.PHONY: demo test ui bench bench-resolution bench-propagation bench-report bench-quality install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +30,18 @@ bench: $(STAMP)
 
 bench-propagation: $(STAMP)
 	$(BIN)/python benchmarks/propagation.py
+
+bench-feeds: $(STAMP)
+	$(BIN)/python benchmarks/feeds.py
+
+bench-feeds-api: $(STAMP)
+	$(BIN)/python benchmarks/feeds_api.py
+
+bench-report: $(STAMP)
+	$(BIN)/python benchmarks/report.py
+
+bench-quality: $(STAMP)
+	$(BIN)/python benchmarks/quality.py
 
 bench-resolution: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

@@ -120,6 +120,7 @@ def run(
 ) -> None:
     """Materialise every asset for the project, in-process, and print a summary."""
     from pipelines import progress
+    from pipelines.report_assets import report_path
     from pipelines.runner import materialize_project
     from warehouse import Warehouse
 
@@ -140,12 +141,14 @@ def run(
                   TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task("ingesting", total=None)
         progress.set_listener(lambda what, rows: bar.update(task, advance=rows, description=f"ingesting {what}"))
+        steps = {"resolution": "resolving and publishing", "quality": "validating (Great Expectations)",
+                 "feeds": "building subscribers' feeds", "report": "writing the audit report"}
+
         def on_run(key: str) -> None:
-            what = "resolving and publishing" if key == "resolution" else f"ingesting {key}"
-            bar.update(task, description=what)
+            bar.update(task, description=steps.get(key, f"ingesting {key}"))
 
         try:
-            materialize_project(project, station_ids, on_station=on_run)
+            results = materialize_project(project, station_ids, on_station=on_run)
         except Exception as exc:  # noqa: BLE001 - shown as a message when it is the user's to fix
             user = _user_error(exc)
             if user is None:
@@ -154,6 +157,9 @@ def run(
         finally:
             progress.set_listener(None)
     _print_summary(Warehouse(project.warehouse_url), station_ids, started)
+    report = report_path(results[-1]) if results else None
+    if report:
+        console.print(f"Audit report: [bold]{report}[/] (open it in a browser)")
 
 
 def _print_summary(store, station_ids: list[str], started: dt.datetime) -> None:
@@ -451,9 +457,12 @@ def list_events(
     console.print(table)
 
 
-# MARKER:cli-feeds (subscription, audit, feed)
-# MARKER:cli-api (token, serve, feed pull)
-# MARKER:cli-quality (report)
+# The other command groups live in their own modules; they register here, after every command
+# above, because they import helpers from this module.
+from pipelines import cli_api, cli_feeds, cli_quality, cli_report  # noqa: E402
+
+for _module in (cli_feeds, cli_api, cli_report, cli_quality):
+    _module.register(app)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -7,9 +7,12 @@ import os
 import dagster as dg
 
 from pipelines.assets import ingest_job, station_records
+from pipelines.feed_assets import FEED_ASSETS, FEED_SENSORS
 from pipelines.golden_assets import GOLDEN_ASSETS
-from pipelines.resolution_assets import RESOLUTION_ASSETS
 from pipelines.project import default_config_dir
+from pipelines.quality_assets import QUALITY_ASSETS, QUALITY_SENSORS
+from pipelines.report_assets import REPORT_ASSETS, REPORT_SENSORS
+from pipelines.resolution_assets import RESOLUTION_ASSETS
 from pipelines.resources import ProjectResource
 from pipelines.sensors import station_drops_sensor
 
@@ -30,12 +33,9 @@ automation = dg.AutomationConditionSensorDefinition(
     minimum_interval_seconds=30,
 )
 
-# MARKER:defs-feeds
-# MARKER:defs-quality
-
 defs = dg.Definitions(
-    assets=[station_records, *RESOLUTION_ASSETS, *GOLDEN_ASSETS],
+    assets=[station_records, *RESOLUTION_ASSETS, *GOLDEN_ASSETS, *QUALITY_ASSETS, *FEED_ASSETS, *REPORT_ASSETS],
     jobs=[ingest_job],
-    sensors=[station_drops_sensor, automation],
+    sensors=[station_drops_sensor, automation, *QUALITY_SENSORS, *FEED_SENSORS, *REPORT_SENSORS],
     resources={"project": project_resource()},
 )

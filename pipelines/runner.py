@@ -8,16 +8,16 @@ from collections.abc import Callable
 import dagster as dg
 
 from pipelines.assets import station_records
+from pipelines.feed_assets import FEED_ASSETS, run_feeds
 from pipelines.golden_assets import GOLDEN_ASSETS
-from pipelines.resolution_assets import RESOLUTION_ASSETS
 from pipelines.partitions import stations_partitions
 from pipelines.project import Project
+from pipelines.quality_assets import QUALITY_ASSETS, data_quality
+from pipelines.report_assets import REPORT_ASSETS
+from pipelines.resolution_assets import RESOLUTION_ASSETS
 from pipelines.resources import ProjectResource
 
-ASSETS = [station_records, *RESOLUTION_ASSETS, *GOLDEN_ASSETS]
-# MARKER:runner-assets-quality (ASSETS += ...)
-# MARKER:runner-assets-feeds (ASSETS += ...)
-# MARKER:runner-assets-report (ASSETS += ...)
+ASSETS = [station_records, *RESOLUTION_ASSETS, *GOLDEN_ASSETS, *QUALITY_ASSETS, *FEED_ASSETS, *REPORT_ASSETS]
 # The CLI draws its own progress; Dagster's console logger only speaks up for warnings.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -34,8 +34,9 @@ def materialize_project(
     *,
     resolve: bool = True,
 ) -> list[dg.ExecuteInProcessResult]:
-    """One run per station partition, as the drop sensor launches them, then one resolution run,
-    in this process.
+    """One run per station partition, as the drop sensor launches them, then what the
+    automation sensors launch after them: resolution and publication, data quality, the
+    subscribers' feeds and the audit report, in this process. The report's run comes last.
 
     A run that fails raises (after earlier stations committed: each drop is its own transaction,
     so rerunning resumes cleanly).
@@ -46,18 +47,25 @@ def materialize_project(
     if missing:
         instance.add_dynamic_partitions(stations_partitions.name, missing)
     resources = {"project": ProjectResource(config_dir=str(project.config_dir), warehouse_url=project.warehouse_url)}
+
+    def run(**kwargs) -> dg.ExecuteInProcessResult:
+        return dg.materialize(ASSETS, instance=instance, resources=resources, run_config=QUIET, **kwargs)
+
+    def step(name: str) -> None:
+        if on_station is not None:
+            on_station(name)
+
     results = []
     for key in station_ids:
-        if on_station is not None:
-            on_station(key)
-        results.append(dg.materialize(ASSETS, instance=instance, resources=resources, partition_key=key,
-                                      run_config=QUIET, selection=[station_records]))
+        step(key)
+        results.append(run(partition_key=key, selection=[station_records]))
     if resolve:
-        if on_station is not None:
-            on_station("resolution")
-        results.append(dg.materialize(ASSETS, instance=instance, resources=resources, run_config=QUIET,
-                                      selection=[*RESOLUTION_ASSETS, *GOLDEN_ASSETS]))
-        # MARKER:runner-after-publication-quality
-        # MARKER:runner-after-publication-feeds
-        # MARKER:runner-after-publication-report
+        step("resolution")
+        results.append(run(selection=[*RESOLUTION_ASSETS, *GOLDEN_ASSETS]))
+        step("quality")
+        results.append(run(selection=[data_quality]))
+        step("feeds")
+        results.extend(run_feeds(project, instance, ASSETS, resources, QUIET))
+        step("report")
+        results.append(run(selection=REPORT_ASSETS))
     return results

@@ -325,11 +325,143 @@ golden_state = sa.Table(
     sa.Column("updated_at", TS, nullable=False),
 )
 
-# -- feeds: cursors, deliveries (issue 5; migration 0004) ------------------------------------
-# MARKER:feeds
+# -- feeds: cursors and the delivery log (migration 0004) --------------------------------------
+# How far each subscriber has received its feed, per channel (file | api): the snapshot's seq and
+# the last acknowledged event seq. Only ever moves forward (warehouse/feeds.py).
+feed_cursors = sa.Table(
+    "feed_cursors",
+    metadata,
+    sa.Column("subscriber_id", sa.String(64), primary_key=True),
+    sa.Column("channel", sa.String(16), primary_key=True),  # file | api
+    sa.Column("acked_seq", sa.Integer),
+    sa.Column("snapshot_seq", sa.Integer),
+    sa.Column("updated_at", TS, nullable=False),
+)
 
-# -- feed API tokens (issue 5; migration 0005) -----------------------------------------------
-# MARKER:feed_tokens
+# The audit log of every delivery, append-only: who received which entities and which personal
+# fields at which masking level, when, through which channel and token.
+feed_deliveries = sa.Table(
+    "feed_deliveries",
+    metadata,
+    sa.Column("delivery_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("subscriber_id", sa.String(64), nullable=False),
+    sa.Column("token_id", sa.String(64)),
+    sa.Column("channel", sa.String(16), nullable=False),  # file | api
+    sa.Column("kind", sa.String(16), nullable=False),  # events | snapshot
+    sa.Column("seq_from", sa.Integer),
+    sa.Column("seq_to", sa.Integer),
+    sa.Column("event_count", sa.Integer, nullable=False),
+    sa.Column("entity_count", sa.Integer, nullable=False),
+    sa.Column("entity_ids", sa.JSON, nullable=False),  # list of entity ids
+    sa.Column("fields", sa.JSON, nullable=False),  # field -> full | masked, fields actually delivered
+    sa.Column("delivered_at", TS, nullable=False),
+    sa.Index(None, "subscriber_id", "delivered_at"),
+)
 
-# -- data quality: validation results, scores, correction tasks (issue 6; migration 0006) ----
-# MARKER:quality
+# -- feed API tokens (migration 0005) -------------------------------------------------------
+# Bearer tokens of the feed API: only the SHA-256 of each token is kept; the token itself is shown
+# once, when it is issued. A revoked token keeps its row (revoked_at) so the audit log can name it.
+feed_tokens = sa.Table(
+    "feed_tokens",
+    metadata,
+    sa.Column("token_id", sa.String(40), primary_key=True),
+    sa.Column("subscriber_id", sa.String(64), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("label", sa.String(200)),
+    sa.Column("issued_at", TS, nullable=False),
+    sa.Column("revoked_at", TS),
+    sa.Index(None, "subscriber_id"),
+)
+
+# -- data quality: validation results, scores, holds, correction tasks (migration 0006) -------
+
+# One row per suite run on one batch (or one station, or the golden records): what the report
+# and the Dagster checks show; results per expectation below it.
+validation_runs = sa.Table(
+    "validation_runs",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("suite", sa.String(64), nullable=False),
+    sa.Column("data_asset", sa.String(32), nullable=False),  # raw | standardised | golden
+    sa.Column("entity_type", sa.String(32), nullable=False),
+    sa.Column("station_id", sa.String(64)),
+    sa.Column("batch_id", sa.String(160)),
+    sa.Column("success", sa.Boolean, nullable=False),
+    sa.Column("evaluated", sa.Integer, nullable=False),
+    sa.Column("successful", sa.Integer, nullable=False),
+    sa.Column("started_at", TS, nullable=False),
+    sa.Column("finished_at", TS, nullable=False),
+    sa.Column("data_docs_path", sa.Text),
+    sa.Index(None, "station_id", "batch_id"),
+    sa.Index(None, "batch_id"),
+)
+
+validation_results = sa.Table(
+    "validation_results",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("expectation_id", sa.String(128), primary_key=True),
+    sa.Column("expectation_type", sa.String(128), nullable=False),
+    sa.Column("column_name", sa.String(64)),
+    sa.Column("dimension", sa.String(16), nullable=False),
+    sa.Column("success", sa.Boolean, nullable=False),
+    sa.Column("element_count", sa.Integer),
+    sa.Column("unexpected_count", sa.Integer),
+    sa.Column("unexpected_percent", sa.Float),
+    sa.Column("observed_value", sa.Text),  # JSON
+    sa.Column("sample_rows", sa.Text),  # JSON list of up to 10 {record_key, value}
+)
+
+station_scores = sa.Table(
+    "station_scores",
+    metadata,
+    sa.Column("station_id", sa.String(64), primary_key=True),
+    sa.Column("entity_type", sa.String(32), primary_key=True),
+    sa.Column("batch_id", sa.String(160), primary_key=True),
+    sa.Column("dimension", sa.String(16), primary_key=True),
+    sa.Column("score", sa.Float, nullable=False),  # 0-100
+    sa.Column("computed_at", TS, nullable=False),
+)
+
+correction_tasks = sa.Table(
+    "correction_tasks",
+    metadata,
+    sa.Column("task_id", sa.String(64), primary_key=True),  # hash of station, record, field, kind
+    sa.Column("station_id", sa.String(64), nullable=False),
+    sa.Column("record_key", sa.String(200), nullable=False),
+    sa.Column("entity_type", sa.String(32), nullable=False),
+    sa.Column("entity_id", sa.String(64)),
+    sa.Column("field", sa.String(64), nullable=False),
+    sa.Column("station_value", sa.Text),
+    sa.Column("expected_value", sa.Text),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("source", sa.String(32), nullable=False),  # expectation | golden_disagreement
+    sa.Column("status", sa.String(8), nullable=False),  # open | closed
+    sa.Column("opened_at", TS, nullable=False),
+    sa.Column("opened_batch", sa.String(160), nullable=False),
+    sa.Column("closed_at", TS),
+    sa.Column("closed_batch", sa.String(160)),
+    sa.Index(None, "station_id", "status"),
+    sa.Index(None, "record_key"),
+)
+
+# A batch that failed reconciliation or exceeded the invalid-ID rate: its records are not published.
+batch_holds = sa.Table(
+    "batch_holds",
+    metadata,
+    sa.Column("batch_id", sa.String(160), primary_key=True),
+    sa.Column("station_id", sa.String(64), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("held_at", TS, nullable=False),
+    sa.Column("released_at", TS),
+)
+
+# How far the correction-task pass has caught up (name -> value), so each pass only looks at
+# what changed since the last one.
+quality_state = sa.Table(
+    "quality_state",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Integer, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+)

@@ -3,6 +3,7 @@
 `simulate_network(out, stations=..., persons=..., seed=...)` writes, under `out/`:
 
 - `stations.yaml`: the network's config (valid for `connectors.config.load_stations`);
+- `subscriptions.yaml`: a feed subscriber per station plus a department (`feeds.config`);
 - `stations/<station_id>/residents.<csv|tsv|jsonl|xlsx>` and `organisations.<...>`;
 - SQL stations' tables, by default in `station_systems.sqlite` (or in the database at `sql_url`);
 - `truth.csv`: `record_key,entity_id` for every record written, broken rows included.
@@ -23,6 +24,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from connectors.simulate.config_writer import write_stations_yaml
+from connectors.simulate.subscriptions_writer import write_subscriptions_yaml
 from connectors.simulate.network import Network, StationProfile, build_network
 from connectors.simulate.noise import DEFAULT_NOISE, NoiseRates, organisation_noise, person_noise
 from connectors.simulate.orgs import generate_organisations, organisation_residences
@@ -38,6 +40,7 @@ __all__ = [
 
 SQLITE_FILE = "station_systems.sqlite"
 STATIONS_YAML = "stations.yaml"
+SUBSCRIPTIONS_YAML = "subscriptions.yaml"
 TRUTH_CSV = "truth.csv"
 BROKEN_MIN_PERSONS = 3000  # broken rows only in runs at least this big
 
@@ -165,6 +168,7 @@ def simulate_network(
 
     yaml_path = out / STATIONS_YAML
     write_stations_yaml(yaml_path, net.stations, sources_by_station, sql_config_url)
+    write_subscriptions_yaml(out / SUBSCRIPTIONS_YAML, net.stations)
 
     movers = int(
         p_rec.group_by("pid").agg(pl.col("station_idx").n_unique().alias("n")).filter(pl.col("n") > 1).height

@@ -1,0 +1,74 @@
+"""Write `subscriptions.yaml` for the simulated network: one subscriber per station (its
+jurisdiction and its own records, as a station officer sees them: ID numbers and phones masked)
+and one department with a city-wide, more strongly masked view. Validated by
+`feeds.config.load_subscriptions` (not imported here: connectors write plain YAML)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from connectors.simulate.network import StationProfile
+
+ADDRESS_PARTS = ["addr_district", "addr_street", "addr_community", "addr_road", "addr_number",
+                 "addr_building", "addr_unit", "addr_room"]
+PERSON_FIELDS = ["name_norm", "sex", "birth_date", "id_number", "phone", "address", *ADDRESS_PARTS, "area_code"]
+ORGANISATION_FIELDS = ["name_norm", "credit_code", "legal_rep_norm", "phone", "address", *ADDRESS_PARTS, "area_code"]
+
+MASKING = {
+    "id_number": {"kind": "partial", "keep_first": 6, "keep_last": 4},   # 500101********123X
+    "phone": {"kind": "partial", "keep_first": 3, "keep_last": 4},       # 138****5678
+    "name_norm": {"kind": "partial", "keep_first": 1},                   # 张*
+    "legal_rep_norm": {"kind": "partial", "keep_first": 1},
+    "address": {"kind": "address", "level": "community"},                # down to the community
+    "birth_date": {"kind": "date", "keep": "year"},                      # 1990
+}
+
+ROLES = {
+    "station_officer": {
+        "default": "hidden",
+        "fields": {
+            "name_norm": "full", "sex": "full", "birth_date": "full", "id_number": "masked", "phone": "masked",
+            "address": "full", **{p: "full" for p in ADDRESS_PARTS}, "area_code": "full",
+            "credit_code": "full", "legal_rep_norm": "full",
+        },
+    },
+    "department_analyst": {
+        "default": "hidden",
+        "fields": {
+            "name_norm": "masked", "sex": "full", "birth_date": "masked", "address": "masked",
+            "addr_district": "full", "addr_street": "full", "addr_community": "full", "area_code": "full",
+        },
+    },
+}
+
+
+def subscriptions_doc(stations: list[StationProfile]) -> dict:
+    subscribers = [{
+        "id": st.id, "kind": "station", "name": st.name, "station_id": st.id,
+        "entity_types": ["person", "organisation"],
+        "scope": {"area_codes": list(st.jurisdiction), "own_records": True},
+        "fields": list(dict.fromkeys(PERSON_FIELDS + ORGANISATION_FIELDS)),
+        "role": "station_officer",
+        "delivery": {"formats": ["jsonl", "csv", "parquet"]},
+    } for st in stations]
+    districts = sorted({st.district_code for st in stations})
+    subscribers.append({
+        "id": "civil_affairs", "kind": "department", "name": "民政局（全市）",
+        "entity_types": ["person"],
+        "scope": {"area_codes": districts},
+        "fields": PERSON_FIELDS,
+        "role": "department_analyst",
+        "delivery": {"formats": ["jsonl", "csv", "parquet"]},
+    })
+    return {"version": 1, "masking": MASKING, "roles": ROLES, "subscribers": subscribers}
+
+
+def write_subscriptions_yaml(path: Path, stations: list[StationProfile]) -> None:
+    header = (
+        "# Feed subscriptions of the synthetic network (`enteronce simulate`): deny by default;\n"
+        "# each subscriber sees its scope, its fields, masked per its role. See README, Feeds.\n"
+    )
+    text = yaml.safe_dump(subscriptions_doc(stations), allow_unicode=True, sort_keys=False, width=1000)
+    path.write_text(header + text, encoding="utf-8")

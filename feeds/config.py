@@ -1,0 +1,234 @@
+"""The `subscriptions.yaml` contract: who may receive which golden records, which fields, how masked.
+
+Deny by default: a project without the file has no subscribers, a subscriber sees only the
+entity types and scope it names, and only the fields that are both in its `fields` list and not
+`hidden` by its role. Roles and masking rules are config, so that a privacy officer can read and
+change them without touching code. Validated with pydantic at the edge; a bad file raises a
+ConfigError that names the file, the key path and what was expected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from connectors.config import load_yaml
+from connectors.errors import ConfigError
+from entity_resolution.config import format_validation_error
+
+SUBSCRIPTIONS_YAML = "subscriptions.yaml"
+SUBSCRIBER_ID = r"^[A-Za-z0-9_.-]{1,64}$"
+FIELD_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+Level = Literal["full", "masked", "hidden"]
+Format = Literal["jsonl", "csv", "parquet"]
+# Levels that are delivered, in the audit log's words.
+DELIVERED_LEVELS = ("full", "masked")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- masking rules ------------------------------------------------------------------------------
+class PartialRule(_Strict):
+    """Keep the first and last characters, mask the middle (ID numbers, phones, names)."""
+
+    kind: Literal["partial"] = "partial"
+    keep_first: int = Field(default=0, ge=0, le=64)
+    keep_last: int = Field(default=0, ge=0, le=64)
+    mask_char: str = Field(default="*", min_length=1, max_length=1)
+
+
+class AddressRule(_Strict):
+    """Cut an address down to an administrative level, rebuilt from the parsed addr_* parts."""
+
+    kind: Literal["address"]
+    level: Literal["district", "street", "community"] = "community"
+
+
+class DateRule(_Strict):
+    """Keep only the year (`1990`) or year and month (`1990-05`) of an ISO date."""
+
+    kind: Literal["date"]
+    keep: Literal["year", "month"] = "year"
+
+
+class RedactRule(_Strict):
+    """Replace the whole value with fixed text (the rule for masked fields without their own)."""
+
+    kind: Literal["redact"]
+    text: str = "***"
+
+
+MaskRule = Annotated[Union[PartialRule, AddressRule, DateRule, RedactRule], Field(discriminator="kind")]
+DEFAULT_RULE = RedactRule(kind="redact")
+
+
+def _rule_kind(data: object) -> object:
+    """`{keep_first: 6, keep_last: 4}` needs no `kind:`; partial is the common case."""
+    if isinstance(data, dict) and "kind" not in data:
+        return {**data, "kind": "partial"}
+    return data
+
+
+class Role(_Strict):
+    """Per field: full, masked or hidden; every field not named gets `default` (hidden)."""
+
+    default: Level = "hidden"
+    fields: dict[Annotated[str, Field(pattern=FIELD_NAME)], Level] = Field(default_factory=dict)
+
+    def level(self, field: str) -> Level:
+        return self.fields.get(field, self.default)
+
+
+# -- subscribers --------------------------------------------------------------------------------
+class Scope(_Strict):
+    area_codes: tuple[Annotated[str, Field(pattern=r"^[0-9]{1,12}$")], ...] = ()  # area-code prefixes
+    own_records: bool = False  # entities holding at least one record of the subscriber's station
+
+    @model_validator(mode="after")
+    def _something(self) -> "Scope":
+        if not self.area_codes and not self.own_records:
+            raise ValueError("scope needs area_codes (prefixes) and/or own_records: true")
+        return self
+
+
+class Delivery(_Strict):
+    formats: tuple[Format, ...] = Field(default=("jsonl", "csv", "parquet"), min_length=1)
+    outbox: str | None = None  # folder; default <data dir>/outbox/<subscriber id>; relative to the config folder
+
+    @model_validator(mode="after")
+    def _unique(self) -> "Delivery":
+        if len(set(self.formats)) != len(self.formats):
+            raise ValueError(f"formats repeat a format: {list(self.formats)}")
+        return self
+
+
+class Subscriber(_Strict):
+    id: str = Field(pattern=SUBSCRIBER_ID)
+    kind: Literal["station", "department"]
+    name: str | None = None
+    station_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-]+$")
+    entity_types: tuple[Annotated[str, Field(pattern=FIELD_NAME)], ...] = Field(min_length=1)
+    scope: Scope
+    fields: tuple[Annotated[str, Field(pattern=FIELD_NAME)], ...] = Field(min_length=1)
+    role: str
+    delivery: Delivery = Delivery()
+
+    @model_validator(mode="after")
+    def _station(self) -> "Subscriber":
+        if self.id.startswith("."):
+            raise ValueError(f"id {self.id!r} must not start with '.' (it names the outbox folder)")
+        if self.kind == "station" and not self.station_id:
+            raise ValueError("a station subscriber needs station_id")
+        if self.scope.own_records and not self.station_id:
+            raise ValueError("scope.own_records needs station_id (whose records are 'own')")
+        return self
+
+
+class Subscriptions(_Strict):
+    version: Literal[1] = 1
+    masking: dict[Annotated[str, Field(pattern=FIELD_NAME)], MaskRule] = Field(default_factory=dict)
+    roles: dict[Annotated[str, Field(pattern=SUBSCRIBER_ID)], Role] = Field(default_factory=dict)
+    subscribers: tuple[Subscriber, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _partial_default(cls, data: object) -> object:
+        if isinstance(data, dict) and isinstance(data.get("masking"), dict):
+            data = {**data, "masking": {k: _rule_kind(v) for k, v in data["masking"].items()}}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Subscriptions":
+        ids = [s.id for s in self.subscribers]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"subscriber ids must be unique; repeated: {dupes}")
+        for i, s in enumerate(self.subscribers):
+            if s.role not in self.roles:
+                raise ValueError(f"subscribers.{i} ({s.id}): role {s.role!r} is not defined under roles "
+                                 f"(defined: {sorted(self.roles)})")
+        return self
+
+    # -- lookups ---------------------------------------------------------------------------
+    def subscriber(self, subscriber_id: str) -> Subscriber | None:
+        return next((s for s in self.subscribers if s.id == subscriber_id), None)
+
+    def rule(self, field: str) -> MaskRule:
+        return self.masking.get(field, DEFAULT_RULE)
+
+    def levels(self, subscriber: Subscriber) -> dict[str, Level]:
+        """The effective policy: field -> full | masked for every field the subscriber may see
+        (in its `fields` list AND not hidden by its role), in the order of its list."""
+        role = self.roles[subscriber.role]
+        out: dict[str, Level] = {}
+        for f in subscriber.fields:
+            level = role.level(f)
+            if level != "hidden":
+                out[f] = level
+        return out
+
+
+def parse_subscriptions(data: object, *, source: Path | str = "<subscriptions>") -> Subscriptions:
+    if data is None:
+        data = {}
+    try:
+        return Subscriptions.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(source, err, "subscriptions")) from None
+
+
+def load_subscriptions(config_dir: Path | str) -> Subscriptions:
+    """The project's subscriptions; a missing file means no subscribers (deny by default)."""
+    path = Path(config_dir) / SUBSCRIPTIONS_YAML
+    if not path.exists():
+        return Subscriptions()
+    return parse_subscriptions(load_yaml(path), source=path)
+
+
+def outbox_dir(subscriber: Subscriber, *, config_dir: Path, data_dir: Path) -> Path:
+    """Where a subscriber's files go: its own `delivery.outbox`, else <data>/outbox/<id>."""
+    if subscriber.delivery.outbox:
+        p = Path(subscriber.delivery.outbox)
+        return p if p.is_absolute() else (config_dir / p)
+    return data_dir / "outbox" / subscriber.id
+
+
+# -- writing (for `enteronce subscription add/remove`) --------------------------------------------
+def dump_subscriptions(subs: Subscriptions) -> str:
+    doc = subs.model_dump(mode="json", exclude_defaults=False)
+    doc["subscribers"] = [
+        {k: v for k, v in s.items() if v is not None} for s in doc["subscribers"]
+    ]
+    header = "# Feed subscriptions: who receives which golden records and fields (deny by default).\n"
+    return header + yaml.safe_dump(doc, allow_unicode=True, sort_keys=False, width=1000)
+
+
+def write_subscriptions(config_dir: Path | str, subs: Subscriptions) -> Path:
+    """Validate again and write atomically, so a half-written file never replaces a good one."""
+    path = Path(config_dir) / SUBSCRIPTIONS_YAML
+    text = dump_subscriptions(subs)
+    parse_subscriptions(yaml.safe_load(text), source=path)  # round-trips, or raises
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def with_subscriber(subs: Subscriptions, entry: dict, *, source: Path | str) -> Subscriptions:
+    """A copy with one subscriber added (or replaced by id), validated as a whole."""
+    doc = subs.model_dump(mode="json")
+    doc["subscribers"] = [s for s in doc["subscribers"] if s["id"] != entry.get("id")] + [entry]
+    return parse_subscriptions(doc, source=source)
+
+
+def without_subscriber(subs: Subscriptions, subscriber_id: str) -> Subscriptions:
+    if subs.subscriber(subscriber_id) is None:
+        raise ConfigError(f"subscribers: no subscriber {subscriber_id!r} (known: {[s.id for s in subs.subscribers]})")
+    doc = subs.model_dump(mode="json")
+    doc["subscribers"] = [s for s in doc["subscribers"] if s["id"] != subscriber_id]
+    return parse_subscriptions(doc)

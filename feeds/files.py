@@ -1,0 +1,218 @@
+"""Delivery as files: per subscriber per run, the new events (or, the first time, the snapshot) in
+the subscriber's outbox as JSON Lines, CSV and Parquet, each set with a manifest.
+
+- Same content in every format: JSON Lines carries each event as one object; CSV and Parquet carry
+  the same envelope columns with nested values (changed fields, before, after, sources) as JSON
+  text. CSV is UTF-8 with a BOM, so Excel and WPS open Chinese text correctly.
+- File names carry the kind and seq range (`events_000000000101-000000000250.csv`,
+  `snapshot_000000000250.parquet`), and files are written to a temporary name and renamed: a
+  re-run of the same range rewrites the same files, never a second copy.
+- One pass for all subscribers: the outbox after the lowest cursor is read once, scoped and masked
+  in bulk (feeds.build), then split per subscriber. Each subscriber's cursor advances and its
+  delivery is audited in one transaction, after its files are in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from feeds.build import ENVELOPE, RECORD, SCHEMA_VERSION, audit_fields, build_events, build_snapshot
+from feeds.config import Subscriber, Subscriptions, outbox_dir
+from feeds.service import delivery_row, load_inputs, prefilter
+from warehouse import Warehouse
+from warehouse.feeds import FeedStore
+from warehouse.store import utcnow
+
+CHANNEL = "file"
+FEW = 20  # up to this many subscribers in a run, the outbox is narrowed to their events first
+CHUNK = 25_000  # outbox events built at a time
+
+
+@dataclass
+class FileDelivery:
+    """What one subscriber got in one run (for the CLI and the Dagster asset's metadata)."""
+
+    subscriber_id: str
+    outbox: Path
+    events: int = 0
+    snapshot_records: int = 0
+    seq_range: tuple[int, int] | None = None
+    entities: int = 0
+    masked_fields: dict[str, int] = field(default_factory=dict)  # field -> values delivered masked
+    files: list[str] = field(default_factory=list)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_files(outbox: Path, *, stem: str, rows: pl.DataFrame, columns: tuple[str, ...], formats: tuple[str, ...],
+                manifest: dict) -> list[str]:
+    """One set of files (`stem`.jsonl/.csv/.parquet + `stem`.manifest.json); returns their names."""
+    outbox.mkdir(parents=True, exist_ok=True)
+    table = rows.select(list(columns))
+    names, digests = [], {}
+    for fmt in formats:
+        path = outbox / f"{stem}.{fmt}"
+        if fmt == "jsonl":
+            text = "\n".join(rows["line"].to_list()) + "\n"
+            _atomic(path, lambda p, t=text: p.write_text(t, encoding="utf-8"))
+        elif fmt == "csv":
+            _atomic(path, lambda p: table.write_csv(p, include_bom=True))
+        else:
+            _atomic(path, lambda p: table.write_parquet(p))
+        digests[path.name] = {"format": fmt, "sha256": _sha256(path), "bytes": path.stat().st_size}
+        names.append(path.name)
+    doc = {"schema_version": SCHEMA_VERSION, **manifest, "count": rows.height, "columns": list(columns),
+           "files": digests, "created_at": utcnow().isoformat()}
+    mpath = outbox / f"{stem}.manifest.json"
+    _atomic(mpath, lambda p: p.write_text(json.dumps(doc, ensure_ascii=False, indent=2), encoding="utf-8"))
+    return [*names, mpath.name]
+
+
+def _masked_counts(fields: pl.Series, levels: dict[str, str]) -> dict[str, int]:
+    masked = [f for f, lv in levels.items() if lv == "masked"]
+    if not masked or fields.len() == 0:
+        return {}
+    counts = fields.explode().drop_nulls().value_counts()
+    return {r[0]: int(r[1]) for r in counts.iter_rows() if r[0] in masked}
+
+
+def build_all(warehouse: Warehouse, subs: Subscriptions, *, config_dir: Path, data_dir: Path,
+              subscriber_ids: list[str] | None = None,
+              on_progress: Callable[[str, int, int], None] | None = None) -> list[FileDelivery]:
+    """Write every (or the named) subscriber's new feed files; returns what each one got.
+
+    A subscriber without a file cursor gets the snapshot of its scope as of the outbox's high
+    water; everyone else gets the events between their cursor and that high water.
+    """
+    store = FeedStore(warehouse)
+    chosen = [s for s in subs.subscribers if subscriber_ids is None or s.id in subscriber_ids]
+    unknown = sorted(set(subscriber_ids or []) - {s.id for s in chosen})
+    if unknown:
+        from feeds.service import UnknownSubscriber
+
+        raise UnknownSubscriber(unknown[0])
+    high = store.high_water()
+    cursors = store.cursors(CHANNEL)
+    after: dict[str, int] = {}
+    new: list[Subscriber] = []
+    for s in chosen:
+        acked, snap = cursors.get(s.id, (None, None))
+        pos = acked if acked is not None else snap
+        if pos is None:
+            new.append(s)
+        else:
+            after[s.id] = pos
+    results: dict[str, FileDelivery] = {}
+    total, done = len(chosen), 0
+
+    for s in new:
+        results[s.id] = _deliver_snapshot(store, subs, s, high, config_dir=config_dir, data_dir=data_dir)
+        done += 1
+        if on_progress:
+            on_progress(s.id, done, total)
+
+    olds = [s for s in chosen if s.id in after]
+    if olds:
+        built = _build_range(store, subs, olds, after, min(after.values()), high)
+        per = _slices(built)
+        rows_audit, acks = [], {}
+        for s in olds:
+            rows = per.get(s.id)
+            out = outbox_dir(s, config_dir=config_dir, data_dir=data_dir)
+            got = FileDelivery(s.id, out)
+            if rows is not None and rows.height:
+                levels = subs.levels(s)
+                first, last = int(rows["seq"].min()), int(rows["seq"].max())
+                stem = f"events_{after[s.id] + 1:012d}-{high:012d}"
+                got.files = write_files(out, stem=stem, rows=rows, columns=ENVELOPE, formats=s.delivery.formats,
+                                        manifest={"subscriber": s.id, "kind": "events", "seq_from": after[s.id] + 1,
+                                                  "seq_to": high, "first_seq": first, "last_seq": last})
+                got.events, got.seq_range = rows.height, (first, last)
+                got.entities = rows["entity_id"].n_unique()
+                got.masked_fields = _masked_counts(rows["fields"], levels)
+                rows_audit.append(delivery_row(
+                    s.id, channel=CHANNEL, kind="events", token_id=None, seq_from=first, seq_to=last,
+                    event_count=rows.height, entity_ids=rows["entity_id"].to_list(),
+                    fields=audit_fields(rows["fields"], levels)))
+            acks[s.id] = high
+            results[s.id] = got
+            done += 1
+            if on_progress:
+                on_progress(s.id, done, total)
+        store.commit_file_run(rows_audit, acked=acks, snapshots={})
+    return [results[s.id] for s in chosen]
+
+
+def _slices(built: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """Per subscriber, its rows as a zero-copy slice of the (subscriber-sorted) frame."""
+    if built.height == 0:
+        return {}
+    built = built.sort("subscriber_id", "seq", maintain_order=True)
+    runs = built.select(pl.col("subscriber_id").rle()).unnest("subscriber_id")
+    out, offset = {}, 0
+    for length, sid in runs.iter_rows():
+        out[sid] = built.slice(offset, length)
+        offset += length
+    return out
+
+
+def _build_range(store: FeedStore, subs: Subscriptions, olds: list[Subscriber], after: dict[str, int], lowest: int,
+                 high: int) -> pl.DataFrame:
+    """Every subscriber's events in (lowest, high], read and built in stretches of CHUNK events so
+    that memory holds one stretch's working frames (plus the lines delivered), not the outbox's."""
+    parts, pos = [], lowest
+    while pos < high:
+        events = store.events(pos, until=high, limit=CHUNK)
+        if events.height == 0:
+            break
+        pos = int(events["seq"].max())
+        if len(olds) <= FEW:  # a few subscribers: read records for their events only
+            events, inputs = prefilter(store, events, olds)
+        else:
+            inputs = load_inputs(store, events)
+        if events.height:
+            parts.append(build_events(events, inputs, subs, olds, after))
+    return pl.concat(parts) if parts else pl.DataFrame()
+
+
+def _deliver_snapshot(store: FeedStore, subs: Subscriptions, s: Subscriber, as_of: int, *, config_dir: Path,
+                      data_dir: Path) -> FileDelivery:
+    out = outbox_dir(s, config_dir=config_dir, data_dir=data_dir)
+    got = FileDelivery(s.id, out)
+    golden = store.golden_in_scope(entity_types=s.entity_types, area_prefixes=s.scope.area_codes,
+                                   own_station=s.station_id if s.scope.own_records else None)
+    levels = subs.levels(s)
+    rows = build_snapshot(golden, levels, subs)
+    audit = []
+    if rows.height:
+        got.files = write_files(out, stem=f"snapshot_{as_of:012d}", rows=rows, columns=RECORD,
+                                formats=s.delivery.formats,
+                                manifest={"subscriber": s.id, "kind": "snapshot", "as_of_seq": as_of,
+                                          "seq_from": None, "seq_to": as_of})
+        got.snapshot_records = rows.height
+        got.entities = rows.height
+        got.masked_fields = _masked_counts(rows["fields"], levels)
+        audit.append(delivery_row(s.id, channel=CHANNEL, kind="snapshot", token_id=None, seq_from=None,
+                                  seq_to=as_of, event_count=0, entity_ids=rows["entity_id"].to_list(),
+                                  fields=audit_fields(rows["fields"], levels)))
+    store.commit_file_run(audit, acked={s.id: as_of}, snapshots={s.id: as_of})
+    return got

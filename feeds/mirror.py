@@ -1,0 +1,294 @@
+"""The station side of a feed: pull it over HTTP into a local SQLite mirror of the station's view.
+
+`pull()` takes the snapshot when the mirror is new, then pages through the events after the
+mirror's own cursor, applies each page in one transaction and only then acknowledges it to the
+hub. Delivery is at least once, so applying is idempotent: an event id already applied is
+skipped, and an event older than the version held changes nothing. Pulling again therefore
+changes nothing. Merged and retired ids (and entities that left the station's scope) leave the
+records table and are kept in `redirects`, pointing to the survivor where there is one, so the
+station can repoint its own references.
+
+The mirror keeps what the hub delivered, masked as delivered: it never sees more than the
+station's role allows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from connectors.errors import EnteronceError
+from warehouse.mirror import MirrorStore
+
+TOKEN_ENV = "ENTERONCE_FEED_TOKEN"
+PAGE = 1000
+
+
+class MirrorError(EnteronceError):
+    """The hub refused or could not be reached, or the mirror belongs to another subscriber."""
+
+
+@dataclass
+class PullSummary:
+    subscriber: str
+    mirror: Path
+    snapshot_records: int = 0  # records taken from a snapshot (first pull only)
+    events_received: int = 0
+    events_applied: int = 0
+    duplicates: int = 0  # event ids already applied (at-least-once delivery)
+    older: int = 0  # events older than the version held
+    cursor: int = 0
+    records: int = 0
+    pages: int = 0
+    changed_entities: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    """What one page of events does to the mirror (computed before anything is written)."""
+
+    upserts: list[dict]
+    deletes: list[str]
+    redirects: list[dict]
+    applied: list[dict]
+    duplicates: int
+    older: int
+    incomplete: list[str] = field(default_factory=list)  # upserted from a partial update: fetch whole
+
+
+def _json(value) -> dict | None:
+    if value is None or isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        return json.loads(value) if value else None
+    raise MirrorError(f"unexpected event payload {type(value).__name__}: expected a JSON object")
+
+
+def _leaves_scope(event: dict) -> bool:
+    """The hub marks an update that moves the entity out of the subscriber's scope `scope: left`
+    (it carries only what changed; the station keeps nothing more about that entity)."""
+    return event.get("scope") == "left"
+
+
+def _source(event: dict) -> dict | list | None:
+    """Where the event's values came from, in the snapshot's per-field shape: the station and
+    record key (a list when several records supplied the change together)."""
+    sources = [{"station_id": x.get("station_id"), "record_key": x.get("record_key")}
+               for x in (event.get("sources") or []) if isinstance(x, dict)]
+    return sources[0] if len(sources) == 1 else (sources or None)
+
+
+def plan_page(events: Iterable[dict], held: dict[str, dict], seen: set[str]) -> Plan:
+    """Fold a page of events (in seq order) over the records held: the final state per entity.
+
+    Pure: `held` is entity_id -> {version, record, entity_type, provenance} for the entities the
+    page touches, `seen` the event ids already applied.
+    """
+    state: dict[str, dict | None] = {k: dict(v) for k, v in held.items()}
+    redirect: dict[str, dict] = {}
+    applied: list[dict] = []
+    done: set[str] = set(seen)
+    touched: list[str] = []
+    partial: set[str] = set()
+    duplicates = older = 0
+    for ev in sorted(events, key=lambda e: int(e["seq"])):
+        if ev["event_id"] in done:
+            duplicates += 1
+            continue
+        done.add(ev["event_id"])
+        entity, version, op, seq = ev["entity_id"], int(ev["version"]), ev["op"], int(ev["seq"])
+        current = state.get(entity)
+        base = {"event_id": ev["event_id"], "seq": seq, "entity_id": entity, "op": op, "version": version}
+        if current is not None and version < int(current["version"]):
+            older += 1
+            applied.append({**base, "outcome": "older"})
+            continue
+        after = _json(ev.get("after")) or {}
+        if op == "merge":
+            state[entity] = None
+            redirect[entity] = {"entity_id": entity, "survivor_id": after.get("merged_into"), "reason": "merge",
+                                "seq": seq}
+        elif op == "retire" or _leaves_scope(ev):
+            state[entity] = None
+            redirect[entity] = {"entity_id": entity, "survivor_id": None,
+                                "reason": "retire" if op == "retire" else "left", "seq": seq}
+        else:  # create, update, split: the record as the subscriber may see it after the change
+            whole = op == "create" or ev.get("scope") == "entered"
+            if whole:
+                # a create, and an update that brings the entity into the scope, carry the whole
+                # visible record
+                record, provenance = {}, {}
+                partial.discard(entity)
+            else:
+                # an update carries only what changed: an entity this mirror does not hold is
+                # incomplete until its whole record is fetched
+                if current is None:
+                    partial.add(entity)
+                record = dict(current["record"]) if current is not None else {}
+                provenance = dict((current or {}).get("provenance") or {})
+            if op != "split":  # a split's `after` lists the parts, not field values
+                record.update(after)
+                # an update's sources supplied its changed fields; a create's, every field
+                named = after if op == "create" else set(ev.get("changed_fields") or ()) & set(after)
+                provenance.update({f: _source(ev) for f in named})
+            state[entity] = {"entity_type": ev["entity_type"], "version": version, "record": record,
+                             "provenance": provenance, "seq": seq}
+            redirect.pop(entity, None)
+        applied.append({**base, "outcome": "applied"})
+        touched.append(entity)
+    upserts, deletes = [], []
+    for entity in dict.fromkeys(touched):
+        now = state.get(entity)
+        if now is None:
+            if entity in held:
+                deletes.append(entity)
+        elif held.get(entity) != now:
+            upserts.append({"entity_id": entity, **now})
+    return Plan(upserts, deletes, [r for e, r in redirect.items() if state.get(e) is None], applied,
+                duplicates, older, [e for e in dict.fromkeys(touched) if e in partial and state.get(e) is not None])
+
+
+class FeedClient:
+    """The hub's feed API for one subscriber, over one HTTP connection pool."""
+
+    def __init__(self, url: str, subscriber: str, token: str, *, client: httpx.Client | None = None,
+                 timeout: float = 60.0):
+        self.base = url.rstrip("/")
+        self.subscriber = subscriber
+        self.client = client or httpx.Client(timeout=timeout)
+        self.client.headers["Authorization"] = f"Bearer {token}"
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _call(self, method: str, path: str, **kwargs) -> dict:
+        url = f"{self.base}/v1/feeds/{self.subscriber}/{path}"
+        try:
+            response = self.client.request(method, url, **kwargs)
+        except httpx.HTTPError as exc:
+            raise MirrorError(f"{url}: cannot reach the hub ({exc.__class__.__name__}: {exc})") from None
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail")
+            except ValueError:
+                detail = response.text[:200]
+            hint = {401: " (check the token: --token or ENTERONCE_FEED_TOKEN)",
+                    403: " (the token is for another subscriber, or there is no subscription)"}.get(
+                response.status_code, "")
+            raise MirrorError(f"{method} {url}: HTTP {response.status_code}: {detail}{hint}")
+        return response.json()
+
+    def snapshot(self, after_entity: str | None, limit: int) -> dict:
+        params = {"limit": limit, **({"after_entity": after_entity} if after_entity else {})}
+        return self._call("GET", "snapshot", params=params)
+
+    def events(self, after: int, limit: int) -> dict:
+        return self._call("GET", "events", params={"after": after, "limit": limit})
+
+    def records(self, entity_ids: list[str]) -> list[dict]:
+        """Whole current records (in scope now) by id, 200 at a time."""
+        out: list[dict] = []
+        for i in range(0, len(entity_ids), 200):
+            got = self._call("GET", "records", params=[("entity_id", e) for e in entity_ids[i:i + 200]])
+            out += got["records"]
+        return out
+
+    def ack(self, seq: int) -> dict:
+        return self._call("POST", "ack", json={"seq": seq})
+
+
+def _complete(plan: Plan, api: FeedClient) -> None:
+    """Replace partial records (entities that just entered the scope) by the whole records the hub
+    holds now, masked for this subscriber. The fetched version is the current one, so later
+    events up to it are recognised as older and change nothing."""
+    if not plan.incomplete:
+        return
+    fetched = {r["entity_id"]: r for r in api.records(plan.incomplete)}
+    for upsert in plan.upserts:
+        got = fetched.get(upsert["entity_id"])
+        if got is not None and int(got["version"]) >= int(upsert["version"]):
+            upsert.update(version=int(got["version"]), record=_json(got.get("record")) or {},
+                          provenance=got.get("provenance"))
+
+
+def _take_snapshot(mirror: MirrorStore, api: FeedClient, page: int, summary: PullSummary) -> int:
+    """Every in-scope record, written in one transaction; returns the seq to continue from."""
+    rows: list[dict] = []
+    after_entity, as_of = None, None
+    while True:
+        got = api.snapshot(after_entity, page)
+        summary.pages += 1
+        # pages may be built at different moments: continue from the earliest, versions sort it out
+        as_of = int(got["as_of_seq"]) if as_of is None else min(as_of, int(got["as_of_seq"]))
+        for r in got["records"]:
+            rows.append({"entity_id": r["entity_id"], "entity_type": r["entity_type"], "version": int(r["version"]),
+                         "record": _json(r.get("record")) or {}, "provenance": r.get("provenance"), "seq": as_of})
+        after_entity = got.get("next_after_entity")
+        if not got["has_more"] or not after_entity:
+            break
+    as_of = as_of or 0
+    mirror.write(upserts=rows, deletes=[], redirect_rows=[], applied=[], replace_all=True,
+                 meta={"snapshot_as_of": str(as_of), "cursor": str(as_of)})
+    summary.snapshot_records = len(rows)
+    if as_of:
+        api.ack(as_of)
+    return as_of
+
+
+def pull(mirror_path: Path | str, url: str, subscriber: str, token: str | None = None, *, page: int = PAGE,
+         client: httpx.Client | None = None) -> PullSummary:
+    """Bring the mirror up to date with the hub: snapshot if new, then every event page."""
+    token = token or os.environ.get(TOKEN_ENV)
+    if not token:
+        raise MirrorError(f"no token: pass --token or set {TOKEN_ENV} (issued with `enteronce token issue`)")
+    mirror = MirrorStore(mirror_path)
+    api = FeedClient(url, subscriber, token, client=client)
+    summary = PullSummary(subscriber=subscriber, mirror=Path(mirror_path))
+    try:
+        meta = mirror.meta()
+        owner = meta.get("subscriber")
+        if owner and owner != subscriber:
+            raise MirrorError(f"{mirror_path}: this mirror belongs to subscriber {owner!r}, not {subscriber!r}")
+        if not owner:
+            mirror.set_meta({"subscriber": subscriber, "url": url})
+        if "snapshot_as_of" in meta:
+            cursor = int(meta.get("cursor") or 0)
+        else:
+            cursor = _take_snapshot(mirror, api, page, summary)
+        changed: list[str] = []
+        while True:
+            got = api.events(cursor, page)
+            summary.pages += 1
+            events = got["events"]
+            summary.events_received += len(events)
+            nxt = int(got["next_after"])
+            if events:
+                ids = [e["entity_id"] for e in events]
+                plan = plan_page(events, mirror.held(ids), mirror.seen_events(e["event_id"] for e in events))
+                _complete(plan, api)
+                mirror.write(upserts=plan.upserts, deletes=plan.deletes, redirect_rows=plan.redirects,
+                             applied=plan.applied, meta={"cursor": str(max(nxt, cursor))})
+                summary.events_applied += sum(a["outcome"] == "applied" for a in plan.applied)
+                summary.duplicates += plan.duplicates
+                summary.older += plan.older
+                changed += [u["entity_id"] for u in plan.upserts] + plan.deletes
+            elif nxt > cursor:
+                mirror.set_meta({"cursor": str(nxt)})
+            progressed = nxt > cursor
+            if progressed:
+                api.ack(nxt)  # only after the page is committed here
+                cursor = nxt
+            if not got["has_more"] or not progressed:
+                break
+        summary.cursor = cursor
+        summary.records = mirror.counts()["records"]
+        summary.changed_entities = list(dict.fromkeys(changed))
+        return summary
+    finally:
+        api.close()
+        mirror.dispose()

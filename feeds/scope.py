@@ -1,0 +1,154 @@
+"""Which subscribers an event goes to: scope by jurisdiction or own records, before or after.
+
+An event reaches a subscriber when its entity is in the subscriber's scope before or after the
+change, so a station also learns that a resident left its area (and then hears nothing more).
+Merge, split and retire events also reach whoever has the other entity involved (the survivor,
+the parts) in scope, so that references can be repointed. Correction tasks (entity type
+`correction_task`) go only to the station they are addressed to.
+
+All of it is joins over frames: the events' area codes (before and after) against the
+subscribers' prefixes, one join per distinct prefix length, and the entities' member records
+against the subscribers' stations. No loop runs per event or per subscriber.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from feeds.config import Subscriber
+
+CORRECTION_TASK = "correction_task"
+STRUCTURAL = ("merge", "retire", "split")
+_AFTER_STRUCT = pl.Struct({"merged_into": pl.String, "parts": pl.List(pl.String)})
+
+
+def subscriber_tables(subscribers: list[Subscriber]) -> dict[str, pl.DataFrame]:
+    """The subscribers' scope as frames: area prefixes, own-record stations, entity types, stations."""
+    prefixes = [(s.id, p) for s in subscribers for p in s.scope.area_codes]
+    own = [(s.id, s.station_id) for s in subscribers if s.scope.own_records and s.station_id]
+    types = [(s.id, t) for s in subscribers for t in s.entity_types]
+    stations = [(s.id, s.station_id) for s in subscribers if s.station_id]
+    two = lambda a, b: {a: pl.String, b: pl.String}  # noqa: E731
+    return {
+        "prefixes": pl.DataFrame(prefixes, schema=two("subscriber_id", "prefix"), orient="row"),
+        "own": pl.DataFrame(own, schema=two("subscriber_id", "station_id"), orient="row"),
+        "types": pl.DataFrame(types, schema=two("subscriber_id", "entity_type"), orient="row"),
+        "stations": pl.DataFrame(stations, schema=two("subscriber_id", "station_id"), orient="row"),
+    }
+
+
+def _area(record: pl.Expr) -> pl.Expr:
+    return record.str.json_path_match("$.area_code")
+
+
+def event_scope_keys(events: pl.DataFrame, versions: pl.DataFrame, current: pl.DataFrame) -> pl.DataFrame:
+    """Per event: area code before and after the change, the other entities involved, and (for
+    correction tasks) the station addressed.
+
+    events: the outbox (changed_fields, before, after as JSON text); versions: entity_id, version and
+    the area_code as of each version (or the whole record); current: entity_id, area_code (now).
+    For an update that did not touch area_code, the area is the one of the event's version.
+    """
+    area_of = pl.col("area_code") if "area_code" in versions.columns else _area(pl.col("record"))
+    varea = versions.select("entity_id", "version", area_of.alias("_varea"))
+    cur = current.select("entity_id", pl.col("area_code").alias("_carea"))
+    cf = pl.col("changed_fields").str.json_decode(pl.List(pl.String))
+    ev = (
+        events.select("seq", "entity_type", "entity_id", "op", "version", "before", "after", "sources",
+                      cf.alias("_cf"))
+        .join(varea, on=["entity_id", "version"], how="left")
+        .join(cur, on="entity_id", how="left")
+    )
+    op = pl.col("op")
+    area_moved = pl.col("_cf").list.contains("area_code")
+    at_version = pl.coalesce("_varea", "_carea")
+    after_area = (
+        pl.when(op == "create").then(_area(pl.col("after")))
+        .when((op == "update") & area_moved).then(_area(pl.col("after")))
+        .when(op.is_in(["update", "split"])).then(at_version)
+        .otherwise(pl.lit(None, pl.String))
+    )
+    before_area = (
+        pl.when(op == "create").then(pl.lit(None, pl.String))
+        .when((op == "update") & area_moved).then(_area(pl.col("before")))
+        .when(op == "update").then(at_version)
+        .when(op.is_in(list(STRUCTURAL))).then(_area(pl.col("before")))
+        .otherwise(pl.lit(None, pl.String))
+    )
+    structural = pl.col("after").str.json_decode(_AFTER_STRUCT)
+    related = pl.when(op.is_in(list(STRUCTURAL))).then(
+        pl.concat_list(structural.struct.field("parts").fill_null([]),
+                       structural.struct.field("merged_into")).list.drop_nulls()
+    ).otherwise(pl.lit([], pl.List(pl.String)))
+    task = pl.col("entity_type") == CORRECTION_TASK
+    task_station = pl.when(task).then(
+        pl.coalesce(pl.col("after").str.json_path_match("$.station_id"),
+                    pl.col("before").str.json_path_match("$.station_id")))
+    source_keys = (pl.col("sources").str.json_decode(pl.List(pl.Struct({"record_key": pl.String})))
+                   .list.eval(pl.element().struct.field("record_key")))
+    return ev.select(
+        "seq", "entity_type", "entity_id", "op",
+        source_keys.alias("source_keys"),
+        pl.when(task).then(None).otherwise(before_area).alias("area_before"),
+        pl.when(task).then(None).otherwise(after_area).alias("area_after"),
+        related.alias("related"),
+        task_station.alias("task_station"),
+    )
+
+
+def related_ids(keys: pl.DataFrame) -> pl.Series:
+    """Other entities named by merge/split events (their current areas and members are needed)."""
+    return keys.select(pl.col("related").explode()).drop_nulls().to_series().unique()
+
+
+def deliveries(keys: pl.DataFrame, tables: dict[str, pl.DataFrame], members: pl.DataFrame,
+               current: pl.DataFrame) -> pl.DataFrame:
+    """(seq, subscriber_id, in_before, in_after): every event each subscriber is to receive.
+
+    members: entity_id, record_key (`station:local id`) now; current: entity_id, area_code now
+    (for the related entities of merges and splits).
+    """
+    area_rows = pl.concat([
+        keys.select("seq", pl.col("area_before").alias("area"), pl.lit("b").alias("side")),
+        keys.select("seq", pl.col("area_after").alias("area"), pl.lit("a").alias("side")),
+        keys.select("seq", pl.col("related").alias("entity_id")).explode("entity_id").drop_nulls()
+        .join(current.select("entity_id", pl.col("area_code").alias("area")), on="entity_id")
+        .select("seq", "area", pl.lit("r").alias("side")),
+    ]).drop_nulls("area")
+    prefixes = tables["prefixes"].with_columns(_len=pl.col("prefix").str.len_chars())
+    hits = [
+        area_rows.filter(pl.col("area").str.len_chars() >= n)
+        .with_columns(prefix=pl.col("area").str.head(n))
+        .join(prefixes.filter(pl.col("_len") == n), on="prefix")
+        .select("seq", "subscriber_id", "side")
+        for n in prefixes["_len"].unique().to_list()
+    ]
+    # own records: the entity (or a merge survivor / split part) holds a record of the station.
+    # Membership is as of now; a station whose only record of the entity is among the event's
+    # sources has just brought it in (the update that linked its record): in scope after only.
+    stations = members.select("entity_id", "record_key",
+                              pl.col("record_key").str.extract(r"^([^:]+):", 1).alias("station_id"))
+    own = tables["own"]
+    held = keys.select("seq", "entity_id", "source_keys").join(stations, on="entity_id").join(own, on="station_id")
+    hits.append(held.select("seq", "subscriber_id", pl.lit("oa").alias("side")))
+    hits.append(held.filter(~pl.col("source_keys").list.contains(pl.col("record_key")).fill_null(False))
+                .select("seq", "subscriber_id", pl.lit("ob").alias("side")))
+    related = keys.select("seq", pl.col("related").alias("entity_id")).explode("entity_id").drop_nulls()
+    hits.append(related.join(stations, on="entity_id").join(own, on="station_id")
+                .select("seq", "subscriber_id", pl.lit("o").alias("side")))
+    pairs = pl.concat(hits) if hits else pl.DataFrame(schema={"seq": pl.Int64, "subscriber_id": pl.String,
+                                                               "side": pl.String})
+    types = keys.select("seq", "entity_type")
+    pairs = (pairs.join(types, on="seq")
+             .join(tables["types"], on=["subscriber_id", "entity_type"], how="semi")
+             .filter(pl.col("entity_type") != CORRECTION_TASK)
+             .drop("entity_type"))
+    tasks = (keys.filter(pl.col("task_station").is_not_null()).select("seq", pl.col("task_station").alias("station_id"))
+             .join(tables["stations"], on="station_id").select("seq", "subscriber_id", pl.lit("o").alias("side")))
+    return (
+        pl.concat([pairs, tasks])
+        .group_by("seq", "subscriber_id")
+        .agg(in_before=pl.col("side").is_in(["b", "r", "o", "ob"]).any(),
+             in_after=pl.col("side").is_in(["a", "r", "o", "oa"]).any())
+        .sort("subscriber_id", "seq")
+    )

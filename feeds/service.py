@@ -1,0 +1,215 @@
+"""The feed service: what the HTTP API and the file delivery ask of feeds.
+
+One subscriber at a time here (the API's requests); `feeds.files.build_all` builds every
+subscriber's files in one pass. Both log every delivery that carried data in the append-only
+audit log, and both read the same builder, so a file and an API page carry the same content.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from connectors.errors import EnteronceError
+from feeds import scope as sc
+from feeds.build import FeedInputs, audit_fields, build_events, build_snapshot
+from feeds.config import Subscriber, Subscriptions
+from warehouse import Warehouse
+from warehouse.feeds import FeedStore
+
+CHANNELS = ("file", "api")
+MAX_LIMIT = 10_000
+SCAN_MIN, SCAN_MAX = 2_000, 50_000  # outbox rows read per later round while filling a page
+
+
+class UnknownSubscriber(EnteronceError):
+    """No subscriber by that id in subscriptions.yaml (deny by default)."""
+
+    def __init__(self, subscriber_id: str):
+        self.subscriber_id = subscriber_id
+        super().__init__(f"subscriptions.yaml: no subscriber {subscriber_id!r}")
+
+
+@dataclass
+class FeedPage:
+    events: list[dict]
+    next_after: int
+    has_more: bool
+    high_water: int
+    lines: list[str] = field(default_factory=list, repr=False)  # the same events as JSON text
+
+
+@dataclass
+class SnapshotPage:
+    records: list[dict]
+    next_after_entity: str | None
+    has_more: bool
+    as_of_seq: int
+    lines: list[str] = field(default_factory=list, repr=False)
+
+
+def _involved(events: pl.DataFrame) -> list[str]:
+    empty_v = pl.DataFrame(schema={"entity_id": pl.String, "version": pl.Int64, "area_code": pl.String})
+    empty_c = pl.DataFrame(schema={"entity_id": pl.String, "area_code": pl.String})
+    keys = sc.event_scope_keys(events, empty_v, empty_c)
+    return pl.concat([events["entity_id"], sc.related_ids(keys)]).unique().to_list()
+
+
+def load_inputs(store: FeedStore, events: pl.DataFrame) -> FeedInputs:
+    """Versions (whole records), members and current areas of every entity the events involve."""
+    ids = _involved(events)
+    return FeedInputs(versions=store.version_records(ids), members=store.memberships(ids),
+                      current=store.golden_areas(ids))
+
+
+def prefilter(store: FeedStore, events: pl.DataFrame,
+              subscribers: list[Subscriber]) -> tuple[pl.DataFrame, FeedInputs]:
+    """Only the events some of the subscribers are to receive, with the builder's inputs for them.
+
+    Scope is decided from area codes (read by the database out of the versions' JSON) and
+    memberships alone; the records' text is then read for the remaining events only. Scope does
+    not depend on the other events, so the builder's answer on the remainder is the same."""
+    ids = _involved(events) if events.height else []
+    current, members = store.golden_areas(ids), store.memberships(ids)
+    if events.height and subscribers:
+        keys = sc.event_scope_keys(events, store.version_areas(ids), current)
+        pairs = sc.deliveries(keys, sc.subscriber_tables(subscribers), members, current)
+        events = events.filter(pl.col("seq").is_in(pairs["seq"].unique().implode()))
+    else:
+        events = events.clear()
+    return events, FeedInputs(versions=store.version_records(events["entity_id"].unique().to_list()),
+                              members=members, current=current)
+
+
+def delivery_row(subscriber_id: str, *, channel: str, kind: str, token_id: str | None, seq_from: int | None,
+                 seq_to: int | None, event_count: int, entity_ids: list[str], fields: dict[str, str]) -> dict:
+    ids = sorted(set(entity_ids))
+    return {"subscriber_id": subscriber_id, "token_id": token_id, "channel": channel, "kind": kind,
+            "seq_from": seq_from, "seq_to": seq_to, "event_count": event_count, "entity_count": len(ids),
+            "entity_ids": ids, "fields": fields}
+
+
+class FeedService:
+    def __init__(self, warehouse: Warehouse, subscriptions: Subscriptions):
+        self.warehouse = warehouse
+        self.subscriptions = subscriptions
+        self.store = FeedStore(warehouse)
+
+    def subscriber(self, subscriber_id: str) -> Subscriber:
+        sub = self.subscriptions.subscriber(subscriber_id)
+        if sub is None:
+            raise UnknownSubscriber(subscriber_id)
+        return sub
+
+    @staticmethod
+    def _channel(channel: str) -> str:
+        if channel not in CHANNELS:
+            raise EnteronceError(f"channel must be one of {list(CHANNELS)}, got {channel!r}")
+        return channel
+
+    # -- cursors --------------------------------------------------------------------------------
+    def cursor(self, subscriber_id: str, *, channel: str = "api") -> int | None:
+        """The acknowledged seq; before any acknowledgement, the snapshot's seq; None for a new
+        subscriber (who starts with a snapshot)."""
+        self.subscriber(subscriber_id)
+        got = self.store.cursor(subscriber_id, self._channel(channel))
+        if got is None:
+            return None
+        acked, snap = got
+        return acked if acked is not None else snap
+
+    def acknowledge(self, subscriber_id: str, seq: int, *, channel: str = "api") -> int:
+        """Advance the cursor to `seq`: never backwards, never beyond the outbox's high water."""
+        self.subscriber(subscriber_id)
+        if seq < 0:
+            raise EnteronceError(f"acknowledged seq must be >= 0, got {seq}")
+        seq = min(int(seq), self.store.high_water())
+        acked, snap = self.store.advance(subscriber_id, self._channel(channel), acked=seq)
+        return acked if acked is not None else (snap or 0)
+
+    # -- events -----------------------------------------------------------------------------------
+    def events(self, subscriber_id: str, *, after: int | None, limit: int, channel: str,
+               token_id: str | None = None) -> FeedPage:
+        """Up to `limit` events after `after` (None: after the acknowledged cursor). Reads the
+        outbox in rounds until the page is full or the high water (taken at the start) is reached;
+        `next_after` is where the next page starts (the last delivered seq when full, else the
+        high water: events in between are not for this subscriber)."""
+        sub = self.subscriber(subscriber_id)
+        self._channel(channel)
+        limit = max(1, min(int(limit), MAX_LIMIT))
+        if after is None:
+            after = self.cursor(subscriber_id, channel=channel) or 0
+        after = max(int(after), 0)
+        high = self.store.high_water()
+        types = [*sub.entity_types, sc.CORRECTION_TASK]
+        pos, got, scan = after, [], limit + 1
+        while pos < high and sum(len(g) for g in got) < limit:
+            # a dense subscriber fills its page from the first read; a sparse one reads on in
+            # growing rounds rather than one row-sized query per event
+            chunk = self.store.events(pos, until=high, limit=scan, entity_types=types)
+            scan = min(max(scan * 4, SCAN_MIN), SCAN_MAX)
+            if chunk.height == 0:
+                pos = high
+                break
+            mine, inputs = prefilter(self.store, chunk, [sub])
+            if mine.height:
+                got.append(build_events(mine, inputs, self.subscriptions, [sub], {sub.id: pos}))
+            pos = int(chunk["seq"].max())
+        rows = pl.concat(got) if got else pl.DataFrame()
+        if rows.height > limit:
+            rows = rows.head(limit)
+            next_after = int(rows["seq"][-1])
+        elif rows.height == limit:
+            next_after = int(rows["seq"][-1]) if pos < high else high
+        else:
+            next_after = max(pos, after)
+        if rows.height:
+            self._log_events(sub, rows, channel=channel, token_id=token_id)
+        lines = rows["line"].to_list() if rows.height else []
+        return FeedPage(events=[json.loads(x) for x in lines], next_after=next_after,
+                        has_more=next_after < self.store.high_water(), high_water=high, lines=lines)
+
+    def _log_events(self, sub: Subscriber, rows: pl.DataFrame, *, channel: str, token_id: str | None) -> None:
+        self.store.record_deliveries([delivery_row(
+            sub.id, channel=channel, kind="events", token_id=token_id,
+            seq_from=int(rows["seq"].min()), seq_to=int(rows["seq"].max()), event_count=rows.height,
+            entity_ids=rows["entity_id"].to_list(),
+            fields=audit_fields(rows["fields"], self.subscriptions.levels(sub)))])
+
+    # -- snapshot ---------------------------------------------------------------------------------
+    def snapshot(self, subscriber_id: str, *, after_entity: str | None, limit: int, channel: str,
+                 token_id: str | None = None) -> SnapshotPage:
+        """A page of the subscriber's in-scope active golden records, ordered by entity id.
+
+        The first page fixes `as_of_seq` (the outbox's high water then) in the subscriber's cursor
+        row; later pages report the same one. Increments continue from it (events after it);
+        records read after it may already hold later changes, which then arrive again as events:
+        at least once, never lost.
+        """
+        sub = self.subscriber(subscriber_id)
+        self._channel(channel)
+        limit = max(1, min(int(limit), MAX_LIMIT))
+        got = self.store.cursor(sub.id, channel)
+        as_of = got[1] if got and got[1] is not None else None
+        if as_of is None:
+            as_of = self.store.high_water()
+            _acked, snap = self.store.advance(sub.id, channel, snapshot=as_of)
+            as_of = snap if snap is not None else as_of
+        page = self.store.golden_in_scope(
+            entity_types=sub.entity_types, area_prefixes=sub.scope.area_codes,
+            own_station=sub.station_id if sub.scope.own_records else None,
+            after_entity=after_entity, limit=limit + 1)
+        has_more = page.height > limit
+        page = page.head(limit)
+        levels = self.subscriptions.levels(sub)
+        built = build_snapshot(page, levels, self.subscriptions)
+        lines = built["line"].to_list()
+        if built.height:
+            self.store.record_deliveries([delivery_row(
+                sub.id, channel=channel, kind="snapshot", token_id=token_id, seq_from=None, seq_to=as_of,
+                event_count=0, entity_ids=built["entity_id"].to_list(), fields=audit_fields(built["fields"], levels))])
+        return SnapshotPage(records=[json.loads(x) for x in lines],
+                            next_after_entity=page["entity_id"][-1] if has_more and page.height else None,
+                            has_more=has_more, as_of_seq=as_of, lines=lines)

@@ -1,0 +1,166 @@
+"""CLI for the feed API: `enteronce token ...`, `enteronce serve`, `enteronce feed pull`.
+
+Registered from the bottom of pipelines/cli.py (`register(app)`), after every other command, so
+importing the shared helpers of pipelines.cli here is safe.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from connectors.errors import EnteronceError
+from pipelines.cli import ConfigOpt, WarehouseOpt, _fail, console
+from pipelines.project import Project, default_config_dir
+
+token_app = typer.Typer(help="Bearer tokens for the feed API (stored only as hashes).", no_args_is_help=True)
+
+
+def _project(config: Path | None, warehouse: str | None) -> Project:
+    try:
+        return Project.load(config or default_config_dir(), warehouse)
+    except EnteronceError as exc:
+        _fail(str(exc))
+
+
+def _store(project: Project):
+    from warehouse import Warehouse
+
+    return Warehouse(project.warehouse_url).migrate()
+
+
+@token_app.command("issue")
+def token_issue(
+    subscriber: Annotated[str, typer.Option("--subscriber", "-s", help="Subscriber id from subscriptions.yaml.")],
+    label: Annotated[Optional[str], typer.Option(help="A note: who holds it, which system.")] = None,
+    config: ConfigOpt = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Issue a token for a subscriber; the token is printed once and never stored."""
+    from feeds.config import load_subscriptions
+    from feeds.tokens import issue_token
+
+    project = _project(config, warehouse)
+    try:
+        subs = load_subscriptions(project.config_dir)
+        if subs.subscriber(subscriber) is None:
+            _fail(f"{project.config_dir / 'subscriptions.yaml'}: no subscriber {subscriber!r} "
+                  f"(known: {[s.id for s in subs.subscribers][:20]}); add it with `enteronce subscription add`")
+        issued = issue_token(_store(project), subscriber, label)
+    except EnteronceError as exc:
+        _fail(str(exc))
+    console.print(f"[green]issued[/] {issued.token_id} for {issued.subscriber_id}"
+                  + (f" ({issued.label})" if issued.label else ""))
+    console.print("token (shown once; keep it secret, e.g. in ENTERONCE_FEED_TOKEN):", highlight=False)
+    # plain print: no wrapping or markup may change a single character of the token
+    print(issued.token)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[str, typer.Argument(help="The token id (tok_...), from `enteronce token list`.")],
+    config: ConfigOpt = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Revoke a token: its next request gets 401."""
+    from feeds.tokens import revoke_token
+
+    project = _project(config, warehouse)
+    try:
+        revoke_token(_store(project), token_id)
+    except EnteronceError as exc:
+        _fail(str(exc))
+    console.print(f"[green]revoked[/] {token_id}")
+
+
+@token_app.command("list")
+def token_list(
+    subscriber: Annotated[Optional[str], typer.Option("--subscriber", "-s", help="Only this subscriber's.")] = None,
+    config: ConfigOpt = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Tokens with their subscriber, label and state (never a token or its hash)."""
+    from feeds.tokens import list_tokens
+
+    project = _project(config, warehouse)
+    rows = list_tokens(_store(project), subscriber)
+    table = Table(title=f"Feed API tokens ({len(rows)})", title_justify="left")
+    table.add_column("token id", no_wrap=True, min_width=20)
+    for col in ("subscriber", "label", "issued", "state"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        state = f"[red]revoked {str(r['revoked_at'])[:19]}[/]" if r["revoked_at"] else "[green]active[/]"
+        table.add_row(r["token_id"], r["subscriber_id"], r["label"] or "-", str(r["issued_at"])[:19], state)
+    console.print(table)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on (loopback unless behind a proxy).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    config: ConfigOpt = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Serve the feed API (FastAPI on uvicorn); OpenAPI docs at /docs."""
+    import uvicorn
+
+    from feeds.api import create_app
+
+    project = _project(config, warehouse)
+    try:
+        app = create_app(project.warehouse_url, project.config_dir)
+    except EnteronceError as exc:
+        _fail(str(exc))
+    console.print(f"enteronce feeds API on http://{host}:{port} (docs: /docs), warehouse "
+                  f"{app.state.warehouse.display_url}, subscriptions {project.config_dir / 'subscriptions.yaml'}")
+    if workers > 1:
+        # several processes need an importable factory; the settings travel in the environment
+        import os
+
+        os.environ["ENTERONCE_CONFIG"] = str(project.config_dir)
+        os.environ["ENTERONCE_WAREHOUSE_URL"] = project.warehouse_url
+        uvicorn.run("feeds.api:app_from_env", factory=True, host=host, port=port, workers=workers,
+                    log_level="warning")
+    else:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def feed_pull(
+    subscriber: Annotated[str, typer.Option("--subscriber", "-s", help="This station's subscriber id.")],
+    url: Annotated[str, typer.Option(help="The hub's feed API.")] = "http://127.0.0.1:8000",
+    token: Annotated[Optional[str], typer.Option(envvar="ENTERONCE_FEED_TOKEN", show_envvar=True,
+                                                 help="Bearer token (better: the environment variable).")] = None,
+    mirror: Annotated[Optional[Path], typer.Option(help="Local SQLite mirror (default mirror-<subscriber>.sqlite "
+                                                   "in the current folder).")] = None,
+    page: Annotated[int, typer.Option(min=1, max=5000, help="Events per request.")] = 1000,
+) -> None:
+    """Pull this station's feed into its local SQLite mirror (snapshot first, then events)."""
+    from feeds.mirror import pull
+
+    path = mirror or Path(f"mirror-{subscriber}.sqlite")
+    try:
+        with console.status(f"pulling {subscriber} from {url} ..."):
+            summary = pull(path, url, subscriber, token, page=page)
+    except EnteronceError as exc:
+        _fail(str(exc))
+    table = Table(title=f"Mirror {summary.mirror}", title_justify="left")
+    for col in ("snapshot records", "events received", "applied", "duplicates", "older", "records held", "cursor"):
+        table.add_column(col, justify="right")
+    table.add_row(*(f"{v:,}" for v in (summary.snapshot_records, summary.events_received, summary.events_applied,
+                                       summary.duplicates, summary.older, summary.records, summary.cursor)))
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `token`, `serve` and `feed pull` to the enteronce CLI."""
+    app.add_typer(token_app, name="token")
+    app.command("serve")(serve)
+    from pipelines.cli_feeds import feed_app  # `enteronce feed`, registered just before this
+
+    feed_app.command("pull")(feed_pull)
+
+
+__all__ = ["register", "token_app", "serve", "feed_pull"]

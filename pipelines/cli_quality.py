@@ -1,0 +1,131 @@
+"""`enteronce validate`, `enteronce tasks`, `enteronce holds`: data quality from the command line.
+
+`register(app)` is called at the bottom of pipelines/cli.py (after every command there, so the
+import is not circular). The auditors' `report` command lives in pipelines/cli_report.py.
+"""
+
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import polars as pl
+import typer
+from rich.table import Table
+
+
+def register(app: typer.Typer) -> None:
+    from pipelines.cli import ConfigOpt, WarehouseOpt, _fail, console
+    from pipelines.project import Project, default_config_dir
+
+    def _open(config: Path | None, warehouse: str | None):
+        from connectors.errors import EnteronceError
+        from quality.config import project_quality
+        from warehouse import Warehouse
+        from warehouse.quality import QualityStore
+
+        try:
+            project = Project.load(config or default_config_dir(), warehouse)
+            settings = project_quality(project.config_dir)
+        except EnteronceError as exc:
+            _fail(str(exc))
+        store = Warehouse(project.warehouse_url).migrate()
+        return project, settings, QualityStore(store)
+
+    @app.command()
+    def validate(
+        config: ConfigOpt = None,
+        warehouse: WarehouseOpt = None,
+        station: Annotated[Optional[list[str]], typer.Option("--station", "-s", help="Only these stations.")] = None,
+    ) -> None:
+        """Run the expectation suites (Great Expectations) on every batch not validated yet, then the
+        golden and freshness suites and the correction-task pass; print each station's latest results."""
+        from quality.scorecards import ranking
+        from quality.service import quality_pass, validate_station
+        from quality.validate import gx_project
+
+        project, settings, store = _open(config, warehouse)
+        station_ids = station or project.station_ids
+        unknown = sorted(set(station_ids) - set(project.station_ids))
+        if unknown:
+            _fail(f"unknown station id(s) {unknown}; stations.yaml has {len(project.station_ids)}")
+        gx = gx_project(project.data_dir / "quality")
+        with console.status("validating (Great Expectations)"):
+            held = []
+            opened = closed = 0
+            for sid in station_ids:
+                outcome = validate_station(store, gx, settings, sid)
+                held += outcome.held
+                opened, closed = opened + outcome.tasks_opened, closed + outcome.tasks_closed
+            final = quality_pass(store, gx, settings)
+        runs = store.runs(station_ids)
+        latest = (runs.sort("started_at").group_by("station_id", "suite", maintain_order=True).last()
+                  .sort("station_id", "suite"))
+        table = Table(title="Latest validation per station and suite", title_justify="left")
+        for col in ("station", "suite", "batch", "expectations", "met", "result"):
+            table.add_column(col, overflow="fold", justify="right" if col in ("expectations", "met") else "left")
+        for r in latest.iter_rows(named=True):
+            table.add_row(r["station_id"], r["suite"], r["batch_id"] or "-", str(r["evaluated"]), str(r["successful"]),
+                          "[green]pass[/]" if r["success"] else "[yellow]fail[/]")
+        console.print(table)
+        ranked = ranking(store.scores(station_ids), store.batch_order())
+        if ranked.height:
+            rank_table = Table(title="Station ranking (latest scores, 0-100)", title_justify="left")
+            for col in ranked.columns:
+                rank_table.add_column(col.replace("_id", ""), justify="left" if col == "station_id" else "right")
+            for r in ranked.iter_rows():
+                rank_table.add_row(*("-" if v is None else (f"{v:.1f}" if isinstance(v, float) else str(v)) for v in r))
+            console.print(rank_table)
+        console.print(f"tasks opened {opened + final.tasks_opened}, closed {closed + final.tasks_closed}; "
+                      f"batches newly held: {len(held)}")
+        for h in held:
+            console.print(f"  [yellow]held[/] {h['batch_id']}: {h['reason']}", highlight=False)
+        if final.data_docs:
+            console.print(f"Great Expectations Data Docs: {final.data_docs}")
+
+    @app.command()
+    def tasks(
+        config: ConfigOpt = None,
+        warehouse: WarehouseOpt = None,
+        station: Annotated[Optional[list[str]], typer.Option("--station", "-s", help="Only these stations.")] = None,
+        status: Annotated[Optional[str], typer.Option(help="open or closed.")] = None,
+        limit: Annotated[int, typer.Option(help="Rows to show.")] = 50,
+    ) -> None:
+        """Correction tasks routed to stations: the record, the field, the station's value and the
+        expected one, why, and whether it is still open."""
+        if status not in (None, "open", "closed"):
+            _fail(f"--status: expected open or closed, got {status!r}")
+        _, _, store = _open(config, warehouse)
+        frame = store.tasks(station_ids=station, status=status)
+        counts = frame.group_by("status").len().sort("status")
+        table = Table(title=f"Correction tasks (first {min(limit, frame.height)} of {frame.height})", title_justify="left")
+        for col in ("station", "record", "field", "station value", "expected", "reason", "status", "opened", "closed"):
+            table.add_column(col, overflow="fold")
+        for r in frame.head(limit).iter_rows(named=True):
+            table.add_row(r["station_id"], r["record_key"], r["field"], r["station_value"] or "-",
+                          r["expected_value"] or "-", r["reason"], r["status"],
+                          f"{r['opened_at']:%Y-%m-%d %H:%M}", f"{r['closed_at']:%Y-%m-%d %H:%M}" if r["closed_at"] else "-")
+        console.print(table)
+        console.print(", ".join(f"{s}: {n}" for s, n in counts.iter_rows()) or "no tasks")
+
+    @app.command()
+    def holds(
+        config: ConfigOpt = None,
+        warehouse: WarehouseOpt = None,
+        release: Annotated[Optional[str], typer.Option(help="Release this batch id (it is resolved and published on the next run).")] = None,
+    ) -> None:
+        """Batches held back from publication, and why; `--release BATCH` lets one through."""
+        _, _, store = _open(config, warehouse)
+        if release is not None:
+            if not store.release(release):
+                _fail(f"batch {release!r} is not held")
+            console.print(f"released {release}")
+            return
+        frame = store.holds()
+        table = Table(title="Held batches", title_justify="left")
+        for col in ("batch", "station", "reason", "held", "released"):
+            table.add_column(col, overflow="fold")
+        for r in frame.iter_rows(named=True):
+            table.add_row(r["batch_id"], r["station_id"], r["reason"], f"{r['held_at']:%Y-%m-%d %H:%M}",
+                          f"{r['released_at']:%Y-%m-%d %H:%M}" if r["released_at"] else "-")
+        console.print(table)
+        console.print(f"{frame.filter(pl.col('released_at').is_null()).height} held")

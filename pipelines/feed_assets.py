@@ -1,0 +1,111 @@
+"""Subscription feeds as a Dagster asset, one partition per subscriber, after the change events.
+
+Partitions follow subscriptions.yaml (`sync_subscriber_partitions`, called by the sensor and by
+`enteronce run`). A run may cover one subscriber or a range of them (partition-range run tags):
+the builder reads the outbox once for all subscribers in the run, so building 943 feeds costs
+one pass, not 943.
+"""
+
+
+import dagster as dg
+
+from feeds.config import load_subscriptions
+from feeds.files import build_all
+from pipelines.resources import ProjectResource
+
+subscribers_partitions = dg.DynamicPartitionsDefinition(name="subscribers")
+FEED_DEPS = [dg.AssetKey("person_change_events"), dg.AssetKey("organisation_change_events")]
+
+
+def sync_subscriber_partitions(instance: dg.DagsterInstance, subscriber_ids: list[str]) -> list[str]:
+    """Add partitions for new subscribers and drop those of removed ones; returns the current ids."""
+    known = set(instance.get_dynamic_partitions(subscribers_partitions.name))
+    missing = [s for s in subscriber_ids if s not in known]
+    if missing:
+        instance.add_dynamic_partitions(subscribers_partitions.name, missing)
+    for gone in sorted(known - set(subscriber_ids)):
+        instance.delete_dynamic_partition(subscribers_partitions.name, gone)
+    return list(subscriber_ids)
+
+
+@dg.asset(
+    name="subscriber_feeds",
+    partitions_def=subscribers_partitions,
+    deps=FEED_DEPS,
+    group_name="feeds",
+    kinds={"polars", "parquet", "csv"},
+    pool="warehouse",
+    description="Each subscriber's new change events (the first time: a snapshot of its scope), scoped, "
+                "projected to its fields and masked per its role, as JSON Lines / CSV / Parquet in its outbox; "
+                "every delivery audited.",
+)
+def subscriber_feeds(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
+    p = project.project
+    subs = load_subscriptions(p.config_dir)
+    wanted = list(context.partition_keys)
+    known = {s.id for s in subs.subscribers}
+    gone = sorted(set(wanted) - known)
+    if gone:
+        context.log.warning(f"no longer in subscriptions.yaml, skipped: {gone}")
+    results = build_all(project.warehouse, subs, config_dir=p.config_dir, data_dir=p.data_dir,
+                        subscriber_ids=[w for w in wanted if w in known])
+    masked: dict[str, int] = {}
+    for r in results:
+        for f, n in r.masked_fields.items():
+            masked[f] = masked.get(f, 0) + n
+    ranges = [r.seq_range for r in results if r.seq_range]
+    context.log.info(f"{len(results)} subscriber(s): {sum(r.events for r in results)} events, "
+                     f"{sum(r.snapshot_records for r in results)} snapshot records")
+    return dg.MaterializeResult(metadata={
+        "subscribers": len(results),
+        "events_delivered": sum(r.events for r in results),
+        "snapshot_records": sum(r.snapshot_records for r in results),
+        "entities_delivered": sum(r.entities for r in results),
+        "masked_field_counts": dg.MetadataValue.json(dict(sorted(masked.items()))),
+        "seq_range": f"{min(a for a, _ in ranges)}-{max(b for _, b in ranges)}" if ranges else "none",
+        "outbox": dg.MetadataValue.path(str(results[0].outbox.parent)) if results else "none",
+        "per_subscriber": dg.MetadataValue.json({r.subscriber_id: {"events": r.events, "snapshot": r.snapshot_records}
+                                                 for r in results}),
+    })
+
+
+@dg.sensor(
+    name="subscriber_feeds_sensor",
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    asset_selection=[subscriber_feeds],
+)
+def subscriber_feeds_sensor(context: dg.SensorEvaluationContext, project: ProjectResource):
+    """Keeps the subscriber partitions in step with subscriptions.yaml and, when the outbox has
+    grown (or the subscribers changed), asks for one run over all subscribers."""
+    p = project.project
+    ids = [s.id for s in load_subscriptions(p.config_dir).subscribers]
+    sync_subscriber_partitions(context.instance, ids)
+    if not ids:
+        return dg.SkipReason("no subscribers in subscriptions.yaml")
+    high = project.warehouse.max_event_seq()
+    key = f"{high}:{','.join(ids)}"
+    if context.cursor == key:
+        return dg.SkipReason(f"outbox at seq {high}, nothing new")
+    context.update_cursor(key)
+    return dg.RunRequest(run_key=None, tags={**partition_range_tags(ids), "enteronce/high_water": str(high)})
+
+
+def partition_range_tags(subscriber_ids: list[str]) -> dict[str, str]:
+    """Run tags for one run over a range of subscriber partitions (for in-process runs)."""
+    return {"dagster/asset_partition_range_start": subscriber_ids[0],
+            "dagster/asset_partition_range_end": subscriber_ids[-1]}
+
+
+FEED_ASSETS = [subscriber_feeds]
+FEED_SENSORS = [subscriber_feeds_sensor]
+
+
+def run_feeds(project, instance: dg.DagsterInstance, assets: list, resources: dict,
+              run_config: dict) -> list[dg.ExecuteInProcessResult]:
+    """For `enteronce run`: one in-process run of the feed asset over every subscriber."""
+    ids = sync_subscriber_partitions(instance, [s.id for s in load_subscriptions(project.config_dir).subscribers])
+    if not ids:
+        return []
+    return [dg.materialize(assets, instance=instance, resources=resources, run_config=run_config,
+                           selection=[subscriber_feeds], tags=partition_range_tags(ids))]

@@ -1,0 +1,87 @@
+"""The auditors' report as a Dagster asset, rebuilt after every publication.
+
+Thin on purpose: the asset calls quality.report.build.write_report and turns its summary into
+metadata (the path of index.html, the headline figures), so the report in the UI is the one the
+CLI builds.
+"""
+
+from pathlib import Path
+
+import dagster as dg
+
+from pipelines.resources import ProjectResource
+from quality.report.build import write_report
+
+REPORT_DIR = "report"
+
+# Upstream: the change-event outboxes (one per entity type), the data-quality pass (scores,
+# validation results, correction tasks) and the subscribers' feeds (their audit log is the access page).
+REPORT_DEPS = [dg.AssetKey("person_change_events"), dg.AssetKey("organisation_change_events"),
+               dg.AssetKey("data_quality"), dg.AssetKey("subscriber_feeds")]
+
+# Eager, less its "no dependency missing" guard: a subscriber that has never been fed (a missing
+# partition of subscriber_feeds) must not stop the auditors' report from following the runs.
+AUTOMATION = ((dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated())
+              .since_last_handled()
+              & ~dg.AutomationCondition.any_deps_in_progress() & ~dg.AutomationCondition.in_progress())
+
+
+def report_dir(project_resource: ProjectResource) -> Path:
+    """Where the site goes: `<data folder>/report/` (data/demo/data/report after `make demo`)."""
+    return project_resource.project.data_dir / REPORT_DIR
+
+
+@dg.asset(
+    name="audit_report",
+    group_name="report",
+    deps=REPORT_DEPS,
+    kinds={"html", "plotly"},
+    automation_condition=AUTOMATION,
+    description="The auditors' static HTML report: station scorecards and trends, failing expectations, "
+                "correction tasks, linkage quality and the access log. Opens from disk, offline.",
+    pool="warehouse",
+)
+def audit_report(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
+    summary = write_report(project.warehouse, report_dir(project))
+    context.log.info(f"report: {summary.index} ({summary.pages} pages in {summary.seconds:.1f} s)")
+    for note in summary.notes:
+        context.log.warning(note)
+    metadata = {
+        "path": dg.MetadataValue.path(str(summary.index)),
+        "url": dg.MetadataValue.url(summary.index.resolve().as_uri()),
+        "stations": summary.stations,
+        "scored_stations": summary.scored_stations,
+        "open_correction_tasks": summary.open_tasks,
+        "held_batches": summary.held_batches,
+        "failing_validation_runs": summary.failed_runs,
+        "entities": summary.entities,
+        "pending_reviews": summary.pending_reviews,
+        "deliveries": summary.deliveries,
+        "pages": summary.pages,
+        "build_seconds": round(summary.seconds, 2),
+    }
+    if summary.average_score is not None:
+        metadata["average_score"] = round(summary.average_score, 2)
+    return dg.MaterializeResult(metadata=metadata)
+
+
+REPORT_ASSETS = [audit_report]
+
+# The report has its own automation sensor: an asset can be the target of only one, and the
+# pipeline's sensor is not ours to change.
+report_automation = dg.AutomationConditionSensorDefinition(
+    "audit_report_refresh",
+    target=dg.AssetSelection.assets(*REPORT_ASSETS),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+)
+REPORT_SENSORS = [report_automation]
+
+
+def report_path(result: dg.ExecuteInProcessResult) -> str | None:
+    """The index.html an in-process run of the report asset wrote (for `enteronce run` to print)."""
+    for event in result.asset_materializations_for_node("audit_report"):
+        path = event.metadata.get("path")
+        if path is not None:
+            return str(path.value)
+    return None

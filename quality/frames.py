@@ -1,0 +1,54 @@
+"""The frames the suites validate, shaped from what the warehouse hands over (pure Polars)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from entity_resolution.standardise.id_numbers import with_id_number
+from quality.scorecards import age_days
+
+GOLDEN_FIELDS = {
+    "person": ["name_norm", "sex", "birth_date", "id_number", "phone", "area_code"],
+    "organisation": ["name_norm", "credit_code", "legal_rep_norm", "phone", "area_code"],
+}
+
+
+def decode_golden(active: pl.DataFrame, fields: list[str]) -> pl.DataFrame:
+    """entity_id plus the named fields decoded from the golden `record` JSON (text values;
+    `birth_date` as a date)."""
+    dtype = pl.Struct({f: pl.String for f in fields})
+    out = active.select("entity_id", pl.col("record").str.json_decode(dtype).alias("_r")).unnest("_r")
+    if "birth_date" in out.columns:
+        out = out.with_columns(pl.col("birth_date").str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False))
+    return out
+
+
+def golden_frame(active: pl.DataFrame, entity_type: str, *, today: dt.date) -> pl.DataFrame:
+    """Active golden records ready for the golden suite: for persons, the surviving ID number's
+    validity recomputed (GB 11643) and `valid_id_number` (the number when valid, else null), so
+    uniqueness is judged over valid numbers only."""
+    frame = decode_golden(active, GOLDEN_FIELDS[entity_type])
+    if entity_type != "person":
+        return frame
+    checked = with_id_number(frame.lazy().select(pl.col("id_number").alias("_raw")), pl.col("_raw"), today=today)
+    valid = checked.select("id_valid").collect()
+    return frame.with_columns(pl.when(pl.col("id_number").is_not_null()).then(valid["id_valid"]).alias("id_valid")).with_columns(
+        pl.when(pl.col("id_valid")).then(pl.col("id_number")).alias("valid_id_number"))
+
+
+def freshness_frame(last_drops: pl.DataFrame, *, now: dt.datetime) -> pl.DataFrame:
+    """One row per station and entity type with the age of its last drop, in days."""
+    return last_drops.select(
+        pl.concat_str(["station_id", "entity_type"], separator="/").alias("station_key"),
+        "station_id", "entity_type", "batch_id", age_days(now).round(3).alias("age_days"))
+
+
+def invalid_code_rate(records: pl.DataFrame, entity_type: str) -> float:
+    """Share of invalid ID numbers (credit codes) among the ones given."""
+    code, valid = ("id_number", "id_valid") if entity_type == "person" else ("credit_code", "credit_code_valid")
+    given = records.filter(pl.col(code).is_not_null() & pl.col(valid).is_not_null())
+    if given.height == 0:
+        return 0.0
+    return float((~given[valid]).sum()) / given.height

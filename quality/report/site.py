@@ -1,0 +1,306 @@
+"""Write the auditors' report as a static site: frames in, HTML files out.
+
+The site is plain files (open `index.html` from disk, copy the folder anywhere, no server):
+`index.html` (overview and ranking), `stations/<id>.html` (one per station), `linkage.html`,
+`access.html`, `datadocs.html` (links to Great Expectations' Data Docs), `assets/` (CSS and the one
+local copy of plotly.js). Templates are Jinja2 with autoescaping, so every value from stations'
+data (names, sample values, reasons) is escaped.
+
+Speed matters at 943 stations: each frame is split by station once (`partition_by`), never
+filtered per station, and the templates are compiled once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from urllib.parse import quote
+
+import polars as pl
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from quality.report import charts, model
+
+ASSETS = "assets"
+# Tables other parts of the hub add (quality: migration 0006; feeds: 0004); the report works without them.
+OPTIONAL_TABLES = ("validation_runs", "validation_results", "station_scores", "correction_tasks", "batch_holds",
+                   "feed_deliveries")
+NO_DURATIONS = {"closed_median_days": None, "closed_max_days": None, "open_median_days": None,
+                "open_max_days": None}
+STATION_DIR = "stations"
+
+
+@dataclass
+class ReportSummary:
+    """What a build produced, for the CLI and for Dagster metadata."""
+
+    index: Path
+    stations: int
+    pages: int
+    scored_stations: int
+    average_score: float | None
+    open_tasks: int
+    held_batches: int
+    failed_runs: int
+    entities: int
+    pending_reviews: int
+    deliveries: int
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def station_file(station_id: str) -> str:
+    """A station's page name: its id where the id is filename-safe, else a percent-encoded form."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", lambda m: "%" + "%".join(f"{b:02X}" for b in m.group().encode()), station_id)
+    return f"{safe}.html"
+
+
+def _environment() -> Environment:
+    env = Environment(loader=PackageLoader("quality.report", "templates"),
+                      autoescape=select_autoescape(["html"], default=True),
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(value=_value, num=_num, score=_score, pct=_pct, days=_days, ts=_ts, grade=_grade,
+                       station_href=lambda sid: quote(station_file(sid)))
+    return env
+
+
+def _value(v) -> str:
+    """A station's value as shown: a missing one says so rather than printing None."""
+    return "(empty)" if v is None or v == "" else str(v)
+
+
+def _num(v) -> str:
+    return "—" if v is None else f"{int(v):,}"
+
+
+def _score(v) -> str:
+    return "—" if v is None else f"{v:.1f}"
+
+
+def _pct(v, digits: int = 1) -> str:
+    return "—" if v is None else f"{v * 100:.{digits}f} %"
+
+
+def _days(v) -> str:
+    if v is None:
+        return "—"
+    return f"{v * 24:.1f} h" if v < 1 else f"{v:.1f} d"
+
+
+def _ts(v) -> str:
+    return "—" if v is None else v.strftime("%Y-%m-%d %H:%M")
+
+
+def _grade(v) -> str:
+    if v is None:
+        return "none"
+    return "good" if v >= 90 else "fair" if v >= 70 else "poor"
+
+
+def _by_station(frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    if frame.height == 0:
+        return {}
+    return {key[0]: part for key, part in frame.filter(pl.col("station_id").is_not_null())
+            .partition_by("station_id", as_dict=True, maintain_order=True).items()}
+
+
+def _data_docs(runs: pl.DataFrame, page_dir: Path) -> tuple[list[dict], list[str]]:
+    """Links (relative to the page) to the Data Docs that validation runs recorded, and the
+    recorded paths that are no longer on disk."""
+    links, missing, seen = [], [], set()
+    for row in runs.filter(pl.col("data_docs_path").is_not_null()).iter_rows(named=True):
+        path = Path(row["data_docs_path"])
+        if path.is_dir():
+            path = path / "index.html"
+        if not path.exists():
+            missing.append(row["data_docs_path"])
+            continue
+        if path in seen:
+            continue
+        seen.add(path)
+        links.append({"href": Path(os.path.relpath(path.resolve(), page_dir.resolve())).as_posix(),
+                      "suite": row["suite"], "data_asset": row["data_asset"], "entity_type": row["entity_type"],
+                      "station_id": row["station_id"], "batch_id": row["batch_id"], "success": row["success"],
+                      "started_at": row["started_at"]})
+    return links, sorted(set(missing))
+
+
+def _site_roots(runs: pl.DataFrame) -> list[Path]:
+    """The Data Docs sites behind the recorded pages: the nearest folder above each with an index.html."""
+    roots: dict[Path, None] = {}
+    for value in runs["data_docs_path"].drop_nulls().unique().sort():
+        path = Path(value)
+        start = path if path.is_dir() else path.parent
+        for folder in [start, *start.parents][:6]:
+            if (folder / "index.html").is_file():
+                roots[folder.resolve()] = None
+                break
+    return list(roots)
+
+
+def build_report(
+    out_dir: Path | str,
+    *,
+    stations: pl.DataFrame,
+    scores: pl.DataFrame,
+    runs: pl.DataFrame,
+    failures: pl.DataFrame,
+    tasks: pl.DataFrame,
+    task_times: pl.DataFrame,
+    holds: pl.DataFrame,
+    linkage: pl.DataFrame,
+    cluster_sizes: pl.DataFrame,
+    judged: pl.DataFrame,
+    subscribers: pl.DataFrame,
+    field_policies: pl.DataFrame,
+    recent_deliveries: pl.DataFrame,
+    available: pl.DataFrame | None = None,
+    now: dt.datetime | None = None,
+) -> ReportSummary:
+    """Write the site into `out_dir` (created; pages from an earlier build are replaced, and
+    station pages of stations no longer present are removed). Frames are those of
+    warehouse.reports.read_report_frames; `available` says which optional tables exist, so that a
+    page can tell "not built yet" from "nothing happened"."""
+    started = dt.datetime.now(dt.timezone.utc)
+    now = now or started
+    out = Path(out_dir)
+    station_dir = out / STATION_DIR
+    station_dir.mkdir(parents=True, exist_ok=True)
+    # Pages of stations no longer in the warehouse go; the others are overwritten in place
+    # (deleting 943 files first costs seconds on some file systems).
+    keep = {station_file(sid) for sid in stations["station_id"]}
+    for stale in station_dir.glob("*.html"):
+        if stale.name not in keep:
+            stale.unlink()
+    assets = out / ASSETS
+    charts.install_plotly(assets)
+    with resources.as_file(resources.files("quality.report") / "static" / "report.css") as css:
+        shutil.copyfile(css, assets / "report.css")
+
+    tables = set(OPTIONAL_TABLES) if available is None else set(available.filter(pl.col("present"))["table"])
+    missing_tables = [] if available is None else available.filter(~pl.col("present"))["table"].to_list()
+    env = _environment()
+    table = model.station_table(stations, scores, runs, failures, task_times, holds)
+    averages = model.dimension_averages(table)
+    durations = model.task_durations(task_times, now)
+    precision = model.precision_estimates(judged)
+    by_level = model.fields_by_level(field_policies)
+    common = {"generated_at": now, "missing_tables": missing_tables, "tables": tables,
+              "dimensions": model.DIMENSIONS}
+
+    active_holds = holds.filter(pl.col("released_at").is_null())
+    latest_failed = int((~runs["success"]).sum()) if runs.height else 0
+    totals = {
+        "stations": stations.height, "scored": int(table["score"].drop_nulls().len()),
+        "average": table["score"].mean() if table.height else None,
+        "open_tasks": int((task_times["status"] == "open").sum()),
+        "closed_tasks": int((task_times["status"] == "closed").sum()),
+        "held": active_holds.height, "runs": runs.height, "failed_runs": latest_failed,
+        "entities": int(linkage["entities_active"].sum()) if linkage.height else 0,
+        "records": int(linkage["records"].sum()) if linkage.height else 0,
+        "match_pairs": int(linkage["match_pairs"].sum()) if linkage.height else 0,
+        "pending_reviews": int(linkage["pending_reviews"].sum()) if linkage.height else 0,
+        "deliveries": int(subscribers["deliveries"].sum()) if subscribers.height else 0,
+        "subscribers": subscribers["subscriber_id"].n_unique() if subscribers.height else 0,
+    }
+    link_precision = precision.filter(pl.col("decision") == "match")
+    headline_precision = None
+    if link_precision.height:
+        headline_precision = model.wilson(int(link_precision["same"].sum()), int(link_precision["judged"].sum()))
+
+    pages = 0
+
+    def write(path: Path, template: str, **context) -> None:
+        nonlocal pages
+        path.write_text(env.get_template(template).render(**common, **context), encoding="utf-8")
+        pages += 1
+
+    # -- overview
+    histogram = model.score_histogram(table)
+    overview_charts = {}
+    if totals["scored"]:
+        overview_charts["histogram"] = charts.bar(
+            "chart-score-histogram", histogram["label"].to_list(), histogram["stations"].to_list(),
+            title="Stations by overall score", x_title="score band", y_title="stations")
+        overview_charts["dimensions"] = charts.dimension_bars(
+            "chart-dimension-averages", averages, title="Network average per dimension")
+    write(out / "index.html", "index.html", page="index", root="", totals=totals, table=table.to_dicts(),
+          averages=averages.to_dicts(), charts=overview_charts, holds=active_holds.to_dicts(),
+          precision=headline_precision, docs_roots=len(_site_roots(runs)))
+
+    # -- one page per station
+    # The trend lines of every station in one pass, then split by station with everything else.
+    ordered_scores = model.trend(scores)
+    parts = {name: _by_station(frame) for name, frame in
+             {"scores": ordered_scores, "runs": runs, "failures": failures, "tasks": tasks, "holds": holds}.items()}
+    dur = {r["station_id"]: r for r in durations.iter_rows(named=True)}
+    empty = {name: frame.clear() for name, frame in
+             {"scores": ordered_scores, "runs": runs, "failures": failures, "tasks": tasks, "holds": holds}.items()}
+    ranked = table.filter(pl.col("rank").is_not_null()).height
+    for row in table.iter_rows(named=True):
+        sid = row["station_id"]
+        own = {name: parts[name].get(sid, empty[name]) for name in parts}
+        trend_html = None
+        if own["scores"].height:
+            trend_html = charts.trend_chart("chart-trend", own["scores"].to_dicts(),
+                                            title=f"{row['name']}: scores across batches")
+        failures_rows = [{**f, "samples": model.parse_samples(f["sample_rows"])}
+                         for f in own["failures"].iter_rows(named=True)]
+        docs, docs_missing = _data_docs(own["runs"], station_dir)
+        own_tasks = own["tasks"].to_dicts()
+        write(station_dir / station_file(sid), "station.html", page="station", root="../", station=row,
+              ranked=ranked, trend=trend_html, runs=own["runs"].to_dicts(), failures=failures_rows,
+              open_tasks=[t for t in own_tasks if t["status"] == "open"],
+              closed_tasks=[t for t in own_tasks if t["status"] == "closed"],
+              durations=dur.get(sid, NO_DURATIONS), holds=own["holds"].to_dicts(), docs=docs, docs_missing=docs_missing,
+              listed=TASKS_LISTED)
+
+    # -- linkage
+    linkage_chart = None
+    if cluster_sizes.height:
+        linkage_chart = charts.cluster_chart("chart-cluster-sizes", cluster_sizes,
+                                             title="Cluster sizes: entities by number of records")
+    write(out / "linkage.html", "linkage.html", page="linkage", root="", linkage=linkage.to_dicts(),
+          precision=precision.to_dicts(), chart=linkage_chart, totals=totals,
+          judged_total=int(judged["pairs"].sum()) if judged.height else 0)
+
+    # -- access
+    access_charts = {}
+    if subscribers.height:
+        per_sub = subscribers.group_by("subscriber_id", maintain_order=True).agg(pl.col("deliveries").sum())
+        access_charts["subscribers"] = charts.bar(
+            "chart-deliveries", per_sub["subscriber_id"].to_list(), per_sub["deliveries"].to_list(),
+            title="Deliveries per subscriber", x_title="subscriber", y_title="deliveries")
+    if by_level.height:
+        access_charts["levels"] = charts.level_chart("chart-field-levels", by_level,
+                                                     title="Fields delivered (personal data among them), by masking level")
+    write(out / "access.html", "access.html", page="access", root="", subscribers=subscribers.to_dicts(),
+          by_level=by_level.to_dicts(), recent=recent_deliveries.to_dicts(), charts=access_charts,
+          totals=totals, recent_limit=RECENT_DELIVERIES)
+
+    # -- Data Docs
+    docs, docs_missing = _data_docs(runs, out)
+    site_roots = _site_roots(runs)
+    roots = [Path(os.path.relpath(r / "index.html", out.resolve())).as_posix() for r in site_roots]
+    docs = [d for d in docs if d["href"] not in roots]  # pages other than a site's own index
+    write(out / "datadocs.html", "datadocs.html", page="datadocs", root="", docs=docs, docs_missing=docs_missing,
+          roots=roots)
+
+    seconds = (dt.datetime.now(dt.timezone.utc) - started).total_seconds()
+    return ReportSummary(
+        index=out / "index.html", stations=stations.height, pages=pages, scored_stations=totals["scored"],
+        average_score=totals["average"], open_tasks=totals["open_tasks"], held_batches=totals["held"],
+        failed_runs=totals["failed_runs"], entities=totals["entities"], pending_reviews=totals["pending_reviews"],
+        deliveries=totals["deliveries"], seconds=seconds,
+        notes=[f"table {t} not in the warehouse yet" for t in missing_tables],
+    )
+
+
+# Mirrors of warehouse.reports' limits, so that a page can say "newest 100" when a list is cut.
+TASKS_LISTED = 100
+RECENT_DELIVERIES = 100

@@ -1,0 +1,153 @@
+"""Feed files on a real warehouse (SQLite and PostgreSQL): JSON Lines, CSV with BOM and Parquet with
+the same content, manifests whose SHA-256 match, idempotent re-runs, cursors and audit rows."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from feeds.config import parse_subscriptions
+from feeds.files import build_all
+from feeds.synthetic import Outbox, person
+from warehouse import Warehouse
+from warehouse.feeds import FeedStore
+
+AREA = "500103001"
+SUBS = parse_subscriptions({
+    "masking": {"id_number": {"keep_first": 6, "keep_last": 4}, "phone": {"keep_first": 3, "keep_last": 4}},
+    "roles": {"officer": {"fields": {"name_norm": "full", "id_number": "masked", "phone": "masked",
+                                     "address": "full", "area_code": "full"}}},
+    "subscribers": [
+        {"id": "s0001", "kind": "station", "station_id": "s0001", "entity_types": ["person"],
+         "scope": {"area_codes": [AREA]}, "fields": ["name_norm", "id_number", "phone", "address", "area_code"],
+         "role": "officer"},
+        {"id": "quiet", "kind": "station", "station_id": "s0009", "entity_types": ["person"],
+         "scope": {"area_codes": ["500199"]}, "fields": ["name_norm"], "role": "officer",
+         "delivery": {"formats": ["csv"], "outbox": "elsewhere/quiet"}},
+    ],
+})
+
+
+@pytest.fixture()
+def env(warehouse_url: str, tmp_path: Path):
+    store = Warehouse(warehouse_url).migrate()
+    yield store, Outbox(), tmp_path
+    store.dispose()
+
+
+def run(store: Warehouse, root: Path, **kw):
+    return {r.subscriber_id: r for r in build_all(store, SUBS, config_dir=root, data_dir=root / "data", **kw)}
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def _same_rows(outbox: Path, stem: str) -> list[dict]:
+    """JSON Lines, CSV and Parquet parsed back: the same rows, nested values compared as JSON."""
+    lines = [json.loads(x) for x in (outbox / f"{stem}.jsonl").read_text(encoding="utf-8").splitlines()]
+    raw = (outbox / f"{stem}.csv").read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")  # UTF-8 BOM: Excel and WPS read Chinese text correctly
+    rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"))))
+    parquet = pl.read_parquet(outbox / f"{stem}.parquet").to_dicts()
+    assert len(lines) == len(rows) == len(parquet)
+
+    def norm(value, key):
+        if key in ("changed_fields", "before", "after", "sources", "record", "provenance"):
+            return json.loads(value) if value not in (None, "") else None
+        if key in ("seq", "version"):
+            return int(value)
+        return value
+
+    for line, row, pq in zip(lines, rows, parquet, strict=True):
+        for key in row:
+            assert norm(row[key], key) == norm(pq[key], key) == line[key], key
+    return lines
+
+
+def test_snapshot_then_events_in_three_formats_with_manifests(env) -> None:
+    store, out, root = env
+    out.create("P1", person("张三", AREA + "001", id_number="50010119900101123X"), ["s0001:1"])
+    out.create("P2", person("李四", "500106001001"), ["s0002:1"])
+    out.flush(FeedStore(store))
+    got = run(store, root)
+    outbox = root / "data" / "outbox" / "s0001"
+    assert got["s0001"].snapshot_records == 1 and got["s0001"].masked_fields == {"id_number": 1, "phone": 1}
+    snap = _same_rows(outbox, "snapshot_000000000002")
+    assert snap[0]["record"] == {"name_norm": "张三", "id_number": "500101********123X", "phone": "138****5678",
+                                 "address": "重庆市渝中区解放碑街道较场口社区民权路12号", "area_code": AREA + "001"}
+    assert got["quiet"].snapshot_records == 0 and _files(root / "elsewhere" / "quiet") == []
+
+    moved = out.update("P2", area_code=AREA + "005", address="重庆市渝中区解放碑街道新地址1号")
+    out.update("P1", phone="13900001111")
+    out.flush(FeedStore(store))
+    got = run(store, root)
+    assert got["s0001"].events == 2 and got["s0001"].seq_range == (moved, moved + 1)
+    stem = "events_000000000003-000000000004"
+    events = _same_rows(outbox, stem)
+    assert [(e["entity_id"], e["scope"]) for e in events] == [("P2", "entered"), ("P1", "in")]
+    assert events[1]["after"] == {"phone": "139****1111"}
+    # the newcomer arrives whole (its visible fields as of that version), not just what changed
+    assert events[0]["changed_fields"] == ["address", "area_code"]
+    assert events[0]["after"] == {"name_norm": "李四", "id_number": "500101********1234", "phone": "138****5678",
+                                  "address": "重庆市渝中区解放碑街道新地址1号", "area_code": AREA + "005"}
+    manifest = json.loads((outbox / f"{stem}.manifest.json").read_text(encoding="utf-8"))
+    assert (manifest["subscriber"], manifest["kind"], manifest["count"]) == ("s0001", "events", 2)
+    assert (manifest["seq_from"], manifest["seq_to"], manifest["schema_version"]) == (3, 4, 1)
+    assert set(manifest["files"]) == {f"{stem}.jsonl", f"{stem}.csv", f"{stem}.parquet"}
+    for name, meta in manifest["files"].items():
+        assert hashlib.sha256((outbox / name).read_bytes()).hexdigest() == meta["sha256"]
+
+    # nothing new: a re-run writes nothing and moves nothing
+    before = _files(outbox)
+    again = run(store, root)
+    assert again["s0001"].files == [] and _files(outbox) == before
+    log = FeedStore(store).deliveries(subscriber_id="s0001")
+    assert log["kind"].to_list() == ["snapshot", "events"] and log["channel"].unique().to_list() == ["file"]
+    assert json.loads(log["fields"][1]) == {"name_norm": "full", "id_number": "masked", "phone": "masked",
+                                            "address": "full", "area_code": "full"}
+    assert FeedStore(store).cursor("s0001", "file") == (4, 2)
+
+
+def test_rerun_after_a_crash_rewrites_the_same_files(env, monkeypatch) -> None:
+    store, out, root = env
+    monkeypatch.setattr("feeds.files.FEW", 0)  # the many-subscribers path: no narrowing first
+    monkeypatch.setattr("feeds.files.CHUNK", 1)  # and the outbox built one event at a time
+    out.create("P1", person("王五", AREA + "001"), ["s0001:1"])
+    out.flush(FeedStore(store))
+    run(store, root)
+    out.update("P1", phone="13700000000")
+    out.create("P2", person("钱七", AREA + "002"), ["s0001:2"])
+    out.flush(FeedStore(store))
+    real = FeedStore.commit_file_run
+
+    def crash(self, *a, **kw):
+        raise RuntimeError("power cut before the cursor moved")
+
+    monkeypatch.setattr(FeedStore, "commit_file_run", crash)
+    with pytest.raises(RuntimeError):
+        run(store, root)
+    outbox = root / "data" / "outbox" / "s0001"
+    written = _files(outbox)
+    jsonl = (outbox / "events_000000000002-000000000003.jsonl").read_bytes()
+    monkeypatch.setattr(FeedStore, "commit_file_run", real)
+    got = run(store, root)
+    assert got["s0001"].events == 2 and got["s0001"].seq_range == (2, 3)
+    assert _files(outbox) == written  # the same names: no second copy
+    assert (outbox / "events_000000000002-000000000003.jsonl").read_bytes() == jsonl
+    assert FeedStore(store).deliveries(subscriber_id="s0001")["kind"].to_list() == ["snapshot", "events"]
+
+
+def test_one_subscriber_at_a_time(env) -> None:
+    store, out, root = env
+    out.create("P1", person("赵六", AREA + "001"), ["s0001:1"])
+    out.flush(FeedStore(store))
+    got = run(store, root, subscriber_ids=["s0001"])
+    assert list(got) == ["s0001"]
+    assert FeedStore(store).cursor("quiet", "file") is None

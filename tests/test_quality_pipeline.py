@@ -1,0 +1,213 @@
+"""Quality through the real pipeline on a tiny simulated network (SQLite and PostgreSQL):
+correction tasks open on bad values and close when a later drop fixes them, their events reach
+the outbox gap-free and only once; a held batch; the Dagster checks in `enteronce run`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from connectors.config import load_stations
+from connectors.ingest import ingest_station
+from connectors.simulate import simulate_network
+from entity_resolution.config import load_resolution
+from entity_resolution.propagation import run_golden
+from entity_resolution.service import run_resolution
+from entity_resolution.standardise.id_numbers import id_check_char
+from entity_resolution.survivorship import parse_survivorship
+from quality.config import QualityConfig
+from quality.service import quality_pass, validate_station
+from quality.validate import gx_project
+from warehouse import Warehouse
+from warehouse.golden import events
+from warehouse.quality import QualityStore
+
+SETTINGS = load_resolution(None).entities["person"]
+SURVIVORSHIP = parse_survivorship(SETTINGS.survivorship, source="defaults")
+HEADER = ["人员编号", "姓名", "性别", "出生日期", "公民身份号码", "联系电话", "现住址", "行政区划代码", "更新时间"]
+FIELDS = ["local_id", "name", "sex", "birth_date", "id_number", "phone", "address", "area_code", "source_updated_at"]
+COLUMNS = dict(zip(HEADER, FIELDS, strict=True))
+HOME = "重庆市沙坪坝区小龙坎街道正街社区小龙坎正街88号2栋1单元1201室"
+
+
+def valid_id(body17: str) -> str:
+    return body17 + pl.select(id_check_char(pl.lit(body17))).item()
+
+
+def bad_check_digit(number: str) -> str:
+    return number[:17] + ("0" if number[17] != "0" else "1")
+
+
+ID_A, ID_B, ID_C = valid_id("50010619920517002"), valid_id("50010619880304004"), valid_id("50010619750811003")
+
+
+@pytest.fixture(scope="module")
+def base_network(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("qnet")
+    simulate_network(out, stations=1, persons=200, seed=7)
+    config = yaml.safe_load((out / "stations.yaml").read_text(encoding="utf-8"))
+    config["stations"].append({
+        "id": "s9001", "name": "小龙坎派出所", "jurisdiction": ["500106001"],
+        "sources": [{"name": "residents", "entity": "person", "kind": "csv", "path": "s9001/residents.csv",
+                     "columns": COLUMNS}],
+    })
+    (out / "stations.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    return out
+
+
+class Network:
+    def __init__(self, root: Path, url: str, quality: QualityConfig):
+        self.root = root
+        self.store = Warehouse(url).migrate()
+        self.qs = QualityStore(self.store)
+        self.gx = gx_project(root / "data" / "quality")
+        self.quality = quality
+        self.stations = load_stations(root / "stations.yaml")
+        self.store.sync_stations({"station_id": s.id, "name": s.name, "jurisdiction": list(s.jurisdiction)}
+                                 for s in self.stations.stations)
+        self.rs = self.store.resolution_store("person", "person_records")
+        self.gs = self.store.golden_store("person", "person_records")
+
+    def drop(self, rows: list[dict]) -> None:
+        path = self.root / "s9001" / "residents.csv"
+        path.parent.mkdir(exist_ok=True)
+        frame = pl.DataFrame([{h: r.get(COLUMNS[h]) for h in HEADER} for r in rows], schema={h: pl.String for h in HEADER})
+        path.write_text(frame.write_csv(), encoding="utf-8")
+
+    def cycle(self) -> None:
+        """Ingest, validate each station, resolve, publish, then the quality pass."""
+        for st in self.stations.stations:
+            ingest_station(self.store, st, base_dir=self.root, data_dir=self.root / "data")
+            validate_station(self.qs, self.gx, self.quality, st.id)
+        run_resolution(self.rs, SETTINGS, entity_type="person", prefix="P")
+        run_golden(self.gs, SURVIVORSHIP, entity_type="person")
+        quality_pass(self.qs, self.gx, self.quality)
+
+    def open_tasks(self) -> set[tuple[str, str, str]]:
+        t = self.qs.tasks(station_ids=["s9001"], status="open")
+        return set(t.select("record_key", "field", "source").iter_rows())
+
+
+def net_for(base: Path, tmp_path: Path, url: str, quality: QualityConfig) -> Network:
+    root = tmp_path / "net"
+    shutil.copytree(base, root)
+    n = Network(root, url, quality)
+    n.drop([])
+    n.cycle()
+    return n
+
+
+def row(local_id: str, **values) -> dict:
+    return {"local_id": local_id, "source_updated_at": "2026-11-20 09:00:00", "address": HOME,
+            "area_code": "500106001001", **values}
+
+
+def test_tasks_open_on_bad_values_and_close_when_the_station_fixes_them(base_network: Path, tmp_path: Path,
+                                                                        warehouse_url: str) -> None:
+    # one bad ID in a drop of four must not hold the batch: this test is about tasks, not holds
+    net = net_for(base_network, tmp_path, warehouse_url, QualityConfig(max_invalid_id_rate=0.5, data_docs=False))
+    seq_before = net.store.max_event_seq()
+    a = row("A1", name="司马青青", sex="女", birth_date="1992-05-16", id_number=ID_A, phone="13600003333")
+    b = row("B1", name="欧阳娜娜", sex="女", birth_date="1988-03-04", id_number=bad_check_digit(ID_B), phone="13700002222")
+    c1 = row("C1", name="诸葛明", sex="男", birth_date="1975-08-11", id_number=ID_C, phone="13500001111",
+             source_updated_at="2026-11-21 09:00:00")
+    c2 = row("C2", name="诸葛明", sex="男", birth_date="1975-11-08", id_number=ID_C, phone="13500001111",
+             source_updated_at="2019-01-01 09:00:00")
+    net.drop([a, b, c1, c2])
+    net.cycle()
+    assert net.open_tasks() == {
+        ("s9001:A1", "birth_date", "expectation"),        # stated birth date differs from the ID's
+        ("s9001:B1", "id_number", "expectation"),          # check digit fails
+        ("s9001:C2", "birth_date", "expectation"),
+        ("s9001:C2", "birth_date", "golden_disagreement"),  # the golden record kept C1's date
+    }
+    tasks = net.qs.tasks(station_ids=["s9001"], status="open")
+    golden_task = tasks.filter(pl.col("source") == "golden_disagreement").row(0, named=True)
+    assert golden_task["station_value"] == "1975-11-08" and golden_task["expected_value"] == "1975-08-11"
+    assert golden_task["entity_id"] == net.rs.membership().filter(pl.col("record_key") == "s9001:C2")["entity_id"][0]
+    a_task = tasks.filter(pl.col("record_key") == "s9001:A1").row(0, named=True)
+    assert (a_task["station_value"], a_task["expected_value"]) == ("1992-05-16", "1992-05-17")
+    first_batch = a_task["opened_batch"]
+    assert first_batch.startswith("s9001/residents/")
+
+    created = events(net.store, after=seq_before).filter(pl.col("entity_type") == "correction_task")
+    assert created.height == 4 and set(created["op"]) == {"create"}
+    assert all(json.loads(a)["station_id"] == "s9001" and json.loads(a)["status"] == "open" for a in created["after"])
+
+    # the station's next drop fixes every value: the tasks close by themselves
+    later = "2026-11-25 09:00:00"
+    net.drop([{**a, "birth_date": "1992-05-17", "source_updated_at": later},
+              {**b, "id_number": ID_B, "source_updated_at": later}, c1,
+              {**c2, "birth_date": "1975-08-11", "source_updated_at": later}])
+    net.cycle()
+    assert net.open_tasks() == set()
+    closed = net.qs.tasks(station_ids=["s9001"], status="closed")
+    assert closed.height == 4 and closed["closed_at"].is_not_null().all()
+    assert closed["closed_batch"].is_not_null().all() and (closed["closed_batch"] != first_batch).all()
+    retired = events(net.store, after=seq_before).filter(pl.col("entity_type") == "correction_task",
+                                                         pl.col("op") == "retire")
+    assert retired.height == 4 and set(retired["version"]) == {2}
+    assert all(json.loads(a)["status"] == "closed" for a in retired["after"])
+
+    # nothing new: no task event; the whole outbox stays gap-free
+    seq = net.store.max_event_seq()
+    net.cycle()
+    assert net.store.max_event_seq() == seq
+    assert events(net.store)["seq"].to_list() == list(range(1, seq + 1))
+
+    # validation results were kept for every batch, with scores per dimension
+    runs = net.qs.runs(["s9001"])
+    assert set(runs["suite"]) == {"raw_records", "person_records"}
+    scores = net.qs.scores(["s9001"])
+    assert {"completeness", "validity", "consistency", "uniqueness", "freshness"} <= set(scores["dimension"])
+
+
+def test_a_held_batch_never_reaches_golden_records(base_network: Path, tmp_path: Path) -> None:
+    net = net_for(base_network, tmp_path, f"sqlite:///{tmp_path / 'w.sqlite'}", QualityConfig(max_invalid_id_rate=0.4, data_docs=False))
+    bad = [row(f"H{i}", name=n, sex="女", birth_date="1990-01-01", id_number=bad_check_digit(valid_id(f"5001061990010100{i}")),
+               phone=f"1360000444{i}") for i, n in enumerate(["甲乙", "丙丁", "戊己"])]
+    net.drop([*bad, row("H9", name="庚辛", sex="男", birth_date="1975-08-11", id_number=ID_C, phone="13500009999")])
+    seq = net.store.max_event_seq()
+    net.cycle()
+    held = net.qs.holds(["s9001"], active_only=True)
+    assert held.height == 1 and "max_invalid_id_rate" in held["reason"][0]
+    keys = {f"s9001:H{i}" for i in (0, 1, 2, 9)}
+    assert not keys & set(net.rs.membership()["record_key"])
+    published = events(net.store, after=seq).filter(pl.col("entity_type") == "person")
+    assert not any(src["record_key"] in keys for sources in published["sources"] for src in sources)
+
+
+def test_enteronce_run_executes_the_quality_checks(base_network: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines.project import Project
+    from pipelines.runner import materialize_project
+
+    root = tmp_path / "proj"
+    shutil.copytree(base_network, root, ignore=shutil.ignore_patterns("s9001"))
+    config = yaml.safe_load((root / "stations.yaml").read_text(encoding="utf-8"))
+    config["stations"] = [s for s in config["stations"] if s["id"] != "s9001"]
+    (root / "stations.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    (root / "quality.yaml").write_text("max_invalid_id_rate: 0.0\nfreshness_max_age_days: 7\n", encoding="utf-8")
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.delenv("ENTERONCE_WAREHOUSE_URL", raising=False)
+    project = Project.load(root)
+    results = materialize_project(project, project.station_ids)
+    checks = [(e.asset_key.to_user_string(), e.check_name, e.partition, e.passed, e.metadata)
+              for r in results for e in r.get_asset_check_evaluations()]
+    suites = {(a, c, p) for a, c, p, _, _ in checks if c == "standardised_suite"}
+    assert {("person_records", "standardised_suite", s) for s in project.station_ids} <= suites
+    publishable = [(p, ok, m) for a, c, p, ok, m in checks if a == "person_records" and c == "publishable"]
+    assert {p for p, _, _ in publishable} == set(project.station_ids)
+    failed = [m["reason"].value for _, ok, m in publishable if not ok]
+    assert failed and all("max_invalid_id_rate 0.0%" in reason for reason in failed)
+    assert {c for a, c, _, _, _ in checks if a == "person_golden_records"} == {"golden_suite"}
+    quality = [m for r in results for m in r.asset_materializations_for_node("data_quality")]
+    assert quality and Path(quality[0].metadata["data_docs"].value).is_file()
+    store = QualityStore(Warehouse(project.warehouse_url))
+    assert store.holds(active_only=True).height == len(failed)

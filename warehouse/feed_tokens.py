@@ -1,0 +1,51 @@
+"""The feed API's bearer tokens as rows: only hashes are stored, never a token itself.
+
+Plain values in and out; the rules (format, hashing, constant-time checks) are in feeds/tokens.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlalchemy as sa
+
+from warehouse import schema as s
+from warehouse.store import Warehouse, utcnow
+
+COLUMNS = ("token_id", "subscriber_id", "token_hash", "label", "issued_at", "revoked_at")
+
+
+def insert_token(store: Warehouse, *, token_id: str, subscriber_id: str, token_hash: str,
+                 label: str | None, issued_at: dt.datetime | None = None) -> dict:
+    row = {"token_id": token_id, "subscriber_id": subscriber_id, "token_hash": token_hash, "label": label,
+           "issued_at": issued_at or utcnow(), "revoked_at": None}
+    with store.transaction() as conn:
+        conn.execute(s.feed_tokens.insert(), [row])
+    return row
+
+
+def token_row(store: Warehouse, token_id: str) -> dict | None:
+    """The row of one token id (revoked or not), or None."""
+    t = s.feed_tokens
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.select(*(t.c[c] for c in COLUMNS)).where(t.c.token_id == token_id)).first()
+    return dict(row._mapping) if row is not None else None
+
+
+def revoke_token(store: Warehouse, token_id: str, at: dt.datetime | None = None) -> bool:
+    """Mark a token revoked; False when there is no such token or it was revoked already."""
+    t = s.feed_tokens
+    with store.transaction() as conn:
+        done = conn.execute(t.update().where(t.c.token_id == token_id, t.c.revoked_at.is_(None))
+                            .values(revoked_at=at or utcnow()))
+    return done.rowcount == 1
+
+
+def list_tokens(store: Warehouse, subscriber_id: str | None = None) -> list[dict]:
+    """Every token row, oldest first (hashes included: the caller decides what to show)."""
+    t = s.feed_tokens
+    stmt = sa.select(*(t.c[c] for c in COLUMNS)).order_by(t.c.issued_at, t.c.token_id)
+    if subscriber_id is not None:
+        stmt = stmt.where(t.c.subscriber_id == subscriber_id)
+    with store.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(stmt)]

@@ -1,0 +1,263 @@
+"""The warehouse side of feeds: bulk reads of events, versions, memberships and golden records for
+the feed builder, subscribers' cursors, and the append-only delivery audit log.
+
+Callers get Polars frames and plain values; JSON columns come back as JSON text (cast in SQL) so
+that the builder decodes them with Polars rather than one Python object per value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+import polars as pl
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from warehouse import schema as s
+from warehouse.bulk import chunks, insert_frame, read_frame
+from warehouse.store import Warehouse, utcnow
+
+EVENT_SCHEMA = {
+    "seq": pl.Int64, "event_id": pl.String, "entity_type": pl.String, "entity_id": pl.String, "op": pl.String,
+    "version": pl.Int64, "changed_fields": pl.String, "before": pl.String, "after": pl.String,
+    "sources": pl.String, "occurred_at": pl.Datetime("us", "UTC"),
+}
+VERSION_SCHEMA = {"entity_id": pl.String, "version": pl.Int64, "record": pl.String}
+MEMBER_SCHEMA = {"entity_id": pl.String, "record_key": pl.String}
+GOLDEN_SCHEMA = {"entity_id": pl.String, "entity_type": pl.String, "version": pl.Int64, "area_code": pl.String,
+                 "record": pl.String, "provenance": pl.String}
+DELIVERY_SCHEMA = {
+    "delivery_id": pl.Int64, "subscriber_id": pl.String, "token_id": pl.String, "channel": pl.String,
+    "kind": pl.String, "seq_from": pl.Int64, "seq_to": pl.Int64, "event_count": pl.Int64,
+    "entity_count": pl.Int64, "entity_ids": pl.String, "fields": pl.String,
+    "delivered_at": pl.Datetime("us", "UTC"),
+}
+
+
+def _as_utc(frame: pl.DataFrame, column: str) -> pl.DataFrame:
+    """SQLite hands timestamps back naive (they were written in UTC)."""
+    if frame.height and frame.schema[column] == pl.Datetime("us"):
+        return frame.with_columns(pl.col(column).dt.replace_time_zone("UTC"))
+    return frame
+
+
+class FeedStore:
+    def __init__(self, store: Warehouse):
+        self.store = store
+        self.engine = store.engine
+
+    # -- the outbox and what the builder needs around it -------------------------------------
+    def high_water(self) -> int:
+        return self.store.max_event_seq()
+
+    def events(self, after: int, *, until: int | None = None, limit: int | None = None,
+               entity_types: Iterable[str] | None = None) -> pl.DataFrame:
+        """Change events with after < seq (<= until), in seq order, JSON columns as text."""
+        e = s.change_events
+        stmt = sa.select(
+            e.c.seq, e.c.event_id, e.c.entity_type, e.c.entity_id, e.c.op, e.c.version,
+            sa.cast(e.c.changed_fields, sa.Text).label("changed_fields"), e.c.before, e.c.after,
+            sa.cast(e.c.sources, sa.Text).label("sources"), e.c.occurred_at,
+        ).where(e.c.seq > after).order_by(e.c.seq)
+        if until is not None:
+            stmt = stmt.where(e.c.seq <= until)
+        if entity_types is not None:
+            stmt = stmt.where(e.c.entity_type.in_(list(entity_types)))
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self.engine.connect() as conn:
+            return _as_utc(read_frame(conn, stmt, schema=EVENT_SCHEMA), "occurred_at")
+
+    def version_records(self, entity_ids: Iterable[str]) -> pl.DataFrame:
+        """Every stored golden version of the given entities (the record as of each version)."""
+        v = s.golden_versions
+        parts = []
+        with self.engine.connect() as conn:
+            for ids in chunks(sorted(set(entity_ids)), 5000):
+                stmt = sa.select(v.c.entity_id, v.c.version, v.c.record).where(v.c.entity_id.in_(ids))
+                parts.append(read_frame(conn, stmt, schema=VERSION_SCHEMA))
+        return pl.concat(parts) if parts else pl.DataFrame(schema=VERSION_SCHEMA)
+
+    def version_areas(self, entity_ids: Iterable[str]) -> pl.DataFrame:
+        """Each version's area code (entity_id, version, area_code), extracted from the record's
+        JSON by the database where it can, so that scoping a long stretch of the outbox does not
+        move every record's text."""
+        v = s.golden_versions
+        dialect = self.store.dialect
+        if dialect == "sqlite":
+            area = sa.func.json_extract(v.c.record, "$.area_code")
+        elif dialect == "postgresql":
+            area = sa.cast(v.c.record, postgresql.JSONB)["area_code"].astext
+        else:
+            frame = self.version_records(entity_ids)
+            return frame.select("entity_id", "version",
+                                pl.col("record").str.json_path_match("$.area_code").alias("area_code"))
+        schema = {"entity_id": pl.String, "version": pl.Int64, "area_code": pl.String}
+        parts = []
+        with self.engine.connect() as conn:
+            for ids in chunks(sorted(set(entity_ids)), 5000):
+                stmt = sa.select(v.c.entity_id, v.c.version, sa.cast(area, sa.String).label("area_code")).where(
+                    v.c.entity_id.in_(ids))
+                parts.append(read_frame(conn, stmt, schema=schema))
+        return pl.concat(parts) if parts else pl.DataFrame(schema=schema)
+
+    def memberships(self, entity_ids: Iterable[str] | None = None) -> pl.DataFrame:
+        """Which record keys (`station:local id`) each entity holds now; all when ids is None."""
+        m = s.entity_membership
+        base = sa.select(m.c.entity_id, m.c.record_key)
+        with self.engine.connect() as conn:
+            if entity_ids is None:
+                return read_frame(conn, base, schema=MEMBER_SCHEMA)
+            parts = [read_frame(conn, base.where(m.c.entity_id.in_(ids)), schema=MEMBER_SCHEMA)
+                     for ids in chunks(sorted(set(entity_ids)), 5000)]
+        return pl.concat(parts) if parts else pl.DataFrame(schema=MEMBER_SCHEMA)
+
+    def golden_areas(self, entity_ids: Iterable[str]) -> pl.DataFrame:
+        """The current golden area code of the given entities."""
+        g = s.golden_records
+        schema = {"entity_id": pl.String, "area_code": pl.String}
+        with self.engine.connect() as conn:
+            parts = [read_frame(conn, sa.select(g.c.entity_id, g.c.area_code).where(g.c.entity_id.in_(ids)),
+                                schema=schema) for ids in chunks(sorted(set(entity_ids)), 5000)]
+        return pl.concat(parts) if parts else pl.DataFrame(schema=schema)
+
+    def golden_in_scope(self, *, entity_types: Iterable[str], area_prefixes: Iterable[str] = (),
+                        own_station: str | None = None, after_entity: str | None = None,
+                        limit: int | None = None) -> pl.DataFrame:
+        """Active golden records of the given types whose area code starts with a prefix, or that
+        hold a record of `own_station`, ordered by entity id (the snapshot's page key)."""
+        g, m = s.golden_records, s.entity_membership
+        conds = [g.c.area_code.startswith(p, autoescape=True) for p in area_prefixes]
+        if own_station:
+            own = sa.select(m.c.entity_id).where(m.c.record_key.startswith(f"{own_station}:", autoescape=True))
+            conds.append(g.c.entity_id.in_(own))
+        if not conds:
+            return pl.DataFrame(schema=GOLDEN_SCHEMA)
+        stmt = sa.select(g.c.entity_id, g.c.entity_type, g.c.version, g.c.area_code, g.c.record, g.c.provenance).where(
+            g.c.status == "active", g.c.entity_type.in_(list(entity_types)), sa.or_(*conds),
+        ).order_by(g.c.entity_id)
+        if after_entity is not None:
+            stmt = stmt.where(g.c.entity_id > after_entity)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self.engine.connect() as conn:
+            return read_frame(conn, stmt, schema=GOLDEN_SCHEMA)
+
+    def active_golden(self, entity_types: Iterable[str]) -> pl.DataFrame:
+        """All active golden records of the given types (for snapshots of many subscribers at once)."""
+        g = s.golden_records
+        stmt = sa.select(g.c.entity_id, g.c.entity_type, g.c.version, g.c.area_code, g.c.record, g.c.provenance).where(
+            g.c.status == "active", g.c.entity_type.in_(list(entity_types))).order_by(g.c.entity_id)
+        with self.engine.connect() as conn:
+            return read_frame(conn, stmt, schema=GOLDEN_SCHEMA)
+
+    def load_frames(self, frames: dict[str, pl.DataFrame]) -> None:
+        """Bulk-load prepared rows (golden records replace by id; the other tables append), in one
+        transaction: how tests and the feeds benchmark stage an outbox without the whole pipeline."""
+        with self.store.transaction() as conn:
+            for name in ("golden_records", "golden_versions", "entity_membership", "change_events"):
+                frame = frames.get(name)
+                if frame is not None and frame.height:
+                    table = s.metadata.tables[name]
+                    insert_frame(conn, table, frame, replace=name in ("golden_records", "entity_membership"))
+
+    # -- cursors ----------------------------------------------------------------------------
+    def cursors(self, channel: str) -> dict[str, tuple[int | None, int | None]]:
+        """subscriber id -> (acked_seq, snapshot_seq) for one channel."""
+        c = s.feed_cursors
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(c.c.subscriber_id, c.c.acked_seq, c.c.snapshot_seq)
+                                .where(c.c.channel == channel)).all()
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    def cursor(self, subscriber_id: str, channel: str) -> tuple[int | None, int | None] | None:
+        c = s.feed_cursors
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(c.c.acked_seq, c.c.snapshot_seq).where(
+                c.c.subscriber_id == subscriber_id, c.c.channel == channel)).first()
+        return None if row is None else (row[0], row[1])
+
+    def advance(self, subscriber_id: str, channel: str, *, acked: int | None = None,
+                snapshot: int | None = None) -> tuple[int | None, int | None]:
+        """Move a cursor forward, never back: acked_seq to max(acked_seq, acked), snapshot_seq set
+        once. Concurrent callers are safe: the update itself compares, and a lost insert race
+        falls back to the update."""
+        c = s.feed_cursors
+        where = (c.c.subscriber_id == subscriber_id) & (c.c.channel == channel)
+        for _attempt in range(3):
+            with self.store.transaction() as conn:
+                exists = conn.scalar(sa.select(sa.func.count()).select_from(c).where(where))
+                if not exists:
+                    try:
+                        with conn.begin_nested():
+                            conn.execute(c.insert().values(subscriber_id=subscriber_id, channel=channel,
+                                                           acked_seq=acked, snapshot_seq=snapshot,
+                                                           updated_at=utcnow()))
+                        break
+                    except sa.exc.IntegrityError:
+                        continue
+                if acked is not None:
+                    conn.execute(c.update().where(where, sa.or_(c.c.acked_seq.is_(None), c.c.acked_seq < acked))
+                                 .values(acked_seq=acked, updated_at=utcnow()))
+                if snapshot is not None:
+                    conn.execute(c.update().where(where, c.c.snapshot_seq.is_(None))
+                                 .values(snapshot_seq=snapshot, updated_at=utcnow()))
+                break
+        return self.cursor(subscriber_id, channel) or (None, None)
+
+    def commit_file_run(self, deliveries: list[dict], *, acked: dict[str, int], snapshots: dict[str, int],
+                        channel: str = "file") -> None:
+        """One file run's audit rows and cursor moves, in one transaction (after the files are
+        written): a crash before it leaves the cursors where they were, and the re-run rewrites
+        the same files."""
+        c = s.feed_cursors
+        now = utcnow()
+        with self.store.transaction() as conn:
+            if deliveries:
+                conn.execute(s.feed_deliveries.insert(), [{"delivered_at": now, "token_id": None, **r} for r in deliveries])
+            ids = sorted(set(acked) | set(snapshots))
+            have = set()
+            for part in chunks(ids, 5000):
+                have |= set(conn.scalars(sa.select(c.c.subscriber_id).where(
+                    c.c.channel == channel, c.c.subscriber_id.in_(part))))
+            fresh = [{"subscriber_id": i, "channel": channel, "acked_seq": acked.get(i), "snapshot_seq": snapshots.get(i),
+                      "updated_at": now} for i in ids if i not in have]
+            if fresh:
+                conn.execute(c.insert(), fresh)
+            moves = [{"sid": i, "seq": acked[i]} for i in ids if i in have and i in acked]
+            if moves:
+                conn.execute(c.update().where(
+                    c.c.subscriber_id == sa.bindparam("sid"), c.c.channel == channel,
+                    sa.or_(c.c.acked_seq.is_(None), c.c.acked_seq < sa.bindparam("seq")),
+                ).values(acked_seq=sa.bindparam("seq"), updated_at=now), moves)
+            snaps = [{"sid": i, "seq": snapshots[i]} for i in ids if i in have and i in snapshots]
+            if snaps:
+                conn.execute(c.update().where(
+                    c.c.subscriber_id == sa.bindparam("sid"), c.c.channel == channel, c.c.snapshot_seq.is_(None),
+                ).values(snapshot_seq=sa.bindparam("seq"), updated_at=now), snaps)
+
+    # -- audit log (append-only: there is no update or delete here, by design) ----------------
+    def record_deliveries(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        now = utcnow()
+        with self.store.transaction() as conn:
+            conn.execute(s.feed_deliveries.insert(), [{"delivered_at": now, "token_id": None, **r} for r in rows])
+
+    def deliveries(self, *, subscriber_id: str | None = None, since: dt.datetime | None = None,
+                   limit: int | None = None) -> pl.DataFrame:
+        d = s.feed_deliveries
+        stmt = sa.select(
+            d.c.delivery_id, d.c.subscriber_id, d.c.token_id, d.c.channel, d.c.kind, d.c.seq_from, d.c.seq_to,
+            d.c.event_count, d.c.entity_count, sa.cast(d.c.entity_ids, sa.Text).label("entity_ids"),
+            sa.cast(d.c.fields, sa.Text).label("fields"), d.c.delivered_at,
+        ).order_by(d.c.delivery_id)
+        if subscriber_id is not None:
+            stmt = stmt.where(d.c.subscriber_id == subscriber_id)
+        if since is not None:
+            stmt = stmt.where(d.c.delivered_at >= since)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self.engine.connect() as conn:
+            return _as_utc(read_frame(conn, stmt, schema=DELIVERY_SCHEMA), "delivered_at")

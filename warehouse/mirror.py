@@ -1,0 +1,169 @@
+"""A station's local mirror of its feed, as SQL: one SQLite file per subscriber, station side.
+
+This is not the hub's warehouse (no Alembic: the file is the station's own and is created on first
+use; `schema_version` in `mirror_meta` says which layout it has). It holds the latest masked record
+per entity, the event ids already applied (consumers dedupe on event_id), where merged and retired
+ids went, and the cursor. What to write is decided in feeds/mirror.py; each page of changes is
+written here in one transaction together with the cursor, so a crash never leaves a page half
+applied or the cursor ahead of the data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from warehouse.engine import create_engine
+
+SCHEMA_VERSION = "1"
+
+metadata = sa.MetaData()
+TS = sa.DateTime(timezone=True)
+
+mirror_meta = sa.Table(
+    "mirror_meta", metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text),
+)
+
+records = sa.Table(
+    "records", metadata,
+    sa.Column("entity_id", sa.String(64), primary_key=True),
+    sa.Column("entity_type", sa.String(32), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("record", sa.Text, nullable=False),  # JSON: field -> masked value, as delivered
+    sa.Column("provenance", sa.Text),  # JSON, as delivered
+    sa.Column("seq", sa.Integer, nullable=False),  # the event (or snapshot) that wrote it
+    sa.Column("updated_at", TS, nullable=False),
+)
+
+applied_events = sa.Table(
+    "applied_events", metadata,
+    sa.Column("event_id", sa.String(36), primary_key=True),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("entity_id", sa.String(64), nullable=False),
+    sa.Column("op", sa.String(16), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),  # applied | older
+    sa.Column("applied_at", TS, nullable=False),
+)
+
+redirects = sa.Table(
+    "redirects", metadata,
+    sa.Column("entity_id", sa.String(64), primary_key=True),
+    sa.Column("survivor_id", sa.String(64)),  # null: retired, or left this station's scope
+    sa.Column("reason", sa.String(16), nullable=False),  # merge | retire | left
+    sa.Column("seq", sa.Integer, nullable=False),
+)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class MirrorStore:
+    """The mirror file. Plain dicts in and out."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.engine = create_engine(f"sqlite:///{self.path}")
+        metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            if conn.scalar(sa.select(mirror_meta.c.value).where(mirror_meta.c.key == "schema_version")) is None:
+                conn.execute(mirror_meta.insert(), [{"key": "schema_version", "value": SCHEMA_VERSION}])
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- meta ------------------------------------------------------------------------------------
+    def meta(self) -> dict[str, str]:
+        with self.engine.connect() as conn:
+            return {k: v for k, v in conn.execute(sa.select(mirror_meta.c.key, mirror_meta.c.value))}
+
+    @staticmethod
+    def _set_meta(conn: sa.Connection, values: dict[str, str]) -> None:
+        for key, value in values.items():
+            done = conn.execute(mirror_meta.update().where(mirror_meta.c.key == key).values(value=value))
+            if done.rowcount == 0:
+                conn.execute(mirror_meta.insert(), [{"key": key, "value": value}])
+
+    def set_meta(self, values: dict[str, str]) -> None:
+        with self.engine.begin() as conn:
+            self._set_meta(conn, values)
+
+    # -- reads -----------------------------------------------------------------------------------
+    def held(self, entity_ids: Iterable[str]) -> dict[str, dict]:
+        """entity_id -> {version, record (dict), provenance, entity_type} for the ids held."""
+        ids = list(dict.fromkeys(entity_ids))
+        out: dict[str, dict] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), 500):
+                stmt = sa.select(records).where(records.c.entity_id.in_(ids[i:i + 500]))
+                for r in conn.execute(stmt):
+                    out[r.entity_id] = {"entity_type": r.entity_type, "version": r.version,
+                                        "record": json.loads(r.record),
+                                        "provenance": json.loads(r.provenance) if r.provenance else None}
+        return out
+
+    def seen_events(self, event_ids: Iterable[str]) -> set[str]:
+        ids = list(dict.fromkeys(event_ids))
+        seen: set[str] = set()
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), 500):
+                seen.update(conn.scalars(sa.select(applied_events.c.event_id)
+                                         .where(applied_events.c.event_id.in_(ids[i:i + 500]))))
+        return seen
+
+    def records(self) -> list[dict]:
+        """Every record held, by entity id (what the station's officers look at)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(records).order_by(records.c.entity_id)).all()
+        return [{"entity_id": r.entity_id, "entity_type": r.entity_type, "version": r.version,
+                 "record": json.loads(r.record), "provenance": json.loads(r.provenance) if r.provenance else None,
+                 "seq": r.seq} for r in rows]
+
+    def redirects(self) -> dict[str, dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(redirects)).all()
+        return {r.entity_id: {"survivor_id": r.survivor_id, "reason": r.reason, "seq": r.seq} for r in rows}
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {t.name: int(conn.scalar(sa.select(sa.func.count()).select_from(t)))
+                    for t in (records, applied_events, redirects)}
+
+    # -- writes: one transaction per page --------------------------------------------------------
+    def write(self, *, upserts: list[dict], deletes: list[str], redirect_rows: list[dict],
+              applied: list[dict], meta: dict[str, str], replace_all: bool = False) -> None:
+        """Upsert records, delete records, note redirects and applied events, move the cursor:
+        all or nothing. `replace_all` empties the records first (a fresh snapshot)."""
+        now = _now()
+        with self.engine.begin() as conn:
+            if replace_all:
+                conn.execute(records.delete())
+            if deletes:
+                for i in range(0, len(deletes), 500):
+                    conn.execute(records.delete().where(records.c.entity_id.in_(deletes[i:i + 500])))
+            if upserts:
+                ids = [u["entity_id"] for u in upserts]
+                for i in range(0, len(ids), 500):
+                    conn.execute(records.delete().where(records.c.entity_id.in_(ids[i:i + 500])))
+                conn.execute(records.insert(), [
+                    {"entity_id": u["entity_id"], "entity_type": u["entity_type"], "version": int(u["version"]),
+                     "record": json.dumps(u["record"], ensure_ascii=False, sort_keys=True),
+                     "provenance": json.dumps(u.get("provenance"), ensure_ascii=False, sort_keys=True)
+                     if u.get("provenance") is not None else None,
+                     "seq": int(u["seq"]), "updated_at": now} for u in upserts])
+            # an id that is back (created again, or re-entered the scope) is no longer redirected
+            back = [u["entity_id"] for u in upserts] + [r["entity_id"] for r in redirect_rows]
+            for i in range(0, len(back), 500):
+                conn.execute(redirects.delete().where(redirects.c.entity_id.in_(back[i:i + 500])))
+            if redirect_rows:
+                conn.execute(redirects.insert(), redirect_rows)
+            if applied:
+                conn.execute(applied_events.insert(), [{**a, "applied_at": now} for a in applied])
+            self._set_meta(conn, meta)

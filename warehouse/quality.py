@@ -1,0 +1,352 @@
+"""What data quality keeps in the warehouse: validation runs and results, station scores,
+correction tasks (and their events in the outbox), batch holds. Frames in, frames out.
+
+Held batches are read by resolution through `held_batch_ids`, so a batch that failed its checks
+is never resolved into golden records nor published.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterable
+
+import polars as pl
+import sqlalchemy as sa
+
+from warehouse import schema as s
+from warehouse.bulk import chunks, insert_frame, polars_type, read_frame
+from warehouse.store import Warehouse, utcnow
+
+TASK_ENTITY_TYPE = "correction_task"
+TASK_EVENT_NAMESPACE = uuid.UUID("0c6f4f39-5a55-4d0f-a3c8-7a0f6c1d2e10")
+TASK_EVENT_FIELDS = ["task_id", "station_id", "record_key", "entity_type", "entity_id", "field", "station_value",
+                     "expected_value", "reason", "source", "status", "opened_at", "closed_at"]
+TASK_SCHEMA = {c.name: polars_type(c) for c in s.correction_tasks.columns}
+RUN_SCHEMA = {c.name: polars_type(c) for c in s.validation_runs.columns}
+
+
+def held_batch_ids(engine: sa.Engine) -> set[str]:
+    """Batches currently held back from publication (not yet released)."""
+    h = s.batch_holds
+    with engine.connect() as conn:
+        return set(conn.scalars(sa.select(h.c.batch_id).where(h.c.released_at.is_(None))))
+
+
+def task_event_id(task_id: str, version: int) -> str:
+    """Deterministic, so a rerun of the same task change makes the same event (deduplicated)."""
+    return str(uuid.uuid5(TASK_EVENT_NAMESPACE, f"{task_id}:{version}"))
+
+
+class QualityStore:
+    """The warehouse side of quality.service."""
+
+    def __init__(self, store: Warehouse):
+        self.store = store
+
+    @property
+    def engine(self) -> sa.Engine:
+        return self.store.engine
+
+    # -- what to validate ----------------------------------------------------------------------
+    def unvalidated_batches(self, suite: str, station_ids: Iterable[str] | None = None,
+                            entity_type: str | None = None) -> pl.DataFrame:
+        """Loaded batches with no run of `suite` yet, oldest first."""
+        b, r = s.batches, s.validation_runs
+        done = sa.select(r.c.batch_id).where(r.c.suite == suite, r.c.batch_id.is_not(None))
+        stmt = (sa.select(b.c.batch_id, b.c.station_id, b.c.entity_type, b.c.started_at)
+                .where(b.c.status == "loaded", b.c.batch_id.not_in(done))
+                .order_by(b.c.started_at, b.c.batch_id))
+        if station_ids is not None:
+            stmt = stmt.where(b.c.station_id.in_(list(station_ids)))
+        if entity_type is not None:
+            stmt = stmt.where(b.c.entity_type == entity_type)
+        with self.engine.connect() as conn:
+            return read_frame(conn, stmt, schema={"started_at": pl.Datetime("us", "UTC")})
+
+    def raw_frame(self, batch_id: str) -> pl.DataFrame:
+        r = s.raw_records
+        stmt = sa.select(r.c.record_key, r.c.local_id, r.c.row_hash, r.c.payload).where(r.c.batch_id == batch_id)
+        with self.engine.connect() as conn:
+            return read_frame(conn, stmt.order_by(r.c.row_number))
+
+    def record_frame(self, entity_type: str, batch_id: str) -> pl.DataFrame:
+        """The current standardised records that came with `batch_id`."""
+        t = s.RECORD_TABLES[entity_type]
+        schema = {c.name: polars_type(c) for c in t.columns}
+        with self.engine.connect() as conn:
+            return read_frame(conn, sa.select(t).where(t.c.batch_id == batch_id).order_by(t.c.record_key), schema=schema)
+
+    def last_drops(self) -> pl.DataFrame:
+        """Per station and entity type: its latest loaded batch and when it arrived."""
+        b = s.batches
+        ranked = sa.select(
+            b.c.station_id, b.c.entity_type, b.c.batch_id, b.c.started_at,
+            sa.func.row_number().over(partition_by=[b.c.station_id, b.c.entity_type],
+                                      order_by=[b.c.started_at.desc(), b.c.batch_id.desc()]).label("rn"),
+        ).where(b.c.status == "loaded").subquery()
+        stmt = sa.select(ranked.c.station_id, ranked.c.entity_type, ranked.c.batch_id, ranked.c.started_at).where(
+            ranked.c.rn == 1).order_by(ranked.c.station_id, ranked.c.entity_type)
+        with self.engine.connect() as conn:
+            return read_frame(conn, stmt, schema={"started_at": pl.Datetime("us", "UTC")})
+
+    def unbalanced_batches(self, station_ids: Iterable[str] | None = None) -> pl.DataFrame:
+        """Batches whose stored rows do not add up to the rows read (see Warehouse.reconciliation)."""
+        recon = self.store.reconciliation(station_ids)
+        return recon.filter(~pl.col("balanced"))
+
+    def max_event_seq(self) -> int:
+        return self.store.max_event_seq()
+
+    def batch_order(self) -> pl.DataFrame:
+        b = s.batches
+        with self.engine.connect() as conn:
+            return read_frame(conn, sa.select(b.c.batch_id, b.c.station_id, b.c.entity_type, b.c.started_at),
+                              schema={"started_at": pl.Datetime("us", "UTC")})
+
+    def active_golden(self, entity_type: str, entity_ids: list[str] | None = None) -> pl.DataFrame:
+        g = s.golden_records
+        base = sa.select(g.c.entity_id, g.c.record).where(g.c.entity_type == entity_type, g.c.status == "active")
+        with self.engine.connect() as conn:
+            if entity_ids is None:
+                return read_frame(conn, base.order_by(g.c.entity_id), schema={})
+            parts = [read_frame(conn, base.where(g.c.entity_id.in_(ids)), schema={}) for ids in chunks(entity_ids)]
+        return pl.concat(parts) if parts else pl.DataFrame(schema={"entity_id": pl.String, "record": pl.String})
+
+    def members(self, entity_type: str, entity_ids: list[str], fields: Iterable[str]) -> pl.DataFrame:
+        """Member records of the entities: record key, station, batch and the named fields."""
+        m, t = s.entity_membership, s.RECORD_TABLES[entity_type]
+        cols = [t.c.record_key, t.c.station_id, t.c.batch_id, *[t.c[f] for f in dict.fromkeys(fields) if f in t.c]]
+        schema = {"entity_id": pl.String, **{c.name: polars_type(c) for c in cols}}
+        parts = []
+        with self.engine.connect() as conn:
+            for ids in chunks(entity_ids):
+                stmt = (sa.select(m.c.entity_id, *cols).join(t, t.c.record_key == m.c.record_key)
+                        .where(m.c.entity_type == entity_type, m.c.entity_id.in_(ids)))
+                parts.append(read_frame(conn, stmt, schema=schema))
+        return pl.concat(parts) if parts else pl.DataFrame(schema=schema)
+
+    def entity_of(self, entity_type: str, record_keys: list[str]) -> pl.DataFrame:
+        m = s.entity_membership
+        parts = []
+        with self.engine.connect() as conn:
+            for keys in chunks(record_keys):
+                parts.append(read_frame(conn, sa.select(m.c.record_key, m.c.entity_id).where(
+                    m.c.entity_type == entity_type, m.c.record_key.in_(keys)), schema={}))
+        return pl.concat(parts) if parts else pl.DataFrame(schema={"record_key": pl.String, "entity_id": pl.String})
+
+    def touched_entities(self, entity_type: str, after_resolution_seq: int, after_event_seq: int) -> list[str]:
+        """Entities whose members a resolution run wrote, or that got an event, since the marks."""
+        m, e = s.entity_membership, s.change_events
+        with self.engine.connect() as conn:
+            ids = set(conn.scalars(sa.select(m.c.entity_id).distinct().where(
+                m.c.entity_type == entity_type, m.c.updated_seq > after_resolution_seq)))
+            ids |= set(conn.scalars(sa.select(e.c.entity_id).distinct().where(
+                e.c.entity_type == entity_type, e.c.seq > after_event_seq)))
+        return sorted(ids)
+
+    def resolution_seq(self, entity_type: str) -> int:
+        r = s.resolution_runs
+        with self.engine.connect() as conn:
+            return int(conn.scalar(sa.select(sa.func.coalesce(sa.func.max(r.c.seq), 0)).where(
+                r.c.entity_type == entity_type)) or 0)
+
+    # -- state ---------------------------------------------------------------------------------
+    def state(self, name: str) -> int:
+        q = s.quality_state
+        with self.engine.connect() as conn:
+            return int(conn.scalar(sa.select(q.c.value).where(q.c.name == name)) or 0)
+
+    def set_state(self, name: str, value: int) -> None:
+        q = s.quality_state
+        with self.store.transaction() as conn:
+            conn.execute(q.delete().where(q.c.name == name))
+            conn.execute(q.insert().values(name=name, value=value, updated_at=utcnow()))
+
+    # -- validation results --------------------------------------------------------------------
+    def save_run(self, run: dict, results: pl.DataFrame) -> None:
+        """One run and its per-expectation results, together."""
+        with self.store.transaction() as conn:
+            conn.execute(s.validation_results.delete().where(s.validation_results.c.run_id == run["run_id"]))
+            conn.execute(s.validation_runs.delete().where(s.validation_runs.c.run_id == run["run_id"]))
+            conn.execute(s.validation_runs.insert().values(**run))
+            if results.height:
+                insert_frame(conn, s.validation_results, results.with_columns(run_id=pl.lit(run["run_id"])))
+
+    def runs(self, station_ids: Iterable[str] | None = None, *, suite: str | None = None,
+             batch_ids: list[str] | None = None) -> pl.DataFrame:
+        r = s.validation_runs
+        stmt = sa.select(r).order_by(r.c.started_at, r.c.run_id)
+        if station_ids is not None:
+            stmt = stmt.where(r.c.station_id.in_(list(station_ids)))
+        if suite is not None:
+            stmt = stmt.where(r.c.suite == suite)
+        with self.engine.connect() as conn:
+            if batch_ids is None:
+                return read_frame(conn, stmt, schema=RUN_SCHEMA)
+            parts = [read_frame(conn, stmt.where(r.c.batch_id.in_(ids)), schema=RUN_SCHEMA) for ids in chunks(batch_ids)]
+        return pl.concat(parts) if parts else pl.DataFrame(schema=RUN_SCHEMA)
+
+    def results(self, run_ids: list[str]) -> pl.DataFrame:
+        v = s.validation_results
+        schema = {c.name: polars_type(c) for c in v.columns}
+        parts = []
+        with self.engine.connect() as conn:
+            for ids in chunks(run_ids):
+                parts.append(read_frame(conn, sa.select(v).where(v.c.run_id.in_(ids)), schema=schema))
+        return pl.concat(parts) if parts else pl.DataFrame(schema=schema)
+
+    def set_docs_path(self, path: str) -> None:
+        r = s.validation_runs
+        with self.store.transaction() as conn:
+            conn.execute(r.update().where(r.c.data_docs_path.is_(None)).values(data_docs_path=path))
+
+    # -- scores --------------------------------------------------------------------------------
+    def save_scores(self, scores: pl.DataFrame) -> int:
+        """Upsert (station, entity type, batch, dimension) -> score."""
+        if scores.height == 0:
+            return 0
+        with self.store.transaction() as conn:
+            return insert_frame(conn, s.station_scores, scores.with_columns(computed_at=pl.lit(utcnow())), replace=True)
+
+    def scores(self, station_ids: Iterable[str] | None = None) -> pl.DataFrame:
+        t = s.station_scores
+        stmt = sa.select(t).order_by(t.c.station_id, t.c.entity_type, t.c.batch_id, t.c.dimension)
+        if station_ids is not None:
+            stmt = stmt.where(t.c.station_id.in_(list(station_ids)))
+        with self.engine.connect() as conn:
+            return read_frame(conn, stmt, schema={c.name: polars_type(c) for c in t.columns})
+
+    # -- holds ---------------------------------------------------------------------------------
+    def hold(self, batch_id: str, station_id: str, reason: str) -> bool:
+        """Hold a batch (once); returns whether it is newly held."""
+        h = s.batch_holds
+        with self.store.transaction() as conn:
+            if conn.scalar(sa.select(h.c.batch_id).where(h.c.batch_id == batch_id)) is not None:
+                return False
+            conn.execute(h.insert().values(batch_id=batch_id, station_id=station_id, reason=reason, held_at=utcnow()))
+        return True
+
+    def release(self, batch_id: str) -> bool:
+        h = s.batch_holds
+        with self.store.transaction() as conn:
+            done = conn.execute(h.update().where(h.c.batch_id == batch_id, h.c.released_at.is_(None))
+                                .values(released_at=utcnow()))
+        return bool(done.rowcount)
+
+    def holds(self, station_ids: Iterable[str] | None = None, *, active_only: bool = False) -> pl.DataFrame:
+        h = s.batch_holds
+        stmt = sa.select(h).order_by(h.c.held_at, h.c.batch_id)
+        if station_ids is not None:
+            stmt = stmt.where(h.c.station_id.in_(list(station_ids)))
+        if active_only:
+            stmt = stmt.where(h.c.released_at.is_(None))
+        with self.engine.connect() as conn:
+            return read_frame(conn, stmt, schema={c.name: polars_type(c) for c in h.columns})
+
+    # -- correction tasks ----------------------------------------------------------------------
+    def tasks(self, *, station_ids: Iterable[str] | None = None, status: str | None = None,
+              record_keys: list[str] | None = None, source: str | None = None) -> pl.DataFrame:
+        t = s.correction_tasks
+        stmt = sa.select(t).order_by(t.c.station_id, t.c.opened_at, t.c.task_id)
+        if station_ids is not None:
+            stmt = stmt.where(t.c.station_id.in_(list(station_ids)))
+        if status is not None:
+            stmt = stmt.where(t.c.status == status)
+        if source is not None:
+            stmt = stmt.where(t.c.source == source)
+        with self.engine.connect() as conn:
+            if record_keys is None:
+                return read_frame(conn, stmt, schema=TASK_SCHEMA)
+            parts = [read_frame(conn, stmt.where(t.c.record_key.in_(keys)), schema=TASK_SCHEMA)
+                     for keys in chunks(record_keys)]
+        return pl.concat(parts) if parts else pl.DataFrame(schema=TASK_SCHEMA)
+
+    def apply_tasks(self, opened: pl.DataFrame, closed: pl.DataFrame) -> tuple[int, int]:
+        """Open (or reopen) and close tasks, with one outbox event each, in one transaction.
+
+        Each task is an entity of type `correction_task` in `change_events`: version 1 `create`
+        when it opens, `retire` when it closes, `update` when it reopens. `seq` continues from the
+        outbox's maximum inside the transaction (locked on PostgreSQL, as golden.commit does), so
+        it stays gap-free; event ids are deterministic, so a rerun writes nothing twice.
+        Returns (events written, last seq).
+        """
+        if opened.height == 0 and closed.height == 0:
+            return 0, 0
+        t, e = s.correction_tasks, s.change_events
+        now = utcnow()
+        with self.store.transaction() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql("LOCK TABLE change_events IN EXCLUSIVE MODE")
+            ids = list(dict.fromkeys([*opened["task_id"].to_list(), *closed["task_id"].to_list()]))
+            before: dict[str, dict] = {}
+            versions: dict[str, int] = {}
+            for part in chunks(ids, 1000):
+                for row in conn.execute(sa.select(t).where(t.c.task_id.in_(part))).mappings():
+                    before[row["task_id"]] = dict(row)
+                for tid, version in conn.execute(
+                        sa.select(e.c.entity_id, sa.func.max(e.c.version)).where(
+                            e.c.entity_type == TASK_ENTITY_TYPE, e.c.entity_id.in_(part)).group_by(e.c.entity_id)):
+                    versions[tid] = int(version)
+            events = []
+            for row in opened.iter_rows(named=True):
+                old = before.get(row["task_id"])
+                if old is not None and old["status"] == "open":
+                    continue  # already open: nothing to tell anyone
+                new = {**row, "status": "open", "opened_at": row.get("opened_at") or now,
+                       "closed_at": None, "closed_batch": None}
+                conn.execute(t.delete().where(t.c.task_id == row["task_id"]))
+                conn.execute(t.insert().values(**{k: new.get(k) for k in TASK_SCHEMA}))
+                version = versions.get(row["task_id"], 0) + 1
+                events.append(_task_event(new, old, "create" if version == 1 else "update", version,
+                                          new["opened_batch"]))
+            for row in closed.iter_rows(named=True):
+                old = before.get(row["task_id"])
+                if old is None or old["status"] != "open":
+                    continue
+                values = {"status": "closed", "closed_at": row.get("closed_at") or now,
+                          "closed_batch": row.get("closed_batch")}
+                conn.execute(t.update().where(t.c.task_id == row["task_id"]).values(**values))
+                version = versions.get(row["task_id"], 0) + 1
+                events.append(_task_event({**old, **values}, old, "retire", version, values["closed_batch"]))
+            if not events:
+                return 0, 0
+            start = int(conn.scalar(sa.select(sa.func.coalesce(sa.func.max(e.c.seq), 0)))) + 1
+            known = set(conn.scalars(sa.select(e.c.event_id).where(e.c.event_id.in_([ev["event_id"] for ev in events]))))
+            fresh = [ev for ev in events if ev["event_id"] not in known]
+            for i, ev in enumerate(fresh):
+                conn.execute(e.insert().values(seq=start + i, occurred_at=now, **ev))
+        return len(fresh), start + len(fresh) - 1
+
+
+def _task_json(task: dict | None) -> str | None:
+    if task is None:
+        return None
+    out = {}
+    for k in TASK_EVENT_FIELDS:
+        v = task.get(k)
+        if k == "entity_type":
+            k = "record_entity_type"
+        out[k] = v.isoformat() if isinstance(v, (dt.datetime, dt.date)) else v
+    return json.dumps(out, ensure_ascii=False, sort_keys=True)
+
+
+def _task_event(new: dict, old: dict | None, op: str, version: int, batch_id: str | None) -> dict:
+    after, before = _task_json(new), _task_json(old)
+    if old is None:
+        changed = [k for k in TASK_EVENT_FIELDS if new.get(k) is not None]
+    else:
+        changed = [k for k in ("status", "station_value", "expected_value", "reason", "closed_at", "opened_at")
+                   if new.get(k) != old.get(k)]
+    return {
+        "event_id": task_event_id(new["task_id"], version),
+        "entity_type": TASK_ENTITY_TYPE,
+        "entity_id": new["task_id"],
+        "op": op,
+        "version": version,
+        "changed_fields": changed,
+        "before": before,
+        "after": after,
+        "sources": [{"station_id": new["station_id"], "record_key": new["record_key"], "batch_id": batch_id}],
+    }
