@@ -9,11 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from connectors.errors import ConfigError
-from entity_resolution.config import format_validation_error
+from entity_resolution.config import format_validation_error, load_yaml
 
 EntityType = Literal["person", "organisation"]
 SourceKind = Literal["csv", "tsv", "jsonl", "xlsx", "sql"]
@@ -131,18 +130,8 @@ class StationsFile(_Strict):
         raise KeyError(station_id)
 
 
-def load_yaml(path: Path) -> object:
-    """Read a YAML config file, turning syntax errors into a ConfigError that names the file."""
-    if not path.is_file():
-        raise ConfigError(f"{path}: file not found")
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-
-
 def load_stations(path: Path) -> StationsFile:
-    data = load_yaml(path)
+    data = load_yaml(path, ConfigError)
     try:
         return StationsFile.model_validate(data)
     except ValidationError as err:

@@ -239,9 +239,12 @@ def recluster(
     distinct_valid: Sequence[tuple[str, str]] = DEFAULT_DISTINCT_VALID,
     unique_id: str = "record_key",
     scope_only: bool = False,
+    new: pl.Series | None = None,
+    gone: pl.Series | None = None,
 ) -> pl.DataFrame:
     """Full-run membership computed by re-clustering only what `changed` can reach.
 
+    `new` / `gone`: the records absent from `previous` / from `records`, when the caller knows.
     With `scope_only`, just the re-clustered records are returned: every other record keeps
     its previous cluster, so a caller that holds those need not copy a million of them.
 
@@ -251,9 +254,10 @@ def recluster(
     old clusters are re-clustered (the gone record may have been the bridge). edges, judgements:
     everything stored, changes included. Untouched clusters are copied from `previous`.
     """
-    keys_now, keys_before = records.select(unique_id), previous.select(unique_id)
-    gone = keys_before.join(keys_now, on=unique_id, how="anti")[unique_id]
-    new = keys_now.join(keys_before, on=unique_id, how="anti")[unique_id]
+    if new is None or gone is None:  # a caller that compared the two sets already passes them
+        keys_now, keys_before = records.select(unique_id), previous.select(unique_id)
+        gone = keys_before.join(keys_now, on=unique_id, how="anti")[unique_id]
+        new = keys_now.join(keys_before, on=unique_id, how="anti")[unique_id]
     changed = pl.concat(
         [changed.select("left_id", "right_id"), pl.DataFrame({"left_id": gone, "right_id": gone})],
         how="vertical_relaxed",

@@ -343,13 +343,18 @@ def default_resolution_path() -> Path:
     return Path(str(resources.files("entity_resolution.defaults").joinpath("resolution.yaml")))
 
 
+def load_yaml(path: Path, error: type[Exception] = ConfigError) -> object:
+    """Read a YAML config file, turning a missing file or a syntax error into `error` (the
+    caller's config error) with a message that names the file."""
+    if not path.is_file():
+        raise error(f"{path}: file not found")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: not valid YAML: {exc}") from None
+
+
 def load_resolution(path: Path | None = None) -> ResolutionConfig:
     """Load and validate `resolution.yaml`; None loads the bundled defaults."""
     path = Path(path) if path is not None else default_resolution_path()
-    if not path.is_file():
-        raise ConfigError(f"{path}: file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_resolution(data, source=path)
+    return parse_resolution(load_yaml(path), source=path)

@@ -108,12 +108,17 @@ def run_resolution(
     clock["load"] = time.perf_counter() - t0
 
     if mode == "full":
-        dirty = records[uid]
+        dirty, new, gone = records[uid], records[uid], records[uid].clear()
     else:
-        known = membership.select(uid, pl.col("row_hash").alias("_known_hash"))
-        dirty = records.join(known, on=uid, how="left").filter(
-            pl.col("_known_hash").is_null() | (pl.col("_known_hash") != pl.col("row_hash"))
-        )[uid]
+        # new or changed: no membership row with the same content; then the few of those with no
+        # membership row at all are new; records gone since (their batch was held, say) are
+        # looked for only when the counts say there are some
+        dirty = records.select(uid, "row_hash").join(membership.select(uid, "row_hash"), on=[uid, "row_hash"],
+                                                     how="anti")[uid]
+        new = dirty.to_frame().join(membership.select(uid), on=uid, how="anti")[uid]
+        gone = membership[uid].clear()
+        if membership.height != records.height - new.len():
+            gone = membership.select(uid).join(records.select(uid), on=uid, how="anti")[uid]
     clock["find_changed"] = time.perf_counter() - t0 - clock["load"]
     seq = store.next_seq()
     last_run = store.last_run_started()
@@ -149,11 +154,11 @@ def run_resolution(
         clock["read_edges"] = time.perf_counter() - t_edges
         clusters = recluster(
             records, match_edges, membership.select(uid, pl.col("entity_id").alias("cluster_key")), changed,
-            judgements=judgements, distinct_valid=distinct, unique_id=uid, scope_only=True,
+            judgements=judgements, distinct_valid=distinct, unique_id=uid, scope_only=True, new=new, gone=gone,
         )
         # Records outside the re-clustered scope keep their entity; the scope holds whole
         # previous entities, so ids are settled inside it.
-        previous = previous.join(clusters.select(uid), on=uid, how="semi")
+        previous = _rows_of(previous, clusters[uid], uid)
     # New ids hash a record key of the scope; they must not take an id that is live outside it
     # or was ever retired.
     issued = store.retired_ids()
@@ -173,10 +178,12 @@ def run_resolution(
         "timings": {k: round(v, 3) for k, v in clock.items()},
     }
     # only records whose entity or content changed need writing
-    membership_rows = assigned.join(records.select(uid, "row_hash"), on=uid, how="left")
+    keys = assigned[uid]
+    membership_rows = assigned.join(_rows_of(records, keys, uid).select(uid, "row_hash"), on=uid, how="left")
     if membership.height:
         membership_rows = membership_rows.join(
-            membership.select(uid, pl.col("entity_id").alias("_was"), pl.col("row_hash").alias("_hash_was")),
+            _rows_of(membership, keys, uid).select(
+                uid, pl.col("entity_id").alias("_was"), pl.col("row_hash").alias("_hash_was")),
             on=uid, how="left",
         ).filter(
             pl.col("_was").is_null() | (pl.col("_was") != pl.col("entity_id")) | (pl.col("_hash_was") != pl.col("row_hash"))
@@ -200,6 +207,7 @@ def run_resolution(
 def _written_membership(before: pl.DataFrame, written: pl.DataFrame, uid: str, seq: int) -> pl.DataFrame:
     """The membership rows this run writes, as the store will hold them (so it can cache them
     without re-reading): a record that changed entity is a member since this run."""
+    before = _rows_of(before, written[uid], uid)
     return written.select(uid, "entity_id", "row_hash", "entity_created_seq").join(
         before.select(uid, pl.col("entity_id").alias("_was"), pl.col("since_seq").alias("_since")), on=uid, how="left",
     ).select(
@@ -208,3 +216,9 @@ def _written_membership(before: pl.DataFrame, written: pl.DataFrame, uid: str, s
         .alias("since_seq"),
         pl.col("entity_created_seq").cast(pl.Int64),
     )
+
+
+def _rows_of(frame: pl.DataFrame, keys: pl.Series, uid: str) -> pl.DataFrame:
+    """The rows of a million-row frame for a few thousand keys. Filtering first keeps the joins
+    that follow small; joining the whole frame would hash all of it every run."""
+    return frame.filter(pl.col(uid).is_in(keys.implode()))

@@ -15,9 +15,8 @@ from typing import Annotated, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from connectors.config import load_yaml
 from connectors.errors import ConfigError
-from entity_resolution.config import format_validation_error
+from entity_resolution.config import format_validation_error, load_yaml
 
 SUBSCRIPTIONS_YAML = "subscriptions.yaml"
 SUBSCRIBER_ID = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -187,7 +186,7 @@ def load_subscriptions(config_dir: Path | str) -> Subscriptions:
     path = Path(config_dir) / SUBSCRIPTIONS_YAML
     if not path.exists():
         return Subscriptions()
-    return parse_subscriptions(load_yaml(path), source=path)
+    return parse_subscriptions(load_yaml(path, ConfigError), source=path)
 
 
 def outbox_dir(subscriber: Subscriber, *, config_dir: Path, data_dir: Path) -> Path:

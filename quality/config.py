@@ -9,11 +9,10 @@ import datetime as dt
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from connectors.errors import ConfigError
-from entity_resolution.config import format_validation_error
+from entity_resolution.config import format_validation_error, load_yaml
 
 SuiteKind = Literal["raw", "standardised", "golden", "freshness"]
 DEFAULTS = Path(__file__).with_name("defaults") / "quality.yaml"
@@ -59,13 +58,7 @@ def parse_quality(data: object, *, source: Path | str = "<quality config>") -> Q
 def load_quality(path: Path | None = None) -> QualityConfig:
     """The project's `quality.yaml` when given, else the bundled defaults."""
     path = Path(path) if path is not None else DEFAULTS
-    if not path.is_file():
-        raise ConfigError(f"{path}: file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_quality(data, source=path)
+    return parse_quality(load_yaml(path, ConfigError), source=path)
 
 
 def project_quality(config_dir: Path) -> QualityConfig:

@@ -13,20 +13,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import yaml
 
-from connectors.config import load_stations
-from connectors.ingest import ingest_station
-from connectors.simulate import simulate_network
 from connectors.simulate.codes import id_check_char
-from entity_resolution.config import load_resolution
-from entity_resolution.propagation import run_golden
-from entity_resolution.service import run_resolution
-from entity_resolution.survivorship import parse_survivorship
 from feeds.api import BackgroundServer, create_app
 from feeds.mirror import MirrorError, plan_page, pull
 from feeds.tokens import issue_token
-from warehouse import Warehouse
+from scenario_network import Hub, network_with_csv_station
 from warehouse.feeds import FeedStore
 from warehouse.mirror import MirrorStore
 
@@ -83,11 +75,6 @@ def test_plan_drops_an_entity_that_left_the_scope() -> None:
 
 
 # -- the mission, end to end: entered at A, moves to B, B's mirror has it ---------------------------
-SETTINGS = load_resolution(None).entities["person"]
-SURVIVORSHIP = parse_survivorship(SETTINGS.survivorship, source="defaults")
-HEADER = ["人员编号", "姓名", "性别", "出生日期", "公民身份号码", "联系电话", "现住址", "行政区划代码", "更新时间"]
-COLUMNS = dict(zip(HEADER, ["local_id", "name", "sex", "birth_date", "id_number", "phone", "address", "area_code",
-                            "source_updated_at"], strict=True))
 A = "s9001"  # station A: onboarded by config next to the simulated ones, a CSV export we write
 A_AREA = "500106001"
 
@@ -101,40 +88,20 @@ def an_id_number() -> str:
 
 @pytest.fixture(scope="module")
 def base_network(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("mission")
-    simulate_network(out, stations=4, persons=600, seed=5)
-    config = yaml.safe_load((out / "stations.yaml").read_text(encoding="utf-8"))
-    config["stations"].append({
-        "id": A, "name": "小龙坎派出所", "jurisdiction": [A_AREA],
-        "sources": [{"name": "residents", "entity": "person", "kind": "csv", "path": f"{A}/residents.csv",
-                     "columns": COLUMNS}],
-    })
-    (out / "stations.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-    return out
+    return network_with_csv_station(tmp_path_factory.mktemp("mission"), stations=4, persons=600, seed=5,
+                                    station_id=A, jurisdiction=A_AREA)
 
 
-class Hub:
+class HubA(Hub):
     """The hub's side: stations' drops through ingest -> resolve -> publish, on one warehouse."""
 
-    def __init__(self, root: Path, url: str):
-        self.root, self.url = root, url
-        self.store = Warehouse(url).migrate()
-        self.stations = load_stations(root / "stations.yaml")
-        self.store.sync_stations({"station_id": s.id, "name": s.name, "jurisdiction": list(s.jurisdiction)}
-                                 for s in self.stations.stations)
-
     def drop_at_a(self, rows: list[dict]) -> None:
-        path = self.root / A / "residents.csv"
-        path.parent.mkdir(exist_ok=True)
-        frame = pl.DataFrame([{h: r.get(COLUMNS[h]) for h in HEADER} for r in rows], schema={h: pl.String for h in HEADER})
-        path.write_text(frame.write_csv(), encoding="utf-8")
+        self.drop(rows)
 
     def cycle(self) -> None:
         for st in self.stations.stations:
-            ingest_station(self.store, st, base_dir=self.root, data_dir=self.root / "data")
-        run_resolution(self.store.resolution_store("person", "person_records"), SETTINGS, entity_type="person",
-                       prefix="P")
-        run_golden(self.store.golden_store("person", "person_records"), SURVIVORSHIP, entity_type="person")
+            self.ingest(st)
+        self.resolve_and_publish()
 
     def entity_of(self, record_key: str) -> str:
         members = self.store.resolution_store("person", "person_records").membership()
@@ -149,7 +116,7 @@ def test_entered_at_a_moves_to_b_appears_in_bs_mirror_masked(base_network: Path,
                                                                warehouse_url: str) -> None:
     root = tmp_path / "net"
     shutil.copytree(base_network, root)
-    hub = Hub(root, warehouse_url)
+    hub = HubA(root, warehouse_url, station_id=A)
     b = hub.stations.stations[1]  # station B: a simulated station with its own subscription
     b_area = f"{b.jurisdiction[0]}001"[:12]
     id_number = an_id_number()

@@ -17,38 +17,18 @@ import polars as pl
 import pytest
 import yaml
 
-from connectors.config import load_stations
-from connectors.ingest import ingest_station
-from connectors.simulate import simulate_network
-from entity_resolution.config import load_resolution
-from entity_resolution.propagation import run_golden
-from entity_resolution.service import run_resolution
-from entity_resolution.survivorship import parse_survivorship
 from feeds.config import load_subscriptions
 from feeds.files import build_all
-from warehouse import Warehouse
+from scenario_network import NEW_HOME, Hub, network_with_csv_station
 from warehouse.feeds import FeedStore
 
-SETTINGS = load_resolution(None).entities["person"]
-SURVIVORSHIP = parse_survivorship(SETTINGS.survivorship, source="defaults")
-HEADER = ["人员编号", "姓名", "性别", "出生日期", "公民身份号码", "联系电话", "现住址", "行政区划代码", "更新时间"]
-COLUMNS = dict(zip(HEADER, ["local_id", "name", "sex", "birth_date", "id_number", "phone", "address",
-                            "area_code", "source_updated_at"], strict=True))
 B_AREA = "500106001"
-NEW_HOME = "重庆市沙坪坝区小龙坎街道正街社区小龙坎正街88号2栋1单元1201室"
 
 
 @pytest.fixture(scope="module")
 def base_network(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("feednet")
-    simulate_network(out, stations=3, persons=400, seed=5)
-    config = yaml.safe_load((out / "stations.yaml").read_text(encoding="utf-8"))
-    config["stations"].append({
-        "id": "sB", "name": "小龙坎派出所", "jurisdiction": [B_AREA],
-        "sources": [{"name": "residents", "entity": "person", "kind": "csv", "path": "sB/residents.csv",
-                     "columns": COLUMNS}],
-    })
-    (out / "stations.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    out = network_with_csv_station(tmp_path_factory.mktemp("feednet"), stations=3, persons=400, seed=5,
+                                   station_id="sB", jurisdiction=B_AREA)
     subs = yaml.safe_load((out / "subscriptions.yaml").read_text(encoding="utf-8"))
     stations = [s for s in subs["subscribers"] if s["kind"] == "station"]
     subs["subscribers"].append({**stations[0], "id": "sB", "name": "小龙坎派出所", "station_id": "sB",
@@ -60,28 +40,15 @@ def base_network(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-class Net:
+class Net(Hub):
     def __init__(self, root: Path, url: str):
-        self.root = root
-        self.store = Warehouse(url).migrate()
-        self.stations = load_stations(root / "stations.yaml")
+        super().__init__(root, url, station_id="sB")
         self.subs = load_subscriptions(root)
-        self.store.sync_stations({"station_id": s.id, "name": s.name, "jurisdiction": list(s.jurisdiction)}
-                                 for s in self.stations.stations)
-
-    def drop(self, rows: list[dict]) -> None:
-        path = self.root / "sB" / "residents.csv"
-        path.parent.mkdir(exist_ok=True)
-        frame = pl.DataFrame([{h: r.get(COLUMNS[h]) for h in HEADER} for r in rows],
-                             schema={h: pl.String for h in HEADER})
-        path.write_text(frame.write_csv(), encoding="utf-8")
 
     def cycle(self) -> dict:
         for st in self.stations.stations:
-            ingest_station(self.store, st, base_dir=self.root, data_dir=self.root / "data")
-        run_resolution(self.store.resolution_store("person", "person_records"), SETTINGS, entity_type="person",
-                       prefix="P")
-        run_golden(self.store.golden_store("person", "person_records"), SURVIVORSHIP, entity_type="person")
+            self.ingest(st)
+        self.resolve_and_publish()
         got = build_all(self.store, self.subs, config_dir=self.root, data_dir=self.root / "data")
         return {r.subscriber_id: r for r in got}
 

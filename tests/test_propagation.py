@@ -12,64 +12,24 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import yaml
 
-from connectors.config import load_stations
-from connectors.ingest import ingest_station
-from connectors.simulate import simulate_network
-from entity_resolution.config import load_resolution
 from entity_resolution.propagation import run_golden
-from entity_resolution.service import run_resolution
-from entity_resolution.survivorship import parse_survivorship
-from warehouse import Warehouse
+from scenario_network import NEW_HOME, Hub, network_with_csv_station
 from warehouse.golden import events
-
-SETTINGS = load_resolution(None).entities["person"]
-SURVIVORSHIP = parse_survivorship(SETTINGS.survivorship, source="defaults")
-HEADER = ["人员编号", "姓名", "性别", "出生日期", "公民身份号码", "联系电话", "现住址", "行政区划代码", "更新时间"]
-COLUMNS = dict(zip(HEADER, ["local_id", "name", "sex", "birth_date", "id_number", "phone", "address",
-                            "area_code", "source_updated_at"], strict=True))
-NEW_HOME = "重庆市沙坪坝区小龙坎街道正街社区小龙坎正街88号2栋1单元1201室"
 
 
 @pytest.fixture(scope="module")
 def base_network(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("net")
-    simulate_network(out, stations=10, persons=4000, seed=11)
-    config = yaml.safe_load((out / "stations.yaml").read_text(encoding="utf-8"))
-    config["stations"].append({
-        "id": "s9001", "name": "小龙坎派出所", "jurisdiction": ["500106001"],
-        "sources": [{"name": "residents", "entity": "person", "kind": "csv", "path": "s9001/residents.csv",
-                     "columns": COLUMNS}],
-    })
-    (out / "stations.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-    return out
+    return network_with_csv_station(tmp_path_factory.mktemp("net"), stations=10, persons=4000, seed=11)
 
 
-class Network:
-    def __init__(self, root: Path, url: str):
-        self.root = root
-        self.store = Warehouse(url).migrate()
-        self.stations = load_stations(root / "stations.yaml")
-        self.store.sync_stations({"station_id": s.id, "name": s.name, "jurisdiction": list(s.jurisdiction)}
-                                 for s in self.stations.stations)
-        self.rs = self.store.resolution_store("person", "person_records")
-        self.gs = self.store.golden_store("person", "person_records")
-
-    def drop(self, rows: list[dict]) -> None:
-        """A new export from station s9001 (the whole file, as local systems export)."""
-        path = self.root / "s9001" / "residents.csv"
-        path.parent.mkdir(exist_ok=True)
-        frame = pl.DataFrame([{h: r.get(COLUMNS[h]) for h in HEADER} for r in rows], schema={h: pl.String for h in HEADER})
-        path.write_text(frame.write_csv(), encoding="utf-8")
-
+class Network(Hub):
     def cycle(self) -> pl.DataFrame:
         """Ingest every new drop, resolve, publish; return the events this cycle wrote."""
         before = self.last_seq()
         for st in self.stations.stations:
-            ingest_station(self.store, st, base_dir=self.root, data_dir=self.root / "data")
-        run_resolution(self.rs, SETTINGS, entity_type="person", prefix="P")
-        run_golden(self.gs, SURVIVORSHIP, entity_type="person")
+            self.ingest(st)
+        self.resolve_and_publish()
         return events(self.store, after=before).filter(pl.col("entity_type") == "person")
 
     def last_seq(self) -> int:
@@ -210,7 +170,7 @@ def test_failed_publication_rerun_gives_one_clean_set_of_events(net: Network, mo
         net.cycle()
     assert net.last_seq() == before  # nothing half-written
     monkeypatch.setattr(GoldenStore, "commit", original)
-    run_golden(net.gs, SURVIVORSHIP, entity_type="person")  # the rerun catches up
+    run_golden(net.gs, net.survivorship, entity_type="person")  # the rerun catches up
     got = events(net.store, after=before)
     assert got.filter(pl.col("entity_id") == entity)["op"].to_list() == ["update"]
     every = events(net.store)

@@ -13,27 +13,14 @@ import polars as pl
 import pytest
 import yaml
 
-from connectors.config import load_stations
-from connectors.ingest import ingest_station
-from connectors.simulate import simulate_network
-from entity_resolution.config import load_resolution
-from entity_resolution.propagation import run_golden
-from entity_resolution.service import run_resolution
 from entity_resolution.standardise.id_numbers import id_check_char
-from entity_resolution.survivorship import parse_survivorship
 from quality.config import QualityConfig
 from quality.service import quality_pass, validate_station
 from quality.validate import gx_project
+from scenario_network import NEW_HOME, Hub, network_with_csv_station
 from warehouse import Warehouse
 from warehouse.golden import events
 from warehouse.quality import QualityStore
-
-SETTINGS = load_resolution(None).entities["person"]
-SURVIVORSHIP = parse_survivorship(SETTINGS.survivorship, source="defaults")
-HEADER = ["人员编号", "姓名", "性别", "出生日期", "公民身份号码", "联系电话", "现住址", "行政区划代码", "更新时间"]
-FIELDS = ["local_id", "name", "sex", "birth_date", "id_number", "phone", "address", "area_code", "source_updated_at"]
-COLUMNS = dict(zip(HEADER, FIELDS, strict=True))
-HOME = "重庆市沙坪坝区小龙坎街道正街社区小龙坎正街88号2栋1单元1201室"
 
 
 def valid_id(body17: str) -> str:
@@ -49,44 +36,22 @@ ID_A, ID_B, ID_C = valid_id("50010619920517002"), valid_id("50010619880304004"),
 
 @pytest.fixture(scope="module")
 def base_network(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("qnet")
-    simulate_network(out, stations=1, persons=200, seed=7)
-    config = yaml.safe_load((out / "stations.yaml").read_text(encoding="utf-8"))
-    config["stations"].append({
-        "id": "s9001", "name": "小龙坎派出所", "jurisdiction": ["500106001"],
-        "sources": [{"name": "residents", "entity": "person", "kind": "csv", "path": "s9001/residents.csv",
-                     "columns": COLUMNS}],
-    })
-    (out / "stations.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-    return out
+    return network_with_csv_station(tmp_path_factory.mktemp("qnet"), stations=1, persons=200, seed=7)
 
 
-class Network:
+class Network(Hub):
     def __init__(self, root: Path, url: str, quality: QualityConfig):
-        self.root = root
-        self.store = Warehouse(url).migrate()
+        super().__init__(root, url)
         self.qs = QualityStore(self.store)
         self.gx = gx_project(root / "data" / "quality")
         self.quality = quality
-        self.stations = load_stations(root / "stations.yaml")
-        self.store.sync_stations({"station_id": s.id, "name": s.name, "jurisdiction": list(s.jurisdiction)}
-                                 for s in self.stations.stations)
-        self.rs = self.store.resolution_store("person", "person_records")
-        self.gs = self.store.golden_store("person", "person_records")
-
-    def drop(self, rows: list[dict]) -> None:
-        path = self.root / "s9001" / "residents.csv"
-        path.parent.mkdir(exist_ok=True)
-        frame = pl.DataFrame([{h: r.get(COLUMNS[h]) for h in HEADER} for r in rows], schema={h: pl.String for h in HEADER})
-        path.write_text(frame.write_csv(), encoding="utf-8")
 
     def cycle(self) -> None:
         """Ingest, validate each station, resolve, publish, then the quality pass."""
         for st in self.stations.stations:
-            ingest_station(self.store, st, base_dir=self.root, data_dir=self.root / "data")
+            self.ingest(st)
             validate_station(self.qs, self.gx, self.quality, st.id)
-        run_resolution(self.rs, SETTINGS, entity_type="person", prefix="P")
-        run_golden(self.gs, SURVIVORSHIP, entity_type="person")
+        self.resolve_and_publish()
         quality_pass(self.qs, self.gx, self.quality)
 
     def open_tasks(self) -> set[tuple[str, str, str]]:
@@ -104,7 +69,7 @@ def net_for(base: Path, tmp_path: Path, url: str, quality: QualityConfig) -> Net
 
 
 def row(local_id: str, **values) -> dict:
-    return {"local_id": local_id, "source_updated_at": "2026-11-20 09:00:00", "address": HOME,
+    return {"local_id": local_id, "source_updated_at": "2026-11-20 09:00:00", "address": NEW_HOME,
             "area_code": "500106001001", **values}
 
 

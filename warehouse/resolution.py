@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from warehouse import schema as s
 from warehouse.bulk import chunks, insert_frame, key_table, polars_type, read_frame
-from warehouse.frame_cache import FrameCache
+from warehouse.frame_cache import FrameCache, apply_delta
 from warehouse.store import Warehouse, utcnow
 
 _EDGE_SCHEMA = {
@@ -71,7 +71,7 @@ class ResolutionStore(EntityTypeStore):
             # a record in two new batches: the later load wins, as the upsert did in the table
             fresh = fresh.unique("record_key", keep="last", maintain_order=True)
             cache.append(fresh, loaded, expect=covered, previous=frame)
-            return pl.concat([frame.join(fresh.select("record_key"), on="record_key", how="anti"), fresh])
+            return apply_delta(frame, fresh, "record_key")
         with self.engine.connect() as conn:
             frame = read_frame(conn, sa.select(*cols).where(not_held(t.c.batch_id)).order_by(t.c.record_key),
                                schema=schema)
