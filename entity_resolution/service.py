@@ -115,7 +115,8 @@ def run_resolution(
         # looked for only when the counts say there are some
         dirty = records.select(uid, "row_hash").join(membership.select(uid, "row_hash"), on=[uid, "row_hash"],
                                                      how="anti")[uid]
-        new = dirty.to_frame().join(membership.select(uid), on=uid, how="anti")[uid]
+        known = membership.filter(pl.col(uid).is_in(dirty.implode()))[uid]
+        new = dirty.filter(~dirty.is_in(known.implode()))
         gone = membership[uid].clear()
         if membership.height != records.height - new.len():
             gone = membership.select(uid).join(records.select(uid), on=uid, how="anti")[uid]
