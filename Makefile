@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export DAGSTER_HOME ?= $(CURDIR)
 
-.PHONY: demo test ui bench bench-resolution bench-propagation bench-report bench-quality install clean
+.PHONY: demo test ui bench bench-resolution bench-propagation bench-feeds bench-feeds-api bench-report bench-quality install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
