@@ -6,10 +6,11 @@ All SQL lives here (and in bulk.py); callers hand in and get back Polars frames 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator
+import threading
 from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import polars as pl
@@ -18,6 +19,15 @@ import sqlalchemy as sa
 from warehouse import schema as s
 from warehouse.bulk import insert_frame, read_frame
 from warehouse.engine import create_engine, migrate
+
+
+_SQLITE_WRITERS: dict[str, threading.Lock] = {}
+
+
+def _writer_lock(engine: sa.Engine) -> threading.Lock | nullcontext:
+    if engine.dialect.name != "sqlite":
+        return nullcontext()
+    return _SQLITE_WRITERS.setdefault(str(engine.url.database), threading.Lock())
 
 
 def utcnow() -> dt.datetime:
@@ -48,7 +58,10 @@ class Warehouse:
 
     @contextmanager
     def transaction(self) -> Iterator[sa.Connection]:
-        with self.engine.begin() as conn:
+        """A write transaction. On SQLite, writers of this process queue on a lock first: SQLite
+        takes one writer at a time, and threads that met its busy timeout instead would sleep in
+        growing steps (seconds, under the feed API's concurrent audit writes)."""
+        with _writer_lock(self.engine), self.engine.begin() as conn:
             yield conn
 
     def resolution_store(self, entity_type: str, record_table: str):
