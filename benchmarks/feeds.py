@@ -23,11 +23,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from scratch import scratch_database  # noqa: E402 - beside this file
+
 DEFAULT_PG = "postgresql+psycopg://root@127.0.0.1:5432/postgres"
 
 
@@ -124,23 +128,13 @@ def _in_process(args: list[str]) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _warehouse(choice: str, workdir: Path) -> tuple[str, callable]:
-    import sqlalchemy as sa
-
+@contextmanager
+def _warehouse(choice: str, workdir: Path) -> Iterator[str]:
     if choice == "sqlite":
-        return f"sqlite:///{workdir / 'warehouse.sqlite'}", lambda: None
-    admin = DEFAULT_PG if choice == "postgresql" else choice
-    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
-    name = f"enteronce_bench_feeds_{uuid.uuid4().hex[:8]}"
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with engine.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
-
-    return engine.url.set(database=name).render_as_string(hide_password=False), drop
+        yield f"sqlite:///{workdir / 'warehouse.sqlite'}"
+        return
+    with scratch_database(DEFAULT_PG if choice == "postgresql" else choice, "enteronce_bench_feeds") as url:
+        yield url
 
 
 def main() -> None:
@@ -163,8 +157,7 @@ def main() -> None:
     console = Console()
     with tempfile.TemporaryDirectory(prefix="enteronce-bench-feeds-") as tmp:
         workdir = Path(tmp)
-        url, drop = _warehouse(args.warehouse, workdir)
-        try:
+        with _warehouse(args.warehouse, workdir) as url:
             console.print(f"staging {args.events:,} change events over {args.stations} stations' jurisdictions ...")
             info = setup(url, workdir, events=args.events, stations=args.stations)
             memory = _in_process(["--stage", "memory", "--url", url, "--config", str(workdir)])
@@ -176,8 +169,6 @@ def main() -> None:
 
                 console.print("measuring the feed API (20 clients, pages of 1,000) ...")
                 api = measure(url, workdir, "city", clients=20, page=1000)
-        finally:
-            drop()
     table = Table(title=f"Feeds: {info['events']:,} change events, {info['subscribers']} subscribers "
                         f"({args.stations} stations + departments), warehouse {args.warehouse}",
                   title_justify="left")

@@ -98,20 +98,11 @@ def main() -> None:
             for p in CACHE.glob(scratch.name + "*"):
                 p.unlink()
     if not args.skip_postgres:
-        import sqlalchemy as sa
+        from scratch import scratch_database
 
-        admin = sa.create_engine(args.pg_url, isolation_level="AUTOCOMMIT")
         for _ in range(args.repeat):
-            name = f"enteronce_bench_{uuid.uuid4().hex[:8]}"
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-            try:
-                url = admin.url.set(database=name).render_as_string(hide_password=False)
+            with scratch_database(args.pg_url) as url:
                 results.append(("PostgreSQL", run_worker(csv, url)))
-            finally:
-                with admin.connect() as conn:
-                    conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
     table = Table(title=f"Ingest + standardise, {args.rows:,} person rows from one CSV "
                         f"({csv.stat().st_size / 1e6:.0f} MB), median of {args.repeat}")

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,35 +168,25 @@ def main() -> None:
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from ingest import make_csv
+    from scratch import scratch_database
 
     make_csv(args.rows, args.seed)
     workdir = CACHE / f"propagation-{uuid.uuid4().hex[:8]}"
     workdir.mkdir(parents=True)
-    admin = name = None
-    if args.warehouse == "sqlite":
-        url = f"sqlite:///{workdir / 'warehouse.sqlite'}"
-    else:
-        import sqlalchemy as sa
-
-        admin = sa.create_engine(args.pg_url, isolation_level="AUTOCOMMIT")
-        name = f"enteronce_prop_{uuid.uuid4().hex[:8]}"
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        url = admin.url.set(database=name).render_as_string(hide_password=False)
     try:
-        print(f"setup: {args.rows:,} records ingested, resolved and published ...", flush=True)
-        base = _child("setup", url, workdir, args)
-        os.sync()  # the setup's gigabytes reach the disk now, not during the timed drop
-        if args.warehouse == "sqlite" and not args.cold:
-            _warm(workdir)
-        print(f"drop: {args.drop:,} changed or new records from {len(DROP_STATIONS)} stations ...", flush=True)
-        drop = _child("drop", url, workdir, args)
+        with ExitStack() as stack:
+            if args.warehouse == "sqlite":
+                url = f"sqlite:///{workdir / 'warehouse.sqlite'}"
+            else:
+                url = stack.enter_context(scratch_database(args.pg_url, "enteronce_prop"))
+            print(f"setup: {args.rows:,} records ingested, resolved and published ...", flush=True)
+            base = _child("setup", url, workdir, args)
+            os.sync()  # the setup's gigabytes reach the disk now, not during the timed drop
+            if args.warehouse == "sqlite" and not args.cold:
+                _warm(workdir)
+            print(f"drop: {args.drop:,} changed or new records from {len(DROP_STATIONS)} stations ...", flush=True)
+            drop = _child("drop", url, workdir, args)
     finally:
-        if admin is not None:
-            import sqlalchemy as sa
-
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         import shutil
 
         shutil.rmtree(workdir, ignore_errors=True)

@@ -15,28 +15,14 @@ import argparse
 import sys
 import tempfile
 import time
-import uuid
+from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from scratch import scratch_database  # noqa: E402 - beside this file
 DEFAULT_PG = "postgresql+psycopg://root@127.0.0.1:5432/postgres"
-
-
-def _pg_database(admin_url: str):
-    import sqlalchemy as sa
-
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = f"enteronce_bench_report_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return admin.url.set(database=name).render_as_string(hide_password=False), drop
 
 
 def bench(url: str, out: Path, stations: int, batches: int, records: int) -> dict:
@@ -88,21 +74,17 @@ def main() -> None:
         table.add_column(col, justify="right" if col != "warehouse" else "left")
     with tempfile.TemporaryDirectory(prefix="enteronce-bench-report-") as tmp:
         for kind in kinds:
-            drop = None
-            if kind == "sqlite":
-                url = f"sqlite:///{Path(tmp) / 'warehouse.sqlite'}"
-            else:
-                try:
-                    url, drop = _pg_database(args.pg_url)
-                except Exception as exc:  # noqa: BLE001 - report and go on with the other warehouse
-                    console.print(f"[yellow]skipping PostgreSQL[/]: {exc.__class__.__name__}: {exc}")
-                    continue
-            try:
+            with ExitStack() as stack:
+                if kind == "sqlite":
+                    url = f"sqlite:///{Path(tmp) / 'warehouse.sqlite'}"
+                else:
+                    try:
+                        url = stack.enter_context(scratch_database(args.pg_url, "enteronce_bench_report"))
+                    except Exception as exc:  # noqa: BLE001 - report and go on with the other warehouse
+                        console.print(f"[yellow]skipping PostgreSQL[/]: {exc.__class__.__name__}: {exc}")
+                        continue
                 with console.status(f"{kind}: filling and building"):
                     r = bench(url, Path(tmp) / f"site-{kind}", args.stations, args.batches, args.records)
-            finally:
-                if drop is not None:
-                    drop()
             table.add_row(kind, f"{r['results']:,}", f"{r['scores']:,}", f"{r['tasks']:,}", f"{r['records']:,}",
                           f"{r['read']:.2f}", f"{r['build']:.2f}", f"{r['total']:.2f}", f"{r['pages']:,}",
                           f"{r['size_mb']:.1f}")

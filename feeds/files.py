@@ -14,7 +14,6 @@ the subscriber's outbox as JSON Lines, CSV and Parquet, each set with a manifest
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import polars as pl
 
+from connectors.ingest import file_sha256
 from feeds.build import ENVELOPE, RECORD, SCHEMA_VERSION, audit_fields, build_events, build_snapshot
 from feeds.config import Subscriber, Subscriptions, outbox_dir
 from feeds.service import delivery_row, load_inputs, prefilter
@@ -49,14 +49,6 @@ class FileDelivery:
     files: list[str] = field(default_factory=list)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     write(tmp)
@@ -78,7 +70,7 @@ def write_files(outbox: Path, *, stem: str, rows: pl.DataFrame, columns: tuple[s
             _atomic(path, lambda p: table.write_csv(p, include_bom=True))
         else:
             _atomic(path, lambda p: table.write_parquet(p))
-        digests[path.name] = {"format": fmt, "sha256": _sha256(path), "bytes": path.stat().st_size}
+        digests[path.name] = {"format": fmt, "sha256": file_sha256(path), "bytes": path.stat().st_size}
         names.append(path.name)
     doc = {"schema_version": SCHEMA_VERSION, **manifest, "count": rows.height, "columns": list(columns),
            "files": digests, "created_at": utcnow().isoformat()}

@@ -143,9 +143,15 @@ def _expectation_tasks(store: QualityStore, v: Validation, records: pl.DataFrame
     entities = store.entity_of(suite.entity_type, keys.to_list())
     found = expectation_tasks(v.failures, records.join(entities, on="record_key", how="left"), suite,
                               station_id=station_id, batch_id=batch_id)
-    open_tasks = store.tasks(status="open", record_keys=keys.to_list(), source="expectation")
-    opened, closed = reconcile(found, open_tasks, keys, source="expectation",
-                               batch_of=records.select("record_key", "batch_id"), now=now)
+    _settle(store, found, keys, "expectation", records.select("record_key", "batch_id"), now, outcome)
+
+
+def _settle(store: QualityStore, found: pl.DataFrame, keys: pl.Series, source: str, batch_of: pl.DataFrame,
+            now: dt.datetime, outcome: Outcome) -> None:
+    """Open the tasks found that are not open yet, close the open ones of these records that were
+    not found again (the station fixed the value), and write both to the outbox."""
+    open_tasks = store.tasks(status="open", record_keys=keys.to_list(), source=source)
+    opened, closed = reconcile(found, open_tasks, keys, source=source, batch_of=batch_of, now=now)
     events, _ = store.apply_tasks(opened, closed)
     outcome.tasks_opened += opened.height
     outcome.tasks_closed += closed.height
@@ -208,13 +214,7 @@ def _golden_tasks(store: QualityStore, entity_type: str, fields: list[str], now:
         members = store.members(entity_type, touched, fields)
         golden = decode_golden(store.active_golden(entity_type, touched), fields)
         found = golden_disagreements(members, golden, fields, entity_type=entity_type)
-        keys = members["record_key"]
-        open_tasks = store.tasks(status="open", record_keys=keys.to_list(), source="golden_disagreement")
-        opened, closed = reconcile(found, open_tasks, keys, source="golden_disagreement",
-                                   batch_of=members.select("record_key", "batch_id"), now=now)
-        events, _ = store.apply_tasks(opened, closed)
-        outcome.tasks_opened += opened.height
-        outcome.tasks_closed += closed.height
-        outcome.events += events
+        _settle(store, found, members["record_key"], "golden_disagreement", members.select("record_key", "batch_id"),
+                now, outcome)
     store.set_state(res_key, res_now)
     store.set_state(ev_key, ev_now)
