@@ -18,14 +18,16 @@ FEED_DEPS = [dg.AssetKey("person_change_events"), dg.AssetKey("organisation_chan
 
 
 def sync_subscriber_partitions(instance: dg.DagsterInstance, subscriber_ids: list[str]) -> list[str]:
-    """Add partitions for new subscribers and drop those of removed ones; returns the current ids."""
+    """Add partitions for new subscribers and drop those of removed ones; returns the current ids
+    in the instance's own order (the order a partition range follows: insertion order, which
+    need not be the file's), so a range from the first to the last covers every subscriber."""
     known = set(instance.get_dynamic_partitions(subscribers_partitions.name))
     missing = [s for s in subscriber_ids if s not in known]
     if missing:
         instance.add_dynamic_partitions(subscribers_partitions.name, missing)
     for gone in sorted(known - set(subscriber_ids)):
         instance.delete_dynamic_partition(subscribers_partitions.name, gone)
-    return list(subscriber_ids)
+    return list(instance.get_dynamic_partitions(subscribers_partitions.name))
 
 
 @dg.asset(
@@ -79,8 +81,7 @@ def subscriber_feeds_sensor(context: dg.SensorEvaluationContext, project: Projec
     """Keeps the subscriber partitions in step with subscriptions.yaml and, when the outbox has
     grown (or the subscribers changed), asks for one run over all subscribers."""
     p = project.project
-    ids = [s.id for s in load_subscriptions(p.config_dir).subscribers]
-    sync_subscriber_partitions(context.instance, ids)
+    ids = sync_subscriber_partitions(context.instance, [s.id for s in load_subscriptions(p.config_dir).subscribers])
     if not ids:
         return dg.SkipReason("no subscribers in subscriptions.yaml")
     high = project.warehouse.max_event_seq()

@@ -69,6 +69,28 @@ def test_sensor_keeps_partitions_and_one_run_builds_every_feed(tmp_path: Path) -
     assert meta["events_delivered"].value == 1 and meta["seq_range"].value == "4-4"
 
 
+def test_one_run_covers_every_subscriber_whatever_order_the_instance_keeps(tmp_path: Path) -> None:
+    """A partition range follows the instance's insertion order, not subscriptions.yaml's: a
+    subscriber registered earlier (by another run, say) must not cut the range short."""
+    (tmp_path / "stations.yaml").write_text(yaml.safe_dump(STATIONS, allow_unicode=True), encoding="utf-8")
+    write_subs(tmp_path, [subscriber("s0001", "500103001"), subscriber("s0002", "500106001"),
+                          subscriber("s0003", "500106001")])
+    url = f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
+    out = Outbox()
+    out.create("P1", person("张三", "500103001001"), ["s0001:1"])
+    out.create("P2", person("李四", "500106001001"), ["s0002:1"])
+    out.flush(FeedStore(Warehouse(url).migrate()))
+    resources = {"project": ProjectResource(config_dir=str(tmp_path), warehouse_url=url)}
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(subscribers_partitions.name, ["s0002"])  # known before the others
+
+    with dg.build_sensor_context(instance=instance, resources=resources) as ctx:
+        request = subscriber_feeds_sensor(ctx)
+    result = dg.materialize([subscriber_feeds], instance=instance, resources=resources, tags=request.tags)
+    assert {m.partition for m in result.asset_materializations_for_node("subscriber_feeds")} == {
+        "s0001", "s0002", "s0003"}
+
+
 def test_feed_asset_is_in_the_code_location_after_the_change_events() -> None:
     graph = defs.resolve_asset_graph()
     key = dg.AssetKey("subscriber_feeds")

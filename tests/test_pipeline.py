@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from connectors.simulate import simulate_network
+from feeds.config import load_subscriptions
 from pipelines.cli import app
 from pipelines.definitions import defs
 from pipelines.project import Project
@@ -114,6 +115,11 @@ def test_run_loads_every_row_exactly_once_and_rerun_changes_nothing(simulation, 
     assert golden["person_golden_records"].metadata["created"].value == len(
         set(store.resolution_store("person", "person_records").membership()["entity_id"].to_list()))
     assert golden["person_change_events"].metadata["events_written"].value > 0
+
+    # every subscriber of the simulated subscriptions.yaml got its first feed (a snapshot)
+    subscribers = {s.id for s in load_subscriptions(project.config_dir).subscribers}
+    assert len(subscribers) == STATIONS + 1
+    assert {d.name for d in (project.data_dir / "outbox").iterdir() if any(d.glob("snapshot_*.manifest.json"))} == subscribers
 
     before = snapshot(store)
     again = materialize_project(project, project.station_ids)
