@@ -289,15 +289,14 @@ class QualityStore:
                         sa.select(e.c.entity_id, sa.func.max(e.c.version)).where(
                             e.c.entity_type == TASK_ENTITY_TYPE, e.c.entity_id.in_(part)).group_by(e.c.entity_id)):
                     versions[tid] = int(version)
-            events = []
+            events, rows = [], []
             for row in opened.iter_rows(named=True):
                 old = before.get(row["task_id"])
                 if old is not None and old["status"] == "open":
                     continue  # already open: nothing to tell anyone
                 new = {**row, "status": "open", "opened_at": row.get("opened_at") or now,
                        "closed_at": None, "closed_batch": None}
-                conn.execute(t.delete().where(t.c.task_id == row["task_id"]))
-                conn.execute(t.insert().values(**{k: new.get(k) for k in TASK_SCHEMA}))
+                rows.append({k: new.get(k) for k in TASK_SCHEMA})
                 version = versions.get(row["task_id"], 0) + 1
                 events.append(_task_event(new, old, "create" if version == 1 else "update", version,
                                           new["opened_batch"]))
@@ -307,16 +306,23 @@ class QualityStore:
                     continue
                 values = {"status": "closed", "closed_at": row.get("closed_at") or now,
                           "closed_batch": row.get("closed_batch")}
-                conn.execute(t.update().where(t.c.task_id == row["task_id"]).values(**values))
+                rows.append({k: {**old, **values}.get(k) for k in TASK_SCHEMA})
                 version = versions.get(row["task_id"], 0) + 1
                 events.append(_task_event({**old, **values}, old, "retire", version, values["closed_batch"]))
             if not events:
                 return 0, 0
+            # bulk, not a statement per task: a first pass over a large network opens thousands
+            insert_frame(conn, t, pl.DataFrame(rows, schema=TASK_SCHEMA, orient="row"), replace=True)
             start = int(conn.scalar(sa.select(sa.func.coalesce(sa.func.max(e.c.seq), 0)))) + 1
-            known = set(conn.scalars(sa.select(e.c.event_id).where(e.c.event_id.in_([ev["event_id"] for ev in events]))))
+            known = set()
+            for part in chunks([ev["event_id"] for ev in events], 1000):
+                known.update(conn.scalars(sa.select(e.c.event_id).where(e.c.event_id.in_(part))))
             fresh = [ev for ev in events if ev["event_id"] not in known]
-            for i, ev in enumerate(fresh):
-                conn.execute(e.insert().values(seq=start + i, occurred_at=now, **ev))
+            if fresh:
+                insert_frame(conn, e, pl.DataFrame([
+                    {**ev, "seq": start + i, "occurred_at": now,
+                     "changed_fields": json.dumps(ev["changed_fields"]), "sources": json.dumps(ev["sources"])}
+                    for i, ev in enumerate(fresh)]))
         return len(fresh), start + len(fresh) - 1
 
 
