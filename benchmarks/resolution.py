@@ -84,10 +84,6 @@ def ensure_cache(rows: int, seed: int) -> None:
 # --------------------------------------------------------------------------- metrics
 
 
-def _pairs(n):
-    return n * (n - 1) // 2
-
-
 def own_metrics(clusters, truth) -> dict:
     """Pairwise and B-cubed precision / recall / F1 by group-by counts.
 

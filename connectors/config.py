@@ -89,10 +89,6 @@ class SourceConfig(_Strict):
             raise ValueError("columns must map one source column to local_id")
         return self
 
-    @property
-    def source_columns(self) -> list[str]:
-        return list(self.columns)
-
     def column_for(self, canonical: str) -> str | None:
         return next((src for src, dst in self.columns.items() if dst == canonical), None)
 

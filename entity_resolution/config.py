@@ -255,9 +255,6 @@ class EntitySettings(_Strict):
         names = self.estimation.training_rules
         return [r for r in self.blocking.rules if names is None or r.name in names]
 
-    def derived_exprs(self) -> dict[str, pl.Expr]:
-        return {name: pl.sql_expr(expr) for name, expr in self.derived.items()}
-
     def root_columns(self, column: str, _seen: frozenset[str] = frozenset()) -> set[str]:
         """The input columns a (possibly derived, possibly from other derived) column reads."""
         if column not in self.derived or column in _seen:

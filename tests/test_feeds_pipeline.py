@@ -13,7 +13,6 @@ import json
 import shutil
 from pathlib import Path
 
-import polars as pl
 import pytest
 import yaml
 

@@ -325,15 +325,20 @@ def test_wilson_interval():
     assert not math.isnan(low)
 
 
-def test_cli_report_prints_the_index_path(store: Warehouse, tmp_path: Path):
-    from pipelines.cli import app
-
+def one_station_project(tmp_path: Path) -> Path:
     config = tmp_path / "project"
     config.mkdir()
     (config / "stations.yaml").write_text(
         "version: 1\nstations:\n  - id: s0001\n    name: 解放碑派出所\n    jurisdiction: ['500103001']\n"
         "    sources:\n      - {name: residents, entity: person, kind: csv, path: r.csv, columns: {id: local_id}}\n",
         encoding="utf-8")
+    return config
+
+
+def test_cli_report_prints_the_index_path(store: Warehouse, tmp_path: Path):
+    from pipelines.cli import app
+
+    config = one_station_project(tmp_path)
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["report", "--out", str(out), "--config", str(config), "--warehouse", store.url])
     assert result.exit_code == 0, result.output
@@ -348,12 +353,7 @@ def test_cli_report_prints_the_index_path(store: Warehouse, tmp_path: Path):
 def test_cli_report_names_an_unreachable_warehouse(tmp_path: Path):
     from pipelines.cli import app
 
-    config = tmp_path / "project"
-    config.mkdir()
-    (config / "stations.yaml").write_text(
-        "version: 1\nstations:\n  - id: s0001\n    name: 解放碑派出所\n    jurisdiction: ['500103001']\n"
-        "    sources:\n      - {name: residents, entity: person, kind: csv, path: r.csv, columns: {id: local_id}}\n",
-        encoding="utf-8")
+    config = one_station_project(tmp_path)
     url = "postgresql+psycopg://nobody@127.0.0.1:1/none"
     result = CliRunner().invoke(app, ["report", "--out", str(tmp_path / "o"), "--config", str(config), "--warehouse", url])
     assert result.exit_code == 2

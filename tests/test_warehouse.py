@@ -11,6 +11,7 @@ from alembic.script import ScriptDirectory
 
 from warehouse import Warehouse
 from warehouse import schema as s
+from warehouse.bulk import IN_LIST_MAX, in_keys, insert_frame
 from warehouse.engine import alembic_config
 
 HEADER = {
@@ -124,3 +125,19 @@ def test_watermark_commits_with_its_batch(warehouse_url: str) -> None:
             load.set_watermark("s1", "residents", "2026-12-31 00:00:00")
             raise RuntimeError("boom")
     assert store.watermark("s1", "residents") == "2026-11-02 08:00:00"
+
+
+def test_in_keys_gives_the_same_rows_as_an_in_list_beyond_its_size(warehouse_url: str) -> None:
+    """Short key sets go as an IN list, long ones through a temporary key table: same rows."""
+    store = _store(warehouse_url)
+    t = s.judgements
+    with store.transaction() as conn:
+        insert_frame(conn, t, pl.DataFrame({
+            "entity_type": "person", "left_id": [f"k{i:05d}" for i in range(IN_LIST_MAX + 100)], "right_id": "x",
+            "verdict": "same", "reviewer": "t", "judged_at": dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)}))
+    wanted = [f"k{i:05d}" for i in range(IN_LIST_MAX + 50)] + ["absent"]  # not the last 50
+    with store.engine.connect() as conn:
+        long = set(conn.scalars(sa.select(t.c.left_id).where(in_keys(conn, t.c.left_id, wanted))))
+        short = set(conn.scalars(sa.select(t.c.left_id).where(in_keys(conn, t.c.left_id, wanted[:10]))))
+    assert len(wanted) > IN_LIST_MAX
+    assert long == set(wanted) - {"absent"} and short == set(wanted[:10])

@@ -100,6 +100,20 @@ def key_table(conn: sa.Connection, values: list[str], name: str = "_keys") -> sa
     return table
 
 
+def in_keys(conn: sa.Connection, column: sa.ColumnElement, keys, *, table: str = "_keys") -> sa.ColumnElement[bool]:
+    """`column IN keys` for any number of keys, in one statement: a plain IN list while it is
+    short (cheapest for a page of a feed), a temporary key table beyond (a million keys bind as
+    one bulk insert, not as thousands of chunked queries). Use one `table` name per key set
+    that a statement needs at the same time."""
+    keys = list(dict.fromkeys(keys))
+    if len(keys) <= IN_LIST_MAX:
+        return column.in_(keys)
+    return column.in_(sa.select(key_table(conn, keys, name=table).c.key))
+
+
+IN_LIST_MAX = 5000
+
+
 def _quoted(names: list[str]) -> str:
     return ", ".join(f'"{c}"' for c in names)
 

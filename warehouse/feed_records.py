@@ -12,7 +12,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from warehouse import schema as s
-from warehouse.bulk import chunks, read_frame
+from warehouse.bulk import in_keys, read_frame
 from warehouse.store import Warehouse
 
 GOLDEN_SCHEMA = {"entity_id": pl.String, "entity_type": pl.String, "version": pl.Int64, "area_code": pl.String,
@@ -25,7 +25,5 @@ def active_golden_by_id(store: Warehouse, entity_ids: Iterable[str], entity_type
     base = sa.select(g.c.entity_id, g.c.entity_type, g.c.version, g.c.area_code, g.c.record, g.c.provenance).where(
         g.c.status == "active", g.c.entity_type.in_(list(entity_types)))
     with store.engine.connect() as conn:
-        parts = [read_frame(conn, base.where(g.c.entity_id.in_(ids)), schema=GOLDEN_SCHEMA)
-                 for ids in chunks(sorted(set(entity_ids)), 5000)]
-    frame = pl.concat(parts) if parts else pl.DataFrame(schema=GOLDEN_SCHEMA)
+        frame = read_frame(conn, base.where(in_keys(conn, g.c.entity_id, entity_ids)), schema=GOLDEN_SCHEMA)
     return frame.sort("entity_id")

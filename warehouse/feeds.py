@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from warehouse import schema as s
-from warehouse.bulk import chunks, insert_frame, read_frame
+from warehouse.bulk import in_keys, insert_frame, read_frame
 from warehouse.store import Warehouse, utcnow
 
 EVENT_SCHEMA = {
@@ -72,12 +72,9 @@ class FeedStore:
     def version_records(self, entity_ids: Iterable[str]) -> pl.DataFrame:
         """Every stored golden version of the given entities (the record as of each version)."""
         v = s.golden_versions
-        parts = []
         with self.engine.connect() as conn:
-            for ids in chunks(sorted(set(entity_ids)), 5000):
-                stmt = sa.select(v.c.entity_id, v.c.version, v.c.record).where(v.c.entity_id.in_(ids))
-                parts.append(read_frame(conn, stmt, schema=VERSION_SCHEMA))
-        return pl.concat(parts) if parts else pl.DataFrame(schema=VERSION_SCHEMA)
+            stmt = sa.select(v.c.entity_id, v.c.version, v.c.record).where(in_keys(conn, v.c.entity_id, entity_ids))
+            return read_frame(conn, stmt, schema=VERSION_SCHEMA)
 
     def version_areas(self, entity_ids: Iterable[str]) -> pl.DataFrame:
         """Each version's area code (entity_id, version, area_code), extracted from the record's
@@ -94,13 +91,10 @@ class FeedStore:
             return frame.select("entity_id", "version",
                                 pl.col("record").str.json_path_match("$.area_code").alias("area_code"))
         schema = {"entity_id": pl.String, "version": pl.Int64, "area_code": pl.String}
-        parts = []
         with self.engine.connect() as conn:
-            for ids in chunks(sorted(set(entity_ids)), 5000):
-                stmt = sa.select(v.c.entity_id, v.c.version, sa.cast(area, sa.String).label("area_code")).where(
-                    v.c.entity_id.in_(ids))
-                parts.append(read_frame(conn, stmt, schema=schema))
-        return pl.concat(parts) if parts else pl.DataFrame(schema=schema)
+            stmt = sa.select(v.c.entity_id, v.c.version, sa.cast(area, sa.String).label("area_code")).where(
+                in_keys(conn, v.c.entity_id, entity_ids))
+            return read_frame(conn, stmt, schema=schema)
 
     def memberships(self, entity_ids: Iterable[str] | None = None) -> pl.DataFrame:
         """Which record keys (`station:local id`) each entity holds now; all when ids is None."""
@@ -109,18 +103,15 @@ class FeedStore:
         with self.engine.connect() as conn:
             if entity_ids is None:
                 return read_frame(conn, base, schema=MEMBER_SCHEMA)
-            parts = [read_frame(conn, base.where(m.c.entity_id.in_(ids)), schema=MEMBER_SCHEMA)
-                     for ids in chunks(sorted(set(entity_ids)), 5000)]
-        return pl.concat(parts) if parts else pl.DataFrame(schema=MEMBER_SCHEMA)
+            return read_frame(conn, base.where(in_keys(conn, m.c.entity_id, entity_ids)), schema=MEMBER_SCHEMA)
 
     def golden_areas(self, entity_ids: Iterable[str]) -> pl.DataFrame:
         """The current golden area code of the given entities."""
         g = s.golden_records
         schema = {"entity_id": pl.String, "area_code": pl.String}
         with self.engine.connect() as conn:
-            parts = [read_frame(conn, sa.select(g.c.entity_id, g.c.area_code).where(g.c.entity_id.in_(ids)),
-                                schema=schema) for ids in chunks(sorted(set(entity_ids)), 5000)]
-        return pl.concat(parts) if parts else pl.DataFrame(schema=schema)
+            return read_frame(conn, sa.select(g.c.entity_id, g.c.area_code).where(
+                in_keys(conn, g.c.entity_id, entity_ids)), schema=schema)
 
     def golden_in_scope(self, *, entity_types: Iterable[str], area_prefixes: Iterable[str] = (),
                         own_station: str | None = None, after_entity: str | None = None,
@@ -217,10 +208,8 @@ class FeedStore:
             if deliveries:
                 conn.execute(s.feed_deliveries.insert(), [{"delivered_at": now, "token_id": None, **r} for r in deliveries])
             ids = sorted(set(acked) | set(snapshots))
-            have = set()
-            for part in chunks(ids, 5000):
-                have |= set(conn.scalars(sa.select(c.c.subscriber_id).where(
-                    c.c.channel == channel, c.c.subscriber_id.in_(part))))
+            have = set(conn.scalars(sa.select(c.c.subscriber_id).where(
+                c.c.channel == channel, in_keys(conn, c.c.subscriber_id, ids))))
             fresh = [{"subscriber_id": i, "channel": channel, "acked_seq": acked.get(i), "snapshot_seq": snapshots.get(i),
                       "updated_at": now} for i in ids if i not in have]
             if fresh:

@@ -9,7 +9,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from warehouse import schema as s
-from warehouse.bulk import insert_frame, key_table, polars_type, read_frame
+from warehouse.bulk import in_keys, insert_frame, polars_type, read_frame
 from warehouse.resolution import EntityTypeStore, not_held
 from warehouse.store import Warehouse, utcnow
 
@@ -59,12 +59,11 @@ class GoldenStore(EntityTypeStore):
         cols = [t.c[f] for f in dict.fromkeys(fields) if f in t.c and f not in names]
         schema = {c.name: polars_type(c) for c in [*base, *cols]}
         with self.engine.connect() as conn:
-            keys = key_table(conn, entity_ids.to_list())
             stmt = (sa.select(*base, *cols)
                     .join(t, t.c.record_key == m.c.record_key)
                     # entity ids are unique across types: filtering by type too would steer
                     # SQLite to the type index and a scan of every membership row
-                    .where(m.c.entity_id.in_(sa.select(keys.c.key)), not_held(t.c.batch_id)))
+                    .where(in_keys(conn, m.c.entity_id, entity_ids), not_held(t.c.batch_id)))
             return read_frame(conn, stmt, schema=schema)
 
     def current(self, entity_ids: pl.Series) -> pl.DataFrame:
@@ -72,9 +71,8 @@ class GoldenStore(EntityTypeStore):
         schema = {"entity_id": pl.String, "version": pl.Int64, "status": pl.String, "record": pl.String,
                   "provenance": pl.String}
         with self.engine.connect() as conn:
-            keys = key_table(conn, entity_ids.to_list())
             stmt = sa.select(g.c.entity_id, g.c.version, g.c.status, g.c.record, g.c.provenance).where(
-                g.c.entity_id.in_(sa.select(keys.c.key)))  # an index lookup per key, not a scan
+                in_keys(conn, g.c.entity_id, entity_ids))  # an index lookup per key, not a scan
             return read_frame(conn, stmt, schema=schema)
 
     # -- the one write -------------------------------------------------------------------------
@@ -95,9 +93,8 @@ class GoldenStore(EntityTypeStore):
                     entity_type=pl.lit(self.entity_type), updated_at=pl.lit(now)), replace=True)
             if versions.height:
                 v = s.golden_versions
-                keys = key_table(conn, versions["entity_id"].unique().to_list())
-                conn.execute(v.update().where(v.c.entity_id.in_(sa.select(keys.c.key)), v.c.valid_to.is_(None))
-                             .values(valid_to=now))
+                conn.execute(v.update().where(in_keys(conn, v.c.entity_id, versions["entity_id"]),
+                                              v.c.valid_to.is_(None)).values(valid_to=now))
                 insert_frame(conn, v, versions.with_columns(
                     entity_type=pl.lit(self.entity_type), valid_from=pl.lit(now), valid_to=pl.lit(None, pl.Datetime("us", "UTC"))))
             if events.height:

@@ -16,7 +16,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from warehouse import schema as s
-from warehouse.bulk import chunks, insert_frame, polars_type, read_frame
+from warehouse.bulk import in_keys, insert_frame, polars_type, read_frame
 from warehouse.store import Warehouse, utcnow
 
 TASK_ENTITY_TYPE = "correction_task"
@@ -111,30 +111,27 @@ class QualityStore:
         with self.engine.connect() as conn:
             if entity_ids is None:
                 return read_frame(conn, base.order_by(g.c.entity_id), schema={})
-            parts = [read_frame(conn, base.where(g.c.entity_id.in_(ids)), schema={}) for ids in chunks(entity_ids)]
-        return pl.concat(parts) if parts else pl.DataFrame(schema={"entity_id": pl.String, "record": pl.String})
+            return read_frame(conn, base.where(in_keys(conn, g.c.entity_id, entity_ids)),
+                              schema={"entity_id": pl.String, "record": pl.String})
 
     def members(self, entity_type: str, entity_ids: list[str], fields: Iterable[str]) -> pl.DataFrame:
         """Member records of the entities: record key, station, batch and the named fields."""
         m, t = s.entity_membership, s.RECORD_TABLES[entity_type]
         cols = [t.c.record_key, t.c.station_id, t.c.batch_id, *[t.c[f] for f in dict.fromkeys(fields) if f in t.c]]
         schema = {"entity_id": pl.String, **{c.name: polars_type(c) for c in cols}}
-        parts = []
         with self.engine.connect() as conn:
-            for ids in chunks(entity_ids):
-                stmt = (sa.select(m.c.entity_id, *cols).join(t, t.c.record_key == m.c.record_key)
-                        .where(m.c.entity_type == entity_type, m.c.entity_id.in_(ids)))
-                parts.append(read_frame(conn, stmt, schema=schema))
-        return pl.concat(parts) if parts else pl.DataFrame(schema=schema)
+            # by entity id alone (ids are unique across types): with the type too, SQLite would
+            # take the type index and scan every membership row
+            stmt = (sa.select(m.c.entity_id, *cols).join(t, t.c.record_key == m.c.record_key)
+                    .where(in_keys(conn, m.c.entity_id, entity_ids)))
+            return read_frame(conn, stmt, schema=schema)
 
     def entity_of(self, entity_type: str, record_keys: list[str]) -> pl.DataFrame:
         m = s.entity_membership
-        parts = []
         with self.engine.connect() as conn:
-            for keys in chunks(record_keys):
-                parts.append(read_frame(conn, sa.select(m.c.record_key, m.c.entity_id).where(
-                    m.c.entity_type == entity_type, m.c.record_key.in_(keys)), schema={}))
-        return pl.concat(parts) if parts else pl.DataFrame(schema={"record_key": pl.String, "entity_id": pl.String})
+            return read_frame(conn, sa.select(m.c.record_key, m.c.entity_id).where(
+                m.c.entity_type == entity_type, in_keys(conn, m.c.record_key, record_keys)),
+                schema={"record_key": pl.String, "entity_id": pl.String})
 
     def touched_entities(self, entity_type: str, after_resolution_seq: int, after_event_seq: int) -> list[str]:
         """Entities whose members a resolution run wrote, or that got an event, since the marks."""
@@ -185,17 +182,13 @@ class QualityStore:
         with self.engine.connect() as conn:
             if batch_ids is None:
                 return read_frame(conn, stmt, schema=RUN_SCHEMA)
-            parts = [read_frame(conn, stmt.where(r.c.batch_id.in_(ids)), schema=RUN_SCHEMA) for ids in chunks(batch_ids)]
-        return pl.concat(parts) if parts else pl.DataFrame(schema=RUN_SCHEMA)
+            return read_frame(conn, stmt.where(in_keys(conn, r.c.batch_id, batch_ids)), schema=RUN_SCHEMA)
 
     def results(self, run_ids: list[str]) -> pl.DataFrame:
         v = s.validation_results
         schema = {c.name: polars_type(c) for c in v.columns}
-        parts = []
         with self.engine.connect() as conn:
-            for ids in chunks(run_ids):
-                parts.append(read_frame(conn, sa.select(v).where(v.c.run_id.in_(ids)), schema=schema))
-        return pl.concat(parts) if parts else pl.DataFrame(schema=schema)
+            return read_frame(conn, sa.select(v).where(in_keys(conn, v.c.run_id, run_ids)), schema=schema)
 
     def set_docs_path(self, path: str) -> None:
         r = s.validation_runs
@@ -259,9 +252,7 @@ class QualityStore:
         with self.engine.connect() as conn:
             if record_keys is None:
                 return read_frame(conn, stmt, schema=TASK_SCHEMA)
-            parts = [read_frame(conn, stmt.where(t.c.record_key.in_(keys)), schema=TASK_SCHEMA)
-                     for keys in chunks(record_keys)]
-        return pl.concat(parts) if parts else pl.DataFrame(schema=TASK_SCHEMA)
+            return read_frame(conn, stmt.where(in_keys(conn, t.c.record_key, record_keys)), schema=TASK_SCHEMA)
 
     def apply_tasks(self, opened: pl.DataFrame, closed: pl.DataFrame) -> tuple[int, int]:
         """Open (or reopen) and close tasks, with one outbox event each, in one transaction.
@@ -280,15 +271,11 @@ class QualityStore:
             if conn.dialect.name == "postgresql":
                 conn.exec_driver_sql("LOCK TABLE change_events IN EXCLUSIVE MODE")
             ids = list(dict.fromkeys([*opened["task_id"].to_list(), *closed["task_id"].to_list()]))
-            before: dict[str, dict] = {}
-            versions: dict[str, int] = {}
-            for part in chunks(ids, 1000):
-                for row in conn.execute(sa.select(t).where(t.c.task_id.in_(part))).mappings():
-                    before[row["task_id"]] = dict(row)
-                for tid, version in conn.execute(
-                        sa.select(e.c.entity_id, sa.func.max(e.c.version)).where(
-                            e.c.entity_type == TASK_ENTITY_TYPE, e.c.entity_id.in_(part)).group_by(e.c.entity_id)):
-                    versions[tid] = int(version)
+            before = {row["task_id"]: dict(row) for row in conn.execute(
+                sa.select(t).where(in_keys(conn, t.c.task_id, ids))).mappings()}
+            versions = {tid: int(version) for tid, version in conn.execute(
+                sa.select(e.c.entity_id, sa.func.max(e.c.version)).where(
+                    e.c.entity_type == TASK_ENTITY_TYPE, in_keys(conn, e.c.entity_id, ids)).group_by(e.c.entity_id))}
             events, rows = [], []
             for row in opened.iter_rows(named=True):
                 old = before.get(row["task_id"])
@@ -314,9 +301,8 @@ class QualityStore:
             # bulk, not a statement per task: a first pass over a large network opens thousands
             insert_frame(conn, t, pl.DataFrame(rows, schema=TASK_SCHEMA, orient="row"), replace=True)
             start = int(conn.scalar(sa.select(sa.func.coalesce(sa.func.max(e.c.seq), 0)))) + 1
-            known = set()
-            for part in chunks([ev["event_id"] for ev in events], 1000):
-                known.update(conn.scalars(sa.select(e.c.event_id).where(e.c.event_id.in_(part))))
+            known = set(conn.scalars(sa.select(e.c.event_id).where(
+                in_keys(conn, e.c.event_id, [ev["event_id"] for ev in events]))))
             fresh = [ev for ev in events if ev["event_id"] not in known]
             if fresh:
                 insert_frame(conn, e, pl.DataFrame([

@@ -11,7 +11,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from warehouse import schema as s
-from warehouse.bulk import chunks, insert_frame, key_table, polars_type, read_frame
+from warehouse.bulk import in_keys, insert_frame, polars_type, read_frame
 from warehouse.frame_cache import FrameCache, apply_delta
 from warehouse.store import Warehouse, utcnow
 
@@ -44,6 +44,10 @@ class EntityTypeStore:
 class ResolutionStore(EntityTypeStore):
     """The warehouse side of one entity type's resolution (see entity_resolution.service)."""
 
+    # The membership this store handed out, and the run it reflects: a run's written rows are a
+    # delta on it for the cache.
+    _membership_read: tuple[pl.DataFrame, int] | None = None
+
     # -- reads ---------------------------------------------------------------------------------
     def records(self, columns: Iterable[str]) -> pl.DataFrame:
         """Current standardised records, the columns resolution needs plus row_hash and station.
@@ -66,8 +70,7 @@ class ResolutionStore(EntityTypeStore):
             if not new:
                 return frame
             with self.engine.connect() as conn:
-                fresh = pl.concat([read_frame(conn, sa.select(*cols).where(t.c.batch_id.in_(chunk)), schema=schema)
-                                   for chunk in chunks(new, 500)])
+                fresh = read_frame(conn, sa.select(*cols).where(in_keys(conn, t.c.batch_id, new)), schema=schema)
             # a record in two new batches: the later load wins, as the upsert did in the table
             fresh = fresh.unique("record_key", keep="last", maintain_order=True)
             cache.append(fresh, loaded, expect=covered, previous=frame)
@@ -258,7 +261,7 @@ class ResolutionStore(EntityTypeStore):
         cache = self._cache("membership")
         if cache is None:
             return
-        read = getattr(self, "_membership_read", None)
+        read = self._membership_read
         if read is None:
             self.membership()  # the run did not read it: cache the committed state afresh
             return
@@ -268,10 +271,9 @@ class ResolutionStore(EntityTypeStore):
     def _replace_edges(self, conn: sa.Connection, dirty: pl.Series, edges: pl.DataFrame, seq: int) -> None:
         t = s.scored_pairs
         if dirty.len():
-            keys = sa.select(key_table(conn, dirty.to_list()).c.key)
             # one side at a time: each uses its index, where an OR scans every pair of the type
             for side in (t.c.left_id, t.c.right_id):
-                conn.execute(t.delete().where(t.c.entity_type == self.entity_type, side.in_(keys)))
+                conn.execute(t.delete().where(t.c.entity_type == self.entity_type, in_keys(conn, side, dirty)))
         if edges.height:
             insert_frame(conn, t, edges.with_columns(entity_type=pl.lit(self.entity_type), run_seq=pl.lit(seq)),
                          replace=True)

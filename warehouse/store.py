@@ -346,7 +346,7 @@ class BatchLoad:
             self._complete(self._conn)
             self._txn.commit()
             return
-        with self.store.engine.connect() as conn:
+        with _writer_lock(self.store.engine), self.store.engine.connect() as conn:
             try:
                 with conn.begin():
                     self._start(conn)

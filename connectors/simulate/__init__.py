@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from connectors.simulate.config_writer import write_stations_yaml
 from connectors.simulate.subscriptions_writer import write_subscriptions_yaml
-from connectors.simulate.network import Network, StationProfile, build_network
+from connectors.simulate.network import Network, build_network
 from connectors.simulate.noise import DEFAULT_NOISE, NoiseRates, organisation_noise, person_noise
 from connectors.simulate.orgs import generate_organisations, organisation_residences
 from connectors.simulate.people import DEFAULT_POPULATION, PopulationRates, generate_population, person_residences
@@ -273,7 +273,3 @@ def _fast_sqlite(dbapi_conn, _record) -> None:
     dbapi_conn.execute("PRAGMA synchronous=OFF")
     dbapi_conn.execute("PRAGMA journal_mode=MEMORY")
 
-
-def station_profiles(stations: int, seed: int) -> list[StationProfile]:
-    """The station profiles a run with these arguments would use (for tests and docs)."""
-    return build_network(stations, seed).stations

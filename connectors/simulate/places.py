@@ -48,10 +48,6 @@ def pick_addresses(rng: Rng, net: Network, station_idx: pl.Series, stream: str) 
     )
 
 
-def area_code_expr(net: Network, community_idx: pl.Series) -> pl.Series:
-    return net.communities["code"].gather(community_idx)
-
-
 def render_addresses(net: Network, df: pl.DataFrame, *, organisation: bool = False) -> pl.Series:
     """Address text for rows with ADDRESS_COLUMNS + station_idx + address_style.
 
