@@ -3,9 +3,12 @@ PY ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-export DAGSTER_HOME ?= $(CURDIR)
+PORT ?= 3000
+API_PORT ?= 8000
+HOST ?= 127.0.0.1
+PARALLEL ?= 4
 
-.PHONY: demo test ui bench bench-resolution bench-propagation bench-feeds bench-feeds-api bench-report bench-quality install clean
+.PHONY: demo test ui hub bench bench-daemon bench-resolution bench-propagation bench-feeds bench-feeds-api bench-report bench-quality install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,12 +24,21 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# The hub on the embedded default: Dagster daemon + UI on PORT, feed API on API_PORT.
 ui: $(STAMP)
-	@test -f data/demo/stations.yaml || $(BIN)/enteronce simulate --out data/demo
-	VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(BIN):$$PATH ENTERONCE_CONFIG=$${ENTERONCE_CONFIG:-data/demo} dg dev
+	$(BIN)/enteronce hub --host $(HOST) --port $(PORT) --api-port $(API_PORT)
+
+# Production profile: PostgreSQL warehouse and Dagster instance storage, PARALLEL station ingests.
+hub: $(STAMP)
+	@test -n "$$ENTERONCE_WAREHOUSE_URL" || { echo "set ENTERONCE_WAREHOUSE_URL (postgresql+psycopg://user@host/db)"; exit 2; }
+	@test -n "$$ENTERONCE_INSTANCE_DB" || { echo "set ENTERONCE_INSTANCE_DB (postgresql://user@host/dagster)"; exit 2; }
+	$(BIN)/enteronce hub --host $(HOST) --port $(PORT) --api-port $(API_PORT) --parallel $(PARALLEL)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
+
+bench-daemon: $(STAMP)
+	$(BIN)/python benchmarks/daemon.py
 
 bench-propagation: $(STAMP)
 	$(BIN)/python benchmarks/propagation.py
@@ -48,4 +60,4 @@ bench-resolution: $(STAMP)
 	$(BIN)/python benchmarks/resolution.py
 
 clean:
-	rm -rf data/demo data/dagster_home
+	rm -rf data/demo

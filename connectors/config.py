@@ -6,8 +6,10 @@ error names the file, the key path and what was expected (see `load_stations`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -56,8 +58,25 @@ class SourceConfig(_Strict):
     table: str | None = None  # sql: table name
     watermark: str | None = None  # sql: monotonically increasing column for incremental reads
     columns: dict[str, str]  # source header -> canonical field
-    date_formats: tuple[str, ...] = DEFAULT_DATE_FORMATS
+    # At least one: with none, every date of the station would be flagged unrecognised.
+    date_formats: tuple[str, ...] = Field(default=DEFAULT_DATE_FORMATS, min_length=1)
     chunk_rows: int = Field(default=200_000, ge=1)
+
+    @field_validator("header_row", mode="before")
+    @classmethod
+    def _header_line(cls, v: Any) -> Any:
+        """Line 0 or -3 would read the wrong line (or none) as the header; say so at check-config.
+
+        Checked before the type, so a bad value gives one message instead of one per union arm;
+        a digit string ("2") stays accepted as it always was.
+        """
+        if v == "auto":
+            return v
+        if isinstance(v, str) and v.strip().isdigit():
+            v = int(v)
+        if isinstance(v, int) and not isinstance(v, bool) and v >= 1:
+            return v
+        raise ValueError(f'expected "auto" or the 1-based line of the header (an integer >= 1), got {v!r}')
 
     @field_validator("delimiter")
     @classmethod
@@ -124,6 +143,14 @@ class StationsFile(_Strict):
             if s.id == station_id:
                 return s
         raise KeyError(station_id)
+
+
+def config_digest(model: BaseModel) -> str:
+    """SHA-256 hex of a config model's canonical JSON (keys sorted): equal exactly when the config
+    reads a drop the same way. Batches record their source's digest, station versions include
+    the station's, so a config fix can be told apart from "nothing changed"."""
+    text = json.dumps(model.model_dump(mode="json"), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def load_stations(path: Path) -> StationsFile:

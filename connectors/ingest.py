@@ -4,6 +4,11 @@ A drop is a batch. The whole batch commits in one transaction, so a failed run l
 behind and its rerun gives the state of one clean run; a drop already loaded is skipped, so the
 same drop twice changes nothing. Raw rows and standardised records are written in the same pass:
 reading a million JSON payloads back costs more than standardising them.
+
+A drop rejected as a whole is skipped too, until the source's config changes: a rejection is
+often a config mistake (a misspelled mapped header), and once it is fixed the drop is read again
+(see `_ingest_file`). After a station's sources are all processed, the station version it
+started from is recorded, so a drop sensor anywhere can tell the drops were ingested.
 """
 
 from __future__ import annotations
@@ -17,10 +22,11 @@ from pathlib import Path
 
 import polars as pl
 
-from connectors.config import CANONICAL_FIELDS, SourceConfig, StationConfig
+from connectors.config import CANONICAL_FIELDS, SourceConfig, StationConfig, config_digest
 from connectors.errors import SourceError
 from connectors.readers import Chunk, Reject, detect_encoding, list_drops, read_drop
 from connectors.sources import source_ref
+from connectors.versions import station_version
 from entity_resolution.standardise import standardise_organisations, standardise_persons
 from warehouse import Warehouse
 from warehouse.store import BatchLoad
@@ -42,6 +48,14 @@ class BatchOutcome:
     rows_quarantined: int = 0
     error: str | None = None
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    retried: bool = False  # a drop rejected under an earlier config, read again after a config change
+
+    def summary(self) -> str:
+        """One line for logs: what happened to the drop, its counts and, if any, the error."""
+        again = " (retried after a config change)" if self.retried else ""
+        error = f" - {self.error}" if self.error else ""
+        return (f"{self.station_id}/{self.source_name} {self.status}{again}: read {self.rows_read}, "
+                f"loaded {self.rows_loaded}, quarantined {self.rows_quarantined}{error}")
 
 
 def file_sha256(path: Path) -> str:
@@ -57,7 +71,27 @@ def ingest_station(
     data_dir: Path,
     progress: Progress | None = None,
 ) -> list[BatchOutcome]:
-    """Ingest every new drop of every source of one station."""
+    """Ingest every new drop of every source of one station, then record the station's version.
+
+    The version (connectors.versions) is taken before anything is read, so a drop that arrives
+    mid-run makes a version this run does not claim. It is recorded only when every source was
+    processed (loaded, skipped, unchanged or rejected: a rejected file is final for that config);
+    if ingestion raises (e.g. a SQL source's table is missing), nothing is recorded. A failure
+    to compute the version itself (a station database unreachable) raises, as reading would.
+    """
+    version = station_version(station, base_dir)
+    outcomes = _ingest_sources(store, station, base_dir, data_dir, progress)
+    store.record_station_version(station.id, version)
+    return outcomes
+
+
+def _ingest_sources(
+    store: Warehouse,
+    station: StationConfig,
+    base_dir: Path,
+    data_dir: Path,
+    progress: Progress | None,
+) -> list[BatchOutcome]:
     outcomes: list[BatchOutcome] = []
     for source in station.sources:
         if source.kind == "sql":
@@ -81,16 +115,26 @@ def _ingest_file(
     data_dir: Path,
     progress: Progress | None,
 ) -> BatchOutcome:
+    """Load one file drop, unless it is done: loaded, or rejected under the same config.
+
+    A drop rejected under another config (or before configs were recorded) is read again; its
+    earlier attempt is replaced in the same transaction (Warehouse.load_batch). A loaded drop is
+    never re-read because the config changed: its rows are in, and later drops follow the new
+    config. The rejected file's copy under data/quarantine/ stays either way.
+    """
     sha = file_sha256(path)
     batch_id = f"{station.id}/{source.name}/{sha[:16]}"
+    digest = config_digest(source)
     outcome = BatchOutcome(station.id, source.name, str(path), "loaded", batch_id)
-    if store.batch_status(batch_id) in {"loaded", "rejected"}:
+    state = store.batch_state(batch_id)
+    if state is not None and (state[0] == "loaded" or state == ("rejected", digest)):
         outcome.status = "skipped"
         return outcome
+    outcome.retried = state is not None and state[0] == "rejected"
     header = {
         "batch_id": batch_id, "station_id": station.id, "source_name": source.name,
         "entity_type": source.entity, "source_kind": source.kind, "source_ref": str(path),
-        "content_hash": sha,
+        "content_hash": sha, "config_digest": digest,
     }
     try:
         encoding = detect_encoding(path, source.encoding) if source.kind != "xlsx" else None
@@ -134,6 +178,7 @@ def _ingest_sql(
         "batch_id": batch_id, "station_id": station.id, "source_name": source.name,
         "entity_type": source.entity, "source_kind": "sql", "source_ref": ref,
         "content_hash": batch_id.rsplit("-", 1)[-1], "watermark_from": after, "status": "loading",
+        "config_digest": config_digest(source),
     }
     with store.load_batch(header) as load:
         _load_chunks(load, station, source, tracked(), outcome, progress)

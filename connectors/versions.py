@@ -1,7 +1,11 @@
 """Cheap version strings for a station's sources, so a sensor can tell a new drop in milliseconds.
 
 Files: name, mtime and size of every drop (no hashing: sensor evaluations must stay well under
-Dagster's 60 s limit with hundreds of stations). SQL tables: the largest watermark value.
+Dagster's 60 s limit with hundreds of stations). SQL tables: the largest watermark value. The
+station's own config is part of its version: a fixed mapping can turn a rejected drop into rows
+(connectors.ingest retries it), so an edit to the station's stations.yaml entry counts as new.
+`ingest_station` records the version it started from in the warehouse
+(Warehouse.station_versions), so any sensor can tell which stations have nothing new.
 """
 
 from __future__ import annotations
@@ -11,16 +15,16 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from connectors.config import SourceConfig, StationConfig
+from connectors.config import SourceConfig, StationConfig, config_digest
 from connectors.readers import file_version, list_drops
-from connectors.readers.sql import resolve_url
+from connectors.readers.sql import open_table, require_columns
 
 
 def source_version(source: SourceConfig, base_dir: Path) -> str:
     if source.kind == "sql":
-        engine = sa.create_engine(resolve_url(source.url or "", base_dir))
+        engine, table, label = open_table(source, base_dir)
         try:
-            table = sa.Table(source.table, sa.MetaData(), autoload_with=engine)
+            require_columns(table, [source.watermark], label)
             with engine.connect() as conn:
                 return str(conn.scalar(sa.select(sa.func.max(table.c[source.watermark]))))
         finally:
@@ -29,5 +33,7 @@ def source_version(source: SourceConfig, base_dir: Path) -> str:
 
 
 def station_version(station: StationConfig, base_dir: Path) -> str:
-    parts = [f"{s.name}={source_version(s, base_dir)}" for s in station.sources]
+    """16 hex digits over the station's config and every source's drops: changes when either does."""
+    parts = [f"config={config_digest(station)}"]
+    parts += [f"{s.name}={source_version(s, base_dir)}" for s in station.sources]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]

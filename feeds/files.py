@@ -107,8 +107,7 @@ def build_all(warehouse: Warehouse, subs: Subscriptions, *, config_dir: Path, da
     after: dict[str, int] = {}
     new: list[Subscriber] = []
     for s in chosen:
-        acked, snap = cursors.get(s.id, (None, None))
-        pos = acked if acked is not None else snap
+        pos = _position(cursors.get(s.id))
         if pos is None:
             new.append(s)
         else:
@@ -152,6 +151,22 @@ def build_all(warehouse: Warehouse, subs: Subscriptions, *, config_dir: Path, da
                 on_progress(s.id, done, total)
         store.commit_file_run(rows_audit, acked=acks, snapshots={})
     return [results[s.id] for s in chosen]
+
+
+def _position(cursor: tuple[int | None, int | None] | None) -> int | None:
+    """Where a subscriber's files are: its acknowledged seq, else its snapshot's, else nowhere."""
+    acked, snap = cursor or (None, None)
+    return acked if acked is not None else snap
+
+
+def subscribers_behind(warehouse: Warehouse, subscriber_ids: list[str]) -> tuple[int, list[str]]:
+    """The outbox's high water and the subscribers whose files have not reached it (or who never
+    had their snapshot): what a build would deliver to, read from the cursors a build moves, so
+    whoever built the feeds last (a daemon run or `enteronce run`) nothing is built twice."""
+    store = FeedStore(warehouse)
+    high = store.high_water()
+    cursors = store.cursors(CHANNEL)
+    return high, [sid for sid in subscriber_ids if (pos := _position(cursors.get(sid))) is None or pos < high]
 
 
 def _slices(built: pl.DataFrame) -> dict[str, pl.DataFrame]:

@@ -4,10 +4,12 @@
 from collections import Counter
 
 import dagster as dg
+import polars as pl
 
 from connectors.config import CANONICAL_FIELDS
 from connectors.ingest import ingest_station
 from pipelines import progress
+from pipelines.instance import INGEST_POOL
 from pipelines.partitions import stations_partitions
 from pipelines.resources import ProjectResource
 
@@ -20,6 +22,13 @@ RECONCILED = dg.AssetCheckSpec(
     blocking=True,
     description="Every row read is stored exactly once: rows read = loaded + quarantined, per batch.",
 )
+ACCEPTED = dg.AssetCheckSpec(
+    "drops_readable",
+    asset=RAW,
+    description="Every current drop of the station could be read: a file rejected as a whole (unreadable, "
+                "a mapped header missing) fails this check with the file and the reason until it is "
+                "replaced or the config that read it is fixed.",
+)
 
 
 @dg.multi_asset(
@@ -31,23 +40,22 @@ RECONCILED = dg.AssetCheckSpec(
         dg.AssetSpec(ORGANISATIONS, deps=[RAW], description="Standardised organisation records.",
                      kinds={"polars", "sql"}, group_name="ingest"),
     ],
-    check_specs=[RECONCILED],
+    check_specs=[RECONCILED, ACCEPTED],
     partitions_def=stations_partitions,
-    pool="warehouse",
+    pool=INGEST_POOL,
 )
 def station_records(context: dg.AssetExecutionContext, project: ProjectResource):
     """Ingest every new drop of one station; standardise rows as they are loaded.
 
     One run per station partition, so the metadata below describes exactly that station.
     """
-    proj, store = project.project, project.warehouse
+    proj = project.project
     station = proj.stations.station(context.partition_key)
-    outcomes = ingest_station(store, station, base_dir=proj.config_dir, data_dir=proj.data_dir,
-                              progress=progress.report)
+    with project.writing(context, f"ingest {station.id}", station=station.id) as store:
+        outcomes = ingest_station(store, station, base_dir=proj.config_dir, data_dir=proj.data_dir,
+                                  progress=progress.report)
     for o in outcomes:
-        level = context.log.warning if o.status == "rejected" else context.log.info
-        level(f"{o.station_id}/{o.source_name} {o.status}: read {o.rows_read}, loaded {o.rows_loaded}, "
-              f"quarantined {o.rows_quarantined}" + (f" - {o.error}" if o.error else ""))
+        (context.log.warning if o.status == "rejected" else context.log.info)(o.summary())
 
     keys = [station.id]
     recon = store.reconciliation(keys)
@@ -78,6 +86,15 @@ def station_records(context: dg.AssetExecutionContext, project: ProjectResource)
             "unbalanced_batches": unbalanced["batch_id"].to_list(),
         },
     )
+    current = {o.batch_id for o in outcomes if o.batch_id}
+    rejected = store.batches(keys).filter((pl.col("status") == "rejected") & pl.col("batch_id").is_in(current))
+    yield dg.AssetCheckResult(
+        check_name=ACCEPTED.name,
+        asset_key=RAW,
+        passed=rejected.height == 0,
+        metadata={"current_drops": len(current), "rejected": dg.MetadataValue.json(
+            rejected.select("batch_id", "source_ref", "error").to_dicts())},
+    )
     for key, entity in ((PERSONS, "person"), (ORGANISATIONS, "organisation")):
         fields = [f for f in CANONICAL_FIELDS[entity] if f != "local_id"]
         profile = store.record_profile(entity, fields, keys)
@@ -97,4 +114,5 @@ ingest_job = dg.define_asset_job(
     "ingest_station",
     selection=dg.AssetSelection.assets(station_records),
     description="Ingest and standardise the new drops of one station.",
+    executor_def=dg.in_process_executor,
 )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -22,8 +24,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+# Piped or captured output keeps whole lines (paths, messages) instead of folding them at 80 columns.
+console = Console(soft_wrap=not sys.stdout.isatty())
+err_console = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
 
 ConfigOpt = Annotated[
     Optional[Path], typer.Option("--config", "-c", help="Project folder with stations.yaml (env ENTERONCE_CONFIG).")
@@ -36,6 +39,19 @@ WarehouseOpt = Annotated[
 def _fail(message: str, code: int = 2) -> None:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
+
+
+@contextmanager
+def holding(store, what: str) -> Iterator[None]:
+    """Hold the warehouse while a command writes, as pipeline steps do; say so while waiting."""
+    from warehouse.locks import warehouse_lock
+
+    def waiting(holders: str) -> None:
+        err_console.print(f"[yellow]waiting[/]: the warehouse is busy ({holders}); `enteronce {what}` "
+                          "goes on when it is free", highlight=False)
+
+    with warehouse_lock(store.engine, "pipeline", purpose=f"enteronce {what}", on_wait=waiting):
+        yield
 
 
 def _user_error(exc: BaseException) -> EnteronceError | None:
@@ -102,13 +118,12 @@ def check_config(config: ConfigOpt = None) -> None:
 @app.command()
 def migrate(config: ConfigOpt = None, warehouse: WarehouseOpt = None) -> None:
     """Bring the warehouse schema to the latest version (Alembic)."""
-    from warehouse import Warehouse
 
     try:
         project = Project.load(config or default_config_dir(), warehouse)
     except EnteronceError as exc:
         _fail(str(exc))
-    store = Warehouse(project.warehouse_url).migrate()
+    store = project.open_warehouse()
     console.print(f"[green]warehouse at head[/]: {store.display_url}")
 
 
@@ -117,12 +132,14 @@ def run(
     config: ConfigOpt = None,
     warehouse: WarehouseOpt = None,
     station: Annotated[Optional[list[str]], typer.Option("--station", "-s", help="Only these stations.")] = None,
+    wait: Annotated[bool, typer.Option(help="If another run holds the warehouse, wait for it (else exit with 3).")] = True,
 ) -> None:
     """Materialise every asset for the project, in-process, and print a summary."""
     from pipelines import progress
     from pipelines.report_assets import report_path
-    from pipelines.runner import materialize_project
+    from pipelines.runner import RunFailed, materialize_project
     from warehouse import Warehouse
+    from warehouse.locks import WarehouseBusy
 
     try:
         project = _load(config, warehouse)
@@ -147,8 +164,18 @@ def run(
         def on_run(key: str) -> None:
             bar.update(task, description=steps.get(key, f"ingesting {key}"))
 
+        def on_wait(holders: str) -> None:
+            bar.stop()  # a status line that waits must not be overdrawn by the bar
+            err_console.print(f"[yellow]waiting[/]: another run holds the warehouse ({holders}); "
+                              "this run starts when it ends", highlight=False)
+            bar.start()
+
         try:
-            results = materialize_project(project, station_ids, on_station=on_run)
+            results = materialize_project(project, station_ids, on_station=on_run, on_wait=on_wait, wait=wait)
+        except WarehouseBusy as exc:
+            _fail(f"not started: {exc}", code=3)
+        except EnteronceError as exc:
+            _fail(str(exc), code=1 if isinstance(exc, RunFailed) else 2)
         except Exception as exc:  # noqa: BLE001 - shown as a message when it is the user's to fix
             user = _user_error(exc)
             if user is None:
@@ -156,13 +183,18 @@ def run(
             _fail(str(user))
         finally:
             progress.set_listener(None)
-    _print_summary(Warehouse(project.warehouse_url), station_ids, started)
+    store = project.open_warehouse()
+    failed = _print_summary(store, station_ids, started, results)
     report = report_path(results[-1]) if results else None
     if report:
         console.print(f"Audit report: [bold]{report}[/] (open it in a browser)")
+    if failed:
+        raise typer.Exit(1)
 
 
-def _print_summary(store, station_ids: list[str], started: dt.datetime) -> None:
+def _print_summary(store, station_ids: list[str], started: dt.datetime, results: list) -> bool:
+    """The stations table, the reconciliation, then every check that failed and what to do about
+    it; returns whether anything failed (the exit code says so to scripts)."""
     batches = store.batches(station_ids)
     recon = store.reconciliation(station_ids)
     new = batches.filter(pl.col("started_at") >= started)
@@ -193,9 +225,29 @@ def _print_summary(store, station_ids: list[str], started: dt.datetime) -> None:
     )
     for row in batches.filter(pl.col("status") == "rejected").iter_rows(named=True):
         console.print(f"  [yellow]rejected drop[/] {row['error']}", highlight=False)
+    failed = _print_failed_checks(results)
     _print_entities(store)
-    if not balanced:
-        raise typer.Exit(1)
+    return failed or not balanced
+
+
+def _print_failed_checks(results: list) -> bool:
+    """Checks of ERROR severity that failed in this run (a held batch, a rejected drop), with
+    the reason from their metadata: the same red the UI shows."""
+    failed = False
+    for result in results:
+        for ev in result.get_asset_check_evaluations():
+            if ev.passed or ev.severity != ev.severity.ERROR:
+                continue
+            failed = True
+            partition = f" [{ev.partition}]" if getattr(ev, "partition", None) else ""
+            meta = {k: v.value for k, v in ev.metadata.items()}
+            why = meta.get("reason") or meta.get("rejected") or meta.get("unbalanced_batches") or meta
+            console.print(f"  [red]failed check[/] {ev.asset_key.to_user_string()}{partition} {ev.check_name}: {why}",
+                          highlight=False, soft_wrap=True)
+    if failed:
+        console.print("  held batches: `enteronce holds` (release with `enteronce holds --release BATCH`); "
+                      "rejected drops: `enteronce quarantine`", highlight=False)
+    return failed
 
 
 def _print_entities(store) -> None:
@@ -225,13 +277,12 @@ def quarantine(
     limit: Annotated[int, typer.Option(help="Rows to show.")] = 50,
 ) -> None:
     """List quarantined rows with their reason and original text."""
-    from warehouse import Warehouse
 
     try:
         project = Project.load(config or default_config_dir(), warehouse)
     except EnteronceError as exc:
         _fail(str(exc))
-    rows = Warehouse(project.warehouse_url).migrate().quarantine_rows(station, limit=limit)
+    rows = project.open_warehouse().quarantine_rows(station, limit=limit)
     table = Table(title=f"Quarantine (first {limit})", title_justify="left")
     for col in ("batch", "row", "field", "reason", "original"):
         table.add_column(col, overflow="fold")
@@ -246,7 +297,6 @@ EntityOpt = Annotated[str, typer.Option("--entity", "-e", help="person or organi
 
 def _resolution_store(config: Path | None, warehouse: str | None, entity: str):
     from pipelines.resolution_assets import ENTITY_TYPES
-    from warehouse import Warehouse
 
     if entity not in ENTITY_TYPES:
         _fail(f"unknown entity type {entity!r}; expected one of {sorted(ENTITY_TYPES)}")
@@ -255,7 +305,7 @@ def _resolution_store(config: Path | None, warehouse: str | None, entity: str):
     except EnteronceError as exc:
         _fail(str(exc))
     _, table, _ = ENTITY_TYPES[entity]
-    store = Warehouse(project.warehouse_url, cache_dir=project.data_dir / "cache").migrate().resolution_store(entity, table)
+    store = project.open_warehouse().resolution_store(entity, table)
     return project, store
 
 
@@ -274,7 +324,7 @@ def resolve(
         table.add_column(col, justify="left" if col in ("entity type", "mode") else "right")
     for entity, (_, _, prefix) in ENTITY_TYPES.items():
         project, store = _resolution_store(config, warehouse, entity)
-        with console.status(f"resolving {entity}s ..."):
+        with holding(store.store, "resolve"), console.status(f"resolving {entity}s ..."):
             summary = run_resolution(store, project.resolution.entities[entity], entity_type=entity,
                                      prefix=prefix, full=full)
         table.add_row(entity, summary.mode, str(summary.seq), f"{summary.records:,}", f"{summary.dirty:,}",
@@ -363,10 +413,14 @@ def review_judge(
     """Record a reviewer's judgement; it overrides the model on every later run."""
     if verdict not in ("same", "different"):
         _fail(f"verdict must be 'same' or 'different', got {verdict!r}")
-    _, store = _resolution_store(config, warehouse, entity)
+    from pipelines.instance import announce
+
+    project, store = _resolution_store(config, warehouse, entity)
     store.add_judgement(left, right, verdict, reviewer, reason)
-    console.print(f"[green]recorded[/]: {left} / {right} are {verdict} ({reviewer}). "
-                  "It applies from the next run (`enteronce resolve`).")
+    announce(project, f"{entity}_scored_pairs", description=f"judgement by {reviewer}: {left} / {right} {verdict}",
+             metadata={"left": left, "right": right, "verdict": verdict, "reviewer": reviewer})
+    console.print(f"[green]recorded[/]: {left} / {right} are {verdict} ({reviewer}). With the hub running "
+                  "its daemon re-resolves and republishes; otherwise the next `enteronce run` does.")
 
 
 @app.command()
@@ -436,14 +490,13 @@ def list_events(
     warehouse: WarehouseOpt = None,
 ) -> None:
     """The change-event outbox, in sequence order."""
-    from warehouse import Warehouse
     from warehouse.golden import events
 
     try:
         project = Project.load(config or default_config_dir(), warehouse)
     except EnteronceError as exc:
         _fail(str(exc))
-    store = Warehouse(project.warehouse_url).migrate()
+    store = project.open_warehouse()
     if after is None:
         after = max(store.max_event_seq() - last, 0)
     frame = events(store, after=after, limit=limit)
@@ -459,9 +512,9 @@ def list_events(
 
 # The other command groups live in their own modules; they register here, after every command
 # above, because they import helpers from this module.
-from pipelines import cli_api, cli_feeds, cli_quality, cli_report  # noqa: E402
+from pipelines import cli_api, cli_feeds, cli_hub, cli_quality, cli_report  # noqa: E402
 
-for _module in (cli_feeds, cli_api, cli_report, cli_quality):
+for _module in (cli_feeds, cli_api, cli_report, cli_quality, cli_hub):
     _module.register(app)
 
 

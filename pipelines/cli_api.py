@@ -27,9 +27,8 @@ def _project(config: Path | None, warehouse: str | None) -> Project:
 
 
 def _store(project: Project):
-    from warehouse import Warehouse
 
-    return Warehouse(project.warehouse_url).migrate()
+    return project.open_warehouse()
 
 
 @token_app.command("issue")

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from connectors.errors import ConfigError, EnteronceError
-from pipelines.cli import ConfigOpt, WarehouseOpt, _fail, console
+from pipelines.cli import ConfigOpt, WarehouseOpt, _fail, console, holding
 from pipelines.project import Project, default_config_dir
 
 subscription_app = typer.Typer(help="Feed subscriptions (subscriptions.yaml): list, show, add, remove.",
@@ -67,7 +67,6 @@ def subscription_list(config: ConfigOpt = None) -> None:
 def subscription_show(subscriber: Annotated[str, typer.Argument(help="Subscriber id.")],
                       config: ConfigOpt = None, warehouse: WarehouseOpt = None) -> None:
     """One subscriber's settings, its effective field policy and its cursors."""
-    from warehouse import Warehouse
     from warehouse.feeds import FeedStore
 
     project = _project(config, warehouse)
@@ -83,7 +82,7 @@ def subscription_show(subscriber: Annotated[str, typer.Argument(help="Subscriber
         rule = subs.rule(f).model_dump() if level == "masked" else {}
         table.add_row(f, level, ", ".join(f"{k}={v}" for k, v in rule.items()) or "-")
     console.print(table)
-    store = FeedStore(Warehouse(project.warehouse_url).migrate())
+    store = FeedStore(project.open_warehouse())
     for channel in ("file", "api"):
         got = store.cursor(s.id, channel)
         console.print(f"{channel} cursor: " + ("none yet (starts with a snapshot)" if got is None
@@ -145,14 +144,13 @@ def feed_build(
 ) -> None:
     """Write each subscriber's new events (the first time: its snapshot) into its outbox."""
     from feeds.files import build_all
-    from warehouse import Warehouse
 
     project = _project(config, warehouse)
     subs = _subscriptions(project)
     if not subs.subscribers:
         console.print("no subscribers: nothing to deliver (deny by default)")
         return
-    store = Warehouse(project.warehouse_url).migrate()
+    store = project.open_warehouse()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task("building feeds", total=len(subscriber or subs.subscribers))
@@ -161,8 +159,9 @@ def feed_build(
             bar.update(task, description=f"feeds: {sid}", completed=done, total=total)
 
         try:
-            results = build_all(store, subs, config_dir=project.config_dir, data_dir=project.data_dir,
-                                subscriber_ids=subscriber, on_progress=report)
+            with holding(store, "feed build"):
+                results = build_all(store, subs, config_dir=project.config_dir, data_dir=project.data_dir,
+                                    subscriber_ids=subscriber, on_progress=report)
         except EnteronceError as exc:
             _fail(str(exc))
     table = Table(title=f"Feed files (high water seq {store.max_event_seq()})", title_justify="left")
@@ -196,11 +195,10 @@ def audit(
     warehouse: WarehouseOpt = None,
 ) -> None:
     """Who received which personal fields, at which masking level, when (the delivery log)."""
-    from warehouse import Warehouse
     from warehouse.feeds import FeedStore
 
     project = _project(config, warehouse)
-    frame = FeedStore(Warehouse(project.warehouse_url).migrate()).deliveries(subscriber_id=subscriber,
+    frame = FeedStore(project.open_warehouse()).deliveries(subscriber_id=subscriber,
                                                                             since=_since(since))
     rows = [r for r in frame.reverse().iter_rows(named=True)
             if field is None or field in json.loads(r["fields"] or "{}")][:limit]

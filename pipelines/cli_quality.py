@@ -14,13 +14,12 @@ from rich.table import Table
 
 
 def register(app: typer.Typer) -> None:
-    from pipelines.cli import ConfigOpt, WarehouseOpt, _fail, console
+    from pipelines.cli import ConfigOpt, WarehouseOpt, _fail, console, holding
     from pipelines.project import Project, default_config_dir
 
     def _open(config: Path | None, warehouse: str | None):
         from connectors.errors import EnteronceError
         from quality.config import project_quality
-        from warehouse import Warehouse
         from warehouse.quality import QualityStore
 
         try:
@@ -28,7 +27,7 @@ def register(app: typer.Typer) -> None:
             settings = project_quality(project.config_dir)
         except EnteronceError as exc:
             _fail(str(exc))
-        store = Warehouse(project.warehouse_url).migrate()
+        store = project.open_warehouse()
         return project, settings, QualityStore(store)
 
     @app.command()
@@ -49,7 +48,7 @@ def register(app: typer.Typer) -> None:
         if unknown:
             _fail(f"unknown station id(s) {unknown}; stations.yaml has {len(project.station_ids)}")
         gx = gx_project(project.data_dir / "quality")
-        with console.status("validating (Great Expectations)"):
+        with holding(store.store, "validate"), console.status("validating (Great Expectations)"):
             held = []
             opened = closed = 0
             for sid in station_ids:
@@ -111,14 +110,20 @@ def register(app: typer.Typer) -> None:
     def holds(
         config: ConfigOpt = None,
         warehouse: WarehouseOpt = None,
-        release: Annotated[Optional[str], typer.Option(help="Release this batch id (it is resolved and published on the next run).")] = None,
+        release: Annotated[Optional[str], typer.Option(help="Release this batch id: it is resolved and published (by the daemon, or the next run).")] = None,
     ) -> None:
         """Batches held back from publication, and why; `--release BATCH` lets one through."""
-        _, _, store = _open(config, warehouse)
+        project, _, store = _open(config, warehouse)
         if release is not None:
+            from pipelines.instance import announce
+
             if not store.release(release):
                 _fail(f"batch {release!r} is not held")
-            console.print(f"released {release}")
+            batch = store.batch_order().filter(pl.col("batch_id") == release).row(0, named=True)
+            announce(project, f"{batch['entity_type']}_records", partition=batch["station_id"],
+                     description=f"batch {release} released from its hold", metadata={"released_batch": release})
+            console.print(f"released {release}: with the hub running its daemon resolves and publishes it; "
+                          "otherwise the next `enteronce run` does")
             return
         frame = store.holds()
         table = Table(title="Held batches", title_justify="left")

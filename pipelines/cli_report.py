@@ -8,7 +8,7 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Add the `report` command to the enteronce CLI (called at the bottom of pipelines/cli.py)."""
-    from pipelines.cli import ConfigOpt, WarehouseOpt, _fail, console
+    from pipelines.cli import ConfigOpt, WarehouseOpt, _fail, console, holding
     from pipelines.project import Project, default_config_dir
 
     @app.command()
@@ -34,8 +34,9 @@ def register(app: typer.Typer) -> None:
             _fail(f"--out {target}: exists and is not a folder")
         store = Warehouse(project.warehouse_url)
         try:
-            store.migrate()
-            summary = write_report(store, target)
+            store = project.open_warehouse()
+            with holding(store, "report"):
+                summary = write_report(store, target)
         except OperationalError as exc:
             _fail(f"warehouse {store.display_url}: cannot read it ({exc.orig.__class__.__name__}: "
                   f"{str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else ''})")

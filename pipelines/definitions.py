@@ -7,11 +7,12 @@ import os
 import dagster as dg
 
 from pipelines.assets import ingest_job, station_records
+from pipelines.automation import publication_sensor
 from pipelines.feed_assets import FEED_ASSETS, FEED_SENSORS
 from pipelines.golden_assets import GOLDEN_ASSETS
 from pipelines.project import default_config_dir
-from pipelines.quality_assets import QUALITY_ASSETS, QUALITY_SENSORS
-from pipelines.report_assets import REPORT_ASSETS, REPORT_SENSORS
+from pipelines.quality_assets import QUALITY_ASSETS, data_quality
+from pipelines.report_assets import REPORT_ASSETS
 from pipelines.resolution_assets import RESOLUTION_ASSETS
 from pipelines.resources import ProjectResource
 from pipelines.sensors import station_drops_sensor
@@ -24,18 +25,14 @@ def project_resource() -> ProjectResource:
     return ProjectResource(config_dir=config_dir, warehouse_url=url)
 
 
-# Resolution and golden assets follow new station records by their automation conditions;
-# this sensor evaluates them, running from the start so that no one has to click.
-automation = dg.AutomationConditionSensorDefinition(
-    "resolution_and_publication",
-    target=dg.AssetSelection.assets(*RESOLUTION_ASSETS, *GOLDEN_ASSETS),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
-)
-
 defs = dg.Definitions(
     assets=[station_records, *RESOLUTION_ASSETS, *GOLDEN_ASSETS, *QUALITY_ASSETS, *FEED_ASSETS, *REPORT_ASSETS],
     jobs=[ingest_job],
-    sensors=[station_drops_sensor, automation, *QUALITY_SENSORS, *FEED_SENSORS, *REPORT_SENSORS],
+    sensors=[station_drops_sensor, publication_sensor(*RESOLUTION_ASSETS, *GOLDEN_ASSETS, data_quality, *REPORT_ASSETS),
+             *FEED_SENSORS],
     resources={"project": project_resource()},
+    # Steps run one after another in the run's own process: they hold the warehouse in turn
+    # anyway, and a process per step costs seconds of imports on every drop. Each run is still
+    # its own process (or pod, with Dagster's K8s or Celery run launchers in dagster.yaml).
+    executor=dg.in_process_executor,
 )

@@ -10,10 +10,14 @@ one pass, not 943.
 import dagster as dg
 
 from feeds.config import load_subscriptions
-from feeds.files import build_all
+from feeds.files import build_all, subscribers_behind
+from pipelines.automation import SENSOR_INTERVAL_SECONDS, STAGE_TAG
+from pipelines.instance import PUBLICATION_POOL
 from pipelines.resources import ProjectResource
 
 subscribers_partitions = dg.DynamicPartitionsDefinition(name="subscribers")
+IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+             dg.DagsterRunStatus.STARTED]
 FEED_DEPS = [dg.AssetKey("person_change_events"), dg.AssetKey("organisation_change_events")]
 
 
@@ -36,7 +40,7 @@ def sync_subscriber_partitions(instance: dg.DagsterInstance, subscriber_ids: lis
     deps=FEED_DEPS,
     group_name="feeds",
     kinds={"polars", "parquet", "csv"},
-    pool="warehouse",
+    pool=PUBLICATION_POOL,
     description="Each subscriber's new change events (the first time: a snapshot of its scope), scoped, "
                 "projected to its fields and masked per its role, as JSON Lines / CSV / Parquet in its outbox; "
                 "every delivery audited.",
@@ -49,8 +53,11 @@ def subscriber_feeds(context: dg.AssetExecutionContext, project: ProjectResource
     gone = sorted(set(wanted) - known)
     if gone:
         context.log.warning(f"no longer in subscriptions.yaml, skipped: {gone}")
-    results = build_all(project.warehouse, subs, config_dir=p.config_dir, data_dir=p.data_dir,
-                        subscriber_ids=[w for w in wanted if w in known])
+    # Exclusive: the cursors are read after the lock is had, so two overlapping builds cannot
+    # deliver (and audit) the same events twice.
+    with project.writing(context, "subscriber feeds") as warehouse:
+        results = build_all(warehouse, subs, config_dir=p.config_dir, data_dir=p.data_dir,
+                            subscriber_ids=[w for w in wanted if w in known])
     masked: dict[str, int] = {}
     for r in results:
         for f, n in r.masked_fields.items():
@@ -73,23 +80,32 @@ def subscriber_feeds(context: dg.AssetExecutionContext, project: ProjectResource
 
 @dg.sensor(
     name="subscriber_feeds_sensor",
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     asset_selection=[subscriber_feeds],
 )
 def subscriber_feeds_sensor(context: dg.SensorEvaluationContext, project: ProjectResource):
-    """Keeps the subscriber partitions in step with subscriptions.yaml and, when the outbox has
-    grown (or the subscribers changed), asks for one run over all subscribers."""
+    """Keeps the subscriber partitions in step with subscriptions.yaml and, when a subscriber's
+    files are behind the outbox (or it is new), asks for one run over all subscribers.
+
+    Whoever wrote the events (a daemon run, `enteronce run`, a reviewer's judgement) they are
+    delivered; whoever built the feeds last, the subscribers' cursors in the warehouse say so,
+    so nothing is built twice. While a publication or feed run is still queued or running, it
+    waits for it: the run's events are delivered in one feed run after it, not in two."""
     p = project.project
     ids = sync_subscriber_partitions(context.instance, [s.id for s in load_subscriptions(p.config_dir).subscribers])
     if not ids:
         return dg.SkipReason("no subscribers in subscriptions.yaml")
-    high = project.warehouse.max_event_seq()
-    key = f"{high}:{','.join(ids)}"
-    if context.cursor == key:
-        return dg.SkipReason(f"outbox at seq {high}, nothing new")
-    context.update_cursor(key)
-    return dg.RunRequest(run_key=None, tags={**partition_range_tags(ids), "enteronce/high_water": str(high)})
+    busy = [stage for stage in ("publication", "feeds") if context.instance.get_runs_count(
+        dg.RunsFilter(statuses=IN_FLIGHT, tags={STAGE_TAG: stage})) > 0]
+    if busy:
+        return dg.SkipReason(f"waiting for the {' and '.join(busy)} run in progress")
+    high, behind = subscribers_behind(project.warehouse, ids)
+    if not behind:
+        return dg.SkipReason(f"every subscriber's feed is at the outbox's seq {high}")
+    context.log.info(f"{len(behind)} subscriber(s) behind seq {high}: {behind[:10]}")
+    return dg.RunRequest(run_key=None, tags={**partition_range_tags(ids), STAGE_TAG: "feeds",
+                                             "enteronce/high_water": str(high)})
 
 
 def partition_range_tags(subscriber_ids: list[str]) -> dict[str, str]:
@@ -103,10 +119,10 @@ FEED_SENSORS = [subscriber_feeds_sensor]
 
 
 def run_feeds(project, instance: dg.DagsterInstance, assets: list, resources: dict,
-              run_config: dict) -> list[dg.ExecuteInProcessResult]:
+              run_config: dict, tags: dict[str, str]) -> list[dg.ExecuteInProcessResult]:
     """For `enteronce run`: one in-process run of the feed asset over every subscriber."""
     ids = sync_subscriber_partitions(instance, [s.id for s in load_subscriptions(project.config_dir).subscribers])
     if not ids:
         return []
     return [dg.materialize(assets, instance=instance, resources=resources, run_config=run_config,
-                           selection=[subscriber_feeds], tags=partition_range_tags(ids))]
+                           selection=[subscriber_feeds], tags={**partition_range_tags(ids), **tags})]

@@ -4,6 +4,8 @@ import dagster as dg
 
 from entity_resolution.propagation import run_golden
 from entity_resolution.survivorship import parse_survivorship
+from pipelines.automation import AFTER_UPSTREAM
+from pipelines.instance import PUBLICATION_POOL
 from pipelines.resolution_assets import ENTITY_TYPES
 from pipelines.resources import ProjectResource
 
@@ -17,19 +19,19 @@ def _golden_asset(entity_type: str) -> dg.AssetsDefinition:
         name=f"publish_{entity_type}s",
         specs=[
             dg.AssetSpec(golden_key, deps=[dg.AssetKey(f"{entity_type}_entities")], group_name="golden",
-                         kinds={"polars", "sql"}, automation_condition=dg.AutomationCondition.eager(),
+                         kinds={"polars", "sql"}, automation_condition=AFTER_UPSTREAM,
                          description="One current record per entity, each value with its provenance; every version kept."),
             dg.AssetSpec(events_key, deps=[golden_key], group_name="golden", kinds={"sql"},
-                         automation_condition=dg.AutomationCondition.eager(),
+                         automation_condition=AFTER_UPSTREAM,
                          description="The outbox: create / update / merge / split / retire events, global seq."),
         ],
-        pool="warehouse",
+        pool=PUBLICATION_POOL,
     )
     def _publish(context: dg.AssetExecutionContext, project: ProjectResource):
         settings = project.project.resolution.entities[entity_type]
         survivorship = parse_survivorship(settings.survivorship or {}, source=f"resolution.yaml: {entity_type}")
-        store = project.warehouse.golden_store(entity_type, table)
-        summary = run_golden(store, survivorship, entity_type=entity_type)
+        with project.writing(context, f"publish {entity_type}s") as warehouse:
+            summary = run_golden(warehouse.golden_store(entity_type, table), survivorship, entity_type=entity_type)
         context.log.info(f"{entity_type}: {summary.events} events {summary.ops}, seq {summary.seq_range}")
         yield dg.MaterializeResult(asset_key=golden_key, metadata={
             "entities_recomputed": summary.entities_recomputed,

@@ -6,8 +6,10 @@ location loads.
 
 - `station_quality` (per station partition, after the station's drops are ingested) runs the raw
   and standardised suites on every new batch, scores them, opens or closes correction tasks, and
-  holds a batch that fails reconciliation or exceeds `max_invalid_id_rate`. Its `publishable`
-  checks are blocking: a held batch fails them, with the reason in the check's metadata.
+  holds a batch that fails reconciliation or exceeds `max_invalid_id_rate`. Findings under those
+  thresholds are warnings with their figures in metadata. Its `publishable` checks are blocking
+  and of ERROR severity: while a batch of the station is held they fail (the station's run
+  fails, red in the UI, the reason in metadata), and resolution leaves the held batch out.
 - `golden_quality` runs the golden suites after golden records are published.
 - the `data_quality` asset, after the outboxes: freshness, tasks for station values that disagree
   with golden values, and Great Expectations' Data Docs (path in metadata).
@@ -20,6 +22,8 @@ import dagster as dg
 import polars as pl
 
 from pipelines.assets import ORGANISATIONS, PERSONS, RAW
+from pipelines.automation import AFTER_UPSTREAM
+from pipelines.instance import INGEST_POOL, PUBLICATION_POOL
 from pipelines.partitions import stations_partitions
 from pipelines.resources import ProjectResource
 from quality.config import project_quality
@@ -54,13 +58,6 @@ with warnings.catch_warnings():
         for entity, key in (("person", PERSONS), ("organisation", ORGANISATIONS))
     }
 
-# A failed blocking check of ERROR severity fails its run (DagsterAssetCheckFailedError), which
-# would stop `enteronce run` at the first station with a held batch and leave the others
-# un-ingested. The hold itself (batch_holds, read by resolution) is what keeps the batch from
-# publication, so the check reports it as a warning: visible in the UI with its reason, and the
-# other stations go on.
-PUBLISHABLE_SEVERITY = dg.AssetCheckSeverity.WARN
-
 GOLDEN_SUITES = {
     entity: dg.AssetCheckSpec("golden_suite", asset=key,
                               description="Golden records: completeness, validity, and one active entity per valid ID.")
@@ -68,9 +65,9 @@ GOLDEN_SUITES = {
 }
 
 
-def _context(project: ProjectResource):
+def _context(project: ProjectResource, warehouse):
     proj = project.project
-    return QualityStore(project.warehouse), gx_project(proj.data_dir / "quality"), project_quality(proj.config_dir)
+    return QualityStore(warehouse), gx_project(proj.data_dir / "quality"), project_quality(proj.config_dir)
 
 
 def _runs_metadata(outcome: Outcome, suite: str) -> tuple[bool, dict]:
@@ -90,13 +87,17 @@ def _runs_metadata(outcome: Outcome, suite: str) -> tuple[bool, dict]:
 @dg.multi_asset_check(
     name="station_quality",
     specs=[RAW_SUITE, *RECORD_SUITES.values(), *PUBLISHABLE.values()],
-    pool="warehouse",
+    pool=INGEST_POOL,
 )
 def station_quality(context: dg.AssetCheckExecutionContext, project: ProjectResource):
-    """Validate the station's new batches (the partition key names the station)."""
+    """Validate the station's new batches (the partition key names the station).
+
+    Exclusive, unlike the station's ingest: it writes the Great Expectations project's files
+    and correction-task events into the one outbox."""
     station_id = context.partition_key
-    store, gx, config = _context(project)
-    outcome = validate_station(store, gx, config, station_id)
+    with project.writing(context, f"validate {station_id}") as warehouse:
+        store, gx, config = _context(project, warehouse)
+        outcome = validate_station(store, gx, config, station_id)
     context.log.info(f"{station_id}: {len(outcome.runs)} validation runs, {len(outcome.held)} batches held, "
                      f"tasks opened {outcome.tasks_opened}, closed {outcome.tasks_closed}")
     passed, meta = _runs_metadata(outcome, "raw_records")
@@ -114,16 +115,17 @@ def station_quality(context: dg.AssetCheckExecutionContext, project: ProjectReso
             check_name=PUBLISHABLE[entity].name, asset_key=PUBLISHABLE[entity].asset_key, passed=not reasons,
             metadata={"held_batches": dg.MetadataValue.json(reasons),
                       "reason": "; ".join(reasons) if reasons else "no batch held"},
-            severity=PUBLISHABLE_SEVERITY,
+            severity=dg.AssetCheckSeverity.ERROR,
         )
 
 
-@dg.multi_asset_check(name="golden_quality", specs=list(GOLDEN_SUITES.values()), pool="warehouse")
+@dg.multi_asset_check(name="golden_quality", specs=list(GOLDEN_SUITES.values()), pool=PUBLICATION_POOL)
 def golden_quality(context: dg.AssetCheckExecutionContext, project: ProjectResource):
     """The golden suites over the active golden records of each entity type."""
-    store, gx, config = _context(project)
     for entity, spec in GOLDEN_SUITES.items():
-        outcome = validate_golden(store, gx, config, entity)
+        with project.writing(context, f"validate golden {entity}s") as warehouse:
+            store, gx, config = _context(project, warehouse)
+            outcome = validate_golden(store, gx, config, entity)
         passed, meta = _runs_metadata(outcome, f"golden_{entity}")
         yield dg.AssetCheckResult(check_name=spec.name, asset_key=spec.asset_key, passed=passed, metadata=meta,
                                   severity=dg.AssetCheckSeverity.WARN)
@@ -134,14 +136,15 @@ def golden_quality(context: dg.AssetCheckExecutionContext, project: ProjectResou
     deps=EVENT_KEYS,
     group_name="quality",
     kinds={"great_expectations", "polars", "sql"},
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=AFTER_UPSTREAM,
     description="After publication: station freshness, correction tasks for station values that disagree "
                 "with golden values (events in the outbox), station scores, and Great Expectations' Data Docs.",
-    pool="warehouse",
+    pool=PUBLICATION_POOL,
 )
 def data_quality(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
-    store, gx, config = _context(project)
-    outcome = quality_pass(store, gx, config, golden=False)
+    with project.writing(context, "quality pass") as warehouse:
+        store, gx, config = _context(project, warehouse)
+        outcome = quality_pass(store, gx, config, golden=False)
     open_tasks = store.tasks(status="open")
     meta = {
         "tasks_opened": outcome.tasks_opened,
@@ -159,12 +162,3 @@ def data_quality(context: dg.AssetExecutionContext, project: ProjectResource) ->
 QUALITY_CHECKS = [station_quality, golden_quality]
 QUALITY_ASSETS = [data_quality, *QUALITY_CHECKS]
 
-# data_quality follows the outboxes by its eager condition; this sensor evaluates it (an asset
-# can be the target of one automation sensor only, and the pipeline's is not ours to change).
-quality_automation = dg.AutomationConditionSensorDefinition(
-    "data_quality_after_publication",
-    target=dg.AssetSelection.assets(data_quality),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
-)
-QUALITY_SENSORS = [quality_automation]

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from pipelines.automation import AFTER_UPSTREAM
+from pipelines.instance import PUBLICATION_POOL
 from pipelines.resources import ProjectResource
 from quality.report.build import write_report
 
@@ -18,13 +20,6 @@ REPORT_DIR = "report"
 # validation results, correction tasks) and the subscribers' feeds (their audit log is the access page).
 REPORT_DEPS = [dg.AssetKey("person_change_events"), dg.AssetKey("organisation_change_events"),
                dg.AssetKey("data_quality"), dg.AssetKey("subscriber_feeds")]
-
-# Eager, less its "no dependency missing" guard: a subscriber that has never been fed (a missing
-# partition of subscriber_feeds) must not stop the auditors' report from following the runs.
-AUTOMATION = ((dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated())
-              .since_last_handled()
-              & ~dg.AutomationCondition.any_deps_in_progress() & ~dg.AutomationCondition.in_progress())
-
 
 def report_dir(project_resource: ProjectResource) -> Path:
     """Where the site goes: `<data folder>/report/` (data/demo/data/report after `make demo`)."""
@@ -36,13 +31,14 @@ def report_dir(project_resource: ProjectResource) -> Path:
     group_name="report",
     deps=REPORT_DEPS,
     kinds={"html", "plotly"},
-    automation_condition=AUTOMATION,
+    automation_condition=AFTER_UPSTREAM,
     description="The auditors' static HTML report: station scorecards and trends, failing expectations, "
                 "correction tasks, linkage quality and the access log. Opens from disk, offline.",
-    pool="warehouse",
+    pool=PUBLICATION_POOL,
 )
 def audit_report(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
-    summary = write_report(project.warehouse, report_dir(project))
+    with project.writing(context, "audit report") as warehouse:
+        summary = write_report(warehouse, report_dir(project))
     context.log.info(f"report: {summary.index} ({summary.pages} pages in {summary.seconds:.1f} s)")
     for note in summary.notes:
         context.log.warning(note)
@@ -66,17 +62,6 @@ def audit_report(context: dg.AssetExecutionContext, project: ProjectResource) ->
 
 
 REPORT_ASSETS = [audit_report]
-
-# The report has its own automation sensor: an asset can be the target of only one, and the
-# pipeline's sensor is not ours to change.
-report_automation = dg.AutomationConditionSensorDefinition(
-    "audit_report_refresh",
-    target=dg.AssetSelection.assets(*REPORT_ASSETS),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
-)
-REPORT_SENSORS = [report_automation]
-
 
 def report_path(result: dg.ExecuteInProcessResult) -> str | None:
     """The index.html an in-process run of the report asset wrote (for `enteronce run` to print)."""

@@ -9,6 +9,8 @@ import dagster as dg
 
 from entity_resolution.service import run_resolution
 from pipelines.assets import ORGANISATIONS, PERSONS
+from pipelines.automation import AFTER_UPSTREAM
+from pipelines.instance import PUBLICATION_POOL
 from pipelines.resources import ProjectResource
 
 ENTITY_TYPES = {
@@ -35,20 +37,23 @@ def _resolution_asset(entity_type: str) -> dg.AssetsDefinition:
         name=f"resolve_{entity_type}s",
         specs=[
             dg.AssetSpec(pairs_key, deps=[upstream], group_name=group, kinds={"polars"},
+                         automation_condition=AFTER_UPSTREAM,
                          description="Candidate pairs from the blocking rules (union, capped blocks)."),
             dg.AssetSpec(scored_key, deps=[pairs_key], group_name=group, kinds={"polars", "sql"},
+                         automation_condition=AFTER_UPSTREAM,
                          description="Fellegi-Sunter scores; matches link, uncertain pairs go to review."),
             dg.AssetSpec(entities_key, deps=[scored_key], group_name=group, kinds={"polars", "sql"},
-                         automation_condition=dg.AutomationCondition.eager(),
+                         automation_condition=AFTER_UPSTREAM,
                          description="Stable entity ids and record membership."),
         ],
         check_specs=[check],
-        pool="warehouse",
+        pool=PUBLICATION_POOL,
     )
     def _resolve(context: dg.AssetExecutionContext, project: ProjectResource):
         settings = project.project.resolution.entities[entity_type]
-        store = project.warehouse.resolution_store(entity_type, table)
-        summary = run_resolution(store, settings, entity_type=entity_type, prefix=prefix)
+        with project.writing(context, f"resolve {entity_type}s") as warehouse:
+            store = warehouse.resolution_store(entity_type, table)
+            summary = run_resolution(store, settings, entity_type=entity_type, prefix=prefix)
         context.log.info(f"{entity_type}: {summary.mode} run {summary.seq}: {summary.records} records, "
                          f"{summary.dirty} new or changed, {summary.pairs} pairs, {summary.matches} matches, "
                          f"{summary.review} for review")

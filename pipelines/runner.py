@@ -1,30 +1,72 @@
-"""In-process materialisation of the asset graph, for `enteronce run`."""
+"""In-process materialisation of the asset graph, for `enteronce run`.
+
+The runs go into the warehouse's own Dagster instance (pipelines.instance), the one the daemon
+and the UI use, so they show in the UI and the sensors see what they did.
+"""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import dagster as dg
 
+from connectors.errors import EnteronceError
 from pipelines.assets import station_records
+from pipelines.automation import STAGE_TAG
 from pipelines.feed_assets import FEED_ASSETS, run_feeds
 from pipelines.golden_assets import GOLDEN_ASSETS
+from pipelines.instance import open_instance
 from pipelines.partitions import stations_partitions
 from pipelines.project import Project
 from pipelines.quality_assets import QUALITY_ASSETS, data_quality
 from pipelines.report_assets import REPORT_ASSETS
 from pipelines.resolution_assets import RESOLUTION_ASSETS
 from pipelines.resources import ProjectResource
+from warehouse.locks import warehouse_lock
 
 ASSETS = [station_records, *RESOLUTION_ASSETS, *GOLDEN_ASSETS, *QUALITY_ASSETS, *FEED_ASSETS, *REPORT_ASSETS]
-# The CLI draws its own progress; Dagster's console logger only speaks up for warnings.
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The CLI draws its own progress and prints what failed in its summary; Dagster's console logger
+# stays quiet (every run's whole log is in the instance, so in the UI).
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+LAUNCHED_BY = {"enteronce/launched_by": "enteronce run"}
+CHECK_FAILED = "DagsterAssetCheckFailedError"
 
 
-def _instance() -> dg.DagsterInstance:
-    """The user's Dagster instance when DAGSTER_HOME is set (runs show in the UI), else ephemeral."""
-    return dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+class RunFailed(EnteronceError):
+    """A step failed for a reason other than a failing blocking check; names the run to look at."""
+
+
+def _errors(error) -> list:
+    """An error and its causes (Dagster wraps the asset's own exception)."""
+    out = []
+    while error is not None:
+        out.append(error)
+        error = error.cause or error.context
+    return out
+
+
+def check_failures_only(result: dg.ExecuteInProcessResult) -> None:
+    """A run failed by a blocking check (a held batch) is the station's state, shown in the
+    summary, and the other stations go on; any other failure stops `enteronce run` with the
+    message of the asset's own error."""
+    if result.success:
+        return
+    user_errors = {c.__name__ for c in _subclasses(EnteronceError)}
+    for event in result.all_events:
+        if not event.is_step_failure:
+            continue
+        chain = _errors(event.step_failure_data.error)
+        if any(e.cls_name == CHECK_FAILED for e in chain):
+            continue
+        mine = next((e for e in chain if e.cls_name in user_errors), None)
+        if mine is not None:
+            raise EnteronceError(mine.message.strip())
+        raise RunFailed(f"step {event.step_key} of run {result.run_id} failed: {chain[-1].message.strip()} "
+                        "(the run's whole log is in the Dagster UI)")
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [cls, *(s for sub in cls.__subclasses__() for s in _subclasses(sub))]
 
 
 def materialize_project(
@@ -33,23 +75,42 @@ def materialize_project(
     on_station: Callable[[str], None] | None = None,
     *,
     resolve: bool = True,
+    on_wait: Callable[[str], None] | None = None,
+    wait: bool = True,
 ) -> list[dg.ExecuteInProcessResult]:
     """One run per station partition, as the drop sensor launches them, then what the
-    automation sensors launch after them: resolution and publication, data quality, the
-    subscribers' feeds and the audit report, in this process. The report's run comes last.
+    automation launches after them: resolution and publication, data quality, the subscribers'
+    feeds and the audit report, in this process. The report's run comes last.
 
-    A run that fails raises (after earlier stations committed: each drop is its own transaction,
-    so rerunning resumes cleanly).
+    One `enteronce run` at a time per warehouse: a second one waits for the first (`on_wait`
+    hears who holds it) and then finds nothing left to do; with `wait=False` it raises
+    WarehouseBusy instead. Daemon runs may interleave step by
+    step; each step holds the warehouse while it writes (ProjectResource.writing).
+    A station whose blocking check fails (a held batch) does not stop the others; any other
+    failure raises (earlier stations committed: each drop is its own transaction, so rerunning
+    resumes cleanly).
     """
-    instance = _instance()
+    store = project.open_warehouse()
+    try:
+        with warehouse_lock(store.engine, "run", purpose="enteronce run", on_wait=on_wait, wait=wait):
+            return _materialize(project, station_ids, on_station, resolve=resolve)
+    finally:
+        store.dispose()
+
+
+def _materialize(project: Project, station_ids: list[str], on_station, *, resolve: bool):
+    instance = open_instance(project)
     known = set(instance.get_dynamic_partitions(stations_partitions.name))
     missing = [s for s in station_ids if s not in known]
     if missing:
         instance.add_dynamic_partitions(stations_partitions.name, missing)
     resources = {"project": ProjectResource(config_dir=str(project.config_dir), warehouse_url=project.warehouse_url)}
 
-    def run(**kwargs) -> dg.ExecuteInProcessResult:
-        return dg.materialize(ASSETS, instance=instance, resources=resources, run_config=QUIET, **kwargs)
+    def run(stage: str, **kwargs) -> dg.ExecuteInProcessResult:
+        result = dg.materialize(ASSETS, instance=instance, resources=resources, run_config=QUIET,
+                                raise_on_error=False, tags={**LAUNCHED_BY, STAGE_TAG: stage}, **kwargs)
+        check_failures_only(result)
+        return result
 
     def step(name: str) -> None:
         if on_station is not None:
@@ -58,14 +119,17 @@ def materialize_project(
     results = []
     for key in station_ids:
         step(key)
-        results.append(run(partition_key=key, selection=[station_records]))
+        results.append(run("ingest", partition_key=key, selection=[station_records]))
     if resolve:
         step("resolution")
-        results.append(run(selection=[*RESOLUTION_ASSETS, *GOLDEN_ASSETS]))
+        results.append(run("publication", selection=[*RESOLUTION_ASSETS, *GOLDEN_ASSETS]))
         step("quality")
-        results.append(run(selection=[data_quality]))
+        results.append(run("publication", selection=[data_quality]))
         step("feeds")
-        results.extend(run_feeds(project, instance, ASSETS, resources, QUIET))
+        feeds = run_feeds(project, instance, ASSETS, resources, QUIET, {**LAUNCHED_BY, STAGE_TAG: "feeds"})
+        for result in feeds:
+            check_failures_only(result)
+        results.extend(feeds)
         step("report")
-        results.append(run(selection=REPORT_ASSETS))
+        results.append(run("publication", selection=REPORT_ASSETS))
     return results

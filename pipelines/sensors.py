@@ -1,22 +1,37 @@
 """The drop sensor: registers stations as partitions and launches ingestion of new drops."""
 
 
+import hashlib
 import json
 
 import dagster as dg
 
 from connectors.versions import station_version
 from pipelines.assets import ingest_job
+from pipelines.automation import DROPS_INTERVAL_SECONDS, STAGE_TAG
 from pipelines.partitions import stations_partitions
 from pipelines.resources import ProjectResource
 
 
-@dg.sensor(job=ingest_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(job=ingest_job, minimum_interval_seconds=DROPS_INTERVAL_SECONDS,
+           default_status=dg.DefaultSensorStatus.RUNNING)
 def station_drops_sensor(context: dg.SensorEvaluationContext, project: ProjectResource) -> dg.SensorResult:
-    """Cursor: station id -> version of its sources. A changed version launches one run whose
-    run key carries that version, so the same drop is never launched twice."""
-    cursor: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    """Launch one ingest run per station whose drops (or whose stations.yaml entry) changed.
+
+    The version of a station is cheap to take (file names, sizes and times; SQL: the largest
+    watermark; a digest of its config). The warehouse records the version each ingest started
+    from, whoever ran it, so a drop that `enteronce run` already loaded launches nothing, and
+    the UI's first start does not re-run every station. The cursor (warehouse id, station ->
+    version launched) keeps one version from being launched twice while its run is queued; a
+    new warehouse behind the same folder starts it afresh. Both are in the run key.
+    """
     proj = project.project
+    store = project.warehouse
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    if cursor.get("warehouse_id") != store.warehouse_id():
+        cursor = {"warehouse_id": store.warehouse_id(), "stations": {}}
+    launched: dict[str, str] = cursor["stations"]
+    ingested = store.station_versions()
     known = set(context.instance.get_dynamic_partitions(stations_partitions.name))
     new_ids = [s for s in proj.station_ids if s not in known]
     requests: list[dg.RunRequest] = []
@@ -24,11 +39,17 @@ def station_drops_sensor(context: dg.SensorEvaluationContext, project: ProjectRe
         try:
             version = station_version(station, proj.config_dir)
         except Exception as exc:  # noqa: BLE001 - one broken source must not stall the others
+            # Launched all the same (once per distinct error): the run fails with the error, so
+            # the station shows as failed in the UI rather than only in a sensor's log.
             context.log.warning(f"station {station.id}: cannot list drops: {exc}")
+            version = "unreadable-" + hashlib.sha256(f"{type(exc).__name__}: {exc}".encode()).hexdigest()[:16]
+        if launched.get(station.id) == version:
             continue
-        if cursor.get(station.id) != version:
-            cursor[station.id] = version
-            requests.append(dg.RunRequest(partition_key=station.id, run_key=f"{station.id}:{version}"))
+        launched[station.id] = version
+        if ingested.get(station.id) == version:
+            continue
+        requests.append(dg.RunRequest(partition_key=station.id, run_key=f"{station.id}:{version}:{cursor['warehouse_id'][:8]}",
+                                      tags={STAGE_TAG: "ingest"}))
     return dg.SensorResult(
         run_requests=requests,
         cursor=json.dumps(cursor, sort_keys=True),

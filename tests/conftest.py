@@ -20,14 +20,10 @@ MARIADB_ADMIN_URL = os.environ.get(
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _own_dagster_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """`make test` exports DAGSTER_HOME (the repository's instance, which `make ui` shows); the
-    tests' runs and partitions go to a throwaway instance instead of the user's."""
-    before = os.environ.get("DAGSTER_HOME")
-    if before is not None:
-        home = tmp_path_factory.mktemp("dagster_home")
-        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
-        os.environ["DAGSTER_HOME"] = str(home)
+def _own_dagster_instance() -> Iterator[None]:
+    """A DAGSTER_HOME in the user's shell names their own instance; the tests' runs go to each test
+    project's own instance (under its data folder) instead."""
+    before = os.environ.pop("DAGSTER_HOME", None)
     yield
     if before is not None:
         os.environ["DAGSTER_HOME"] = before

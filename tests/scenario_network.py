@@ -10,6 +10,7 @@ import yaml
 
 from connectors.config import load_stations
 from connectors.ingest import ingest_station
+from connectors.simulate.codes import id_check_char
 from connectors.simulate import simulate_network
 from entity_resolution.config import load_resolution
 from entity_resolution.propagation import run_golden
@@ -37,6 +38,13 @@ def network_with_csv_station(out: Path, *, stations: int, persons: int, seed: in
     })
     (out / "stations.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
     return out
+
+
+def an_id_number() -> str:
+    """A valid resident ID (GB 11643) born 1990-03-07 in district 500106, ending in X like the
+    README's example."""
+    body = next(b for b in (f"50010619900307{n:03d}" for n in range(100, 1000)) if id_check_char(b) == "X")
+    return body + "X"
 
 
 def write_drop(root: Path, station_id: str, rows: list[dict]) -> None:

@@ -65,6 +65,32 @@ def test_bad_config_names_file_key_and_expectation(tmp_path: Path, fragment: str
         assert part in message
 
 
+@pytest.mark.parametrize("value", ["-3", "0", "true", "2.5", "first"])
+def test_header_row_must_be_auto_or_a_line_number(tmp_path: Path, value: str) -> None:
+    path = write(tmp_path, station_yaml(GOOD_SOURCE + f"        header_row: {value}\n"))
+    with pytest.raises(ConfigError) as info:
+        load_stations(path)
+    message = str(info.value)
+    assert str(path) in message and "stations.0.sources.0.header_row" in message
+    assert 'expected "auto" or the 1-based line of the header (an integer >= 1)' in message
+    assert message.count("\n  - ") == 1  # one line for the key, not one per accepted type
+
+
+@pytest.mark.parametrize(("value", "expected"), [("auto", "auto"), ("2", 2), ("'2'", 2)])
+def test_header_row_auto_or_line(tmp_path: Path, value: str, expected: object) -> None:
+    cfg = load_stations(write(tmp_path, station_yaml(GOOD_SOURCE + f"        header_row: {value}\n")))
+    assert cfg.station("s1").sources[0].header_row == expected
+
+
+def test_other_numbers_and_lists_are_checked(tmp_path: Path) -> None:
+    body = station_yaml(GOOD_SOURCE + "        chunk_rows: 0\n        date_formats: []\n")
+    with pytest.raises(ConfigError) as info:
+        load_stations(write(tmp_path, body))
+    message = str(info.value)
+    assert "stations.0.sources.0.chunk_rows: Input should be greater than or equal to 1" in message
+    assert "stations.0.sources.0.date_formats: " in message and "at least 1 item" in message
+
+
 def test_yaml_syntax_error_names_file(tmp_path: Path) -> None:
     path = write(tmp_path, "stations: [\n  - id: s1\n   name: x")
     with pytest.raises(ConfigError, match="not valid YAML"):

@@ -11,6 +11,7 @@ import yaml
 from feeds.synthetic import Outbox, person
 from pipelines.definitions import defs
 from pipelines.feed_assets import subscriber_feeds, subscriber_feeds_sensor, subscribers_partitions
+from pipelines.project import Project
 from pipelines.resources import ProjectResource
 from warehouse import Warehouse
 from warehouse.feeds import FeedStore
@@ -54,7 +55,10 @@ def test_sensor_keeps_partitions_and_one_run_builds_every_feed(tmp_path: Path) -
     meta = mats["s0001"]
     assert meta["snapshot_records"].value == 3 and meta["subscribers"].value == 2
     assert meta["masked_field_counts"].value == {"phone": 3}
-    assert (tmp_path / "data" / "outbox" / "s0002" / "snapshot_000000000003.csv").exists()
+    # a warehouse other than the project's embedded default keeps its outbox in a folder of its own
+    outbox = Project.load(tmp_path, url).data_dir / "outbox"
+    assert outbox.parent.parent == tmp_path / "data" / "warehouses"
+    assert (outbox / "s0002" / "snapshot_000000000003.csv").exists()
 
     with dg.build_sensor_context(instance=instance, resources=resources, cursor=ctx.cursor) as again:
         assert isinstance(subscriber_feeds_sensor(again), dg.SkipReason)  # nothing new

@@ -14,11 +14,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from connectors.simulate.codes import id_check_char
 from feeds.api import BackgroundServer, create_app
 from feeds.mirror import MirrorError, plan_page, pull
 from feeds.tokens import issue_token
-from scenario_network import Hub, network_with_csv_station
+from scenario_network import Hub, an_id_number, network_with_csv_station
 from warehouse.feeds import FeedStore
 from warehouse.mirror import MirrorStore
 
@@ -77,13 +76,6 @@ def test_plan_drops_an_entity_that_left_the_scope() -> None:
 # -- the mission, end to end: entered at A, moves to B, B's mirror has it ---------------------------
 A = "s9001"  # station A: onboarded by config next to the simulated ones, a CSV export we write
 A_AREA = "500106001"
-
-
-def an_id_number() -> str:
-    """A valid resident ID (GB 11643) born 1990-03-07 in district 500106, ending in X like the
-    README's example."""
-    body = next(b for b in (f"50010619900307{n:03d}" for n in range(100, 1000)) if id_check_char(b) == "X")
-    return body + "X"
 
 
 @pytest.fixture(scope="module")

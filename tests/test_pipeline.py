@@ -12,6 +12,7 @@ import dagster as dg
 import polars as pl
 import pytest
 import sqlalchemy as sa
+import yaml
 from typer.testing import CliRunner
 
 from connectors.simulate import simulate_network
@@ -19,7 +20,7 @@ from feeds.config import load_subscriptions
 from pipelines.cli import app
 from pipelines.definitions import defs
 from pipelines.project import Project
-from pipelines.runner import materialize_project
+from pipelines.runner import RunFailed, materialize_project
 from warehouse import Warehouse
 from warehouse import schema as s
 from warehouse.store import BatchLoad
@@ -144,7 +145,7 @@ def test_failed_run_rerun_equals_one_clean_run(network: Path, tmp_path: Path, mo
         return original(self, entity_type, frame)
 
     monkeypatch.setattr(BatchLoad, "upsert_records", flaky)
-    with pytest.raises(RuntimeError, match="connection lost"):
+    with pytest.raises(RunFailed, match="RuntimeError: connection lost"):
         materialize_project(project, project.station_ids, resolve=False)
     monkeypatch.setattr(BatchLoad, "upsert_records", original)
     materialize_project(project, project.station_ids, resolve=False)
@@ -183,6 +184,31 @@ def test_sensor_registers_stations_and_launches_only_new_drops(network: Path, tm
     assert third.run_requests[0].run_key != next(
         r.run_key for r in first.run_requests if r.partition_key == target.id
     )
+
+
+def test_sensor_follows_what_the_cli_ingested_and_config_changes(network: Path, tmp_path: Path, monkeypatch) -> None:
+    """Drops that `enteronce run` loaded launch nothing, even in a Dagster instance that never saw
+    them; editing a station's stations.yaml entry is a new version of that station."""
+    net = fresh_copy(network, tmp_path)
+    monkeypatch.setenv("ENTERONCE_CONFIG", str(net))
+    from pipelines.definitions import project_resource
+    from pipelines.sensors import station_drops_sensor
+
+    project = Project.load(net)
+    materialize_project(project, project.station_ids, resolve=False)
+    instance = dg.DagsterInstance.ephemeral()
+
+    def evaluate(cursor: str | None = None) -> dg.SensorResult:
+        with dg.build_sensor_context(instance=instance, resources={"project": project_resource()},
+                                     cursor=cursor) as ctx:
+            return station_drops_sensor(ctx)
+
+    first = evaluate()
+    assert first.run_requests == []
+    config = yaml.safe_load((net / "stations.yaml").read_text(encoding="utf-8"))
+    config["stations"][2]["name"] += "（新）"
+    (net / "stations.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    assert [r.partition_key for r in evaluate(first.cursor).run_requests] == [config["stations"][2]["id"]]
 
 
 def test_definitions_have_partitioned_assets_check_and_sensor() -> None:

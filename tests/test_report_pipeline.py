@@ -40,7 +40,7 @@ def test_run_builds_the_report_with_real_figures(project: Project):
     assert event.metadata["path"].value == str(index)
 
 
-def test_asset_is_in_the_code_location_with_its_own_automation():
+def test_asset_is_in_the_code_location_and_follows_publication():
     graph = defs.resolve_asset_graph()
     key = dg.AssetKey("audit_report")
     assert key in graph.get_all_asset_keys()
@@ -48,8 +48,8 @@ def test_asset_is_in_the_code_location_with_its_own_automation():
     assert {dg.AssetKey("person_change_events"), dg.AssetKey("organisation_change_events"),
             dg.AssetKey("data_quality"), dg.AssetKey("subscriber_feeds")} <= parents
     assert graph.get(key).automation_condition is not None
-    sensor = defs.resolve_sensor_def("audit_report_refresh")
-    assert sensor.asset_selection.resolve(graph) == {key}
+    sensor = defs.resolve_sensor_def("publication")
+    assert key in sensor.asset_selection.resolve(graph)
 
 
 def test_asset_materialises_alone_into_the_data_folder(project: Project):

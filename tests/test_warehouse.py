@@ -65,7 +65,7 @@ def test_batch_loads_atomically_and_reconciles(warehouse_url: str) -> None:
         load.finish(status="loaded", rows_read=4, rows_loaded=3, rows_quarantined=1)
     recon = store.reconciliation(["s1"])
     assert recon.select("raw_stored", "quarantine_stored", "balanced").row(0) == (3, 1, True)
-    assert store.batch_status("s1/residents/abc") == "loaded"
+    assert store.batch_state("s1/residents/abc")[0] == "loaded"
     q = store.quarantine_rows(["s1"])
     assert q.select("row_number", "field", "original").row(0) == (4, "人员编号", '{"姓名":"王芳"}')
     with store.engine.connect() as conn:
@@ -80,7 +80,7 @@ def test_failed_batch_leaves_nothing_and_rerun_is_clean(warehouse_url: str) -> N
             load.append_raw(RAW)
             load.upsert_records("person", _record("张伟", HEADER["batch_id"]))
             raise RuntimeError("disk full")
-    assert store.batch_status(HEADER["batch_id"]) is None
+    assert store.batch_state(HEADER["batch_id"]) is None
     assert store.count("raw_records") == store.count("person_records") == 0
     for _ in range(2):  # the same batch twice: the second replaces the first, nothing doubles
         with store.load_batch(HEADER) as load:

@@ -24,6 +24,10 @@ stations = sa.Table(
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("jurisdiction", sa.JSON, nullable=False),
     sa.Column("updated_at", TS, nullable=False),
+    # The station version (connectors.versions) its last completed ingest started from, so a
+    # sensor in any Dagster instance can tell an already-ingested drop cheaply (migration 0007).
+    sa.Column("drops_version", sa.String(64)),
+    sa.Column("drops_version_at", TS),
 )
 
 batches = sa.Table(
@@ -46,8 +50,20 @@ batches = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("started_at", TS, nullable=False),
     sa.Column("finished_at", TS),
+    # SHA-256 of the source config that read it: a rejected drop is retried once the config
+    # changes (migration 0007; null for batches from before it).
+    sa.Column("config_digest", sa.String(64)),
     sa.UniqueConstraint("station_id", "source_name", "content_hash"),
     sa.Index(None, "station_id"),
+)
+
+# Facts about this warehouse itself (migration 0007), e.g. `warehouse_id`: a uuid4 hex made once
+# by the migration, so two Dagster instances can tell whether they look at the same warehouse.
+hub_info = sa.Table(
+    "hub_info",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
 )
 
 source_state = sa.Table(

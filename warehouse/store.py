@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from warehouse import schema as s
 from warehouse.bulk import insert_frame, read_frame
 from warehouse.engine import create_engine, migrate
+from warehouse.locks import warehouse_lock
 
 
 _SQLITE_WRITERS: dict[str, threading.Lock] = {}
@@ -50,7 +51,10 @@ class Warehouse:
         return self.engine.dialect.name
 
     def migrate(self) -> "Warehouse":
-        migrate(self.engine)
+        """To head; processes that start together (a daemon's runs, two CLI commands) queue on
+        the warehouse's migrate lock rather than race to create the same tables."""
+        with warehouse_lock(self.engine, "migrate", purpose="migrate"):
+            migrate(self.engine)
         return self
 
     def dispose(self) -> None:
@@ -94,16 +98,52 @@ class Warehouse:
                         .values(name=r["name"], jurisdiction=r["jurisdiction"], updated_at=now)
                     )
 
-    # -- batches -----------------------------------------------------------------------------
-    def batch_status(self, batch_id: str) -> str | None:
+    def record_station_version(self, station_id: str, version: str) -> None:
+        """Note that every drop of `station_id` as of `version` (connectors.versions) has been
+        ingested, whoever ran it: a drop sensor in any Dagster instance compares against this.
+
+        A station the warehouse does not know yet (never synced) is left alone.
+        """
+        t = s.stations
+        with self.transaction() as conn:
+            conn.execute(
+                t.update().where(t.c.station_id == station_id).values(drops_version=version, drops_version_at=utcnow())
+            )
+
+    def station_versions(self) -> dict[str, str]:
+        """Station id -> the version its last completed ingest started from (stations never
+        ingested since migration 0007 are absent). One query, for a sensor tick."""
+        t = s.stations
         with self.engine.connect() as conn:
-            return conn.scalar(sa.select(s.batches.c.status).where(s.batches.c.batch_id == batch_id))
+            rows = conn.execute(sa.select(t.c.station_id, t.c.drops_version).where(t.c.drops_version.is_not(None)))
+            return {station_id: version for station_id, version in rows}
+
+    # -- the warehouse itself ----------------------------------------------------------------
+    def warehouse_id(self) -> str:
+        """This warehouse's id: a uuid4 hex made once by migration 0007, the same on every open,
+        so runs and cursors of different Dagster instances can say which warehouse they mean."""
+        with self.engine.connect() as conn:
+            value = conn.scalar(sa.select(s.hub_info.c.value).where(s.hub_info.c.key == "warehouse_id"))
+        if value is None:
+            raise RuntimeError(f"{self.display_url}: no warehouse_id in hub_info; run `enteronce migrate`")
+        return value
+
+    # -- batches -----------------------------------------------------------------------------
+    def batch_state(self, batch_id: str) -> tuple[str, str | None] | None:
+        """(status, config digest) of a batch, or None if it was never recorded: whether a drop is
+        done, or was rejected under a config that has since changed (connectors.ingest)."""
+        b = s.batches
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(b.c.status, b.c.config_digest).where(b.c.batch_id == batch_id)).first()
+        return None if row is None else (row.status, row.config_digest)
 
     @contextmanager
     def load_batch(self, header: dict) -> Iterator["BatchLoad"]:
         """One batch, all or nothing: what the block writes commits together when it exits cleanly.
 
-        A rerun of the same batch id first clears what an earlier attempt left.
+        A rerun of the same batch id first clears what an earlier attempt left (a drop rejected
+        under an older config, retried): in the same transaction, so a failure in between keeps
+        the earlier attempt, never nothing.
         """
         load = BatchLoad(self, header)
         try:
@@ -143,7 +183,7 @@ class Warehouse:
         q = sa.select(
             b.c.batch_id, b.c.station_id, b.c.source_name, b.c.entity_type, b.c.source_kind,
             b.c.source_ref, b.c.encoding, b.c.rows_read, b.c.rows_loaded, b.c.rows_quarantined,
-            b.c.status, b.c.error, b.c.started_at, b.c.finished_at,
+            b.c.status, b.c.error, b.c.started_at, b.c.finished_at, b.c.config_digest,
         ).order_by(b.c.station_id, b.c.started_at)
         if station_ids is not None:
             q = q.where(b.c.station_id.in_(list(station_ids)))
@@ -248,6 +288,22 @@ _RECON_SCHEMA = {
 MAX_PENDING = 3  # frames queued for the writer thread: about two chunks' worth
 
 
+def _clear_batch(conn: sa.Connection, batch_id: str) -> None:
+    """Remove an earlier attempt of `batch_id` and everything hanging off it, before its rerun.
+
+    Raw rows and quarantine are the attempt's own. Quality rows (validation runs and results,
+    scores, a hold) only ever describe loaded batches, so a rejected attempt has none; should
+    one exist, it describes rows about to be replaced, and would make the quality pass take the
+    new attempt as already validated. Correction tasks and current records are left: they
+    belong to records, which a later batch may have moved on.
+    """
+    runs = sa.select(s.validation_runs.c.run_id).where(s.validation_runs.c.batch_id == batch_id)
+    conn.execute(s.validation_results.delete().where(s.validation_results.c.run_id.in_(runs)))
+    for table in (s.validation_runs, s.station_scores, s.batch_holds, s.raw_records, s.quarantine):
+        conn.execute(table.delete().where(table.c.batch_id == batch_id))
+    conn.execute(s.batches.delete().where(s.batches.c.batch_id == batch_id))
+
+
 class BatchLoad:
     """Collects one batch's rows and commits them in one transaction (see Warehouse.load_batch).
 
@@ -278,10 +334,10 @@ class BatchLoad:
             self._start(self._conn)
 
     def _start(self, conn: sa.Connection) -> None:
-        for table in (s.raw_records, s.quarantine):
-            conn.execute(table.delete().where(table.c.batch_id == self.batch_id))
-        conn.execute(s.batches.delete().where(s.batches.c.batch_id == self.batch_id))
-        conn.execute(s.batches.insert().values(started_at=utcnow(), **self.header))
+        b = s.batches
+        if conn.scalar(sa.select(sa.literal(1)).where(b.c.batch_id == self.batch_id)) is not None:
+            _clear_batch(conn, self.batch_id)
+        conn.execute(b.insert().values(started_at=utcnow(), **self.header))
 
     def _write(self, table: sa.Table, frame: pl.DataFrame, replace: bool) -> int:
         if self._stage is not None:

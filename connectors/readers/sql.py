@@ -50,23 +50,9 @@ def read_sql(
     Rows whose watermark is NULL are read only by a full read (None): no cursor can point past them.
     File-level problems (connection, missing table or column, bad cursor) raise here.
     """
-    assert source.url and source.table and source.watermark  # guaranteed by SourceConfig
-    url = resolve_url(source.url, base_dir)
-    label = url.render_as_string(hide_password=True)
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        if not url.database.startswith("file:") and not Path(url.database).is_file():
-            raise SourceError(label, "database file not found")
-    engine = sa.create_engine(url)
+    engine, table, label = open_table(source, base_dir)
     try:
-        table = _reflect(engine, source.table, label)
-        wanted = [*source.columns, source.watermark]
-        missing = [c for c in dict.fromkeys(wanted) if c not in table.c]
-        if missing:
-            raise SourceError(
-                label,
-                f"table {source.table!r} lacks column(s) {missing}; it has {list(table.c.keys())}",
-                field=missing[0],
-            )
+        require_columns(table, [*source.columns, source.watermark], label)
         mark = table.c[source.watermark]
         stmt = sa.select(table).order_by(mark)
         if watermark_after is not None:
@@ -75,6 +61,39 @@ def read_sql(
         engine.dispose()
         raise
     return _stream(engine, stmt, list(table.c.keys()), source.watermark, source.chunk_rows, label)
+
+
+def open_table(source: SourceConfig, base_dir: Path | None) -> tuple[sa.Engine, sa.Table, str]:
+    """Engine, reflected table and display label (password hidden) of a sql source.
+
+    Shared by `read_sql` and the sensors' versions (connectors.versions), so both fail with the
+    same SourceError for a missing database file, an unreachable server or a missing table, and
+    neither creates an empty SQLite file where the station's database should be.
+    The caller disposes of the engine.
+    """
+    assert source.url and source.table and source.watermark  # guaranteed by SourceConfig
+    url = resolve_url(source.url, base_dir)
+    label = url.render_as_string(hide_password=True)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        if not url.database.startswith("file:") and not Path(url.database).is_file():
+            raise SourceError(label, "database file not found")
+    engine = sa.create_engine(url)
+    try:
+        return engine, _reflect(engine, source.table, label), label
+    except BaseException:
+        engine.dispose()
+        raise
+
+
+def require_columns(table: sa.Table, wanted: list[str], label: str) -> None:
+    """Raise naming the columns of `wanted` the table lacks, and the ones it has."""
+    missing = [c for c in dict.fromkeys(wanted) if c not in table.c]
+    if missing:
+        raise SourceError(
+            label,
+            f"table {table.fullname!r} lacks column(s) {missing}; it has {list(table.c.keys())}",
+            field=missing[0],
+        )
 
 
 def _reflect(engine: sa.Engine, name: str, label: str) -> sa.Table:

@@ -1,0 +1,167 @@
+"""The hub as a service: with `enteronce hub` running (Dagster daemon, UI, feed API) and no CLI
+command typed, a drop at one station reaches another station's feed.
+
+The real thing, in subprocesses: the daemon's sensors and automation launch the runs, a station
+whose first ingest fails is shown as failed and holds nobody back, and the CLI's earlier runs are
+in the same instance (the drop sensor does not ingest them again). On SQLite (instance and
+warehouse, the embedded default) and on PostgreSQL (both, the production profile).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import httpx
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from pipelines.instance import instance_home
+from pipelines.project import Project
+from scenario_network import an_id_number, network_with_csv_station, write_drop
+
+A, A_AREA = "s9001", "500106001"  # a station whose CSV export the test writes
+BROKEN = "s9002"  # a station whose source table does not exist: its first ingest fails
+WAIT_SECONDS = 300  # drop to feed file, bounded (about 30-60 s on 2 cores)
+ENTERONCE = str(Path(sys.executable).parent / "enteronce")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def base_network(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return network_with_csv_station(tmp_path_factory.mktemp("daemon"), stations=3, persons=300, seed=7,
+                                    station_id=A, jurisdiction=A_AREA)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def profile(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Warehouse and Dagster instance storage: both embedded, or both on PostgreSQL."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    pg_server = request.getfixturevalue("pg_server")
+    warehouse = request.getfixturevalue("pg_url")
+    name = f"enteronce_dagster_{uuid.uuid4().hex[:10]}"
+    with pg_server.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield {"ENTERONCE_WAREHOUSE_URL": warehouse,
+           "ENTERONCE_INSTANCE_DB": pg_server.url.set(database=name).render_as_string(hide_password=False)}
+    with pg_server.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([ENTERONCE, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def resident(**changes) -> dict:
+    return {"local_id": "M1", "name": "欧阳青云", "sex": "男", "birth_date": "1990-03-07",
+            "id_number": an_id_number(), "phone": "13912345678",
+            "address": "重庆市沙坪坝区小龙坎街道正街社区小龙坎正街88号2栋1单元1201室",
+            "area_code": f"{A_AREA}001", "source_updated_at": "2026-11-01 09:00:00", **changes}
+
+
+def add_broken_station(root: Path) -> None:
+    config = yaml.safe_load((root / "stations.yaml").read_text(encoding="utf-8"))
+    config["stations"].append({
+        "id": BROKEN, "name": "故障派出所", "jurisdiction": ["500199001"],
+        "sources": [{"name": "residents", "entity": "person", "kind": "sql", "url": "sqlite:///broken.sqlite",
+                     "table": "no_such_table", "watermark": "gxsj", "columns": {"rybh": "local_id"}}]})
+    (root / "stations.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    sa.create_engine(f"sqlite:///{root / 'broken.sqlite'}").connect().close()
+
+
+def wait_for(predicate, timeout: float, what: str, hub: subprocess.Popen):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        assert hub.poll() is None, f"the hub stopped (exit {hub.returncode}) while waiting for {what}"
+        time.sleep(1)
+    raise AssertionError(f"no {what} within {timeout} s")
+
+
+def test_a_drop_reaches_another_stations_feed_with_only_the_daemon(base_network: Path, tmp_path: Path,
+                                                                   profile: dict[str, str]) -> None:
+    root = tmp_path / "net"
+    shutil.copytree(base_network, root)
+    env = {**os.environ, "ENTERONCE_CONFIG": str(root), **profile}
+    env.pop("DAGSTER_HOME", None)
+    project = Project.load(root, profile.get("ENTERONCE_WAREHOUSE_URL"))
+    b = project.stations.stations[1]  # a simulated station with its own subscription
+    b_area = f"{b.jurisdiction[0]}001"[:12]
+
+    # before the hub runs: the resident entered at A only, loaded by the CLI into the same instance
+    write_drop(root, A, [resident()])
+    done = cli(env, "run")
+    assert done.returncode == 0, done.stdout + done.stderr
+    token = cli(env, "token", "issue", "--subscriber", b.id).stdout.strip().splitlines()[-1]
+    add_broken_station(root)
+
+    ports = {"ui": free_port(), "api": free_port()}
+    hub = subprocess.Popen([ENTERONCE, "hub", "--port", str(ports["ui"]), "--api-port", str(ports["api"])],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           start_new_session=True)
+    try:
+        outbox = project.data_dir / "outbox" / b.id
+        new_home = f"重庆市{b.name}辖区幸福路9号3栋2单元502室"
+        # a station's run is started by the sensor once the daemon is up; the broken one fails
+        instance = dg.DagsterInstance.from_config(str(instance_home(project)))
+        wait_for(lambda: instance.get_runs(dg.RunsFilter(tags={"dagster/partition": BROKEN},
+                                                         statuses=[dg.DagsterRunStatus.FAILURE])),
+                 WAIT_SECONDS, f"failed ingest run of {BROKEN}", hub)
+
+        # the resident moves into B's area; station A's next export says so; nobody types anything
+        started = time.monotonic()
+        write_drop(root, A, [resident(address=new_home, area_code=b_area, source_updated_at="2026-11-20 09:00:00")])
+
+        def delivered() -> list[dict]:
+            for path in sorted(outbox.glob("events_*.jsonl")):
+                rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+                hits = [r for r in rows if (r.get("after") or {}).get("address") == new_home]
+                if hits:
+                    return hits
+            return []
+
+        events = wait_for(delivered, WAIT_SECONDS, f"event with the new address in {outbox}", hub)
+        elapsed = time.monotonic() - started
+        assert events[0]["scope"] == "entered" and events[0]["after"]["area_code"] == b_area
+        assert events[0]["after"]["phone"] == "139****5678"  # masked per B's role
+        print(f"drop at {A} to {b.id}'s feed file under the daemon: {elapsed:.1f} s")
+
+        # the same update through the feed API, which the hub serves meanwhile
+        page = httpx.get(f"http://127.0.0.1:{ports['api']}/v1/feeds/{b.id}/events", params={"after": 0},
+                         headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+        assert any((e.get("after") or {}).get("address") == new_home for e in page["events"])
+
+        # the CLI's runs are in the hub's instance: the sensor ingested only what was new
+        ingests = instance.get_runs(dg.RunsFilter(tags={"enteronce/stage": "ingest"}))
+        by_station: dict[str, list[str]] = {}
+        for run in ingests:
+            by_station.setdefault(run.tags["dagster/partition"], []).append(run.tags.get("dagster/sensor_name", "cli"))
+        assert {s: sorted(v) for s, v in by_station.items() if "station_drops_sensor" in v} == {
+            A: ["cli", "station_drops_sensor"], BROKEN: ["station_drops_sensor"]}
+        assert len(by_station) == len(project.station_ids) + 1  # every station once by the CLI, plus BROKEN
+    finally:
+        os.killpg(hub.pid, signal.SIGTERM)
+        out, _ = hub.communicate(timeout=60)
+    assert hub.returncode == 0, out
+    assert "hub stopped" in out
