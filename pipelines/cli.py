@@ -118,7 +118,6 @@ def check_config(config: ConfigOpt = None) -> None:
 @app.command()
 def migrate(config: ConfigOpt = None, warehouse: WarehouseOpt = None) -> None:
     """Bring the warehouse schema to the latest version (Alembic)."""
-
     try:
         project = Project.load(config or default_config_dir(), warehouse)
     except EnteronceError as exc:
@@ -235,14 +234,15 @@ def _print_failed_checks(results: list) -> bool:
     the reason from their metadata: the same red the UI shows."""
     failed = False
     for result in results:
+        station = result.dagster_run.tags.get("dagster/partition")
         for ev in result.get_asset_check_evaluations():
             if ev.passed or ev.severity != ev.severity.ERROR:
                 continue
             failed = True
-            partition = f" [{ev.partition}]" if getattr(ev, "partition", None) else ""
             meta = {k: v.value for k, v in ev.metadata.items()}
             why = meta.get("reason") or meta.get("rejected") or meta.get("unbalanced_batches") or meta
-            console.print(f"  [red]failed check[/] {ev.asset_key.to_user_string()}{partition} {ev.check_name}: {why}",
+            where = f"station {station} " if station else ""
+            console.print(f"  [red]failed check[/] {where}{ev.asset_key.to_user_string()} {ev.check_name}: {why}",
                           highlight=False, soft_wrap=True)
     if failed:
         console.print("  held batches: `enteronce holds` (release with `enteronce holds --release BATCH`); "

@@ -27,7 +27,6 @@ def _project(config: Path | None, warehouse: str | None) -> Project:
 
 
 def _store(project: Project):
-
     return project.open_warehouse()
 
 

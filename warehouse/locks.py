@@ -124,7 +124,7 @@ def warehouse_lock(
     PostgreSQL: session-level advisory locks on a dedicated connection (its own NullPool engine, so
     the caller's pool is untouched and the session is never handed to anyone else while it holds
     the lock); a killed process's session ends and the server releases its locks. SQLite: flock on
-    `<db file>.<name>.lock`, released by the kernel when the process dies; in-memory databases are
+    `<db file>.locks/<name>.lock`, released by the kernel when the process dies; in-memory databases are
     private to their process and need no lock. Other dialects: a flock file in the system temp
     directory named after the URL, which protects one machine only, not other hosts.
 
@@ -252,7 +252,8 @@ def _clock(when: dt.datetime) -> str:
 
 
 class _FileLock:
-    """flock on `<base>.<name>.lock` plus a holder record in `<base>.locks/<name>/`.
+    """flock on `<base>.locks/<name>.lock` plus a holder record in `<base>.locks/<name>/`: one
+    folder beside the database for every lock of it (a station lock each is hundreds of files).
 
     flock locks belong to the open file description, so every acquisition opens the file afresh
     (threads then exclude each other like processes do) and the kernel drops the lock when the
@@ -265,8 +266,9 @@ class _FileLock:
         if fcntl is None:  # pragma: no cover - Windows
             raise RuntimeError("warehouse file locks need fcntl.flock (POSIX)")
         safe = _safe_name(name)
-        self.path = base.with_name(f"{base.name}.{safe}.lock")
-        self.records = base.with_name(f"{base.name}.locks") / safe
+        folder = base.with_name(f"{base.name}.locks")
+        self.path = folder / f"{safe}.lock"
+        self.records = folder / safe
         self.shared = shared
         self.purpose = purpose
         self.pid = os.getpid()
