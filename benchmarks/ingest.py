@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -95,8 +96,8 @@ def main() -> None:
         try:
             results.append(("SQLite", run_worker(csv, f"sqlite:///{scratch}")))
         finally:
-            for p in CACHE.glob(scratch.name + "*"):
-                p.unlink()
+            for p in CACHE.glob(scratch.name + "*"):  # the file, its journal and its lock folder
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
     if not args.skip_postgres:
         from scratch import scratch_database
 

@@ -9,12 +9,20 @@ A drop rejected as a whole is skipped too, until the source's config changes: a 
 often a config mistake (a misspelled mapped header), and once it is fixed the drop is read again
 (see `_ingest_file`). After a station's sources are all processed, the station version it
 started from is recorded, so a drop sensor anywhere can tell the drops were ingested.
+
+Drops are untrusted input. A drop is opened once, without following links and without blocking
+(connectors.readers.safe), and everything - hash, parsing, the quarantine copy - reads that open
+file. What matches a source's path but is not a regular file (a symbolic link, a FIFO, a device,
+a socket, a directory) is never opened: it is recorded as a rejected batch with the reason and a
+quarantine row naming it, and nothing is copied. Copies of rejected drops are owner-only (files
+0600 in 0700 folders): they hold personal data.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,9 +30,17 @@ from pathlib import Path
 
 import polars as pl
 
-from connectors.config import CANONICAL_FIELDS, SourceConfig, StationConfig, config_digest
+from connectors.config import (
+    CANONICAL_FIELDS,
+    SourceConfig,
+    StationConfig,
+    config_digest,
+    within_roots,
+)
 from connectors.errors import SourceError
-from connectors.readers import Chunk, Reject, detect_encoding, list_drops, read_drop
+from connectors.readers import Chunk, Reject, detect_encoding, read_drop
+from connectors.readers.drops import Refused, scan_drops
+from connectors.readers.safe import DropFile, NotFound, display, open_drop
 from connectors.sources import source_ref
 from connectors.versions import station_version
 from entity_resolution.standardise import standardise_organisations, standardise_persons
@@ -58,8 +74,8 @@ class BatchOutcome:
                 f"loaded {self.rows_loaded}, quarantined {self.rows_quarantined}{error}")
 
 
-def file_sha256(path: Path) -> str:
-    with path.open("rb") as fh:
+def file_sha256(path: Path | DropFile) -> str:
+    with (path.reader() if isinstance(path, DropFile) else Path(path).open("rb")) as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
@@ -97,12 +113,14 @@ def _ingest_sources(
         if source.kind == "sql":
             outcomes.append(_ingest_sql(store, station, source, base_dir, progress))
         else:
-            drops = list_drops(source, base_dir)
-            if not drops:
+            scan = scan_drops(source, base_dir)
+            if not scan.files and not scan.refused:
                 outcomes.append(
                     BatchOutcome(station.id, source.name, str(source.path), "unchanged", error="no drop found")
                 )
-            for path in drops:
+            for refused in scan.refused:
+                outcomes.append(_refuse(store, station, source, refused))
+            for path in scan.files:
                 outcomes.append(_ingest_file(store, station, source, path, data_dir, progress))
     return outcomes
 
@@ -121,28 +139,89 @@ def _ingest_file(
     earlier attempt is replaced in the same transaction (Warehouse.load_batch). A loaded drop is
     never re-read because the config changed: its rows are in, and later drops follow the new
     config. The rejected file's copy under data/quarantine/ stays either way.
+
+    The file is opened once (no link followed, a FIFO never waited on); if, since it was listed,
+    it was swapped for something that is not a regular file inside the allowed folders, it is
+    refused like any such entry; if it vanished, there is nothing to do.
     """
-    sha = file_sha256(path)
-    batch_id = f"{station.id}/{source.name}/{sha[:16]}"
-    digest = config_digest(source)
-    outcome = BatchOutcome(station.id, source.name, str(path), "loaded", batch_id)
-    state = store.batch_state(batch_id)
-    if state is not None and (state[0] == "loaded" or state == ("rejected", digest)):
-        outcome.status = "skipped"
-        return outcome
-    outcome.retried = state is not None and state[0] == "rejected"
-    header = {
-        "batch_id": batch_id, "station_id": station.id, "source_name": source.name,
-        "entity_type": source.entity, "source_kind": source.kind, "source_ref": str(path),
-        "content_hash": sha, "config_digest": digest,
-    }
     try:
-        encoding = detect_encoding(path, source.encoding) if source.kind != "xlsx" else None
+        drop = open_drop(path)
+    except NotFound:
+        return BatchOutcome(station.id, source.name, display(path), "unchanged",
+                            error=f"{display(path)}: vanished before it was read")
+    except SourceError as err:
+        return _refuse(store, station, source, Refused(path, err.reason))
+    with drop:
+        real = _real_location(drop)
+        if real is not None and source.roots is not None and not within_roots(real, source.roots):
+            return _refuse(store, station, source, Refused(
+                path, f"resolves to {display(real)}, outside the config folder and allowed_roots: not read, not copied"))
+        return _ingest_open_file(store, station, source, drop, data_dir, progress)
+
+
+def _ingest_open_file(
+    store: Warehouse,
+    station: StationConfig,
+    source: SourceConfig,
+    drop: DropFile,
+    data_dir: Path,
+    progress: Progress | None,
+) -> BatchOutcome:
+    sha = file_sha256(drop)
+    outcome = BatchOutcome(station.id, source.name, drop.label, "loaded", f"{station.id}/{source.name}/{sha[:16]}")
+    header = _batch_header(store, station, source, outcome, sha)
+    if header is None:
+        return outcome
+    try:
+        encoding = detect_encoding(drop, source.encoding) if source.kind != "xlsx" else None
         with store.load_batch({**header, "encoding": encoding, "status": "loading"}) as load:
-            _load_chunks(load, station, source, read_drop(source, path), outcome, progress)
+            _load_chunks(load, station, source, read_drop(source, drop), outcome, progress)
             load.finish(status="loaded", **_counts(outcome))
     except SourceError as err:
-        _reject_file(store, header, path, data_dir, err, outcome)
+        kept = _keep_copy(drop, data_dir, station.id, sha)
+        _record_rejection(store, header, outcome, err, kept=kept, original=f"whole file {drop.label}")
+    return outcome
+
+
+def _batch_header(store: Warehouse, station: StationConfig, source: SourceConfig, outcome: BatchOutcome,
+                  content_hash: str) -> dict | None:
+    """The batch row to write for `outcome`'s batch, or None (outcome marked skipped) when it
+    loaded before or was rejected under the same source config; a rejection under another
+    config is read again (retried)."""
+    digest = config_digest(source)
+    state = store.batch_state(outcome.batch_id)
+    if state is not None and (state[0] == "loaded" or state == ("rejected", digest)):
+        outcome.status = "skipped"
+        return None
+    outcome.retried = state is not None and state[0] == "rejected"
+    return {
+        "batch_id": outcome.batch_id, "station_id": station.id, "source_name": source.name,
+        "entity_type": source.entity, "source_kind": source.kind, "source_ref": outcome.ref,
+        "content_hash": content_hash, "config_digest": digest,
+    }
+
+
+def _real_location(drop: DropFile) -> str | None:
+    """Where the open file really is (Linux: its descriptor's /proc link), to catch a folder on
+    the way swapped for a link between listing and opening; None where that cannot be told."""
+    try:
+        return os.readlink(f"/proc/self/fd/{drop.fd}")
+    except OSError:
+        return None
+
+
+def _refuse(store: Warehouse, station: StationConfig, source: SourceConfig, refused: Refused) -> BatchOutcome:
+    """Record an entry that is never read (a link, a FIFO, a device, a directory...) as a rejected
+    batch with a quarantine row naming it and why; nothing is opened or copied. Keyed by its path
+    and reason, so it is recorded once, and again only after a config change."""
+    key = hashlib.sha256(f"refused\0{refused.label}\0{refused.reason}".encode()).hexdigest()
+    outcome = BatchOutcome(station.id, source.name, refused.label, "rejected", f"{station.id}/{source.name}/{key[:16]}",
+                           error=f"{refused.label}: {refused.reason}")
+    header = _batch_header(store, station, source, outcome, key)
+    if header is None:
+        return outcome
+    _record_rejection(store, header, outcome, SourceError(refused.label, refused.reason), kept=None,
+                      original=f"not read: {refused.label}")
     return outcome
 
 
@@ -306,23 +385,51 @@ def quarantine_frame(rejects: list[Reject], station_id: str, batch_id: str) -> p
     )
 
 
-def _reject_file(
-    store: Warehouse, header: dict, path: Path, data_dir: Path, err: SourceError, outcome: BatchOutcome
+def _private_dir(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.chmod(path, 0o700)  # also folders made by an earlier version, world-readable
+    except OSError:
+        pass
+
+
+def _keep_copy(drop: DropFile, data_dir: Path, station_id: str, sha: str) -> Path:
+    """Copy the rejected drop, byte for byte from its open descriptor, to
+    data/quarantine/<station>/<hash>-<name>, owner-only; written aside and renamed into place."""
+    folder = data_dir / "quarantine" / station_id
+    _private_dir(folder.parent)
+    _private_dir(folder)
+    name = drop.path.name.encode("utf-8", "surrogateescape")[:180].decode("utf-8", "ignore")
+    kept = folder / f"{sha[:16]}-{name}"
+    tmp = folder / f".{sha[:16]}.{os.getpid()}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(tmp, flags, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as out, drop.reader() as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+        os.replace(tmp, kept)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return kept
+
+
+def _record_rejection(
+    store: Warehouse, header: dict, outcome: BatchOutcome, err: SourceError, *, kept: Path | None, original: str
 ) -> None:
-    """A drop that cannot be read as a whole is kept byte for byte and recorded with its reason."""
-    kept = data_dir / "quarantine" / header["station_id"] / f"{header['content_hash'][:16]}-{path.name}"
-    kept.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        shutil.copyfile(path, kept)
+    """A drop rejected as a whole: its batch and one quarantine row with the reason, and where
+    its copy was kept (None: refused, nothing read or copied)."""
     store.record_rejected_batch(
         header,
         pl.DataFrame(
             {
                 "batch_id": [header["batch_id"]], "station_id": [header["station_id"]],
-                "row_number": [None], "field": [err.field], "reason": [f"file rejected: {err.reason}"],
-                "original": [f"whole file {path}"], "stored_path": [str(kept)],
+                "row_number": [None], "field": [err.field],
+                "reason": [f"file {'rejected' if kept is not None else 'refused'}: {err.reason}"],
+                "original": [original], "stored_path": [str(kept) if kept is not None else None],
             },
-            schema_overrides={"row_number": pl.Int64, "field": pl.String},
+            schema_overrides={"row_number": pl.Int64, "field": pl.String, "stored_path": pl.String},
         ),
         str(err),
     )

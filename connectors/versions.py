@@ -16,7 +16,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from connectors.config import SourceConfig, StationConfig, config_digest
-from connectors.readers import file_version, list_drops
+from connectors.readers import file_version
+from connectors.readers.drops import scan_drops
 from connectors.readers.sql import open_table, require_columns
 
 
@@ -29,7 +30,12 @@ def source_version(source: SourceConfig, base_dir: Path) -> str:
                 return str(conn.scalar(sa.select(sa.func.max(table.c[source.watermark]))))
         finally:
             engine.dispose()
-    return ";".join(f"{p.name}:{file_version(p)}" for p in list_drops(source, base_dir))
+    scan = scan_drops(source, base_dir)
+    files = ";".join(f"{p.name}:{file_version(p)}" for p in scan.files)
+    # Something refused (a link, a FIFO...) counts too, so its run records it; appended only when
+    # present, so versions of ordinary drop folders are what they always were.
+    refused = "".join(f";refused:{r.label}:{r.reason}" for r in scan.refused)
+    return files + refused
 
 
 def station_version(station: StationConfig, base_dir: Path) -> str:

@@ -6,30 +6,44 @@ content decisions — scope, fields, masking, cursors, the audit log — belong 
 module only authenticates the caller, checks that the token belongs to the subscriber in the path,
 bounds the parameters and turns the service's answers into JSON. Every page it hands out is audited
 by the service with channel "api" and the token id.
+
+Before any of that, `RequestLimitsMiddleware` refuses what a request may not make the server read
+(bodies over `ApiLimits.max_body_bytes`: 413; too many or too large headers: 431), and the server
+options of `ApiLimits.uvicorn_options()` bound the request head in the HTTP parser itself. /docs and
+/redoc load Swagger UI and ReDoc from this server (the `fastapi-offline` package's copies), never
+from a CDN.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib.resources
 import json
 import logging
 import os
+import re
 import threading
 import time
+from dataclasses import dataclass, fields as dataclass_fields
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Mapping
 
 import sqlalchemy as sa
 from fastapi import Body, Depends, FastAPI, HTTPException, Path as PathParam, Query, Request, Security
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema
 
 from connectors.errors import EnteronceError
-from feeds.config import load_subscriptions
+from feeds.config import read_subscriptions_bytes, subscriptions_from_bytes
 from feeds.lookup import current_records
 from feeds.service import FeedService, UnknownSubscriber
 from feeds.tokens import SUBSCRIBER_ID_PATTERN, InvalidToken, TokenInfo, verify_token
 from warehouse import Warehouse
+from warehouse import schema as wschema
 
 log = logging.getLogger("enteronce.api")
 
@@ -39,8 +53,42 @@ ENTITY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 5000
 MAX_IDS = 200
-MAX_SEQ = 2**62
 SUBSCRIPTIONS_FILE = "subscriptions.yaml"
+
+
+def _column_max(column: sa.Column) -> int:
+    """The largest value a warehouse integer column holds on every backend (PostgreSQL's int2/4/8)."""
+    if isinstance(column.type, sa.BigInteger):
+        return 2**63 - 1
+    if isinstance(column.type, sa.SmallInteger):
+        return 2**15 - 1
+    return 2**31 - 1
+
+
+# A seq the outbox and the cursors can hold (INTEGER: int4 on PostgreSQL); beyond it is 422, not a
+# database error.
+MAX_SEQ = min(_column_max(c) for c in (wschema.change_events.c.seq, wschema.feed_cursors.c.acked_seq))
+_PLAIN_INT = re.compile(r"0|[1-9][0-9]{0,18}")
+
+
+def _plain_int(value: object) -> object:
+    """An integer in a query as a station system writes it: decimal digits and nothing else. Pydantic
+    alone would take '+5', ' 5', '1_000', '007' and '5.0'; here they are 422 like '1e3' and '-1'."""
+    if isinstance(value, str):
+        if not _PLAIN_INT.fullmatch(value):
+            raise ValueError("must be a plain decimal integer: digits only, no sign, point, exponent, "
+                             "spaces, underscores or leading zeros")
+        return int(value)
+    return value
+
+
+def _bounded_int(lo: int, hi: int) -> Any:
+    return Annotated[int, BeforeValidator(_plain_int), Field(ge=lo, le=hi),
+                     WithJsonSchema({"type": "integer", "minimum": lo, "maximum": hi})]
+
+
+SeqParam = _bounded_int(0, MAX_SEQ)
+LimitParam = _bounded_int(1, MAX_LIMIT)
 
 
 class UTF8JSONResponse(JSONResponse):
@@ -81,8 +129,8 @@ class RecordsPage(BaseModel):
 
 
 class Ack(BaseModel):
-    seq: int = Field(ge=0, description="The last seq the subscriber has stored; the cursor never moves back "
-                     "and never beyond the high water mark.")
+    seq: int = Field(ge=0, le=MAX_SEQ, strict=True, description="The last seq the subscriber has stored (a JSON "
+                     "integer); the cursor never moves back and never beyond the high water mark.")
 
 
 class Cursor(BaseModel):
@@ -102,51 +150,211 @@ def _page(subscriber: str, key: str, lines: list[str], **scalars: Any) -> Respon
     return Response(body.encode("utf-8"), media_type=UTF8JSONResponse.media_type)
 
 
-# -- subscriptions, loaded once and reloaded when the file changes -----------------------------
+# -- subscriptions, loaded once and reloaded when the file's content changes ---------------------
 class ServiceHolder:
-    """One FeedService per version of subscriptions.yaml.
+    """One FeedService per content of subscriptions.yaml; fails closed.
 
-    The file's mtime is looked at no more than once a second; a file that no longer validates
-    fails closed (503 naming the problem) rather than serving under rules nobody wrote.
+    Every request stats the file (microseconds): a change of inode, size, mtime or ctime reloads it
+    before the request is answered, and concurrent requests wait for that reload rather than being
+    served under the old rules. ctime counts because `cp -p`, `rsync -a` or `touch -d` can set the
+    mtime back but not the ctime. Besides, the bytes are read and hashed (SHA-256) at least every
+    `HASH_INTERVAL` seconds, so that an edit stat cannot see (a coarse-timestamp filesystem) is
+    noticed within that bound; only new bytes build a new service. Any failure to read, decode,
+    parse or validate the file — a YAML error, nesting too deep, an alias bomb, bytes that are not
+    UTF-8, an I/O error, a validation error, anything — drops the service: every feed answers 503
+    naming the problem (no traceback, no path outside the project) until a valid file is back.
     """
+
+    HASH_INTERVAL = 1.0  # seconds; the documented bound is this plus one request's wait
 
     def __init__(self, store: Warehouse, config_dir: Path):
         self.store = store
         self.path = Path(config_dir) / SUBSCRIPTIONS_FILE
         self._lock = threading.Lock()
-        self._checked = 0.0
-        self._stamp: tuple[int, int] | None = None
-        self._service: FeedService | None = None
-        self._error: str | None = None
-        self._load()
+        self._stamp: tuple | None = None
+        self._hashed_at = float("-inf")
+        self._digest: str | None = None  # of the bytes last tried, loaded or refused
+        self._state: tuple[FeedService | None, str | None] = (None, "not loaded yet")
+        with self._lock:
+            self._refresh()
 
-    def _file_stamp(self) -> tuple[int, int] | None:
+    def _file_stamp(self) -> tuple | None:
         try:
-            st = self.path.stat()
+            st = os.stat(self.path)
         except FileNotFoundError:
             return None
-        return (st.st_mtime_ns, st.st_size)
+        except OSError as exc:
+            return ("unreadable", exc.errno)
+        return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
-    def _load(self) -> None:
-        self._stamp = self._file_stamp()
+    def _stale(self) -> bool:
+        return self._file_stamp() != self._stamp or time.monotonic() - self._hashed_at >= self.HASH_INTERVAL
+
+    def _refresh(self) -> None:
+        """Under the lock: read and hash the file; load it when its bytes are new."""
+        self._stamp = self._file_stamp()  # before reading: a change made after it shows next time
+        self._hashed_at = time.monotonic()
         try:
-            self._service = FeedService(self.store, load_subscriptions(self.path.parent))
-            self._error = None
-        except EnteronceError as exc:
-            self._service, self._error = None, str(exc)
-            log.error("subscriptions not loaded: %s", exc)
+            data = read_subscriptions_bytes(self.path)
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the feeds stop
+            self._fail(exc, None)
+            return
+        digest = "absent" if data is None else hashlib.sha256(data).hexdigest()
+        if digest == self._digest:
+            return
+        try:
+            service = FeedService(self.store, subscriptions_from_bytes(data, source=self.path))
+        except Exception as exc:  # noqa: BLE001 - RecursionError, MemoryError, ... fail closed too
+            self._fail(exc, digest)
+            return
+        self._digest, self._state = digest, (service, None)
+        log.info("subscriptions loaded: %d subscriber(s), sha256 %s", len(service.subscriptions.subscribers),
+                 digest[:12])
+
+    def _fail(self, exc: Exception, digest: str | None) -> None:
+        if isinstance(exc, EnteronceError):
+            reason = str(exc)
+        else:  # unexpected (MemoryError, ...): no message that could carry data, and tried again
+            reason, digest = f"{self.path}: could not be loaded ({exc.__class__.__name__})", None
+        log.error("subscriptions not loaded, the feeds answer 503: %s", reason)
+        self._digest = digest  # None: read and tried again at the next check
+        self._state = (None, reason.replace(str(self.path), SUBSCRIPTIONS_FILE))
 
     def service(self) -> FeedService:
-        now = time.monotonic()
-        if now - self._checked >= 1.0:
+        if self._stale():
             with self._lock:
-                if now - self._checked >= 1.0:
-                    self._checked = now
-                    if self._file_stamp() != self._stamp:
-                        self._load()
-        if self._service is None:
-            raise HTTPException(503, f"feeds unavailable: {self._error}")
-        return self._service
+                if self._stale():
+                    self._refresh()
+        service, error = self._state
+        if service is None:
+            raise HTTPException(503, f"feeds unavailable: {error}")
+        return service
+
+
+# -- request limits, applied before any work (token, routing, JSON) --------------------------------
+LIMIT_ENV = {"max_body_bytes": "ENTERONCE_API_MAX_BODY_BYTES",
+             "max_header_bytes": "ENTERONCE_API_MAX_HEADER_BYTES",
+             "max_headers": "ENTERONCE_API_MAX_HEADERS"}
+
+
+@dataclass(frozen=True)
+class ApiLimits:
+    """What one request may make the server read.
+
+    `max_header_bytes` bounds the request line and headers together; `enteronce serve` and
+    BackgroundServer hand it to uvicorn's h11 parser (`uvicorn_options()`), which stops reading a
+    request head past it (400), and the middleware checks it again for servers started otherwise.
+    The default leaves room for the longest legitimate request, a records lookup of 200 ids.
+    """
+
+    max_body_bytes: int = 64 * 1024
+    max_header_bytes: int = 32 * 1024
+    max_headers: int = 100
+
+    def __post_init__(self) -> None:
+        for f in dataclass_fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise EnteronceError(f"API limit {f.name} must be a positive integer, got {value!r}")
+        if self.max_header_bytes < 4096:
+            raise EnteronceError(f"API limit max_header_bytes must be at least 4096, got {self.max_header_bytes}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "ApiLimits":
+        """The defaults, overridden by ENTERONCE_API_MAX_BODY_BYTES, _MAX_HEADER_BYTES, _MAX_HEADERS."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, int] = {}
+        for name, var in LIMIT_ENV.items():
+            raw = environ.get(var, "").strip()
+            if raw:
+                if not raw.isdigit():
+                    raise EnteronceError(f"{var} must be a positive integer, got {raw!r}")
+                values[name] = int(raw)
+        return cls(**values)
+
+    def environ(self) -> dict[str, str]:
+        """These limits as the environment variables `from_env` reads (for worker processes)."""
+        return {var: str(getattr(self, name)) for name, var in LIMIT_ENV.items()}
+
+    def uvicorn_options(self) -> dict[str, Any]:
+        """uvicorn settings that bound the request head in the parser itself: h11 stops buffering an
+        incomplete head at `max_header_bytes` (httptools has no such bound)."""
+        return {"http": "h11", "h11_max_incomplete_event_size": self.max_header_bytes}
+
+
+async def _refuse(send: Any, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", UTF8JSONResponse.media_type.encode()),
+                            (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestLimitsMiddleware:
+    """Pure ASGI, outside routing and authentication: too many or too large headers are 431, a
+    declared Content-Length over the limit is 413 before a byte of the body is read, and a body
+    without one (chunked) is counted as it streams and cut off past the limit (413). Refusals
+    close the connection, so a client cannot keep streaming into it."""
+
+    def __init__(self, app: Any, limits: ApiLimits):
+        self.app, self.limits = app, limits
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limits = self.limits
+        headers = scope.get("headers") or []
+        if len(headers) > limits.max_headers:
+            await _refuse(send, 431, f"more than {limits.max_headers} request headers")
+            return
+        head = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + sum(
+            len(k) + len(v) + 4 for k, v in headers)
+        if head > limits.max_header_bytes:
+            await _refuse(send, 431, f"request line and headers larger than {limits.max_header_bytes} bytes")
+            return
+        declared = None
+        for k, v in headers:
+            if k == b"content-length":
+                if declared is not None or not v.isdigit() or len(v) > 19:
+                    await _refuse(send, 400, "invalid Content-Length")
+                    return
+                declared = int(v)
+        too_large = f"request body larger than {limits.max_body_bytes} bytes"
+        if declared is not None and declared > limits.max_body_bytes:
+            await _refuse(send, 413, too_large)
+            return
+
+        received = 0
+        over = started = False
+
+        async def receive_limited() -> dict:
+            nonlocal received, over
+            if over:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limits.max_body_bytes:
+                    over = True  # the app sees a client gone; its answer is replaced by 413
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def send_limited(message: dict) -> None:
+            nonlocal started
+            if over:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive_limited, send_limited)
+        except Exception:
+            if not over:
+                raise
+        if over and not started:
+            await _refuse(send, 413, too_large)
 
 
 # -- authentication: dependencies shared by every feed endpoint ----------------------------------
@@ -194,15 +402,81 @@ subscriber's scope only, with only the fields its role allows, masked per role.
 """
 
 
-def create_app(warehouse_url: str, config_dir: Path | str) -> FastAPI:
-    """The API over one warehouse (one engine, migrated once) and one project folder."""
+# /docs and /redoc on a closed network: Swagger UI and ReDoc from the fastapi-offline package,
+# served by this app; the pages' Content-Security-Policy lets the browser load nothing from elsewhere.
+DOCS_ASSETS = "/docs-assets"
+DOCS_CSP = ("default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; "
+            "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+
+
+REDOC_LOGO = b'src:"https://cdn.redoc.ly/redoc/logo-mini.svg"'  # ReDoc's footer logo, always fetched
+
+
+def _docs_assets_dir() -> Path:
+    return Path(str(importlib.resources.files("fastapi_offline") / "static"))
+
+
+@functools.lru_cache(maxsize=1)
+def _redoc_js() -> bytes:
+    """ReDoc's bundle with its one outside fetch (the 'API docs by Redocly' logo) pointed at an
+    empty data: URL, which ReDoc hides as a broken image; the CSP would block it anyway, noisily."""
+    return (_docs_assets_dir() / "redoc.standalone.js").read_bytes().replace(REDOC_LOGO, b'src:"data:,"')
+
+
+def _add_docs(app: FastAPI) -> None:
+    assets = _docs_assets_dir()
+    for name in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png"):
+        if not (assets / name).is_file():
+            raise EnteronceError(f"the API docs' assets are incomplete: {assets / name} is missing "
+                                 f"(reinstall fastapi-offline)")
+
+    @app.get(f"{DOCS_ASSETS}/redoc.js", include_in_schema=False)
+    def redoc_js() -> Response:
+        return Response(_redoc_js(), media_type="text/javascript; charset=utf-8",
+                        headers={"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"})
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
+
+    def page(html: HTMLResponse) -> HTMLResponse:
+        html.headers["Content-Security-Policy"] = DOCS_CSP
+        html.headers["X-Content-Type-Options"] = "nosniff"
+        return html
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return page(get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            swagger_ui_parameters={"validatorUrl": None}))  # no badge fetched from validator.swagger.io
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return page(get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png", with_google_fonts=False))
+
+
+def create_app(warehouse_url: str, config_dir: Path | str, *, limits: ApiLimits | None = None) -> FastAPI:
+    """The API over one warehouse (one engine, migrated once) and one project folder; `limits`
+    default to ApiLimits.from_env() (the defaults unless ENTERONCE_API_* say otherwise)."""
+    limits = limits if limits is not None else ApiLimits.from_env()
     store = Warehouse(warehouse_url).migrate()
     holder = ServiceHolder(store, Path(config_dir))
 
     app = FastAPI(title="enteronce feeds", version="1", description=DESCRIPTION,
-                  default_response_class=UTF8JSONResponse)
+                  default_response_class=UTF8JSONResponse, docs_url=None, redoc_url=None,
+                  swagger_ui_oauth2_redirect_url=None)
     app.state.warehouse = store
     app.state.services = holder
+    app.state.limits = limits
+    app.add_middleware(RequestLimitsMiddleware, limits=limits)
+    _add_docs(app)
 
     def service_for(subscriber: str) -> FeedService:
         service = holder.service()
@@ -229,9 +503,9 @@ def create_app(warehouse_url: str, config_dir: Path | str) -> FastAPI:
              summary="Change events after a sequence number")
     def get_events(
         who: Authorised,
-        after: Annotated[int | None, Query(ge=0, le=MAX_SEQ, description="Return events with seq greater than "
-                                           "this; omitted: from the acknowledged cursor.")] = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Events per page.")] = DEFAULT_LIMIT,
+        after: Annotated[SeqParam | None, Query(description="Return events with seq greater than "
+                                                "this; omitted: from the acknowledged cursor.")] = None,
+        limit: Annotated[LimitParam, Query(description="Events per page.")] = DEFAULT_LIMIT,
     ) -> Response:
         subscriber, token = who
         page = service_for(subscriber).events(subscriber, after=after, limit=limit, channel="api",
@@ -246,7 +520,7 @@ def create_app(warehouse_url: str, config_dir: Path | str) -> FastAPI:
         after_entity: Annotated[str | None, Query(pattern=ENTITY_ID_PATTERN, max_length=64,
                                                   description="Return records with entity_id greater than "
                                                   "this.")] = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Records per page.")] = DEFAULT_LIMIT,
+        limit: Annotated[LimitParam, Query(description="Records per page.")] = DEFAULT_LIMIT,
     ) -> Response:
         subscriber, token = who
         page = service_for(subscriber).snapshot(subscriber, after_entity=after_entity, limit=limit, channel="api",
@@ -294,7 +568,9 @@ def create_app(warehouse_url: str, config_dir: Path | str) -> FastAPI:
 
 def app_from_env() -> FastAPI:
     """For `uvicorn --factory feeds.api:app_from_env` (several workers, or a separate process):
-    the project folder and warehouse from ENTERONCE_CONFIG and ENTERONCE_WAREHOUSE_URL."""
+    the project folder and warehouse from ENTERONCE_CONFIG and ENTERONCE_WAREHOUSE_URL, the limits
+    from ENTERONCE_API_* (ApiLimits.from_env). Run uvicorn with `--http h11
+    --h11-max-incomplete-event-size N` (as `enteronce serve` does) to bound request heads too."""
     missing = [k for k in ("ENTERONCE_CONFIG", "ENTERONCE_WAREHOUSE_URL") if not os.environ.get(k)]
     if missing:
         raise EnteronceError(f"app_from_env: set {', '.join(missing)}")
@@ -314,7 +590,9 @@ class BackgroundServer:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
         self.url = f"http://{host}:{self._sock.getsockname()[1]}"
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        limits = getattr(app.state, "limits", None) or ApiLimits()
+        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off",
+                                                     **limits.uvicorn_options()))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
 
     def __enter__(self) -> str:

@@ -16,21 +16,29 @@ import polars as pl
 
 from feeds import scope as sc
 from feeds.config import Level, Subscriber, Subscriptions
-from feeds.masking import CONTEXT_FIELDS, project
+from feeds.masking import CONTEXT_FIELDS, mask, project
 
 SCHEMA_VERSION = 1
 # One row per (subscriber, event): the envelope's columns (nested values as JSON text, as CSV and
 # Parquet carry them), `line` (the whole event as one JSON object, as JSON Lines and the API carry
-# it) and `fields` (the personal fields it delivers, for the audit log).
+# it), `fields` (the personal fields it delivers, for the audit log) and `about` (for a correction
+# task, the golden entity whose record it is about: the audit log names it too).
 ENVELOPE = ("seq", "event_id", "entity_type", "entity_id", "op", "version", "changed_fields", "before", "after",
             "sources", "occurred_at", "scope")
 LINE_SCHEMA = {"subscriber_id": pl.String, "seq": pl.Int64, "event_id": pl.String, "entity_type": pl.String,
                "entity_id": pl.String, "op": pl.String, "version": pl.Int64, "changed_fields": pl.String,
                "before": pl.String, "after": pl.String, "sources": pl.String, "occurred_at": pl.String,
-               "scope": pl.String, "line": pl.String, "fields": pl.List(pl.String)}
+               "scope": pl.String, "line": pl.String, "fields": pl.List(pl.String), "about": pl.String}
 RECORD = ("entity_id", "entity_type", "version", "record", "provenance")
 SNAPSHOT_SCHEMA = {"entity_id": pl.String, "entity_type": pl.String, "version": pl.Int64, "record": pl.String,
-                   "provenance": pl.String, "line": pl.String, "fields": pl.List(pl.String)}
+                   "provenance": pl.String, "line": pl.String, "fields": pl.List(pl.String), "about": pl.String}
+# A correction task as delivered: which record and field to verify and why, always; the station's
+# value and the expected one only where the subscriber's role lets it see that field, masked by the
+# same rules as golden records. (`area_code` in the outbox's task events routes them; never sent.)
+TASK_META = ("task_id", "station_id", "record_key", "record_entity_type", "entity_id", "field", "reason", "source",
+             "status", "opened_at", "closed_at")
+TASK_VALUES = ("station_value", "expected_value")
+_TASK = pl.Struct({k: pl.String for k in (*TASK_META, *TASK_VALUES)})
 _SOURCE = pl.List(pl.Struct({"station_id": pl.String, "record_key": pl.String}))
 _PROV = pl.List(pl.Struct({"field": pl.String, "station_id": pl.String, "record_key": pl.String}))
 
@@ -101,11 +109,15 @@ def _decoded(events: pl.DataFrame, versions: pl.DataFrame, fields: list[str]) ->
     v = versions.select("entity_id", "version", pl.col("record").str.json_decode(rec).alias("_v"))
     prev = v.select("entity_id", (pl.col("version") + 1).alias("version"), pl.col("_v").alias("_p"))
     task = pl.col("entity_type") == sc.CORRECTION_TASK
+    any_task = events["entity_type"].eq(sc.CORRECTION_TASK).any()
+    tasks = [pl.when(task).then(pl.col(c)).str.json_decode(_TASK).alias(f"_t{c[0]}") if any_task
+             else pl.lit(None, _TASK).alias(f"_t{c[0]}") for c in ("after", "before")]
     ev = (
         events.with_columns(
             pl.col("changed_fields").str.json_decode(pl.List(pl.String)).alias("_cf"),
             pl.when(task).then(None).otherwise(pl.col("after")).str.json_decode(rec).alias("_a"),
             pl.when(task).then(None).otherwise(pl.col("before")).str.json_decode(rec).alias("_b"),
+            *tasks,
         )
         .join(v, on=["entity_id", "version"], how="left")
         .join(prev, on=["entity_id", "version"], how="left")
@@ -144,7 +156,7 @@ def _policy_lines(ev: pl.DataFrame, levels: dict[str, Level], subs: Subscription
     Each kind of event is projected on its own rows only (creates: the whole visible record;
     updates: the visible changed fields, and the whole visible record for subscribers the
     entity enters; merge/split/retire: the record before, and the ids to repoint to; correction
-    tasks: as they are, to their own station only)."""
+    tasks: the task, its values as the policy sees the task's field — see task_view)."""
     visible = list(levels)
     op = pl.col("op")
     a = dict(zip(visible, project(levels, subs, lambda f: pl.col(f"a.{f}")), strict=True))
@@ -154,17 +166,18 @@ def _policy_lines(ev: pl.DataFrame, levels: dict[str, Level], subs: Subscription
     vis_cf = pl.col("_cf").list.eval(pl.element().filter(pl.element().is_in(visible)))
     none = pl.lit(None, pl.String)
     task = pl.col("entity_type") == sc.CORRECTION_TASK
+    tv = task_view(levels, subs)
     kinds = {
-        "create": (~task & (op == "create"), vis_cf, none, json_object(a, present), none, key_list(present)),
+        "create": (~task & (op == "create"), vis_cf, none, json_object(a, present), none, key_list(present), none),
         "update": (~task & (op == "update"), vis_cf, json_object(b, changed), json_object(a, changed),
-                   json_object(a, {f: present[f] | changed[f] for f in visible}), vis_cf),
+                   json_object(a, {f: present[f] | changed[f] for f in visible}), vis_cf, none),
         "structural": (~task & op.is_in(list(sc.STRUCTURAL)), vis_cf, json_object(b, present), pl.col("after"), none,
-                       key_list(present)),
-        "task": (task, pl.col("_cf"), pl.col("before"), pl.col("after"), none, pl.lit([], pl.List(pl.String))),
+                       key_list(present), none),
+        "task": (task, tv["changed_fields"], tv["before"], tv["after"], none, tv["fields"], tv["about"]),
     }
     sources = pl.col("sources").str.json_decode(_SOURCE).list.eval(pl.element().struct.json_encode())
     parts = []
-    for cond, cf, before, after, after_full, delivered in kinds.values():
+    for name, (cond, cf, before, after, after_full, delivered, about) in kinds.items():
         rows = ev.filter(cond)
         if rows.height == 0:
             continue
@@ -175,10 +188,58 @@ def _policy_lines(ev: pl.DataFrame, levels: dict[str, Level], subs: Subscription
             pl.concat_str(pl.lit("["), sources.list.join(","), pl.lit("]")).fill_null("[]").alias("sources"),
             pl.col("occurred_at").dt.to_string("%Y-%m-%dT%H:%M:%S%.6f%:z").alias("occurred_at"),
             delivered.alias("fields"),
-            key_list({f: present[f] | changed[f] for f in visible}).alias("_fields_full"),
-            (op == "update").alias("_update"), (cf.list.len() > 0).alias("_visible_change"),
+            (delivered if name == "task" else key_list({f: present[f] | changed[f] for f in visible}))
+            .alias("_fields_full"),
+            # a task is no golden update: scope entered/left and "nothing visible changed" do not apply
+            (op == "update").alias("_update") if name == "update" else pl.lit(False).alias("_update"),
+            (cf.list.len() > 0).alias("_visible_change"), about.alias("about"),
         ))
     return pl.concat(parts).sort("seq")
+
+
+def _task_value(value: pl.Expr, field: pl.Expr, levels: dict[str, Level], subs: Subscriptions) -> pl.Expr:
+    """A task's value of its (per row) field as the policy delivers that field: as is (`full`),
+    masked by the field's rule (`masked`), or null where the field is not visible. A rule that
+    reads other parts of the record (the address cut to its community) has none here, so it
+    redacts rather than guess."""
+    out = None
+    for f, level in levels.items():
+        if level == "full":
+            v = value.cast(pl.String)
+        else:
+            v = mask(f, subs.rule(f), lambda name, f=f: value if name == f else pl.lit(None, pl.String))
+        out = (pl.when(field == f) if out is None else out.when(field == f)).then(v)
+    return pl.lit(None, pl.String) if out is None else out.otherwise(pl.lit(None, pl.String))
+
+
+def task_view(levels: dict[str, Level], subs: Subscriptions, *, after: str = "_ta",
+              before: str = "_tb") -> dict[str, pl.Expr]:
+    """Expressions over decoded task payloads (`after` / `before` struct columns, `_cf` the changed
+    keys) for one policy: the task objects as delivered, the changed keys it may see, the personal
+    fields delivered (the task's field, when visible: for the audit log) and the entity it is about.
+
+    Deny by default: the object is built from a fixed list of keys (TASK_META), never by copying
+    the payload, so nothing the event carries besides them (the routing area) gets through."""
+    a, b = pl.col(after), pl.col(before)
+    field = pl.coalesce(a.struct.field("field"), b.struct.field("field"))
+    visible = field.is_in(list(levels)).fill_null(False)
+
+    def obj(s: pl.Expr) -> pl.Expr:
+        values = {k: s.struct.field(k) for k in TASK_META}
+        values |= {k: _task_value(s.struct.field(k), field, levels, subs) for k in TASK_VALUES}
+        include = {k: pl.lit(True) for k in TASK_META} | {k: visible for k in TASK_VALUES}
+        return pl.when(s.is_not_null()).then(json_object(values, include)).otherwise(pl.lit(None, pl.String))
+
+    meta = pl.element().is_in(list(TASK_META))
+    cf = pl.col("_cf")
+    return {
+        "after": obj(a),
+        "before": obj(b),
+        "changed_fields": pl.when(visible).then(cf.list.eval(pl.element().filter(meta | pl.element().is_in(
+            list(TASK_VALUES))))).otherwise(cf.list.eval(pl.element().filter(meta))),
+        "fields": pl.when(visible).then(pl.concat_list(field)).otherwise(pl.lit([], pl.List(pl.String))),
+        "about": pl.coalesce(a.struct.field("entity_id"), b.struct.field("entity_id")),
+    }
 
 
 def envelope_line() -> pl.Expr:
@@ -276,8 +337,42 @@ def build_snapshot(golden: pl.DataFrame, levels: dict[str, Level], subs: Subscri
             pl.concat_str(_strip_close(head), pl.lit(',"record":'), pl.col("record"),
                           pl.lit(',"provenance":'), pl.col("provenance"), pl.lit("}")).alias("line"),
             key_list(present).alias("fields"),
+            pl.lit(None, pl.String).alias("about"),
         )
     )
+
+
+def build_task_snapshot(tasks: pl.DataFrame, levels: dict[str, Level], subs: Subscriptions) -> pl.DataFrame:
+    """Open correction tasks (the latest outbox event of each, in the outbox's shape) as one
+    subscriber receives them in a snapshot: one row per task in the snapshot's format
+    (SNAPSHOT_SCHEMA; entity_type `correction_task`, `record` the task as task_view delivers it,
+    no provenance: the task names its own station and record)."""
+    if tasks.height == 0:
+        return pl.DataFrame(schema=SNAPSHOT_SCHEMA)
+    tv = task_view(levels, subs)
+    head = pl.struct("entity_id", "entity_type", "version").struct.json_encode()
+    return (
+        tasks.select(
+            "entity_id", "entity_type", "version",
+            pl.col("after").str.json_decode(_TASK).alias("_ta"),
+            pl.lit(None, _TASK).alias("_tb"),
+            pl.lit([], pl.List(pl.String)).alias("_cf"),
+        )
+        .select("entity_id", "entity_type", "version", tv["after"].alias("record"), pl.lit("{}").alias("provenance"),
+                tv["fields"].alias("fields"), tv["about"].alias("about"))
+        .with_columns(pl.concat_str(_strip_close(head), pl.lit(',"record":'), pl.col("record"),
+                                    pl.lit(',"provenance":'), pl.col("provenance"), pl.lit("}")).alias("line"))
+        .select(list(SNAPSHOT_SCHEMA))
+    )
+
+
+def audit_ids(rows: pl.DataFrame) -> list[str]:
+    """The entities a set of delivered rows carries data about: their ids, and for correction
+    tasks the entity of the record the task is about."""
+    ids = rows["entity_id"].to_list()
+    if "about" in rows.columns:
+        ids += rows["about"].drop_nulls().to_list()
+    return ids
 
 
 def audit_fields(fields: pl.Series, levels: dict[str, Level]) -> dict[str, str]:

@@ -23,9 +23,10 @@ from pathlib import Path
 import polars as pl
 
 from connectors.ingest import file_sha256
-from feeds.build import ENVELOPE, RECORD, SCHEMA_VERSION, audit_fields, build_events, build_snapshot
+from feeds.build import (ENVELOPE, RECORD, SCHEMA_VERSION, audit_fields, audit_ids, build_events, build_snapshot,
+                         build_task_snapshot)
 from feeds.config import Subscriber, Subscriptions, outbox_dir
-from feeds.service import delivery_row, load_inputs, prefilter
+from feeds.service import delivery_row, load_inputs, open_tasks, prefilter
 from warehouse import Warehouse
 from warehouse.feeds import FeedStore
 from warehouse.store import utcnow
@@ -42,7 +43,8 @@ class FileDelivery:
     subscriber_id: str
     outbox: Path
     events: int = 0
-    snapshot_records: int = 0
+    snapshot_records: int = 0  # golden records in its snapshot
+    snapshot_tasks: int = 0  # open correction tasks in its snapshot
     seq_range: tuple[int, int] | None = None
     entities: int = 0
     masked_fields: dict[str, int] = field(default_factory=dict)  # field -> values delivered masked
@@ -142,7 +144,7 @@ def build_all(warehouse: Warehouse, subs: Subscriptions, *, config_dir: Path, da
                 got.masked_fields = _masked_counts(rows["fields"], levels)
                 rows_audit.append(delivery_row(
                     s.id, channel=CHANNEL, kind="events", token_id=None, seq_from=first, seq_to=last,
-                    event_count=rows.height, entity_ids=rows["entity_id"].to_list(),
+                    event_count=rows.height, entity_ids=audit_ids(rows),
                     fields=audit_fields(rows["fields"], levels)))
             acks[s.id] = high
             results[s.id] = got
@@ -208,18 +210,20 @@ def _deliver_snapshot(store: FeedStore, subs: Subscriptions, s: Subscriber, as_o
     golden = store.golden_in_scope(entity_types=s.entity_types, area_prefixes=s.scope.area_codes,
                                    own_station=s.station_id if s.scope.own_records else None)
     levels = subs.levels(s)
-    rows = build_snapshot(golden, levels, subs)
+    tasks = open_tasks(store, s)  # the open correction tasks in its scope, if it takes them
+    rows = pl.concat([build_snapshot(golden, levels, subs), build_task_snapshot(tasks, levels, subs)])
     audit = []
     if rows.height:
         got.files = write_files(out, stem=f"snapshot_{as_of:012d}", rows=rows, columns=RECORD,
                                 formats=s.delivery.formats,
                                 manifest={"subscriber": s.id, "kind": "snapshot", "as_of_seq": as_of,
-                                          "seq_from": None, "seq_to": as_of})
-        got.snapshot_records = rows.height
-        got.entities = rows.height
+                                          "seq_from": None, "seq_to": as_of, "tasks": tasks.height})
+        got.snapshot_records = rows.height - tasks.height
+        got.snapshot_tasks = tasks.height
+        got.entities = rows.height - tasks.height
         got.masked_fields = _masked_counts(rows["fields"], levels)
         audit.append(delivery_row(s.id, channel=CHANNEL, kind="snapshot", token_id=None, seq_from=None,
-                                  seq_to=as_of, event_count=0, entity_ids=rows["entity_id"].to_list(),
+                                  seq_to=as_of, event_count=0, entity_ids=audit_ids(rows),
                                   fields=audit_fields(rows["fields"], levels)))
     store.commit_file_run(audit, acked={s.id: as_of}, snapshots={s.id: as_of})
     return got

@@ -6,7 +6,9 @@ hub. Delivery is at least once, so applying is idempotent: an event id already a
 skipped, and an event older than the version held changes nothing. Pulling again therefore
 changes nothing. Merged and retired ids (and entities that left the station's scope) leave the
 records table and are kept in `redirects`, pointing to the survivor where there is one, so the
-station can repoint its own references.
+station can repoint its own references. Correction tasks (`entity_type: correction_task`, from the
+snapshot and from events) go to their own table, `tasks`, one row per task id with its latest
+status and values, never into `records`: a closed task updates its row.
 
 The mirror keeps what the hub delivered, masked as delivered: it never sees more than the
 station's role allows.
@@ -26,6 +28,7 @@ from connectors.errors import EnteronceError
 from warehouse.mirror import MirrorStore
 
 TOKEN_ENV = "ENTERONCE_FEED_TOKEN"
+TASK_TYPE = "correction_task"
 PAGE = 1000
 
 
@@ -38,12 +41,15 @@ class PullSummary:
     subscriber: str
     mirror: Path
     snapshot_records: int = 0  # records taken from a snapshot (first pull only)
+    snapshot_tasks: int = 0  # open correction tasks taken from the snapshot
     events_received: int = 0
     events_applied: int = 0
     duplicates: int = 0  # event ids already applied (at-least-once delivery)
     older: int = 0  # events older than the version held
     cursor: int = 0
     records: int = 0
+    tasks: int = 0  # correction tasks held (open and closed)
+    tasks_changed: int = 0  # tasks opened, closed or reopened by this pull's events
     pages: int = 0
     changed_entities: list[str] = field(default_factory=list)
 
@@ -59,6 +65,7 @@ class Plan:
     duplicates: int
     older: int
     incomplete: list[str] = field(default_factory=list)  # upserted from a partial update: fetch whole
+    tasks: list[dict] = field(default_factory=list)  # correction tasks to upsert: task_id, version, task, seq
 
 
 def _json(value) -> dict | None:
@@ -83,12 +90,21 @@ def _source(event: dict) -> dict | list | None:
     return sources[0] if len(sources) == 1 else (sources or None)
 
 
-def plan_page(events: Iterable[dict], held: dict[str, dict], seen: set[str]) -> Plan:
-    """Fold a page of events (in seq order) over the records held: the final state per entity.
+def is_task(item: dict) -> bool:
+    return item.get("entity_type") == TASK_TYPE
+
+
+def plan_page(events: Iterable[dict], held: dict[str, dict], seen: set[str],
+              held_tasks: dict[str, dict] | None = None) -> Plan:
+    """Fold a page of events (in seq order) over the records held: the final state per entity,
+    and per correction task.
 
     Pure: `held` is entity_id -> {version, record, entity_type, provenance} for the entities the
-    page touches, `seen` the event ids already applied.
+    page touches, `held_tasks` task_id -> {version, ...} for its tasks, `seen` the event ids
+    already applied.
     """
+    tasks_held = {k: int(v["version"]) for k, v in (held_tasks or {}).items()}
+    task_state: dict[str, dict] = {}
     state: dict[str, dict | None] = {k: dict(v) for k, v in held.items()}
     redirect: dict[str, dict] = {}
     applied: list[dict] = []
@@ -102,8 +118,18 @@ def plan_page(events: Iterable[dict], held: dict[str, dict], seen: set[str]) -> 
             continue
         done.add(ev["event_id"])
         entity, version, op, seq = ev["entity_id"], int(ev["version"]), ev["op"], int(ev["seq"])
-        current = state.get(entity)
         base = {"event_id": ev["event_id"], "seq": seq, "entity_id": entity, "op": op, "version": version}
+        if is_task(ev):  # a task: its own row, its latest version wins; never a record
+            if version < tasks_held.get(entity, 0):
+                older += 1
+                applied.append({**base, "outcome": "older"})
+                continue
+            tasks_held[entity] = version
+            task_state[entity] = {"task_id": entity, "version": version, "task": _json(ev.get("after")) or {},
+                                  "seq": seq}
+            applied.append({**base, "outcome": "applied"})
+            continue
+        current = state.get(entity)
         if current is not None and version < int(current["version"]):
             older += 1
             applied.append({**base, "outcome": "older"})
@@ -150,7 +176,8 @@ def plan_page(events: Iterable[dict], held: dict[str, dict], seen: set[str]) -> 
         elif held.get(entity) != now:
             upserts.append({"entity_id": entity, **now})
     return Plan(upserts, deletes, [r for e, r in redirect.items() if state.get(e) is None], applied,
-                duplicates, older, [e for e in dict.fromkeys(touched) if e in partial and state.get(e) is not None])
+                duplicates, older, [e for e in dict.fromkeys(touched) if e in partial and state.get(e) is not None],
+                list(task_state.values()))
 
 
 class FeedClient:
@@ -219,6 +246,7 @@ def _complete(plan: Plan, api: FeedClient) -> None:
 def _take_snapshot(mirror: MirrorStore, api: FeedClient, page: int, summary: PullSummary) -> int:
     """Every in-scope record, written in one transaction; returns the seq to continue from."""
     rows: list[dict] = []
+    task_rows: list[dict] = []
     after_entity, as_of = None, None
     while True:
         got = api.snapshot(after_entity, page)
@@ -226,15 +254,22 @@ def _take_snapshot(mirror: MirrorStore, api: FeedClient, page: int, summary: Pul
         # pages may be built at different moments: continue from the earliest, versions sort it out
         as_of = int(got["as_of_seq"]) if as_of is None else min(as_of, int(got["as_of_seq"]))
         for r in got["records"]:
+            if is_task(r):
+                task_rows.append({"task_id": r["entity_id"], "version": int(r["version"]),
+                                  "task": _json(r.get("record")) or {}, "seq": as_of})
+                continue
             rows.append({"entity_id": r["entity_id"], "entity_type": r["entity_type"], "version": int(r["version"]),
                          "record": _json(r.get("record")) or {}, "provenance": r.get("provenance"), "seq": as_of})
         after_entity = got.get("next_after_entity")
         if not got["has_more"] or not after_entity:
             break
     as_of = as_of or 0
-    mirror.write(upserts=rows, deletes=[], redirect_rows=[], applied=[], replace_all=True,
+    for t in task_rows:
+        t["seq"] = as_of
+    mirror.write(upserts=rows, deletes=[], redirect_rows=[], applied=[], replace_all=True, task_upserts=task_rows,
                  meta={"snapshot_as_of": str(as_of), "cursor": str(as_of)})
     summary.snapshot_records = len(rows)
+    summary.snapshot_tasks = len(task_rows)
     if as_of:
         api.ack(as_of)
     return as_of
@@ -268,11 +303,14 @@ def pull(mirror_path: Path | str, url: str, subscriber: str, token: str | None =
             summary.events_received += len(events)
             nxt = int(got["next_after"])
             if events:
-                ids = [e["entity_id"] for e in events]
-                plan = plan_page(events, mirror.held(ids), mirror.seen_events(e["event_id"] for e in events))
+                ids = [e["entity_id"] for e in events if not is_task(e)]
+                task_ids = [e["entity_id"] for e in events if is_task(e)]
+                plan = plan_page(events, mirror.held(ids), mirror.seen_events(e["event_id"] for e in events),
+                                 mirror.held_tasks(task_ids))
                 _complete(plan, api)
                 mirror.write(upserts=plan.upserts, deletes=plan.deletes, redirect_rows=plan.redirects,
-                             applied=plan.applied, meta={"cursor": str(max(nxt, cursor))})
+                             applied=plan.applied, task_upserts=plan.tasks, meta={"cursor": str(max(nxt, cursor))})
+                summary.tasks_changed += len(plan.tasks)
                 summary.events_applied += sum(a["outcome"] == "applied" for a in plan.applied)
                 summary.duplicates += plan.duplicates
                 summary.older += plan.older
@@ -286,7 +324,8 @@ def pull(mirror_path: Path | str, url: str, subscriber: str, token: str | None =
             if not got["has_more"] or not progressed:
                 break
         summary.cursor = cursor
-        summary.records = mirror.counts()["records"]
+        counts = mirror.counts()
+        summary.records, summary.tasks = counts["records"], counts["tasks"]
         summary.changed_entities = list(dict.fromkeys(changed))
         return summary
     finally:

@@ -3,8 +3,18 @@
 An event reaches a subscriber when its entity is in the subscriber's scope before or after the
 change, so a station also learns that a resident left its area (and then hears nothing more).
 Merge, split and retire events also reach whoever has the other entity involved (the survivor,
-the parts) in scope, so that references can be repointed. Correction tasks (entity type
-`correction_task`) go only to the station they are addressed to.
+the parts) in scope, so that references can be repointed.
+
+Correction tasks (entity type `correction_task`) obey the same policy, deny by default:
+- a subscriber receives them only if its `entity_types` list `correction_task` **and** the
+  entity type of the record the task is about (`person`, `organisation`);
+- a station subscriber (kind `station`) receives only the tasks addressed to its station; a
+  department receives tasks addressed to any station;
+- and only tasks in its scope: `own_records` holds the tasks on the subscriber's station's own
+  records (so the station that owns a record always gets that record's tasks), `area_codes`
+  the tasks whose record's area (the golden area of the entity holding it, else the record's
+  own area code; carried in the event as `area_code`) falls under a prefix, before or after the
+  change, like any event.
 
 All of it is joins over frames: the events' area codes (before and after) against the
 subscribers' prefixes, one join per distinct prefix length, and the entities' member records
@@ -23,17 +33,21 @@ _AFTER_STRUCT = pl.Struct({"merged_into": pl.String, "parts": pl.List(pl.String)
 
 
 def subscriber_tables(subscribers: list[Subscriber]) -> dict[str, pl.DataFrame]:
-    """The subscribers' scope as frames: area prefixes, own-record stations, entity types, stations."""
+    """The subscribers' scope as frames: area prefixes, own-record stations, entity types, and who
+    takes correction tasks about which record types (stations: only those addressed to them)."""
     prefixes = [(s.id, p) for s in subscribers for p in s.scope.area_codes]
     own = [(s.id, s.station_id) for s in subscribers if s.scope.own_records and s.station_id]
     types = [(s.id, t) for s in subscribers for t in s.entity_types]
-    stations = [(s.id, s.station_id) for s in subscribers if s.station_id]
+    # who may receive correction tasks, and about which record types; a station only its own
+    tasks = [(s.id, t, s.station_id if s.kind == "station" else None) for s in subscribers
+             if CORRECTION_TASK in s.entity_types for t in s.entity_types if t != CORRECTION_TASK]
     two = lambda a, b: {a: pl.String, b: pl.String}  # noqa: E731
     return {
         "prefixes": pl.DataFrame(prefixes, schema=two("subscriber_id", "prefix"), orient="row"),
         "own": pl.DataFrame(own, schema=two("subscriber_id", "station_id"), orient="row"),
         "types": pl.DataFrame(types, schema=two("subscriber_id", "entity_type"), orient="row"),
-        "stations": pl.DataFrame(stations, schema=two("subscriber_id", "station_id"), orient="row"),
+        "tasks": pl.DataFrame(tasks, schema={"subscriber_id": pl.String, "task_type": pl.String,
+                                             "only_station": pl.String}, orient="row"),
     }
 
 
@@ -41,14 +55,47 @@ def _area(record: pl.Expr) -> pl.Expr:
     return record.str.json_path_match("$.area_code")
 
 
+KEYS_SCHEMA = {"seq": pl.Int64, "entity_type": pl.String, "entity_id": pl.String, "op": pl.String,
+               "source_keys": pl.List(pl.String), "area_before": pl.String, "area_after": pl.String,
+               "related": pl.List(pl.String), "task_station": pl.String, "task_type": pl.String}
+# What scope reads of a task event (warehouse.quality writes them; area_code is routing only).
+_TASK_KEYS = pl.Struct({"station_id": pl.String, "record_entity_type": pl.String, "entity_id": pl.String,
+                        "area_code": pl.String})
+
+
+def task_entity(events: pl.DataFrame) -> pl.Series:
+    """The golden entities the events' correction tasks are about (for their current areas)."""
+    tasks = events.filter(pl.col("entity_type") == CORRECTION_TASK)
+    if tasks.height == 0:
+        return pl.Series("entity_id", [], pl.String)
+    return tasks.select(pl.coalesce(pl.col("after").str.json_decode(_TASK_KEYS).struct.field("entity_id"),
+                                    pl.col("before").str.json_decode(_TASK_KEYS).struct.field("entity_id"))
+                        .alias("entity_id")).to_series().drop_nulls().unique()
+
+
 def event_scope_keys(events: pl.DataFrame, versions: pl.DataFrame, current: pl.DataFrame) -> pl.DataFrame:
     """Per event: area code before and after the change, the other entities involved, and (for
-    correction tasks) the station addressed.
+    correction tasks) the station addressed and the record's entity type.
 
     events: the outbox (changed_fields, before, after as JSON text); versions: entity_id, version and
     the area_code as of each version (or the whole record); current: entity_id, area_code (now).
-    For an update that did not touch area_code, the area is the one of the event's version.
+    For an update that did not touch area_code, the area is the one of the event's version. A
+    task's area is the `area_code` its event carries (before and after); an event written without
+    one falls back to the current golden area of the entity the task is about.
     """
+    is_task = pl.col("entity_type") == CORRECTION_TASK
+    golden, tasks = events.filter(~is_task), events.filter(is_task)
+    parts = []
+    if golden.height:
+        parts.append(_golden_keys(golden, versions, current))
+    if tasks.height:
+        parts.append(_task_keys(tasks, current))
+    if not parts:
+        return pl.DataFrame(schema=KEYS_SCHEMA)
+    return parts[0] if len(parts) == 1 else pl.concat(parts, how="vertical_relaxed").select(list(KEYS_SCHEMA))
+
+
+def _golden_keys(events: pl.DataFrame, versions: pl.DataFrame, current: pl.DataFrame) -> pl.DataFrame:
     area_of = pl.col("area_code") if "area_code" in versions.columns else _area(pl.col("record"))
     varea = versions.select("entity_id", "version", area_of.alias("_varea"))
     cur = current.select("entity_id", pl.col("area_code").alias("_carea"))
@@ -80,20 +127,37 @@ def event_scope_keys(events: pl.DataFrame, versions: pl.DataFrame, current: pl.D
         pl.concat_list(structural.struct.field("parts").fill_null([]),
                        structural.struct.field("merged_into")).list.drop_nulls()
     ).otherwise(pl.lit([], pl.List(pl.String)))
-    task = pl.col("entity_type") == CORRECTION_TASK
-    task_station = pl.when(task).then(
-        pl.coalesce(pl.col("after").str.json_path_match("$.station_id"),
-                    pl.col("before").str.json_path_match("$.station_id")))
-    source_keys = (pl.col("sources").str.json_decode(pl.List(pl.Struct({"record_key": pl.String})))
-                   .list.eval(pl.element().struct.field("record_key")))
     return ev.select(
-        "seq", "entity_type", "entity_id", "op",
-        source_keys.alias("source_keys"),
-        pl.when(task).then(None).otherwise(before_area).alias("area_before"),
-        pl.when(task).then(None).otherwise(after_area).alias("area_after"),
-        related.alias("related"),
-        task_station.alias("task_station"),
+        "seq", "entity_type", "entity_id", "op", _source_keys().alias("source_keys"),
+        before_area.alias("area_before"), after_area.alias("area_after"), related.alias("related"),
+        pl.lit(None, pl.String).alias("task_station"), pl.lit(None, pl.String).alias("task_type"),
     )
+
+
+def _task_keys(events: pl.DataFrame, current: pl.DataFrame) -> pl.DataFrame:
+    a = pl.col("after").str.json_decode(_TASK_KEYS)
+    b = pl.col("before").str.json_decode(_TASK_KEYS)
+    ev = events.select("seq", "entity_type", "entity_id", "op", "sources", "before", a.alias("_a"), b.alias("_b"))
+    ev = ev.with_columns(pl.coalesce(pl.col("_a").struct.field("entity_id"),
+                                     pl.col("_b").struct.field("entity_id")).alias("_about"))
+    ev = ev.join(current.select(pl.col("entity_id").alias("_about"), pl.col("area_code").alias("_carea")),
+                 on="_about", how="left")
+    field = lambda f: pl.coalesce(pl.col("_a").struct.field(f), pl.col("_b").struct.field(f))  # noqa: E731
+    return ev.select(
+        "seq", "entity_type", "entity_id", "op", _source_keys().alias("source_keys"),
+        pl.when(pl.col("before").is_not_null())
+        .then(pl.coalesce(pl.col("_b").struct.field("area_code"), "_carea")).alias("area_before"),
+        pl.when(pl.col("_a").is_not_null())
+        .then(pl.coalesce(pl.col("_a").struct.field("area_code"), "_carea")).alias("area_after"),
+        pl.lit([], pl.List(pl.String)).alias("related"),
+        field("station_id").alias("task_station"),
+        field("record_entity_type").alias("task_type"),
+    )
+
+
+def _source_keys() -> pl.Expr:
+    return (pl.col("sources").str.json_decode(pl.List(pl.Struct({"record_key": pl.String})))
+            .list.eval(pl.element().struct.field("record_key")))
 
 
 def related_ids(keys: pl.DataFrame) -> pl.Series:
@@ -136,17 +200,23 @@ def deliveries(keys: pl.DataFrame, tables: dict[str, pl.DataFrame], members: pl.
     related = keys.select("seq", pl.col("related").alias("entity_id")).explode("entity_id").drop_nulls()
     hits.append(related.join(stations, on="entity_id").join(own, on="station_id")
                 .select("seq", "subscriber_id", pl.lit("o").alias("side")))
-    pairs = pl.concat(hits) if hits else pl.DataFrame(schema={"seq": pl.Int64, "subscriber_id": pl.String,
-                                                               "side": pl.String})
-    types = keys.select("seq", "entity_type")
-    pairs = (pairs.join(types, on="seq")
-             .join(tables["types"], on=["subscriber_id", "entity_type"], how="semi")
-             .filter(pl.col("entity_type") != CORRECTION_TASK)
-             .drop("entity_type"))
-    tasks = (keys.filter(pl.col("task_station").is_not_null()).select("seq", pl.col("task_station").alias("station_id"))
-             .join(tables["stations"], on="station_id").select("seq", "subscriber_id", pl.lit("o").alias("side")))
+    # a task on a record of the subscriber's own station is in its own-records scope
+    hits.append(keys.filter(pl.col("task_station").is_not_null())
+                .select("seq", pl.col("task_station").alias("station_id")).join(own, on="station_id")
+                .select("seq", "subscriber_id", pl.lit("o").alias("side")))
+    pairs = pl.concat(hits)
+    kinds = keys.select("seq", "entity_type", "task_type", "task_station")
+    pairs = pairs.join(kinds, on="seq")
+    task = pl.col("entity_type") == CORRECTION_TASK
+    golden = (pairs.filter(~task)
+              .join(tables["types"], on=["subscriber_id", "entity_type"], how="semi"))
+    # tasks: opted in for the record's type, and (stations) addressed to the subscriber's station
+    tasks = (pairs.filter(task)
+             .join(tables["tasks"], on=["subscriber_id", "task_type"], how="inner")
+             .filter(pl.col("only_station").is_null() | (pl.col("only_station") == pl.col("task_station"))))
+    cols = ["seq", "subscriber_id", "side"]
     return (
-        pl.concat([pairs, tasks])
+        pl.concat([golden.select(cols), tasks.select(cols)])
         .group_by("seq", "subscriber_id")
         .agg(in_before=pl.col("side").is_in(["b", "r", "o", "ob"]).any(),
              in_after=pl.col("side").is_in(["a", "r", "o", "oa"]).any())

@@ -14,14 +14,25 @@ import polars as pl
 
 from connectors.errors import EnteronceError
 from feeds import scope as sc
-from feeds.build import FeedInputs, audit_fields, build_events, build_snapshot
+from feeds.build import (
+    SNAPSHOT_SCHEMA,
+    FeedInputs,
+    audit_fields,
+    audit_ids,
+    build_events,
+    build_snapshot,
+    build_task_snapshot,
+)
 from feeds.config import Subscriber, Subscriptions
 from warehouse import Warehouse
-from warehouse.feeds import FeedStore
+from warehouse.feeds import EVENT_SCHEMA, FeedStore
 
 CHANNELS = ("file", "api")
 MAX_LIMIT = 10_000
 SCAN_MIN, SCAN_MAX = 2_000, 50_000  # outbox rows read per later round while filling a page
+# A snapshot pages through golden records (by entity id), then open correction tasks (by task id);
+# a page cursor in the tasks' part carries this prefix (`after_entity=task:<task id>`).
+TASK_CURSOR = "task:"
 
 
 class UnknownSubscriber(EnteronceError):
@@ -54,7 +65,7 @@ def _involved(events: pl.DataFrame) -> list[str]:
     empty_v = pl.DataFrame(schema={"entity_id": pl.String, "version": pl.Int64, "area_code": pl.String})
     empty_c = pl.DataFrame(schema={"entity_id": pl.String, "area_code": pl.String})
     keys = sc.event_scope_keys(events, empty_v, empty_c)
-    return pl.concat([events["entity_id"], sc.related_ids(keys)]).unique().to_list()
+    return pl.concat([events["entity_id"], sc.related_ids(keys), sc.task_entity(events)]).unique().to_list()
 
 
 def load_inputs(store: FeedStore, events: pl.DataFrame) -> FeedInputs:
@@ -81,6 +92,44 @@ def prefilter(store: FeedStore, events: pl.DataFrame,
         events = events.clear()
     return events, FeedInputs(versions=store.version_records(events["entity_id"].unique().to_list()),
                               members=members, current=current)
+
+
+def wants_tasks(sub: Subscriber) -> list[str]:
+    """The record types whose correction tasks the subscriber takes (none unless it lists
+    `correction_task` among its entity types: deny by default)."""
+    if sc.CORRECTION_TASK not in sub.entity_types:
+        return []
+    return [t for t in sub.entity_types if t != sc.CORRECTION_TASK]
+
+
+def open_tasks(store: FeedStore, sub: Subscriber, *, after_task: str | None = None,
+               limit: int | None = None) -> pl.DataFrame:
+    """The subscriber's open correction tasks now (the latest event of each, in task id order),
+    scoped exactly as their events are (feeds.scope, as of now: the area each task's latest event
+    carries), up to `limit` of them after `after_task`. Candidates are read in growing rounds,
+    so a department with a narrow area does not page through the network's tasks row by row."""
+    types = wants_tasks(sub)
+    if not types:
+        return pl.DataFrame(schema=EVENT_SCHEMA)
+    station = sub.station_id if sub.kind == "station" else None  # a station gets only its own
+    tables = sc.subscriber_tables([sub])
+    members = pl.DataFrame(schema={"entity_id": pl.String, "record_key": pl.String})
+    versions = pl.DataFrame(schema={"entity_id": pl.String, "version": pl.Int64, "area_code": pl.String})
+    got: list[pl.DataFrame] = []
+    pos, scan = after_task, SCAN_MIN if limit is None else max(limit + 1, 100)
+    while limit is None or sum(g.height for g in got) < limit:
+        chunk, pos = store.open_task_events(record_types=types, station_id=station, after_task=pos, limit=scan)
+        if chunk.height:
+            now = chunk.with_columns(pl.lit(None, pl.String).alias("before"))  # in scope now
+            current = store.golden_areas(sc.task_entity(now).to_list())
+            keys = sc.event_scope_keys(now, versions, current)
+            seqs = sc.deliveries(keys, tables, members, current)["seq"]
+            got.append(chunk.filter(pl.col("seq").is_in(seqs.implode())))
+        if pos is None:
+            break
+        scan = min(scan * 4, SCAN_MAX)
+    rows = pl.concat(got) if got else pl.DataFrame(schema=EVENT_SCHEMA)
+    return rows if limit is None else rows.head(limit)
 
 
 def delivery_row(subscriber_id: str, *, channel: str, kind: str, token_id: str | None, seq_from: int | None,
@@ -143,7 +192,7 @@ class FeedService:
             after = self.cursor(subscriber_id, channel=channel) or 0
         after = max(int(after), 0)
         high = self.store.high_water()
-        types = [*sub.entity_types, sc.CORRECTION_TASK]
+        types = list(sub.entity_types)  # correction tasks only for a subscriber that lists them
         pos, got, scan = after, [], limit + 1
         while pos < high and sum(len(g) for g in got) < limit:
             # a dense subscriber fills its page from the first read; a sparse one reads on in
@@ -175,18 +224,19 @@ class FeedService:
         self.store.record_deliveries([delivery_row(
             sub.id, channel=channel, kind="events", token_id=token_id,
             seq_from=int(rows["seq"].min()), seq_to=int(rows["seq"].max()), event_count=rows.height,
-            entity_ids=rows["entity_id"].to_list(),
-            fields=audit_fields(rows["fields"], self.subscriptions.levels(sub)))])
+            entity_ids=audit_ids(rows), fields=audit_fields(rows["fields"], self.subscriptions.levels(sub)))])
 
     # -- snapshot ---------------------------------------------------------------------------------
     def snapshot(self, subscriber_id: str, *, after_entity: str | None, limit: int, channel: str,
                  token_id: str | None = None) -> SnapshotPage:
-        """A page of the subscriber's in-scope active golden records, ordered by entity id.
+        """A page of the subscriber's snapshot: its in-scope active golden records ordered by
+        entity id, then (if it takes correction tasks) its open tasks in scope ordered by task id,
+        as `entity_type: correction_task` rows; `next_after_entity` is `task:<id>` in that part.
 
         The first page fixes `as_of_seq` (the outbox's high water then) in the subscriber's cursor
         row; later pages report the same one. Increments continue from it (events after it);
-        records read after it may already hold later changes, which then arrive again as events:
-        at least once, never lost.
+        records and tasks read after it may already hold later changes, which then arrive again as
+        events: at least once, never lost (a task's version says which is newer).
         """
         sub = self.subscriber(subscriber_id)
         self._channel(channel)
@@ -197,19 +247,33 @@ class FeedService:
             as_of = self.store.high_water()
             _acked, snap = self.store.advance(sub.id, channel, snapshot=as_of)
             as_of = snap if snap is not None else as_of
-        page = self.store.golden_in_scope(
-            entity_types=sub.entity_types, area_prefixes=sub.scope.area_codes,
-            own_station=sub.station_id if sub.scope.own_records else None,
-            after_entity=after_entity, limit=limit + 1)
-        has_more = page.height > limit
-        page = page.head(limit)
         levels = self.subscriptions.levels(sub)
-        built = build_snapshot(page, levels, self.subscriptions)
+        in_tasks = after_entity is not None and after_entity.startswith(TASK_CURSOR)
+        built = pl.DataFrame(schema=SNAPSHOT_SCHEMA)
+        next_after, has_more = None, False
+        if not in_tasks:
+            page = self.store.golden_in_scope(
+                entity_types=sub.entity_types, area_prefixes=sub.scope.area_codes,
+                own_station=sub.station_id if sub.scope.own_records else None,
+                after_entity=after_entity, limit=limit + 1)
+            has_more = page.height > limit
+            page = page.head(limit)
+            built = build_snapshot(page, levels, self.subscriptions)
+            if page.height:
+                next_after = page["entity_id"][-1]
+        if not has_more and wants_tasks(sub):
+            room = limit - built.height
+            tasks = open_tasks(self.store, sub, limit=room + 1,
+                               after_task=after_entity[len(TASK_CURSOR):] if in_tasks else None)
+            has_more = tasks.height > room
+            tasks = tasks.head(room)
+            if tasks.height:
+                built = pl.concat([built, build_task_snapshot(tasks, levels, self.subscriptions)])
+                next_after = TASK_CURSOR + tasks["entity_id"][-1]
         lines = built["line"].to_list()
         if built.height:
             self.store.record_deliveries([delivery_row(
                 sub.id, channel=channel, kind="snapshot", token_id=token_id, seq_from=None, seq_to=as_of,
-                event_count=0, entity_ids=built["entity_id"].to_list(), fields=audit_fields(built["fields"], levels))])
-        return SnapshotPage(records=[json.loads(x) for x in lines],
-                            next_after_entity=page["entity_id"][-1] if has_more and page.height else None,
+                event_count=0, entity_ids=audit_ids(built), fields=audit_fields(built["fields"], levels))])
+        return SnapshotPage(records=[json.loads(x) for x in lines], next_after_entity=next_after if has_more else None,
                             has_more=has_more, as_of_seq=as_of, lines=lines)

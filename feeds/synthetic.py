@@ -1,10 +1,11 @@
 """Synthetic outboxes in the pipeline's own format, for feed tests and the feeds benchmark.
 
-`Outbox` plays the golden step by hand (create, update, move, merge, split, correction task) so
-that a test states exactly which entity went where; `bulk_outbox` generates a large outbox with
-Polars expressions for the benchmark. Both write the same tables the pipeline writes
-(golden_records, golden_versions, entity_membership, change_events), with the same JSON shapes
-(entity_resolution.propagation), through `FeedStore.load_frames`.
+`Outbox` plays the golden step by hand (create, update, move, merge, split) and the quality pass
+(correction tasks opened, closed, reopened) so that a test states exactly which entity went where;
+`bulk_outbox` generates a large outbox with Polars expressions for the benchmark. Both write the
+same tables the pipeline writes (golden_records, golden_versions, entity_membership,
+change_events, correction_tasks), with the same JSON shapes (entity_resolution.propagation,
+warehouse.quality.task_event), through `FeedStore.load_frames`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from warehouse.feeds import FeedStore
+from warehouse.quality import task_event
 
 PERSON_FIELDS = ("name_norm", "sex", "birth_date", "id_number", "phone", "address", "addr_district", "addr_street",
                  "addr_community", "addr_road", "addr_number", "addr_building", "addr_unit", "addr_room", "area_code")
@@ -31,6 +33,11 @@ _SCHEMAS = {
                         "sources": pl.String, "valid_from": _TS, "valid_to": _TS},
     "entity_membership": {"entity_type": pl.String, "record_key": pl.String, "entity_id": pl.String,
                           "row_hash": pl.String, "since_seq": pl.Int64, "updated_seq": pl.Int64},
+    "correction_tasks": {"task_id": pl.String, "station_id": pl.String, "record_key": pl.String,
+                         "entity_type": pl.String, "entity_id": pl.String, "field": pl.String,
+                         "station_value": pl.String, "expected_value": pl.String, "reason": pl.String,
+                         "source": pl.String, "status": pl.String, "opened_at": _TS, "opened_batch": pl.String,
+                         "closed_at": _TS, "closed_batch": pl.String},
     "change_events": {"seq": pl.Int64, "event_id": pl.String, "entity_type": pl.String, "entity_id": pl.String,
                       "op": pl.String, "version": pl.Int64, "changed_fields": pl.String, "before": pl.String,
                       "after": pl.String, "sources": pl.String, "occurred_at": _TS},
@@ -60,6 +67,10 @@ class Outbox:
     _pending: dict[str, list[dict]] = field(default_factory=lambda: {"golden_versions": [], "change_events": []})
     _touched: set[str] = field(default_factory=set)
     _members_touched: set[str] = field(default_factory=set)
+    tasks: dict[str, dict] = field(default_factory=dict)  # task id -> its correction_tasks row now
+    task_versions: dict[str, int] = field(default_factory=dict)
+    task_areas: dict[str, str | None] = field(default_factory=dict)
+    _task_rows: dict[str, dict] = field(default_factory=dict)
 
     # -- building ------------------------------------------------------------------------------
     def _full(self, values: dict) -> dict:
@@ -135,13 +146,40 @@ class Outbox:
         first = self._event(entity_id, "split", [], before, {"parts": [part_id]})
         return first, self.create(part_id, part_record, moved, entity_type=e.entity_type)
 
-    def correction_task(self, task_id: str, station_id: str, record_key: str, field_name: str, station_value: str,
-                        expected_value: str, *, op: str = "create", status: str = "open") -> int:
-        after = {"station_id": station_id, "record_key": record_key, "field": field_name,
-                 "station_value": station_value, "expected_value": expected_value,
-                 "reason": "differs from the golden record", "status": status}
-        return self._event(task_id, op, ["status"] if op != "create" else sorted(after), None, after,
-                           entity_type="correction_task", version=1, sources=_j([]))
+    def correction_task(self, task_id: str, station_id: str, record_key: str, field_name: str,
+                        station_value: str | None, expected_value: str | None, *, op: str | None = None,
+                        status: str = "open", record_entity_type: str = "person", entity_id: str | None = None,
+                        area_code: str | None = None, reason: str | None = None,
+                        source: str = "golden_disagreement") -> int:
+        """A correction task opened, closed (`status="closed"`) or reopened, as the quality pass
+        writes it (warehouse.quality.task_event: the task's row as `after`, its previous state as
+        `before`, each with the `area_code` it is routed by), and its row in `correction_tasks`."""
+        old = self.tasks.get(task_id)
+        at = dt.datetime(2026, 11, 26, 8, tzinfo=UTC) + dt.timedelta(seconds=self.seq + 1)
+        row = {**(old or {}), "task_id": task_id, "station_id": station_id, "record_key": record_key,
+               "entity_type": record_entity_type, "entity_id": entity_id, "field": field_name,
+               "station_value": station_value, "expected_value": expected_value,
+               "reason": reason or f"{field_name} differs from the golden record's surviving value",
+               "source": source, "status": status}
+        if status == "open":
+            row.update(opened_at=at if old is None or old["status"] != "open" else old["opened_at"],
+                       opened_batch=f"{station_id}/b1", closed_at=None, closed_batch=None)
+        else:
+            row.update(opened_at=(old or {}).get("opened_at") or at, opened_batch=(old or {}).get("opened_batch")
+                       or f"{station_id}/b1", closed_at=at, closed_batch=f"{station_id}/b2")
+        version = self.task_versions.get(task_id, 0) + 1
+        op = op or ("retire" if status == "closed" else "create" if version == 1 else "update")
+        ev = task_event(row, old, op, version, row["opened_batch"] if status == "open" else row["closed_batch"],
+                        area=area_code, area_before=self.task_areas.get(task_id))
+        self.tasks[task_id], self.task_versions[task_id], self.task_areas[task_id] = row, version, area_code
+        self._task_rows[task_id] = row
+        return self._event(task_id, op, ev["changed_fields"], json.loads(ev["before"]) if ev["before"] else None,
+                           json.loads(ev["after"]), entity_type="correction_task", version=version,
+                           sources=_j(ev["sources"]))
+
+    def event(self, seq: int) -> dict:
+        """An event written since the last flush, by seq (as it goes into change_events)."""
+        return next(e for e in self._pending["change_events"] if e["seq"] == seq)
 
     # -- writing -------------------------------------------------------------------------------
     def frames(self) -> dict[str, pl.DataFrame]:
@@ -159,13 +197,15 @@ class Outbox:
             "golden_versions": pl.DataFrame(self._pending["golden_versions"], schema=_SCHEMAS["golden_versions"]),
             "entity_membership": pl.DataFrame(members, schema=_SCHEMAS["entity_membership"]),
             "change_events": pl.DataFrame(self._pending["change_events"], schema=_SCHEMAS["change_events"]),
+            "correction_tasks": pl.DataFrame([{k: r.get(k) for k in _SCHEMAS["correction_tasks"]}
+                                              for r in self._task_rows.values()], schema=_SCHEMAS["correction_tasks"]),
         }
 
     def flush(self, store: FeedStore) -> int:
         """Load what changed since the last flush; returns the outbox's high water."""
         store.load_frames(self.frames())
         self._pending = {"golden_versions": [], "change_events": []}
-        self._touched, self._members_touched = set(), set()
+        self._touched, self._members_touched, self._task_rows = set(), set(), {}
         return self.seq
 
 
@@ -262,3 +302,63 @@ def bulk_outbox(jurisdictions: dict[str, list[str]], *, events: int, seed: int =
     return {"golden_records": golden, "golden_versions": versions, "entity_membership": members,
             "change_events": events_f.select("seq", "event_id", "entity_type", "entity_id", "op", "version",
                                              "changed_fields", "before", "after", "sources", "occurred_at")}
+
+
+def bulk_tasks(frames: dict[str, pl.DataFrame], *, tasks: int, seed: int = 11,
+               close_share: float = 0.3) -> dict[str, pl.DataFrame]:
+    """`tasks` correction tasks on records of a bulk outbox (`bulk_outbox`'s frames), appended to
+    its outbox after its last event as the quality pass writes them (warehouse.quality.task_event's
+    JSON shape): each opens on a member record's phone (the station's value differs from the
+    golden one), a share of them closes again; with their `correction_tasks` rows. Vectorised."""
+    events = frames["change_events"]
+    start = int(events["seq"].max() or 0)
+    golden = frames["golden_records"].select("entity_id", "area_code",
+                                             pl.col("record").str.json_path_match("$.phone").alias("phone"))
+    picks = (frames["entity_membership"].select("entity_id", "record_key")
+             .join(golden, on="entity_id").sort("record_key")
+             .with_columns(pl.col("record_key").hash(seed).alias("_h")).sort("_h").head(tasks)
+             .with_row_index("i")
+             .with_columns(
+                 task_id=pl.format("{}", pl.col("record_key").hash(seed + 1).cast(pl.String).str.zfill(20)),
+                 station_id=pl.col("record_key").str.extract(r"^([^:]+):", 1),
+                 station_value=pl.concat_str(pl.col("phone").str.head(10), pl.lit("0")),
+                 closed=(pl.col("i").hash(seed + 2) % 1000) < int(close_share * 1000)))
+    now = dt.datetime(2026, 11, 26, 9, tzinfo=UTC)
+
+    def payload(status: str, closed_at: pl.Expr) -> pl.Expr:
+        return pl.struct(
+            "area_code", closed_at.alias("closed_at"), "entity_id", pl.col("phone").alias("expected_value"),
+            pl.lit("phone").alias("field"), pl.lit(now.isoformat()).alias("opened_at"),
+            pl.lit("phone differs from the golden record's surviving value").alias("reason"),
+            pl.lit("person").alias("record_entity_type"), "record_key", pl.lit("golden_disagreement").alias("source"),
+            "station_id", "station_value", pl.lit(status).alias("status"), "task_id",
+        ).struct.json_encode()
+
+    src = pl.concat_str(pl.lit('[{"station_id":"'), "station_id", pl.lit('","record_key":"'), "record_key",
+                        pl.lit('","batch_id":"b1"}]'))
+    opened = picks.select(
+        "task_id", pl.lit("create").alias("op"), pl.lit(1).alias("version"),
+        pl.lit('["area_code","entity_id","expected_value","field","opened_at","reason","record_entity_type",'
+               '"record_key","source","station_id","station_value","status","task_id"]').alias("changed_fields"),
+        pl.lit(None, pl.String).alias("before"), payload("open", pl.lit(None, pl.String)).alias("after"),
+        src.alias("sources"))
+    closing = picks.filter("closed")
+    closed = closing.select(
+        "task_id", pl.lit("retire").alias("op"), pl.lit(2).alias("version"),
+        pl.lit('["status","closed_at"]').alias("changed_fields"), payload("open", pl.lit(None, pl.String)).alias("before"),
+        payload("closed", pl.lit(now.isoformat())).alias("after"), src.alias("sources"))
+    task_events = pl.concat([opened, closed]).with_row_index("_n").with_columns(
+        seq=pl.col("_n").cast(pl.Int64) + start + 1).with_columns(
+        event_id=pl.format("00000000-0000-5000-9000-{}", pl.col("seq").cast(pl.String).str.zfill(12)),
+        entity_type=pl.lit("correction_task"), entity_id=pl.col("task_id"), occurred_at=pl.lit(now))
+    rows = picks.select(
+        "task_id", "station_id", "record_key", pl.lit("person").alias("entity_type"), "entity_id",
+        pl.lit("phone").alias("field"), "station_value", pl.col("phone").alias("expected_value"),
+        pl.lit("phone differs from the golden record's surviving value").alias("reason"),
+        pl.lit("golden_disagreement").alias("source"),
+        pl.when("closed").then(pl.lit("closed")).otherwise(pl.lit("open")).alias("status"),
+        pl.lit(now).alias("opened_at"), pl.lit("b1").alias("opened_batch"),
+        pl.when("closed").then(pl.lit(now)).alias("closed_at"),
+        pl.when("closed").then(pl.lit("b2")).alias("closed_batch"))
+    return {**frames, "change_events": pl.concat([events, task_events.select(events.columns)], how="vertical_relaxed"),
+            "correction_tasks": rows.cast({k: v for k, v in _SCHEMAS["correction_tasks"].items()})}

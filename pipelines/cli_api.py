@@ -99,31 +99,42 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on (loopback unless behind a proxy).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    max_body_bytes: Annotated[int, typer.Option(
+        min=1, envvar="ENTERONCE_API_MAX_BODY_BYTES", show_envvar=True,
+        help="Largest request body (an ack is ~20 bytes); larger is 413 before the body is read.")] = 64 * 1024,
+    max_header_bytes: Annotated[int, typer.Option(
+        min=4096, envvar="ENTERONCE_API_MAX_HEADER_BYTES", show_envvar=True,
+        help="Largest request line + headers, enforced by the HTTP parser (h11): larger is 400/431.")] = 32 * 1024,
+    max_headers: Annotated[int, typer.Option(
+        min=1, envvar="ENTERONCE_API_MAX_HEADERS", show_envvar=True,
+        help="Most request headers; more is 431.")] = 100,
     config: ConfigOpt = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
     """Serve the feed API (FastAPI on uvicorn); OpenAPI docs at /docs."""
+    import os
+
     import uvicorn
 
-    from feeds.api import create_app
+    from feeds.api import ApiLimits, create_app
 
     project = _project(config, warehouse)
     try:
-        app = create_app(project.warehouse_url, project.config_dir)
+        limits = ApiLimits(max_body_bytes=max_body_bytes, max_header_bytes=max_header_bytes, max_headers=max_headers)
+        app = create_app(project.warehouse_url, project.config_dir, limits=limits)
     except EnteronceError as exc:
         _fail(str(exc))
     console.print(f"enteronce feeds API on http://{host}:{port} (docs: /docs), warehouse "
                   f"{app.state.warehouse.display_url}, subscriptions {project.config_dir / 'subscriptions.yaml'}")
+    server = {"host": host, "port": port, "log_level": "warning", **limits.uvicorn_options()}
     if workers > 1:
         # several processes need an importable factory; the settings travel in the environment
-        import os
-
         os.environ["ENTERONCE_CONFIG"] = str(project.config_dir)
         os.environ["ENTERONCE_WAREHOUSE_URL"] = project.warehouse_url
-        uvicorn.run("feeds.api:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    log_level="warning")
+        os.environ.update(limits.environ())
+        uvicorn.run("feeds.api:app_from_env", factory=True, workers=workers, **server)
     else:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        uvicorn.run(app, **server)
 
 
 def feed_pull(

@@ -21,6 +21,7 @@ from pipelines.project import Project
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "dagster.yaml"
 INSTANCE_DB_ENV = "ENTERONCE_INSTANCE_DB"
+INSTANCE_PASSWORD_ENV = "ENTERONCE_INSTANCE_DB_PASSWORD"
 INGEST_POOL, PUBLICATION_POOL = "ingest", "publication"
 
 
@@ -34,17 +35,27 @@ def managed(project: Project) -> bool:
     return not os.environ.get("DAGSTER_HOME")
 
 
-def _postgres_url(url: str) -> str:
-    """dagster-postgres's statements are written for psycopg2 (client-side parameters, e.g. in
-    NOTIFY), while SQLAlchemy 2.1 reads a plain postgresql:// as psycopg 3: name the driver."""
+def _postgres_storage(url: str) -> dict:
+    """dagster-postgres storage settings for a PostgreSQL URL, without its password.
+
+    The password stays in the environment (INSTANCE_PASSWORD_ENV, which the hub passes to its
+    services): Dagster's settings are a file under the data folder, and no secret is written
+    there. The driver is named because dagster-postgres's statements are written for psycopg2
+    (client-side parameters, e.g. in NOTIFY), while SQLAlchemy 2.1 reads postgresql:// as psycopg 3.
+    """
     try:
         u = sa.make_url(url)
     except sa.exc.ArgumentError as exc:
         raise ConfigError(f"instance database {url!r}: {exc}") from None
-    if u.get_backend_name() != "postgresql":
+    if u.get_backend_name() != "postgresql" or not u.database:
         raise ConfigError(f"instance database {u.render_as_string(hide_password=True)}: "
-                          "Dagster's instance storage needs PostgreSQL (postgresql://user@host:port/db)")
-    return u.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+                          "Dagster's instance storage needs a PostgreSQL database (postgresql://user@host:port/db)")
+    db = {"username": u.username or "postgres", "hostname": u.host or "localhost", "port": u.port or 5432,
+          "db_name": u.database, "scheme": "postgresql+psycopg2", "params": dict(u.query)}
+    if u.password:
+        os.environ[INSTANCE_PASSWORD_ENV] = u.password
+        db["password"] = {"env": INSTANCE_PASSWORD_ENV}
+    return {"postgres": {"postgres_db": db}}
 
 
 def render_config(instance_db: str | None, current: dict | None = None) -> dict:
@@ -54,17 +65,21 @@ def render_config(instance_db: str | None, current: dict | None = None) -> dict:
         raise ConfigError(f"{TEMPLATE}: the instance template is missing; set DAGSTER_HOME to an instance of your own")
     config = yaml.safe_load(TEMPLATE.read_text(encoding="utf-8")) or {}
     if instance_db:
-        config["storage"] = {"postgres": {"postgres_url": _postgres_url(instance_db)}}
+        config["storage"] = _postgres_storage(instance_db)
     elif current and "storage" in current:
         config["storage"] = current["storage"]
     return config
 
 
+def _needs_password(config: dict) -> bool:
+    db = (config.get("storage") or {}).get("postgres", {}).get("postgres_db", {})
+    return db.get("password") == {"env": INSTANCE_PASSWORD_ENV}
+
+
 def prepare_home(project: Project, instance_db: str | None = None) -> Path:
     """Create the managed instance folder and its dagster.yaml; returns the folder.
 
-    The file is rewritten only when its content changes (a running daemon reads it once, and
-    the file may carry the instance database's password: it is readable by its owner only).
+    The file is rewritten only when its content changes (a running daemon reads it once).
     """
     home = instance_home(project)
     instance_db = instance_db or os.environ.get(INSTANCE_DB_ENV) or None
@@ -76,12 +91,15 @@ def prepare_home(project: Project, instance_db: str | None = None) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
     current = yaml.safe_load(target.read_text(encoding="utf-8")) if target.is_file() else None
+    config = render_config(instance_db, current)
+    if _needs_password(config) and not os.environ.get(INSTANCE_PASSWORD_ENV):
+        raise ConfigError(f"{target}: the Dagster instance's PostgreSQL database needs its password, which is "
+                          f"never written to disk: set {INSTANCE_DB_ENV} (the whole URL) or {INSTANCE_PASSWORD_ENV}")
     text = ("# Written by enteronce from the repository's dagster.yaml; edits are overwritten.\n"
-            + yaml.safe_dump(render_config(instance_db, current), sort_keys=False))
+            + yaml.safe_dump(config, sort_keys=False))
     if not target.is_file() or target.read_text(encoding="utf-8") != text:
         tmp = target.with_suffix(".tmp")
         tmp.write_text(text, encoding="utf-8")
-        tmp.chmod(0o600)
         tmp.replace(target)
     return home
 

@@ -6,7 +6,9 @@ and the UI use, so they show in the UI and the sensors see what they did.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import dagster as dg
 
@@ -30,6 +32,7 @@ ASSETS = [station_records, *RESOLUTION_ASSETS, *GOLDEN_ASSETS, *QUALITY_ASSETS, 
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 LAUNCHED_BY = {"enteronce/launched_by": "enteronce run"}
 CHECK_FAILED = "DagsterAssetCheckFailedError"
+WAREHOUSE_ENV = "ENTERONCE_WAREHOUSE_URL"
 
 
 class RunFailed(EnteronceError):
@@ -84,27 +87,46 @@ def materialize_project(
 
     One `enteronce run` at a time per warehouse: a second one waits for the first (`on_wait`
     hears who holds it) and then finds nothing left to do; with `wait=False` it raises
-    WarehouseBusy instead. Daemon runs may interleave step by
-    step; each step holds the warehouse while it writes (ProjectResource.writing).
+    WarehouseBusy instead. Daemon runs may interleave step by step; each step holds the
+    warehouse while it writes (ProjectResource.writing).
     A station whose blocking check fails (a held batch) does not stop the others; any other
     failure raises (earlier stations committed: each drop is its own transaction, so rerunning
     resumes cleanly).
     """
     store = project.open_warehouse()
     try:
-        with warehouse_lock(store.engine, "run", purpose="enteronce run", on_wait=on_wait, wait=wait):
-            return _materialize(project, station_ids, on_station, resolve=resolve)
+        with (warehouse_lock(store.engine, "run", purpose="enteronce run", on_wait=on_wait, wait=wait),
+              _secret_free_resource(project) as resource):
+            return _materialize(project, station_ids, on_station, resource, resolve=resolve)
     finally:
         store.dispose()
 
 
-def _materialize(project: Project, station_ids: list[str], on_station, *, resolve: bool):
+@contextmanager
+def _secret_free_resource(project: Project) -> Iterator[ProjectResource]:
+    """The resource for in-process runs. Dagster keeps every run's resource config in its storage
+    (and shows it in the UI), so the warehouse URL, which may carry a password, goes in as a
+    reference to the environment, never as its value; the variable is set only while the runs
+    last (this process may open other projects afterwards)."""
+    before = os.environ.get(WAREHOUSE_ENV)
+    os.environ[WAREHOUSE_ENV] = project.warehouse_url
+    try:
+        yield ProjectResource(config_dir=str(project.config_dir), warehouse_url=dg.EnvVar(WAREHOUSE_ENV))
+    finally:
+        if before is None:
+            os.environ.pop(WAREHOUSE_ENV, None)
+        else:
+            os.environ[WAREHOUSE_ENV] = before
+
+
+def _materialize(project: Project, station_ids: list[str], on_station, resource: ProjectResource, *,
+                 resolve: bool):
     instance = open_instance(project)
     known = set(instance.get_dynamic_partitions(stations_partitions.name))
     missing = [s for s in station_ids if s not in known]
     if missing:
         instance.add_dynamic_partitions(stations_partitions.name, missing)
-    resources = {"project": ProjectResource(config_dir=str(project.config_dir), warehouse_url=project.warehouse_url)}
+    resources = {"project": resource}
 
     def run(stage: str, **kwargs) -> dg.ExecuteInProcessResult:
         result = dg.materialize(ASSETS, instance=instance, resources=resources, run_config=QUIET,

@@ -177,20 +177,21 @@ def test_own_records_scope_follows_the_station_records(env) -> None:
     assert [r["entity_id"] for r in snap.records] == ["P1"]
 
 
-def test_correction_tasks_go_only_to_their_station(env) -> None:
+def test_correction_tasks_reach_nobody_who_does_not_take_them(env) -> None:
+    """Deny by default: none of these subscribers lists `correction_task` among its entity types,
+    so none receives a task, not even the station it is addressed to (tests/test_feeds_tasks.py
+    has the subscribers that do)."""
     store, out, svc = env
-    out.create("P1", person("郑四", A_AREA + "001"), ["sA:1"])
-    task = out.correction_task("T1", "sC", "sC:9", "phone", "1381234567", "13812345678")
-    closed = out.correction_task("T1", "sC", "sC:9", "phone", "1381234567", "13812345678", op="retire",
-                                 status="closed")
+    out.create("P1", person("郑四", A_AREA + "001"), ["sA:1", "sC:9"])
+    out.correction_task("T1", "sC", "sC:9", "phone", "1381234567", "13812345678", entity_id="P1",
+                        area_code=A_AREA + "001")
+    out.correction_task("T1", "sC", "sC:9", "phone", "1381234567", "13812345678", entity_id="P1",
+                        area_code=A_AREA + "001", status="closed")
     out.flush(FeedStore(store))
-    got = page(svc, "C")  # C's scope does not hold P1 or sC:9's entity; the task is C's all the same
-    assert [(e["seq"], e["entity_type"], e["op"]) for e in got] == [(task, "correction_task", "create"),
-                                                                     (closed, "correction_task", "retire")]
-    assert got[0]["after"]["station_value"] == "1381234567"  # its own values, unmasked
-    assert got[0]["after"]["expected_value"] == "13812345678"
-    for sid in ("A", "B", "dept", "orgs-only"):
+    for sid in ("A", "B", "C", "dept", "orgs-only"):
         assert all(e["entity_type"] != "correction_task" for e in page(svc, sid))
+        snap = svc.snapshot(sid, after_entity=None, limit=100, channel="api")
+        assert all(r["entity_type"] != "correction_task" for r in snap.records)
 
 
 def test_deliveries_are_audited_with_fields_and_levels(env) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -121,6 +122,14 @@ def test_run_loads_every_row_exactly_once_and_rerun_changes_nothing(simulation, 
     subscribers = {s.id for s in load_subscriptions(project.config_dir).subscribers}
     assert len(subscribers) == STATIONS + 1
     assert {d.name for d in (project.data_dir / "outbox").iterdir() if any(d.glob("snapshot_*.manifest.json"))} == subscribers
+    # the open correction tasks reach the station they are addressed to (stations take theirs), no one else
+    with store.engine.connect() as conn:
+        open_tasks = {(r.station_id, r.task_id) for r in conn.execute(
+            sa.text("SELECT station_id, task_id FROM correction_tasks WHERE status = 'open'"))}
+    delivered = {(d.name, line["entity_id"]) for d in (project.data_dir / "outbox").iterdir()
+                 for f in d.glob("*.jsonl") for line in map(json.loads, f.read_text(encoding="utf-8").splitlines())
+                 if line["entity_type"] == "correction_task"}
+    assert open_tasks and delivered == open_tasks
 
     before = snapshot(store)
     again = materialize_project(project, project.station_ids)

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from pipelines.instance import INGEST_POOL, PUBLICATION_POOL, instance_home, open_instance, prepare_home
+from connectors.errors import ConfigError
 from pipelines.project import Project, state_folder_name
 
 STATIONS = {"version": 1, "stations": [{"id": "s0001", "name": "解放碑派出所", "jurisdiction": ["500103001"],
@@ -79,12 +80,19 @@ def test_the_instance_is_written_once_with_the_repositorys_settings(project_dir:
     assert limits[INGEST_POOL] == 1 and limits[PUBLICATION_POOL] == 1  # SQLite: one writer
     instance.dispose()
 
-    # the production profile's storage, kept by later commands that do not name it
-    prepare_home(project, "postgresql+psycopg://dagster:pw@db/dagster")
-    assert (home / "dagster.yaml").stat().st_mode & 0o077 == 0  # it may carry a password
+    # the production profile's storage, kept by later commands that do not name it; its password
+    # stays in the environment, never in the file
+    monkeypatch.delenv("ENTERONCE_INSTANCE_DB_PASSWORD", raising=False)
+    prepare_home(project, "postgresql+psycopg://dagster:pw-9f3@db:6432/dagster?sslmode=require")
+    assert "pw-9f3" not in (home / "dagster.yaml").read_text(encoding="utf-8")
     prepare_home(project)
     storage = yaml.safe_load((home / "dagster.yaml").read_text(encoding="utf-8"))["storage"]
-    assert storage == {"postgres": {"postgres_url": "postgresql+psycopg2://dagster:pw@db/dagster"}}
+    assert storage == {"postgres": {"postgres_db": {
+        "username": "dagster", "hostname": "db", "port": 6432, "db_name": "dagster", "scheme": "postgresql+psycopg2",
+        "params": {"sslmode": "require"}, "password": {"env": "ENTERONCE_INSTANCE_DB_PASSWORD"}}}}
+    monkeypatch.delenv("ENTERONCE_INSTANCE_DB_PASSWORD")
+    with pytest.raises(ConfigError, match="ENTERONCE_INSTANCE_DB_PASSWORD"):
+        prepare_home(project)  # a later command without the password is told what to set
 
     monkeypatch.setenv("DAGSTER_HOME", str(project_dir / "mine"))
     assert instance_home(project) == project_dir / "mine"  # the user's own instance is left alone

@@ -14,6 +14,8 @@ import pytest
 import yaml
 
 from entity_resolution.standardise.id_numbers import id_check_char
+from feeds.config import parse_subscriptions
+from feeds.files import build_all
 from quality.config import QualityConfig
 from quality.service import quality_pass, validate_station
 from quality.validate import gx_project
@@ -104,6 +106,21 @@ def test_tasks_open_on_bad_values_and_close_when_the_station_fixes_them(base_net
     created = events(net.store, after=seq_before).filter(pl.col("entity_type") == "correction_task")
     assert created.height == 4 and set(created["op"]) == {"create"}
     assert all(json.loads(a)["station_id"] == "s9001" and json.loads(a)["status"] == "open" for a in created["after"])
+    # each carries the area it is routed by in the feeds: its record's (golden) area
+    assert {json.loads(a)["area_code"] for a in created["after"]} == {"500106001001"}
+
+    # the station subscribes to its tasks after they opened: its first snapshot carries them, masked
+    subs = feed_subscriptions(net.root)
+    got = {r.subscriber_id: r for r in build_all(net.store, subs, config_dir=net.root, data_dir=net.root / "data")}
+    assert got["s9001"].snapshot_tasks == 4 and got["civil_affairs"].snapshot_tasks == 0  # it takes none
+    snap = [json.loads(x) for f in (net.root / "data" / "outbox" / "s9001").glob("snapshot_*.jsonl")
+            for x in f.read_text(encoding="utf-8").splitlines()]
+    task_rows = {r["record"]["record_key"] + "/" + r["record"]["field"]: r["record"] for r in snap
+                 if r["entity_type"] == "correction_task"}
+    bad = bad_check_digit(ID_B)
+    assert task_rows["s9001:B1/id_number"]["station_value"] == bad[:6] + "*" * 8 + bad[-4:]
+    assert bad not in json.dumps(snap, ensure_ascii=False)
+    assert task_rows["s9001:C2/birth_date"]["station_value"] == "1975-11-08"  # the officer sees dates in full
 
     # the station's next drop fixes every value: the tasks close by themselves
     later = "2026-11-25 09:00:00"
@@ -119,6 +136,10 @@ def test_tasks_open_on_bad_values_and_close_when_the_station_fixes_them(base_net
                                                          pl.col("op") == "retire")
     assert retired.height == 4 and set(retired["version"]) == {2}
     assert all(json.loads(a)["status"] == "closed" for a in retired["after"])
+    build_all(net.store, subs, config_dir=net.root, data_dir=net.root / "data")
+    closes = [json.loads(x) for f in (net.root / "data" / "outbox" / "s9001").glob("events_*.jsonl")
+              for x in f.read_text(encoding="utf-8").splitlines()]
+    assert sorted(e["seq"] for e in closes if e["entity_type"] == "correction_task") == sorted(retired["seq"])
 
     # nothing new: no task event; the whole outbox stays gap-free
     seq = net.store.max_event_seq()
@@ -131,6 +152,16 @@ def test_tasks_open_on_bad_values_and_close_when_the_station_fixes_them(base_net
     assert set(runs["suite"]) == {"raw_records", "person_records"}
     scores = net.qs.scores(["s9001"])
     assert {"completeness", "validity", "consistency", "uniqueness", "freshness"} <= set(scores["dimension"])
+
+
+def feed_subscriptions(root: Path):
+    """The simulated network's subscriptions, plus station s9001 taking its correction tasks."""
+    doc = yaml.safe_load((root / "subscriptions.yaml").read_text(encoding="utf-8"))
+    station = next(s for s in doc["subscribers"] if s["kind"] == "station")
+    doc["subscribers"].append({**station, "id": "s9001", "name": "小龙坎派出所", "station_id": "s9001",
+                               "entity_types": ["person", "correction_task"],
+                               "scope": {"area_codes": ["500106001"], "own_records": True}})
+    return parse_subscriptions(doc)
 
 
 def test_a_held_batch_never_reaches_golden_records(base_network: Path, tmp_path: Path) -> None:

@@ -201,7 +201,7 @@ def test_station_page_scorecard_failures_and_tasks(site: Path):
         assert f"{dim} {value}" in text
     assert 'class="plotly-graph-div"' in html and "../assets/plotly.min.js" in html
     # the trend has both batches, oldest first
-    figure = html[html.index("Plotly.newPlot"):]
+    figure = html[html.index('class="plotly-figure"'):]  # the figure's JSON, drawn by assets/charts.js
     assert figure.index("s0001:residents:1") < figure.index("s0001:residents:2")
     # only the latest run's failures, with their sample rows (escaped)
     assert "expect_column_values_to_match_regex on id_number · validity" in text
@@ -239,9 +239,14 @@ def test_names_are_escaped_everywhere(site: Path):
         html = page.read_text(encoding="utf-8")
         assert '<script>alert("x")' not in html
         assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;派出所" in html
-    # inside the chart's JSON too (the trend title carries the name)
+    # inside the chart's JSON too (the trend title carries the name): as entities, which plotly
+    # shows as text, in JSON that cannot close its <script type="application/json"> element
     html = (site / "stations" / "s0003.html").read_text(encoding="utf-8")
-    assert "\\u003cscript\\u003e" in html
+    source = re.search(r'<script type="application/json" class="plotly-figure"[^>]*>(.*?)</script>', html, re.S)
+    assert "<" not in source.group(1)
+    title = json.loads(source.group(1))["layout"]["title"]["text"]
+    assert title == '&lt;script&gt;alert("x")&lt;/script&gt;派出所: scores across batches'
+    assert "<script>" not in html.replace('<script type="application/json"', "")
 
 
 def test_linkage_page_precision_from_latest_judgements(site: Path):

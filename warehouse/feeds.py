@@ -27,6 +27,7 @@ VERSION_SCHEMA = {"entity_id": pl.String, "version": pl.Int64, "record": pl.Stri
 MEMBER_SCHEMA = {"entity_id": pl.String, "record_key": pl.String}
 GOLDEN_SCHEMA = {"entity_id": pl.String, "entity_type": pl.String, "version": pl.Int64, "area_code": pl.String,
                  "record": pl.String, "provenance": pl.String}
+TASK_ENTITY_TYPE = "correction_task"
 DELIVERY_SCHEMA = {
     "delivery_id": pl.Int64, "subscriber_id": pl.String, "token_id": pl.String, "channel": pl.String,
     "kind": pl.String, "seq_from": pl.Int64, "seq_to": pl.Int64, "event_count": pl.Int64,
@@ -135,6 +136,38 @@ class FeedStore:
         with self.engine.connect() as conn:
             return read_frame(conn, stmt, schema=GOLDEN_SCHEMA)
 
+    def open_task_events(self, *, record_types: Iterable[str], station_id: str | None = None,
+                         after_task: str | None = None, limit: int | None = None) -> tuple[pl.DataFrame, str | None]:
+        """The latest outbox event of each open correction task (EVENT_SCHEMA), in task id order
+        as the database sorts them (the snapshot's page key): tasks about records of the given
+        entity types, addressed to `station_id` if given, with ids after `after_task`, at most
+        `limit` tasks; and the last task id read when there may be more (None: no more). Open
+        tasks come from `correction_tasks` (written with their events in one transaction, indexed
+        by station and status), their content from the outbox."""
+        t, e = s.correction_tasks, s.change_events
+        stmt = (sa.select(t.c.task_id)
+                .where(t.c.status == "open", t.c.entity_type.in_(list(record_types))).order_by(t.c.task_id))
+        if station_id is not None:
+            stmt = stmt.where(t.c.station_id == station_id)
+        if after_task is not None:
+            stmt = stmt.where(t.c.task_id > after_task)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self.engine.connect() as conn:
+            ids = list(conn.scalars(stmt))
+            more = ids[-1] if limit is not None and len(ids) >= limit else None
+            if not ids:
+                return pl.DataFrame(schema=EVENT_SCHEMA), None
+            events = read_frame(conn, sa.select(
+                e.c.seq, e.c.event_id, e.c.entity_type, e.c.entity_id, e.c.op, e.c.version,
+                sa.cast(e.c.changed_fields, sa.Text).label("changed_fields"), e.c.before, e.c.after,
+                sa.cast(e.c.sources, sa.Text).label("sources"), e.c.occurred_at,
+            ).where(e.c.entity_type == TASK_ENTITY_TYPE, in_keys(conn, e.c.entity_id, ids)), schema=EVENT_SCHEMA)
+        order = pl.DataFrame({"entity_id": ids}, schema={"entity_id": pl.String}).with_row_index("_order")
+        latest = (_as_utc(events, "occurred_at").sort("version").group_by("entity_id").last()
+                  .filter(pl.col("after").str.json_path_match("$.status") == "open"))
+        return order.join(latest, on="entity_id").sort("_order").select(list(EVENT_SCHEMA)), more
+
     def active_golden(self, entity_types: Iterable[str]) -> pl.DataFrame:
         """All active golden records of the given types (for snapshots of many subscribers at once)."""
         g = s.golden_records
@@ -147,11 +180,12 @@ class FeedStore:
         """Bulk-load prepared rows (golden records replace by id; the other tables append), in one
         transaction: how tests and the feeds benchmark stage an outbox without the whole pipeline."""
         with self.store.transaction() as conn:
-            for name in ("golden_records", "golden_versions", "entity_membership", "change_events"):
+            for name in ("golden_records", "golden_versions", "entity_membership", "change_events", "correction_tasks"):
                 frame = frames.get(name)
                 if frame is not None and frame.height:
                     table = s.metadata.tables[name]
-                    insert_frame(conn, table, frame, replace=name in ("golden_records", "entity_membership"))
+                    insert_frame(conn, table, frame,
+                                 replace=name in ("golden_records", "entity_membership", "correction_tasks"))
 
     # -- cursors ----------------------------------------------------------------------------
     def cursors(self, channel: str) -> dict[str, tuple[int | None, int | None]]:

@@ -2,8 +2,9 @@
 
 This is not the hub's warehouse (no Alembic: the file is the station's own and is created on first
 use; `schema_version` in `mirror_meta` says which layout it has). It holds the latest masked record
-per entity, the event ids already applied (consumers dedupe on event_id), where merged and retired
-ids went, and the cursor. What to write is decided in feeds/mirror.py; each page of changes is
+per entity, the correction tasks addressed to the station (apart from the records, one row per task
+with its status, as delivered: masked per role), the event ids already applied (consumers dedupe
+on event_id), where merged and retired ids went, and the cursor. What to write is decided in feeds/mirror.py; each page of changes is
 written here in one transaction together with the cursor, so a crash never leaves a page half
 applied or the cursor ahead of the data.
 """
@@ -19,7 +20,7 @@ import sqlalchemy as sa
 
 from warehouse.engine import create_engine
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: correction tasks in `tasks`, never in `records`
 
 metadata = sa.MetaData()
 TS = sa.DateTime(timezone=True)
@@ -52,6 +53,30 @@ applied_events = sa.Table(
     sa.Column("applied_at", TS, nullable=False),
 )
 
+tasks = sa.Table(
+    "tasks", metadata,
+    sa.Column("task_id", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(8), nullable=False),  # open | closed
+    sa.Column("station_id", sa.String(64)),  # the station that owns the record (the task's addressee)
+    sa.Column("record_key", sa.String(200)),
+    sa.Column("record_entity_type", sa.String(32)),
+    sa.Column("entity_id", sa.String(64)),
+    sa.Column("field", sa.String(64)),
+    sa.Column("reason", sa.Text),
+    sa.Column("source", sa.String(32)),
+    sa.Column("station_value", sa.Text),  # as delivered: masked per role, null where the role hides the field
+    sa.Column("expected_value", sa.Text),
+    sa.Column("opened_at", sa.String(40)),  # ISO text, as delivered
+    sa.Column("closed_at", sa.String(40)),
+    sa.Column("task", sa.Text, nullable=False),  # JSON: the whole task as delivered
+    sa.Column("seq", sa.Integer, nullable=False),  # the event (or snapshot) that wrote it
+    sa.Column("updated_at", TS, nullable=False),
+    sa.Index(None, "status", "record_key"),
+)
+TASK_COLUMNS = ("station_id", "record_key", "record_entity_type", "entity_id", "field", "reason", "source",
+                "station_value", "expected_value", "opened_at", "closed_at")
+
 redirects = sa.Table(
     "redirects", metadata,
     sa.Column("entity_id", sa.String(64), primary_key=True),
@@ -59,6 +84,10 @@ redirects = sa.Table(
     sa.Column("reason", sa.String(16), nullable=False),  # merge | retire | left
     sa.Column("seq", sa.Integer, nullable=False),
 )
+
+
+def _text(value) -> str | None:
+    return None if value is None else value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def _now() -> dt.datetime:
@@ -73,8 +102,14 @@ class MirrorStore:
         self.engine = create_engine(f"sqlite:///{self.path}")
         metadata.create_all(self.engine)
         with self.engine.begin() as conn:
-            if conn.scalar(sa.select(mirror_meta.c.value).where(mirror_meta.c.key == "schema_version")) is None:
+            version = conn.scalar(sa.select(mirror_meta.c.value).where(mirror_meta.c.key == "schema_version"))
+            if version is None:
                 conn.execute(mirror_meta.insert(), [{"key": "schema_version", "value": SCHEMA_VERSION}])
+            elif version == "1":
+                # layout 1 kept correction tasks as rows of `records`, as the hub then sent them
+                # (unmasked): drop them; tasks now arrive masked into `tasks`
+                conn.execute(records.delete().where(records.c.entity_type == "correction_task"))
+                self._set_meta(conn, {"schema_version": SCHEMA_VERSION})
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -126,6 +161,27 @@ class MirrorStore:
                  "record": json.loads(r.record), "provenance": json.loads(r.provenance) if r.provenance else None,
                  "seq": r.seq} for r in rows]
 
+    def held_tasks(self, task_ids: Iterable[str]) -> dict[str, dict]:
+        """task_id -> {version, status, task (dict)} for the tasks held."""
+        ids = list(dict.fromkeys(task_ids))
+        out: dict[str, dict] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), 500):
+                for r in conn.execute(sa.select(tasks.c.task_id, tasks.c.version, tasks.c.status, tasks.c.task)
+                                      .where(tasks.c.task_id.in_(ids[i:i + 500]))):
+                    out[r.task_id] = {"version": r.version, "status": r.status, "task": json.loads(r.task)}
+        return out
+
+    def tasks(self, status: str | None = None) -> list[dict]:
+        """The correction tasks held (what the station's officers work through), by task id."""
+        stmt = sa.select(tasks).order_by(tasks.c.task_id)
+        if status is not None:
+            stmt = stmt.where(tasks.c.status == status)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [{"task_id": r.task_id, "version": r.version, "status": r.status,
+                 **{c: getattr(r, c) for c in TASK_COLUMNS}, "task": json.loads(r.task), "seq": r.seq} for r in rows]
+
     def redirects(self) -> dict[str, dict]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(redirects)).all()
@@ -134,17 +190,28 @@ class MirrorStore:
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             return {t.name: int(conn.scalar(sa.select(sa.func.count()).select_from(t)))
-                    for t in (records, applied_events, redirects)}
+                    for t in (records, tasks, applied_events, redirects)}
 
     # -- writes: one transaction per page --------------------------------------------------------
     def write(self, *, upserts: list[dict], deletes: list[str], redirect_rows: list[dict],
-              applied: list[dict], meta: dict[str, str], replace_all: bool = False) -> None:
-        """Upsert records, delete records, note redirects and applied events, move the cursor:
-        all or nothing. `replace_all` empties the records first (a fresh snapshot)."""
+              applied: list[dict], meta: dict[str, str], replace_all: bool = False,
+              task_upserts: list[dict] = ()) -> None:
+        """Upsert records, delete records, upsert tasks, note redirects and applied events, move the
+        cursor: all or nothing. `replace_all` empties records and tasks first (a fresh snapshot)."""
         now = _now()
         with self.engine.begin() as conn:
             if replace_all:
                 conn.execute(records.delete())
+                conn.execute(tasks.delete())
+            if task_upserts:
+                ids = [t["task_id"] for t in task_upserts]
+                for i in range(0, len(ids), 500):
+                    conn.execute(tasks.delete().where(tasks.c.task_id.in_(ids[i:i + 500])))
+                conn.execute(tasks.insert(), [
+                    {"task_id": t["task_id"], "version": int(t["version"]), "status": t["task"].get("status") or "open",
+                     **{c: _text(t["task"].get(c)) for c in TASK_COLUMNS},
+                     "task": json.dumps(t["task"], ensure_ascii=False, sort_keys=True), "seq": int(t["seq"]),
+                     "updated_at": now} for t in task_upserts])
             if deletes:
                 for i in range(0, len(deletes), 500):
                     conn.execute(records.delete().where(records.c.entity_id.in_(deletes[i:i + 500])))

@@ -23,6 +23,7 @@ TASK_ENTITY_TYPE = "correction_task"
 TASK_EVENT_NAMESPACE = uuid.UUID("0c6f4f39-5a55-4d0f-a3c8-7a0f6c1d2e10")
 TASK_EVENT_FIELDS = ["task_id", "station_id", "record_key", "entity_type", "entity_id", "field", "station_value",
                      "expected_value", "reason", "source", "status", "opened_at", "closed_at"]
+TASK_AREA = "area_code"  # routing key of a task event (feeds.scope), never delivered
 TASK_SCHEMA = {c.name: polars_type(c) for c in s.correction_tasks.columns}
 RUN_SCHEMA = {c.name: polars_type(c) for c in s.validation_runs.columns}
 
@@ -273,29 +274,30 @@ class QualityStore:
             ids = list(dict.fromkeys([*opened["task_id"].to_list(), *closed["task_id"].to_list()]))
             before = {row["task_id"]: dict(row) for row in conn.execute(
                 sa.select(t).where(in_keys(conn, t.c.task_id, ids))).mappings()}
-            versions = {tid: int(version) for tid, version in conn.execute(
-                sa.select(e.c.entity_id, sa.func.max(e.c.version)).where(
-                    e.c.entity_type == TASK_ENTITY_TYPE, in_keys(conn, e.c.entity_id, ids)).group_by(e.c.entity_id))}
+            versions, last_area = _task_versions(conn, ids)
+            opening = [r for r in opened.iter_rows(named=True)
+                       if (before.get(r["task_id"]) or {}).get("status") != "open"]  # already open: nothing to tell
+            closing = [r for r in closed.iter_rows(named=True)
+                       if (before.get(r["task_id"]) or {}).get("status") == "open"]
+            areas = task_areas(conn, [*opening, *(before[r["task_id"]] for r in closing)])
             events, rows = [], []
-            for row in opened.iter_rows(named=True):
+            for row in opening:
                 old = before.get(row["task_id"])
-                if old is not None and old["status"] == "open":
-                    continue  # already open: nothing to tell anyone
                 new = {**row, "status": "open", "opened_at": row.get("opened_at") or now,
                        "closed_at": None, "closed_batch": None}
                 rows.append({k: new.get(k) for k in TASK_SCHEMA})
                 version = versions.get(row["task_id"], 0) + 1
-                events.append(_task_event(new, old, "create" if version == 1 else "update", version,
-                                          new["opened_batch"]))
-            for row in closed.iter_rows(named=True):
-                old = before.get(row["task_id"])
-                if old is None or old["status"] != "open":
-                    continue
+                events.append(task_event(new, old, "create" if version == 1 else "update", version,
+                                          new["opened_batch"], area=areas.get(row["task_id"]),
+                                          area_before=last_area.get(row["task_id"])))
+            for row in closing:
+                old = before[row["task_id"]]
                 values = {"status": "closed", "closed_at": row.get("closed_at") or now,
                           "closed_batch": row.get("closed_batch")}
                 rows.append({k: {**old, **values}.get(k) for k in TASK_SCHEMA})
                 version = versions.get(row["task_id"], 0) + 1
-                events.append(_task_event({**old, **values}, old, "retire", version, values["closed_batch"]))
+                events.append(task_event({**old, **values}, old, "retire", version, values["closed_batch"],
+                                          area=areas.get(row["task_id"]), area_before=last_area.get(row["task_id"])))
             if not events:
                 return 0, 0
             # bulk, not a statement per task: a first pass over a large network opens thousands
@@ -312,7 +314,47 @@ class QualityStore:
         return len(fresh), start + len(fresh) - 1
 
 
-def _task_json(task: dict | None) -> str | None:
+def _task_versions(conn: sa.Connection, task_ids: list[str]) -> tuple[dict[str, int], dict[str, str | None]]:
+    """Per task: the version of its latest event, and the area code that event was routed by."""
+    e = s.change_events
+    rows = conn.execute(sa.select(e.c.entity_id, e.c.version, e.c.after).where(
+        e.c.entity_type == TASK_ENTITY_TYPE, in_keys(conn, e.c.entity_id, task_ids))).all()
+    versions: dict[str, int] = {}
+    areas: dict[str, str | None] = {}
+    for tid, version, after in rows:
+        if int(version) >= versions.get(tid, 0):
+            versions[tid] = int(version)
+            try:
+                areas[tid] = (json.loads(after) or {}).get(TASK_AREA) if after else None
+            except (ValueError, AttributeError):
+                areas[tid] = None
+    return versions, areas
+
+
+def task_areas(conn: sa.Connection, tasks: Iterable[dict]) -> dict[str, str | None]:
+    """task_id -> the area code a task event is routed by (feeds scope it like the record it is
+    about): the current golden area of the entity that holds the record now (by membership; else
+    the task's entity_id), else the record's own area code (a record not resolved yet)."""
+    tasks = [t for t in tasks if t]
+    if not tasks:
+        return {}
+    g, m = s.golden_records, s.entity_membership
+    keys = [t["record_key"] for t in tasks]
+    entity = {r[0]: r[1] for r in conn.execute(sa.select(m.c.record_key, m.c.entity_id).where(
+        in_keys(conn, m.c.record_key, keys, table="_task_keys")))}
+    ids = {t["task_id"]: entity.get(t["record_key"]) or t.get("entity_id") for t in tasks}
+    golden = {r[0]: r[1] for r in conn.execute(sa.select(g.c.entity_id, g.c.area_code).where(
+        in_keys(conn, g.c.entity_id, [i for i in ids.values() if i], table="_task_entities")))}
+    own: dict[str, str | None] = {}
+    for etype, table in s.RECORD_TABLES.items():
+        wanted = [t["record_key"] for t in tasks if t.get("entity_type") == etype]
+        if wanted and "area_code" in table.c:
+            own.update({r[0]: r[1] for r in conn.execute(sa.select(table.c.record_key, table.c.area_code).where(
+                in_keys(conn, table.c.record_key, wanted, table="_task_records")))})
+    return {t["task_id"]: golden.get(ids[t["task_id"]]) or own.get(t["record_key"]) for t in tasks}
+
+
+def _task_json(task: dict | None, area: str | None = None) -> str | None:
     if task is None:
         return None
     out = {}
@@ -321,11 +363,16 @@ def _task_json(task: dict | None) -> str | None:
         if k == "entity_type":
             k = "record_entity_type"
         out[k] = v.isoformat() if isinstance(v, (dt.datetime, dt.date)) else v
+    out[TASK_AREA] = area
     return json.dumps(out, ensure_ascii=False, sort_keys=True)
 
 
-def _task_event(new: dict, old: dict | None, op: str, version: int, batch_id: str | None) -> dict:
-    after, before = _task_json(new), _task_json(old)
+def task_event(new: dict, old: dict | None, op: str, version: int, batch_id: str | None, *,
+                area: str | None = None, area_before: str | None = None) -> dict:
+    """One task change as an outbox event. `after` and `before` carry, besides the task, the area
+    code it is routed by (now, and when its previous event was written), so that the feeds scope a
+    task before and after like any change; the feeds never deliver that routing key."""
+    after, before = _task_json(new, area), _task_json(old, area_before)
     if old is None:
         changed = [k for k in TASK_EVENT_FIELDS if new.get(k) is not None]
     else:

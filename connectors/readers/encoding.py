@@ -11,6 +11,7 @@ import codecs
 from pathlib import Path
 
 from connectors.errors import SourceError
+from connectors.readers.safe import DropFile, as_drop
 
 SAMPLE_BYTES = 1 << 20
 UTF8_BOM = codecs.BOM_UTF8
@@ -34,18 +35,23 @@ def codec_for(encoding: str) -> str:
     return CODECS[encoding]
 
 
-def read_sample(path: Path) -> tuple[bytes, bool]:
+def read_sample(location: DropFile | Path) -> tuple[bytes, bool]:
     """First ~1 MB of the file and whether that is the whole file; file-level checks included.
 
-    Raises SourceError for a missing, empty, binary or UTF-16 file: these must fail loudly
-    before any parsing, not show up as a million rejected rows.
+    Raises SourceError for a missing, empty, binary or UTF-16 file, or one whose lines end in a
+    bare CR: these must fail loudly before any parsing, not show up as a million rejected rows.
     """
-    label = str(path)
-    if not path.exists():
-        raise SourceError(label, "file not found")
-    if not path.is_file():
-        raise SourceError(label, "not a file")
-    with path.open("rb") as fh:
+    drop, owned = as_drop(location)
+    try:
+        return _sample(drop)
+    finally:
+        if owned:
+            drop.close()
+
+
+def _sample(drop: DropFile) -> tuple[bytes, bool]:
+    label = drop.label
+    with drop.reader() as fh:
         sample = fh.read(SAMPLE_BYTES)
         whole = len(sample) < SAMPLE_BYTES or not fh.read(1)
         body = sample[len(UTF8_BOM):] if sample.startswith(UTF8_BOM) else sample
@@ -59,6 +65,11 @@ def read_sample(path: Path) -> tuple[bytes, bool]:
     control = len(sample) - len(sample.translate(None, _CONTROL))
     if control > len(sample) // 20:
         raise SourceError(label, _BINARY)
+    if b"\n" not in sample and b"\r" in sample.rstrip(b"\r"):
+        raise SourceError(
+            label, "lines end with a bare CR (classic Mac line endings), which is not supported: "
+            "export with LF or CRLF line endings"
+        )
     return sample, whole
 
 
@@ -88,7 +99,7 @@ def _complete_lines(sample: bytes, whole: bool) -> tuple[bytes, bool]:
     return sample[: cut + 1], True
 
 
-def detect_encoding(path: Path, declared: str = "auto") -> str:
+def detect_encoding(path: DropFile | Path, declared: str = "auto") -> str:
     """The encoding to read `path` with: "utf-8", "utf-8-sig" or "gb18030" (or `declared`).
 
     Order, and why:
@@ -104,13 +115,13 @@ def detect_encoding(path: Path, declared: str = "auto") -> str:
     A declared encoding is trusted (gbk -> "gb18030") after the binary/empty checks, unless the
     sample shows it is plainly wrong, which fails with a message naming the likely encoding.
     """
-    path = Path(path)
-    sample, whole = read_sample(path)
+    label = path.label if isinstance(path, DropFile) else str(path)
+    sample, whole = read_sample(path if isinstance(path, DropFile) else Path(path))
     body, final = _complete_lines(sample, whole)
     if declared != "auto":
         codec = codec_for(declared)
         if not _decodes(body, codec, final):
-            _check_declared(path, declared, codec, body)
+            _check_declared(label, declared, codec, body)
         return "gb18030" if declared == "gbk" else declared
     if sample.startswith(UTF8_BOM):
         return "utf-8-sig"
@@ -126,13 +137,13 @@ def detect_encoding(path: Path, declared: str = "auto") -> str:
         return "gb18030"
     if max(utf8_ok, gb_ok) * 2 < n:
         raise SourceError(
-            str(path),
+            label,
             f"{_BINARY}: of {n} non-ASCII lines sampled, {utf8_ok} decode as UTF-8 and {gb_ok} as GB18030",
         )
     return "utf-8" if utf8_ok >= gb_ok else "gb18030"
 
 
-def _check_declared(path: Path, declared: str, codec: str, body: bytes) -> None:
+def _check_declared(label: str, declared: str, codec: str, body: bytes) -> None:
     """Fail when most of the sample is not in the declared encoding (a config mistake)."""
     lines = [line for line in body.split(b"\n") if not line.isascii()]
     ok = sum(_decodes(line, codec, True) for line in lines)
@@ -141,11 +152,11 @@ def _check_declared(path: Path, declared: str, codec: str, body: bytes) -> None:
     other = "gb18030" if codec == "utf-8" else "utf-8"
     if sum(_decodes(line, other, True) for line in lines) * 2 <= len(lines):
         raise SourceError(
-            str(path), f"{_BINARY}: most lines sampled decode neither as {codec} nor as {other}"
+            label, f"{_BINARY}: most lines sampled decode neither as {codec} nor as {other}"
         )
     hint = f"; the file looks like {other} - fix `encoding` in stations.yaml or use auto"
     raise SourceError(
-        str(path),
+        label,
         f"declared encoding {declared} does not match the file: {len(lines) - ok} of {len(lines)} "
         f"non-ASCII lines sampled are not valid {codec}{hint}",
     )

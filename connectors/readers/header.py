@@ -32,7 +32,12 @@ def header_names(cells: Sequence[str | None], unnamed: Callable[[int], str]) -> 
 
 
 def check_header(names: Sequence[str], source: SourceConfig, file: str, row: int) -> None:
-    """Raise for duplicate headers, reserved names or mapped columns the header lacks."""
+    """Raise for too many columns, duplicate headers, reserved names or mapped columns the header lacks."""
+    limit = source.effective_limits.max_columns
+    if len(names) > limit:
+        raise SourceError(
+            file, f"header row {row} has {len(names):,} columns, over the limit max_columns = {limit:,}", row=row
+        )
     seen: dict[str, int] = {}
     for i, name in enumerate(names, start=1):
         if name in RESERVED:

@@ -9,6 +9,7 @@ resume after it; values are rendered as text so SQL drops look like file drops d
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -17,9 +18,9 @@ from typing import Any
 import polars as pl
 import sqlalchemy as sa
 
-from connectors.config import SourceConfig
+from connectors.config import SourceConfig, within_roots, sqlite_file
 from connectors.errors import SourceError
-from connectors.readers.model import ROW, Chunk, empty_raw_frame, finalize
+from connectors.readers.model import ROW, Chunk, empty_raw_frame, finalize, screen
 
 
 def resolve_url(url: str, base_dir: Path | None) -> sa.URL:
@@ -60,7 +61,8 @@ def read_sql(
     except BaseException:
         engine.dispose()
         raise
-    return _stream(engine, stmt, list(table.c.keys()), source.watermark, source.chunk_rows, label)
+    return _stream(engine, stmt, list(table.c.keys()), source.watermark, source.chunk_rows, label,
+                   source.effective_limits.max_field_bytes)
 
 
 def open_table(source: SourceConfig, base_dir: Path | None) -> tuple[sa.Engine, sa.Table, str]:
@@ -74,6 +76,11 @@ def open_table(source: SourceConfig, base_dir: Path | None) -> tuple[sa.Engine, 
     assert source.url and source.table and source.watermark  # guaranteed by SourceConfig
     url = resolve_url(source.url, base_dir)
     label = url.render_as_string(hide_password=True)
+    db = sqlite_file(url.render_as_string(hide_password=False))
+    if db is not None and source.roots is not None:
+        real = os.path.realpath(db if os.path.isabs(db) or base_dir is None else os.path.join(base_dir, db))
+        if not within_roots(real, source.roots):
+            raise SourceError(label, f"SQLite database resolves to {real}, outside the config folder and allowed_roots")
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         if not url.database.startswith("file:") and not Path(url.database).is_file():
             raise SourceError(label, "database file not found")
@@ -137,7 +144,8 @@ def _cursor_value(text: str, column: sa.Column, label: str) -> Any:
 
 
 def _stream(
-    engine: sa.Engine, stmt: sa.Select, columns: list[str], watermark: str, chunk_rows: int, label: str
+    engine: sa.Engine, stmt: sa.Select, columns: list[str], watermark: str, chunk_rows: int, label: str,
+    max_field_bytes: int,
 ) -> Iterator[Chunk]:
     mark_idx = columns.index(watermark)
     ordinal = 0
@@ -154,9 +162,11 @@ def _stream(
                 )
                 ordinal += len(texts)
                 emitted = True
+                # A value over max_field_bytes or with a NUL (PostgreSQL cannot store it) quarantines its row.
+                frame, rejects = screen(frame, columns, max_field_bytes)
                 yield Chunk(
                     rows=finalize(frame, columns),
-                    rejects=[],
+                    rejects=rejects,
                     watermark_max=render(max(marks)) if marks else None,
                 )
     except sa.exc.SQLAlchemyError as exc:

@@ -21,7 +21,7 @@ import polars as pl
 
 from connectors.config import SourceConfig
 from connectors.errors import SourceError
-from connectors.readers.blocks import Block, NumberedLine, iter_blocks
+from connectors.readers.blocks import Block, NumberedLine, iter_blocks, long_line
 from connectors.readers.encoding import detect_encoding
 from connectors.readers.header import (
     AUTO_HEADER_SCAN,
@@ -32,40 +32,64 @@ from connectors.readers.header import (
     pick_header,
 )
 from connectors.readers.model import ROW, Chunk, ChunkBuilder, Reject
+from connectors.readers.safe import DropFile
 
 QUOTE = '"'
+# Lines read while looking for the header, at most: 20 non-empty lines of a title block are far
+# less; a header further down than this is a config mistake (header_row) or not a table.
+HEADER_SCAN_BYTES = 64 << 20
 
 
-def read_delimited(source: SourceConfig, path: Path, delimiter: str) -> Iterator[Chunk]:
+def read_delimited(source: SourceConfig, path: DropFile | Path, delimiter: str) -> Iterator[Chunk]:
     """Chunks of a CSV/TSV file. File-level problems raise here, before the first chunk."""
-    file = str(path)
+    file = path.label if isinstance(path, DropFile) else str(path)
+    limits = source.effective_limits
     encoding = detect_encoding(path, source.encoding)
-    blocks = iter_blocks(path, encoding)
+    blocks = iter_blocks(path, encoding, max_line_bytes=limits.max_line_bytes)
     columns, first = _find_header(blocks, source, delimiter, file, encoding)
-    return _chunks(columns, first, blocks, source.chunk_rows, delimiter)
+    return _chunks(columns, first, blocks, source, delimiter, file)
 
 
 def _chunks(
-    columns: list[str], first: Block | None, blocks: Iterator[Block], chunk_rows: int, delimiter: str
+    columns: list[str], first: Block | None, blocks: Iterator[Block], source: SourceConfig, delimiter: str,
+    file: str,
 ) -> Iterator[Chunk]:
-    builder = ChunkBuilder(columns, chunk_rows)
+    limits = source.effective_limits
+    builder = ChunkBuilder(columns, source.chunk_rows, limits.max_field_bytes)
     carry: list[NumberedLine] = []  # an unfinished quoted record continuing into the next block
     for block in itertools.chain([first] if first else [], blocks):
         if block.data is not None and not carry:
             rows = range(block.start, block.start + block.line_count)
             fast = _fast_parse(block.data, rows, columns, delimiter)
+            # One record per line: only a block with a line over the field limit can hold a field
+            # over it. Records spanning lines (the mixed parse) are screened whatever their lines.
+            screen = fast is None or long_line(block.data, limits.max_field_bytes) is not None
             if fast is None:
                 fast = _mixed_parse(block.numbered_lines(), columns, delimiter)
             if fast is not None:
                 frame, rejects, carry = fast
-                yield from builder.add(frame, rejects)
+                _check_carry(carry, limits.max_line_bytes, file)
+                yield from builder.add(frame, rejects, screen_rows=screen or bool(carry))
                 continue
         frame, rejects, carry = _slow_parse(carry + block.numbered_lines(), columns, delimiter, final=False)
-        yield from builder.add(frame, block.rejects + rejects)
+        _check_carry(carry, limits.max_line_bytes, file)
+        yield from builder.add(frame, block.rejects + rejects, screen_rows=True)
     if carry:
         frame, rejects, _ = _slow_parse(carry, columns, delimiter, final=True)
-        yield from builder.add(frame, rejects)
+        yield from builder.add(frame, rejects, screen_rows=True)
     yield from builder.finish()
+
+
+def _check_carry(carry: list[NumberedLine], limit: int, file: str) -> None:
+    """A quoted record left open at a block's end is held until it closes; not past the limit."""
+    if carry and sum(len(t) for _, t in carry) > limit // 4 and sum(len(t.encode("utf-8")) for _, t in carry) > limit:
+        row = carry[0][0]
+        raise SourceError(
+            file,
+            f"the record starting at line {row} runs on for more than the limit max_line_bytes = {limit:,} "
+            "bytes inside a quoted field (an unterminated quote?)",
+            row=row,
+        )
 
 
 # --- header ---------------------------------------------------------------------------------
@@ -82,12 +106,19 @@ def _find_header(
     lines: list[NumberedLine] = []
     rejects: list[Reject] = []
     all_decoded = True
+    scanned = 0
     while True:
         block = next(blocks, None)
         exhausted = block is None
         if block is not None:
+            if scanned > HEADER_SCAN_BYTES:
+                raise SourceError(
+                    file, f"no header row found in the first {HEADER_SCAN_BYTES >> 20} MiB of the file"
+                    + ("" if source.header_row == "auto" else f" (header_row is {source.header_row})"),
+                )
             lines.extend(block.numbered_lines())
             rejects.extend(block.rejects)
+            scanned += len(block.data) if block.data is not None else sum(len(t) for _, t in block.lines or [])
             all_decoded = all_decoded and block.data is not None
         if source.header_row == "auto":
             found = _locate_auto(lines, source, delimiter, file, exhausted)

@@ -4,8 +4,13 @@ Cells are never type-inferred: an ID number typed into a text cell (500101199001
 exactly that string, not become 5.001011990010112e17. A cell that really is numeric in the
 workbook is rendered by calamine as its integer digits when integral (no ".0").
 
-The whole sheet is loaded at once: XLSX caps a sheet at ~1M rows, so that is bounded, and
-calamine has no streaming interface; chunks are then cut from it.
+The whole sheet is loaded at once (calamine has no streaming interface; chunks are then cut
+from it), so what that costs is checked first, against the source's limits, by
+`connectors.readers.xlsx_guard`: a workbook whose sheet would need more than max_xlsx_cells, a
+cell over max_field_bytes, a forged shared-strings count or a zip bomb is rejected before
+calamine allocates anything. calamine then reads the very file that was checked (through the
+open descriptor, see `DropFile.fs_path`). A row with a NUL character in a cell (`_x0000_`) is
+quarantined by itself.
 """
 
 from __future__ import annotations
@@ -27,23 +32,36 @@ from connectors.readers.header import (
     pick_header,
 )
 from connectors.readers.model import ROW, Chunk, ChunkBuilder
+from connectors.readers.safe import DropFile, as_drop
+from connectors.readers.xlsx_guard import XlsxGuard
 
 # A date-formatted cell comes out of calamine as "YYYY-MM-DD 00:00:00"; the station meant a date,
 # and the text exports of the same systems write plain "YYYY-MM-DD".
 _MIDNIGHT = r"^(\d{4}-\d{2}-\d{2}) 00:00:00$"
 
 
-def read_xlsx(source: SourceConfig, path: Path) -> Iterator[Chunk]:
+def read_xlsx(source: SourceConfig, path: DropFile | Path) -> Iterator[Chunk]:
     """Chunks of one sheet. File-level problems raise here, before the first chunk."""
-    file = str(path)
-    if not path.exists():
-        raise SourceError(file, "file not found")
-    if path.stat().st_size == 0:
-        raise SourceError(file, "file is empty")
+    drop, owned = as_drop(path)
     try:
-        workbook = fastexcel.read_excel(path)
+        return _read(source, drop)
+    finally:
+        if owned:
+            drop.close()  # the sheet is in memory by now
+
+
+def _read(source: SourceConfig, drop: DropFile) -> Iterator[Chunk]:
+    file = drop.label
+    if drop.size == 0:
+        raise SourceError(file, "file is empty")
+    with drop.reader() as fh:
+        XlsxGuard(fh, drop.size, file, source.effective_limits, source.sheet).check()
+    try:
+        workbook = fastexcel.read_excel(drop.fs_path())
         sheets = list(workbook.sheet_names)
-    except fastexcel.FastExcelError as exc:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # FastExcelError, and a Rust panic (pyo3's PanicException)
         raise SourceError(file, f"not a readable XLSX workbook: {_first_line(exc)}") from None
     sheet = source.sheet if source.sheet is not None else (sheets[0] if sheets else None)
     if sheet is None or sheet not in sheets:
@@ -52,7 +70,9 @@ def read_xlsx(source: SourceConfig, path: Path) -> Iterator[Chunk]:
         loaded = workbook.load_sheet(sheet, header_row=None, skip_rows=0, dtypes="string")
         letters = [_column_letter(c.absolute_index) for c in loaded.selected_columns]
         grid = loaded.to_polars()
-    except fastexcel.FastExcelError as exc:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:
         raise SourceError(file, f"not a readable XLSX workbook: sheet {sheet!r}: {_first_line(exc)}") from None
     # skip_rows=0 keeps leading empty rows, so frame index + 1 is the sheet row number. A column
     # of empty-but-formatted cells may come back as dtype Null: make everything String.
@@ -79,13 +99,13 @@ def read_xlsx(source: SourceConfig, path: Path) -> Iterator[Chunk]:
         [pl.col(n).is_null() | (pl.col(n).str.strip_chars() == "") for n in names]
     )
     data = data.filter(~blank)
-    return _chunks(data, names, source.chunk_rows)
+    return _chunks(data, names, source.chunk_rows, source.effective_limits.max_field_bytes)
 
 
-def _chunks(data: pl.DataFrame, names: list[str], chunk_rows: int) -> Iterator[Chunk]:
-    builder = ChunkBuilder(names, chunk_rows)
+def _chunks(data: pl.DataFrame, names: list[str], chunk_rows: int, max_field_bytes: int) -> Iterator[Chunk]:
+    builder = ChunkBuilder(names, chunk_rows, max_field_bytes)
     for offset in range(0, data.height, chunk_rows):
-        yield from builder.add(data.slice(offset, chunk_rows))
+        yield from builder.add(data.slice(offset, chunk_rows), screen_rows=True)
     yield from builder.finish()
 
 

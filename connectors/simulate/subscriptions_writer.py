@@ -47,7 +47,8 @@ ROLES = {
 def subscriptions_doc(stations: list[StationProfile]) -> dict:
     subscribers = [{
         "id": st.id, "kind": "station", "name": st.name, "station_id": st.id,
-        "entity_types": ["person", "organisation"],
+        # a station takes the correction tasks on its own records (and on records in its area)
+        "entity_types": ["person", "organisation", "correction_task"],
         "scope": {"area_codes": list(st.jurisdiction), "own_records": True},
         "fields": list(dict.fromkeys(PERSON_FIELDS + ORGANISATION_FIELDS)),
         "role": "station_officer",

@@ -3,24 +3,31 @@
 Why Plotly: the chart is drawn by plotly.js in the auditor's browser as SVG (hover shows each
 batch's id and exact score, and it zooms), and the Python package ships plotly.min.js itself, so
 the site carries one local copy under `assets/` and works offline, with no CDN. Figures are plain
-dicts handed to `plotly.io.to_html(..., validate=False)`: building `graph_objects` validates every
-property and costs ~8 ms a figure, which over 943 station pages is most of the build time; the
-dicts below use only documented trace and layout keys and are checked by the browser test instead.
-Plotly escapes `<`, `>` and `/` in the figure JSON, so station names cannot break out of the
-script element.
+dicts serialised with `plotly.io.to_json(..., validate=False)`: building `graph_objects` validates
+every property and costs ~8 ms a figure, which over 943 station pages is most of the build time;
+the dicts below use only documented trace and layout keys and are checked by the browser test.
+
+No inline script: a chart is an empty <div> plus its figure as JSON in a
+`<script type="application/json">` element - data the browser never executes - which the site's
+`assets/charts.js` hands to plotly.js; so the pages' Content-Security-Policy refuses every inline
+script. Plotly escapes `<`, `>` and `/` in the JSON, so no value can close that element. Plotly
+draws a little HTML in chart text (`<b>`, `<a href>`...): text that comes from stations (a station's
+name) goes through `literal()`, which writes `<`, `>` and `&` as entities that plotly shows literally.
 """
 
 from __future__ import annotations
 
+import html
 import shutil
 from importlib import resources
 from pathlib import Path
 
 import plotly.io as pio
 import polars as pl
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 PLOTLY_JS = "plotly.min.js"
+CHARTS_JS = "charts.js"  # draws the page's figures (quality/report/static/charts.js)
 FONT = '"Noto Sans CJK SC", "Source Han Sans SC", "PingFang SC", "Microsoft YaHei", sans-serif'
 COLOURS = {"completeness": "#2f6fb0", "validity": "#d0731c", "consistency": "#3a9a5b",
            "uniqueness": "#8a5cb8", "freshness": "#c23b4a"}
@@ -29,14 +36,23 @@ CONFIG = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["
 
 
 def install_plotly(assets_dir: Path) -> Path:
-    """Copy the plotly.js bundled with the Python package into the site (once per build)."""
+    """Copy the plotly.js bundled with the Python package, and the script that draws the figures
+    with it, into the site (once per build)."""
     assets_dir.mkdir(parents=True, exist_ok=True)
     source = resources.files("plotly") / "package_data" / PLOTLY_JS
     target = assets_dir / PLOTLY_JS
     with resources.as_file(source) as path:
         if not target.exists() or target.stat().st_size != path.stat().st_size:
             shutil.copyfile(path, target)
+    with resources.as_file(resources.files("quality.report") / "static" / CHARTS_JS) as path:
+        shutil.copyfile(path, assets_dir / CHARTS_JS)
     return target
+
+
+def literal(value) -> str:
+    """Text from outside (a station's name) as plotly shows it literally: plotly reads `<b>`,
+    `<a href=...>` and entities in chart text, so `<`, `>` and `&` go as entities."""
+    return html.escape(str(value), quote=False)
 
 
 def _layout(title: str, x_title: str, y_title: str, **extra) -> dict:
@@ -53,14 +69,20 @@ def _layout(title: str, x_title: str, y_title: str, **extra) -> dict:
 
 
 def render(div_id: str, data: list[dict], layout: dict, height: int = 340) -> Markup:
-    """A figure as an HTML fragment that draws itself with the site's local plotly.js."""
-    html = pio.to_html({"data": data, "layout": layout}, config=CONFIG, include_plotlyjs=False, full_html=False,
-                       validate=False, div_id=div_id, default_height=f"{height}px", default_width="100%")
-    return Markup(html)
+    """A figure as an HTML fragment: its <div> and its JSON, drawn by the site's charts.js with the
+    local plotly.js (the page loads both)."""
+    figure = pio.to_json({"data": data, "layout": layout}, validate=False)
+    # plotly's JSON already writes <, > and / as \u escapes; the element cannot be closed early.
+    figure = figure.replace("<", "\\u003c").replace(">", "\\u003e")
+    body = f'{figure[:-1]},"config":{pio.to_json(CONFIG, validate=False)},"height":{int(height)}}}'
+    ident = escape(div_id)
+    return Markup(f'<div id="{ident}" class="plotly-graph-div"></div>'
+                  f'<script type="application/json" class="plotly-figure" data-for="{ident}">{body}</script>')
 
 
 def bar(div_id: str, x: list, y: list, *, title: str, x_title: str, y_title: str, colour: str = "#2f6fb0",
         text: list | None = None, y_range: list | None = None, height: int = 340) -> Markup:
+    x = [literal(v) if isinstance(v, str) else v for v in x]
     trace = {"type": "bar", "x": x, "y": y, "marker": {"color": colour}, "name": y_title}
     if text is not None:
         trace.update(text=text, textposition="auto")
@@ -90,12 +112,12 @@ def trend_chart(div_id: str, lines: list[dict], *, title: str) -> Markup:
         "name": f"{line['dimension']} · {line['entity_type']}" if several else line["dimension"],
         "x": [v.strftime("%Y-%m-%d %H:%M:%S") if v is not None else "" for v in line["at"]],
         "y": [round(v, 2) if v is not None else None for v in line["score"]],
-        "text": line["batch_id"],
+        "text": [None if b is None else literal(b) for b in line["batch_id"]],
         "hovertemplate": "%{text}<br>%{y:.1f}<extra>%{fullData.name}</extra>",
         "line": {"color": COLOURS.get(line["dimension"], "#555"),
                  "dash": "dot" if line["entity_type"] == "organisation" else "solid"},
     } for line in lines]
-    layout = _layout(title, "batch (loaded at, UTC)", "score (0–100)")
+    layout = _layout(literal(title), "batch (loaded at, UTC)", "score (0–100)")
     # From 10 points under the station's lowest score to 100: a drop of a few points stays visible.
     lowest = min((y for trace in data for y in trace["y"] if y is not None), default=0.0)
     layout["yaxis"]["range"] = [max(0.0, (lowest - 10) // 10 * 10), 101]

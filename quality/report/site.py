@@ -2,9 +2,11 @@
 
 The site is plain files (open `index.html` from disk, copy the folder anywhere, no server):
 `index.html` (overview and ranking), `stations/<id>.html` (one per station), `linkage.html`,
-`access.html`, `datadocs.html` (links to Great Expectations' Data Docs), `assets/` (CSS and the one
-local copy of plotly.js). Templates are Jinja2 with autoescaping, so every value from stations'
-data (names, sample values, reasons) is escaped.
+`access.html`, `datadocs.html` (links to Great Expectations' Data Docs), `assets/` (CSS, the one
+local copy of plotly.js and charts.js, which draws the figures). Templates are Jinja2 with
+autoescaping, so every value from stations' data (names, sample values, reasons) is escaped; every
+page carries a Content-Security-Policy (REPORT_CSP) that runs scripts only from `assets/`, never
+inline, so a value that did get through could still not run.
 
 Speed matters at 943 stations: each frame is split by station once (`partition_by`), never
 filtered per station, and the templates are compiled once.
@@ -23,10 +25,16 @@ from urllib.parse import quote
 
 import polars as pl
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 
 from quality.report import charts, model
 
 ASSETS = "assets"
+# Scripts only from the site's own files (plotly.min.js, charts.js): no inline script, no event
+# handler, nothing remote. Inline styles stay allowed because plotly.js adds <style> rules and
+# style attributes as it draws (it cannot run under a strict style-src); styles cannot run code.
+REPORT_CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+              "font-src 'self' data:; base-uri 'none'; form-action 'none'")
 # Tables other parts of the hub add (quality: migration 0006; feeds: 0004); the report works without them.
 OPTIONAL_TABLES = ("validation_runs", "validation_results", "station_scores", "correction_tasks", "batch_holds",
                    "feed_deliveries")
@@ -191,7 +199,7 @@ def build_report(
     precision = model.precision_estimates(judged)
     by_level = model.fields_by_level(field_policies)
     common = {"generated_at": now, "missing_tables": missing_tables, "tables": tables,
-              "dimensions": model.DIMENSIONS}
+              "dimensions": model.DIMENSIONS, "csp": Markup(REPORT_CSP)}
 
     active_holds = holds.filter(pl.col("released_at").is_null())
     latest_failed = int((~runs["success"]).sum()) if runs.height else 0

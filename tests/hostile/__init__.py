@@ -1,0 +1,1 @@
+"""A corpus of hostile station drops, built programmatically (nothing multi-MB is checked in)."""
