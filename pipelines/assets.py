@@ -95,12 +95,19 @@ def station_records(context: dg.AssetExecutionContext, project: ProjectResource)
         metadata={"current_drops": len(current), "rejected": dg.MetadataValue.json(
             rejected.select("batch_id", "source_ref", "error").to_dicts())},
     )
+    from warehouse.quality import QualityStore
+
+    # held from publication by earlier validations (this drop's own are in the `publishable` check)
+    held = QualityStore(store).held(keys)
     for key, entity in ((PERSONS, "person"), (ORGANISATIONS, "organisation")):
         fields = [f for f in CANONICAL_FIELDS[entity] if f != "local_id"]
         profile = store.record_profile(entity, fields, keys)
+        mine = held.filter(pl.col("entity_type") == entity)
         yield dg.MaterializeResult(
             asset_key=key,
             metadata={
+                "held_batches": mine.height,
+                "held_records": int(mine["records"].sum()) if mine.height else 0,
                 "records": profile["rows"],
                 "rows_with_issues": profile["rows_with_issues"],
                 ("invalid_id_rate" if entity == "person" else "invalid_credit_code_rate"):

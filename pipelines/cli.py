@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -105,14 +106,48 @@ def simulate(
 
 
 @app.command("check-config")
-def check_config(config: ConfigOpt = None) -> None:
-    """Validate the project folder's config files without moving any data."""
+def check_config(
+    config: ConfigOpt = None,
+    deep: Annotated[bool, typer.Option(help="Also open every source and read a sample: mapped headers, encoding, "
+                                            "local ids, dates (nothing is loaded).")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+) -> None:
+    """Validate the project folder's config files, and read a sample of every source, without moving
+    any data. Exits with 1 when a source cannot be read as configured."""
+    from connectors.probe import probe_station
+
     try:
         project = Project.load(config or default_config_dir())
     except EnteronceError as exc:
         _fail(str(exc))
     n_sources = sum(len(s.sources) for s in project.stations.stations)
-    console.print(f"[green]ok[/]: {len(project.station_ids)} stations, {n_sources} sources in {project.config_dir}")
+    probes = [p for st in project.stations.stations for p in probe_station(st, project.config_dir)] if deep else []
+    failed = [p for p in probes if not p.ok]
+    if as_json:
+        print(json.dumps({"config_dir": str(project.config_dir), "stations": len(project.station_ids),
+                          "sources": n_sources, "deep": deep, "ok": not failed,
+                          "probes": [p.as_dict() for p in probes]}, ensure_ascii=False, indent=2))
+    else:
+        if probes:
+            table = Table(title="Sources, read on a sample")
+            for col in ("station", "source", "kind", "files", "encoding", "rows sampled", "status"):
+                table.add_column(col, justify="right" if col in ("files", "rows sampled") else "left")
+            for p in probes:
+                status = "[red]error[/]" if not p.ok else "[yellow]warning[/]" if p.findings else "[green]ok[/]"
+                table.add_row(p.station_id, p.source, p.kind, str(p.files), p.encoding or "-", f"{p.rows_sampled:,}",
+                              status)
+            console.print(table)
+            for p in probes:
+                for f in p.findings:
+                    where = ", ".join(x for x in (f.file, f"column {f.column!r}" if f.column else None) if x)
+                    colour = "red" if f.level == "error" else "yellow"
+                    console.print(f"  [{colour}]{f.level}[/] {p.station_id}/{p.source}: {where}: {f.problem}",
+                                  highlight=False)
+        verdict = "[red]failed[/]" if failed else "[green]ok[/]"
+        console.print(f"{verdict}: {len(project.station_ids)} stations, {n_sources} sources in {project.config_dir}"
+                      + (f"; {len(failed)} source(s) cannot be read as configured" if failed else ""))
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -169,21 +204,34 @@ def run(
                               "this run starts when it ends", highlight=False)
             bar.start()
 
+        error: tuple[str, int] | None = None  # a failed step: said, then the summary of what did run
+        crash: BaseException | None = None
         try:
             results = materialize_project(project, station_ids, on_station=on_run, on_wait=on_wait, wait=wait)
         except WarehouseBusy as exc:
             _fail(f"not started: {exc}", code=3)
         except EnteronceError as exc:
-            _fail(str(exc), code=1 if isinstance(exc, RunFailed) else 2)
+            results = getattr(exc, "results", [])
+            error = (str(exc), 1 if isinstance(exc, RunFailed) else 2)
         except Exception as exc:  # noqa: BLE001 - shown as a message when it is the user's to fix
             user = _user_error(exc)
-            if user is None:
-                raise
-            _fail(str(user))
+            results, crash = [], exc
+            if user is not None:
+                error, crash = (str(user), 2), None
         finally:
             progress.set_listener(None)
+    if error or crash:
+        if error:
+            err_console.print(f"[bold red]error:[/] {error[0]}", highlight=False)
+        try:  # what the warehouse holds now, whatever failed: stations, holds, checks
+            _print_summary(project.open_warehouse(), station_ids, started, results, project)
+        except Exception as exc:  # noqa: BLE001 - the first failure is the one to report
+            err_console.print(f"[yellow]no summary[/]: {exc}", highlight=False)
+        if crash is not None:
+            raise crash
+        raise typer.Exit(error[1])
     store = project.open_warehouse()
-    failed = _print_summary(store, station_ids, started, results)
+    failed = _print_summary(store, station_ids, started, results, project)
     report = report_path(results[-1]) if results else None
     if report:
         console.print(f"Audit report: [bold]{report}[/] (open it in a browser)")
@@ -191,7 +239,7 @@ def run(
         raise typer.Exit(1)
 
 
-def _print_summary(store, station_ids: list[str], started: dt.datetime, results: list) -> bool:
+def _print_summary(store, station_ids: list[str], started: dt.datetime, results: list, project: Project) -> bool:
     """The stations table, the reconciliation, then every check that failed and what to do about
     it; returns whether anything failed (the exit code says so to scripts)."""
     batches = store.batches(station_ids)
@@ -225,8 +273,64 @@ def _print_summary(store, station_ids: list[str], started: dt.datetime, results:
     for row in batches.filter(pl.col("status") == "rejected").iter_rows(named=True):
         console.print(f"  [yellow]rejected drop[/] {row['error']}", highlight=False)
     failed = _print_failed_checks(results)
+    held = _print_holds(store, station_ids)
     _print_entities(store)
-    return failed or not balanced
+    _print_tasks(store, station_ids, started, project)
+    return failed or held or not balanced
+
+
+def _print_tasks(store, station_ids: list[str], started: dt.datetime, project: Project) -> None:
+    """The correction tasks of these stations in one line: what this run opened and closed, what
+    is open and overdue, and where the detail is."""
+    from quality import supervision
+    from quality.config import project_quality
+    from warehouse.quality import QualityStore
+
+    tasks = QualityStore(store).supervision_tasks(station_ids)
+    if tasks.height == 0:
+        return
+    now = dt.datetime.now(dt.timezone.utc)
+    sla = project_quality(project.config_dir).tasks_sla_days
+    totals = supervision.network_totals(supervision.station_summary(tasks, now, sla), tasks)
+    since = started.astimezone(dt.timezone.utc) if started.tzinfo else started.replace(tzinfo=dt.timezone.utc)
+    opened = int((tasks["opened_at"] >= since).sum())
+    closed = int((tasks["closed_at"] >= since).sum())
+    overdue = f"[red]{totals['overdue']:,} overdue[/]" if totals["overdue"] else "none overdue"
+    stations = tasks.filter(pl.col("status") == "open")["station_id"].n_unique()
+    console.print(f"[bold]correction tasks[/]: {totals['open']:,} open at {stations:,} station(s), {overdue} (over {sla:g} days); this run opened {opened:,} and closed {closed:,} "
+                  "(see `enteronce tasks`, `enteronce supervision`)", highlight=False)
+
+
+def _print_holds(store, station_ids: list[str]) -> bool:
+    """Every batch of these stations still held from publication, whether this run held it or an
+    earlier one did: station, batch, what it measured against which threshold, how many records
+    stay out of resolution and publication, since when, and how to let it through."""
+    import sqlalchemy as sa
+
+    from warehouse import schema as s
+    from warehouse.quality import QualityStore
+
+    held = QualityStore(store).held(station_ids)
+    if held.height == 0:
+        return False
+    with store.engine.connect() as conn:
+        records = sum(int(conn.scalar(sa.select(sa.func.count()).select_from(t).where(
+            t.c.station_id.in_(station_ids))) or 0) for t in s.RECORD_TABLES.values())
+    kept = int(held["records"].sum())
+    share = f" ({kept / records:.1%} of {records:,} records)" if records else ""
+    console.print(f"[bold red]{held.height} held batch(es)[/] of {held['station_id'].n_unique()} station(s): "
+                  f"{kept:,} records{share} are not resolved or published", highlight=False)
+    for r in held.iter_rows(named=True):
+        measured = (f"rate {r['rate']:.1%} > threshold {r['threshold']:.1%}" if r["rate"] is not None
+                    and r["threshold"] is not None else "no rate")
+        since = f"{r['held_at']:%Y-%m-%d %H:%M} UTC" if r["held_at"] else "-"
+        console.print(f"  [red]held[/] station {r['station_id']} batch {r['batch_id']} ({r['entity_type'] or '?'}): "
+                      f"{measured}, {r['records']:,} records held back since {since}; reason: {r['reason']}",
+                      highlight=False, soft_wrap=True)
+    console.print("  to publish a held batch once its data is accepted or fixed at the station: "
+                  "`enteronce holds --release BATCH`, then `enteronce run` (or let the hub's daemon do it)",
+                  highlight=False, soft_wrap=True)
+    return True
 
 
 def _print_failed_checks(results: list) -> bool:
@@ -241,6 +345,8 @@ def _print_failed_checks(results: list) -> bool:
             failed = True
             meta = {k: v.value for k, v in ev.metadata.items()}
             why = meta.get("reason") or meta.get("rejected") or meta.get("unbalanced_batches") or meta
+            if ev.check_name == "publishable" and meta.get("held_batches"):
+                why = f"{len(meta['held_batches'])} batch(es) held, {meta.get('held_records', 0):,} records (below)"
             where = f"station {station} " if station else ""
             console.print(f"  [red]failed check[/] {where}{ev.asset_key.to_user_string()} {ev.check_name}: {why}",
                           highlight=False, soft_wrap=True)
@@ -368,8 +474,39 @@ def evaluate(
         table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
     console.print(table)
     ignored = report.row(0, named=True)
+    unclustered = truth_frame.select("record_key").unique().join(members, on="record_key", how="anti")["record_key"]
+    held, other = _unclustered_by_cause(store, entity, unclustered.to_list())
+    rest = ignored["ignored_not_clustered"] - held - other
     console.print(f"records not in the truth: {ignored['ignored_not_in_truth']:,}; "
-                  f"truth records without an entity (other types, quarantined rows): {ignored['ignored_not_clustered']:,}")
+                  f"truth records without an entity: {ignored['ignored_not_clustered']:,} = "
+                  f"{held:,} held back by quality (`enteronce holds`) + {other:,} of other entity types + "
+                  f"{rest:,} quarantined or never loaded", highlight=False)
+    if held:
+        console.print(f"[yellow]{held:,} {entity} records in held batches are not scored[/]: they count neither "
+                      "for nor against the figures above until released", highlight=False)
+
+
+def _unclustered_by_cause(rs, entity: str, keys: list[str]) -> tuple[int, int]:
+    """Of truth records without an entity: how many are loaded records of `entity` in a batch
+    still held from publication, and how many are records of another entity type."""
+    import sqlalchemy as sa
+
+    from warehouse import schema as s
+    from warehouse.bulk import in_keys
+
+    if not keys:
+        return 0, 0
+    h = s.batch_holds
+    active = sa.select(h.c.batch_id).where(h.c.released_at.is_(None))
+    held = other = 0
+    with rs.store.engine.connect() as conn:
+        for etype, t in s.RECORD_TABLES.items():
+            stmt = sa.select(sa.func.count()).select_from(t).where(in_keys(conn, t.c.record_key, keys))
+            if etype == entity:
+                held += int(conn.scalar(stmt.where(t.c.batch_id.in_(active))) or 0)
+            else:
+                other += int(conn.scalar(stmt) or 0)
+    return held, other
 
 
 review_app = typer.Typer(help="The review queue: pairs the model could not decide.", no_args_is_help=False,

@@ -22,11 +22,14 @@ def register(app: typer.Typer) -> None:
         from sqlalchemy.exc import OperationalError
 
         from connectors.errors import EnteronceError
+        from quality.config import project_quality
         from quality.report.build import write_report
+        from quality.report.model import describe_precision
         from warehouse import Warehouse
 
         try:
             project = Project.load(config or default_config_dir(), warehouse)
+            sla_days = project_quality(project.config_dir).tasks_sla_days
         except EnteronceError as exc:
             _fail(str(exc))
         target = out or project.data_dir / "report"
@@ -36,7 +39,7 @@ def register(app: typer.Typer) -> None:
         try:
             store = project.open_warehouse()
             with holding(store, "report"):
-                summary = write_report(store, target)
+                summary = write_report(store, target, sla_days=sla_days)
         except OperationalError as exc:
             _fail(f"warehouse {store.display_url}: cannot read it ({exc.orig.__class__.__name__}: "
                   f"{str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else ''})")
@@ -49,7 +52,9 @@ def register(app: typer.Typer) -> None:
         avg = "—" if summary.average_score is None else f"{summary.average_score:.1f}"
         console.print(
             f"[green]report[/]: {summary.pages} pages, {summary.stations} stations (average score {avg}), "
-            f"{summary.open_tasks} open correction tasks, {summary.held_batches} held batches, "
+            f"{summary.open_tasks} open correction tasks ({summary.overdue_tasks} overdue), "
+            f"{summary.held_batches} held batches, "
             f"{summary.entities} entities, {summary.deliveries} deliveries, in {summary.seconds:.1f} s",
             highlight=False)
+        console.print(f"precision of links: {describe_precision(summary.link_precision)}", highlight=False)
         console.print(str(summary.index.resolve()), highlight=False, soft_wrap=True)

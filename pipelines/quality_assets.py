@@ -6,8 +6,10 @@ location loads.
 
 - `station_quality` (per station partition, after the station's drops are ingested) runs the raw
   and standardised suites on every new batch, scores them, opens or closes correction tasks, and
-  holds a batch that fails reconciliation or exceeds `max_invalid_id_rate`. Findings under those
-  thresholds are warnings with their figures in metadata. Its `publishable` checks are blocking
+  holds a batch that fails reconciliation or exceeds `max_invalid_id_rate`. Its suite checks
+  (WARN) report the station's latest batch, validated in this run or before: failed when an
+  expectation's pass rate is below its `thresholds` entry (quality.yaml), passed otherwise, with
+  the rates and failing rows in metadata. Its `publishable` checks are blocking
   and of ERROR severity: while a batch of the station is held they fail (the station's run
   fails, red in the UI, the reason in metadata), and resolution leaves the held batch out.
 - `golden_quality` runs the golden suites after golden records are published.
@@ -16,6 +18,8 @@ location loads.
 """
 
 
+import datetime as dt
+import json
 import warnings
 
 import dagster as dg
@@ -73,15 +77,68 @@ def _context(project: ProjectResource, warehouse):
 def _runs_metadata(outcome: Outcome, suite: str) -> tuple[bool, dict]:
     runs = [r for r in outcome.runs if r["suite"] == suite]
     failing = {k.split("/", 1)[1]: v for k, v in outcome.failures.items() if k.startswith(f"{suite}/")}
+    tolerated = {k.split("/", 1)[1]: v for k, v in outcome.tolerated.items() if k.startswith(f"{suite}/")}
     meta = {
         "batches_validated": len(runs),
         "expectations_evaluated": sum(r["evaluated"] for r in runs),
         "expectations_successful": sum(r["successful"] for r in runs),
         "failing_expectations": dg.MetadataValue.json(failing),
+        "failing_rows_within_threshold": dg.MetadataValue.json(tolerated),
     }
     if runs and runs[-1].get("data_docs_path"):
         meta["data_docs"] = dg.MetadataValue.path(runs[-1]["data_docs_path"])
     return all(r["success"] for r in runs), meta
+
+
+def _rates(results: pl.DataFrame) -> dict[str, dict]:
+    """expectation id -> its pass rate, threshold and failing rows, from stored results."""
+    out = {}
+    for r in results.sort("expectation_id").iter_rows(named=True):
+        try:
+            observed = json.loads(r["observed_value"]) if r["observed_value"] else {}
+        except ValueError:
+            observed = {}
+        observed = observed if isinstance(observed, dict) else {}
+        rate = observed.get("pass_rate")
+        if rate is None and r["unexpected_percent"] is not None:
+            rate = round(1.0 - r["unexpected_percent"] / 100.0, 6)
+        out[r["expectation_id"]] = {"pass_rate": rate, "threshold": observed.get("threshold"),
+                                    "failing_rows": int(r["unexpected_count"] or 0)}
+    return out
+
+
+def station_suite_check(store: QualityStore, outcome: Outcome, station_id: str, suite: str) -> tuple[bool, dict]:
+    """A station's suite check is about its latest batch (per entity type), whether this run
+    validated it or not: a run that brought nothing new re-reports the stored result of the
+    latest validated batch - a failure stays a failure until a better batch arrives - instead of
+    passing because nothing was checked. A batch passes when every expectation's pass rate is at
+    least its threshold (quality.yaml `thresholds`)."""
+    _, meta = _runs_metadata(outcome, suite)
+    runs = store.runs([station_id], suite=suite)
+    if runs.height == 0:
+        return True, meta | {"result": "no batch of this station validated yet"}
+    latest = runs.sort("started_at", "run_id").group_by("entity_type", maintain_order=True).last()
+    results = store.results(latest["run_id"].to_list())
+    rates = _rates(results)
+    below = results.filter(~pl.col("success"))["expectation_id"].to_list()
+    within = results.filter(pl.col("success") & (pl.col("unexpected_count").fill_null(0) > 0))["expectation_id"]
+    fresh = {r["run_id"] for r in outcome.runs if r["suite"] == suite}
+    validated_now = set(latest["run_id"].to_list()) <= fresh
+    meta |= {
+        "batch": ", ".join(b for b in latest["batch_id"].to_list() if b),
+        "result": ("the latest batch, validated in this run" if validated_now else
+                   f"nothing new validated: the stored result of the latest batch, validated "
+                   f"{latest['started_at'].max():%Y-%m-%d %H:%M} UTC"),
+        "below_threshold": dg.MetadataValue.json({k: rates[k] for k in below}),
+        "within_threshold": dg.MetadataValue.json({k: rates[k] for k in within.to_list()}),
+        "failing_expectations": dg.MetadataValue.json({k: rates[k]["failing_rows"] for k in below}),
+        "expectations_evaluated": int(latest["evaluated"].sum()),
+        "expectations_successful": int(latest["successful"].sum()),
+    }
+    lowest = [v["pass_rate"] for v in rates.values() if v["pass_rate"] is not None]
+    if lowest:
+        meta["lowest_pass_rate"] = dg.MetadataValue.float(min(lowest))
+    return bool(latest["success"].all()), meta
 
 
 @dg.multi_asset_check(
@@ -100,23 +157,42 @@ def station_quality(context: dg.AssetCheckExecutionContext, project: ProjectReso
         outcome = validate_station(store, gx, config, station_id)
     context.log.info(f"{station_id}: {len(outcome.runs)} validation runs, {len(outcome.held)} batches held, "
                      f"tasks opened {outcome.tasks_opened}, closed {outcome.tasks_closed}")
-    passed, meta = _runs_metadata(outcome, "raw_records")
+    passed, meta = station_suite_check(store, outcome, station_id, "raw_records")
     yield dg.AssetCheckResult(check_name=RAW_SUITE.name, asset_key=RAW, passed=passed, metadata=meta,
                               severity=dg.AssetCheckSeverity.WARN)
-    holds = store.holds([station_id], active_only=True)
+    holds = store.held([station_id])
     for entity, spec in RECORD_SUITES.items():
-        passed, meta = _runs_metadata(outcome, f"{entity}_records")
+        passed, meta = station_suite_check(store, outcome, station_id, f"{entity}_records")
         meta |= {"tasks_opened": outcome.tasks_opened, "tasks_closed": outcome.tasks_closed}
         yield dg.AssetCheckResult(check_name=spec.name, asset_key=spec.asset_key, passed=passed, metadata=meta,
                                   severity=dg.AssetCheckSeverity.WARN)
-        mine = holds.join(store.batch_order().filter(pl.col("entity_type") == entity).select("batch_id"), on="batch_id")
+        mine = holds.filter(pl.col("entity_type") == entity)
         reasons = [f"{b}: {r}" for b, r in zip(mine["batch_id"].to_list(), mine["reason"].to_list(), strict=True)]
         yield dg.AssetCheckResult(
             check_name=PUBLISHABLE[entity].name, asset_key=PUBLISHABLE[entity].asset_key, passed=not reasons,
-            metadata={"held_batches": dg.MetadataValue.json(reasons),
-                      "reason": "; ".join(reasons) if reasons else "no batch held"},
+            metadata=publishable_metadata(station_id, mine, reasons),
             severity=dg.AssetCheckSeverity.ERROR,
         )
+
+
+def publishable_metadata(station_id: str, held: pl.DataFrame, reasons: list[str]) -> dict:
+    """What the UI shows on a `publishable` check: the station, each held batch with its reason,
+    measured rate, threshold and the records it keeps back; for one batch also as plain fields."""
+    rows = [{"batch": r["batch_id"], "reason": r["reason"], "rate": r["rate"], "threshold": r["threshold"],
+             "records": r["records"], "held_at": r["held_at"].isoformat() if r["held_at"] else None}
+            for r in held.iter_rows(named=True)]
+    meta = {"station": station_id, "held_batches": dg.MetadataValue.json(reasons),
+            "reason": "; ".join(reasons) if reasons else "no batch held",
+            "held_records": int(held["records"].sum()) if held.height else 0,
+            "holds": dg.MetadataValue.json(rows)}
+    if rows:
+        meta["batch"] = ", ".join(r["batch"] for r in rows)
+        rated = [r for r in rows if r["rate"] is not None]
+        if rated:  # the worst measured rate against its threshold (a reconciliation hold has none)
+            worst = max(rated, key=lambda r: r["rate"])
+            meta["rate"] = dg.MetadataValue.float(round(worst["rate"], 4))
+            meta["threshold"] = dg.MetadataValue.float(float(worst["threshold"]))
+    return meta
 
 
 @dg.multi_asset_check(name="golden_quality", specs=list(GOLDEN_SUITES.values()), pool=PUBLICATION_POOL)
@@ -152,11 +228,35 @@ def data_quality(context: dg.AssetExecutionContext, project: ProjectResource) ->
         "task_events": outcome.events,
         "open_tasks": open_tasks.height,
         "held_batches": store.holds(active_only=True).height,
+        "held_records": int(store.held()["records"].sum()),
     }
+    meta |= supervision_metadata(store.supervision_tasks(), config.tasks_sla_days, outcome.reminders)
     if outcome.data_docs:
         meta["data_docs"] = dg.MetadataValue.path(outcome.data_docs)
     context.log.info(f"quality pass: {meta}")
     return dg.MaterializeResult(metadata=meta)
+
+
+def supervision_metadata(tasks: pl.DataFrame, sla_days: float, reminders: int = 0, *,
+                         now: dt.datetime | None = None, top: int = 10) -> dict:
+    """Supervision of the work (quality.supervision) as the `data_quality` asset's metadata: the
+    network's task figures, and the stations most behind as a Markdown table."""
+    from quality.supervision import markdown_table, network_totals, ranking, station_summary
+
+    now = now or dt.datetime.now(dt.timezone.utc)
+    summary = station_summary(tasks, now, sla_days)
+    totals = network_totals(summary, tasks)
+    return {
+        "tasks_sla_days": dg.MetadataValue.float(float(sla_days)),
+        "overdue_tasks": totals["overdue"],
+        "stations_with_overdue_tasks": totals["stations_overdue"],
+        "tasks_opened_total": totals["opened"],
+        "tasks_closed_total": totals["closed"],
+        "median_days_to_close": dg.MetadataValue.float(round(totals["median_close_days"], 2))
+        if totals["median_close_days"] is not None else dg.MetadataValue.null(),
+        "overdue_reminders_sent": reminders,
+        "stations_by_overdue_tasks": dg.MetadataValue.md(markdown_table(ranking(summary), top)),
+    }
 
 
 QUALITY_CHECKS = [station_quality, golden_quality]

@@ -12,7 +12,9 @@ import dagster as dg
 from pipelines.automation import AFTER_UPSTREAM
 from pipelines.instance import PUBLICATION_POOL
 from pipelines.resources import ProjectResource
+from quality.config import project_quality
 from quality.report.build import write_report
+from quality.report.model import describe_precision
 
 REPORT_DIR = "report"
 
@@ -38,7 +40,8 @@ def report_dir(project_resource: ProjectResource) -> Path:
 )
 def audit_report(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
     with project.writing(context, "audit report") as warehouse:
-        summary = write_report(warehouse, report_dir(project))
+        summary = write_report(warehouse, report_dir(project),
+                               sla_days=project_quality(project.project.config_dir).tasks_sla_days)
     context.log.info(f"report: {summary.index} ({summary.pages} pages in {summary.seconds:.1f} s)")
     for note in summary.notes:
         context.log.warning(note)
@@ -48,6 +51,7 @@ def audit_report(context: dg.AssetExecutionContext, project: ProjectResource) ->
         "stations": summary.stations,
         "scored_stations": summary.scored_stations,
         "open_correction_tasks": summary.open_tasks,
+        "overdue_correction_tasks": summary.overdue_tasks,
         "held_batches": summary.held_batches,
         "failing_validation_runs": summary.failed_runs,
         "entities": summary.entities,
@@ -58,6 +62,7 @@ def audit_report(context: dg.AssetExecutionContext, project: ProjectResource) ->
     }
     if summary.average_score is not None:
         metadata["average_score"] = round(summary.average_score, 2)
+    metadata["link_precision"] = describe_precision(summary.link_precision)  # "too few judgements (n of 30 needed)"
     return dg.MaterializeResult(metadata=metadata)
 
 

@@ -127,18 +127,24 @@ def _materialize(project: Project, station_ids: list[str], on_station, resource:
     if missing:
         instance.add_dynamic_partitions(stations_partitions.name, missing)
     resources = {"project": resource}
+    results = []
+
+    def checked(result: dg.ExecuteInProcessResult) -> dg.ExecuteInProcessResult:
+        try:
+            check_failures_only(result)
+        except EnteronceError as exc:
+            exc.results = [*results, result]  # what ran, so `enteronce run` still prints its summary
+            raise
+        return result
 
     def run(stage: str, **kwargs) -> dg.ExecuteInProcessResult:
-        result = dg.materialize(ASSETS, instance=instance, resources=resources, run_config=QUIET,
-                                raise_on_error=False, tags={**LAUNCHED_BY, STAGE_TAG: stage}, **kwargs)
-        check_failures_only(result)
-        return result
+        return checked(dg.materialize(ASSETS, instance=instance, resources=resources, run_config=QUIET,
+                                      raise_on_error=False, tags={**LAUNCHED_BY, STAGE_TAG: stage}, **kwargs))
 
     def step(name: str) -> None:
         if on_station is not None:
             on_station(name)
 
-    results = []
     for key in station_ids:
         step(key)
         results.append(run("ingest", partition_key=key, selection=[station_records]))
@@ -150,8 +156,8 @@ def _materialize(project: Project, station_ids: list[str], on_station, resource:
         step("feeds")
         feeds = run_feeds(project, instance, ASSETS, resources, QUIET, {**LAUNCHED_BY, STAGE_TAG: "feeds"})
         for result in feeds:
-            check_failures_only(result)
-        results.extend(feeds)
+            checked(result)
+            results.append(result)
         step("report")
         results.append(run("publication", selection=REPORT_ASSETS))
     return results

@@ -45,10 +45,9 @@ def freshness_frame(last_drops: pl.DataFrame, *, now: dt.datetime) -> pl.DataFra
         "station_id", "entity_type", "batch_id", age_days(now).round(3).alias("age_days"))
 
 
-def invalid_code_rate(records: pl.DataFrame, entity_type: str) -> float:
-    """Share of invalid ID numbers (credit codes) among the ones given."""
+def invalid_codes(records: pl.DataFrame, entity_type: str) -> tuple[int, int]:
+    """(invalid, given): ID numbers (credit codes) that fail their check, among the ones given."""
     code, valid = ("id_number", "id_valid") if entity_type == "person" else ("credit_code", "credit_code_valid")
     given = records.filter(pl.col(code).is_not_null() & pl.col(valid).is_not_null())
-    if given.height == 0:
-        return 0.0
-    return float((~given[valid]).sum()) / given.height
+    return int((~given[valid]).sum()), given.height
+

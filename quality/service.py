@@ -18,8 +18,9 @@ from typing import Protocol
 import polars as pl
 
 from quality.config import QualityConfig
-from quality.corrections import expectation_tasks, golden_disagreements, reconcile
-from quality.frames import decode_golden, freshness_frame, golden_frame, invalid_code_rate
+from quality.corrections import (SUPERSEDED, arbitrate, covered_expectations, expectation_tasks,
+                                 golden_disagreements, own_check_tasks, reconcile)
+from quality.frames import decode_golden, freshness_frame, golden_frame, invalid_codes
 from quality.scorecards import batch_scores, freshness_scores
 from quality.suites import FRESHNESS, GOLDEN, RAW, STANDARDISED, SuiteSpec
 from quality.validate import GxProject, Validation
@@ -37,7 +38,8 @@ class QualityStore(Protocol):  # warehouse.quality.QualityStore
     def runs(self, station_ids=None, *, suite=None, batch_ids=None) -> pl.DataFrame: ...
     def results(self, run_ids: list[str]) -> pl.DataFrame: ...
     def save_scores(self, scores: pl.DataFrame) -> int: ...
-    def hold(self, batch_id: str, station_id: str, reason: str) -> bool: ...
+    def hold(self, batch_id: str, station_id: str, reason: str, *, rate: float | None = None,
+             threshold: float | None = None) -> bool: ...
     def tasks(self, *, station_ids=None, status=None, record_keys=None, source=None) -> pl.DataFrame: ...
     def apply_tasks(self, opened: pl.DataFrame, closed: pl.DataFrame) -> tuple[int, int]: ...
     def entity_of(self, entity_type: str, record_keys: list[str]) -> pl.DataFrame: ...
@@ -49,6 +51,8 @@ class QualityStore(Protocol):  # warehouse.quality.QualityStore
     def state(self, name: str) -> int: ...
     def set_state(self, name: str, value: int) -> None: ...
     def set_docs_path(self, path: str) -> None: ...
+    def supervision_tasks(self, station_ids=None) -> pl.DataFrame: ...
+    def remind_tasks(self, due: pl.DataFrame, *, now: dt.datetime, sla_days: float) -> tuple[int, int]: ...
 
 
 @dataclass
@@ -56,12 +60,14 @@ class Outcome:
     """What one call did, for Dagster metadata and the CLI."""
 
     runs: list[dict] = field(default_factory=list)  # validation_runs rows written
-    held: list[dict] = field(default_factory=list)  # {batch_id, station_id, reason}
+    held: list[dict] = field(default_factory=list)  # {batch_id, station_id, reason, rate, threshold, ...}
     tasks_opened: int = 0
     tasks_closed: int = 0
     events: int = 0
+    reminders: int = 0  # overdue reminders sent through stations' feeds (quality.supervision)
     data_docs: str | None = None
-    failures: dict[str, int] = field(default_factory=dict)  # suite/expectation -> failing rows
+    failures: dict[str, int] = field(default_factory=dict)  # suite/expectation -> failing rows, below threshold
+    tolerated: dict[str, int] = field(default_factory=dict)  # suite/expectation -> failing rows, within threshold
 
     def absorb(self, other: "Outcome") -> None:
         self.runs += other.runs
@@ -69,8 +75,11 @@ class Outcome:
         self.tasks_opened += other.tasks_opened
         self.tasks_closed += other.tasks_closed
         self.events += other.events
+        self.reminders += other.reminders
         for k, v in other.failures.items():
             self.failures[k] = self.failures.get(k, 0) + v
+        for k, v in other.tolerated.items():
+            self.tolerated[k] = self.tolerated.get(k, 0) + v
 
 
 def parameters(config: QualityConfig, today: dt.date) -> dict:
@@ -83,16 +92,25 @@ def _record(store: QualityStore, gx: GxProject, config: QualityConfig, frame: pl
             station_id: str | None, batch_id: str | None, entity_type: str, today: dt.date,
             outcome: Outcome) -> Validation:
     label = f"{batch_id or suite.name}"
-    v = gx.validate(frame, suite, label=label, parameters=parameters(config, today), samples=config.sample_rows)
+    # a station's batch: a couple of slips in a small batch are tasks, not a failed batch; the golden
+    # and freshness suites count every row (one valid ID on two entities is a finding)
+    station_batch = suite.data_asset in ("raw", "standardised") and batch_id is not None
+    v = gx.validate(frame, suite, label=label, parameters=parameters(config, today), samples=config.sample_rows,
+                    thresholds=config.thresholds_of(suite),
+                    min_failing_rows=config.min_failing_rows if station_batch else 1)
     run = {"run_id": v.run_id, "suite": suite.name, "data_asset": suite.data_asset, "entity_type": entity_type,
            "station_id": station_id, "batch_id": batch_id, "success": v.success, "evaluated": v.evaluated,
            "successful": v.successful, "started_at": v.started_at, "finished_at": v.finished_at,
            "data_docs_path": str(gx.docs_index) if config.data_docs else None}
     store.save_run(run, v.results)
     outcome.runs.append(run)
+    # below its threshold: the batch fails on it; met, but with failing rows: they become tasks
     for row in v.results.filter(~pl.col("success")).iter_rows(named=True):
         key = f"{suite.name}/{row['expectation_id']}"
         outcome.failures[key] = outcome.failures.get(key, 0) + int(row["unexpected_count"] or 1)
+    for row in v.results.filter(pl.col("success") & (pl.col("unexpected_count").fill_null(0) > 0)).iter_rows(named=True):
+        key = f"{suite.name}/{row['expectation_id']}"
+        outcome.tolerated[key] = outcome.tolerated.get(key, 0) + int(row["unexpected_count"])
     return v
 
 
@@ -117,41 +135,63 @@ def validate_station(store: QualityStore, gx: GxProject, config: QualityConfig, 
                 v = _record(store, gx, config, records, suite, station_id=station_id, batch_id=batch_id,
                             entity_type=entity_type, today=today, outcome=outcome)
                 touched.add(batch_id)
-                rate = invalid_code_rate(records, entity_type)
-                if rate > config.max_invalid_id_rate:
+                invalid, given = invalid_codes(records, entity_type)
+                rate = invalid / given if given else 0.0
+                if rate > config.max_invalid_id_rate and invalid >= config.min_invalid_ids_to_hold:
                     what = "ID numbers" if entity_type == "person" else "credit codes"
                     reason = (f"invalid {what}: {rate:.1%} of the batch's {what} fail their check, above "
                               f"max_invalid_id_rate {config.max_invalid_id_rate:.1%} (quality.yaml)")
-                    if store.hold(batch_id, station_id, reason):
-                        outcome.held.append({"batch_id": batch_id, "station_id": station_id, "reason": reason})
+                    if store.hold(batch_id, station_id, reason, rate=rate, threshold=config.max_invalid_id_rate):
+                        outcome.held.append({"batch_id": batch_id, "station_id": station_id, "reason": reason,
+                                             "rate": rate, "threshold": config.max_invalid_id_rate,
+                                             "entity_type": entity_type, "records": records.height})
                 if config.corrections.from_expectations:
-                    _expectation_tasks(store, v, records, suite, station_id, batch_id, now, outcome)
+                    _expectation_tasks(store, v, records, suite, station_id, batch_id, now, outcome,
+                                       earliest=config.earliest_birth_date)
     if config.hold_unreconciled:
         for b in store.unbalanced_batches([station_id]).iter_rows(named=True):
             reason = (f"rows do not reconcile: read {b['rows_read']}, stored {b['raw_stored']} in raw and "
                       f"{b['quarantine_stored']} in quarantine")
-            if store.hold(b["batch_id"], station_id, reason):
-                outcome.held.append({"batch_id": b["batch_id"], "station_id": station_id, "reason": reason})
+            if store.hold(b["batch_id"], station_id, reason):  # no rate: the rows do not add up
+                outcome.held.append({"batch_id": b["batch_id"], "station_id": station_id, "reason": reason,
+                                     "rate": None, "threshold": None})
     if touched:
         _score_batches(store, sorted(touched))
     return outcome
 
 
 def _expectation_tasks(store: QualityStore, v: Validation, records: pl.DataFrame, suite: SuiteSpec,
-                       station_id: str, batch_id: str, now: dt.datetime, outcome: Outcome) -> None:
+                       station_id: str, batch_id: str, now: dt.datetime, outcome: Outcome, *,
+                       earliest: dt.date | None = None) -> None:
     keys = records["record_key"]
     entities = store.entity_of(suite.entity_type, keys.to_list())
+    kw = {"earliest": earliest} if earliest else {}
     found = expectation_tasks(v.failures, records.join(entities, on="record_key", how="left"), suite,
-                              station_id=station_id, batch_id=batch_id)
-    _settle(store, found, keys, "expectation", records.select("record_key", "batch_id"), now, outcome)
+                              station_id=station_id, batch_id=batch_id, today=now.date(), **kw)
+    # an open golden-record task on the same record and value covers (or yields to) these
+    golden_open = store.tasks(status="open", record_keys=keys.to_list(), source="golden_disagreement")
+    ids = records.select("record_key", "id_number") if "id_number" in records.columns else None
+    found, yielded = covered_expectations(found, golden_open, ids)
+    extra = yielded.select("task_id", pl.lit(now).alias("closed_at"), pl.lit(SUPERSEDED).alias("closed_batch"))
+    _settle(store, found, keys, "expectation", records.select("record_key", "batch_id"), now, outcome,
+            extra_closed=extra)
 
 
 def _settle(store: QualityStore, found: pl.DataFrame, keys: pl.Series, source: str, batch_of: pl.DataFrame,
-            now: dt.datetime, outcome: Outcome) -> None:
+            now: dt.datetime, outcome: Outcome, *, extra_opened: pl.DataFrame | None = None,
+            extra_closed: pl.DataFrame | None = None) -> None:
     """Open the tasks found that are not open yet, close the open ones of these records that were
-    not found again (the station fixed the value), and write both to the outbox."""
+    not found again (the station fixed the value), and write both to the outbox; `extra_*` are
+    tasks of the other source that this pass opens (reopens) or closes (covered) with them, in
+    the same transaction."""
     open_tasks = store.tasks(status="open", record_keys=keys.to_list(), source=source)
     opened, closed = reconcile(found, open_tasks, keys, source=source, batch_of=batch_of, now=now)
+    if extra_opened is not None and extra_opened.height:
+        opened = pl.concat([opened, extra_opened.with_columns(pl.lit(now).alias("opened_at")).select(opened.columns)],
+                           how="vertical_relaxed").unique("task_id", keep="first")
+    if extra_closed is not None and extra_closed.height:
+        closed = pl.concat([closed, extra_closed.select(closed.columns)], how="vertical_relaxed").unique(
+            "task_id", keep="first")
     events, _ = store.apply_tasks(opened, closed)
     outcome.tasks_opened += opened.height
     outcome.tasks_closed += closed.height
@@ -197,24 +237,76 @@ def quality_pass(store: QualityStore, gx: GxProject, config: QualityConfig, *,
             store.save_scores(freshness_scores(drops, now=now, max_age_days=config.freshness_max_age_days))
     for entity_type, fields in config.corrections.golden_fields.items():
         if fields:
-            _golden_tasks(store, entity_type, fields, now, outcome)
+            _golden_tasks(store, entity_type, fields, now, outcome, earliest=config.earliest_birth_date,
+                          reopen=config.corrections.from_expectations)
+    reminded = send_reminders(store, config, now=now)
+    outcome.reminders += reminded
+    outcome.events += reminded
     if config.data_docs:
         outcome.data_docs = str(gx.build_docs())
         store.set_docs_path(outcome.data_docs)
     return outcome
 
 
+def send_reminders(store: QualityStore, config: QualityConfig, *, now: dt.datetime | None = None) -> int:
+    """Overdue tasks (open longer than `tasks_sla_days`) not reminded within the SLA get a reminder
+    event in their station's feed (quality.supervision.reminders_due; the store's remind_tasks).
+    Returns the reminders written."""
+    from quality.supervision import reminders_due
+
+    now = now or dt.datetime.now(dt.timezone.utc)
+    due = reminders_due(store.supervision_tasks(), now, config.tasks_sla_days)
+    if due.height == 0:
+        return 0
+    events, _ = store.remind_tasks(due, now=now, sla_days=config.tasks_sla_days)
+    return events
+
+
+# Member columns the golden pass reads besides the configured fields: what says whether a value
+# passes validation, and what the record's own checks need.
+EVIDENCE_COLUMNS = {
+    "person": ["id_number", "id_valid", "id_issue", "id_upgraded", "id_birth_date", "id_sex", "birth_date", "sex"],
+    "organisation": ["credit_code", "credit_code_valid", "credit_code_issue"],
+}
+
+
 def _golden_tasks(store: QualityStore, entity_type: str, fields: list[str], now: dt.datetime,
-                  outcome: Outcome) -> None:
+                  outcome: Outcome, *, earliest: dt.date | None = None, reopen: bool = True) -> None:
     res_key, ev_key = f"tasks:{entity_type}:resolution_seq", f"tasks:{entity_type}:event_seq"
     res_mark, ev_mark = store.state(res_key), store.state(ev_key)
     res_now, ev_now = store.resolution_seq(entity_type), store.max_event_seq()
     touched = store.touched_entities(entity_type, res_mark, ev_mark)
     if touched:
-        members = store.members(entity_type, touched, fields)
+        kw = {"earliest": earliest} if earliest else {}
+        members = store.members(entity_type, touched, [*fields, *EVIDENCE_COLUMNS.get(entity_type, [])])
         golden = decode_golden(store.active_golden(entity_type, touched), fields)
-        found = golden_disagreements(members, golden, fields, entity_type=entity_type)
-        _settle(store, found, members["record_key"], "golden_disagreement", members.select("record_key", "batch_id"),
-                now, outcome)
+        found = golden_disagreements(members, golden, fields, entity_type=entity_type, today=now.date(), **kw)
+        keys = members["record_key"]
+        # never two contradicting tasks on one record: against its open expectation tasks
+        open_exp = store.tasks(status="open", record_keys=keys.to_list(), source="expectation")
+        found, covered = arbitrate(found, open_exp)
+        batch_of = members.select("record_key", "batch_id")
+        extra_closed = covered.select("task_id", pl.lit(now).alias("closed_at"),
+                                      pl.concat_str(pl.lit(f"{SUPERSEDED}:"), "covered_by").alias("closed_batch"))
+        extra_opened = None
+        if reopen:
+            # where a golden task that covered the record's own check goes away, that task is back
+            open_golden = store.tasks(status="open", record_keys=keys.to_list(), source="golden_disagreement")
+            gone = open_golden.join(found.select("task_id"), on="task_id", how="anti").filter(
+                pl.col("record_key").is_in(keys.implode()))
+            if gone.height:
+                own = own_check_tasks(members.join(gone.select("record_key").unique(), on="record_key", how="semi"),
+                                      entity_type, today=now.date(), **kw)
+                fields_back = pl.concat([gone.select("record_key", "field"),
+                                         gone.filter(pl.col("field") == "id_number").select(
+                                             "record_key", pl.lit("birth_date").alias("field")),
+                                         gone.filter(pl.col("field") == "id_number").select(
+                                             "record_key", pl.lit("sex").alias("field"))])
+                extra_opened = own.join(fields_back.unique(), on=["record_key", "field"], how="semi")
+                extra_opened = extra_opened.join(open_exp.select("task_id"), on="task_id", how="anti")
+                # ... unless a golden task found now covers it again
+                extra_opened, _ = covered_expectations(extra_opened, found.with_columns(), members)
+        _settle(store, found, keys, "golden_disagreement", batch_of, now, outcome,
+                extra_opened=extra_opened, extra_closed=extra_closed)
     store.set_state(res_key, res_now)
     store.set_state(ev_key, ev_now)

@@ -35,6 +35,10 @@ class Task:
     field: str
     reason: str
     expected_column: str | None = None
+    # Where `expected_column` comes from, when it is derived from another field of the record
+    # (`id_number`: the ID's embedded birth date or sex). Such a value is evidence only when that
+    # field is itself trustworthy (quality.corrections.trusted_id); otherwise no value is proposed.
+    derived_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -136,11 +140,12 @@ PERSONS = SuiteSpec("person_records", "standardised", "person", (
             PHONE_TASK),
     matches("validity.area_code", "area_code", AREA_CODE_RE, "validity", "area code has 6, 9 or 12 digits"),
     equal_pair("consistency.birth_date", "birth_date", "id_birth_date", "stated birth date equals the ID's",
-               Task("birth_date", "stated birth date differs from the one in the ID number", "id_birth_date")),
+               Task("birth_date", "stated birth date differs from the one in the ID number", "id_birth_date",
+                    derived_from="id_number")),
     equal_pair("consistency.sex", "sex", "id_sex", "stated sex equals the ID's",
-               Task("sex", "stated sex differs from the one in the ID number", "id_sex")),
+               Task("sex", "stated sex differs from the one in the ID number", "id_sex", derived_from="id_number")),
     unique("uniqueness.local_id", "local_id", "local ids are unique within the station"),
-), extra_columns=("id_issue",))
+), extra_columns=("id_issue", "id_upgraded"))
 
 ORGANISATIONS = SuiteSpec("organisation_records", "standardised", "organisation", (
     not_null("name", "a name"),

@@ -25,13 +25,20 @@ RESULT_SCHEMA = {
     "expectation_id": pl.String, "expectation_type": pl.String, "column_name": pl.String,
     "dimension": pl.String, "success": pl.Boolean, "element_count": pl.Int64, "unexpected_count": pl.Int64,
     "unexpected_percent": pl.Float64, "observed_value": pl.String, "sample_rows": pl.String,
+    # not stored as columns (observed_value carries them): the share of rows that met the
+    # expectation and the share it needed (its `mostly`), for the caller's metadata
+    "pass_rate": pl.Float64, "threshold": pl.Float64,
 }
 FAILURE_SCHEMA = {"expectation_id": pl.String, "key": pl.String, "value": pl.String}
 
 
 @dataclass(frozen=True)
 class Validation:
-    """One suite run on one frame: the summary, a row per expectation, and every failing row."""
+    """One suite run on one frame: the summary, a row per expectation, and every failing row.
+
+    An expectation succeeds when the share of rows that meet it is at least its threshold (GX's
+    `mostly`), so `failures` lists unexpected rows of succeeding expectations too: one bad row in
+    200 passes the suite and still becomes a correction task."""
 
     run_id: str
     suite: SuiteSpec
@@ -65,7 +72,7 @@ class GxProject:
     def __init__(self, root: Path):
         self.root = Path(root)
         self._context = None
-        self._definitions: dict[str, object] = {}
+        self._definitions: dict[tuple, object] = {}
 
     @property
     def context(self):
@@ -87,10 +94,13 @@ class GxProject:
     def docs_index(self) -> Path:
         return self.root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
 
-    def definition(self, suite: SuiteSpec):
-        """The suite's GX validation definition (suite + whole-dataframe batch), made once."""
-        if suite.name in self._definitions:
-            return self._definitions[suite.name]
+    def definition(self, suite: SuiteSpec, thresholds: dict[str, float] | None = None):
+        """The suite's GX validation definition (suite + whole-dataframe batch), made once per
+        set of thresholds: each expectation's `mostly` is its threshold (none: every row)."""
+        thresholds = thresholds or {}
+        cache_key = (suite.name, tuple(sorted(thresholds.items())))
+        if cache_key in self._definitions:
+            return self._definitions[cache_key]
         import great_expectations as gx
 
         ctx = self.context
@@ -106,20 +116,31 @@ class GxProject:
             batch = asset.get_batch_definition("frame")
         except (KeyError, LookupError):
             batch = asset.add_batch_definition_whole_dataframe("frame")
-        gx_suite = gx.ExpectationSuite(name=suite.name, expectations=[_expectation(e) for e in suite.expectations])
+        gx_suite = gx.ExpectationSuite(name=suite.name, expectations=[_expectation(e, thresholds.get(e.id))
+                                                                      for e in suite.expectations])
         gx_suite = ctx.suites.add_or_update(gx_suite)
         definition = ctx.validation_definitions.add_or_update(
             gx.ValidationDefinition(name=suite.name, data=batch, suite=gx_suite))
-        self._definitions[suite.name] = definition
+        # one definition per suite at a time: GX keeps the suite under its name
+        self._definitions = {k: d for k, d in self._definitions.items() if k[0] != suite.name}
+        self._definitions[cache_key] = definition
         return definition
 
     def validate(self, frame: pl.DataFrame, suite: SuiteSpec, *, label: str, parameters: dict,
-                 samples: int = 10) -> Validation:
-        """Validate `frame` (the suite's columns) and collect results and every failing row."""
+                 samples: int = 10, thresholds: dict[str, float] | None = None,
+                 min_failing_rows: int = 1) -> Validation:
+        """Validate `frame` (the suite's columns) and collect results and every failing row.
+
+        `thresholds` (expectation id -> share of rows, `QualityConfig.thresholds_of`) decide each
+        expectation's success; without them every row must meet it. A row-level expectation below
+        a threshold under 1.0 with fewer than `min_failing_rows` failing rows passes all the same: in a batch
+        of 4 records one slip is 25 %, which says nothing about the export (its row still becomes a
+        correction task)."""
         import pandas as pd
         from great_expectations.core.run_identifier import RunIdentifier
 
-        definition = self.definition(suite)
+        thresholds = thresholds or {}
+        definition = self.definition(suite, thresholds)
         started = dt.datetime.now(dt.timezone.utc)
         pdf = pd.DataFrame(_plain(frame, suite.columns).to_dict(as_series=False))
         key = suite.key_column
@@ -140,22 +161,32 @@ class GxProject:
                        if isinstance(i, dict)]
             failures += failing
             observed = res.get("observed_value")
+            rate = _pass_rate(res)
+            threshold = float(thresholds.get(spec.id, 1.0)) if rate is not None else None
+            if observed is None and rate is not None:  # a row-level expectation: its rate against its threshold
+                observed = {"pass_rate": round(rate, 6), "threshold": threshold,
+                            "failing_rows": int(res.get("unexpected_count") or 0)}
             error = _error(r.exception_info)
+            success = bool(r.success)
             if error is not None:  # an expectation that could not be evaluated says why
                 observed = {"error": error}
+            elif (not success and rate is not None and threshold is not None and threshold < 1.0
+                  and int(res.get("unexpected_count") or 0) < min_failing_rows):  # 1.0: every row, as asked
+                success = True
+                observed = {**observed, "tolerated": f"fewer than min_failing_rows ({min_failing_rows}) failing rows"}
             rows.append({
                 "expectation_id": spec.id, "expectation_type": r.expectation_config.type,
-                "column_name": spec.column, "dimension": spec.dimension, "success": bool(r.success),
+                "column_name": spec.column, "dimension": spec.dimension, "success": success,
                 "element_count": res.get("element_count"), "unexpected_count": res.get("unexpected_count"),
                 "unexpected_percent": res.get("unexpected_percent"),
                 "observed_value": None if observed is None else json.dumps(observed, default=str, ensure_ascii=False),
                 "sample_rows": json.dumps([{"record_key": k, "value": v} for _, k, v in failing[:samples]],
                                           ensure_ascii=False) if failing else None,
+                "pass_rate": rate, "threshold": threshold,
             })
-        stats = result.statistics
         return Validation(
-            run_id=run_id_for(suite.name, label, started), suite=suite, success=bool(result.success),
-            evaluated=int(stats["evaluated_expectations"]), successful=int(stats["successful_expectations"]),
+            run_id=run_id_for(suite.name, label, started), suite=suite, success=all(r["success"] for r in rows),
+            evaluated=len(rows), successful=sum(r["success"] for r in rows),
             started_at=started, finished_at=finished,
             results=pl.DataFrame(rows, schema=RESULT_SCHEMA),
             failures=pl.DataFrame(failures, schema=FAILURE_SCHEMA, orient="row"),
@@ -176,14 +207,27 @@ class GxProject:
         return build_site(self.context, self.docs_index.parent)
 
 
-def _expectation(spec: ExpectationSpec):
+def _expectation(spec: ExpectationSpec, mostly: float | None = None):
     import great_expectations.expectations as gxe
 
     cls = getattr(gxe, spec.type)
+    # `mostly` exists on row-level (map) expectations; an aggregate one passes or fails as a whole.
+    extra = {"mostly": mostly} if mostly is not None and mostly < 1.0 and "mostly" in getattr(cls, "__fields__", {}) else {}
     # GX renders a description as markup (it becomes the expectation's line in Data Docs):
     # "record key is <station>:<local id>" must be given as text.
-    return cls(**spec.kwargs, meta={"expectation_id": spec.id, "dimension": spec.dimension},
+    return cls(**spec.kwargs, **extra, meta={"expectation_id": spec.id, "dimension": spec.dimension},
                description=html.escape(spec.description, quote=False))
+
+
+def _pass_rate(res: dict) -> float | None:
+    """The share of the rows an expectation considered that met it (GX's `mostly` compares this):
+    missing values are left out where the expectation leaves them out. None for an aggregate."""
+    if "unexpected_count" not in res:
+        return None
+    percent = res.get("unexpected_percent")
+    if percent is None:  # no row considered: vacuously met
+        return 1.0
+    return max(0.0, min(1.0, 1.0 - float(percent) / 100.0))
 
 
 def _plain(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:

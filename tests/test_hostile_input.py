@@ -68,7 +68,11 @@ def _cap_memory() -> None:
 
 
 def ingest_isolated(config_dir: Path, url: str, data_dir: Path, env: dict[str, str]) -> tuple[dict, float]:
-    """Ingest every station in a subprocess; (its report, its peak RSS in MB from wait4)."""
+    """Ingest every station in a subprocess; (its report, its peak RSS in MB).
+
+    The peak is the largest VmHWM the process measured of itself (at start, and per station): the
+    kernel's ru_maxrss of a child also counts the pages of the pytest process it was forked from
+    before exec, which grows with the suite."""
     out, err = data_dir.with_suffix(".out"), data_dir.with_suffix(".err")
     with out.open("wb") as fo, err.open("wb") as fe:
         proc = subprocess.Popen([sys.executable, str(RUNNER), str(config_dir), url, str(data_dir)], stdout=fo,
@@ -76,12 +80,13 @@ def ingest_isolated(config_dir: Path, url: str, data_dir: Path, env: dict[str, s
         timer = threading.Timer(180, proc.kill)
         timer.start()
         try:
-            _pid, status, usage = os.wait4(proc.pid, 0)
+            _pid, status, _usage = os.wait4(proc.pid, 0)
         finally:
             timer.cancel()
         proc.returncode = os.waitstatus_to_exitcode(status)
     assert proc.returncode == 0, f"the ingest process died ({proc.returncode}):\n{err.read_text()[-3000:]}"
-    return json.loads(out.read_text()), usage.ru_maxrss / 1024
+    report = json.loads(out.read_text())
+    return report, max(v["peak_mb"] for v in report.values())
 
 
 def sha(path: Path) -> str:

@@ -120,6 +120,13 @@ def test_an_auditor_reads_the_report(browser, site: Path, tmp_path: Path):
     assert drawn(page, "chart-deliveries")["marks"] == 8  # one bar per subscriber
     assert drawn(page, "chart-field-levels")["marks"] > 0
 
+    page.get_by_role("link", name="Supervision").first.click()
+    page.wait_for_load_state()
+    assert page.title() == "Supervision · enteronce audit report"
+    assert page.get_by_role("heading", name="Stations ranked by overdue and open tasks").is_visible()
+    if page.locator("#chart-weekly-tasks").count():
+        assert drawn(page, "chart-weekly-tasks")["width"] > 200
+
     page.get_by_role("link", name="Data Docs").first.click()
     page.wait_for_load_state()
     assert page.title() == "Data Docs · enteronce audit report"

@@ -59,7 +59,8 @@ def test_asset_materialises_alone_into_the_data_folder(project: Project):
     meta = result.asset_materializations_for_node("audit_report")[0].metadata
     assert Path(meta["path"].value) == project.data_dir / "report" / "index.html"
     assert meta["url"].value.startswith("file://")
-    assert meta["pages"].value == 2 + 4
+    assert meta["pages"].value == 2 + 5  # 2 stations; overview, supervision, linkage, access, Data Docs
+    assert meta["overdue_correction_tasks"].value == 0
 
 
 def test_report_is_requested_after_each_publication():

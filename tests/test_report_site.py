@@ -252,9 +252,14 @@ def test_names_are_escaped_everywhere(site: Path):
 def test_linkage_page_precision_from_latest_judgements(site: Path):
     text = Text.of(site / "linkage.html").text
     assert "person 14 12 0 10 3 3" in text  # records, active, retired, match, review, pending
-    # 10 match pairs judged; the later "different" on a8~b8 overrides: 8 same of 10.
+    # 10 match pairs judged; the later "different" on a8~b8 overrides: 8 same of 10 - too few
+    # (model.MIN_JUDGEMENTS) for a share and interval that mean anything
+    assert "person match 10 8 too few judgements (10 of 30 needed)" in text
+    estimate = model.precision_estimates(pl.DataFrame({"entity_type": ["person"] * 2, "decision": ["match"] * 2,
+                                                       "verdict": ["same", "different"], "pairs": [8, 2]}),
+                                         min_judged=10).row(0, named=True)
     low, high = model.wilson(8, 10)[1:]
-    assert f"person match 10 8 80.0 % {low * 100:.1f} % – {high * 100:.1f} %" in text
+    assert (estimate["share"], estimate["low"], estimate["high"]) == (0.8, low, high)
     html = (site / "linkage.html").read_text(encoding="utf-8")
     assert 'id="chart-cluster-sizes"' in html
 

@@ -22,10 +22,14 @@ from warehouse.store import Warehouse, utcnow
 TASK_ENTITY_TYPE = "correction_task"
 TASK_EVENT_NAMESPACE = uuid.UUID("0c6f4f39-5a55-4d0f-a3c8-7a0f6c1d2e10")
 TASK_EVENT_FIELDS = ["task_id", "station_id", "record_key", "entity_type", "entity_id", "field", "station_value",
-                     "expected_value", "reason", "source", "status", "opened_at", "closed_at"]
+                     "expected_value", "reason", "source", "status", "opened_at", "closed_at", "evidence"]
 TASK_AREA = "area_code"  # routing key of a task event (feeds.scope), never delivered
 TASK_SCHEMA = {c.name: polars_type(c) for c in s.correction_tasks.columns}
 RUN_SCHEMA = {c.name: polars_type(c) for c in s.validation_runs.columns}
+# The outbox rows apply_tasks writes, typed from the table, never inferred from the rows: a first
+# pass opens thousands of tasks (`before` null) before the reopened ones (`before` text), past
+# Polars' infer_schema_length, which then fails on the first text.
+EVENT_SCHEMA = {c.name: polars_type(c) for c in s.change_events.columns}
 
 
 def held_batch_ids(engine: sa.Engine) -> set[str]:
@@ -33,6 +37,35 @@ def held_batch_ids(engine: sa.Engine) -> set[str]:
     h = s.batch_holds
     with engine.connect() as conn:
         return set(conn.scalars(sa.select(h.c.batch_id).where(h.c.released_at.is_(None))))
+
+
+HELD_SCHEMA = {"batch_id": pl.String, "station_id": pl.String, "entity_type": pl.String, "reason": pl.String,
+               "rate": pl.Float64, "threshold": pl.Float64, "records": pl.Int64,
+               "held_at": pl.Datetime("us", "UTC"), "released_at": pl.Datetime("us", "UTC")}
+
+
+def holds_select(*, with_rate: bool = True) -> sa.Select:
+    """Holds with what they keep back: the batch's entity type and how many of its records stay
+    out of resolution while it is held (records whose current batch is the held one), with the
+    measured rate and the threshold it exceeded (null for a batch whose rows do not reconcile).
+    `with_rate=False` for a warehouse from before migration 0008 (no rate columns)."""
+    h, b = s.batch_holds, s.batches
+    counts = [sa.select(sa.func.count()).where(t.c.station_id == h.c.station_id, t.c.batch_id == h.c.batch_id)
+              .correlate(h).scalar_subquery() for t in s.RECORD_TABLES.values()]
+    records = sum(counts[1:], counts[0])
+    nothing = sa.cast(sa.null(), sa.Float)
+    return (sa.select(h.c.batch_id, h.c.station_id, b.c.entity_type, h.c.reason,
+                      (h.c.rate if with_rate else nothing).label("rate"),
+                      (h.c.threshold if with_rate else nothing).label("threshold"),
+                      records.label("records"), h.c.held_at, h.c.released_at)
+            .select_from(h.outerjoin(b, b.c.batch_id == h.c.batch_id))
+            .order_by(h.c.station_id, h.c.held_at, h.c.batch_id))
+
+
+def not_superseded(t: sa.Table) -> sa.ColumnElement[bool]:
+    """Tasks that are the stations' work: not those closed because another task on the same record
+    and field took their place (quality.corrections.SUPERSEDED)."""
+    return sa.or_(t.c.closed_batch.is_(None), ~t.c.closed_batch.startswith("superseded"))
 
 
 def task_event_id(task_id: str, version: int) -> str:
@@ -213,13 +246,17 @@ class QualityStore:
             return read_frame(conn, stmt, schema={c.name: polars_type(c) for c in t.columns})
 
     # -- holds ---------------------------------------------------------------------------------
-    def hold(self, batch_id: str, station_id: str, reason: str) -> bool:
-        """Hold a batch (once); returns whether it is newly held."""
+    def hold(self, batch_id: str, station_id: str, reason: str, *, rate: float | None = None,
+             threshold: float | None = None) -> bool:
+        """Hold a batch (once), with the measured rate and the threshold it exceeded when a rate
+        held it (a batch whose rows do not reconcile has none); returns whether it is newly held."""
         h = s.batch_holds
         with self.store.transaction() as conn:
             if conn.scalar(sa.select(h.c.batch_id).where(h.c.batch_id == batch_id)) is not None:
                 return False
-            conn.execute(h.insert().values(batch_id=batch_id, station_id=station_id, reason=reason, held_at=utcnow()))
+            conn.execute(h.insert().values(batch_id=batch_id, station_id=station_id, reason=reason, held_at=utcnow(),
+                                           rate=None if rate is None else float(rate),
+                                           threshold=None if threshold is None else float(threshold)))
         return True
 
     def release(self, batch_id: str) -> bool:
@@ -238,6 +275,18 @@ class QualityStore:
             stmt = stmt.where(h.c.released_at.is_(None))
         with self.engine.connect() as conn:
             return read_frame(conn, stmt, schema={c.name: polars_type(c) for c in h.columns})
+
+    def held(self, station_ids: Iterable[str] | None = None, *, active_only: bool = True) -> pl.DataFrame:
+        """Holds with their entity type, rate, threshold and the records they keep back
+        (`holds_select`); by default only those still held."""
+        h = s.batch_holds
+        stmt = holds_select()
+        if station_ids is not None:
+            stmt = stmt.where(h.c.station_id.in_(list(station_ids)))
+        if active_only:
+            stmt = stmt.where(h.c.released_at.is_(None))
+        with self.engine.connect() as conn:
+            return read_frame(conn, stmt, schema=HELD_SCHEMA)
 
     # -- correction tasks ----------------------------------------------------------------------
     def tasks(self, *, station_ids: Iterable[str] | None = None, status: str | None = None,
@@ -307,11 +356,92 @@ class QualityStore:
                 in_keys(conn, e.c.event_id, [ev["event_id"] for ev in events]))))
             fresh = [ev for ev in events if ev["event_id"] not in known]
             if fresh:
-                insert_frame(conn, e, pl.DataFrame([
+                insert_frame(conn, e, event_frame([
                     {**ev, "seq": start + i, "occurred_at": now,
                      "changed_fields": json.dumps(ev["changed_fields"]), "sources": json.dumps(ev["sources"])}
                     for i, ev in enumerate(fresh)]))
         return len(fresh), start + len(fresh) - 1
+
+    # -- supervision (quality.supervision) -----------------------------------------------------
+    def supervision_tasks(self, station_ids: Iterable[str] | None = None) -> pl.DataFrame:
+        """Every correction task, narrow: what the supervision figures read (task_id, station_id,
+        status, opened_at, closed_at, reminded_at)."""
+        t = s.correction_tasks
+        stmt = (sa.select(t.c.task_id, t.c.station_id, t.c.status, t.c.opened_at, t.c.closed_at, t.c.reminded_at)
+                .where(not_superseded(t))
+                .order_by(t.c.station_id, t.c.opened_at, t.c.task_id))
+        if station_ids is not None:
+            stmt = stmt.where(t.c.station_id.in_(list(station_ids)))
+        utc = pl.Datetime("us", "UTC")
+        with self.engine.connect() as conn:
+            return read_frame(conn, stmt, schema={"task_id": pl.String, "station_id": pl.String, "status": pl.String,
+                                                  "opened_at": utc, "closed_at": utc, "reminded_at": utc})
+
+    def remind_tasks(self, due: pl.DataFrame, *, now: dt.datetime, sla_days: float) -> tuple[int, int]:
+        """Send each task of `due` (quality.supervision.reminders_due: task_id, due_at, days_open)
+        an overdue reminder through its station's feed, and note when (`reminded_at`), in one
+        transaction.
+
+        A reminder is an `update` event of the task (the next version, like any task change, with
+        a deterministic id): the task as it stands plus `overdue: true`, `due_at` and `days_open`,
+        routed by the same area as the task's other events, so the feeds deliver it under the same
+        policy. Inside the transaction each task is checked again (still open, past due, not
+        reminded within the SLA), so two passes at once send one reminder. Returns (events
+        written, last seq)."""
+        if due.height == 0:
+            return 0, 0
+        t, e = s.correction_tasks, s.change_events
+        sla = dt.timedelta(days=float(sla_days))
+        now = now if now.tzinfo else now.replace(tzinfo=dt.timezone.utc)
+        wanted = {r["task_id"]: r for r in due.iter_rows(named=True)}
+        with self.store.transaction() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql("LOCK TABLE change_events IN EXCLUSIVE MODE")
+            rows = [dict(r) for r in conn.execute(sa.select(t).where(
+                in_keys(conn, t.c.task_id, list(wanted)), t.c.status == "open")).mappings()]
+
+            def _utc(v: dt.datetime | None) -> dt.datetime | None:
+                return None if v is None else (v if v.tzinfo else v.replace(tzinfo=dt.timezone.utc))
+
+            rows = [r for r in rows if _utc(r["opened_at"]) + sla < now
+                    and (r["reminded_at"] is None or _utc(r["reminded_at"]) + sla < now)]
+            if not rows:
+                return 0, 0
+            ids = [r["task_id"] for r in rows]
+            versions, last_area = _task_versions(conn, ids)
+            areas = task_areas(conn, rows)
+            events = []
+            for old in sorted(rows, key=lambda r: (r["station_id"], _utc(r["opened_at"]), r["task_id"])):
+                opened = _utc(old["opened_at"])
+                days = int((now - opened) / dt.timedelta(days=1))
+                extra = {"overdue": True, "due_at": (opened + sla).isoformat(), "days_open": days}
+                after = json.loads(_task_json(old, areas.get(old["task_id"])))
+                version = versions.get(old["task_id"], 0) + 1
+                events.append({
+                    "event_id": task_event_id(old["task_id"], version), "entity_type": TASK_ENTITY_TYPE,
+                    "entity_id": old["task_id"], "op": "update", "version": version,
+                    "changed_fields": list(extra),  # JSON columns: Core encodes them
+                    "before": _task_json(old, last_area.get(old["task_id"])),
+                    "after": json.dumps(after | extra, ensure_ascii=False, sort_keys=True),
+                    "sources": [{"station_id": old["station_id"], "record_key": old["record_key"],
+                                 "batch_id": old["opened_batch"]}],
+                })
+            conn.execute(t.update().where(in_keys(conn, t.c.task_id, ids)).values(reminded_at=now))
+            known = set(conn.scalars(sa.select(e.c.event_id).where(
+                in_keys(conn, e.c.event_id, [ev["event_id"] for ev in events]))))
+            fresh = [ev for ev in events if ev["event_id"] not in known]
+            start = int(conn.scalar(sa.select(sa.func.coalesce(sa.func.max(e.c.seq), 0)))) + 1
+            written = utcnow()
+            if fresh:
+                conn.execute(e.insert(), [{**ev, "seq": start + i, "occurred_at": written}
+                                          for i, ev in enumerate(fresh)])
+        return len(fresh), start + len(fresh) - 1
+
+
+def event_frame(rows: list[dict]) -> pl.DataFrame:
+    """Outbox rows as a frame with the table's dtypes (JSON columns as their text)."""
+    schema = {k: pl.String if k in ("changed_fields", "sources") else v for k, v in EVENT_SCHEMA.items()}
+    return pl.DataFrame([{k: row.get(k) for k in schema} for row in rows], schema=schema)
 
 
 def _task_versions(conn: sa.Connection, task_ids: list[str]) -> tuple[dict[str, int], dict[str, str | None]]:
@@ -376,7 +506,8 @@ def task_event(new: dict, old: dict | None, op: str, version: int, batch_id: str
     if old is None:
         changed = [k for k in TASK_EVENT_FIELDS if new.get(k) is not None]
     else:
-        changed = [k for k in ("status", "station_value", "expected_value", "reason", "closed_at", "opened_at")
+        changed = [k for k in ("status", "station_value", "expected_value", "reason", "closed_at", "opened_at",
+                               "evidence")
                    if new.get(k) != old.get(k)]
     return {
         "event_id": task_event_id(new["task_id"], version),

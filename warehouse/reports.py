@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from warehouse import schema as s
 from warehouse.bulk import read_frame
+from warehouse.quality import not_superseded
 from warehouse.store import Warehouse
 
 UTC = pl.Datetime("us", "UTC")
@@ -52,7 +53,8 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
               "reason": pl.String, "source": pl.String, "status": pl.String, "opened_at": UTC,
               "opened_batch": pl.String, "closed_at": UTC, "closed_batch": pl.String},
     "task_times": {"station_id": pl.String, "status": pl.String, "opened_at": UTC, "closed_at": UTC},
-    "holds": {"batch_id": pl.String, "station_id": pl.String, "reason": pl.String, "held_at": UTC,
+    "holds": {"batch_id": pl.String, "station_id": pl.String, "entity_type": pl.String, "reason": pl.String,
+              "rate": pl.Float64, "threshold": pl.Float64, "records": pl.Int64, "held_at": UTC,
               "released_at": UTC},
     "linkage": {"entity_type": pl.String, "records": pl.Int64, "entities_active": pl.Int64,
                 "entities_retired": pl.Int64, "match_pairs": pl.Int64, "review_pairs": pl.Int64,
@@ -196,12 +198,19 @@ def _task_times(conn: sa.Connection) -> pl.DataFrame:
     """Every task's open and close time, narrow: how long tasks stay open is a distribution (median,
     oldest open), which differs too much between SQLite and PostgreSQL date arithmetic to do in SQL."""
     t = correction_tasks
-    return _read(conn, "task_times", sa.select(t.c.station_id, t.c.status, t.c.opened_at, t.c.closed_at))
+    return _read(conn, "task_times", sa.select(t.c.station_id, t.c.status, t.c.opened_at, t.c.closed_at)
+                 .where(not_superseded(t)))
 
 
 def _holds(conn: sa.Connection) -> pl.DataFrame:
+    """Every hold with its entity type, the measured rate against its threshold (null for a batch
+    whose rows do not reconcile, and in a warehouse from before migration 0008) and the records it
+    keeps back from publication; newest first per station."""
+    from warehouse.quality import holds_select
+
     h = batch_holds
-    stmt = sa.select(h.c.batch_id, h.c.station_id, h.c.reason, h.c.held_at, h.c.released_at).order_by(
+    columns = {c["name"] for c in sa.inspect(conn).get_columns(h.name)}
+    stmt = holds_select(with_rate={"rate", "threshold"} <= columns).order_by(None).order_by(
         h.c.station_id, h.c.held_at.desc())
     return _read(conn, "holds", stmt)
 

@@ -457,6 +457,9 @@ correction_tasks = sa.Table(
     sa.Column("opened_batch", sa.String(160), nullable=False),
     sa.Column("closed_at", TS),
     sa.Column("closed_batch", sa.String(160)),
+    # why the task is trustworthy, in an officer's words: which check, which sources, how many agree
+    sa.Column("evidence", sa.Text),
+    sa.Column("reminded_at", TS),  # when an overdue reminder last went out in the station's feed
     sa.Index(None, "station_id", "status"),
     sa.Index(None, "record_key"),
 )
@@ -470,6 +473,8 @@ batch_holds = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("held_at", TS, nullable=False),
     sa.Column("released_at", TS),
+    sa.Column("rate", sa.Float),  # the measured rate that held it (e.g. invalid ID numbers), if any
+    sa.Column("threshold", sa.Float),  # the quality.yaml threshold it exceeded
 )
 
 # How far the correction-task pass has caught up (name -> value), so each pass only looks at

@@ -13,7 +13,8 @@ from warehouse.reports import read_report_frames
 from warehouse.store import Warehouse
 
 
-def write_report(store: Warehouse, out_dir: Path | str) -> ReportSummary:
+def write_report(store: Warehouse, out_dir: Path | str, *, sla_days: float | None = None) -> ReportSummary:
     """Build the auditors' site for everything in `store` into `out_dir`; returns its summary
-    (path of index.html, headline figures, build time)."""
-    return build_report(Path(out_dir), **read_report_frames(store))
+    (path of index.html, headline figures, build time). `sla_days`: the project's
+    `tasks_sla_days` (quality.yaml), when a task counts as overdue."""
+    return build_report(Path(out_dir), sla_days=sla_days, **read_report_frames(store))

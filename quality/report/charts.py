@@ -145,3 +145,15 @@ def level_chart(div_id: str, by_level: pl.DataFrame, *, title: str) -> Markup:
             for (level,), group in by_level.group_by("level", maintain_order=True)]
     layout = _layout(title, "field", "entities delivered", barmode="stack")
     return render(div_id, data, layout)
+
+
+def weekly_chart(div_id: str, trend: pl.DataFrame, *, title: str) -> Markup:
+    """Correction tasks opened and closed per ISO week (quality.supervision.weekly_trend rows of
+    one station or of the network), as grouped bars."""
+    weeks = trend["week"].to_list()
+    data = [{"type": "bar", "name": name, "x": weeks, "y": trend[name].to_list(), "marker": {"color": colour},
+             "hovertemplate": "%{x}: %{y} " + name + "<extra></extra>"}
+            for name, colour in (("opened", "#d0731c"), ("closed", "#3a9a5b"))]
+    layout = _layout(literal(title), "ISO week", "correction tasks", barmode="group")
+    layout["xaxis"]["type"] = "category"
+    return render(div_id, data, layout)

@@ -27,6 +27,8 @@ import polars as pl
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
+from quality import supervision
+from quality.config import QualityConfig
 from quality.report import charts, model
 
 ASSETS = "assets"
@@ -41,6 +43,10 @@ OPTIONAL_TABLES = ("validation_runs", "validation_results", "station_scores", "c
 NO_DURATIONS = {"closed_median_days": None, "closed_max_days": None, "open_median_days": None,
                 "open_max_days": None}
 STATION_DIR = "stations"
+# quality.yaml's default `tasks_sla_days`: a task open longer is overdue (quality.supervision)
+DEFAULT_SLA_DAYS = float(QualityConfig.model_fields["tasks_sla_days"].default)
+TREND_WEEKS = 26  # weeks of the supervision trend chart; a station page lists its last STATION_WEEKS
+STATION_WEEKS = 8
 
 
 @dataclass
@@ -60,6 +66,9 @@ class ReportSummary:
     deliveries: int
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    link_precision: dict | None = None  # model.link_precision: share null with too few judgements
+    overdue_tasks: int = 0  # open longer than tasks_sla_days (quality.supervision)
+    sla_days: float = DEFAULT_SLA_DAYS
 
 
 def station_file(station_id: str) -> str:
@@ -169,11 +178,13 @@ def build_report(
     recent_deliveries: pl.DataFrame,
     available: pl.DataFrame | None = None,
     now: dt.datetime | None = None,
+    sla_days: float | None = None,
 ) -> ReportSummary:
     """Write the site into `out_dir` (created; pages from an earlier build are replaced, and
     station pages of stations no longer present are removed). Frames are those of
     warehouse.reports.read_report_frames; `available` says which optional tables exist, so that a
-    page can tell "not built yet" from "nothing happened"."""
+    page can tell "not built yet" from "nothing happened". `sla_days` is quality.yaml's
+    `tasks_sla_days` (overdue correction tasks; default DEFAULT_SLA_DAYS)."""
     started = dt.datetime.now(dt.timezone.utc)
     now = now or started
     out = Path(out_dir)
@@ -198,28 +209,33 @@ def build_report(
     durations = model.task_durations(task_times, now)
     precision = model.precision_estimates(judged)
     by_level = model.fields_by_level(field_policies)
+    sla_days = float(sla_days or DEFAULT_SLA_DAYS)
+    watch = supervision.station_summary(task_times, now, sla_days, stations["station_id"].to_list())
+    watch_ranked = supervision.ranking(watch).join(stations.select("station_id", "name"), on="station_id",
+                                                   how="left", maintain_order="left")
+    watch_totals = supervision.network_totals(watch, task_times)
     common = {"generated_at": now, "missing_tables": missing_tables, "tables": tables,
               "dimensions": model.DIMENSIONS, "csp": Markup(REPORT_CSP)}
 
-    active_holds = holds.filter(pl.col("released_at").is_null())
+    active_holds = model.held_batches(holds)
     latest_failed = int((~runs["success"]).sum()) if runs.height else 0
     totals = {
         "stations": stations.height, "scored": int(table["score"].drop_nulls().len()),
         "average": table["score"].mean() if table.height else None,
         "open_tasks": int((task_times["status"] == "open").sum()),
         "closed_tasks": int((task_times["status"] == "closed").sum()),
-        "held": active_holds.height, "runs": runs.height, "failed_runs": latest_failed,
+        "held": active_holds.height, "held_records": int(active_holds["records"].sum() or 0),
+        "runs": runs.height, "failed_runs": latest_failed,
         "entities": int(linkage["entities_active"].sum()) if linkage.height else 0,
         "records": int(linkage["records"].sum()) if linkage.height else 0,
         "match_pairs": int(linkage["match_pairs"].sum()) if linkage.height else 0,
         "pending_reviews": int(linkage["pending_reviews"].sum()) if linkage.height else 0,
         "deliveries": int(subscribers["deliveries"].sum()) if subscribers.height else 0,
         "subscribers": subscribers["subscriber_id"].n_unique() if subscribers.height else 0,
+        "overdue_tasks": watch_totals["overdue"], "stations_overdue": watch_totals["stations_overdue"],
+        "sla_days": sla_days,
     }
-    link_precision = precision.filter(pl.col("decision") == "match")
-    headline_precision = None
-    if link_precision.height:
-        headline_precision = model.wilson(int(link_precision["same"].sum()), int(link_precision["judged"].sum()))
+    headline_precision = model.link_precision(precision)  # None, or too few judgements, or an estimate
 
     pages = 0
 
@@ -244,6 +260,8 @@ def build_report(
     # -- one page per station
     # The trend lines of every station in one pass, then split by station with everything else.
     ordered_scores = model.trend(scores)
+    own_watch = {r["station_id"]: r for r in watch_ranked.iter_rows(named=True)}
+    own_weeks = _by_station(supervision.weekly_trend(task_times, now, weeks=STATION_WEEKS))
     parts = {name: _by_station(frame) for name, frame in
              {"scores": ordered_scores, "runs": runs, "failures": failures, "tasks": tasks, "holds": holds}.items()}
     dur = {r["station_id"]: r for r in durations.iter_rows(named=True)}
@@ -266,7 +284,18 @@ def build_report(
               open_tasks=[t for t in own_tasks if t["status"] == "open"],
               closed_tasks=[t for t in own_tasks if t["status"] == "closed"],
               durations=dur.get(sid, NO_DURATIONS), holds=own["holds"].to_dicts(), docs=docs, docs_missing=docs_missing,
-              listed=TASKS_LISTED)
+              listed=TASKS_LISTED, watch=own_watch.get(sid), weeks=own_weeks[sid].to_dicts() if sid in own_weeks else [],
+              sla_days=sla_days)
+
+    # -- supervision of the work: who is behind on their correction tasks, and the weekly trend
+    network_weeks = supervision.weekly_trend(task_times, now, by_station=False, weeks=TREND_WEEKS)
+    watch_chart = None
+    if network_weeks.height:
+        watch_chart = charts.weekly_chart("chart-weekly-tasks", network_weeks,
+                                          title="Correction tasks opened and closed per week (network)")
+    write(out / "supervision.html", "supervision.html", page="supervision", root="", totals=watch_totals,
+          sla_days=sla_days, ranking=watch_ranked.to_dicts(), weeks=network_weeks.to_dicts(), chart=watch_chart,
+          weeks_shown=TREND_WEEKS)
 
     # -- linkage
     linkage_chart = None
@@ -304,8 +333,9 @@ def build_report(
         index=out / "index.html", stations=stations.height, pages=pages, scored_stations=totals["scored"],
         average_score=totals["average"], open_tasks=totals["open_tasks"], held_batches=totals["held"],
         failed_runs=totals["failed_runs"], entities=totals["entities"], pending_reviews=totals["pending_reviews"],
-        deliveries=totals["deliveries"], seconds=seconds,
+        deliveries=totals["deliveries"], seconds=seconds, overdue_tasks=totals["overdue_tasks"], sla_days=sla_days,
         notes=[f"table {t} not in the warehouse yet" for t in missing_tables],
+        link_precision=headline_precision,
     )
 
 
