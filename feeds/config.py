@@ -9,8 +9,6 @@ ConfigError that names the file, the key path and what was expected.
 
 from __future__ import annotations
 
-import os
-import stat
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
@@ -18,7 +16,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from connectors.errors import ConfigError
-from entity_resolution.config import format_validation_error
+from entity_resolution.config import (
+    MAX_YAML_DEPTH,
+    MAX_YAML_NODES,
+    format_validation_error,
+    parse_yaml_bounded,
+    read_config_bytes,
+)
 
 SUBSCRIPTIONS_YAML = "subscriptions.yaml"
 SUBSCRIBER_ID = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -185,97 +189,19 @@ def parse_subscriptions(data: object, *, source: Path | str = "<subscriptions>")
 
 # -- reading, bounded: the file is read by a long-running API as well as by the CLI --------------
 MAX_SUBSCRIPTIONS_BYTES = 16 * 1024 * 1024  # a 943-station network's file is ~0.5 MB
-MAX_YAML_DEPTH = 32  # the contract needs 6 levels
-MAX_YAML_NODES = 1_000_000  # nodes once aliases are expanded (943 stations: ~50k)
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when the wheel has it
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """What and where, without the file's text (PyYAML's snippets quote the document)."""
-    if isinstance(exc, yaml.MarkedYAMLError):
-        mark = exc.problem_mark or exc.context_mark
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        what = "; ".join(x for x in (exc.context, exc.problem) if x)
-        return f"{what or exc.__class__.__name__}{where}"
-    return str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-
-
-def _check_yaml_shape(text: str, *, source: Path | str, max_depth: int, max_nodes: int) -> None:
-    """Walk the YAML events (no recursion, nothing built) and refuse a document nested deeper than
-    `max_depth` (yaml.safe_load recurses per level: RecursionError) or with more than `max_nodes`
-    nodes once aliases are expanded (a billion-laughs alias bomb is tiny on disk but not in
-    memory); an alias to a node that is still open (a recursive structure) is refused too."""
-    depth = nodes = 0
-    open_: list[tuple[str | None, int]] = []
-    sizes: dict[str, int] = {}  # anchor -> its node's expanded size
-    for ev in yaml.parse(text, Loader=_LOADER):
-        if isinstance(ev, yaml.ScalarEvent):
-            nodes += 1
-            if ev.anchor is not None:
-                sizes[ev.anchor] = 1
-        elif isinstance(ev, yaml.CollectionStartEvent):
-            depth += 1
-            if depth > max_depth:
-                raise ConfigError(f"{source}: nested deeper than {max_depth} levels (line "
-                                  f"{ev.start_mark.line + 1}); refused")
-            open_.append((ev.anchor, nodes))
-            nodes += 1
-            if ev.anchor is not None:
-                sizes.pop(ev.anchor, None)  # open: an alias to it now would be recursive
-        elif isinstance(ev, yaml.CollectionEndEvent):
-            depth -= 1
-            anchor, start = open_.pop()
-            if anchor is not None:
-                sizes[anchor] = nodes - start
-        elif isinstance(ev, yaml.AliasEvent):
-            size = sizes.get(ev.anchor)
-            if size is None:
-                raise ConfigError(f"{source}: alias *{ev.anchor} (line {ev.start_mark.line + 1}) refers to no "
-                                  f"complete node (undefined, or recursive); refused")
-            nodes += size
-        elif isinstance(ev, yaml.DocumentStartEvent):
-            sizes.clear()
-        if nodes > max_nodes:
-            raise ConfigError(f"{source}: more than {max_nodes:,} YAML nodes once aliases are expanded "
-                              f"(line {ev.start_mark.line + 1}); refused")
 
 
 def load_yaml_bounded(text: str, *, source: Path | str = "<yaml>", max_depth: int = MAX_YAML_DEPTH,
                       max_nodes: int = MAX_YAML_NODES) -> object:
-    """yaml.safe_load with bounds on nesting and alias expansion; every YAML problem is a
-    ConfigError naming `source`, the line and column (never the document's text)."""
-    try:
-        _check_yaml_shape(text, source=source, max_depth=max_depth, max_nodes=max_nodes)
-        return yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader (CSafeLoader or SafeLoader)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {_yaml_problem(exc)}") from None
+    """yaml.safe_load with bounds on nesting and alias expansion (entity_resolution.config's), as
+    the project's ConfigError."""
+    return parse_yaml_bounded(text, source=source, max_depth=max_depth, max_nodes=max_nodes, error=ConfigError)
 
 
 def read_subscriptions_bytes(path: Path | str, *, max_bytes: int = MAX_SUBSCRIPTIONS_BYTES) -> bytes | None:
     """The file's bytes, or None when there is no file; a file larger than `max_bytes`, not a
     regular file (a FIFO, a device, a folder) or unreadable is a ConfigError."""
-    path = Path(path)
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block us
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc.__class__.__name__}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"{path}: not a regular file; refused")
-        if st.st_size > max_bytes:
-            raise ConfigError(f"{path}: {st.st_size:,} bytes, more than the {max_bytes:,} allowed; refused")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read(max_bytes + 1)  # it may have grown since fstat
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc.__class__.__name__}") from None
-    finally:
-        os.close(fd)
-    if len(data) > max_bytes:
-        raise ConfigError(f"{path}: more than the {max_bytes:,} bytes allowed; refused")
-    return data
+    return read_config_bytes(path, max_bytes=max_bytes, error=ConfigError)
 
 
 def subscriptions_from_bytes(data: bytes | None, *, source: Path | str = "<subscriptions>") -> Subscriptions:

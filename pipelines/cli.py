@@ -26,8 +26,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 # Piped or captured output keeps whole lines (paths, messages) instead of folding them at 80 columns.
-console = Console(soft_wrap=not sys.stdout.isatty())
-err_console = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
+# Piped or redirected output is for scripts and files: lines are not wrapped and tables are as wide
+# as their values (Rich would otherwise fit them to 80 columns and cut values short with "…").
+PIPED_WIDTH = 1_000
+console = Console(soft_wrap=not sys.stdout.isatty(), width=None if sys.stdout.isatty() else PIPED_WIDTH)
+err_console = Console(stderr=True, soft_wrap=not sys.stderr.isatty(),
+                      width=None if sys.stderr.isatty() else PIPED_WIDTH)
 
 ConfigOpt = Annotated[
     Optional[Path], typer.Option("--config", "-c", help="Project folder with stations.yaml (env ENTERONCE_CONFIG).")
@@ -446,8 +450,11 @@ def evaluate(
     warehouse: WarehouseOpt = None,
     entity: EntityOpt = "person",
     per_station: Annotated[bool, typer.Option(help="Also one row per station.")] = True,
+    fmt: Annotated[str, typer.Option("--format", help="table (for people), json or csv (for scripts).")] = "table",
 ) -> None:
     """Pairwise precision / recall / F1 and B-cubed figures of the current entities against a truth."""
+    if fmt not in ("table", "json", "csv"):
+        _fail(f"--format must be table, json or csv, got {fmt!r}")
     from entity_resolution.evaluation import evaluate as evaluate_clusters
 
     _, store = _resolution_store(config, warehouse, entity)
@@ -462,6 +469,20 @@ def evaluate(
         _fail("no entities yet: run `enteronce run` or `enteronce resolve` first")
     stations = members.select("record_key", pl.col("record_key").str.split(":").list.first().alias("station_id"))
     report = evaluate_clusters(members, truth_frame, by=stations if per_station else None)
+    ignored = report.row(0, named=True)
+    unclustered = truth_frame.select("record_key").unique().join(members, on="record_key", how="anti")["record_key"]
+    held, other = _unclustered_by_cause(store, entity, unclustered.to_list())
+    rest = ignored["ignored_not_clustered"] - held - other
+    if fmt == "csv":
+        sys.stdout.write(report.write_csv())
+        return
+    if fmt == "json":
+        print(json.dumps({"entity_type": entity, "truth": str(truth), "scopes": report.to_dicts(),
+                          "not_in_truth": ignored["ignored_not_in_truth"],
+                          "truth_without_entity": {"total": ignored["ignored_not_clustered"], "held_by_quality": held,
+                                                   "other_entity_types": other, "quarantined_or_not_loaded": rest}},
+                         ensure_ascii=False, indent=2, default=str))
+        return
     shown = {
         "scope": "scope", "records": "records", "entities": "true", "clusters": "found",
         "pairwise_precision": "pair P", "pairwise_recall": "pair R", "pairwise_f1": "pair F1",
@@ -473,10 +494,6 @@ def evaluate(
     for row in report.select(list(shown)).iter_rows():
         table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
     console.print(table)
-    ignored = report.row(0, named=True)
-    unclustered = truth_frame.select("record_key").unique().join(members, on="record_key", how="anti")["record_key"]
-    held, other = _unclustered_by_cause(store, entity, unclustered.to_list())
-    rest = ignored["ignored_not_clustered"] - held - other
     console.print(f"records not in the truth: {ignored['ignored_not_in_truth']:,}; "
                   f"truth records without an entity: {ignored['ignored_not_clustered']:,} = "
                   f"{held:,} held back by quality (`enteronce holds`) + {other:,} of other entity types + "
@@ -553,7 +570,10 @@ def review_judge(
     from pipelines.instance import announce
 
     project, store = _resolution_store(config, warehouse, entity)
-    store.add_judgement(left, right, verdict, reviewer, reason)
+    try:
+        store.add_judgement(left, right, verdict, reviewer, reason)
+    except ValueError as exc:
+        _fail(str(exc))
     announce(project, f"{entity}_scored_pairs", description=f"judgement by {reviewer}: {left} / {right} {verdict}",
              metadata={"left": left, "right": right, "verdict": verdict, "reviewer": reviewer})
     console.print(f"[green]recorded[/]: {left} / {right} are {verdict} ({reviewer}). With the hub running "

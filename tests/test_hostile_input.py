@@ -197,6 +197,22 @@ def test_a_link_in_the_config_folder_cannot_lead_out(tmp_path: Path) -> None:
         load_stations(stations_yaml(tmp_path, {"path": "s1/passwd"}))
 
 
+@pytest.mark.parametrize(("text", "says"), [
+    ("version: 1\nstations: " + "[" * 100 + "]" * 100 + "\n", "nested deeper than 32 levels"),
+    ("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi")), "YAML nodes"),
+    ("version: 1\nstations: \xff\n", "not UTF-8"),
+])
+def test_config_files_are_read_with_bounded_cost(tmp_path: Path, text: str, says: str) -> None:
+    """stations.yaml (and quality.yaml, resolution.yaml) go through the same bounded YAML reader
+    as subscriptions.yaml: deep nesting, alias bombs and undecodable bytes are config errors."""
+    path = tmp_path / "stations.yaml"
+    path.write_bytes(text.encode("utf-8", "surrogateescape") if "\xff" not in text else text.encode("latin-1"))
+    with pytest.raises(ConfigError, match=says) as info:
+        load_stations(path)
+    assert str(path) in str(info.value)
+
+
 def test_check_config_command_names_file_key_and_value(tmp_path: Path) -> None:
     stations_yaml(tmp_path, {"path": "../../etc/passwd"})
     done = subprocess.run([str(ROOT / ".venv/bin/enteronce"), "check-config", "--config", str(tmp_path)],

@@ -236,6 +236,32 @@ def test_cli_run_prints_summary(network: Path, tmp_path: Path) -> None:
     assert "reconciled" in result.output
     assert f"{STATIONS} stations" in result.output
     assert "quarantined" in result.output
+    assert "correction tasks:" in result.output
+
+    # evaluate: whole values when piped (no "…"), JSON and CSV for scripts
+    truth = net / "truth.csv"
+    table = CliRunner().invoke(app, ["evaluate", "--config", str(net), "--truth", str(truth)])
+    assert table.exit_code == 0 and "…" not in table.output and "exact F1" in table.output
+    doc = json.loads(CliRunner().invoke(app, ["evaluate", "--config", str(net), "--truth", str(truth),
+                                              "--format", "json"]).output)
+    overall = doc["scopes"][0]
+    assert overall["scope"] == "overall" and 0 < overall["pairwise_f1"] <= 1
+    assert doc["truth_without_entity"]["total"] == overall["ignored_not_clustered"]
+    csv_out = CliRunner().invoke(app, ["evaluate", "--config", str(net), "--truth", str(truth), "--format", "csv"])
+    frame = pl.read_csv(csv_out.stdout.encode())
+    assert frame["scope"][0] == "overall" and frame["pairwise_f1"][0] == overall["pairwise_f1"]
+
+    # a judgement on a key that does not exist is refused, not stored as a verdict about nobody
+    store = Warehouse(Project.load(net).warehouse_url)
+    keys = store.resolution_store("person", "person_records").membership()["record_key"].head(2).to_list()
+    bad = CliRunner().invoke(app, ["review", "judge", "--config", str(net), keys[0], "s0001:nobody", "same",
+                                   "--reviewer", "li"])
+    assert bad.exit_code == 2 and "no person record with key 's0001:nobody'" in bad.output
+    same = CliRunner().invoke(app, ["review", "judge", "--config", str(net), keys[0], keys[0], "same",
+                                    "--reviewer", "li"])
+    assert same.exit_code == 2 and "two different records" in same.output
+    assert store.resolution_store("person", "person_records").judgements().height == 0
+    store.dispose()
 
 
 def test_cli_bad_config_is_a_message_not_a_traceback(tmp_path: Path) -> None:

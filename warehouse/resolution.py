@@ -206,9 +206,24 @@ class ResolutionStore(EntityTypeStore):
         return conflicts.join(justified, on="entity_id", how="anti").sort("entity_id")
 
     # -- writes --------------------------------------------------------------------------------
+    def missing_records(self, record_keys: Iterable[str]) -> list[str]:
+        """Those of `record_keys` that are no current record of this entity type."""
+        keys = list(dict.fromkeys(record_keys))
+        t = self.record_table
+        with self.engine.connect() as conn:
+            found = set(conn.execute(sa.select(t.c.record_key).where(t.c.record_key.in_(keys))).scalars())
+        return [k for k in keys if k not in found]
+
     def add_judgement(self, left_id: str, right_id: str, verdict: str, reviewer: str, reason: str | None) -> None:
+        """A judgement on two existing, distinct records; a typo in a key would otherwise be stored
+        as a verdict about nobody and silently never apply."""
         if verdict not in {"same", "different"}:
             raise ValueError(f"verdict must be 'same' or 'different', got {verdict!r}")
+        if left_id == right_id:
+            raise ValueError(f"a judgement needs two different records, got {left_id!r} twice")
+        missing = self.missing_records([left_id, right_id])
+        if missing:
+            raise ValueError(f"no {self.entity_type} record with key {', '.join(repr(k) for k in missing)}")
         left_id, right_id = sorted((left_id, right_id))
         with self.store.transaction() as conn:
             conn.execute(s.judgements.insert().values(
