@@ -145,18 +145,27 @@ def _ingest_file(
     refused like any such entry; if it vanished, there is nothing to do.
     """
     try:
-        drop = open_drop(path)
+        drop = open_in_roots(path, source)
     except NotFound:
         return BatchOutcome(station.id, source.name, display(path), "unchanged",
                             error=f"{display(path)}: vanished before it was read")
     except SourceError as err:
         return _refuse(store, station, source, Refused(path, err.reason))
     with drop:
-        real = _real_location(drop)
-        if real is not None and source.roots is not None and not within_roots(real, source.roots):
-            return _refuse(store, station, source, Refused(
-                path, f"resolves to {display(real)}, outside the config folder and allowed_roots: not read, not copied"))
         return _ingest_open_file(store, station, source, drop, data_dir, progress)
+
+
+def open_in_roots(path: Path, source: SourceConfig) -> DropFile:
+    """Open a listed drop the safe way (connectors.readers.safe.open_drop) and make sure the open
+    file is inside the source's allowed folders (a folder on the way may have been swapped for a
+    link since it was listed); SourceError (with the reason) if not, NotFound if it vanished."""
+    drop = open_drop(path)
+    real = _real_location(drop)
+    if real is not None and source.roots is not None and not within_roots(real, source.roots):
+        drop.close()
+        raise SourceError(display(path), f"resolves to {display(real)}, outside the config folder and "
+                                         "allowed_roots: not read, not copied")
+    return drop
 
 
 def _ingest_open_file(

@@ -20,10 +20,10 @@ import polars as pl
 
 from connectors.config import SourceConfig, StationConfig
 from connectors.errors import SourceError
-from connectors.ingest import STANDARDISERS, canonical_frame, raw_frame, split_rows
+from connectors.ingest import STANDARDISERS, canonical_frame, open_in_roots, raw_frame, split_rows
 from connectors.readers import detect_encoding, read_drop
 from connectors.readers.drops import scan_drops
-from connectors.readers.safe import display
+from connectors.readers.safe import DropFile, NotFound, display
 
 Level = Literal["error", "warning"]
 # Canonical date fields whose parse rate is checked, and the standardised column that holds them.
@@ -80,22 +80,31 @@ def probe_source(station: StationConfig, source: SourceConfig, base_dir: Path) -
         probe.findings.append(Finding("warning", None, None, f"no file matches path {source.path!r} (yet)"))
     for path in scan.files:
         label = display(path)
-        if source.kind != "xlsx":
-            try:
-                probe.encoding = detect_encoding(path, source.encoding)
-            except SourceError as err:
-                probe.findings.append(Finding("error", label, err.field, err.reason))
-                continue
-        _sample(probe, station, source, path, base_dir, label=label)
+        try:  # opened once, as ingest opens it: no link followed, nothing outside the allowed folders
+            drop = open_in_roots(path, source)
+        except NotFound:
+            continue
+        except SourceError as err:
+            probe.findings.append(Finding("error", label, err.field, err.reason))
+            continue
+        with drop:
+            if source.kind != "xlsx":
+                try:
+                    probe.encoding = detect_encoding(drop, source.encoding)
+                except SourceError as err:
+                    probe.findings.append(Finding("error", label, err.field, err.reason))
+                    continue
+            _sample(probe, station, source, drop, base_dir, label=label)
     return probe
 
 
-def _sample(probe: SourceProbe, station: StationConfig, source: SourceConfig, path: Path | None, base_dir: Path,
-            *, label: str) -> None:
-    """Read the first chunk of one drop: header, encoding, local ids, dates."""
+def _sample(probe: SourceProbe, station: StationConfig, source: SourceConfig, drop: DropFile | None,
+            base_dir: Path, *, label: str) -> None:
+    """Read the first chunk of one drop (a file the caller opened, or None: the SQL table):
+    header, encoding, local ids, dates."""
     chunks = None
     try:
-        chunks = read_drop(source, path, base_dir=base_dir)
+        chunks = read_drop(source, drop, base_dir=base_dir)
         chunk = next(chunks, None)
     except SourceError as err:
         probe.findings.append(Finding("error", label, err.field, err.reason))

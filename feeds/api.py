@@ -25,9 +25,8 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass, fields as dataclass_fields
 from pathlib import Path
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import Body, Depends, FastAPI, HTTPException, Path as PathParam, Query, Request, Security
@@ -39,6 +38,7 @@ from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema
 
 from connectors.errors import EnteronceError
 from feeds.config import read_subscriptions_bytes, subscriptions_from_bytes
+from feeds.limits import LIMIT_ENV, ApiLimits  # noqa: F401 - LIMIT_ENV: part of this module's API
 from feeds.lookup import current_records
 from feeds.service import FeedService, UnknownSubscriber
 from feeds.tokens import SUBSCRIBER_ID_PATTERN, InvalidToken, TokenInfo, verify_token
@@ -231,57 +231,7 @@ class ServiceHolder:
         return service
 
 
-# -- request limits, applied before any work (token, routing, JSON) --------------------------------
-LIMIT_ENV = {"max_body_bytes": "ENTERONCE_API_MAX_BODY_BYTES",
-             "max_header_bytes": "ENTERONCE_API_MAX_HEADER_BYTES",
-             "max_headers": "ENTERONCE_API_MAX_HEADERS"}
-
-
-@dataclass(frozen=True)
-class ApiLimits:
-    """What one request may make the server read.
-
-    `max_header_bytes` bounds the request line and headers together; `enteronce serve` and
-    BackgroundServer hand it to uvicorn's h11 parser (`uvicorn_options()`), which stops reading a
-    request head past it (400), and the middleware checks it again for servers started otherwise.
-    The default leaves room for the longest legitimate request, a records lookup of 200 ids.
-    """
-
-    max_body_bytes: int = 64 * 1024
-    max_header_bytes: int = 32 * 1024
-    max_headers: int = 100
-
-    def __post_init__(self) -> None:
-        for f in dataclass_fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise EnteronceError(f"API limit {f.name} must be a positive integer, got {value!r}")
-        if self.max_header_bytes < 4096:
-            raise EnteronceError(f"API limit max_header_bytes must be at least 4096, got {self.max_header_bytes}")
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "ApiLimits":
-        """The defaults, overridden by ENTERONCE_API_MAX_BODY_BYTES, _MAX_HEADER_BYTES, _MAX_HEADERS."""
-        environ = os.environ if environ is None else environ
-        values: dict[str, int] = {}
-        for name, var in LIMIT_ENV.items():
-            raw = environ.get(var, "").strip()
-            if raw:
-                if not raw.isdigit():
-                    raise EnteronceError(f"{var} must be a positive integer, got {raw!r}")
-                values[name] = int(raw)
-        return cls(**values)
-
-    def environ(self) -> dict[str, str]:
-        """These limits as the environment variables `from_env` reads (for worker processes)."""
-        return {var: str(getattr(self, name)) for name, var in LIMIT_ENV.items()}
-
-    def uvicorn_options(self) -> dict[str, Any]:
-        """uvicorn settings that bound the request head in the parser itself: h11 stops buffering an
-        incomplete head at `max_header_bytes` (httptools has no such bound)."""
-        return {"http": "h11", "h11_max_incomplete_event_size": self.max_header_bytes}
-
-
+# -- request limits (feeds.limits), applied before any work (token, routing, JSON) ----------------
 async def _refuse(send: Any, status: int, detail: str) -> None:
     body = json.dumps({"detail": detail}).encode()
     await send({"type": "http.response.start", "status": status,

@@ -37,14 +37,13 @@ SNAPSHOT_SCHEMA = {"entity_id": pl.String, "entity_type": pl.String, "version": 
 # same rules as golden records. (`area_code` in the outbox's task events routes them; never sent.)
 # `evidence` says in words which check failed and how many records and stations agree: counts
 # and check names, never a value, so it is metadata every subscriber of the task may see.
-TASK_META = ("task_id", "station_id", "record_key", "record_entity_type", "entity_id", "field", "reason", "source",
-             "status", "opened_at", "closed_at", "evidence")
-TASK_VALUES = ("station_value", "expected_value")
 # An overdue reminder (quality.supervision, on each quality pass) is the task as it stands plus
 # `overdue: true`, when it fell due and the days it has been open: metadata keys like the others,
 # always delivered (null on the task's other events, which do not carry them).
 TASK_REMINDER = ("overdue", "due_at", "days_open")
-TASK_META = (*TASK_META, *(k for k in TASK_REMINDER if k not in TASK_META))
+TASK_META = ("task_id", "station_id", "record_key", "record_entity_type", "entity_id", "field", "reason", "source",
+             "status", "opened_at", "closed_at", "evidence", *TASK_REMINDER)
+TASK_VALUES = ("station_value", "expected_value")
 TASK_TYPES = {"overdue": pl.Boolean, "days_open": pl.Int64}  # every other key is text
 _TASK = pl.Struct({k: TASK_TYPES.get(k, pl.String) for k in (*TASK_META, *TASK_VALUES)})
 _SOURCE = pl.List(pl.Struct({"station_id": pl.String, "record_key": pl.String}))

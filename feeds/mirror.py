@@ -95,15 +95,15 @@ def is_task(item: dict) -> bool:
 
 
 def plan_page(events: Iterable[dict], held: dict[str, dict], seen: set[str],
-              held_tasks: dict[str, dict] | None = None) -> Plan:
+              held_tasks: dict[str, int] | None = None) -> Plan:
     """Fold a page of events (in seq order) over the records held: the final state per entity,
     and per correction task.
 
     Pure: `held` is entity_id -> {version, record, entity_type, provenance} for the entities the
-    page touches, `held_tasks` task_id -> {version, ...} for its tasks, `seen` the event ids
+    page touches, `held_tasks` task_id -> version for its tasks, `seen` the event ids
     already applied.
     """
-    tasks_held = {k: int(v["version"]) for k, v in (held_tasks or {}).items()}
+    tasks_held = dict(held_tasks or {})
     task_state: dict[str, dict] = {}
     state: dict[str, dict | None] = {k: dict(v) for k, v in held.items()}
     redirect: dict[str, dict] = {}

@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from connectors.errors import EnteronceError
+from feeds.limits import LIMIT_ENV, ApiLimits
 from pipelines.cli import ConfigOpt, WarehouseOpt, _fail, console
 from pipelines.project import Project, default_config_dir
 
@@ -100,14 +101,14 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
     max_body_bytes: Annotated[int, typer.Option(
-        min=1, envvar="ENTERONCE_API_MAX_BODY_BYTES", show_envvar=True,
-        help="Largest request body (an ack is ~20 bytes); larger is 413 before the body is read.")] = 64 * 1024,
+        min=1, envvar=LIMIT_ENV["max_body_bytes"], show_envvar=True,
+        help="Largest request body (an ack is ~20 bytes); larger is 413 before the body is read.")] = ApiLimits.max_body_bytes,
     max_header_bytes: Annotated[int, typer.Option(
-        min=4096, envvar="ENTERONCE_API_MAX_HEADER_BYTES", show_envvar=True,
-        help="Largest request line + headers, enforced by the HTTP parser (h11): larger is 400/431.")] = 32 * 1024,
+        min=4096, envvar=LIMIT_ENV["max_header_bytes"], show_envvar=True,
+        help="Largest request line + headers, enforced by the HTTP parser (h11): larger is 400/431.")] = ApiLimits.max_header_bytes,
     max_headers: Annotated[int, typer.Option(
-        min=1, envvar="ENTERONCE_API_MAX_HEADERS", show_envvar=True,
-        help="Most request headers; more is 431.")] = 100,
+        min=1, envvar=LIMIT_ENV["max_headers"], show_envvar=True,
+        help="Most request headers; more is 431.")] = ApiLimits.max_headers,
     config: ConfigOpt = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
@@ -116,7 +117,7 @@ def serve(
 
     import uvicorn
 
-    from feeds.api import ApiLimits, create_app
+    from feeds.api import create_app
 
     project = _project(config, warehouse)
     try:

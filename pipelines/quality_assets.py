@@ -227,9 +227,9 @@ def data_quality(context: dg.AssetExecutionContext, project: ProjectResource) ->
         "tasks_closed": outcome.tasks_closed,
         "task_events": outcome.events,
         "open_tasks": open_tasks.height,
-        "held_batches": store.holds(active_only=True).height,
-        "held_records": int(store.held()["records"].sum()),
     }
+    held = store.held()
+    meta |= {"held_batches": held.height, "held_records": int(held["records"].sum())}
     meta |= supervision_metadata(store.supervision_tasks(), config.tasks_sla_days, outcome.reminders)
     if outcome.data_docs:
         meta["data_docs"] = dg.MetadataValue.path(outcome.data_docs)

@@ -179,12 +179,14 @@ def _expectation_tasks(store: QualityStore, v: Validation, records: pl.DataFrame
 
 def _settle(store: QualityStore, found: pl.DataFrame, keys: pl.Series, source: str, batch_of: pl.DataFrame,
             now: dt.datetime, outcome: Outcome, *, extra_opened: pl.DataFrame | None = None,
-            extra_closed: pl.DataFrame | None = None) -> None:
+            extra_closed: pl.DataFrame | None = None, open_tasks: pl.DataFrame | None = None) -> None:
     """Open the tasks found that are not open yet, close the open ones of these records that were
     not found again (the station fixed the value), and write both to the outbox; `extra_*` are
     tasks of the other source that this pass opens (reopens) or closes (covered) with them, in
-    the same transaction."""
-    open_tasks = store.tasks(status="open", record_keys=keys.to_list(), source=source)
+    the same transaction. `open_tasks`: this source's open tasks on these records, if the caller
+    read them already."""
+    if open_tasks is None:
+        open_tasks = store.tasks(status="open", record_keys=keys.to_list(), source=source)
     opened, closed = reconcile(found, open_tasks, keys, source=source, batch_of=batch_of, now=now)
     if extra_opened is not None and extra_opened.height:
         opened = pl.concat([opened, extra_opened.with_columns(pl.lit(now).alias("opened_at")).select(opened.columns)],
@@ -289,11 +291,10 @@ def _golden_tasks(store: QualityStore, entity_type: str, fields: list[str], now:
         extra_closed = covered.select("task_id", pl.lit(now).alias("closed_at"),
                                       pl.concat_str(pl.lit(f"{SUPERSEDED}:"), "covered_by").alias("closed_batch"))
         extra_opened = None
+        open_golden = store.tasks(status="open", record_keys=keys.to_list(), source="golden_disagreement")
         if reopen:
             # where a golden task that covered the record's own check goes away, that task is back
-            open_golden = store.tasks(status="open", record_keys=keys.to_list(), source="golden_disagreement")
-            gone = open_golden.join(found.select("task_id"), on="task_id", how="anti").filter(
-                pl.col("record_key").is_in(keys.implode()))
+            gone = open_golden.join(found.select("task_id"), on="task_id", how="anti")
             if gone.height:
                 own = own_check_tasks(members.join(gone.select("record_key").unique(), on="record_key", how="semi"),
                                       entity_type, today=now.date(), **kw)
@@ -305,8 +306,8 @@ def _golden_tasks(store: QualityStore, entity_type: str, fields: list[str], now:
                 extra_opened = own.join(fields_back.unique(), on=["record_key", "field"], how="semi")
                 extra_opened = extra_opened.join(open_exp.select("task_id"), on="task_id", how="anti")
                 # ... unless a golden task found now covers it again
-                extra_opened, _ = covered_expectations(extra_opened, found.with_columns(), members)
+                extra_opened, _ = covered_expectations(extra_opened, found, members)
         _settle(store, found, keys, "golden_disagreement", batch_of, now, outcome,
-                extra_opened=extra_opened, extra_closed=extra_closed)
+                extra_opened=extra_opened, extra_closed=extra_closed, open_tasks=open_golden)
     store.set_state(res_key, res_now)
     store.set_state(ev_key, ev_now)

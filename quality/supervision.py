@@ -187,11 +187,3 @@ def markdown_table(ranked: pl.DataFrame, top: int = 10) -> str:
     if not rows.height:
         lines.append("| — | no open tasks | 0 | 0 | | | | |")
     return "\n".join(lines)
-
-
-def supervision(tasks: pl.DataFrame, now: dt.datetime, sla_days: float,
-                stations: list[str] | None = None) -> dict:
-    """Everything at once (CLI, Dagster, report): totals, ranking, network trend by week."""
-    summary = station_summary(tasks, now, sla_days, stations)
-    return {"sla_days": sla_days, "now": now, "totals": network_totals(summary, tasks),
-            "ranking": ranking(summary), "trend": weekly_trend(tasks, now, by_station=False)}

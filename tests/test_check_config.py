@@ -117,9 +117,11 @@ def test_a_sql_source_lacking_a_mapped_column_fails(tmp_path: Path, mariadb_url:
     assert sql, "the simulated network has no SQL station"
     assert check(root).exit_code == 0
     station, source = sql[0]
-    edit_source(root, station, source, lambda s: s["columns"].update({"no_such_column": "phone"} if "phone" not in
-                s["columns"].values() else {"no_such_column": s["columns"].pop(next(
-                    h for h, c in s["columns"].items() if c == "phone"))}))
+    def rename_local_id_column(entry: dict) -> None:  # every source maps local_id
+        own = next(h for h, c in entry["columns"].items() if c == "local_id")
+        entry["columns"]["no_such_column"] = entry["columns"].pop(own)
+
+    edit_source(root, station, source, rename_local_id_column)
     result = check(root)
     assert result.exit_code == 1
     [bad] = [f for f in findings(result) if f["level"] == "error"]

@@ -205,19 +205,18 @@ def test_golden_task_covers_a_check_that_proposes_nothing_and_yields_to_one_that
 
 
 def test_a_golden_id_task_covers_the_sex_task_read_from_that_id() -> None:
-    other = valid_id("50010619900307124")
-    other_sex = "M" if int(other[16]) % 2 else "F"
+    other = valid_id("50010619900307123")  # 17th digit odd: the ID says male, the record says F
     recs = persons([{"record_key": f"s{i}:1", "station_id": f"s{i}", "sex": "F", "birth_date": "1990-03-07",
                      "raw_id": ID_1990} for i in (1, 2)]
                    + [{"record_key": "s3:1", "station_id": "s3", "sex": "F", "birth_date": "1990-03-07",
                        "raw_id": other}])
-    e = own(recs)  # s3:1's sex task from its (valid) ID, if the two sexes differ
+    e = own(recs)  # s3:1's sex task from its (valid) ID: the two sexes differ
     g = golden_disagreements(recs, golden_of(sex="F", birth_date="1990-03-07", id_number=ID_1990), FIELDS,
                              entity_type="person", today=TODAY)
     assert ("s3:1", "id_number") in set(g.select("record_key", "field").iter_rows())
     keep, covered = arbitrate(g, e)
-    if other_sex != "F":
-        assert covered.filter(pl.col("field") == "sex").height == 1
+    assert e.filter((pl.col("record_key") == "s3:1") & (pl.col("field") == "sex")).height == 1
+    assert covered.filter(pl.col("field") == "sex").height == 1
     still = e.filter(~pl.col("task_id").is_in(covered["task_id"].implode()))
     assert_no_contradictions(pl.concat([keep, still]))
 
@@ -286,8 +285,7 @@ def golden_by_majority(recs: pl.DataFrame) -> pl.DataFrame:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(networks())
 def test_property_no_impossible_values_and_no_contradictions(rows: list[dict]) -> None:
-    recs = persons(rows).with_columns(
-        pl.when(pl.col("birth_date") > TODAY).then(pl.col("birth_date")).otherwise(pl.col("birth_date")))
+    recs = persons(rows)
     expectation = own(recs)
     golden = golden_disagreements(recs, golden_by_majority(recs), FIELDS, entity_type="person", today=TODAY)
     keep, covered = arbitrate(golden, expectation)
@@ -302,8 +300,6 @@ def test_property_no_impossible_values_and_no_contradictions(rows: list[dict]) -
         assert (proposed["expected_value"] != proposed["station_value"]).all()
         assert_no_contradictions(open_tasks)
         assert open_tasks["evidence"].is_not_null().all()
-    # no golden value questions a value backed by as much valid support
-    assert (golden["evidence"].str.contains("this value, at ")).all()
 
 
 # -- through the pipeline: evidence stored and delivered, a problem that comes back reopens ---------

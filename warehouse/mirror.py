@@ -161,16 +161,13 @@ class MirrorStore:
                  "record": json.loads(r.record), "provenance": json.loads(r.provenance) if r.provenance else None,
                  "seq": r.seq} for r in rows]
 
-    def held_tasks(self, task_ids: Iterable[str]) -> dict[str, dict]:
-        """task_id -> {version, status, task (dict)} for the tasks held."""
+    def held_tasks(self, task_ids: Iterable[str]) -> dict[str, int]:
+        """task_id -> the version held, for the tasks held."""
         ids = list(dict.fromkeys(task_ids))
-        out: dict[str, dict] = {}
         with self.engine.connect() as conn:
-            for i in range(0, len(ids), 500):
-                for r in conn.execute(sa.select(tasks.c.task_id, tasks.c.version, tasks.c.status, tasks.c.task)
-                                      .where(tasks.c.task_id.in_(ids[i:i + 500]))):
-                    out[r.task_id] = {"version": r.version, "status": r.status, "task": json.loads(r.task)}
-        return out
+            return {r.task_id: int(r.version) for i in range(0, len(ids), 500)
+                    for r in conn.execute(sa.select(tasks.c.task_id, tasks.c.version)
+                                          .where(tasks.c.task_id.in_(ids[i:i + 500])))}
 
     def tasks(self, status: str | None = None) -> list[dict]:
         """The correction tasks held (what the station's officers work through), by task id."""

@@ -315,7 +315,7 @@ class QualityStore:
         """
         if opened.height == 0 and closed.height == 0:
             return 0, 0
-        t, e = s.correction_tasks, s.change_events
+        t = s.correction_tasks
         now = utcnow()
         with self.store.transaction() as conn:
             if conn.dialect.name == "postgresql":
@@ -351,16 +351,7 @@ class QualityStore:
                 return 0, 0
             # bulk, not a statement per task: a first pass over a large network opens thousands
             insert_frame(conn, t, pl.DataFrame(rows, schema=TASK_SCHEMA, orient="row"), replace=True)
-            start = int(conn.scalar(sa.select(sa.func.coalesce(sa.func.max(e.c.seq), 0)))) + 1
-            known = set(conn.scalars(sa.select(e.c.event_id).where(
-                in_keys(conn, e.c.event_id, [ev["event_id"] for ev in events]))))
-            fresh = [ev for ev in events if ev["event_id"] not in known]
-            if fresh:
-                insert_frame(conn, e, event_frame([
-                    {**ev, "seq": start + i, "occurred_at": now,
-                     "changed_fields": json.dumps(ev["changed_fields"]), "sources": json.dumps(ev["sources"])}
-                    for i, ev in enumerate(fresh)]))
-        return len(fresh), start + len(fresh) - 1
+            return _append_events(conn, events, now)
 
     # -- supervision (quality.supervision) -----------------------------------------------------
     def supervision_tasks(self, station_ids: Iterable[str] | None = None) -> pl.DataFrame:
@@ -390,7 +381,7 @@ class QualityStore:
         written, last seq)."""
         if due.height == 0:
             return 0, 0
-        t, e = s.correction_tasks, s.change_events
+        t = s.correction_tasks
         sla = dt.timedelta(days=float(sla_days))
         now = now if now.tzinfo else now.replace(tzinfo=dt.timezone.utc)
         wanted = {r["task_id"]: r for r in due.iter_rows(named=True)}
@@ -415,27 +406,31 @@ class QualityStore:
                 opened = _utc(old["opened_at"])
                 days = int((now - opened) / dt.timedelta(days=1))
                 extra = {"overdue": True, "due_at": (opened + sla).isoformat(), "days_open": days}
-                after = json.loads(_task_json(old, areas.get(old["task_id"])))
                 version = versions.get(old["task_id"], 0) + 1
-                events.append({
-                    "event_id": task_event_id(old["task_id"], version), "entity_type": TASK_ENTITY_TYPE,
-                    "entity_id": old["task_id"], "op": "update", "version": version,
-                    "changed_fields": list(extra),  # JSON columns: Core encodes them
-                    "before": _task_json(old, last_area.get(old["task_id"])),
-                    "after": json.dumps(after | extra, ensure_ascii=False, sort_keys=True),
-                    "sources": [{"station_id": old["station_id"], "record_key": old["record_key"],
-                                 "batch_id": old["opened_batch"]}],
-                })
+                reminder = task_event(old, old, "update", version, old["opened_batch"],
+                                      area=areas.get(old["task_id"]), area_before=last_area.get(old["task_id"]))
+                after = json.loads(reminder["after"]) | extra
+                events.append(reminder | {"changed_fields": list(extra),
+                                          "after": json.dumps(after, ensure_ascii=False, sort_keys=True)})
             conn.execute(t.update().where(in_keys(conn, t.c.task_id, ids)).values(reminded_at=now))
-            known = set(conn.scalars(sa.select(e.c.event_id).where(
-                in_keys(conn, e.c.event_id, [ev["event_id"] for ev in events]))))
-            fresh = [ev for ev in events if ev["event_id"] not in known]
-            start = int(conn.scalar(sa.select(sa.func.coalesce(sa.func.max(e.c.seq), 0)))) + 1
-            written = utcnow()
-            if fresh:
-                conn.execute(e.insert(), [{**ev, "seq": start + i, "occurred_at": written}
-                                          for i, ev in enumerate(fresh)])
-        return len(fresh), start + len(fresh) - 1
+            return _append_events(conn, events, utcnow())
+
+
+def _append_events(conn: sa.Connection, events: list[dict], occurred_at: dt.datetime) -> tuple[int, int]:
+    """Append task events (task_event's dicts) to the outbox after its current maximum seq, in
+    bulk, skipping event ids already there (a rerun writes nothing twice); the caller holds the
+    outbox lock. Returns (events written, last seq)."""
+    e = s.change_events
+    known = set(conn.scalars(sa.select(e.c.event_id).where(
+        in_keys(conn, e.c.event_id, [ev["event_id"] for ev in events]))))
+    fresh = [ev for ev in events if ev["event_id"] not in known]
+    start = int(conn.scalar(sa.select(sa.func.coalesce(sa.func.max(e.c.seq), 0)))) + 1
+    if fresh:
+        insert_frame(conn, e, event_frame([
+            {**ev, "seq": start + i, "occurred_at": occurred_at,
+             "changed_fields": json.dumps(ev["changed_fields"]), "sources": json.dumps(ev["sources"])}
+            for i, ev in enumerate(fresh)]))
+    return len(fresh), start + len(fresh) - 1
 
 
 def event_frame(rows: list[dict]) -> pl.DataFrame:
@@ -447,17 +442,20 @@ def event_frame(rows: list[dict]) -> pl.DataFrame:
 def _task_versions(conn: sa.Connection, task_ids: list[str]) -> tuple[dict[str, int], dict[str, str | None]]:
     """Per task: the version of its latest event, and the area code that event was routed by."""
     e = s.change_events
-    rows = conn.execute(sa.select(e.c.entity_id, e.c.version, e.c.after).where(
-        e.c.entity_type == TASK_ENTITY_TYPE, in_keys(conn, e.c.entity_id, task_ids))).all()
+    latest = (sa.select(e.c.entity_id, sa.func.max(e.c.version).label("version"))
+              .where(e.c.entity_type == TASK_ENTITY_TYPE, in_keys(conn, e.c.entity_id, task_ids))
+              .group_by(e.c.entity_id).subquery())
+    rows = conn.execute(sa.select(e.c.entity_id, e.c.version, e.c.after).join(
+        latest, (e.c.entity_id == latest.c.entity_id) & (e.c.version == latest.c.version))
+        .where(e.c.entity_type == TASK_ENTITY_TYPE)).all()
     versions: dict[str, int] = {}
     areas: dict[str, str | None] = {}
-    for tid, version, after in rows:
-        if int(version) >= versions.get(tid, 0):
-            versions[tid] = int(version)
-            try:
-                areas[tid] = (json.loads(after) or {}).get(TASK_AREA) if after else None
-            except (ValueError, AttributeError):
-                areas[tid] = None
+    for tid, version, after in rows:  # one row per task: its latest event
+        versions[tid] = int(version)
+        try:
+            areas[tid] = (json.loads(after) or {}).get(TASK_AREA) if after else None
+        except (ValueError, AttributeError):
+            areas[tid] = None
     return versions, areas
 
 

@@ -226,7 +226,7 @@ class XlsxGuard:
             names += [folder + part, "xl/" + part]
         targets: dict[str, str] = {}
         if wb_rels in self.members:
-            for rel_id, target in _relationship_ids(self, self._read_small(self.members[wb_rels])):
+            for rel_id, target in _relationships(self, self._read_small(self.members[wb_rels]), "Id"):
                 targets[rel_id] = _resolve(folder, target)
         sheets: list[tuple[str, str]] = []
         if workbook in self.members:
@@ -544,13 +544,9 @@ def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def _relationships(guard: XlsxGuard, data: bytes) -> list[tuple[str, str]]:
-    return [(r.get("Type", ""), r.get("Target", "")) for r in _xml(guard, data, "relationships").iter()
-            if _local(r.tag) == "Relationship"]
-
-
-def _relationship_ids(guard: XlsxGuard, data: bytes) -> list[tuple[str, str]]:
-    return [(r.get("Id", ""), r.get("Target", "")) for r in _xml(guard, data, "relationships").iter()
+def _relationships(guard: XlsxGuard, data: bytes, key: str = "Type") -> list[tuple[str, str]]:
+    """(the relationship's `key` attribute - Type or Id -, its Target) for each relationship."""
+    return [(r.get(key, ""), r.get("Target", "")) for r in _xml(guard, data, "relationships").iter()
             if _local(r.tag) == "Relationship"]
 
 
