@@ -8,7 +8,7 @@ API_PORT ?= 8000
 HOST ?= 127.0.0.1
 PARALLEL ?= 4
 
-.PHONY: demo test ui hub bench bench-daemon bench-resolution bench-propagation bench-feeds bench-feeds-api bench-report bench-quality install clean
+.PHONY: demo test ui hub bench bench-daemon bench-resolution bench-accuracy bench-propagation bench-feeds bench-feeds-api bench-report bench-quality install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -58,6 +58,10 @@ bench-quality: $(STAMP)
 bench-resolution: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/resolution.py
+
+bench-accuracy: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python benchmarks/accuracy.py
 
 clean:
 	rm -rf data/demo

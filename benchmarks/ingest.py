@@ -18,15 +18,14 @@ import time
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-CACHE = ROOT / "benchmarks" / ".cache"
+from simcache import CACHE, ROOT, cached  # this script's folder is on sys.path
 DEFAULT_PG = "postgresql+psycopg://root@127.0.0.1:5432/postgres"
 
 
 def make_csv(rows: int, seed: int) -> Path:
     from connectors.simulate.export import simulate_person_export
 
-    path = CACHE / f"persons_{rows}_{seed}.csv"
+    path = cached("persons", rows, seed, "csv")
     if not path.exists():
         print(f"simulating {rows:,} person rows into {path} ...", flush=True)
         simulate_person_export(path, rows=rows, seed=seed)

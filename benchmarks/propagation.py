@@ -22,8 +22,7 @@ import uuid
 from contextlib import ExitStack
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-CACHE = ROOT / "benchmarks" / ".cache"
+from simcache import CACHE, ROOT, cached  # this script's folder is on sys.path
 DEFAULT_PG = "postgresql+psycopg://root@127.0.0.1:5432/postgres"
 DROP_STATIONS = ("d001", "d002", "d003")
 
@@ -33,7 +32,7 @@ def _stations(workdir: Path, rows: int, seed: int) -> list:
     from connectors.simulate.export import EXPORT_COLUMNS
 
     base = SourceConfig(name="residents", entity="person", kind="csv",
-                        path=str(CACHE / f"persons_{rows}_{seed}.csv"), columns=EXPORT_COLUMNS)
+                        path=str(cached("persons", rows, seed, "csv")), columns=EXPORT_COLUMNS)
     stations = [StationConfig(id="bench", name="bench", jurisdiction=("50",), sources=(base,))]
     for sid in DROP_STATIONS:
         src = SourceConfig(name="residents", entity="person", kind="csv", path=str(workdir / f"{sid}.csv"),
@@ -93,7 +92,7 @@ def write_drop(workdir: Path, rows: int, seed: int, drop: int) -> None:
 
     from connectors.simulate.export import EXPORT_COLUMNS, simulate_person_records
 
-    known = pl.read_csv(CACHE / f"persons_{rows}_{seed}.csv", infer_schema=False, n_rows=200_000)
+    known = pl.read_csv(cached("persons", rows, seed, "csv"), infer_schema=False, n_rows=200_000)
     known = known.filter(pl.col("公民身份号码").str.len_chars() == 18).sample(drop // 2, seed=seed)
     changed = known.with_columns(
         pl.format("M{}", pl.int_range(pl.len())).alias("人员编号"),

@@ -32,10 +32,10 @@ import time
 import traceback
 from pathlib import Path
 
-from splink_baseline import U_MAX_PAIRS  # this script's folder is on sys.path
+from simcache import CACHE, cached  # this script's folder is on sys.path
+from splink_baseline import U_MAX_PAIRS
 
 ROOT = Path(__file__).resolve().parent.parent
-CACHE = ROOT / "benchmarks" / ".cache"
 SYSTEMS = ("enteronce", "Splink")
 
 
@@ -43,7 +43,7 @@ SYSTEMS = ("enteronce", "Splink")
 
 
 def cache_paths(rows: int, seed: int) -> tuple[Path, Path]:
-    return CACHE / f"persons_std_{rows}_{seed}.parquet", CACHE / f"persons_truth_{rows}_{seed}.parquet"
+    return cached("persons_std", rows, seed, "parquet"), cached("persons_truth", rows, seed, "parquet")
 
 
 def prepare(rows: int, seed: int) -> dict:

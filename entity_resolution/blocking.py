@@ -19,6 +19,8 @@ skipped and counted, since their pairs would cost quadratic time for little evid
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import polars as pl
 
 from entity_resolution.config import ConfigError, EntitySettings
@@ -40,7 +42,27 @@ def _usage(settings: EntitySettings) -> dict[str, str]:
     for i, dv in enumerate(settings.constraints.distinct_valid):
         where.setdefault(dv.column, f"constraints.distinct_valid.{i}.column")
         where.setdefault(dv.valid_flag, f"constraints.distinct_valid.{i}.valid_flag")
+    if settings.link_type == "link_only":
+        where.setdefault(settings.source_column, "source_column (link_type: link_only)")
     return where
+
+
+def source_codes(rec: pl.DataFrame, settings: EntitySettings) -> pl.Series | None:
+    """link_only: an integer code per prepared record naming its source (None otherwise).
+    A record without a source cannot be told apart from the others' sources: refused."""
+    if settings.link_type != "link_only":
+        return None
+    src = rec.get_column(settings.source_column)
+    if src.null_count():
+        raise ValueError(f"{settings.source_column}: {src.null_count()} record(s) without a source (link_only)")
+    return src.rank("dense").cast(_IDX).alias("source")
+
+
+def cross_source_pairs(source: pl.Series) -> int:
+    """Pairs of records from different sources: (n^2 - sum of n_s^2) / 2."""
+    sizes = source.value_counts().get_column("count").cast(pl.Int64)
+    n = int(sizes.sum())
+    return (n * n - int((sizes * sizes).sum())) // 2
 
 
 def prepare(records: pl.DataFrame, settings: EntitySettings) -> pl.DataFrame:
@@ -57,8 +79,9 @@ def prepare(records: pl.DataFrame, settings: EntitySettings) -> pl.DataFrame:
     needed = settings.needed_columns()
     where = _usage(settings)
     available = set(records.columns)
+    todo = derived_todo(records, settings)
     for name, expr in settings.derived.items():
-        if name not in available:
+        if name in todo:
             for root in pl.sql_expr(expr).meta.root_names():
                 where.setdefault(root, f"derived.{name}")
             available.add(name)
@@ -67,7 +90,7 @@ def prepare(records: pl.DataFrame, settings: EntitySettings) -> pl.DataFrame:
         | {
             root
             for name, expr in settings.derived.items()
-            if name not in records.columns
+            if name in todo
             for root in pl.sql_expr(expr).meta.root_names()
             if root not in available
         },
@@ -89,10 +112,30 @@ def prepare(records: pl.DataFrame, settings: EntitySettings) -> pl.DataFrame:
     return frame
 
 
+def derived_todo(records: pl.DataFrame, settings: EntitySettings, wanted: Iterable[str] | None = None) -> set[str]:
+    """The derived columns to evaluate for `wanted` (default: all resolution reads), and the ones
+    they read, that the records lack. A derived column only other derived ones read (id_own,
+    behind id_key) is not needed when those are present, so a prepared frame prepares again
+    without its inputs."""
+    todo: set[str] = set()
+
+    def need(column: str) -> None:
+        if column in todo or column in records.columns or column not in settings.derived:
+            return
+        todo.add(column)
+        for root in pl.sql_expr(settings.derived[column]).meta.root_names():
+            need(root)
+
+    for column in settings.needed_columns() if wanted is None else wanted:
+        need(column)
+    return todo
+
+
 def _with_derived(records: pl.DataFrame, settings: EntitySettings) -> pl.DataFrame:
     frame = records
+    todo = derived_todo(records, settings)
     for name, expr in settings.derived.items():
-        if name not in frame.columns:
+        if name in todo:
             try:
                 frame = frame.with_columns(pl.sql_expr(expr).alias(name))
             except pl.exceptions.PolarsError as exc:
@@ -242,6 +285,9 @@ def candidate_pairs(
         possible = k * (n - k) + k * (k - 1) // 2
     else:
         possible = n * (n - 1) // 2
+    source = source_codes(rec, settings)
+    if source is not None and new_keys is None:
+        possible = cross_source_pairs(source)
     ent, true_total = (None, 0) if truth is None else _true_pairs(ids, truth, uid)
 
     rule_names = [r.name for r in settings.blocking.rules]
@@ -251,6 +297,8 @@ def candidate_pairs(
     true_found = 0
     for code, rule in enumerate(settings.blocking.rules):
         pairs, block_of, counts = _rule_blocks(rec, rule.keys, settings.blocking.cap(rule), is_new)
+        if source is not None and pairs.height:  # link_only: cross-source pairs only
+            pairs = pairs.filter(source.gather(pairs.get_column("l")) != source.gather(pairs.get_column("r")))
         fresh = pairs
         if earlier and pairs.height:
             left, right = pairs.get_column("l"), pairs.get_column("r")

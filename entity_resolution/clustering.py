@@ -43,6 +43,7 @@ __all__ = [
     "cluster",
     "cluster_with_stats",
     "recluster",
+    "recluster_with_stats",
 ]
 
 DEFAULT_DISTINCT_VALID: tuple[tuple[str, str], ...] = (("id_number", "id_valid"),)
@@ -90,6 +91,9 @@ class ClusterResult:
     # Edges the guards refused: left_id, right_id, match_probability, reason ('constraint' |
     # 'judgement'); candidates for the review queue.
     refused: pl.DataFrame = field(repr=False)
+    # The same edges with the refusal in words naming the records involved: left_id, right_id,
+    # review_reason (what the review queue shows).
+    reasons: pl.DataFrame | None = field(default=None, repr=False)
 
 
 def cluster(
@@ -160,6 +164,7 @@ def cluster_with_stats(
             .alias("reason"),
         ]
     )
+    reasons = _refusal_reasons(refused, membership, ordered, distinct_valid, different, keys, unique_id)
     tally = Counter(outcome)
     same_tally = Counter(same_outcome)
     stats = _stats(
@@ -174,7 +179,71 @@ def cluster_with_stats(
         different=different.height,
         judgements_ignored=ignored,
     )
-    return ClusterResult(membership=membership, stats=stats, refused=refused)
+    return ClusterResult(membership=membership, stats=stats, refused=refused, reasons=reasons)
+
+
+def _refusal_reasons(
+    refused: pl.DataFrame,
+    membership: pl.DataFrame,
+    ordered: pl.DataFrame,
+    distinct_valid: Sequence[tuple[str, str]],
+    different: pl.DataFrame,
+    keys: pl.Series,
+    unique_id: str,
+) -> pl.DataFrame:
+    """The refused edges with why, in words naming records (left_id, right_id, review_reason).
+
+    Components only grow, so the final clusters of an edge's two records still hold what refused
+    it: two different valid values (the record of each side holding its own is named) or the two
+    records of a 'different' judgement. Refused edges are few; this runs in Python over them."""
+    out = {"left_id": [], "right_id": [], "review_reason": []}
+    schema = {"left_id": keys.dtype, "right_id": keys.dtype, "review_reason": pl.String}
+    if refused.height == 0:
+        return pl.DataFrame(out, schema=schema)
+    cluster_of = dict(zip(membership[unique_id].to_list(), membership[CLUSTER_KEY].to_list(), strict=True))
+    involved = set(cluster_of[k] for k in refused["left_id"].to_list()) | set(
+        cluster_of[k] for k in refused["right_id"].to_list())
+    members = membership.filter(pl.col(CLUSTER_KEY).is_in(pl.Series(list(involved), dtype=keys.dtype).implode()))
+    # per guard column: cluster -> {valid value: smallest record holding it}
+    holders: list[tuple[str, dict]] = []
+    for value, flag in distinct_valid:
+        rows = (
+            ordered.join(members, on=unique_id)
+            .filter(pl.col(flag).fill_null(False) & pl.col(value).is_not_null())
+            .group_by(CLUSTER_KEY, value)
+            .agg(pl.col(unique_id).min())
+        )
+        by_cluster: dict = {}
+        for c, v, k in rows.select(CLUSTER_KEY, value, unique_id).iter_rows():
+            by_cluster.setdefault(c, {})[v] = k
+        holders.append((value, by_cluster))
+    cannot: dict = {}
+    for a, b in zip(keys.gather(different["_l"]).to_list(), keys.gather(different["_r"]).to_list(), strict=True):
+        pair = (cluster_of[a], cluster_of[b])
+        cannot.setdefault(pair, (a, b))
+        cannot.setdefault(pair[::-1], (a, b))
+    for left, right, why in refused.select("left_id", "right_id", "reason").iter_rows():
+        cl, cr = cluster_of[left], cluster_of[right]
+        text = None
+        if why == "judgement" and (cl, cr) in cannot:
+            a, b = cannot[(cl, cr)]
+            text = f"refused by a judgement: reviewer judged {a} and {b} different"
+        elif why == "constraint":
+            for value, by_cluster in holders:
+                vl, vr = by_cluster.get(cl, {}), by_cluster.get(cr, {})
+                only_l, only_r = set(vl) - set(vr), set(vr) - set(vl)
+                if only_l and only_r:
+                    hl, hr = min(vl[v] for v in only_l), min(vr[v] for v in only_r)
+                    label = " ".join("ID" if w == "id" else w for w in value.split("_"))
+                    text = (f"refused by the ID guard: would join entity of {hl} with entity of {hr}, "
+                            f"each holding another valid {label} ({value})")
+                    break
+        if text is None:  # not expected: say what the guard said
+            text = f"refused by {'a judgement' if why == 'judgement' else 'the ID guard'}"
+        out["left_id"].append(left)
+        out["right_id"].append(right)
+        out["review_reason"].append(text)
+    return pl.DataFrame(out, schema=schema)
 
 
 # --- incremental -------------------------------------------------------------------------------
@@ -254,6 +323,28 @@ def recluster(
     old clusters are re-clustered (the gone record may have been the bridge). edges, judgements:
     everything stored, changes included. Untouched clusters are copied from `previous`.
     """
+    return recluster_with_stats(
+        records, edges, previous, changed, judgements=judgements, distinct_valid=distinct_valid,
+        unique_id=unique_id, scope_only=scope_only, new=new, gone=gone,
+    )[0]
+
+
+def recluster_with_stats(
+    records: pl.DataFrame,
+    edges: pl.DataFrame,
+    previous: pl.DataFrame,
+    changed: pl.DataFrame,
+    *,
+    judgements: pl.DataFrame | None = None,
+    distinct_valid: Sequence[tuple[str, str]] = DEFAULT_DISTINCT_VALID,
+    unique_id: str = "record_key",
+    scope_only: bool = False,
+    new: pl.Series | None = None,
+    gone: pl.Series | None = None,
+) -> tuple[pl.DataFrame, ClusterResult]:
+    """`recluster`, plus the re-clustered scope's `ClusterResult`: its refused edges are exactly
+    those a full run refuses among the scope's records (the scope holds whole components of the
+    unguarded graph, so the edges inside it are applied as a full run applies them)."""
     if new is None or gone is None:  # a caller that compared the two sets already passes them
         keys_now, keys_before = records.select(unique_id), previous.select(unique_id)
         gone = keys_before.join(keys_now, on=unique_id, how="anti")[unique_id]
@@ -267,15 +358,16 @@ def recluster(
     )
     scope = pl.concat([affected, new]).unique().implode()
     both_in = pl.col("left_id").is_in(scope) & pl.col("right_id").is_in(scope)
-    sub = cluster(
+    result = cluster_with_stats(
         records.filter(pl.col(unique_id).is_in(scope)),
         edges.filter(both_in),
         judgements=None if judgements is None else judgements.filter(both_in),
         distinct_valid=distinct_valid,
         unique_id=unique_id,
     )
+    sub = result.membership
     if scope_only:
-        return sub
+        return sub, result
     # Untouched clusters are whole, so relabelling them by their smallest key gives the label a
     # full run would give, whatever labels `previous` used (cluster keys or entity ids).
     kept = (
@@ -284,7 +376,7 @@ def recluster(
         .with_columns(pl.col(unique_id).min().over(CLUSTER_KEY).alias(CLUSTER_KEY))
         .sort(unique_id)
     )
-    return kept.merge_sorted(sub, key=unique_id)
+    return kept.merge_sorted(sub, key=unique_id), result
 
 
 # --- union-find --------------------------------------------------------------------------------

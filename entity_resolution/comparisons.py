@@ -15,6 +15,7 @@ decided, so the exact name pairs of a million-record run never reach Jaro-Winkle
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,8 @@ from entity_resolution.config import (
     ComparisonSettings,
     EntitySettings,
     LevelSettings,
+    bundled_region_changes_path,
+    read_region_changes,
 )
 
 GAMMA_PREFIX = "gamma_"
@@ -88,6 +91,50 @@ def id_15_form(value: pl.Expr) -> pl.Expr:
     )
 
 
+def _id_part(value: pl.Expr, start: int, length: int) -> pl.Expr:
+    return pl.when(value.str.len_chars() == 18).then(value.str.slice(start, length))
+
+
+# Parts of an 18-digit ID number that ID levels compare: the region code (digits 1-6), the rest
+# (digits 7-17: birth date, sequence and sex, which a region recoding leaves alone) and the
+# first 15 digits (what a spreadsheet keeps of an 18-digit number).
+_ID_TRANSFORMS: dict[str, Callable[[pl.Expr], pl.Expr]] = {
+    "id15": id_15_form,
+    "region": lambda v: _id_part(v, 0, 6),
+    "rest": lambda v: _id_part(v, 6, 11),
+    "head15": lambda v: _id_part(v, 0, 15),
+}
+
+
+@functools.lru_cache(maxsize=8)
+def _region_groups(extra: tuple[tuple[str, str], ...]) -> tuple[list[str], list[str]]:
+    """(codes, group label per code): codes joined by recodings (bundled table plus `extra`,
+    in either direction, through chains and merges) share a label. A code outside the table
+    is its own group."""
+    rows = [(r["old_code"], r["new_code"]) for r in read_region_changes(bundled_region_changes_path())]
+    parent: dict[str, str] = {}
+
+    def find(a: str) -> str:
+        parent.setdefault(a, a)
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for old, new in [*rows, *extra]:
+        ra, rb = find(str(old)), find(str(new))
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    codes = sorted(parent)
+    return codes, ["g" + find(c) for c in codes]
+
+
+def region_groups(settings: EntitySettings | None = None) -> tuple[list[str], list[str]]:
+    """Region code -> recoding group, from the bundled GB/T 2260 table and the settings' rows."""
+    extra = () if settings is None else tuple((r.old_code, r.new_code) for r in settings.region_changes)
+    return _region_groups(extra)
+
+
 class PairSides:
     """Both sides' values for pairs given as row indices into prepared records.
 
@@ -95,8 +142,11 @@ class PairSides:
     same column (exact, then fuzzy) pay for one gather.
     """
 
-    def __init__(self, records: pl.DataFrame, left: pl.Series, right: pl.Series):
+    def __init__(
+        self, records: pl.DataFrame, left: pl.Series, right: pl.Series, settings: EntitySettings | None = None
+    ):
         self.records = records
+        self.settings = settings
         self.left = left.cast(_IDX)
         self.right = right.cast(_IDX)
         self.n = left.len()
@@ -110,10 +160,9 @@ class PairSides:
             return self.records.get_column(column)
         key = (column, transform)
         if key not in self._derived:
-            if transform == "id15":
-                expr = id_15_form(pl.col(column).cast(pl.String))
-            else:  # pragma: no cover - internal misuse
+            if transform not in _ID_TRANSFORMS:  # pragma: no cover - internal misuse
                 raise ValueError(transform)
+            expr = _ID_TRANSFORMS[transform](pl.col(column).cast(pl.String))
             self._derived[key] = self.records.select(expr.alias(column)).to_series()
         return self._derived[key]
 
@@ -186,6 +235,26 @@ def _equal(sides: PairSides, column: str, todo: pl.Series, transform: str | None
     return _scatter_true(sides.n, rows.filter(same))
 
 
+def _id_level(kind: str, sides: PairSides, column: str, todo: pl.Series) -> pl.Series:
+    """ID levels: hashes of a part narrow the rows, the values of those few rows decide."""
+    if kind == "id_spreadsheet_15":
+        ends = sides.record_column(column).cast(pl.String).str.ends_with("000")
+        either = (ends.gather(sides.left) | ends.gather(sides.right)).fill_null(False)
+        return _equal(sides, column, todo & either, transform="head15")
+    hit = _equal(sides, column, todo, transform="rest")
+    rows = hit.arg_true()
+    if rows.len() == 0:
+        return hit
+    lr, rr = sides.subset_values(column, rows, transform="region")
+    keep = (lr != rr).fill_null(False)
+    if kind == "id_region_recoded":
+        codes, groups = region_groups(sides.settings)
+        lg = lr.replace(codes, groups)
+        rg = rr.replace(codes, groups)
+        keep = keep & (lg == rg).fill_null(False)
+    return _scatter_true(sides.n, rows.filter(keep))
+
+
 def _dates(sides: PairSides, column: str) -> tuple[pl.Series, pl.Series]:
     lv, rv = sides.values(column)
     if lv.dtype != pl.Date:
@@ -207,6 +276,8 @@ def level_holds(
         return _equal(sides, col, todo)
     if kind == "id_15_18":
         return _equal(sides, col, todo, transform="id15")
+    if kind in ("id_region_recoded", "id_rest_agrees", "id_spreadsheet_15"):
+        return _id_level(kind, sides, col, todo)
     if kind in ("date_swap", "date_within"):
         lv, rv = _dates(sides, col)
         frame = pl.DataFrame({"l": lv, "r": rv, "todo": todo})
@@ -281,7 +352,7 @@ def gamma_frame(
     fuzzy_limit: int | None = None,
 ) -> pl.DataFrame:
     """gamma_<name> columns for pairs given as row indices into prepared `records`."""
-    sides = PairSides(records, left, right)
+    sides = PairSides(records, left, right, settings)
     return pl.DataFrame(
         [comparison_gamma(comp, sides, fuzzy_limit=fuzzy_limit) for comp in settings.comparisons]
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 from importlib import resources
 from pathlib import Path
@@ -26,6 +27,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -40,6 +42,11 @@ LevelKind = Literal[
     #                         insertion, deletion or an adjacent transposition each cost 1
     "token_set",  # RapidFuzz token_set_ratio / 100 >= threshold, tokens split on whitespace
     "id_15_18",  # the same 15-digit form: digits 1-6 and 9-17 of an 18-digit ID (or a raw 15)
+    "id_region_recoded",  # region codes (digits 1-6) differ but are one region under the GB/T 2260
+    #                       change table (region_changes), and digits 7-17 agree
+    "id_rest_agrees",  # region codes differ, digits 7-17 (birth date, sequence, sex) agree
+    "id_spreadsheet_15",  # one value ends in "000" (a spreadsheet kept 15 digits) and the first
+    #                       15 digits agree
     "date_swap",  # same year, day and month swapped
     "date_within",  # dates at most `days` apart
 ]
@@ -49,6 +56,11 @@ DISTANCE_KINDS = frozenset({"levenshtein", "damerau_levenshtein"})
 FUZZY_KINDS = SIMILARITY_KINDS | DISTANCE_KINDS
 
 _NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"  # comparison names become column names (gamma_<name>)
+
+
+ID_KINDS = frozenset({"id_15_18", "id_region_recoded", "id_rest_agrees", "id_spreadsheet_15"})
+_REGION_CODE = r"^[0-9]{6}$"
+REGION_CHANGE_COLUMNS = ("old_code", "new_code", "since", "note")
 
 
 class ConfigError(Exception):
@@ -179,6 +191,52 @@ class Thresholds(_Strict):
         return self
 
 
+class RegionChange(_Strict):
+    """One GB/T 2260 recoding: ID numbers issued under `old_code` may now read `new_code`."""
+
+    old_code: str = Field(pattern=_REGION_CODE)
+    new_code: str = Field(pattern=_REGION_CODE)
+    since: str | None = None
+    note: str | None = None
+
+
+def bundled_region_changes_path() -> Path:
+    return Path(str(resources.files("entity_resolution.defaults").joinpath("region_changes.csv")))
+
+
+def read_region_changes(path: Path) -> list[dict[str, str | None]]:
+    """Rows of a region-change CSV (old_code,new_code[,since,note]; lines starting with # are
+    comments); ValueError naming the file and line for anything else."""
+    import csv
+
+    data = read_config_bytes(path, error=ValueError)
+    if data is None:
+        raise ValueError(f"{path}: file not found")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text") from None
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip() and not line.lstrip().startswith("#")]
+    if not lines:
+        return []
+    header = next(csv.reader([lines[0][1]]))
+    header = [h.strip() for h in header]
+    if header[:2] != ["old_code", "new_code"] or not set(header) <= set(REGION_CHANGE_COLUMNS):
+        raise ValueError(f"{path}: line {lines[0][0]}: header must be old_code,new_code[,since,note], got {','.join(header)}")
+    rows = []
+    for n, line in lines[1:]:
+        cells = next(csv.reader([line]))
+        if len(cells) > len(header):
+            raise ValueError(f"{path}: line {n}: {len(cells)} fields, header has {len(header)}")
+        row = {h: (c.strip() or None) for h, c in zip(header, cells, strict=False)}
+        for key in ("old_code", "new_code"):
+            value = row.get(key) or ""
+            if not re.fullmatch(_REGION_CODE, value):
+                raise ValueError(f"{path}: line {n}: {key} {value!r} is not a 6-digit region code")
+        rows.append(row)
+    return rows
+
+
 class DistinctValid(_Strict):
     """Two records whose `column` values differ while both are flagged valid are never the same
     entity (two check-digit-valid ID numbers belong to two people)."""
@@ -213,10 +271,22 @@ class EstimationSettings(_Strict):
     training_rules: tuple[str, ...] | None = None
 
 
+LinkType = Literal["dedupe_only", "link_only", "link_and_dedupe"]
+
+
 class EntitySettings(_Strict):
-    """Everything needed to resolve one entity type."""
+    """Everything needed to resolve one entity type.
+
+    link_type (Splink's names): `dedupe_only` and `link_and_dedupe` make every blocked pair a
+    candidate; `link_only` keeps only pairs whose records come from different sources
+    (`source_column`), as when two files are linked and neither holds duplicates of its own:
+    blocking drops same-source pairs, u is estimated on cross-source random pairs and the prior
+    counts cross-source pairs only.
+    """
 
     unique_id: str = "record_key"
+    link_type: LinkType = "dedupe_only"
+    source_column: str = "station_id"
     derived: dict[str, str] = Field(default_factory=dict)  # column -> Polars SQL expression
     blocking: BlockingSettings
     comparisons: tuple[ComparisonSettings, ...] = Field(min_length=1)
@@ -226,6 +296,32 @@ class EntitySettings(_Strict):
     # Golden-record survivorship per field; validated by entity_resolution.survivorship (kept raw
     # here so that resolution settings do not depend on it, and changing it never re-resolves).
     survivorship: dict[str, Any] | None = None
+    # GB/T 2260 recodings added to the bundled table (defaults/region_changes.csv) for the
+    # id_region_recoded level: a CSV path relative to the config file, or a list of such paths
+    # and inline rows {old_code, new_code, since, note}. Stored as the rows read.
+    region_changes: tuple[RegionChange, ...] = ()
+
+    @field_validator("region_changes", mode="before")
+    @classmethod
+    def _region_files(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return ()
+        items = [value] if isinstance(value, (str, dict)) else value
+        if not isinstance(items, (list, tuple)):
+            raise ValueError("region_changes: a CSV file name, or a list of file names and rows")  # noqa: TRY004 - pydantic reports ValueError
+        base = (info.context or {}).get("base_dir")
+        rows: list[Any] = []
+        for item in items:
+            if isinstance(item, str):
+                path = Path(item)
+                if not path.is_absolute():
+                    if base is None:
+                        raise ValueError(f"region_changes file {item!r}: a relative path needs a config file to be relative to")
+                    path = Path(base) / path
+                rows.extend(read_region_changes(path))
+            else:
+                rows.append(item)
+        return tuple(rows)
 
     @field_validator("derived")
     @classmethod
@@ -245,6 +341,8 @@ class EntitySettings(_Strict):
             raise ValueError(f"comparison names must be unique; repeated: {dupes}")
         if self.unique_id in self.derived:
             raise ValueError(f"unique_id {self.unique_id!r} cannot be a derived column")
+        if self.link_type == "link_only" and self.source_column == self.unique_id:
+            raise ValueError("source_column cannot be the unique_id (every record would be its own source)")
         rules = {r.name for r in self.blocking.rules}
         unknown = [r for r in self.estimation.training_rules or () if r not in rules]
         if unknown:
@@ -258,11 +356,22 @@ class EntitySettings(_Strict):
         return [r for r in self.blocking.rules if names is None or r.name in names]
 
     def root_columns(self, column: str, _seen: frozenset[str] = frozenset()) -> set[str]:
-        """The input columns a (possibly derived, possibly from other derived) column reads."""
+        """The input columns a (possibly derived, possibly from other derived) column reads.
+
+        Training uses this to leave out comparisons that agree by construction on a rule's
+        pairs, so the condition of a top-level CASE WHEN does not count: it only blanks the value
+        (id_key reads id_own, hence the birth date, only to drop a relative's ID), and pairs
+        agreeing on id_key do not agree on birth date by construction."""
         if column not in self.derived or column in _seen:
             return {column}
+        expr = pl.sql_expr(self.derived[column])
+        names = expr.meta.root_names()
+        if str(expr).startswith(".when("):
+            parts = expr.meta.pop()  # predicate, otherwise, then
+            values = [n for part in parts[1:] for n in part.meta.root_names()] if len(parts) == 3 else []
+            names = values or names
         roots: set[str] = set()
-        for name in pl.sql_expr(self.derived[column]).meta.root_names():
+        for name in names:
             roots |= self.root_columns(name, _seen | {column})
         return roots
 
@@ -275,6 +384,8 @@ class EntitySettings(_Strict):
             cols.extend(comp.level_columns())
         for dv in self.constraints.distinct_valid:
             cols.extend([dv.column, dv.valid_flag])
+        if self.link_type == "link_only":
+            cols.append(self.source_column)
         return list(dict.fromkeys(c for c in cols if c != self.unique_id))
 
     def model_hash(self) -> str:
@@ -284,10 +395,12 @@ class EntitySettings(_Strict):
         used = set()
         for comp in self.comparisons:
             used.update(comp.level_columns())
-        payload = {
+        payload: dict[str, Any] = {
             "comparisons": [c.model_dump(mode="json") for c in self.comparisons],
             "derived": {k: v for k, v in sorted(self.derived.items()) if k in used},
         }
+        if self.region_changes and any(lv.kind == "id_region_recoded" for c in self.comparisons for lv in c.levels):
+            payload["region_changes"] = sorted((r.old_code, r.new_code) for r in self.region_changes)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -332,8 +445,9 @@ def format_validation_error(source: Path | str, err: ValidationError, what: str 
 
 def parse_resolution(data: object, *, source: Path | str = "<resolution config>") -> ResolutionConfig:
     """Validate already-parsed YAML/JSON data; `source` names it in errors."""
+    base = Path(source).parent if isinstance(source, Path) else None
     try:
-        return ResolutionConfig.model_validate(data)
+        return ResolutionConfig.model_validate(data, context={"base_dir": base})
     except ValidationError as err:
         raise ConfigError(format_validation_error(source, err, "resolution configuration")) from None
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import polars as pl
 
-__all__ = ["bcubed_metrics", "cluster_metrics", "evaluate", "pairwise_metrics"]
+__all__ = ["bcubed_metrics", "cluster_metrics", "evaluate", "pairwise_metrics", "phenomenon_errors"]
 
 OVERALL = "overall"
 METRIC_COLUMNS = (
@@ -295,3 +295,89 @@ def _pick(row: dict, **names: str) -> dict:
     out = {new: row[old] for old, new in names.items()}
     out |= {k: row[k] for k in ("records", "ignored_not_in_truth", "ignored_not_clustered")}
     return out
+
+
+# --- errors per real-world phenomenon ------------------------------------------------------
+
+NO_TAG, ALL_TAGS = "none", "all"
+PHENOMENON_COLUMNS = ("tag", "records", "true_pairs", "missed_pairs", "missed_share",
+                      "predicted_pairs", "false_pairs", "false_merge_share")
+
+
+def phenomenon_errors(
+    clusters: pl.DataFrame,
+    truth: pl.DataFrame,
+    *,
+    unique_id: str = "record_key",
+    cluster_col: str = "cluster_key",
+    truth_col: str = "entity_id",
+    tags_col: str = "quirks",
+) -> pl.DataFrame:
+    """Pairwise errors per phenomenon tag of the truth (comma-separated tags per record, empty or
+    null when none): one row per tag, then "none" (records without a tag) and "all".
+
+    Per tag: records carrying it; true_pairs, the true pairs with at least one tagged record;
+    missed_pairs (and missed_share of true_pairs), those not in one predicted cluster;
+    predicted_pairs, the pairs within predicted clusters with at least one tagged record;
+    false_pairs (and false_merge_share of predicted_pairs), those whose records are two
+    entities. Only records in both the clustering and the truth count. No pair is listed:
+    pairs touching the k tagged of n records of a cluster, an entity or a (cluster, entity)
+    cell are C(n, 2) - C(n - k, 2), so a million records cost a few group-bys.
+    """
+    rows = _prepare(clusters, truth, unique_id, cluster_col, truth_col)
+    tags = truth.select(
+        pl.col(unique_id).cast(rows.schema["_k"]).alias("_k"),
+        pl.col(tags_col).cast(pl.String).fill_null("").str.split(",")
+        .list.eval(pl.element().str.strip_chars().filter(pl.element() != "")).list.unique()
+        .alias("_tags"),
+    )
+    sized = (
+        rows.lazy()
+        .filter(pl.col("_c").is_not_null() & pl.col("_t").is_not_null())
+        .join(tags.lazy(), on="_k", how="left")
+        .with_columns(
+            pl.len().over("_c").cast(pl.Int64).alias("_C"),
+            pl.len().over("_t").cast(pl.Int64).alias("_T"),
+            pl.len().over("_c", "_t").cast(pl.Int64).alias("_M"),
+            pl.when(pl.col("_tags").list.len().fill_null(0) == 0)
+            .then(pl.lit([NO_TAG]))
+            .otherwise(pl.col("_tags"))
+            .list.concat(pl.lit([ALL_TAGS]))
+            .alias("_tag"),
+        )
+        .drop("_tags")
+        .explode("_tag")
+    )
+    m, k = pl.col("_m"), pl.col("_k")
+    cells = (
+        sized.group_by("_tag", "_c", "_t").agg(pl.len().cast(pl.Int64).alias("_m"), pl.col("_M").first())
+        .group_by("_tag")
+        .agg(m.sum().alias("records"), _pairs_touching(pl.col("_M"), m).sum().alias("_tp"))
+    )
+    predicted = (
+        sized.group_by("_tag", "_c").agg(pl.len().cast(pl.Int64).alias("_k"), pl.col("_C").first())
+        .group_by("_tag").agg(_pairs_touching(pl.col("_C"), k).sum().alias("predicted_pairs"))
+    )
+    true = (
+        sized.group_by("_tag", "_t").agg(pl.len().cast(pl.Int64).alias("_k"), pl.col("_T").first())
+        .group_by("_tag").agg(_pairs_touching(pl.col("_T"), k).sum().alias("true_pairs"))
+    )
+    table = (
+        cells.join(predicted, on="_tag").join(true, on="_tag")
+        .with_columns(
+            (pl.col("true_pairs") - pl.col("_tp")).alias("missed_pairs"),
+            (pl.col("predicted_pairs") - pl.col("_tp")).alias("false_pairs"),
+        )
+        .with_columns(
+            _ratio(pl.col("missed_pairs"), pl.col("true_pairs")).cast(pl.Float64).alias("missed_share"),
+            _ratio(pl.col("false_pairs"), pl.col("predicted_pairs")).cast(pl.Float64).alias("false_merge_share"),
+            pl.col("_tag").alias("tag"),
+            pl.col("_tag").is_in([NO_TAG, ALL_TAGS]).alias("_last"),
+            (pl.col("_tag") == ALL_TAGS).alias("_very_last"),
+        )
+        .sort("_last", "_very_last", "tag")
+        .select(PHENOMENON_COLUMNS)
+        .collect()
+    )
+    return table.cast({c: pl.Int64 for c in ("records", "true_pairs", "missed_pairs", "predicted_pairs",
+                                             "false_pairs")})

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from entity_resolution.blocking import candidate_pairs, prepare, sharing_blocks
+from entity_resolution.blocking import candidate_pairs, derived_todo, prepare, sharing_blocks
 from entity_resolution.clustering import cluster
 from entity_resolution.comparisons import comparison_vectors
 from entity_resolution.config import EntitySettings
@@ -39,6 +39,27 @@ class Resolution:
 
 def distinct_valid(settings: EntitySettings) -> list[tuple[str, str]]:
     return [(c.column, c.valid_flag) for c in settings.constraints.distinct_valid]
+
+
+def guard_records(records: pl.DataFrame, settings: EntitySettings) -> pl.DataFrame:
+    """The unique id and the guard columns (distinct_valid) of `records`, derived ones evaluated.
+
+    Clustering and the conflict check read the guard's flag, which may be a derived column
+    (id_trusted): this evaluates just the derived columns the guard needs, on just the columns
+    they read, so a million records cost a few narrow columns rather than a prepared copy.
+    Columns already present are taken as they are.
+    """
+    uid = settings.unique_id
+    wanted = list(dict.fromkeys(c for pair in distinct_valid(settings) for c in pair))
+    needed = derived_todo(records, settings, wanted)
+    roots = {
+        r for c in needed for r in pl.sql_expr(settings.derived[c]).meta.root_names() if r in records.columns
+    }
+    frame = records.select(list(dict.fromkeys([uid, *(c for c in wanted if c in records.columns), *sorted(roots)])))
+    for name, expr in settings.derived.items():  # in order: later ones may read earlier ones
+        if name in needed:
+            frame = frame.with_columns(pl.sql_expr(expr).alias(name))
+    return frame.select(uid, *wanted)
 
 
 def score_pairs(
@@ -83,7 +104,7 @@ def resolve(
     scored = score_pairs(records, settings, model=model, judgements=judgements)
     t = time.perf_counter()
     clusters = cluster(
-        records,
+        guard_records(records, settings),
         scored.scored.filter(pl.col("decision") == "match"),
         judgements=judgements,
         distinct_valid=distinct_valid(settings),

@@ -22,8 +22,10 @@ Training follows Splink, made cheap:
   matches as certain ones, so m moves in proportion to how many judgements there are.
 
 Decisions: match probability >= thresholds.match -> "match", >= thresholds.review -> "review",
-else "non_match"; a pair that breaks a hard constraint (two different valid ID numbers) is
-"non_match" whatever its score, and flagged in `constraint_violated`.
+else "non_match"; a pair that breaks a hard constraint (two different valid ID numbers) never
+links: flagged in `constraint_violated`, it is "review" (with the guard named in `review_reason`)
+when its score would reach the review threshold, since a wrong or swapped ID number is for a
+person to settle, and "non_match" below it.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import Any
 
 import polars as pl
 
-from entity_resolution.blocking import prepare
+from entity_resolution.blocking import cross_source_pairs, prepare, source_codes
 from entity_resolution.comparisons import NULL_LEVEL, UNSAMPLED, gamma_column, gamma_frame, pair_index
 from entity_resolution.config import FUZZY_KINDS, ComparisonSettings, EntitySettings
 
@@ -113,8 +115,20 @@ class Model:
 # ---------------------------------------------------------------------------------------- u
 
 
-def _exact_first_u(values: pl.Series) -> float | None:
-    """P(two distinct random records agree | both non-null) from value counts."""
+def _exact_first_u(values: pl.Series, source: pl.Series | None = None) -> float | None:
+    """P(two distinct random records agree | both non-null) from value counts; with `source`
+    (link_only), P(two random records of different sources agree | both non-null)."""
+    if source is not None:
+        frame = pl.DataFrame({"v": values.hash(), "s": source}).filter(values.is_not_null())
+        per_value = frame.group_by("v").agg(pl.len().cast(pl.Float64).alias("c"))
+        same = frame.group_by("v", "s").len().with_columns(pl.col("len").cast(pl.Float64))
+        sizes = frame.group_by("s").len().get_column("len").cast(pl.Float64)
+        total = float(sizes.sum())
+        denom = total * total - float((sizes * sizes).sum())
+        if denom <= 0:
+            return None
+        agree = float((per_value.get_column("c") ** 2).sum()) - float((same.get_column("len") ** 2).sum())
+        return agree / denom
     counts = values.drop_nulls().hash().value_counts().get_column("count").cast(pl.Float64)
     total = float(counts.sum())
     if total < 2:
@@ -122,12 +136,22 @@ def _exact_first_u(values: pl.Series) -> float | None:
     return float((counts * (counts - 1)).sum()) / (total * (total - 1))
 
 
-def _random_pairs(n: int, size: int, seed: int) -> tuple[pl.Series, pl.Series]:
-    """`size` random pairs of distinct row indices (with replacement across pairs)."""
+def _random_pairs(
+    n: int, size: int, seed: int, source: pl.Series | None = None
+) -> tuple[pl.Series, pl.Series]:
+    """`size` random pairs of distinct row indices (with replacement across pairs); with
+    `source` (link_only), pairs of records from different sources only (about `size`: drawn
+    in proportion to the share of cross-source pairs, then filtered)."""
     base = pl.int_range(n, dtype=pl.UInt32, eager=True)
+    if source is not None:
+        shares = source.value_counts().get_column("count").cast(pl.Float64) / max(n, 1)
+        cross = max(1.0 - float((shares * shares).sum()), 1e-6)
+        size = min(int(size / cross) + 1, 50 * size)
     left = base.sample(size, with_replacement=True, seed=seed)
     right = base.sample(size, with_replacement=True, seed=seed + 1)
     keep = left != right
+    if source is not None:
+        keep = keep & (source.gather(left) != source.gather(right))
     return left.filter(keep), right.filter(keep)
 
 
@@ -139,8 +163,10 @@ def estimate_u(records: pl.DataFrame, settings: EntitySettings, *, seed: int) ->
     """
     rec = prepare(records, settings)
     n = rec.height
-    size = min(settings.estimation.u_sample_pairs, max(n * (n - 1) // 2, 1))
-    left, right = _random_pairs(n, size, seed)
+    source = source_codes(rec, settings)
+    possible = n * (n - 1) // 2 if source is None else cross_source_pairs(source)
+    size = min(settings.estimation.u_sample_pairs, max(possible, 1))
+    left, right = _random_pairs(n, size, seed, source)
     gammas = gamma_frame(rec, left, right, settings, fuzzy_limit=settings.estimation.u_fuzzy_pairs)
     out: dict[str, list[float]] = {}
     for comp in settings.comparisons:
@@ -157,8 +183,10 @@ def estimate_u(records: pl.DataFrame, settings: EntitySettings, *, seed: int) ->
         scale = reached / evaluated if evaluated else 1.0
         u = [max(seen.get(i, 0) * (scale if i >= first_fuzzy else 1.0), 0.5) / total for i in range(k)]
         first = comp.levels[0]
-        if first.kind == "exact" and (first.column or comp.column) == comp.column:
-            analytic = _exact_first_u(rec.get_column(comp.column))
+        if first.kind == "exact":
+            # Among pairs where the level's own column is present on both sides: an upper bound
+            # when that column is nullable where the comparison's is not (a weaker weight).
+            analytic = _exact_first_u(rec.get_column(first.column or comp.column), source)
             if analytic is not None:
                 u[0] = max(analytic, 0.5 / (n * max(n - 1, 1)))
         rest = 1.0 - sum(u)
@@ -355,11 +383,12 @@ def _recalibrate(
     return out
 
 
-def _prior(weights_sum: pl.Series, n_records: int, fixed: float | None) -> float:
-    """The prior that makes lambda = expected matches among candidates / all possible pairs."""
+def _prior(weights_sum: pl.Series, n_records: int, fixed: float | None, possible: int | None = None) -> float:
+    """The prior that makes lambda = expected matches among candidates / all possible pairs
+    (`possible`: default n(n-1)/2; link_only passes the cross-source pairs)."""
     if fixed is not None:
         return fixed
-    possible = n_records * (n_records - 1) / 2
+    possible = n_records * (n_records - 1) / 2 if possible is None else possible
     if possible <= 0 or weights_sum.len() == 0:
         return 1e-6
     lam = min(max(weights_sum.len() / possible, 1e-12), 0.5)
@@ -424,7 +453,9 @@ def train(
         if weights.width
         else pl.Series([], dtype=pl.Float64)
     )
-    model.lambda_ = _prior(total, rec.height, est.prior_match_probability)
+    source = source_codes(rec, settings)
+    model.lambda_ = _prior(total, rec.height, est.prior_match_probability,
+                           None if source is None else cross_source_pairs(source))
     return model
 
 
@@ -466,11 +497,25 @@ def _violations(rec: pl.DataFrame, left: pl.Series, right: pl.Series, settings: 
     return out.alias("constraint_violated")
 
 
+def _violation_reasons(rec: pl.DataFrame, left: pl.Series, right: pl.Series, settings: EntitySettings) -> pl.Series:
+    """Per pair, why the ID guard refuses it in words (null when no constraint is broken)."""
+    out = pl.repeat(None, left.len(), dtype=pl.String, eager=True)
+    for dv in reversed(settings.constraints.distinct_valid):  # the first constraint's words win
+        values, valid = rec.get_column(dv.column), rec.get_column(dv.valid_flag).cast(pl.Boolean)
+        both = (valid.gather(left) & valid.gather(right)).fill_null(False)
+        differ = (values.gather(left) != values.gather(right)).fill_null(False)
+        label = " ".join("ID" if w == "id" else w for w in dv.column.split("_"))
+        words = f"refused by the ID guard: both records carry a different valid {label} ({dv.column})"
+        out = pl.select(pl.when(both & differ).then(pl.lit(words)).otherwise(out)).to_series()
+    return out.alias("review_reason")
+
+
 def score(
     pairs_gamma: pl.DataFrame, records: pl.DataFrame, model: Model, settings: EntitySettings
 ) -> pl.DataFrame:
     """Scored pairs: the input columns, w_<name> per comparison (log2 Bayes factor, TF
-    included), match_weight, match_probability, constraint_violated and decision."""
+    included), match_weight, match_probability, constraint_violated, decision and review_reason
+    (why a pair refused by the ID guard waits for a reviewer; null otherwise)."""
     if model.settings_hash and model.settings_hash != settings.model_hash():
         raise ValueError(
             "model was trained for other comparison settings "
@@ -479,7 +524,7 @@ def score(
     rec = prepare(records, settings)
     # Scoring a scored frame again (say with a new model) replaces its scores.
     produced = [weight_column(c.name) for c in settings.comparisons] + [
-        "match_weight", "match_probability", "constraint_violated", "decision"]
+        "match_weight", "match_probability", "constraint_violated", "decision", "review_reason"]
     pairs_gamma = pairs_gamma.drop(produced, strict=False)
     left, right = pair_index(pairs_gamma, rec, settings.unique_id)
     weights = _weights(pairs_gamma, rec, left, settings, model)
@@ -494,8 +539,12 @@ def score(
         _violations(rec, left, right, settings),
     )
     p = pl.col("match_probability")
-    return out.with_columns(
-        pl.when(pl.col("constraint_violated"))
+    violated = pl.col("constraint_violated")
+    reasons = _violation_reasons(rec, left, right, settings) if out["constraint_violated"].any() else None
+    out = out.with_columns(
+        pl.when(violated & (p >= th.review))
+        .then(pl.lit("review"))
+        .when(violated)
         .then(pl.lit("non_match"))
         .when(p >= th.match)
         .then(pl.lit("match"))
@@ -503,6 +552,13 @@ def score(
         .then(pl.lit("review"))
         .otherwise(pl.lit("non_match"))
         .alias("decision")
+    )
+    # Why a pair waits for a reviewer although the model scored it high enough: only the guard's
+    # refusals carry a reason (an undecided score needs none).
+    if reasons is None:
+        return out.with_columns(pl.lit(None, dtype=pl.String).alias("review_reason"))
+    return out.with_columns(
+        pl.when(violated & (p >= th.review)).then(reasons).otherwise(None).alias("review_reason")
     )
 
 

@@ -17,9 +17,9 @@ from typing import Protocol
 
 import polars as pl
 
-from entity_resolution.clustering import cluster, recluster
+from entity_resolution.clustering import cluster_with_stats, recluster_with_stats
 from entity_resolution.config import EntitySettings
-from entity_resolution.resolve import distinct_valid, score_pairs
+from entity_resolution.resolve import distinct_valid, guard_records, score_pairs
 from entity_resolution.scoring import Model
 from entity_resolution.stable_ids import assign_entity_ids
 
@@ -48,6 +48,7 @@ class RunSummary:
     review: int
     stats: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    refused: int = 0  # pairs refused by the ID guard or a judgement (in scope): they wait in review
 
 
 def settings_fingerprint(settings: EntitySettings) -> str:
@@ -74,8 +75,19 @@ def edge_frame(scored: pl.DataFrame) -> pl.DataFrame:
     wcols = [c for c in scored.columns if c.startswith("w_")]
     kept = scored.filter(pl.col("decision").is_in(["match", "review"]))
     weights = pl.struct([pl.col(c).round(4).alias(c[2:]) for c in wcols]).struct.json_encode() if wcols else pl.lit("{}")
+    reason = pl.col("review_reason") if "review_reason" in scored.columns else pl.lit(None, dtype=pl.String)
     return kept.select("left_id", "right_id", "match_probability", "match_weight", "decision",
-                       weights.alias("weights"))
+                       weights.alias("weights"), reason.cast(pl.String).alias("review_reason"))
+
+
+def _with_refusals(new_edges: pl.DataFrame, reasons: pl.DataFrame) -> pl.DataFrame:
+    """Match edges clustering refused get its reason (they stay match edges: the refusal is
+    recomputed by every run, so incremental runs keep agreeing with full ones)."""
+    if reasons.height == 0:
+        return new_edges
+    refusal = reasons.select("left_id", "right_id", pl.col("review_reason").alias("_refusal"))
+    return new_edges.join(refusal, on=["left_id", "right_id"], how="left", maintain_order="left").with_columns(
+        pl.coalesce("_refusal", "review_reason").alias("review_reason")).drop("_refusal")
 
 
 def run_resolution(
@@ -137,8 +149,9 @@ def run_resolution(
     distinct = distinct_valid(settings)
     previous = membership.select(uid, "entity_id", "entity_created_seq") if membership.height else None
     if mode == "full":
-        clusters = cluster(records, new_edges.filter(pl.col("decision") == "match"), judgements=judgements,
-                           distinct_valid=distinct, unique_id=uid)
+        clustered = cluster_with_stats(guard_records(records, settings), new_edges.filter(pl.col("decision") == "match"),
+                                       judgements=judgements, distinct_valid=distinct, unique_id=uid)
+        clusters = clustered.membership
     else:
         dirty_set = dirty.implode()
         t_edges = time.perf_counter()
@@ -153,13 +166,19 @@ def run_resolution(
             fresh.select("left_id", "right_id"),  # a new verdict re-clusters its pair
         ])
         clock["read_edges"] = time.perf_counter() - t_edges
-        clusters = recluster(
-            records, match_edges, membership.select(uid, pl.col("entity_id").alias("cluster_key")), changed,
+        clusters, clustered = recluster_with_stats(
+            guard_records(records, settings), match_edges, membership.select(uid, pl.col("entity_id").alias("cluster_key")),
+            changed,
             judgements=judgements, distinct_valid=distinct, unique_id=uid, scope_only=True, new=new, gone=gone,
         )
         # Records outside the re-clustered scope keep their entity; the scope holds whole
         # previous entities, so ids are settled inside it.
         previous = _rows_of(previous, clusters[uid], uid)
+    # Refused match edges wait for a reviewer: new ones carry the reason in new_edges; stored ones
+    # inside the re-clustered scope are updated by the store (the scope is all there is to redo).
+    refusals = clustered.reasons
+    new_edges = _with_refusals(new_edges, refusals)
+    reason_scope = None if mode == "full" else clusters[uid]
     # New ids hash a record key of the scope; they must not take an id that is live outside it
     # or was ever retired.
     issued = store.retired_ids()
@@ -176,6 +195,10 @@ def run_resolution(
         "ops": changes.group_by("op").len().sort("op").to_dicts() if changes.height else [],
         "cluster_sizes": {str(k): int(v) for k, v in sizes.iter_rows()},
         "cluster_sizes_of": "all entities" if mode == "full" else "re-clustered entities",
+        "refused": {"constraint": clustered.stats.edges_refused_constraint,
+                    "judgement": clustered.stats.edges_refused_judgement,
+                    "scored_by_guard": int(((new_edges["decision"] == "review") & new_edges["review_reason"].is_not_null()).sum())},
+        "refused_of": "all pairs" if mode == "full" else "re-clustered entities and new pairs",
         "timings": {k: round(v, 3) for k, v in clock.items()},
     }
     # only records whose entity or content changed need writing
@@ -195,12 +218,14 @@ def run_resolution(
         seq=seq, mode=mode, records_considered=int(membership_rows.height), stats=stats, settings_hash=fingerprint,
         model_json=model.to_json() if retrain else None, dirty_keys=dirty,
         new_edges=new_edges, membership=written, entity_changes=changes, started_at=started,
+        refusals=refusals, reason_scope=reason_scope,
     )
     clock["save"] = time.perf_counter() - t_save
     return RunSummary(
         entity_type=entity_type, mode=mode, seq=seq, records=records.height, dirty=dirty.len(),
         pairs=pairs_count, matches=int((new_edges["decision"] == "match").sum()),
         review=int((new_edges["decision"] == "review").sum()), stats=stats, timings=clock,
+        refused=sum(stats["refused"][k] for k in ("constraint", "judgement", "scored_by_guard")),
     )
 
 

@@ -538,17 +538,29 @@ def review_list(
     warehouse: WarehouseOpt = None,
     entity: EntityOpt = "person",
     limit: Annotated[int, typer.Option(help="Pairs to show.")] = 20,
+    fmt: Annotated[str, typer.Option("--format", help="table (for people) or json (for scripts).")] = "table",
 ) -> None:
-    """List the review queue, most uncertain pairs first."""
+    """List the review queue: pairs refused by the ID guard or a judgement (with the reason)
+    first, then the most uncertain pairs."""
     if ctx.invoked_subcommand is not None:
         return
+    if fmt not in ("table", "json"):
+        _fail(f"--format must be table or json, got {fmt!r}")
     _, store = _resolution_store(config, warehouse, entity)
-    queue = store.review_queue(limit)
-    table = Table(title=f"Review queue ({entity}): {len(store.review_queue())} pairs", title_justify="left")
-    for col in ("left", "right", "probability", "weights"):
+    whole = store.review_queue()
+    queue = whole.head(limit)
+    if fmt == "json":
+        pairs = [{"left_id": r["left_id"], "right_id": r["right_id"], "match_probability": r["match_probability"],
+                  "decision": r["decision"], "reason": r["review_reason"], "weights": json.loads(r["weights"])}
+                 for r in queue.iter_rows(named=True)]
+        print(json.dumps({"entity_type": entity, "pending": whole.height, "pairs": pairs}, ensure_ascii=False))
+        return
+    table = Table(title=f"Review queue ({entity}): {whole.height} pairs", title_justify="left")
+    for col in ("left", "right", "probability", "reason", "weights"):
         table.add_column(col, overflow="fold")
     for row in queue.iter_rows(named=True):
-        table.add_row(row["left_id"], row["right_id"], f"{row['match_probability']:.3f}", row["weights"])
+        table.add_row(row["left_id"], row["right_id"], f"{row['match_probability']:.3f}",
+                      row["review_reason"] or "undecided score", row["weights"])
     console.print(table)
     console.print("Record a verdict: enteronce review judge LEFT RIGHT same|different --reviewer NAME --reason TEXT")
 

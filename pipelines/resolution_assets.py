@@ -7,7 +7,8 @@ different valid ID numbers unless a reviewer said so.
 
 import dagster as dg
 
-from entity_resolution.service import run_resolution
+from entity_resolution.resolve import distinct_valid, guard_records
+from entity_resolution.service import needed_columns, run_resolution
 from pipelines.assets import ORGANISATIONS, PERSONS
 from pipelines.automation import AFTER_UPSTREAM
 from pipelines.instance import PUBLICATION_POOL
@@ -56,7 +57,7 @@ def _resolution_asset(entity_type: str) -> dg.AssetsDefinition:
             summary = run_resolution(store, settings, entity_type=entity_type, prefix=prefix)
         context.log.info(f"{entity_type}: {summary.mode} run {summary.seq}: {summary.records} records, "
                          f"{summary.dirty} new or changed, {summary.pairs} pairs, {summary.matches} matches, "
-                         f"{summary.review} for review")
+                         f"{summary.review} for review, {summary.refused} refused by the ID guard or a judgement")
         blocking = summary.stats.get("blocking", [])
         yield dg.MaterializeResult(asset_key=pairs_key, metadata={
             "mode": summary.mode,
@@ -67,6 +68,10 @@ def _resolution_asset(entity_type: str) -> dg.AssetsDefinition:
         yield dg.MaterializeResult(asset_key=scored_key, metadata={
             "matches": summary.matches,
             "review_queue": len(store.review_queue()),
+            # pairs the model scored high but the ID guard or a reviewer's 'different' refused:
+            # they wait in the review queue with the reason
+            "refused_pairs": summary.refused,
+            "refused_by": dg.MetadataValue.json(summary.stats.get("refused", {})),
         })
         yield dg.MaterializeResult(asset_key=entities_key, metadata={
             "records": summary.records,
@@ -75,7 +80,11 @@ def _resolution_asset(entity_type: str) -> dg.AssetsDefinition:
             "cluster_sizes": dg.MetadataValue.json(summary.stats.get("cluster_sizes", {})),
             "run_seq": summary.seq,
         })
-        conflicts = store.conflicting_entities([(c.column, c.valid_flag) for c in settings.constraints.distinct_valid])
+        distinct = distinct_valid(settings)
+        # A derived guard flag (id_trusted) is no table column: check on the records, in Polars.
+        guard = (guard_records(store.records(needed_columns(settings)), settings)
+                 if any(c in settings.derived for pair in distinct for c in pair) else None)
+        conflicts = store.conflicting_entities(distinct, records=guard)
         yield dg.AssetCheckResult(
             check_name=check.name, asset_key=entities_key, passed=conflicts.height == 0,
             metadata={"conflicting_entities": conflicts["entity_id"].head(20).to_list(),

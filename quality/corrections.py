@@ -66,7 +66,8 @@ def valid_value(field: str, value: pl.Expr, *, earliest: dt.date = EARLIEST_BIRT
     return ok.fill_null(False)
 
 
-def trusted_id(frame: pl.DataFrame, *, earliest: dt.date = EARLIEST_BIRTH, today: dt.date | None = None) -> pl.Expr:
+def trusted_id(frame: pl.DataFrame, *, earliest: dt.date = EARLIEST_BIRTH, today: dt.date | None = None,
+               require_own: bool = True) -> pl.Expr:
     """Whether a record's ID number is evidence for its birth date and sex: it passes its check
     digit, its embedded birth date is plausible, and it was given with 18 digits (a 15-digit number
     upgraded here has a check digit we computed ourselves, which confirms nothing)."""
@@ -78,7 +79,31 @@ def trusted_id(frame: pl.DataFrame, *, earliest: dt.date = EARLIEST_BIRTH, today
         ok = ok & ~pl.col("id_upgraded").fill_null(False)
     if "id_birth_date" in frame.columns:
         ok = ok & pl.col("id_birth_date").is_between(earliest, today).fill_null(False)
+        if require_own and "birth_date" in frame.columns:
+            ok = ok & _plausibly_own(frame)
     return ok
+
+
+def _plausibly_own(frame: pl.DataFrame) -> pl.Expr:
+    """False where the ID looks like another person's: its birth date differs from the stated one
+    by more than a slip (same date, day and month swapped, or one of year, month and day off), or
+    its sex differs as well as its date. Household members' IDs get entered on each other's
+    records; such an ID is no evidence for this record's birth date or sex, and proposing its
+    values would ask the station to break a correct record."""
+    idb = pl.col("id_birth_date")
+    stated = pl.col("birth_date").cast(pl.Date, strict=False)
+    parts_same = pl.sum_horizontal(
+        (idb.dt.year() == stated.dt.year()).cast(pl.Int8),
+        (idb.dt.month() == stated.dt.month()).cast(pl.Int8),
+        (idb.dt.day() == stated.dt.day()).cast(pl.Int8),
+    )
+    swapped = (idb.dt.year() == stated.dt.year()) & (idb.dt.month() == stated.dt.day()) & (idb.dt.day() == stated.dt.month())
+    slip = (parts_same >= 2) | swapped
+    sex_differs = pl.lit(False)
+    if {"id_sex", "sex"} <= set(frame.columns):
+        sex_differs = (pl.col("id_sex") != pl.col("sex")).fill_null(False)
+    date_differs = (idb != stated).fill_null(False)
+    return (~date_differs | (slip.fill_null(True) & ~sex_differs)).fill_null(True)
 
 
 def _plural(n: pl.Expr, one: str, many: str) -> pl.Expr:
@@ -155,16 +180,23 @@ def expectation_tasks(failures: pl.DataFrame, records: pl.DataFrame, suite: Suit
             rows = rows.filter(pl.col("id_valid").fill_null(False))
             upgraded = pl.col("id_upgraded").fill_null(False) if "id_upgraded" in rows.columns else pl.lit(False)
             # valid but with an embedded date outside quality.yaml's range: no evidence either
-            rows = rows.filter(trusted_id(rows, earliest=earliest, today=today) | upgraded)
+            checked = trusted_id(rows, earliest=earliest, today=today, require_own=False)
+            rows = rows.filter(checked | upgraded)
             trusted = trusted_id(rows, earliest=earliest, today=today)
+            # passes its checks but differs from the stated birth date by more than a slip
+            foreign = trusted_id(rows, earliest=earliest, today=today, require_own=False) & ~trusted
             what = _label(task.field)
             expected = pl.when(trusted).then(expected)
             reason = pl.when(trusted).then(pl.lit(
-                f"stated {what} and the one in the ID number disagree")).otherwise(pl.lit(
+                f"stated {what} and the one in the ID number disagree")).when(foreign).then(pl.lit(
+                f"stated {what} and the one in the ID number disagree: the ID may be another person's")).otherwise(pl.lit(
                 f"stated {what} and the one in the 15-digit ID number disagree"))
             evidence = pl.when(trusted).then(pl.lit(
                 f"{check} The ID number passes its GB 11643 check digit and its embedded birth date is "
-                f"plausible, so its {what} is proposed; the two disagree: verify which is right.")).otherwise(pl.lit(
+                f"plausible, so its {what} is proposed; the two disagree: verify which is right.")).when(foreign).then(pl.lit(
+                f"{check} The ID number's birth date differs from the stated one by more than a slip (or its sex "
+                f"differs as well): it may be a household member's ID entered on this record, so no value is "
+                f"proposed; verify the ID number against the identity card.")).otherwise(pl.lit(
                 f"{check} The ID number was given with 15 digits and upgraded by the hub, so no check digit "
                 f"confirms it: no value is proposed; verify both the {what} and the ID number."))
         parts.append(rows.select(

@@ -151,3 +151,59 @@ def test_default_person_rules_find_nearly_all_true_pairs(simulated) -> None:
     assert stats["cumulative_completeness"][-1] == pytest.approx(completeness)
     assert stats["reduction_ratio"].min() > 0.999
     assert stats["pairs_new"].sum() == pairs.height
+
+
+# --- sparse records: neither ID nor birth date ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sparse_run():
+    import datetime as dt
+
+    from connectors.simulate.export import simulate_person_records
+    from entity_resolution.config import load_resolution
+    from entity_resolution.resolve import resolve
+    from entity_resolution.standardise import standardise_persons
+
+    raw, _ = simulate_person_records(rows=20000, seed=5, stations=20)
+    base = {c: None for c in raw.columns}
+    def rec(key: str, name: str, phone: str | None, address: str) -> dict:
+        return {**base, "record_key": key, "station_id": key.split(":")[0], "local_id": key, "name": name,
+                "sex": "男", "phone": phone, "address": address, "area_code": "500103001001"}
+    placeholder = "13800000000"  # shared by 600 records: its phone block is over the cap
+    filler = [rec(f"ZZ:{i}", f"路人{i}", placeholder, f"重庆市渝中区解放碑街道狮岩社区银杏巷{i}号") for i in range(600)]
+    extra = [
+        rec("SPA:1", "欧阳明轩", placeholder, "重庆市渝中区解放碑街道狮岩社区银杏巷111号15栋2单元1302室"),
+        rec("SPB:1", "欧阳明轩", placeholder, "重庆市渝中区解放碑街道狮岩社区银杏巷111号15栋2单元1302室"),
+        rec("SPA:2", "司马文静", None, "重庆市渝中区解放碑街道狮岩社区幸福路161号2栋6单元2808室"),
+        rec("SPB:2", "司马文静", None, "渝中区解放碑街道狮岩社区幸福路161号2栋6单元2808室"),
+    ]
+    records = pl.concat([raw, pl.DataFrame(filler + extra, schema=raw.schema)])
+    std = standardise_persons(records, today=dt.date(2026, 1, 1))
+    settings = load_resolution(None).entities["person"]
+    return resolve(std, settings), settings
+
+
+def test_sparse_pairs_become_candidates_and_link(sparse_run) -> None:
+    res, settings = sparse_run
+    sc = res.scored.scored
+    clusters = dict(res.clusters.iter_rows())
+    for (a, b), rule in [(("SPA:1", "SPB:1"), "name_phone"), (("SPA:2", "SPB:2"), "name_building")]:
+        row = sc.filter((pl.col("left_id") == a) & (pl.col("right_id") == b))
+        assert row.height == 1, (a, b)
+        assert row["first_rule"][0] == rule
+    # Name, phone and address agree: linked.
+    assert clusters["SPA:1"] == clusters["SPB:1"]
+    # Name and address only (no phone, ID or birth date): housemates share an address, so the
+    # address alone weighs less than address and phone together; a reviewer decides.
+    row = sc.filter((pl.col("left_id") == "SPA:2") & (pl.col("right_id") == "SPB:2")).row(0, named=True)
+    assert row["decision"] == "review" and 0.5 <= row["match_probability"] < 0.95, row
+
+
+def test_sparse_rules_respect_the_block_caps(sparse_run) -> None:
+    res, settings = sparse_run
+    stats = {r["rule"]: r for r in res.scored.block_stats.to_dicts()}
+    assert stats["phone"]["capped_blocks"] >= 1  # the placeholder phone's 600 records: skipped
+    sc = res.scored.scored
+    filler = sc.filter(pl.col("left_id").str.starts_with("ZZ:") & pl.col("right_id").str.starts_with("ZZ:"))
+    assert filler.height == 0  # no pair of the capped block came in through any rule

@@ -333,3 +333,38 @@ def test_recluster_accepts_entity_ids_as_previous_labels() -> None:
     )
     full = cluster(records, e, judgements=j)
     assert recluster(records, e, by_entity, e.tail(10), judgements=j).equals(full)
+
+
+# --- refusal reasons (the review queue shows them) ---------------------------------------------
+
+
+def test_refused_edges_carry_a_reason_naming_the_records() -> None:
+    r = recs(("A", "X", True), ("B", None, None), ("C", "Y", True))
+    result = cluster_with_stats(r, edges(("A", "B", 0.90), ("B", "C", 0.95)))
+    [(left, right, reason)] = result.reasons.rows()
+    assert (left, right) == ("A", "B")
+    assert reason.startswith("refused by the ID guard: would join entity of A with entity of C")
+    assert "(id_number)" in reason
+
+
+def test_an_edge_crossing_a_different_judgement_names_the_judged_records() -> None:
+    r = recs(("A", None, None), ("B", None, None), ("C", None, None))
+    result = cluster_with_stats(
+        r, edges(("A", "B", 0.99), ("B", "C", 0.98)), judgements=judged(("A", "C", "different"))
+    )
+    assert result.reasons.rows() == [
+        ("B", "C", "refused by a judgement: reviewer judged A and C different")
+    ]
+
+
+def test_recluster_reports_the_refusals_a_full_run_reports() -> None:
+    from entity_resolution.clustering import recluster_with_stats
+
+    r = recs(("A", "X", True), ("B", None, None), ("C", "Y", True), ("D", None, None), ("E", None, None))
+    e = edges(("A", "B", 0.90), ("B", "C", 0.95), ("D", "E", 0.97))
+    full = cluster_with_stats(r, e)
+    previous = cluster(r.filter(pl.col("record_key") != "C"), e.filter(pl.col("right_id") != "C"))
+    _, sub = recluster_with_stats(
+        r, e, previous, pl.DataFrame({"left_id": ["B"], "right_id": ["C"]}), scope_only=True
+    )
+    assert sub.reasons.rows() == full.reasons.rows()

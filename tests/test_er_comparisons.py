@@ -82,12 +82,13 @@ def test_name_levels(records: pl.DataFrame, person: EntitySettings) -> None:
 
 
 def test_id_number_levels(records: pl.DataFrame, person: EntitySettings) -> None:
-    # 0 same, 1 same 15-digit form, 2 one substitution or adjacent transposition, 3 else
+    # 0 same, 1 same 15-digit form, 2 recoded region, 3 region differs rest agrees, 4 first 15
+    # digits (spreadsheet), 5 one substitution or adjacent transposition, 6 else
     assert levels(records, person, "r01", "r04")["id_number"] == 0  # 15-digit upgraded == 18
-    assert levels(records, person, "r01", "r02")["id_number"] == 2  # one digit substituted
-    assert levels(records, person, "r01", "r03")["id_number"] == 2  # two adjacent digits swapped
+    assert levels(records, person, "r01", "r02")["id_number"] == 5  # one digit substituted
+    assert levels(records, person, "r01", "r03")["id_number"] == 5  # two adjacent digits swapped
     assert levels(records, person, "r04", "r05")["id_number"] == 1  # upgraded 15 vs 18 with a bad check
-    assert levels(records, person, "r02", "r03")["id_number"] == 3  # two edits apart
+    assert levels(records, person, "r02", "r03")["id_number"] == 6  # two edits apart
     assert levels(records, person, "r01", "r06")["id_number"] == -1  # "5.00103E+17" is no ID to compare
     assert levels(records, person, "r01", "r07")["id_number"] == -1
 

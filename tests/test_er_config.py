@@ -48,11 +48,12 @@ def test_defaults_load_with_three_entity_types() -> None:
     assert isinstance(person, EntitySettings)
     assert person.unique_id == "record_key"
     assert [r.name for r in person.blocking.rules] == [
-        "id_number", "id_15_digit_form", "phone", "name_pinyin_birth_date", "surname_birth_date_district"]
+        "id_number", "id_15_digit_form", "id_rest", "phone", "name_pinyin_birth_date", "surname_birth_date_district",
+        "name_phone", "name_building"]
     assert [c.name for c in person.comparisons] == ["name", "id_number", "birth_date", "sex", "phone", "address"]
     assert person.thresholds.review < person.thresholds.match
     assert person.constraints.distinct_valid[0].column == "id_number"
-    assert person.constraints.distinct_valid[0].valid_flag == "id_valid"
+    assert person.constraints.distinct_valid[0].valid_flag == "id_trusted"  # derived: see test_id_evidence
     assert person.estimation.u_sample_pairs == 1_000_000
     name = person.comparisons[0]
     assert name.term_frequency
@@ -155,5 +156,5 @@ def test_records_lacking_a_configured_column_fail_naming_where_it_is_used() -> N
     with pytest.raises(ConfigError) as info:
         prepare(records, person)
     message = str(info.value)
-    assert "'name_pinyin' (used at blocking.rules.3.keys)" in message
+    assert "'name_pinyin' (used at blocking.rules.4.keys)" in message
     assert "'sex' (used at comparisons.3.column)" in message

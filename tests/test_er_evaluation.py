@@ -143,3 +143,63 @@ def test_matches_brute_force(seed: int) -> None:
         got = table[scope_name]
         for name, value in expected.items():
             assert got[name] == pytest.approx(value), (scope_name, name)
+
+
+# --- errors per phenomenon --------------------------------------------------------------------
+
+
+def test_phenomenon_errors_hand_example() -> None:
+    from entity_resolution.evaluation import phenomenon_errors
+
+    truth = pl.DataFrame({
+        "record_key": list("abcdef"),
+        "entity_id": ["e1", "e1", "e1", "e2", "e2", "e3"],
+        "quirks": ["twin", "", "id_typo, twin", "namesake", None, "namesake"],
+    })
+    clusters = membership("cluster_key", c1="ab", c2="c", c3="def")
+    # true pairs ab ac bc de; predicted ab de df ef; both ab de
+    table = phenomenon_errors(clusters, truth)
+    rows = {r["tag"]: r for r in table.to_dicts()}
+    assert table["tag"].to_list() == ["id_typo", "namesake", "twin", "none", "all"]
+
+    def check(tag, records, true, missed, pred, false):
+        r = rows[tag]
+        assert (r["records"], r["true_pairs"], r["missed_pairs"], r["predicted_pairs"], r["false_pairs"]) == (
+            records, true, missed, pred, false), tag
+
+    check("twin", 2, 3, 2, 1, 0)  # a, c: ab ac bc true, ac bc missed; ab predicted
+    check("id_typo", 1, 2, 2, 0, 0)
+    check("namesake", 2, 1, 0, 3, 2)  # d, f: de true; de df ef predicted, df ef false
+    check("none", 2, 3, 1, 3, 1)  # b, e
+    check("all", 6, 4, 2, 4, 2)
+    assert rows["twin"]["missed_share"] == pytest.approx(2 / 3)
+    assert rows["namesake"]["false_merge_share"] == pytest.approx(2 / 3)
+    assert rows["id_typo"]["false_merge_share"] is None  # no predicted pair: undefined
+
+
+def test_phenomenon_errors_match_listing_pairs() -> None:
+    from entity_resolution.evaluation import phenomenon_errors
+
+    rng = random.Random(5)
+    tags = ["twin", "namesake", "id_15"]
+    keys = [f"r{i}" for i in range(300)]
+    quirks = [",".join(rng.sample(tags, rng.choice([0, 0, 1, 2]))) for _ in keys]
+    entity = {k: f"e{rng.randrange(120)}" for k in keys}
+    cluster = {k: f"c{rng.randrange(110)}" for k in keys}
+    truth = pl.DataFrame({"record_key": keys, "entity_id": [entity[k] for k in keys], "quirks": quirks})
+    clusters = pl.DataFrame({"record_key": keys, "cluster_key": [cluster[k] for k in keys]})
+    got = {r["tag"]: r for r in phenomenon_errors(clusters, truth).to_dicts()}
+    tag_of = {k: (set(q.split(",")) - {""}) or {"none"} for k, q in zip(keys, quirks)}
+    for tag in [*tags, "none", "all"]:
+        true = pred = missed = false = 0
+        for a, b in itertools.combinations(keys, 2):
+            if tag != "all" and tag not in tag_of[a] | tag_of[b]:
+                continue
+            same_e, same_c = entity[a] == entity[b], cluster[a] == cluster[b]
+            true += same_e
+            pred += same_c
+            missed += same_e and not same_c
+            false += same_c and not same_e
+        r = got[tag]
+        assert (r["true_pairs"], r["predicted_pairs"], r["missed_pairs"], r["false_pairs"]) == (
+            true, pred, missed, false), tag

@@ -107,7 +107,13 @@ def test_scored_pairs_carry_weights_and_decisions(run: Run) -> None:
     assert ok.filter(pl.col("decision") == "match")["match_probability"].min() >= th.match
     review = ok.filter(pl.col("decision") == "review")["match_probability"]
     assert review.len() == 0 or (review.min() >= th.review and review.max() < th.match)
-    assert sc.filter(pl.col("constraint_violated"))["decision"].unique().to_list() == ["non_match"]
+    # the ID guard never links: a refused pair the model scores high waits in review, with the reason
+    refused = sc.filter(pl.col("constraint_violated"))
+    assert "match" not in refused["decision"].to_list()
+    assert refused.filter(pl.col("decision") == "review")["review_reason"].str.starts_with(
+        "refused by the ID guard").all()
+    assert (refused["decision"] == "review").to_list() == (refused["match_probability"] >= th.review).to_list()
+    assert sc.filter(~pl.col("constraint_violated"))["review_reason"].null_count() == ok.height
     # Weights add up: prior + sum of comparison weights = match weight.
     wcols = [f"w_{c.name}" for c in run.settings.comparisons]
     total = sc.select(pl.sum_horizontal(pl.col(wcols).cast(pl.Float64)) + run.model.prior_weight).to_series()
@@ -126,7 +132,10 @@ def test_two_valid_id_numbers_never_match(run: Run) -> None:
     pairs = pl.DataFrame({"left_id": [b["record_key"][0]], "right_id": [a["record_key"][0]]})
     out = score(comparison_vectors(pairs, both, run.settings), both, run.model, run.settings).row(0, named=True)
     assert out["constraint_violated"] is True
-    assert out["decision"] == "non_match"
+    # scored high, refused by the ID guard: a reviewer sees it with the reason, it never links
+    assert out["match_probability"] >= run.settings.thresholds.review
+    assert out["decision"] == "review"
+    assert out["review_reason"] == "refused by the ID guard: both records carry a different valid ID number (id_number)"
 
 
 def test_common_name_weighs_less_than_a_rare_one(run: Run) -> None:

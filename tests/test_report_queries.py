@@ -70,12 +70,19 @@ def test_linkage_and_access_aggregates(filled):
     pairs = rows["scored_pairs"]
     judgements = rows["judgements"].sort("judgement_id").unique(["left_id", "right_id"], keep="last")
     review = pairs.filter(pl.col("decision") == "review")
+    refused = pairs.filter(pl.col("review_reason").is_not_null())
+    queue = pl.concat([review, refused]).unique(["left_id", "right_id"])
+    assert refused.height and (refused["decision"] == "match").all()
     assert link == {
         "entity_type": "person", "records": rows["entity_membership"].height,
         "entities_active": rows["entities"].height, "entities_retired": 0,
         "match_pairs": pairs.filter(pl.col("decision") == "match").height, "review_pairs": review.height,
-        "pending_reviews": review.join(judgements, on=["left_id", "right_id"], how="anti").height,
+        "pending_reviews": queue.join(judgements, on=["left_id", "right_id"], how="anti").height,
+        "refused_pairs": refused.height,
     }
+    shown = frames["refused"]
+    assert shown.height == refused.join(judgements, on=["left_id", "right_id"], how="anti").height
+    assert shown["review_reason"].str.starts_with("refused by the ID guard").all()
     sizes = rows["entity_membership"].group_by("entity_id").len().group_by("len").agg(pl.len().alias("n")).sort("len")
     assert frames["cluster_sizes"].select("size", "entities").rows() == sizes.rows()
 

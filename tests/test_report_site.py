@@ -118,7 +118,10 @@ def store(tmp_path_factory, docs_site: Path) -> Warehouse:
                                "row_hash": "0" * 40, "since_seq": 1, "updated_seq": 1} for i in range(14)],
         "scored_pairs": [{"entity_type": "person", "left_id": f"a{i}", "right_id": f"b{i}", "match_probability": 0.99,
                           "match_weight": 9.0, "decision": "match" if i < 10 else "review", "weights": "{}", "run_seq": 1}
-                         for i in range(13)],
+                         for i in range(13)]
+                        + [{"entity_type": "person", "left_id": "g1", "right_id": "g2", "match_probability": 0.97,
+                            "match_weight": 5.0, "decision": "match", "weights": "{}", "run_seq": 1,
+                            "review_reason": "refused by the ID guard: both records carry a different valid ID number"}],
         "judgements": [{"judgement_id": i + 1, "entity_type": "person", "left_id": f"a{i}", "right_id": f"b{i}",
                         "verdict": v, "reviewer": "li", "reason": None, "judged_at": NOW} for i, v in enumerate(judged)]
                       + [{"judgement_id": 11, "entity_type": "person", "left_id": "a8", "right_id": "b8",
@@ -251,7 +254,9 @@ def test_names_are_escaped_everywhere(site: Path):
 
 def test_linkage_page_precision_from_latest_judgements(site: Path):
     text = Text.of(site / "linkage.html").text
-    assert "person 14 12 0 10 3 3" in text  # records, active, retired, match, review, pending
+    # records, active, retired, match, review, pending (3 review + 1 refused), refused
+    assert "person 14 12 0 11 3 4 1" in text
+    assert "person g1 g2 97.0 % refused by the ID guard: both records carry a different valid ID number" in text
     # 10 match pairs judged; the later "different" on a8~b8 overrides: 8 same of 10 - too few
     # (model.MIN_JUDGEMENTS) for a share and interval that mean anything
     assert "person match 10 8 too few judgements (10 of 30 needed)" in text

@@ -12,7 +12,8 @@ from connectors.ingest import ingest_station
 from connectors.simulate import simulate_network
 from entity_resolution.config import load_resolution
 from entity_resolution.evaluation import pairwise_metrics
-from entity_resolution.service import run_resolution
+from entity_resolution.resolve import distinct_valid, guard_records
+from entity_resolution.service import needed_columns, run_resolution
 from warehouse import Warehouse
 
 SETTINGS = load_resolution(None).entities["person"]
@@ -56,7 +57,9 @@ def test_full_run_is_accurate_and_rerun_changes_nothing(network: Path, warehouse
     truth = pl.read_csv(network / "truth.csv")
     metrics = pairwise_metrics(members, truth)
     assert metrics["precision"] >= 0.99 and metrics["recall"] >= 0.99, metrics
-    assert rs.conflicting_entities([("id_number", "id_valid")]).height == 0
+    # the guard's flag is derived (id_trusted: not an upgraded 15-digit number, ...): checked on the records
+    guard = guard_records(rs.records(needed_columns(SETTINGS)), SETTINGS)
+    assert rs.conflicting_entities(distinct_valid(SETTINGS), records=guard).height == 0
 
     ids_before = rs.membership().sort("record_key")
     again = resolve(store)
@@ -124,3 +127,106 @@ def test_judgements_override_the_model(network: Path, tmp_path: Path) -> None:
     resolve(store, full=True)
     after = rs.membership()
     assert after.filter(pl.col("record_key") == a)["entity_id"][0] == after.filter(pl.col("record_key") == b)["entity_id"][0]
+
+
+# --- refused pairs wait in the review queue with the reason ------------------------------------
+
+
+def _review_cli(network: Path, url: str) -> dict:
+    import json
+
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    out = CliRunner().invoke(app, ["review", "--config", str(network), "--warehouse", url, "--format", "json",
+                                   "--limit", "100000"])
+    assert out.exit_code == 0, out.output
+    table = CliRunner().invoke(app, ["review", "--config", str(network), "--warehouse", url, "--limit", "5"])
+    assert table.exit_code == 0 and "reason" in table.output and "…" not in table.output, table.output
+    return json.loads(out.stdout)
+
+
+def _queued(rs, a: str, b: str) -> list[str]:
+    a, b = sorted((a, b))
+    q = rs.review_queue()
+    return q.filter((pl.col("left_id") == a) & (pl.col("right_id") == b))["review_reason"].to_list()
+
+
+def test_refused_pairs_wait_in_review_with_the_reason(network: Path, warehouse_url: str) -> None:
+
+    from entity_resolution.standardise.id_numbers import id_check_char
+    from warehouse import schema as s
+
+    store = warehouse_with(network, warehouse_url)
+    resolve(store)
+    rs = store.resolution_store("person", "person_records")
+    recs = rs.records(["id_number", "id_valid", "phone", "birth_date", "name_norm"])
+    members = rs.membership().join(recs, on="record_key")
+    # an entity of two records with the same valid ID, phone and birth date: give one another valid ID
+    pair = (members.filter(pl.col("id_valid") & pl.col("phone").is_not_null() & pl.col("birth_date").is_not_null())
+            .group_by("entity_id").agg(pl.col("record_key").sort(), pl.col("id_number").n_unique().alias("ids"),
+                                       pl.col("phone").n_unique().alias("phones"), pl.len().alias("n"))
+            .filter((pl.col("n") == 2) & (pl.col("ids") == 1) & (pl.col("phones") == 1))
+            .sort("entity_id").row(0, named=True))
+    x, y = pair["record_key"]
+    old_id = recs.filter(pl.col("record_key") == x)["id_number"][0]
+    body = old_id[:14] + ("111" if old_id[14:17] != "111" else "222")
+    other = pl.select(pl.lit(body).alias("b")).select(pl.col("b") + id_check_char(pl.col("b"))).item()
+    t = s.person_records
+    with store.transaction() as conn:
+        conn.execute(t.update().where(t.c.record_key == x).values(id_number=other, id_valid=True, row_hash="changed"))
+    step = resolve(store)
+    assert step.mode == "incremental" and step.refused >= 1
+    [reason] = _queued(rs, x, y)
+    assert reason == "refused by the ID guard: both records carry a different valid ID number (id_number)"
+    doc = _review_cli(network, warehouse_url)
+    assert any({p["left_id"], p["right_id"]} == {x, y} and p["reason"] == reason for p in doc["pairs"])
+    assert doc["pairs"][0]["reason"]  # refused pairs come first
+
+    # a 'different' judgement cuts a chain: the edge it refuses waits with the judged records named
+    chains = rs.membership().group_by("entity_id").agg(pl.col("record_key").sort(), pl.len().alias("n")).filter(
+        pl.col("n") >= 3).sort("entity_id")
+    a, *_, c = chains.row(0, named=True)["record_key"]
+    rs.add_judgement(a, c, "different", "auditor-1", "two people")
+    resolve(store)
+    queue = rs.review_queue()
+    refused = queue.filter(pl.col("review_reason") == f"refused by a judgement: reviewer judged {a} and {c} different")
+    assert refused.height >= 1
+    doc = _review_cli(network, warehouse_url)
+    assert any(p["reason"] == refused["review_reason"][0] for p in doc["pairs"])
+    # the pair judged directly never waits; judging a refused edge takes it out of the queue
+    assert _queued(rs, a, c) == []
+    left, right = refused.row(0, named=True)["left_id"], refused.row(0, named=True)["right_id"]
+    rs.add_judgement(left, right, "different", "auditor-1", "checked")
+    assert _queued(rs, left, right) == []
+    rs.add_judgement(x, y, "different", "auditor-1", "checked")
+    assert _queued(rs, x, y) == []
+
+    # the next full run agrees: the same refusals (the judged one aside) and the same entities
+    resolve(store)
+    incremental = rs.review_queue().filter(pl.col("review_reason").is_not_null()).select(
+        "left_id", "right_id", "review_reason").sort("left_id", "right_id")
+    before = partition(store)
+    resolve(store, full=True, retrain=False)
+    full = rs.review_queue().filter(pl.col("review_reason").is_not_null()).select(
+        "left_id", "right_id", "review_reason").sort("left_id", "right_id")
+    assert partition(store) == before
+    assert incremental.equals(full)
+
+
+def test_a_refusal_that_no_longer_holds_loses_its_reason(network: Path, tmp_path: Path) -> None:
+    store = warehouse_with(network, f"sqlite:///{tmp_path / 'w.sqlite'}", cache_dir=tmp_path / "cache")
+    resolve(store)
+    rs = store.resolution_store("person", "person_records")
+    chains = rs.membership().group_by("entity_id").agg(pl.col("record_key").sort(), pl.len().alias("n")).filter(
+        pl.col("n") >= 3).sort("entity_id")
+    a, *_, c = chains.row(0, named=True)["record_key"]
+    rs.add_judgement(a, c, "different", "auditor-1", "two people")
+    resolve(store)
+    by_judgement = pl.col("review_reason").str.starts_with("refused by a judgement")
+    assert rs.edges("match").filter(by_judgement).height >= 1
+    rs.add_judgement(a, c, "same", "auditor-2", "one person after all")
+    resolve(store)
+    assert rs.edges("match").filter(by_judgement).height == 0
+    assert rs.review_queue().filter(pl.col("review_reason").str.starts_with("refused by a judgement")).height == 0

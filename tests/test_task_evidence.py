@@ -330,3 +330,25 @@ def test_a_task_reopens_when_a_drop_brings_the_problem_back(base_network, tmp_pa
     delivered = [x for x in lines if x["entity_type"] == "correction_task"]
     assert delivered and all("evidence" in (x.get("after") or x.get("record") or {}) for x in delivered)
     assert bad_check(ID_B) not in json.dumps(delivered, ensure_ascii=False)
+
+
+def test_a_relatives_id_proposes_no_birth_date_or_sex() -> None:
+    """A household member's ID on the record (birth date years apart, other sex): the ID is no
+    evidence for this record's birth date or sex, so the task proposes nothing and says why."""
+    import datetime as dt
+
+    from quality.corrections import trusted_id
+
+    frame = pl.DataFrame({
+        "id_valid": [True, True, True, True],
+        "id_upgraded": [False, False, False, False],
+        "id_birth_date": [dt.date(1968, 5, 15), dt.date(1968, 5, 15), dt.date(1968, 5, 15), dt.date(1968, 5, 15)],
+        "birth_date": [dt.date(1946, 1, 10), dt.date(1968, 5, 18), dt.date(1969, 5, 15), dt.date(1968, 5, 15)],
+        "id_sex": ["M", "M", "M", "F"],
+        "sex": ["F", "M", "M", "M"],
+    })
+    got = frame.select(own=trusted_id(frame, today=dt.date(2026, 1, 1)),
+                       checked=trusted_id(frame, today=dt.date(2026, 1, 1), require_own=False))
+    # years apart and other sex: another person's; a day or a year off: slips; same date, other sex: own
+    assert got["own"].to_list() == [False, True, True, True]
+    assert got["checked"].to_list() == [True, True, True, True]

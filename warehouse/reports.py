@@ -58,7 +58,9 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
               "released_at": UTC},
     "linkage": {"entity_type": pl.String, "records": pl.Int64, "entities_active": pl.Int64,
                 "entities_retired": pl.Int64, "match_pairs": pl.Int64, "review_pairs": pl.Int64,
-                "pending_reviews": pl.Int64},
+                "pending_reviews": pl.Int64, "refused_pairs": pl.Int64},
+    "refused": {"entity_type": pl.String, "left_id": pl.String, "right_id": pl.String,
+                "match_probability": pl.Float64, "review_reason": pl.String},
     "cluster_sizes": {"entity_type": pl.String, "size": pl.Int64, "entities": pl.Int64},
     "judged": {"entity_type": pl.String, "decision": pl.String, "verdict": pl.String, "pairs": pl.Int64},
     "subscribers": {"subscriber_id": pl.String, "channel": pl.String, "deliveries": pl.Int64, "events": pl.Int64,
@@ -88,6 +90,7 @@ def read_report_frames(store: Warehouse) -> dict[str, pl.DataFrame]:
         frames = {
             "stations": _stations(conn),
             "linkage": _linkage(conn),
+            "refused": _refused(conn),
             "cluster_sizes": _cluster_sizes(conn),
             "judged": _judged(conn),
         }
@@ -229,6 +232,7 @@ def _linkage(conn: sa.Connection) -> pl.DataFrame:
         p.c.entity_type,
         sa.func.sum(sa.case((p.c.decision == "match", 1), else_=0)).label("match"),
         sa.func.sum(sa.case((p.c.decision == "review", 1), else_=0)).label("review"),
+        sa.func.sum(sa.case((p.c.review_reason.is_not(None), 1), else_=0)).label("refused"),
     ).group_by(p.c.entity_type).subquery()
     pending = _pending_reviews().subquery()
     et = types.c.entity_type
@@ -238,7 +242,8 @@ def _linkage(conn: sa.Connection) -> pl.DataFrame:
                   sa.func.coalesce(ents.c.retired, 0).label("entities_retired"),
                   sa.func.coalesce(pairs.c.match, 0).label("match_pairs"),
                   sa.func.coalesce(pairs.c.review, 0).label("review_pairs"),
-                  sa.func.coalesce(pending.c.n, 0).label("pending_reviews"))
+                  sa.func.coalesce(pending.c.n, 0).label("pending_reviews"),
+                  sa.func.coalesce(pairs.c.refused, 0).label("refused_pairs"))
         .select_from(types.outerjoin(records, records.c.entity_type == et)
                      .outerjoin(ents, ents.c.entity_type == et)
                      .outerjoin(pairs, pairs.c.entity_type == et)
@@ -248,13 +253,31 @@ def _linkage(conn: sa.Connection) -> pl.DataFrame:
     return _read(conn, "linkage", stmt)
 
 
-def _pending_reviews() -> sa.Select:
-    """Review pairs no reviewer has judged yet, per entity type (the review queue's size)."""
+def _unjudged_queue() -> sa.ColumnElement[bool]:
+    """A scored pair in the review queue: undecided or refused, and no reviewer judged it yet."""
     p, j = s.scored_pairs, s.judgements
     judged = sa.exists().where(j.c.entity_type == p.c.entity_type, j.c.left_id == p.c.left_id,
                                j.c.right_id == p.c.right_id)
-    return (sa.select(p.c.entity_type, sa.func.count().label("n"))
-            .where(p.c.decision == "review", ~judged).group_by(p.c.entity_type))
+    return sa.and_(sa.or_(p.c.decision == "review", p.c.review_reason.is_not(None)), ~judged)
+
+
+def _pending_reviews() -> sa.Select:
+    """Pairs waiting for a reviewer, per entity type (the review queue's size)."""
+    p = s.scored_pairs
+    return sa.select(p.c.entity_type, sa.func.count().label("n")).where(_unjudged_queue()).group_by(p.c.entity_type)
+
+
+REFUSED_SHOWN = 200
+
+
+def _refused(conn: sa.Connection) -> pl.DataFrame:
+    """Pairs the model would link but the ID guard or a judgement refused, awaiting a reviewer:
+    the strongest first, at most REFUSED_SHOWN (record keys and reasons only, no personal values)."""
+    p = s.scored_pairs
+    stmt = (sa.select(p.c.entity_type, p.c.left_id, p.c.right_id, p.c.match_probability, p.c.review_reason)
+            .where(_unjudged_queue(), p.c.review_reason.is_not(None))
+            .order_by(p.c.match_probability.desc(), p.c.left_id, p.c.right_id).limit(REFUSED_SHOWN))
+    return _read(conn, "refused", stmt)
 
 
 def _cluster_sizes(conn: sa.Connection) -> pl.DataFrame:

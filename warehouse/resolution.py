@@ -18,6 +18,7 @@ from warehouse.store import Warehouse, utcnow
 _EDGE_SCHEMA = {
     "left_id": pl.String, "right_id": pl.String, "match_probability": pl.Float64,
     "match_weight": pl.Float64, "decision": pl.String, "weights": pl.String, "run_seq": pl.Int64,
+    "review_reason": pl.String,
 }
 
 
@@ -130,7 +131,7 @@ class ResolutionStore(EntityTypeStore):
         (clustering reads a million of these per run and needs only ids and probability)."""
         t = s.scored_pairs
         cols = [t.c.left_id, t.c.right_id, t.c.match_probability, t.c.match_weight, t.c.decision,
-                *([t.c.weights] if weights else []), t.c.run_seq]
+                *([t.c.weights] if weights else []), t.c.run_seq, t.c.review_reason]
         stmt = sa.select(*cols).where(t.c.entity_type == self.entity_type)
         if decision is not None:
             stmt = stmt.where(t.c.decision == decision)
@@ -147,11 +148,19 @@ class ResolutionStore(EntityTypeStore):
         return frame.sort("judgement_id").unique(["left_id", "right_id"], keep="last", maintain_order=True)
 
     def review_queue(self, limit: int | None = None) -> pl.DataFrame:
-        """Pairs the model could not decide, not yet judged, most uncertain first."""
-        pairs = self.edges("review")
+        """Pairs waiting for a reviewer, not yet judged: those the model could not decide and those
+        it scored high but the ID guard or a reviewer's 'different' refused (review_reason says
+        why). Refused pairs come first (few, and each is a conflict a person must settle; sorted
+        by score they would sink below every undecided pair), then the most uncertain first."""
+        t = s.scored_pairs
+        stmt = sa.select(t.c.left_id, t.c.right_id, t.c.match_probability, t.c.match_weight, t.c.decision,
+                         t.c.weights, t.c.run_seq, t.c.review_reason).where(
+            t.c.entity_type == self.entity_type, sa.or_(t.c.decision == "review", t.c.review_reason.is_not(None)))
+        with self.engine.connect() as conn:
+            pairs = read_frame(conn, stmt, schema=_EDGE_SCHEMA)
         judged = self.judgements().select("left_id", "right_id")
         queue = pairs.join(judged, on=["left_id", "right_id"], how="anti").sort(
-            (pl.col("match_probability") - 0.5).abs(), "left_id", "right_id"
+            pl.col("review_reason").is_null(), (pl.col("match_probability") - 0.5).abs(), "left_id", "right_id"
         )
         return queue if limit is None else queue.head(limit)
 
@@ -177,12 +186,24 @@ class ResolutionStore(EntityTypeStore):
         with self.engine.connect() as conn:
             return int(conn.scalar(sa.select(sa.func.coalesce(sa.func.max(s.resolution_runs.c.seq), 0))) or 0) + 1
 
-    def conflicting_entities(self, distinct_valid: list[tuple[str, str]]) -> pl.DataFrame:
+    def conflicting_entities(self, distinct_valid: list[tuple[str, str]],
+                             records: pl.DataFrame | None = None) -> pl.DataFrame:
         """Active entities holding two different valid values of a distinct-valid column (e.g. two
-        valid ID numbers), except where a reviewer judged two of their records the same."""
+        valid ID numbers), except where a reviewer judged two of their records the same.
+
+        `records` (record_key and the guard columns, as entity_resolution.resolve.guard_records
+        gives them): the check runs in Polars on those and the membership; needed when a flag is a
+        derived column (id_trusted), which the record table does not hold."""
         m, t = s.entity_membership, self.record_table
         found = []
-        for column, flag in distinct_valid:
+        if records is not None:
+            members = self.membership().select("record_key", "entity_id")
+            for column, flag in distinct_valid:
+                valid = records.select(pl.col("record_key").cast(pl.String), column, flag).filter(
+                    pl.col(flag).fill_null(False) & pl.col(column).is_not_null())
+                found.append(valid.join(members, on="record_key").group_by("entity_id")
+                             .agg(pl.col(column).n_unique().alias("_n")).filter(pl.col("_n") > 1).select("entity_id"))
+        for column, flag in distinct_valid if records is None else ():
             stmt = (
                 sa.select(m.c.entity_id)
                 .join(t, t.c.record_key == m.c.record_key)
@@ -245,12 +266,17 @@ class ResolutionStore(EntityTypeStore):
         membership: pl.DataFrame,
         entity_changes: pl.DataFrame,
         started_at: dt.datetime,
+        refusals: pl.DataFrame | None = None,
+        reason_scope: pl.Series | None = None,
     ) -> int:
         """Record run `seq` (from next_seq) in one transaction; returns it.
 
         `membership` holds the rows this run wrote (record_key, entity_id, row_hash, since_seq,
         entity_created_seq): records that are new, changed content or moved entity;
-        `entity_changes` the entities it created, updated or retired.
+        `entity_changes` the entities it created, updated or retired. `refusals` (left_id,
+        right_id, review_reason): the match edges clustering refused among the records of
+        `reason_scope` (the records it re-clustered; None: all, and `new_edges` holds every pair
+        with its reason already): stored edges there take these reasons and lose stale ones.
         """
         with self.store.transaction() as conn:
             conn.execute(s.resolution_runs.insert().values(
@@ -263,6 +289,8 @@ class ResolutionStore(EntityTypeStore):
                 conn.execute(t.insert().values(entity_type=self.entity_type, settings_hash=settings_hash,
                                                model=model_json, trained_at=utcnow()))
             self._replace_edges(conn, dirty_keys, new_edges, seq)
+            if reason_scope is not None:
+                self._update_refusals(conn, refusals, reason_scope)
             self._replace_membership(conn, membership, seq)
             self._apply_entity_changes(conn, entity_changes, seq)
             conn.execute(s.resolution_runs.update().where(s.resolution_runs.c.seq == seq)
@@ -292,6 +320,28 @@ class ResolutionStore(EntityTypeStore):
         if edges.height:
             insert_frame(conn, t, edges.with_columns(entity_type=pl.lit(self.entity_type), run_seq=pl.lit(seq)),
                          replace=True)
+
+    def _update_refusals(self, conn: sa.Connection, refusals: pl.DataFrame | None, scope: pl.Series) -> None:
+        """Match edges inside the re-clustered scope: the refusals of this run replace the stored
+        ones. Refused edges are few, so the stored ones are read whole (an index-free scan of the
+        type's pairs for the non-null ones) and only the differences are written."""
+        t = s.scored_pairs
+        schema = {"left_id": pl.String, "right_id": pl.String, "review_reason": pl.String}
+        want = pl.DataFrame(schema=schema) if refusals is None else refusals.select(
+            [pl.col(c).cast(pl.String) for c in schema])
+        stored = read_frame(conn, sa.select(t.c.left_id, t.c.right_id, t.c.review_reason).where(
+            t.c.entity_type == self.entity_type, t.c.decision == "match", t.c.review_reason.is_not(None)),
+            schema=schema)
+        # a match edge with one record in the scope has both there (the scope is closed over edges)
+        stored = stored.filter(pl.col("left_id").is_in(scope.cast(pl.String).implode()))
+        stale = stored.join(want, on=["left_id", "right_id"], how="anti")
+        changed = want.join(stored, on=["left_id", "right_id", "review_reason"], how="anti")
+        rows = [{"l": l, "r": r, "why": None} for l, r in stale.select("left_id", "right_id").iter_rows()]
+        rows += [{"l": l, "r": r, "why": w} for l, r, w in changed.iter_rows()]
+        if rows:
+            conn.execute(t.update().where(t.c.entity_type == self.entity_type, t.c.left_id == sa.bindparam("l"),
+                                          t.c.right_id == sa.bindparam("r")).values(review_reason=sa.bindparam("why")),
+                         rows)
 
     def _replace_membership(self, conn: sa.Connection, membership: pl.DataFrame, seq: int) -> None:
         if membership.height == 0:

@@ -224,6 +224,8 @@ scored_pairs = sa.Table(
     sa.Column("decision", sa.String(16), nullable=False),  # match | review
     sa.Column("weights", sa.Text, nullable=False),  # JSON: comparison -> log2 Bayes factor
     sa.Column("run_seq", sa.Integer, nullable=False),
+    # Why a pair the model scored high waits for a reviewer instead of linking (null: undecided).
+    sa.Column("review_reason", sa.Text),
     sa.Index(None, "entity_type", "right_id"),
     sa.Index(None, "entity_type", "decision"),
 )

@@ -6,7 +6,9 @@
 - `subscriptions.yaml`: a feed subscriber per station plus a department (`feeds.config`);
 - `stations/<station_id>/residents.<csv|tsv|jsonl|xlsx>` and `organisations.<...>`;
 - SQL stations' tables, by default in `station_systems.sqlite` (or in the database at `sql_url`);
-- `truth.csv`: `record_key,entity_id` for every record written, broken rows included.
+- `truth.csv`: `record_key,entity_id,quirks` for every record written, broken rows included;
+  `quirks` lists the `QUIRKS` tags a person record carries (comma-separated, empty for none and for
+  organisations), so an evaluation can score each phenomenon on its own.
 
 Same arguments give byte-identical files. All data is synthetic.
 """
@@ -29,12 +31,13 @@ from connectors.simulate.network import Network, build_network
 from connectors.simulate.noise import DEFAULT_NOISE, NoiseRates, organisation_noise, person_noise
 from connectors.simulate.orgs import generate_organisations, organisation_residences
 from connectors.simulate.people import DEFAULT_POPULATION, PopulationRates, generate_population, person_residences
+from connectors.simulate.quirks import QUIRKS, person_quirks
 from connectors.simulate.render import render_organisations, render_persons
 from connectors.simulate.rng import Rng
 from connectors.simulate.writers import WrittenSource, write_file_source, write_sql_source
 
 __all__ = [
-    "DEFAULT_NOISE", "DEFAULT_POPULATION", "NoiseRates", "PopulationRates", "SimulationSummary",
+    "DEFAULT_NOISE", "DEFAULT_POPULATION", "QUIRKS", "NoiseRates", "PopulationRates", "SimulationSummary",
     "SourceSummary", "simulate_network",
 ]
 
@@ -132,7 +135,7 @@ def simulate_network(
     rng = Rng(seed)
 
     report("network", 0, 1)
-    net = build_network(stations, seed)
+    net = build_network(stations, seed, no_birth_date=population.stations_without_birth_date)
     _mark_broken(net, persons, seed)
     report("network", 1, 1)
 
@@ -141,6 +144,7 @@ def simulate_network(
     p_rec = person_residences(rng, pop, population)
     p_rec = render_persons(rng, net, pop, p_rec)
     p_rec, p_noise = person_noise(rng, p_rec, noise)
+    p_rec = p_rec.with_columns(person_quirks(pop, p_rec))
     report("persons", 1, 1)
 
     n_orgs = max(1, persons // 20) if organisations is None else int(organisations)
@@ -158,12 +162,13 @@ def simulate_network(
     sources_by_station, sql_config_url, sql_db = written
 
     report("truth", 0, 1)
-    parts = [p_rec.select("station_idx", pl.lit(0).alias("_src"), "record_key", "entity_id")]
+    parts = [p_rec.select("station_idx", pl.lit(0).alias("_src"), "record_key", "entity_id", "quirks")]
     if o_rec is not None:
-        parts.append(o_rec.select("station_idx", pl.lit(1).alias("_src"), "record_key", "entity_id"))
+        parts.append(o_rec.select("station_idx", pl.lit(1).alias("_src"), "record_key", "entity_id",
+                                  pl.lit("").alias("quirks")))
     truth = pl.concat(parts).sort(["station_idx", "_src"], maintain_order=True)
     truth_path = out / TRUTH_CSV
-    truth.select("record_key", "entity_id").write_csv(truth_path)
+    truth.select("record_key", "entity_id", "quirks").write_csv(truth_path)
     report("truth", 1, 1)
 
     yaml_path = out / STATIONS_YAML

@@ -11,10 +11,19 @@ from pathlib import Path
 import polars as pl
 
 from connectors.simulate.network import build_network
-from connectors.simulate.noise import DEFAULT_NOISE, person_noise
-from connectors.simulate.people import DEFAULT_POPULATION, generate_population, person_residences
+from connectors.simulate.noise import DEFAULT_NOISE, NoiseRates, person_noise
+from connectors.simulate.people import (
+    DEFAULT_POPULATION,
+    Population,
+    PopulationRates,
+    generate_population,
+    person_residences,
+)
+from connectors.simulate.quirks import QUIRKS, person_quirks
 from connectors.simulate.render import render_persons
 from connectors.simulate.rng import Rng
+
+__all__ = ["EXPORT_COLUMNS", "QUIRKS", "simulate_person_export", "simulate_person_frame", "simulate_person_records"]
 
 # The export's headers, as a household-registration system would name them.
 EXPORT_COLUMNS: dict[str, str] = {
@@ -24,28 +33,40 @@ EXPORT_COLUMNS: dict[str, str] = {
 }
 
 
-def simulate_person_records(*, rows: int, seed: int, stations: int = 943) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """`rows` noisy person records in canonical raw fields (strings, as a station exports them)
-    plus `record_key`, and the truth (record_key -> entity_id), without touching the disk."""
+def simulate_person_frame(*, rows: int, seed: int, stations: int = 943, noise: NoiseRates | None = None,
+                          population: PopulationRates | None = None) -> tuple[pl.DataFrame, Population]:
+    """Every column the simulator knows about `rows` person records (pid, true ID, quirk flags,
+    `quirks`), and the population: what tests need to check a label against the person behind it."""
+    noise = noise or DEFAULT_NOISE
+    population = population or DEFAULT_POPULATION
     rng = Rng(seed)
-    net = build_network(stations, seed)
+    net = build_network(stations, seed, no_birth_date=population.stations_without_birth_date)
     persons = max(1, int(rows / 1.1))  # movers and duplicates give ~1.13 records per person
     while True:
-        pop = generate_population(rng, net, persons, DEFAULT_POPULATION)
-        records = person_residences(rng, pop, DEFAULT_POPULATION)
+        pop = generate_population(rng, net, persons, population)
+        records = person_residences(rng, pop, population)
         if records.height >= rows:
             break
         persons = int(persons * rows / max(records.height, 1)) + 1
     records = render_persons(rng, net, pop, records)
-    records, _ = person_noise(rng, records, DEFAULT_NOISE)
+    records, _ = person_noise(rng, records, noise)
     records = records.head(rows)
+    return records.with_columns(person_quirks(pop, records)), pop
+
+
+def simulate_person_records(*, rows: int, seed: int, stations: int = 943, noise: NoiseRates | None = None,
+                            population: PopulationRates | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """`rows` noisy person records in canonical raw fields (strings, as a station exports them)
+    plus `record_key`, and the truth (record_key -> entity_id, plus `quirks`: the comma-separated
+    `QUIRKS` tags each record carries, "" for none), without touching the disk."""
+    records, _ = simulate_person_frame(rows=rows, seed=seed, stations=stations, noise=noise, population=population)
     raw = records.select(
         "record_key",
         pl.col("record_key").str.split(":").list.first().alias("station_id"),
         pl.col("record_key").str.replace(":", "-").alias("local_id"),
         *[pl.col(f) for f in list(EXPORT_COLUMNS.values())[1:]],
     )
-    return raw, records.select("record_key", "entity_id")
+    return raw, records.select("record_key", "entity_id", "quirks")
 
 
 def simulate_person_export(path: Path, *, rows: int, seed: int, stations: int = 943, encoding: str = "utf-8") -> Path:

@@ -138,6 +138,39 @@ OLD_CITY_BIRTH_AREAS = (
     "510223", "510224", "510225",
 )
 
+# GB/T 2260 recodings of the city's districts: 15-digit IDs issued before 1997 kept the Sichuan-era
+# code, which the 18-digit upgrade (and the person's current ID) replaced. (old code, current code,
+# year of the change that produced the current code, note). Kept here rather than read from
+# entity_resolution/defaults/region_changes.csv so the simulator never depends on the resolver's
+# table at import time; the two are meant to agree on these rows.
+REGION_RECODINGS: tuple[tuple[str, str, int, str], ...] = (
+    ("510202", "500103", 1997, "市中区 -> 渝中区"),
+    ("510203", "500104", 1997, "大渡口区"),
+    ("510211", "500105", 1997, "江北区"),
+    ("510212", "500106", 1997, "沙坪坝区"),
+    ("510213", "500107", 1997, "九龙坡区"),
+    ("510214", "500108", 1997, "南岸区"),
+    ("510215", "500109", 1997, "北碚区"),
+    ("510216", "500110", 1997, "万盛区 (2011 并入綦江区 500110)"),
+    ("510217", "500111", 1997, "双桥区 (2011 并入大足区 500111)"),
+    ("510218", "500112", 1997, "渝北区"),
+    ("510219", "500113", 1997, "巴南区"),
+    ("510221", "500115", 2001, "长寿县 500221 -> 长寿区 500115"),
+    ("510222", "500113", 1997, "巴县 -> 巴南区"),
+)
+OLD_TO_NEW_REGION: dict[str, str] = {old: new for old, new, _, _ in REGION_RECODINGS}
+# Current code -> the old codes its 15-digit IDs carried (several for 巴南区: 巴县 before 1994).
+NEW_TO_OLD_REGION: dict[str, tuple[str, ...]] = {}
+for _old, _new, _, _ in REGION_RECODINGS:
+    NEW_TO_OLD_REGION[_new] = NEW_TO_OLD_REGION.get(_new, ()) + (_old,)
+del _old, _new
+# Made-up Sichuan-era codes of districts that merged into a current one, documented nowhere (not in
+# GB/T 2260, not in region_changes.csv): "region differs, the rest agrees" without a table to explain it.
+UNDOCUMENTED_OLD_REGION: dict[str, str] = {
+    new: f"5102{90 + i}" if i < 10 else f"5102{50 + i}"
+    for i, new in enumerate(sorted(NEW_TO_OLD_REGION))
+}
+
 MOBILE_PREFIXES = (
     "130", "131", "132", "133", "134", "135", "136", "137", "138", "139", "150", "151", "152",
     "153", "155", "156", "157", "158", "159", "166", "173", "175", "176", "177", "178", "180",
@@ -220,5 +253,5 @@ def all_text() -> str:
     for h in (PERSON_HEADERS, ORG_HEADERS):
         parts += [v for m in h.values() for v in m.values()]
     parts += list(EXTRA_HEADER.values()) + [c for pair in SEX_CODES.values() for c in pair]
-    parts += list(DATE_FORMATS)
+    parts += list(DATE_FORMATS) + [note for *_, note in REGION_RECODINGS]
     return "".join(parts)

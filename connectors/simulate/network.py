@@ -9,7 +9,7 @@ encoding, header style and date format), and the rest are drawn with realistic w
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import polars as pl
 
@@ -24,6 +24,9 @@ SEX_STYLES = ("zh", "num", "en")
 ADDRESS_STYLES = (0, 1, 2, 3)
 PERSON_FIELDS = ("local_id", "name", "sex", "birth_date", "id_number", "phone", "address",
                  "area_code", "source_updated_at")
+# Share of stations whose system has no birth-date column at all (seen in real exports): their
+# records can only be linked by ID, or by name with phone or address when the ID is missing too.
+NO_BIRTH_DATE_STATIONS = 0.05
 ORG_FIELDS = ("local_id", "name", "credit_code", "legal_rep", "phone", "address", "area_code",
               "source_updated_at")
 
@@ -102,6 +105,7 @@ class Network:
                 "jurisdiction0": [s.jurisdiction[0] for s in self.stations],
                 "weight": [s.weight for s in self.stations],
                 "has_orgs": [s.has_orgs for s in self.stations],
+                "has_birth_date": ["birth_date" in s.person_columns for s in self.stations],
             },
             schema_overrides={"station_idx": pl.Int64},
         )
@@ -150,7 +154,7 @@ def _allocate(n: int, weights: list[float]) -> list[int]:
     return base
 
 
-def build_network(n_stations: int, seed: int) -> Network:
+def build_network(n_stations: int, seed: int, *, no_birth_date: float = NO_BIRTH_DATE_STATIONS) -> Network:
     rng = Rng(seed)
     r = rng.py("network")
     districts = naming.DISTRICTS
@@ -289,6 +293,7 @@ def build_network(n_stations: int, seed: int) -> Network:
             town_rows.append((t_idx, i, code, tname, dname))
             _communities(r, t_idx, i, code, ttype, urban, comm_rows, road_rows)
 
+    stations = _drop_birth_date_columns(rng, stations, no_birth_date)
     townships = pl.DataFrame(
         town_rows, schema=["township_idx", "station_idx", "code", "name", "district_name"], orient="row"
     )
@@ -300,6 +305,27 @@ def build_network(n_stations: int, seed: int) -> Network:
     )
     roads = pl.DataFrame(road_rows, schema=["road_idx", "community_idx", "name"], orient="row")
     return Network(stations=stations, townships=townships, communities=communities, roads=roads)
+
+
+def _drop_birth_date_columns(rng: Rng, stations: list[StationProfile], share: float) -> list[StationProfile]:
+    """Take the birth-date column away from round(share * n) stations.
+
+    A stream of its own, so every other profile attribute stays as it was without this feature; and
+    only stations whose date format another station also uses, so every format still shows up.
+    """
+    k = round(share * len(stations))
+    if k <= 0:
+        return stations
+    fmt_count: dict[int, int] = {}
+    for s in stations:
+        fmt_count[s.date_format] = fmt_count.get(s.date_format, 0) + 1
+    candidates = [s.idx for s in stations if fmt_count[s.date_format] > 1]
+    chosen = set(rng.py("network:no_birth_date").sample(candidates, min(k, len(candidates))))
+    return [
+        replace(s, person_columns=tuple(c for c in s.person_columns if c != "birth_date"), restrict_dates=False)
+        if s.idx in chosen else s
+        for s in stations
+    ]
 
 
 def _communities(r: random.Random, t_idx: int, s_idx: int, code: str, ttype: str, urban: bool,

@@ -3,6 +3,12 @@
 Rows are chosen vectorised (a uniform draw per row below the rate, within an eligibility filter);
 the chosen values, a small share of all rows, are rewritten in Python and scattered back. Every
 rewrite keeps the value GBK-encodable.
+
+Person records carry one boolean column per ID quirk (`q_id_typo`, ...; see `quirks.py`) set on the
+rows whose ID a step really changed, so benchmarks can score each phenomenon on its own. The ID
+quirks exclude each other (a later step only picks IDs no earlier one touched): one label per ID
+keeps each label's meaning exact, e.g. an `id_recoded_region` ID upgrades to the true ID with only
+digits 1-6 and the check digit changed.
 """
 
 from __future__ import annotations
@@ -16,11 +22,14 @@ import polars as pl
 
 from connectors.simulate import naming
 from connectors.simulate.codes import USCC_ALPHABET
+from connectors.simulate.people import D_1985
 from connectors.simulate.render import format_date_parts
 from connectors.simulate.rng import Rng
 
 _D2000 = 10957  # days from 1970-01-01 to 2000-01-01
 _FULLWIDTH = str.maketrans("0123456789X", "０１２３４５６７８９Ｘ")
+# ID quirks set by person_noise (the rest of quirks.QUIRKS comes from the population)
+ID_QUIRKS = ("id_recoded_region", "id_other_region", "id_15", "relative_id", "id_spreadsheet", "id_typo")
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,13 @@ class NoiseRates:
     id_digit_typo: float = 0.008  # one ID digit mistyped
     id_transposition: float = 0.005  # two adjacent ID digits swapped
     id_15_digit: float = 0.01  # old 15-digit ID (people born before 2000)
+    # Of records of people born before 1985 whose current ID has a Chongqing code that GB/T 2260
+    # recoded in 1997 (~20 % of records): the old 15-digit ID with the Sichuan-era code, ~0.5 % of
+    # all person records.
+    id_old_region: float = 0.025
+    id_old_region_undocumented: float = 0.2  # of those: a made-up old code no change table lists
+    relative_id: float = 0.004  # of records of people in households of >= 2: a relative's ID
+    id_excel_zeros: float = 0.01  # csv/xlsx stations: Excel's 15 significant digits + "000"
     id_fullwidth: float = 0.005  # ５００１０３...
     id_scientific: float = 0.01  # csv/xlsx stations: "5.00103E+17" (numeric IDs only)
     id_apostrophe: float = 0.02  # csv/xlsx stations: "'500103..."
@@ -44,6 +60,10 @@ class NoiseRates:
     landline_format: float = 0.3  # of landlines: 02368881234, (023)68881234, 68881234
     missing_field: float = 0.03  # one field left blank
     missing_birth_date: float = 0.01
+    # ID left blank (on top of missing_field's share, ~0.6 %): ~3 % of records overall, more where
+    # the system has no birth-date column either
+    missing_id: float = 0.02
+    missing_id_no_birth_date: float = 0.12
     impossible_date: float = 0.001  # 1990-02-30 in the station's format
     credit_code_bad_check: float = 0.02  # organisations: wrong GB 32100 check character
     credit_code_lowercase: float = 0.005
@@ -91,8 +111,8 @@ class _Noiser:
         self.df = df
         self.counts: dict[str, int] = {}
 
-    def pick(self, name: str, rate: float, eligible: pl.Expr | None = None) -> pl.Series:
-        if rate <= 0 or self.df.height == 0:
+    def pick(self, name: str, rate: float | pl.Expr, eligible: pl.Expr | None = None) -> pl.Series:
+        if (not isinstance(rate, pl.Expr) and rate <= 0) or self.df.height == 0:
             return pl.Series("idx", [], dtype=pl.UInt32)
         u = self.rng.uniform(f"noise:{self.entity}:{name}", self.df.height)
         cond = pl.lit(u) < rate
@@ -100,8 +120,21 @@ class _Noiser:
             cond = cond & eligible
         return self.df.select(pl.arg_where(cond)).to_series()
 
+    def mark(self, tag: str, rows: list[int] | pl.Series) -> None:
+        if len(rows):
+            col = f"q_{tag}"
+            self.df = self.df.with_columns(self.df[col].scatter(rows, True))
+
+    def put(self, name: str, col: str, idx: pl.Series, values: pl.Series, tag: str | None = None) -> None:
+        """Scatter vectorised rewrites (every picked row changes)."""
+        if len(idx):
+            self.df = self.df.with_columns(self.df[col].scatter(idx, values.cast(pl.String)))
+            if tag is not None:
+                self.mark(tag, idx)
+        self.counts[name] = self.counts.get(name, 0) + len(idx)
+
     def apply(self, name: str, col: str, rate: float, fn: Callable[[str, random.Random], str | None],
-              eligible: pl.Expr | None = None, extra: str | None = None) -> None:
+              eligible: pl.Expr | None = None, extra: str | None = None, tag: str | None = None) -> None:
         idx = self.pick(name, rate, eligible)
         if not len(idx):
             self.counts.setdefault(name, 0)
@@ -110,13 +143,16 @@ class _Noiser:
         vals = self.df[col].gather(idx).to_list()
         extras = self.df[extra].gather(idx).to_list() if extra else [None] * len(vals)
         new: list[str | None] = []
-        changed = 0
-        for v, x in zip(vals, extras, strict=True):
+        hit: list[int] = []
+        for i, v, x in zip(idx.to_list(), vals, extras, strict=True):
             out = fn(v, r) if extra is None else fn((v, x), r)  # type: ignore[arg-type]
-            changed += out != v
+            if out != v:
+                hit.append(i)
             new.append(out)
         self.df = self.df.with_columns(self.df[col].scatter(idx, pl.Series(new, dtype=pl.String)))
-        self.counts[name] = self.counts.get(name, 0) + changed
+        if tag is not None:
+            self.mark(tag, hit)
+        self.counts[name] = self.counts.get(name, 0) + len(hit)
 
 
 # -- value rewrites ----------------------------------------------------------------------------
@@ -165,6 +201,13 @@ def _to15(v: str | None, r: random.Random) -> str | None:
     if not v or len(v) != 18:
         return v
     return v[:6] + v[8:17]
+
+
+def _excel_zeros(v: str | None, r: random.Random) -> str | None:
+    # Excel keeps 15 significant digits of a number: 500103199001011234 -> 500103199001011000
+    if not v or not (v.isdigit() and v.isascii()) or len(v) != 18:
+        return v
+    return v[:15] + "000"
 
 
 def _fullwidth(v: str | None, r: random.Random) -> str | None:
@@ -278,30 +321,92 @@ def _phone_noise(nz: _Noiser, rates: NoiseRates) -> None:
     nz.apply("phone_fullwidth", "phone", rates.phone_fullwidth, _fullwidth, pl.col("phone").is_not_null())
 
 
+def _relative_id(nz: _Noiser, rate: float, eligible: pl.Expr) -> None:
+    """A household member's ID typed on this person's record (a parent's for a child with no card,
+    a spouse's): valid, but its birth date and sex disagree with the record's."""
+    idx = nz.pick("relative_id", rate, eligible & pl.col("relative_id").is_not_null())
+    nz.put("relative_id", "id_number", idx, nz.df["relative_id"].gather(idx), tag="relative_id")
+
+
+def _old_region(nz: _Noiser, rates: NoiseRates, eligible: pl.Expr) -> None:
+    """The 15-digit ID issued before 1997: Sichuan-era region code + yymmdd + the same sequence.
+
+    Which old code a person had is fixed per person (a district with two old codes, 巴南区, takes
+    one by pid parity), and so is whether it is one no change table documents.
+    """
+    new_codes = sorted(naming.NEW_TO_OLD_REGION)
+    region = pl.col("id_true").str.slice(0, 6)
+    idx = nz.pick("id_old_region", rates.id_old_region,
+                  eligible & (pl.col("birth") < D_1985) & region.is_in(new_codes))
+    if not len(idx):
+        nz.counts.setdefault("id_old_region", 0)
+        return
+    sub = nz.df.select(pl.col("id_true").gather(idx), pl.col("pid").gather(idx))
+    n_people = int(nz.df["pid"].max()) + 1
+    undoc = nz.rng.uniform("noise:person:id_old_region:undocumented", n_people).gather(sub["pid"])
+    undoc = undoc < rates.id_old_region_undocumented
+    options = {f"{new}:{j}": old for new, olds in naming.NEW_TO_OLD_REGION.items() for j, old in enumerate(olds)}
+    n_opts = {new: len(olds) for new, olds in naming.NEW_TO_OLD_REGION.items()}
+    code = sub["id_true"].str.slice(0, 6)
+    j = (sub["pid"] % code.replace_strict(n_opts, return_dtype=pl.Int64)).cast(pl.String)
+    documented = (code + ":" + j).replace_strict(options, return_dtype=pl.String)
+    other = code.replace_strict(naming.UNDOCUMENTED_OLD_REGION, return_dtype=pl.String)
+    old = pl.select(pl.when(undoc).then(other).otherwise(documented)).to_series()
+    nz.put("id_old_region", "id_number", idx, old + sub["id_true"].str.slice(8, 9))
+    nz.mark("id_other_region", idx.filter(undoc))
+    nz.mark("id_recoded_region", idx.filter(~undoc))
+
+
+def _missing_ids(nz: _Noiser, rates: NoiseRates) -> None:
+    rate = pl.when(pl.col("has_birth_date")).then(pl.lit(rates.missing_id)).otherwise(
+        pl.lit(rates.missing_id_no_birth_date))
+    if rates.missing_id <= 0 and rates.missing_id_no_birth_date <= 0:
+        nz.counts.setdefault("missing_id", 0)
+        return
+    idx = nz.pick("missing_id", rate, pl.col("id_number").is_not_null())
+    nz.put("missing_id", "id_number", idx, pl.Series([None] * len(idx), dtype=pl.String))
+
+
 def person_noise(rng: Rng, df: pl.DataFrame, rates: NoiseRates) -> tuple[pl.DataFrame, dict[str, int]]:
+    df = df.with_columns(pl.lit(False).alias(f"q_{t}") for t in ID_QUIRKS)
+    if "id_true" not in df.columns:
+        df = df.with_columns(pl.col("id_number").alias("id_true"))
+    for col, value in (("relative_id", pl.lit(None, pl.String)), ("has_birth_date", pl.lit(True))):
+        if col not in df.columns:
+            df = df.with_columns(value.alias(col))
     nz = _Noiser(rng, "person", df)
     ident = pl.col("id_number")
     spreadsheet = pl.col("kind").is_in(["csv", "xlsx"])
+    untouched = ~pl.any_horizontal(pl.col(f"q_{t}") for t in ID_QUIRKS)  # no ID quirk yet
     nz.apply("homophone", "name", rates.homophone, _homophone, extra="surname")
     nz.apply("traditional_name", "name", rates.traditional_name, _traditional)
     nz.apply("name_space", "name", rates.name_space, _name_space, extra="surname")
     nz.apply("traditional_address", "address", rates.traditional_address, _traditional)
-    nz.apply("id_15_digit", "id_number", rates.id_15_digit, _to15, pl.col("birth") < _D2000)
+    has_id = ident.is_not_null()
+    _relative_id(nz, rates.relative_id, has_id)
+    _old_region(nz, rates, has_id & untouched)
+    nz.apply("id_15_digit", "id_number", rates.id_15_digit, _to15, (pl.col("birth") < _D2000) & untouched,
+             tag="id_15")
     is18 = ident.str.len_chars() == 18
-    nz.apply("id_digit_typo", "id_number", rates.id_digit_typo, _digit_typo, is18)
-    nz.apply("id_transposition", "id_number", rates.id_transposition, _transpose, is18)
+    nz.apply("id_digit_typo", "id_number", rates.id_digit_typo, _digit_typo, is18 & untouched, tag="id_typo")
+    nz.apply("id_transposition", "id_number", rates.id_transposition, _transpose, is18 & untouched,
+             tag="id_typo")
     nz.apply("id_lowercase_x", "id_number", rates.id_lowercase_x, _lower_x, ident.str.ends_with("X"))
-    nz.apply("id_scientific", "id_number", rates.id_scientific, _scientific,
-             spreadsheet & is18 & ident.str.contains(r"^\d{18}$"))
+    numeric18 = spreadsheet & is18 & ident.str.contains(r"^\d{18}$") & untouched
+    nz.apply("id_excel_zeros", "id_number", rates.id_excel_zeros, _excel_zeros, numeric18, tag="id_spreadsheet")
+    nz.apply("id_scientific", "id_number", rates.id_scientific, _scientific, numeric18, tag="id_spreadsheet")
     nz.apply("id_apostrophe", "id_number", rates.id_apostrophe, _apostrophe,
              spreadsheet & ident.str.contains(r"^\d"))
     nz.apply("id_fullwidth", "id_number", rates.id_fullwidth, _fullwidth, ident.str.contains(r"^\d"))
     _phone_noise(nz, rates)
     nz.apply("impossible_date", "birth_date", rates.impossible_date, _impossible, extra="date_fmt")
     nz.apply("missing_birth_date", "birth_date", rates.missing_birth_date, _missing)
+    _missing_ids(nz, rates)
     _missing_fields(nz, rates.missing_field, [("phone", 0.35), ("id_number", 0.2), ("sex", 0.15),
                                               ("address", 0.1), ("area_code", 0.1), ("name", 0.05),
                                               ("birth_date", 0.05)])
+    # a blanked ID carries none of its quirks any more
+    nz.df = nz.df.with_columns(pl.col(f"q_{t}") & ident.is_not_null() for t in ID_QUIRKS)
     return nz.df, nz.counts
 
 

@@ -1,7 +1,9 @@
 """True persons, households and moves, and the person records that stations hold about them.
 
-Households share an address (and often a phone); twins share a birth date, surname and household;
-some unrelated people are deliberate namesakes with the same birth date; about a tenth of the
+Households share an address (and often a phone: children and elderly parents give another member's
+mobile as their contact); twins share a birth date, surname and household, and siblings (twins most
+of all) often share a generation character in the given name (张小龙/张小虎); some unrelated people
+are deliberate namesakes with the same birth date; about a tenth of the
 households moved, so their members are recorded at the old station with the old address too; a
 few people are recorded twice by the same station. Everything is vectorised over Polars columns.
 """
@@ -35,6 +37,7 @@ D_1935 = _day(1935, 1, 1)
 D_1940 = _day(1940, 1, 1)
 D_1956 = _day(1956, 1, 1)
 D_1975 = _day(1975, 1, 1)
+D_1985 = _day(1985, 1, 1)
 D_1997 = _day(1997, 1, 1)
 D_1998_END = _day(1998, 12, 31)
 D_2006_END = _day(2006, 12, 31)
@@ -56,9 +59,20 @@ class PopulationRates:
 
     movers: float = 0.10  # share of households that moved between stations
     second_move: float = 0.25  # of those, share that moved twice (recorded at 3 stations)
-    twins: float = 0.05  # share of households with >= 2 children whose two eldest are twins
+    # share of households of >= 4 whose 3rd and 4th members are twins: ~1.5 % of persons are twins,
+    # about China's twin share of births (1-1.5 % of deliveries, two children each)
+    twins: float = 0.09
+    twin_generation_name: float = 0.6  # of twin pairs: given names share the first character
+    sibling_generation_name: float = 0.25  # of households: children share a generation character
+    # children (role 2) who give a parent's mobile as their own contact, on top of those too young
+    # for a phone; together ~30 % of children's records
+    child_parent_phone: float = 0.15
+    elder_child_phone: float = 0.3  # elderly parents giving their (head of household) child's mobile
     namesakes: float = 0.004  # share of persons given the name and birth date of a stranger
     duplicates: float = 0.003  # share of records a station entered twice under a new local id
+    # stations whose system has no birth-date column (a property of the network, kept here with the
+    # other structural rates so one object configures a run)
+    stations_without_birth_date: float = 0.05
     phone_changed_on_move: float = 0.3
     landline: float = 0.25  # households with a fixed line
 
@@ -229,6 +243,7 @@ def generate_population(rng: Rng, net: Network, n_persons: int,
     ).to_series()
     surnames = pl.Series([s for s, _ in naming.SURNAMES])
     p = p.with_columns(surname=surnames.gather(p["sn_idx"]), given=given)
+    p = _generation_names(rng, p, hh, rates, old, male)
 
     # namesakes: single-person households take the name, sex and birth date of a stranger
     namesakes = 0
@@ -248,6 +263,15 @@ def generate_population(rng: Rng, net: Network, n_persons: int,
             p = p.with_columns(p["namesake_of"].scatter(targets, src))
     if "is_namesake" not in p.columns:
         p = p.with_columns(pl.lit(False).alias("is_namesake"), pl.lit(None, dtype=pl.Int64).alias("namesake_of"))
+    # both twins are at risk of a false merge, not only the one flagged as the copy
+    p = p.with_columns(
+        (pl.col("is_twin") | pl.col("is_twin").shift(-1, fill_value=False)).alias("twin"),
+    )
+    # a household member whose ID may end up on this person's record (see noise.relative_id)
+    rel_k = (k + 1 + rng.below("p:relative", n, (size - 1).clip(lower_bound=1))) % size
+    p = p.with_columns(
+        pl.when(pl.col("size") >= 2).then(g("start") + rel_k).otherwise(None).alias("relative_pid")
+    )
 
     # --- ID numbers (GB 11643) ----------------------------------------------------------------
     st_district = net.station_table["district_code"].gather(g("station_idx"))
@@ -299,22 +323,88 @@ def generate_population(rng: Rng, net: Network, n_persons: int,
     own = pl.select(pl.when(has_mobile).then(mobile).otherwise(None)).to_series()
     head_idx = g("start")
     head_own = own.gather(head_idx)
+    spouse_own = own.gather((head_idx + 1).clip(upper_bound=n - 1))
+    has_spouse_p = g("has_spouse") & (size >= 2)
+    parent_own = pl.select(
+        pl.when(head_own.is_not_null()).then(head_own).when(has_spouse_p).then(spouse_own)
+    ).to_series()
     landline = g("landline")
     use_land = rng.mask("p:use_land", n, 0.5)
-    contact = pl.select(
-        pl.when(own.is_not_null()).then(own)
+    role_s = p["role"]
+    borrow = pl.select(
+        ((role_s == 2) & rng.mask("p:child_parent_phone", n, rates.child_parent_phone))
+        | ((role_s == 3) & rng.mask("p:elder_child_phone", n, rates.elder_child_phone))
+    ).to_series()
+    contact_parts = pl.select(
+        pl.when(borrow & parent_own.is_not_null()).then(parent_own)
+        .when(own.is_not_null()).then(own)
         .when(landline.is_not_null() & use_land).then(landline)
         .when(head_own.is_not_null()).then(head_own)
-        .otherwise(landline)
-    ).to_series()
+        .otherwise(landline).alias("phone"),
+    ).with_columns(
+        # another member's personal mobile (the household's landline is not anyone's own number)
+        (pl.col("phone").is_not_null() & (pl.col("phone") != landline).fill_null(True)
+         & (pl.col("phone") != own).fill_null(True)).alias("phone_shared"),
+    )
     p = p.with_columns(
         pl.concat_str([pl.col("surname"), pl.col("given")]).alias("name"),
         own.alias("mobile"),
-        contact.alias("phone"),
+        contact_parts["phone"],
+        contact_parts["phone_shared"],
         pl.format("P{}", (pl.col("pid") + 1).cast(pl.String).str.zfill(7)).alias("entity_id"),
     )
     twins = int(p["is_twin"].sum())
     return Population(persons=p, households=hh, twins=twins, namesakes=namesakes)
+
+
+def _generation_names(rng: Rng, p: pl.DataFrame, hh: pl.DataFrame, rates: PopulationRates,
+                      old: pl.Series, male: pl.Series) -> pl.DataFrame:
+    """Siblings named by generation (字辈): the first given character is the eldest child's.
+
+    Twins do it most (张小龙/张小虎) and are the hardest case for matching, since they already share
+    surname, birth date, address and often phone. Only two-character given names take part; a
+    younger sibling whose name would then equal the eldest's takes a fresh second character.
+    """
+    n = p.height
+    h = hh.height
+    gen_hh = rng.mask("hh:generation", h, rates.sibling_generation_name).gather(p["hh"])
+    twin_gen = rng.mask("hh:twin_generation", h, rates.twin_generation_name).gather(p["hh"])
+    second = pl.select(
+        pl.when(old & male).then(_pool(naming.OLD_MALE_2, rng, "p:gen_om2", n, 0.7))
+        .when(old).then(_pool(naming.OLD_FEMALE_2, rng, "p:gen_of2", n, 0.7))
+        .when(male).then(_pool(naming.YOUNG_MALE_2, rng, "p:gen_ym2", n, 0.7))
+        .otherwise(_pool(naming.YOUNG_FEMALE_2, rng, "p:gen_yf2", n, 0.7))
+    ).to_series()
+    eldest = p.select(pl.when(pl.col("role") == 2).then(pl.col("pid")).min().over("hh")).to_series()
+    first_twin = (p["pid"] - 1).clip(lower_bound=0)
+    own = p["given"]
+    src = pl.select(
+        pl.when(p["is_twin"] & twin_gen).then(first_twin)
+        .when(gen_hh & (p["role"] == 2) & (eldest != p["pid"])).then(eldest)
+    ).to_series()
+    src_given = p["given"].gather(src.fill_null(0))
+    take = src.is_not_null() & (own.str.len_chars() == 2) & (src_given.str.len_chars() == 2)
+    gen = src_given.str.slice(0, 1)
+    first_try = gen + own.str.slice(1, 1)
+    second_try = gen + second
+    third_try = gen + second.shift(-1, fill_value="华")
+    new = pl.select(
+        pl.when(~take).then(own)
+        .when(first_try != src_given).then(first_try)
+        .when(second_try != src_given).then(second_try)
+        .when(third_try != src_given).then(third_try)
+        .otherwise(own)
+    ).to_series()
+    # a younger twin renamed from the eldest can still land on the elder twin's new name
+    dup = p["is_twin"] & (new == new.gather(first_twin))
+    last = new.str.slice(-1, 1)
+    pick = pl.select(pl.when(second != last).then(second).otherwise(second.shift(-1, fill_value="华"))).to_series()
+    new = pl.select(
+        pl.when(dup & (new.str.len_chars() == 2)).then(new.str.slice(0, 1) + pick)
+        .when(dup).then(pick)
+        .otherwise(new)
+    ).to_series()
+    return p.with_columns(new.alias("given"))
 
 
 def person_residences(rng: Rng, pop: Population, rates: PopulationRates = DEFAULT_POPULATION) -> pl.DataFrame:
@@ -330,7 +420,8 @@ def person_residences(rng: Rng, pop: Population, rates: PopulationRates = DEFAUL
     base = {"pid": p["pid"], "entity_id": p["entity_id"]}
     current = pl.DataFrame(
         base | {"station_idx": g("station_idx")} | {c: g(c) for c in ADDRESS_COLUMNS}
-        | {"phone": p["phone"], "updated": cur_upd, "residence": pl.repeat(0, n, eager=True, dtype=pl.Int8)}
+        | {"phone": p["phone"], "phone_shared": p["phone_shared"], "updated": cur_upd,
+           "residence": pl.repeat(0, n, eager=True, dtype=pl.Int8)}
     )
     parts = [current]
     for j, mask in ((1, moved), (2, twice)):
@@ -341,10 +432,12 @@ def person_residences(rng: Rng, pop: Population, rates: PopulationRates = DEFAUL
         gather = lambda col: g(col).gather(sel)  # noqa: E731
         changed = rng.mask(f"r:phone_changed{j}", m, rates.phone_changed_on_move)
         own = p["mobile"].gather(sel)
+        new_own = changed & own.is_not_null()
         phone = pl.select(
-            pl.when(changed & own.is_not_null()).then(mobiles(rng, f"r:old_mobile{j}", m))
+            pl.when(new_own).then(mobiles(rng, f"r:old_mobile{j}", m))
             .otherwise(p["phone"].gather(sel))
         ).to_series()
+        shared = p["phone_shared"].gather(sel) & ~new_own
         tm = gather("t_move")
         if j == 1:
             upd = tm - rng.integers("r:upd1", m, 86_400, 2 * YEAR * 86_400)
@@ -355,7 +448,8 @@ def person_residences(rng: Rng, pop: Population, rates: PopulationRates = DEFAUL
             {"pid": p["pid"].gather(sel), "entity_id": p["entity_id"].gather(sel),
              "station_idx": gather(f"prev{j}")}
             | {c: gather(f"p{j}_{c}") for c in ADDRESS_COLUMNS}
-            | {"phone": phone, "updated": upd, "residence": pl.repeat(j, m, eager=True, dtype=pl.Int8)}
+            | {"phone": phone, "phone_shared": shared, "updated": upd,
+               "residence": pl.repeat(j, m, eager=True, dtype=pl.Int8)}
         ))
     rec = pl.concat(parts, how="vertical")
     rec = rec.with_columns(pl.lit(False).alias("duplicate"))

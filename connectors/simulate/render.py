@@ -1,7 +1,9 @@
 """Turn true records into what each station's system shows: local ids, date/sex formats, addresses.
 
 Output columns are canonical field names holding station-formatted strings (before noise), plus
-`station_idx`, `entity_id`, `record_key`, `updated_dt` (for SQL watermarks) and `remark`.
+`station_idx`, `entity_id`, `record_key`, `updated_dt` (for SQL watermarks) and `remark`; person
+records also carry what noise and the quirk labels need to know about the person (`id_true`,
+`relative_id`, `has_birth_date`, `phone_shared`), which no writer exports.
 """
 
 from __future__ import annotations
@@ -100,13 +102,23 @@ def render_persons(rng: Rng, net: Network, pop: Population, rec: pl.DataFrame) -
     sex = pl.select(
         pl.when(male).then(sex_m.gather(rec["sex_style"])).otherwise(sex_f.gather(rec["sex_style"]))
     ).to_series()
+    relative_id = p["id_number"].gather(p["relative_pid"].fill_null(0))
+    relative_id = pl.select(pl.when(p["relative_pid"].is_not_null()).then(relative_id)).to_series()
+    has_birth = net.station_table["has_birth_date"].gather(rec["station_idx"])
     rec = rec.with_columns(
         p["name"].gather(rec["pid"]).alias("name"),
         p["surname"].gather(rec["pid"]).alias("surname"),
         sex.alias("sex"),
         p["birth"].gather(rec["pid"]).alias("birth"),
         p["id_number"].gather(rec["pid"]).alias("id_number"),
-    ).with_columns(format_dates(pl.col("birth"), pl.col("date_fmt")).alias("birth_date"))
+        p["id_number"].gather(rec["pid"]).alias("id_true"),
+        relative_id.gather(rec["pid"]).alias("relative_id"),
+        has_birth.alias("has_birth_date"),
+    ).with_columns(
+        # a station system without the column exports no birth date at all
+        pl.when(pl.col("has_birth_date")).then(format_dates(pl.col("birth"), pl.col("date_fmt")))
+        .alias("birth_date")
+    )
     return rec
 
 

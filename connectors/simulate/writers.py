@@ -64,7 +64,8 @@ def _source(profile: StationProfile, entity: str, df: pl.DataFrame, **kw) -> Wri
     return WrittenSource(
         station_id=profile.id, source=SOURCE_NAMES[entity], entity=entity, kind=profile.kind,
         header_style=profile.style,
-        date_format=naming.DATE_FORMATS[profile.date_format] if entity == "person" else None,
+        date_format=(naming.DATE_FORMATS[profile.date_format]
+                     if entity == "person" and "birth_date" in profile.person_columns else None),
         columns=columns, records=df.height, record_keys=df["record_key"].to_list(),
         declared_encoding=profile.declared_encoding, **kw,
     )

@@ -177,6 +177,7 @@ def build_report(
     field_policies: pl.DataFrame,
     recent_deliveries: pl.DataFrame,
     available: pl.DataFrame | None = None,
+    refused: pl.DataFrame | None = None,
     now: dt.datetime | None = None,
     sla_days: float | None = None,
 ) -> ReportSummary:
@@ -304,6 +305,8 @@ def build_report(
                                              title="Cluster sizes: entities by number of records")
     write(out / "linkage.html", "linkage.html", page="linkage", root="", linkage=linkage.to_dicts(),
           precision=precision.to_dicts(), chart=linkage_chart, totals=totals,
+          refused=refused.to_dicts() if refused is not None else [],
+          refused_total=int(linkage["refused_pairs"].sum()) if "refused_pairs" in linkage.columns else 0,
           judged_total=int(judged["pairs"].sum()) if judged.height else 0)
 
     # -- access

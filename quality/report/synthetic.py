@@ -119,13 +119,19 @@ def synthetic_network(stations: int, batches: int = 3, *, records_per_station: i
             for left, right in zip(keys[r:r + size], keys[r + 1:r + size]):
                 rows["scored_pairs"].append({"entity_type": "person", "left_id": left, "right_id": right,
                                              "match_probability": 0.99, "match_weight": 9.0, "decision": "match",
-                                             "weights": "{}", "run_seq": 1})
+                                             "weights": "{}", "run_seq": 1, "review_reason": None})
             r += size
         for left, right in zip(keys[0:4:2], keys[1:4:2]):
             key = (f"{left}~", f"{right}~")
             rows["scored_pairs"].append({"entity_type": "person", "left_id": key[0], "right_id": key[1],
                                          "match_probability": 0.6, "match_weight": 0.5, "decision": "review",
-                                         "weights": "{}", "run_seq": 1})
+                                         "weights": "{}", "run_seq": 1, "review_reason": None})
+        # A link the ID guard refused: scored as a match, kept out of the entity, queued for review.
+        rows["scored_pairs"].append({"entity_type": "person", "left_id": f"{keys[0]}~", "right_id": f"{keys[-1]}~",
+                                     "match_probability": 0.97, "match_weight": 5.0, "decision": "match",
+                                     "weights": "{}", "run_seq": 1,
+                                     "review_reason": "refused by the ID guard: both records carry a different "
+                                                      "valid ID number (id_number)"})
         for p in rows["scored_pairs"][-3:]:
             if rng.random() < 0.5:
                 rows["judgements"].append({"entity_type": "person", "left_id": p["left_id"], "right_id": p["right_id"],
