@@ -102,21 +102,20 @@ def test_birth_date_levels(records: pl.DataFrame, person: EntitySettings) -> Non
     assert levels(records, person, "r01", "r05")["birth_date"] == -1
 
 
-def test_address_levels_by_token_similarity_of_parts(records: pl.DataFrame, person: EntitySettings) -> None:
-    # 0 same, 1 same building (token_set >= 0.9), 2 same street (>= 0.7), 3 else
-    assert levels(records, person, "r01", "r01")["address"] == 0
-    assert levels(records, person, "r01", "r02")["address"] == 1  # another room: 0.97
-    assert levels(records, person, "r01", "r05")["address"] == 1  # less detailed: parts are a subset
-    assert levels(records, person, "r01", "r03")["address"] == 2  # another building of the street: 0.8
-    assert levels(records, person, "r01", "r04")["address"] == 3
-    assert levels(records, person, "r01", "r07")["address"] == -1
+def test_contact_levels_weigh_phone_and_address_together(records: pl.DataFrame, person: EntitySettings) -> None:
+    # 0 same phone and address, 1 same phone, 2 same address, 3 same building (token_set >= 0.9),
+    # 4 same street (>= 0.7), 5 else, -1 neither phone nor address on a side
+    assert levels(records, person, "r01", "r01")["contact"] == 0
+    assert levels(records, person, "r01", "r02")["contact"] == 1  # phone spaces removed; another room
+    assert levels(records, person, "r04", "r05")["contact"] == 1  # 023-68881234 / (023)68881234
+    assert levels(records, person, "r01", "r05")["contact"] == 3  # less detailed: parts are a subset
+    assert levels(records, person, "r01", "r03")["contact"] == 4  # no phone; another building of the street
+    assert levels(records, person, "r01", "r04")["contact"] == 5
+    assert levels(records, person, "r01", "r06")["contact"] == 5  # no phone, another address
+    assert levels(records, person, "r01", "r07")["contact"] == -1
 
 
-def test_phone_and_sex_levels(records: pl.DataFrame, person: EntitySettings) -> None:
-    assert levels(records, person, "r01", "r02")["phone"] == 0  # spaces removed by the standardiser
-    assert levels(records, person, "r04", "r05")["phone"] == 0  # 023-68881234 / (023)68881234
-    assert levels(records, person, "r01", "r04")["phone"] == 1
-    assert levels(records, person, "r01", "r03")["phone"] == -1
+def test_sex_levels(records: pl.DataFrame, person: EntitySettings) -> None:
     assert levels(records, person, "r01", "r02")["sex"] == 0
     assert levels(records, person, "r01", "r03")["sex"] == 1
 

@@ -50,7 +50,7 @@ def test_defaults_load_with_three_entity_types() -> None:
     assert [r.name for r in person.blocking.rules] == [
         "id_number", "id_15_digit_form", "id_rest", "phone", "name_pinyin_birth_date", "surname_birth_date_district",
         "name_phone", "name_building"]
-    assert [c.name for c in person.comparisons] == ["name", "id_number", "birth_date", "sex", "phone", "address"]
+    assert [c.name for c in person.comparisons] == ["name", "id_number", "birth_date", "sex", "contact"]
     assert person.thresholds.review < person.thresholds.match
     assert person.constraints.distinct_valid[0].column == "id_number"
     assert person.constraints.distinct_valid[0].valid_flag == "id_trusted"  # derived: see test_id_evidence
