@@ -37,7 +37,8 @@ def residents(n: int, bad: int) -> list[dict]:
     """`n` clean residents born 1990-03-07 in 500106, the first `bad` with a failing check digit."""
     rows = []
     for i in range(n):
-        number = valid_id(f"50010619900307{i:03d}")
+        # sequence digits never end in 00: "...00" + check digit 0 would be a spreadsheet's "...000"
+        number = valid_id(f"50010619900307{i // 90}{i % 90 + 10:02d}")
         rows.append({"local_id": f"L{i:03d}", "name": "张伟", "sex": "男" if i % 2 else "女",
                      "birth_date": "1990-03-07", "id_number": bad_check_digit(number) if i < bad else number,
                      "phone": f"136{i:08d}", "address": NEW_HOME, "area_code": "500106001001",
