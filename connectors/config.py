@@ -11,11 +11,10 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
@@ -26,34 +25,21 @@ from pydantic import (
 )
 import sqlalchemy as sa
 
-from connectors.errors import ConfigError
-from entity_resolution.config import format_validation_error, load_yaml
+from core.config import StrictConfig, format_validation_error, load_yaml
+from core.errors import ConfigError
+from entity_resolution.entity_types import EntityType as RegisteredType
+from entity_resolution.entity_types import Registry, load_registry
 
-EntityType = Literal["person", "organisation"]
+# An entity type of the registry (core.entity_types: the bundled types plus the project's
+# entity_types.yaml); its canonical fields are what a source column may map to.
+EntityType = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 SourceKind = Literal["csv", "tsv", "jsonl", "xlsx", "sql"]
 Encoding = Literal["auto", "utf-8", "utf-8-sig", "gbk", "gb18030"]
-
-# Canonical raw fields a source column may map to, per entity type. `local_id` is required: it
-# makes the record key (station id + local id) that every later stage refers to.
-CANONICAL_FIELDS: dict[str, tuple[str, ...]] = {
-    "person": (
-        "local_id", "name", "sex", "birth_date", "id_number", "phone", "address",
-        "area_code", "source_updated_at",
-    ),
-    "organisation": (
-        "local_id", "name", "credit_code", "legal_rep", "phone", "address",
-        "area_code", "source_updated_at",
-    ),
-}
 
 # Every format the simulated (and real) local systems are known to write; stations may narrow it.
 DEFAULT_DATE_FORMATS: tuple[str, ...] = (
     "%Y-%m-%d", "%Y%m%d", "%Y/%m/%d", "%Y年%m月%d日", "%Y.%m.%d",
 )
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
@@ -71,7 +57,7 @@ def _byte_size(v: Any) -> Any:
     return v
 
 
-class Limits(_Strict):
+class Limits(StrictConfig):
     """What one drop may cost to read. A file over a limit is rejected whole (kept byte for byte in
     quarantine) with a message naming the limit, except a text row with an oversized field, which
     goes to quarantine by itself. Set project-wide (`limits:` at the top of stations.yaml) and/or
@@ -161,7 +147,7 @@ def check_within(value: str, base_dir: Path, roots: tuple[str, ...], what: str) 
     return joined
 
 
-class SourceConfig(_Strict):
+class SourceConfig(StrictConfig):
     """One export of one station system: a file (or glob of drops) or a SQL table."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
@@ -185,6 +171,8 @@ class SourceConfig(_Strict):
     # stations.yaml (the config folder plus allowed_roots); None for a config built in code, whose
     # paths were not validated and whose literal path prefix is then not re-checked when reading.
     _roots: tuple[str, ...] | None = PrivateAttr(default=None)
+    # The registered type `entity` names (from the registry the config was validated with).
+    _entity_type: RegisteredType | None = PrivateAttr(default=None)
 
     @model_serializer(mode="wrap")
     def _without_unset_limits(self, handler: Any) -> dict[str, Any]:
@@ -202,6 +190,15 @@ class SourceConfig(_Strict):
     @property
     def roots(self) -> tuple[str, ...] | None:
         return self._roots
+
+    @property
+    def entity_type(self) -> RegisteredType:
+        """The registered entity type of this source's records."""
+        return self._entity_type if self._entity_type is not None else load_registry().get(self.entity)
+
+    @property
+    def canonical_fields(self) -> tuple[str, ...]:
+        return self.entity_type.canonical_fields
 
     @field_validator("header_row", mode="before")
     @classmethod
@@ -227,14 +224,19 @@ class SourceConfig(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _kind_fields(self) -> "SourceConfig":
+    def _kind_fields(self, info: ValidationInfo) -> "SourceConfig":
         if self.kind == "sql":
             missing = [k for k in ("url", "table", "watermark") if not getattr(self, k)]
             if missing:
                 raise ValueError(f"a sql source needs {', '.join(missing)}")
         elif not self.path:
             raise ValueError(f"a {self.kind} source needs path")
-        allowed = CANONICAL_FIELDS[self.entity]
+        registry: Registry = (info.context or {}).get("entity_types") or load_registry()
+        if self.entity not in registry:
+            raise ValueError(f"entity {self.entity!r} is no registered entity type; expected one of "
+                             f"{registry.names} (add a type in entity_types.yaml)")
+        self._entity_type = registry.get(self.entity)
+        allowed = self._entity_type.canonical_fields
         unknown = sorted(set(self.columns.values()) - set(allowed))
         if unknown:
             raise ValueError(
@@ -280,7 +282,7 @@ class SourceConfig(_Strict):
         return next((src for src, dst in self.columns.items() if dst == canonical), None)
 
 
-class StationConfig(_Strict):
+class StationConfig(StrictConfig):
     id: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
     name: str
     jurisdiction: tuple[str, ...] = Field(min_length=1)  # area-code prefixes
@@ -294,7 +296,7 @@ class StationConfig(_Strict):
         return self
 
 
-class StationsFile(_Strict):
+class StationsFile(StrictConfig):
     version: Literal[1] = 1
     # Folders besides the config folder that sources may read from (absolute, or relative to
     # the config folder). Paths anywhere else are config errors.
@@ -386,11 +388,12 @@ def _with_project_limits(cfg: StationsFile) -> StationsFile:
 def load_stations(path: Path) -> StationsFile:
     """Load and validate stations.yaml. Source paths (and SQLite files) must resolve inside the
     file's folder or one of its `allowed_roots`; anything else fails here, naming file, key and value."""
-    data = load_yaml(path, ConfigError)
+    data = load_yaml(path)
     base_dir = Path(os.path.abspath(path)).parent
     roots = resolve_roots(base_dir, data.get("allowed_roots") if isinstance(data, dict) else None)
     try:
-        cfg = StationsFile.model_validate(data, context={"base_dir": base_dir, "roots": roots})
+        cfg = StationsFile.model_validate(data, context={"base_dir": base_dir, "roots": roots,
+                                                         "entity_types": load_registry(base_dir)})
     except ValidationError as err:
         raise ConfigError(format_validation_error(path, err)) from None
     return _with_project_limits(cfg)

@@ -31,25 +31,29 @@ from pathlib import Path
 import polars as pl
 
 from connectors.config import (
-    CANONICAL_FIELDS,
     SourceConfig,
     StationConfig,
     config_digest,
     within_roots,
 )
-from connectors.errors import SourceError
 from connectors.readers import Chunk, Reject, detect_encoding, read_drop
 from connectors.readers.drops import Refused, scan_drops
 from connectors.readers.safe import DropFile, NotFound, display, open_drop
 from connectors.sources import source_ref
 from connectors.versions import station_version
-from entity_resolution.standardise import standardise_organisations, standardise_persons
+from core.digests import file_sha256
+from core.errors import SourceError
+from entity_resolution.entity_types import standardise
 from warehouse import Warehouse
 from warehouse.store import BatchLoad
 
 Progress = Callable[[str, int], None]  # (what, rows just done)
 
-STANDARDISERS = {"person": standardise_persons, "organisation": standardise_organisations}
+
+
+def standardise_source(canonical: pl.DataFrame, source: SourceConfig) -> pl.DataFrame:
+    """Standardise a source's canonical frame by the rules of its registered entity type."""
+    return standardise(canonical, source.entity_type, date_formats=source.date_formats)
 
 
 @dataclass
@@ -72,11 +76,6 @@ class BatchOutcome:
         error = f" - {self.error}" if self.error else ""
         return (f"{self.station_id}/{self.source_name} {self.status}{again}: read {self.rows_read}, "
                 f"loaded {self.rows_loaded}, quarantined {self.rows_quarantined}{error}")
-
-
-def file_sha256(path: Path | DropFile) -> str:
-    with (path.reader() if isinstance(path, DropFile) else Path(path).open("rb")) as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def ingest_station(
@@ -294,12 +293,11 @@ def _load_chunks(
     progress: Progress | None,
 ) -> None:
     seen_ids = pl.Series("seen", [], dtype=pl.String)
-    standardise = STANDARDISERS[source.entity]
     for chunk in chunks:
         accepted, rejected, seen_ids = split_rows(chunk, source, seen_ids)
         raw = raw_frame(accepted, source, station.id, load.batch_id)
         load.append_raw(raw)
-        records = standardise(canonical_frame(accepted, source, raw), date_formats=source.date_formats)
+        records = standardise_source(canonical_frame(accepted, source, raw), source)
         load.upsert_records(source.entity, records)
         quarantined = quarantine_frame(rejected, station.id, load.batch_id)
         load.append_quarantine(quarantined)
@@ -369,7 +367,7 @@ def raw_frame(rows: pl.DataFrame, source: SourceConfig, station_id: str, batch_i
 def canonical_frame(rows: pl.DataFrame, source: SourceConfig, raw: pl.DataFrame) -> pl.DataFrame:
     """Rename the station's own headers to canonical fields, next to the lineage columns."""
     mapped = [pl.col(src).alias(dst) for src, dst in source.columns.items()]
-    missing = [pl.lit(None, pl.String).alias(f) for f in CANONICAL_FIELDS[source.entity] if f not in source.columns.values()]
+    missing = [pl.lit(None, pl.String).alias(f) for f in source.canonical_fields if f not in source.columns.values()]
     canonical = rows.select(*mapped, *missing)
     return pl.concat(
         [raw.select("record_key", "station_id", "batch_id", "row_number", "row_hash"), canonical],

@@ -19,15 +19,16 @@ from typing import Literal
 import polars as pl
 
 from connectors.config import SourceConfig, StationConfig
-from connectors.errors import SourceError
-from connectors.ingest import STANDARDISERS, canonical_frame, open_in_roots, raw_frame, split_rows
+from core.errors import SourceError
+from connectors.ingest import canonical_frame, open_in_roots, raw_frame, split_rows, standardise_source
 from connectors.readers import detect_encoding, read_drop
 from connectors.readers.drops import scan_drops
 from connectors.readers.safe import DropFile, NotFound, display
 
 Level = Literal["error", "warning"]
-# Canonical date fields whose parse rate is checked, and the standardised column that holds them.
-DATE_FIELDS = ("birth_date", "source_updated_at")
+# The date and timestamp fields of the source's entity type (core.entity_types) have their parse
+# rate checked: the raw field (or the field it is parsed from) against its standardised column.
+DATE_TYPES = ("date", "timestamp")
 # Share of a sample's values that must parse before a date column counts as readable: a few
 # impossible dates are data (quarantine and tasks deal with them); most failing is a format.
 DATE_PARSE_FLOOR = 0.5
@@ -128,12 +129,13 @@ def _sample(probe: SourceProbe, station: StationConfig, source: SourceConfig, dr
     if accepted.height == 0:
         return
     canonical = canonical_frame(accepted, source, raw_frame(accepted, source, station.id, "probe"))
-    records = STANDARDISERS[source.entity](canonical, date_formats=source.date_formats)
+    records = standardise_source(canonical, source)
     header_of = {canon: own for own, canon in source.columns.items()}
-    for fld in DATE_FIELDS:
-        if fld not in header_of:
+    dated = [(spec.from_field or fld, fld) for fld, spec in source.entity_type.fields.items() if spec.type in DATE_TYPES]
+    for raw_fld, fld in dated:
+        if raw_fld not in header_of:
             continue
-        given = canonical[fld].cast(pl.String).str.strip_chars().replace("", None)
+        given = canonical[raw_fld].cast(pl.String).str.strip_chars().replace("", None)
         failed = given.is_not_null() & records[fld].is_null()
         n_given, n_failed = int(given.is_not_null().sum()), int(failed.sum())
         if n_failed == 0:
@@ -141,6 +143,6 @@ def _sample(probe: SourceProbe, station: StationConfig, source: SourceConfig, dr
         examples = given.filter(failed).unique(maintain_order=True).head(MAX_EXAMPLES).to_list()
         level: Level = "error" if n_failed > n_given * (1 - DATE_PARSE_FLOOR) else "warning"
         hint = " (add the station's format to date_formats)" if level == "error" else ""
-        probe.findings.append(Finding(level, label, header_of[fld],
+        probe.findings.append(Finding(level, label, header_of[raw_fld],
                                       f"{n_failed:,} of {n_given:,} sampled dates do not parse, e.g. "
                                       f"{', '.join(repr(e) for e in examples)}{hint}"))

@@ -23,7 +23,8 @@ from collections.abc import Iterable
 
 import polars as pl
 
-from entity_resolution.config import ConfigError, EntitySettings
+from core.errors import ConfigError
+from entity_resolution.config import EntitySettings
 
 _IDX = pl.UInt32
 

@@ -34,15 +34,14 @@ from typing import Literal
 
 import polars as pl
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from entity_resolution.config import ConfigError, format_validation_error
+from core.config import StrictConfig, format_validation_error
+from core.errors import ConfigError
 from entity_resolution.standardise.addresses import ADDRESS_PART_COLUMNS
 
 __all__ = [
@@ -70,11 +69,7 @@ _P = "__sv_"
 _ROW, _ENT, _VAL, _FLD = f"{_P}row", f"{_P}ent", f"{_P}val", f"{_P}fld"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class FieldRule(_Strict):
+class FieldRule(StrictConfig):
     """How one golden field is chosen: `rules` in order, or `follow` another field's winner.
 
     Empty `rules` (and no `follow`) means the settings' `default` rules.
@@ -107,7 +102,7 @@ class FieldRule(_Strict):
         return self
 
 
-class SurvivorshipSettings(_Strict):
+class SurvivorshipSettings(StrictConfig):
     """Survivorship of one entity type: field -> rule. A field may be given as a list of rules
     (`phone: [most_recent]`) or left empty (`phone:`), which means the `default` rules."""
 

@@ -36,7 +36,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema
 
-from connectors.errors import EnteronceError
+from core.errors import EnteronceError
 from feeds.config import read_subscriptions_bytes, subscriptions_from_bytes
 from feeds.limits import LIMIT_ENV, ApiLimits  # noqa: F401 - LIMIT_ENV: part of this module's API
 from feeds.lookup import current_records

@@ -13,16 +13,10 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from connectors.errors import ConfigError
-from entity_resolution.config import (
-    MAX_YAML_DEPTH,
-    MAX_YAML_NODES,
-    format_validation_error,
-    parse_yaml_bounded,
-    read_config_bytes,
-)
+from core.config import StrictConfig, format_validation_error, parse_yaml_bounded, read_config_bytes
+from core.errors import ConfigError
 
 SUBSCRIPTIONS_YAML = "subscriptions.yaml"
 SUBSCRIBER_ID = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -33,12 +27,8 @@ Format = Literal["jsonl", "csv", "parquet"]
 DELIVERED_LEVELS = ("full", "masked")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 # -- masking rules ------------------------------------------------------------------------------
-class PartialRule(_Strict):
+class PartialRule(StrictConfig):
     """Keep the first and last characters, mask the middle (ID numbers, phones, names)."""
 
     kind: Literal["partial"] = "partial"
@@ -47,21 +37,21 @@ class PartialRule(_Strict):
     mask_char: str = Field(default="*", min_length=1, max_length=1)
 
 
-class AddressRule(_Strict):
+class AddressRule(StrictConfig):
     """Cut an address down to an administrative level, rebuilt from the parsed addr_* parts."""
 
     kind: Literal["address"]
     level: Literal["district", "street", "community"] = "community"
 
 
-class DateRule(_Strict):
+class DateRule(StrictConfig):
     """Keep only the year (`1990`) or year and month (`1990-05`) of an ISO date."""
 
     kind: Literal["date"]
     keep: Literal["year", "month"] = "year"
 
 
-class RedactRule(_Strict):
+class RedactRule(StrictConfig):
     """Replace the whole value with fixed text (the rule for masked fields without their own)."""
 
     kind: Literal["redact"]
@@ -79,7 +69,7 @@ def _rule_kind(data: object) -> object:
     return data
 
 
-class Role(_Strict):
+class Role(StrictConfig):
     """Per field: full, masked or hidden; every field not named gets `default` (hidden)."""
 
     default: Level = "hidden"
@@ -90,7 +80,7 @@ class Role(_Strict):
 
 
 # -- subscribers --------------------------------------------------------------------------------
-class Scope(_Strict):
+class Scope(StrictConfig):
     area_codes: tuple[Annotated[str, Field(pattern=r"^[0-9]{1,12}$")], ...] = ()  # area-code prefixes
     own_records: bool = False  # entities holding at least one record of the subscriber's station
 
@@ -101,7 +91,7 @@ class Scope(_Strict):
         return self
 
 
-class Delivery(_Strict):
+class Delivery(StrictConfig):
     formats: tuple[Format, ...] = Field(default=("jsonl", "csv", "parquet"), min_length=1)
     outbox: str | None = None  # folder; default <data dir>/outbox/<subscriber id>; relative to the config folder
 
@@ -112,7 +102,7 @@ class Delivery(_Strict):
         return self
 
 
-class Subscriber(_Strict):
+class Subscriber(StrictConfig):
     id: str = Field(pattern=SUBSCRIBER_ID)
     kind: Literal["station", "department"]
     name: str | None = None
@@ -134,7 +124,7 @@ class Subscriber(_Strict):
         return self
 
 
-class Subscriptions(_Strict):
+class Subscriptions(StrictConfig):
     version: Literal[1] = 1
     masking: dict[Annotated[str, Field(pattern=FIELD_NAME)], MaskRule] = Field(default_factory=dict)
     roles: dict[Annotated[str, Field(pattern=SUBSCRIBER_ID)], Role] = Field(default_factory=dict)
@@ -191,17 +181,10 @@ def parse_subscriptions(data: object, *, source: Path | str = "<subscriptions>")
 MAX_SUBSCRIPTIONS_BYTES = 16 * 1024 * 1024  # a 943-station network's file is ~0.5 MB
 
 
-def load_yaml_bounded(text: str, *, source: Path | str = "<yaml>", max_depth: int = MAX_YAML_DEPTH,
-                      max_nodes: int = MAX_YAML_NODES) -> object:
-    """yaml.safe_load with bounds on nesting and alias expansion (entity_resolution.config's), as
-    the project's ConfigError."""
-    return parse_yaml_bounded(text, source=source, max_depth=max_depth, max_nodes=max_nodes, error=ConfigError)
-
-
 def read_subscriptions_bytes(path: Path | str, *, max_bytes: int = MAX_SUBSCRIPTIONS_BYTES) -> bytes | None:
     """The file's bytes, or None when there is no file; a file larger than `max_bytes`, not a
     regular file (a FIFO, a device, a folder) or unreadable is a ConfigError."""
-    return read_config_bytes(path, max_bytes=max_bytes, error=ConfigError)
+    return read_config_bytes(path, max_bytes=max_bytes)
 
 
 def subscriptions_from_bytes(data: bytes | None, *, source: Path | str = "<subscriptions>") -> Subscriptions:
@@ -213,7 +196,7 @@ def subscriptions_from_bytes(data: bytes | None, *, source: Path | str = "<subsc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{source}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
                           f"save it as UTF-8") from None
-    return parse_subscriptions(load_yaml_bounded(text, source=source), source=source)
+    return parse_subscriptions(parse_yaml_bounded(text, source=source), source=source)
 
 
 def load_subscriptions(config_dir: Path | str) -> Subscriptions:

@@ -22,14 +22,14 @@ from pathlib import Path
 
 import polars as pl
 
-from connectors.ingest import file_sha256
+from core.digests import file_sha256
+from core.time import utcnow
 from feeds.build import (ENVELOPE, RECORD, SCHEMA_VERSION, audit_fields, audit_ids, build_events, build_snapshot,
                          build_task_snapshot)
 from feeds.config import Subscriber, Subscriptions, outbox_dir
 from feeds.service import delivery_row, load_inputs, open_tasks, prefilter
 from warehouse import Warehouse
 from warehouse.feeds import FeedStore
-from warehouse.store import utcnow
 
 CHANNEL = "file"
 FEW = 20  # up to this many subscribers in a run, the outbox is narrowed to their events first

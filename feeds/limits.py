@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
 from typing import Any
 
-from connectors.errors import EnteronceError
+from core.errors import EnteronceError
 
 LIMIT_ENV = {"max_body_bytes": "ENTERONCE_API_MAX_BODY_BYTES",
              "max_header_bytes": "ENTERONCE_API_MAX_HEADER_BYTES",

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from connectors.errors import EnteronceError
+from core.errors import EnteronceError
 from warehouse.mirror import MirrorStore
 
 TOKEN_ENV = "ENTERONCE_FEED_TOKEN"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from connectors.errors import EnteronceError
+from core.errors import EnteronceError
 from feeds import scope as sc
 from feeds.build import (
     SNAPSHOT_SCHEMA,

@@ -16,7 +16,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from connectors.errors import EnteronceError
+from core.errors import EnteronceError
 from warehouse import Warehouse
 from warehouse import feed_tokens as rows
 

@@ -6,8 +6,8 @@ from collections import Counter
 import dagster as dg
 import polars as pl
 
-from connectors.config import CANONICAL_FIELDS
 from connectors.ingest import ingest_station
+from entity_resolution.entity_types import Registry, load_registry
 from pipelines import progress
 from pipelines.instance import INGEST_POOL
 from pipelines.partitions import stations_partitions
@@ -31,20 +31,39 @@ ACCEPTED = dg.AssetCheckSpec(
 )
 
 
-@dg.multi_asset(
-    specs=[
-        dg.AssetSpec(RAW, description="Source rows as received, with lineage; bad rows in quarantine.",
-                     kinds={"polars", "sql"}, group_name="ingest"),
-        dg.AssetSpec(PERSONS, deps=[RAW], description="Standardised resident records, current per record key.",
-                     kinds={"polars", "sql"}, group_name="ingest"),
-        dg.AssetSpec(ORGANISATIONS, deps=[RAW], description="Standardised organisation records.",
-                     kinds={"polars", "sql"}, group_name="ingest"),
-    ],
-    check_specs=[RECONCILED, ACCEPTED],
-    partitions_def=stations_partitions,
-    pool=INGEST_POOL,
-)
-def station_records(context: dg.AssetExecutionContext, project: ProjectResource):
+def record_key(entity_type) -> dg.AssetKey:
+    """The asset of a registered type's standardised records: named like its table."""
+    return dg.AssetKey(entity_type.record_table)
+
+
+def station_records_asset(registry: Registry) -> dg.AssetsDefinition:
+    """The ingest multi-asset: raw rows, and one records asset per registered entity type."""
+    types = list(registry)
+
+    @dg.multi_asset(
+        name="station_records",
+        specs=[
+            dg.AssetSpec(RAW, description="Source rows as received, with lineage; bad rows in quarantine.",
+                         kinds={"polars", "sql"}, group_name="ingest"),
+            *[dg.AssetSpec(record_key(t), deps=[RAW], kinds={"polars", "sql"}, group_name="ingest",
+                           description=_DESCRIPTIONS.get(t.name, f"Standardised {t.spec.description or t.name} records."))
+              for t in types],
+        ],
+        check_specs=[RECONCILED, ACCEPTED],
+        partitions_def=stations_partitions,
+        pool=INGEST_POOL,
+    )
+    def station_records(context: dg.AssetExecutionContext, project: ProjectResource):
+        yield from _station_records(context, project, types)
+
+    return station_records
+
+
+_DESCRIPTIONS = {"person": "Standardised resident records, current per record key.",
+                 "organisation": "Standardised organisation records."}
+
+
+def _station_records(context: dg.AssetExecutionContext, project: ProjectResource, types: list):
     """Ingest every new drop of one station; standardise rows as they are loaded.
 
     One run per station partition, so the metadata below describes exactly that station.
@@ -99,27 +118,32 @@ def station_records(context: dg.AssetExecutionContext, project: ProjectResource)
 
     # held from publication by earlier validations (this drop's own are in the `publishable` check)
     held = QualityStore(store).held(keys)
-    for key, entity in ((PERSONS, "person"), (ORGANISATIONS, "organisation")):
-        fields = [f for f in CANONICAL_FIELDS[entity] if f != "local_id"]
-        profile = store.record_profile(entity, fields, keys)
+    for etype in types:
+        entity = etype.name
+        fields = [f for f in etype.canonical_fields if f != "local_id"]
+        code = (etype.code.column, etype.code.valid_flag) if etype.code is not None else None
+        profile = store.record_profile(entity, fields, keys, code=code)
         mine = held.filter(pl.col("entity_type") == entity)
         yield dg.MaterializeResult(
-            asset_key=key,
+            asset_key=record_key(etype),
             metadata={
                 "held_batches": mine.height,
                 "held_records": int(mine["records"].sum()) if mine.height else 0,
                 "records": profile["rows"],
                 "rows_with_issues": profile["rows_with_issues"],
-                ("invalid_id_rate" if entity == "person" else "invalid_credit_code_rate"):
+                (etype.code.metric if etype.code is not None else "invalid_code_rate"):
                     dg.MetadataValue.float(round(profile["invalid_code_rate"], 4)),
                 "fill_rate": dg.MetadataValue.json({k: round(v, 4) for k, v in profile["fill_rate"].items()}),
             },
         )
 
 
+# The bundled types' (dagster definitions and the runner build their project's: pipelines.registry_assets).
+station_records = station_records_asset(load_registry())
+
 ingest_job = dg.define_asset_job(
     "ingest_station",
-    selection=dg.AssetSelection.assets(station_records),
+    selection=dg.AssetSelection.groups("ingest"),  # station_records, whichever types it has
     description="Ingest and standardise the new drops of one station.",
     executor_def=dg.in_process_executor,
 )

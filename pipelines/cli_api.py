@@ -1,7 +1,7 @@
 """CLI for the feed API: `enteronce token ...`, `enteronce serve`, `enteronce feed pull`.
 
-Registered from the bottom of pipelines/cli.py (`register(app)`), after every other command, so
-importing the shared helpers of pipelines.cli here is safe.
+Registered by pipelines/cli.py (`register(app)`), after pipelines/cli_feeds.py; shared helpers come
+from pipelines/cli_common.py.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from connectors.errors import EnteronceError
+from core.errors import EnteronceError
 from feeds.limits import LIMIT_ENV, ApiLimits
-from pipelines.cli import ConfigOpt, WarehouseOpt, _fail, console
+from pipelines.cli_common import ConfigOpt, WarehouseOpt, _fail, console
 from pipelines.project import Project, default_config_dir
 
 token_app = typer.Typer(help="Bearer tokens for the feed API (stored only as hashes).", no_args_is_help=True)

@@ -1,7 +1,7 @@
 """CLI for feeds: `enteronce subscription ...`, `enteronce feed build`, `enteronce audit`.
 
 `feed_app` is the `enteronce feed` group; the API's commands (`feed pull`) are added to it by
-pipelines/cli_api.py. Registered from the bottom of pipelines/cli.py (`register(app)`).
+pipelines/cli_api.py. Registered by pipelines/cli.py (`register(app)`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from connectors.errors import ConfigError, EnteronceError
-from pipelines.cli import ConfigOpt, WarehouseOpt, _fail, console, holding
+from core.errors import ConfigError, EnteronceError
+from pipelines.cli_common import ConfigOpt, WarehouseOpt, _fail, console, holding
 from pipelines.project import Project, default_config_dir
 
 subscription_app = typer.Typer(help="Feed subscriptions (subscriptions.yaml): list, show, add, remove.",

@@ -1,6 +1,6 @@
 """`enteronce hub`: the Dagster daemon, the Dagster UI and the feed API as one command.
 
-Registered from the bottom of pipelines/cli.py, like the other command groups.
+Registered by pipelines/cli.py (`register(app)`), like the other command groups.
 """
 
 
@@ -10,11 +10,11 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from connectors.errors import EnteronceError
+from core.errors import EnteronceError
 
 
 def register(app: typer.Typer) -> None:
-    from pipelines.cli import ConfigOpt, WarehouseOpt, _fail, _load, console
+    from pipelines.cli_common import ConfigOpt, WarehouseOpt, _fail, _load, console
 
     @app.command()
     def hub(

@@ -1,7 +1,7 @@
 """`enteronce validate`, `enteronce tasks`, `enteronce holds`, `enteronce supervision`: data quality from the command line.
 
-`register(app)` is called at the bottom of pipelines/cli.py (after every command there, so the
-import is not circular). The auditors' `report` command lives in pipelines/cli_report.py.
+`register(app)` is called by pipelines/cli.py, which assembles the app; shared helpers come from
+pipelines/cli_common.py. The auditors' `report` command lives in pipelines/cli_report.py.
 """
 
 
@@ -14,11 +14,11 @@ from rich.table import Table
 
 
 def register(app: typer.Typer) -> None:
-    from pipelines.cli import ConfigOpt, WarehouseOpt, _fail, console, holding
+    from pipelines.cli_common import ConfigOpt, WarehouseOpt, _fail, console, holding
     from pipelines.project import Project, default_config_dir
 
     def _open(config: Path | None, warehouse: str | None):
-        from connectors.errors import EnteronceError
+        from core.errors import EnteronceError
         from quality.config import project_quality
         from warehouse.quality import QualityStore
 

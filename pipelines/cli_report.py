@@ -7,8 +7,8 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Add the `report` command to the enteronce CLI (called at the bottom of pipelines/cli.py)."""
-    from pipelines.cli import ConfigOpt, WarehouseOpt, _fail, console, holding
+    """Add the `report` command to the enteronce CLI (called by pipelines/cli.py)."""
+    from pipelines.cli_common import ConfigOpt, WarehouseOpt, _fail, console, holding
     from pipelines.project import Project, default_config_dir
 
     @app.command()
@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
         failing expectations, correction tasks, linkage quality and the access log."""
         from sqlalchemy.exc import OperationalError
 
-        from connectors.errors import EnteronceError
+        from core.errors import EnteronceError
         from quality.config import project_quality
         from quality.report.build import write_report
         from quality.report.model import describe_precision

@@ -6,14 +6,18 @@ import os
 
 import dagster as dg
 
-from pipelines.assets import ingest_job, station_records
+from functools import lru_cache
+from pathlib import Path
+
+from core.entity_types import Registry
+from core.errors import ConfigError
+from entity_resolution.config import load_resolution
+from entity_resolution.entity_types import load_registry
+from pipelines.assets import ingest_job
 from pipelines.automation import publication_sensor
-from pipelines.feed_assets import FEED_ASSETS, FEED_SENSORS
-from pipelines.golden_assets import GOLDEN_ASSETS
-from pipelines.project import default_config_dir
-from pipelines.quality_assets import QUALITY_ASSETS, data_quality
-from pipelines.report_assets import REPORT_ASSETS
-from pipelines.resolution_assets import RESOLUTION_ASSETS
+from pipelines.feed_assets import FEED_SENSORS
+from pipelines.project import default_config_dir, resolved_types
+from pipelines.registry_assets import project_assets
 from pipelines.resources import ProjectResource
 from pipelines.sensors import station_drops_sensor
 
@@ -25,14 +29,35 @@ def project_resource() -> ProjectResource:
     return ProjectResource(config_dir=config_dir, warehouse_url=url)
 
 
-defs = dg.Definitions(
-    assets=[station_records, *RESOLUTION_ASSETS, *GOLDEN_ASSETS, *QUALITY_ASSETS, *FEED_ASSETS, *REPORT_ASSETS],
-    jobs=[ingest_job],
-    sensors=[station_drops_sensor, publication_sensor(*RESOLUTION_ASSETS, *GOLDEN_ASSETS, data_quality, *REPORT_ASSETS),
-             *FEED_SENSORS],
-    resources={"project": project_resource()},
-    # Steps run one after another in the run's own process: they hold the warehouse in turn
-    # anyway, and a process per step costs seconds of imports on every drop. Each run is still
-    # its own process (or pod, with Dagster's K8s or Celery run launchers in dagster.yaml).
-    executor=dg.in_process_executor,
-)
+@lru_cache(maxsize=8)
+def definitions_for(registry: Registry) -> dg.Definitions:
+    """The code location for a project's entity types: ingest, resolution, golden records and
+    quality assets per registered type (pipelines.registry_assets)."""
+    a = project_assets(registry)
+    return dg.Definitions(
+        assets=a.all,
+        jobs=[ingest_job],
+        sensors=[station_drops_sensor, publication_sensor(*a.resolution, *a.golden, a.data_quality, *a.report),
+                 *FEED_SENSORS],
+        resources={"project": project_resource()},
+        # Steps run one after another in the run's own process: they hold the warehouse in turn
+        # anyway, and a process per step costs seconds of imports on every drop. Each run is still
+        # its own process (or pod, with Dagster's K8s or Celery run launchers in dagster.yaml).
+        executor=dg.in_process_executor,
+    )
+
+
+def _configured_types() -> Registry:
+    """The entity types the configured project (ENTERONCE_CONFIG) resolves, else the bundled
+    ones; a broken entity_types.yaml is reported when the project is loaded, not here."""
+    config = os.environ.get("ENTERONCE_CONFIG")
+    if not config:
+        return load_registry()
+    try:
+        own = Path(config) / "resolution.yaml"
+        return resolved_types(load_registry(config), load_resolution(own if own.exists() else None))
+    except ConfigError:
+        return load_registry()
+
+
+defs = definitions_for(_configured_types())

@@ -6,12 +6,13 @@ from entity_resolution.propagation import run_golden
 from entity_resolution.survivorship import parse_survivorship
 from pipelines.automation import AFTER_UPSTREAM
 from pipelines.instance import PUBLICATION_POOL
-from pipelines.resolution_assets import ENTITY_TYPES
+from core.entity_types import EntityType
+from entity_resolution.entity_types import Registry, load_registry
 from pipelines.resources import ProjectResource
 
 
-def _golden_asset(entity_type: str) -> dg.AssetsDefinition:
-    _, table, _ = ENTITY_TYPES[entity_type]
+def _golden_asset(etype: EntityType) -> dg.AssetsDefinition:
+    entity_type, table, resolution_entity = etype.name, etype.record_table, etype.resolution_entity
     golden_key = dg.AssetKey(f"{entity_type}_golden_records")
     events_key = dg.AssetKey(f"{entity_type}_change_events")
 
@@ -28,8 +29,8 @@ def _golden_asset(entity_type: str) -> dg.AssetsDefinition:
         pool=PUBLICATION_POOL,
     )
     def _publish(context: dg.AssetExecutionContext, project: ProjectResource):
-        settings = project.project.resolution.entities[entity_type]
-        survivorship = parse_survivorship(settings.survivorship or {}, source=f"resolution.yaml: {entity_type}")
+        settings = project.project.resolution.entities[resolution_entity]
+        survivorship = parse_survivorship(settings.survivorship or {}, source=f"resolution.yaml: {resolution_entity}")
         with project.writing(context, f"publish {entity_type}s") as warehouse:
             summary = run_golden(warehouse.golden_store(entity_type, table), survivorship, entity_type=entity_type)
         context.log.info(f"{entity_type}: {summary.events} events {summary.ops}, seq {summary.seq_range}")
@@ -48,6 +49,9 @@ def _golden_asset(entity_type: str) -> dg.AssetsDefinition:
     return _publish
 
 
-publish_persons = _golden_asset("person")
-publish_organisations = _golden_asset("organisation")
-GOLDEN_ASSETS = [publish_persons, publish_organisations]
+def golden_assets(registry: Registry) -> list[dg.AssetsDefinition]:
+    return [_golden_asset(t) for t in registry]
+
+
+# The bundled types' (dagster definitions and the runner build their project's: pipelines.registry_assets).
+GOLDEN_ASSETS = golden_assets(load_registry())

@@ -16,7 +16,7 @@ import dagster as dg
 import sqlalchemy as sa
 import yaml
 
-from connectors.errors import ConfigError
+from core.errors import ConfigError
 from pipelines.project import Project
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "dagster.yaml"

@@ -24,9 +24,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from connectors.config import StationsFile, load_stations
-from connectors.errors import ConfigError
-from entity_resolution.config import ConfigError as ResolutionConfigError
+from core.errors import ConfigError
 from entity_resolution.config import ResolutionConfig, load_resolution
+from entity_resolution.entity_types import EntityType, Registry, load_registry
 
 DEMO_DIR = Path("data") / "demo"
 DEMO_SIZE = {"stations": 12, "persons": 6000, "seed": 20261126}
@@ -57,6 +57,8 @@ class Project:
     warehouse_url: str
     stations: StationsFile
     resolution: ResolutionConfig
+    # The entity types: bundled plus the project's entity_types.yaml (core.entity_types).
+    entity_types: Registry
 
     @classmethod
     def load(cls, config_dir: Path | str | None = None, warehouse_url: str | None = None) -> "Project":
@@ -66,10 +68,9 @@ class Project:
             raise ConfigError(f"{config_dir}: config folder not found (set --config or ENTERONCE_CONFIG)")
         stations = load_stations(config_dir / "stations.yaml")
         own = config_dir / "resolution.yaml"
-        try:
-            resolution = load_resolution(own if own.exists() else None)
-        except ResolutionConfigError as exc:
-            raise ConfigError(str(exc)) from None
+        resolution = load_resolution(own if own.exists() else None)
+        entity_types = load_registry(config_dir)
+        _check_resolution_entities(entity_types, stations, resolution, own)
         data_root = Path(os.environ.get("ENTERONCE_DATA_DIR") or config_dir / "data").resolve()
         embedded = f"sqlite:///{data_root / 'warehouse.sqlite'}"
         url = warehouse_url or os.environ.get("ENTERONCE_WAREHOUSE_URL") or embedded
@@ -78,7 +79,13 @@ class Project:
         except sa.exc.ArgumentError as exc:
             raise ConfigError(f"warehouse URL {url!r}: {exc}") from None
         return cls(config_dir=config_dir, data_root=data_root, data_dir=data_dir, warehouse_url=url,
-                   stations=stations, resolution=resolution)
+                   stations=stations, resolution=resolution, entity_types=entity_types)
+
+    @property
+    def pipeline_types(self) -> Registry:
+        """The registered types this project resolves (their entity is in resolution.yaml): the
+        ones that get resolution, golden-record and quality assets."""
+        return resolved_types(self.entity_types, self.resolution)
 
     @property
     def station_ids(self) -> list[str]:
@@ -89,10 +96,57 @@ class Project:
         from warehouse import Warehouse
         from warehouse.locks import warehouse_lock
 
-        store = Warehouse(self.warehouse_url, cache_dir=self.data_dir / "cache").migrate()
+        store = Warehouse(self.warehouse_url, cache_dir=self.data_dir / "cache",
+                          record_tables=project_record_tables(self.entity_types)).migrate()
         with warehouse_lock(store.engine, "migrate", purpose="bind state folder"):
             bind_state(self.data_dir, store.warehouse_id(), store.display_url)
         return store
+
+
+def _check_resolution_entities(types: Registry, stations: StationsFile, resolution: ResolutionConfig,
+                               path: Path) -> None:
+    """Every entity type a station sends must have its entity in resolution.yaml."""
+    used = dict.fromkeys(src.entity for st in stations.stations for src in st.sources)
+    missing = [f"{name} (entity {types[name].resolution_entity!r})" for name in used
+               if types[name].resolution_entity not in resolution.entities]
+    if missing:
+        where = path if path.exists() else "the bundled resolution.yaml"
+        raise ConfigError(f"{where}: no resolution settings for the entity type(s) {', '.join(missing)} "
+                          "that stations.yaml sends; add them under `entities`")
+
+
+def resolved_types(types: Registry, resolution: ResolutionConfig) -> Registry:
+    return types.subset([t.name for t in types if t.resolution_entity in resolution.entities])
+
+
+def project_record_tables(types: Registry) -> dict:
+    """entity type -> record table, for the types whose table is no bundled (Alembic) one: the
+    lineage columns, the columns its standardisation produces, `issues` (warehouse.schema)."""
+    from warehouse.schema import BUNDLED_RECORD_TABLES, record_table
+
+    return {t.name: record_table(t.record_table, _column_kinds(t)) for t in types
+            if t.record_table not in BUNDLED_RECORD_TABLES}
+
+
+def _column_kinds(entity_type: EntityType) -> dict[str, str]:
+    import polars as pl
+
+    from entity_resolution.entity_types import output_schema
+
+    def kind(dtype: pl.DataType) -> str:
+        if dtype == pl.Date:
+            return "date"
+        if isinstance(dtype, pl.Datetime):
+            return "timestamp"
+        if dtype == pl.Boolean:
+            return "boolean"
+        if dtype.is_integer():
+            return "integer"
+        if dtype.is_float():
+            return "number"
+        return "text"
+
+    return {c: kind(t) for c, t in output_schema(entity_type).items()}
 
 
 def bind_state(data_dir: Path, warehouse_id: str, display_url: str) -> None:

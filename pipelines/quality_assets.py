@@ -25,7 +25,8 @@ import warnings
 import dagster as dg
 import polars as pl
 
-from pipelines.assets import ORGANISATIONS, PERSONS, RAW
+from entity_resolution.entity_types import Registry, load_registry
+from pipelines.assets import RAW, record_key
 from pipelines.automation import AFTER_UPSTREAM
 from pipelines.instance import INGEST_POOL, PUBLICATION_POOL
 from pipelines.partitions import stations_partitions
@@ -35,9 +36,12 @@ from quality.service import Outcome, quality_pass, validate_golden, validate_sta
 from quality.validate import gx_project
 from warehouse.quality import QualityStore
 
-GOLDEN_KEYS = {"person": dg.AssetKey("person_golden_records"), "organisation": dg.AssetKey("organisation_golden_records")}
-EVENT_KEYS = [dg.AssetKey("person_change_events"), dg.AssetKey("organisation_change_events")]
 QUALITY_KEY = dg.AssetKey("data_quality")
+_SUITE_DESCRIPTIONS = {
+    "person": "Completeness, validity (ID check digit, dates, phone, area code), consistency (ID birth "
+              "date and sex) and uniqueness of each new batch of resident records.",
+    "organisation": "Completeness, validity (credit code, phone, area code) and uniqueness of each new batch.",
+}
 
 # Partitioned asset checks are a preview in Dagster 1.13 (DESIGN.md); the check reads its station
 # from the run's partition key. The preview warning is expected, so it is not repeated on every load.
@@ -45,28 +49,6 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", dg.PreviewWarning)
     RAW_SUITE = dg.AssetCheckSpec("raw_suite", asset=RAW, partitions_def=stations_partitions,
                                   description="Raw rows of each new drop: local ids present and unique, keys well-formed.")
-    RECORD_SUITES = {
-        "person": dg.AssetCheckSpec(
-            "standardised_suite", asset=PERSONS, partitions_def=stations_partitions,
-            description="Completeness, validity (ID check digit, dates, phone, area code), consistency (ID birth "
-                        "date and sex) and uniqueness of each new batch of resident records."),
-        "organisation": dg.AssetCheckSpec(
-            "standardised_suite", asset=ORGANISATIONS, partitions_def=stations_partitions,
-            description="Completeness, validity (credit code, phone, area code) and uniqueness of each new batch."),
-    }
-    PUBLISHABLE = {
-        entity: dg.AssetCheckSpec(
-            "publishable", asset=key, partitions_def=stations_partitions, blocking=True,
-            description="No batch of this station is held: a batch that fails reconciliation or exceeds "
-                        "max_invalid_id_rate (quality.yaml) is not resolved or published.")
-        for entity, key in (("person", PERSONS), ("organisation", ORGANISATIONS))
-    }
-
-GOLDEN_SUITES = {
-    entity: dg.AssetCheckSpec("golden_suite", asset=key,
-                              description="Golden records: completeness, validity, and one active entity per valid ID.")
-    for entity, key in GOLDEN_KEYS.items()
-}
 
 
 def _context(project: ProjectResource, warehouse):
@@ -141,20 +123,48 @@ def station_suite_check(store: QualityStore, outcome: Outcome, station_id: str, 
     return bool(latest["success"].all()), meta
 
 
-@dg.multi_asset_check(
-    name="station_quality",
-    specs=[RAW_SUITE, *RECORD_SUITES.values(), *PUBLISHABLE.values()],
-    pool=INGEST_POOL,
-)
-def station_quality(context: dg.AssetCheckExecutionContext, project: ProjectResource):
-    """Validate the station's new batches (the partition key names the station).
+def _station_quality(registry: Registry) -> dg.AssetChecksDefinition:
+    types = list(registry)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        record_suites = {
+            t.name: dg.AssetCheckSpec(
+                "standardised_suite", asset=record_key(t), partitions_def=stations_partitions,
+                description=(_SUITE_DESCRIPTIONS[t.name] if t.bundled and t.name in _SUITE_DESCRIPTIONS else
+                             "Completeness of the required fields, validity of the fields whose standardiser "
+                             "flags it, and uniqueness of local ids, of each new batch (from the type's field "
+                             "declarations)."))
+            for t in types
+        }
+        publishable = {
+            t.name: dg.AssetCheckSpec(
+                "publishable", asset=record_key(t), partitions_def=stations_partitions, blocking=True,
+                description="No batch of this station is held: a batch that fails reconciliation or exceeds "
+                            "max_invalid_id_rate (quality.yaml) is not resolved or published.")
+            for t in types
+        }
 
-    Exclusive, unlike the station's ingest: it writes the Great Expectations project's files
-    and correction-task events into the one outbox."""
+    @dg.multi_asset_check(
+        name="station_quality",
+        specs=[RAW_SUITE, *record_suites.values(), *publishable.values()],
+        pool=INGEST_POOL,
+    )
+    def station_quality(context: dg.AssetCheckExecutionContext, project: ProjectResource):
+        """Validate the station's new batches (the partition key names the station).
+
+        Exclusive, unlike the station's ingest: it writes the Great Expectations project's files
+        and correction-task events into the one outbox."""
+        yield from _validate_station(context, project, record_suites, publishable)
+
+    return station_quality
+
+
+def _validate_station(context: dg.AssetCheckExecutionContext, project: ProjectResource, RECORD_SUITES: dict,
+                      PUBLISHABLE: dict):
     station_id = context.partition_key
     with project.writing(context, f"validate {station_id}") as warehouse:
         store, gx, config = _context(project, warehouse)
-        outcome = validate_station(store, gx, config, station_id)
+        outcome = validate_station(store, gx, config, station_id, types=project.project.entity_types)
     context.log.info(f"{station_id}: {len(outcome.runs)} validation runs, {len(outcome.held)} batches held, "
                      f"tasks opened {outcome.tasks_opened}, closed {outcome.tasks_closed}")
     passed, meta = station_suite_check(store, outcome, station_id, "raw_records")
@@ -195,46 +205,60 @@ def publishable_metadata(station_id: str, held: pl.DataFrame, reasons: list[str]
     return meta
 
 
-@dg.multi_asset_check(name="golden_quality", specs=list(GOLDEN_SUITES.values()), pool=PUBLICATION_POOL)
-def golden_quality(context: dg.AssetCheckExecutionContext, project: ProjectResource):
-    """The golden suites over the active golden records of each entity type."""
-    for entity, spec in GOLDEN_SUITES.items():
-        with project.writing(context, f"validate golden {entity}s") as warehouse:
-            store, gx, config = _context(project, warehouse)
-            outcome = validate_golden(store, gx, config, entity)
-        passed, meta = _runs_metadata(outcome, f"golden_{entity}")
-        yield dg.AssetCheckResult(check_name=spec.name, asset_key=spec.asset_key, passed=passed, metadata=meta,
-                                  severity=dg.AssetCheckSeverity.WARN)
+def _golden_quality(registry: Registry) -> dg.AssetChecksDefinition:
+    from quality.suites import GOLDEN
 
-
-@dg.asset(
-    key=QUALITY_KEY,
-    deps=EVENT_KEYS,
-    group_name="quality",
-    kinds={"great_expectations", "polars", "sql"},
-    automation_condition=AFTER_UPSTREAM,
-    description="After publication: station freshness, correction tasks for station values that disagree "
-                "with golden values (events in the outbox), station scores, and Great Expectations' Data Docs.",
-    pool=PUBLICATION_POOL,
-)
-def data_quality(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
-    with project.writing(context, "quality pass") as warehouse:
-        store, gx, config = _context(project, warehouse)
-        outcome = quality_pass(store, gx, config, golden=False)
-    open_tasks = store.tasks(status="open")
-    meta = {
-        "tasks_opened": outcome.tasks_opened,
-        "tasks_closed": outcome.tasks_closed,
-        "task_events": outcome.events,
-        "open_tasks": open_tasks.height,
+    GOLDEN_SUITES = {
+        t.name: dg.AssetCheckSpec("golden_suite", asset=dg.AssetKey(f"{t.name}_golden_records"),
+                                  description="Golden records: completeness, validity, and one active entity per valid ID.")
+        for t in registry if t.bundled and t.name in GOLDEN
     }
-    held = store.held()
-    meta |= {"held_batches": held.height, "held_records": int(held["records"].sum())}
-    meta |= supervision_metadata(store.supervision_tasks(), config.tasks_sla_days, outcome.reminders)
-    if outcome.data_docs:
-        meta["data_docs"] = dg.MetadataValue.path(outcome.data_docs)
-    context.log.info(f"quality pass: {meta}")
-    return dg.MaterializeResult(metadata=meta)
+
+    @dg.multi_asset_check(name="golden_quality", specs=list(GOLDEN_SUITES.values()), pool=PUBLICATION_POOL)
+    def golden_quality(context: dg.AssetCheckExecutionContext, project: ProjectResource):
+        """The golden suites over the active golden records of each entity type."""
+        for entity, spec in GOLDEN_SUITES.items():
+            with project.writing(context, f"validate golden {entity}s") as warehouse:
+                store, gx, config = _context(project, warehouse)
+                outcome = validate_golden(store, gx, config, entity)
+            passed, meta = _runs_metadata(outcome, f"golden_{entity}")
+            yield dg.AssetCheckResult(check_name=spec.name, asset_key=spec.asset_key, passed=passed, metadata=meta,
+                                      severity=dg.AssetCheckSeverity.WARN)
+
+    return golden_quality
+
+
+def _data_quality(registry: Registry) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=QUALITY_KEY,
+        deps=[dg.AssetKey(f"{t.name}_change_events") for t in registry],
+        group_name="quality",
+        kinds={"great_expectations", "polars", "sql"},
+        automation_condition=AFTER_UPSTREAM,
+        description="After publication: station freshness, correction tasks for station values that disagree "
+                    "with golden values (events in the outbox), station scores, and Great Expectations' Data Docs.",
+        pool=PUBLICATION_POOL,
+    )
+    def data_quality(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
+        with project.writing(context, "quality pass") as warehouse:
+            store, gx, config = _context(project, warehouse)
+            outcome = quality_pass(store, gx, config, golden=False)
+        open_tasks = store.tasks(status="open")
+        meta = {
+            "tasks_opened": outcome.tasks_opened,
+            "tasks_closed": outcome.tasks_closed,
+            "task_events": outcome.events,
+            "open_tasks": open_tasks.height,
+        }
+        held = store.held()
+        meta |= {"held_batches": held.height, "held_records": int(held["records"].sum())}
+        meta |= supervision_metadata(store.supervision_tasks(), config.tasks_sla_days, outcome.reminders)
+        if outcome.data_docs:
+            meta["data_docs"] = dg.MetadataValue.path(outcome.data_docs)
+        context.log.info(f"quality pass: {meta}")
+        return dg.MaterializeResult(metadata=meta)
+
+    return data_quality
 
 
 def supervision_metadata(tasks: pl.DataFrame, sla_days: float, reminders: int = 0, *,
@@ -259,6 +283,13 @@ def supervision_metadata(tasks: pl.DataFrame, sla_days: float, reminders: int = 
     }
 
 
-QUALITY_CHECKS = [station_quality, golden_quality]
-QUALITY_ASSETS = [data_quality, *QUALITY_CHECKS]
+def quality_assets(registry: Registry) -> list:
+    """data_quality and the station and golden checks, for the registered entity types."""
+    return [_data_quality(registry), _station_quality(registry), _golden_quality(registry)]
+
+
+# The bundled types' (dagster definitions and the runner build their project's: pipelines.registry_assets).
+QUALITY_ASSETS = quality_assets(load_registry())
+data_quality = QUALITY_ASSETS[0]
+QUALITY_CHECKS = QUALITY_ASSETS[1:]
 

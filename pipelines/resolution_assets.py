@@ -9,20 +9,19 @@ import dagster as dg
 
 from entity_resolution.resolve import distinct_valid, guard_records
 from entity_resolution.service import needed_columns, run_resolution
-from pipelines.assets import ORGANISATIONS, PERSONS
+from core.entity_types import EntityType
+from entity_resolution.entity_types import Registry, load_registry
+from pipelines.assets import record_key
 from pipelines.automation import AFTER_UPSTREAM
 from pipelines.instance import PUBLICATION_POOL
 from pipelines.resources import ProjectResource
 
-ENTITY_TYPES = {
-    # entity type -> (standardised records asset, record table, entity id prefix)
-    "person": (PERSONS, "person_records", "P"),
-    "organisation": (ORGANISATIONS, "organisation_records", "O"),
-}
 
-
-def _resolution_asset(entity_type: str) -> dg.AssetsDefinition:
-    upstream, table, prefix = ENTITY_TYPES[entity_type]
+def _resolution_asset(etype: EntityType) -> dg.AssetsDefinition:
+    """Resolution of one registered type: its records asset, table and entity id prefix, and
+    its entity in resolution.yaml, come from the registry (core.entity_types)."""
+    entity_type, upstream, table, prefix = etype.name, record_key(etype), etype.record_table, etype.id_prefix
+    resolution_entity = etype.resolution_entity
     pairs_key = dg.AssetKey(f"{entity_type}_candidate_pairs")
     scored_key = dg.AssetKey(f"{entity_type}_scored_pairs")
     entities_key = dg.AssetKey(f"{entity_type}_entities")
@@ -51,7 +50,7 @@ def _resolution_asset(entity_type: str) -> dg.AssetsDefinition:
         pool=PUBLICATION_POOL,
     )
     def _resolve(context: dg.AssetExecutionContext, project: ProjectResource):
-        settings = project.project.resolution.entities[entity_type]
+        settings = project.project.resolution.entities[resolution_entity]
         with project.writing(context, f"resolve {entity_type}s") as warehouse:
             store = warehouse.resolution_store(entity_type, table)
             summary = run_resolution(store, settings, entity_type=entity_type, prefix=prefix)
@@ -94,6 +93,12 @@ def _resolution_asset(entity_type: str) -> dg.AssetsDefinition:
     return _resolve
 
 
-resolve_persons = _resolution_asset("person")
-resolve_organisations = _resolution_asset("organisation")
-RESOLUTION_ASSETS = [resolve_persons, resolve_organisations]
+def resolution_assets(registry: Registry) -> list[dg.AssetsDefinition]:
+    return [_resolution_asset(t) for t in registry]
+
+
+# The bundled types' (dagster definitions and the runner build their project's: pipelines.registry_assets).
+RESOLUTION_ASSETS = resolution_assets(load_registry())
+# entity type -> (records asset, record table, entity id prefix) of the bundled types, for the
+# CLI commands that do not read a project's registry yet (Project.entity_types has them all).
+ENTITY_TYPES = {t.name: (record_key(t), t.record_table, t.id_prefix) for t in load_registry()}

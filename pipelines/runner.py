@@ -12,21 +12,21 @@ from contextlib import contextmanager
 
 import dagster as dg
 
-from connectors.errors import EnteronceError
-from pipelines.assets import station_records
+from core.errors import EnteronceError
 from pipelines.automation import STAGE_TAG
-from pipelines.feed_assets import FEED_ASSETS, run_feeds
-from pipelines.golden_assets import GOLDEN_ASSETS
+from pipelines.definitions import definitions_for, defs
+from pipelines.feed_assets import run_feeds, subscribers_partitions
 from pipelines.instance import open_instance
 from pipelines.partitions import stations_partitions
+from pipelines.phases import run_phases
 from pipelines.project import Project
-from pipelines.quality_assets import QUALITY_ASSETS, data_quality
-from pipelines.report_assets import REPORT_ASSETS
-from pipelines.resolution_assets import RESOLUTION_ASSETS
 from pipelines.resources import ProjectResource
 from warehouse.locks import warehouse_lock
 
-ASSETS = [station_records, *RESOLUTION_ASSETS, *GOLDEN_ASSETS, *QUALITY_ASSETS, *FEED_ASSETS, *REPORT_ASSETS]
+# Everything the code location declares (assets and their checks), and the order `enteronce run`
+# materialises it in, both from the Definitions: an asset added there is run here.
+ASSETS = list(defs.assets)
+PHASES = run_phases(defs)
 # The CLI draws its own progress and prints what failed in its summary; Dagster's console logger
 # stays quiet (every run's whole log is in the instance, so in the UI).
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
@@ -137,27 +137,35 @@ def _materialize(project: Project, station_ids: list[str], on_station, resource:
             raise
         return result
 
+    # the graph of this project's entity types (the module's ASSETS are the configured project's)
+    project_defs = definitions_for(project.pipeline_types)
+    assets, phases = list(project_defs.assets), run_phases(project_defs)
+
     def run(stage: str, **kwargs) -> dg.ExecuteInProcessResult:
-        return checked(dg.materialize(ASSETS, instance=instance, resources=resources, run_config=QUIET,
+        return checked(dg.materialize(assets, instance=instance, resources=resources, run_config=QUIET,
                                       raise_on_error=False, tags={**LAUNCHED_BY, STAGE_TAG: stage}, **kwargs))
 
     def step(name: str) -> None:
         if on_station is not None:
             on_station(name)
 
-    for key in station_ids:
-        step(key)
-        results.append(run("ingest", partition_key=key, selection=[station_records]))
-    if resolve:
-        step("resolution")
-        results.append(run("publication", selection=[*RESOLUTION_ASSETS, *GOLDEN_ASSETS]))
-        step("quality")
-        results.append(run("publication", selection=[data_quality]))
-        step("feeds")
-        feeds = run_feeds(project, instance, ASSETS, resources, QUIET, {**LAUNCHED_BY, STAGE_TAG: "feeds"})
-        for result in feeds:
-            checked(result)
-            results.append(result)
-        step("report")
-        results.append(run("publication", selection=REPORT_ASSETS))
+    for phase in phases:
+        selection = list(phase.assets)
+        if phase.partitions == stations_partitions.name:  # one run per station, as the drop sensor
+            for key in station_ids:
+                step(key)
+                results.append(run("ingest", partition_key=key, selection=selection))
+            continue
+        if not resolve:
+            continue
+        step(phase.name)
+        if phase.partitions == subscribers_partitions.name:  # one run over every subscriber
+            feeds = run_feeds(project, instance, assets, resources, QUIET, {**LAUNCHED_BY, STAGE_TAG: "feeds"})
+            for result in feeds:
+                checked(result)
+                results.append(result)
+        elif phase.partitions is None:
+            results.append(run("publication", selection=selection))
+        else:
+            raise RunFailed(f"phase {phase.name!r}: `enteronce run` does not know partitions {phase.partitions!r}")
     return results

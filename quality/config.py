@@ -7,32 +7,29 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
-from connectors.errors import ConfigError
-from entity_resolution.config import format_validation_error, load_yaml
+from core.config import StrictConfig, format_validation_error, load_yaml
+from core.entity_types import load_entity_types
+from core.errors import ConfigError
 
 SuiteKind = Literal["raw", "standardised", "golden", "freshness"]
 DEFAULTS = Path(__file__).with_name("defaults") / "quality.yaml"
 
 
-class Corrections(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Corrections(StrictConfig):
     from_expectations: bool = True
-    golden_fields: dict[Literal["person", "organisation"], list[str]] = Field(default_factory=lambda: {
-        "person": ["name_norm", "sex", "birth_date", "id_number"],
-        "organisation": ["name_norm", "credit_code", "legal_rep_norm"],
-    })
+    # entity type (core.entity_types) -> golden fields that correction tasks compare with the
+    # stations' values; default: each bundled type's `correction_fields`
+    golden_fields: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")], list[str]] = Field(
+        default_factory=lambda: {t.name: t.correction_fields for t in load_entity_types()})
 
 
-class Thresholds(BaseModel):
+class Thresholds(StrictConfig):
     """The share of a batch's rows that must meet an expectation for it to pass (GX's `mostly`):
     a default per dimension, and overrides by expectation id (`quality.suites`)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     completeness: float = Field(0.95, ge=0.0, le=1.0)
     validity: float = Field(0.90, ge=0.0, le=1.0)
@@ -61,9 +58,7 @@ class Thresholds(BaseModel):
         return getattr(self, dimension)
 
 
-class QualityConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class QualityConfig(StrictConfig):
     version: Literal[1] = 1
     suites: list[SuiteKind] = Field(default_factory=lambda: ["raw", "standardised", "golden", "freshness"])
     max_invalid_id_rate: float = Field(0.10, ge=0.0, le=1.0)
@@ -103,7 +98,7 @@ def parse_quality(data: object, *, source: Path | str = "<quality config>") -> Q
 def load_quality(path: Path | None = None) -> QualityConfig:
     """The project's `quality.yaml` when given, else the bundled defaults."""
     path = Path(path) if path is not None else DEFAULTS
-    return parse_quality(load_yaml(path, ConfigError), source=path)
+    return parse_quality(load_yaml(path), source=path)
 
 
 def project_quality(config_dir: Path) -> QualityConfig:

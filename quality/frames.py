@@ -6,13 +6,10 @@ import datetime as dt
 
 import polars as pl
 
+from core.entity_types import load_entity_types
 from entity_resolution.standardise.id_numbers import with_id_number
 from quality.scorecards import age_days
 
-GOLDEN_FIELDS = {
-    "person": ["name_norm", "sex", "birth_date", "id_number", "phone", "area_code"],
-    "organisation": ["name_norm", "credit_code", "legal_rep_norm", "phone", "area_code"],
-}
 
 
 def decode_golden(active: pl.DataFrame, fields: list[str]) -> pl.DataFrame:
@@ -29,7 +26,7 @@ def golden_frame(active: pl.DataFrame, entity_type: str, *, today: dt.date) -> p
     """Active golden records ready for the golden suite: for persons, the surviving ID number's
     validity recomputed (GB 11643) and `valid_id_number` (the number when valid, else null), so
     uniqueness is judged over valid numbers only."""
-    frame = decode_golden(active, GOLDEN_FIELDS[entity_type])
+    frame = decode_golden(active, next(t for t in load_entity_types() if t.name == entity_type).golden_fields)
     if entity_type != "person":
         return frame
     checked = with_id_number(frame.lazy().select(pl.col("id_number").alias("_raw")), pl.col("_raw"), today=today)
@@ -45,9 +42,17 @@ def freshness_frame(last_drops: pl.DataFrame, *, now: dt.datetime) -> pl.DataFra
         "station_id", "entity_type", "batch_id", age_days(now).round(3).alias("age_days"))
 
 
-def invalid_codes(records: pl.DataFrame, entity_type: str) -> tuple[int, int]:
-    """(invalid, given): ID numbers (credit codes) that fail their check, among the ones given."""
-    code, valid = ("id_number", "id_valid") if entity_type == "person" else ("credit_code", "credit_code_valid")
+def invalid_codes(records: pl.DataFrame, entity_type: str,
+                  code_spec: tuple[str, str] | None = None) -> tuple[int, int]:
+    """(invalid, given): identifying codes (ID numbers, credit codes: the registered type's
+    `code`, or `code_spec` = (column, validity flag)) that fail their check, among the ones given;
+    (0, 0) for a type without one."""
+    if code_spec is None:
+        spec = next((t.code for t in load_entity_types() if t.name == entity_type), None)
+        if spec is None:
+            return 0, 0
+        code_spec = (spec.column, spec.valid_flag)
+    code, valid = code_spec
     given = records.filter(pl.col(code).is_not_null() & pl.col(valid).is_not_null())
     return int((~given[valid]).sum()), given.height
 

@@ -12,20 +12,22 @@ the last pass), so their cost follows the size of the change, not of the warehou
 from __future__ import annotations
 
 import datetime as dt
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import polars as pl
 
+from quality import task_transitions as tt
 from quality.config import QualityConfig
 from quality.corrections import (SUPERSEDED, arbitrate, covered_expectations, expectation_tasks,
                                  golden_disagreements, own_check_tasks, reconcile)
 from quality.frames import decode_golden, freshness_frame, golden_frame, invalid_codes
 from quality.scorecards import batch_scores, freshness_scores
-from quality.suites import FRESHNESS, GOLDEN, RAW, STANDARDISED, SuiteSpec
+from entity_resolution.entity_types import Registry, load_registry, validity_flags
+from quality.suites import FRESHNESS, GOLDEN, RAW, STANDARDISED, SuiteSpec, declared_suite
 from quality.validate import GxProject, Validation
 
-ENTITY_TYPES = ("person", "organisation")
 
 
 class QualityStore(Protocol):  # warehouse.quality.QualityStore
@@ -41,7 +43,7 @@ class QualityStore(Protocol):  # warehouse.quality.QualityStore
     def hold(self, batch_id: str, station_id: str, reason: str, *, rate: float | None = None,
              threshold: float | None = None) -> bool: ...
     def tasks(self, *, station_ids=None, status=None, record_keys=None, source=None) -> pl.DataFrame: ...
-    def apply_tasks(self, opened: pl.DataFrame, closed: pl.DataFrame) -> tuple[int, int]: ...
+    def task_transaction(self) -> AbstractContextManager: ...  # reads and writes of tasks, outbox locked
     def entity_of(self, entity_type: str, record_keys: list[str]) -> pl.DataFrame: ...
     def active_golden(self, entity_type: str, entity_ids=None) -> pl.DataFrame: ...
     def members(self, entity_type: str, entity_ids: list[str], fields) -> pl.DataFrame: ...
@@ -52,7 +54,6 @@ class QualityStore(Protocol):  # warehouse.quality.QualityStore
     def set_state(self, name: str, value: int) -> None: ...
     def set_docs_path(self, path: str) -> None: ...
     def supervision_tasks(self, station_ids=None) -> pl.DataFrame: ...
-    def remind_tasks(self, due: pl.DataFrame, *, now: dt.datetime, sla_days: float) -> tuple[int, int]: ...
 
 
 @dataclass
@@ -114,10 +115,23 @@ def _record(store: QualityStore, gx: GxProject, config: QualityConfig, frame: pl
     return v
 
 
+def standardised_suites(types: Registry | None = None) -> dict[str, SuiteSpec]:
+    """entity type -> its standardised suite: the bundled types' own (quality.suites), and for a
+    type declared in a project's entity_types.yaml one built from its fields (declared_suite)."""
+    suites: dict[str, SuiteSpec] = {}
+    for t in types if types is not None else load_registry():
+        if t.bundled and t.name in STANDARDISED:
+            suites[t.name] = STANDARDISED[t.name]
+        else:
+            suites[t.name] = declared_suite(t.name, t.spec.required_fields, validity_flags(t))
+    return suites
+
+
 def validate_station(store: QualityStore, gx: GxProject, config: QualityConfig, station_id: str, *,
-                     now: dt.datetime | None = None) -> Outcome:
+                     now: dt.datetime | None = None, types: Registry | None = None) -> Outcome:
     """Validate every batch of the station not validated yet; hold, score, and open or close
-    expectation tasks for it."""
+    expectation tasks for it. `types`: the project's entity types (default: the bundled ones)."""
+    registry = types if types is not None else load_registry()
     now = now or dt.datetime.now(dt.timezone.utc)
     today = now.date()
     outcome = Outcome()
@@ -128,17 +142,19 @@ def validate_station(store: QualityStore, gx: GxProject, config: QualityConfig, 
                     batch_id=b["batch_id"], entity_type=b["entity_type"], today=today, outcome=outcome)
             touched.add(b["batch_id"])
     if config.runs("standardised"):
-        for entity_type, suite in STANDARDISED.items():
+        for entity_type, suite in standardised_suites(registry).items():
+            code = registry[entity_type].code
             for b in store.unvalidated_batches(suite.name, [station_id], entity_type).iter_rows(named=True):
                 batch_id = b["batch_id"]
                 records = store.record_frame(entity_type, batch_id)
                 v = _record(store, gx, config, records, suite, station_id=station_id, batch_id=batch_id,
                             entity_type=entity_type, today=today, outcome=outcome)
                 touched.add(batch_id)
-                invalid, given = invalid_codes(records, entity_type)
+                invalid, given = (invalid_codes(records, entity_type, (code.column, code.valid_flag))
+                                  if code is not None else (0, 0))
                 rate = invalid / given if given else 0.0
                 if rate > config.max_invalid_id_rate and invalid >= config.min_invalid_ids_to_hold:
-                    what = "ID numbers" if entity_type == "person" else "credit codes"
+                    what = code.label
                     reason = (f"invalid {what}: {rate:.1%} of the batch's {what} fail their check, above "
                               f"max_invalid_id_rate {config.max_invalid_id_rate:.1%} (quality.yaml)")
                     if store.hold(batch_id, station_id, reason, rate=rate, threshold=config.max_invalid_id_rate):
@@ -194,7 +210,7 @@ def _settle(store: QualityStore, found: pl.DataFrame, keys: pl.Series, source: s
     if extra_closed is not None and extra_closed.height:
         closed = pl.concat([closed, extra_closed.select(closed.columns)], how="vertical_relaxed").unique(
             "task_id", keep="first")
-    events, _ = store.apply_tasks(opened, closed)
+    events, _ = apply_tasks(store, opened, closed)
     outcome.tasks_opened += opened.height
     outcome.tasks_closed += closed.height
     outcome.events += events
@@ -250,9 +266,59 @@ def quality_pass(store: QualityStore, gx: GxProject, config: QualityConfig, *,
     return outcome
 
 
+def apply_tasks(store: QualityStore, opened: pl.DataFrame, closed: pl.DataFrame) -> tuple[int, int]:
+    """Open (or reopen) and close tasks, with one outbox event each, in one transaction.
+
+    `opened`: tasks whose problem is there; `closed`: tasks whose problem is gone (with
+    closed_batch). The store's task transaction holds the outbox lock while the state machine
+    (quality.task_transitions) decides from the tasks as they stand: a task already open is not
+    opened again, one already closed not closed again; each change is an event (version 1
+    `create`, `retire` when it closes, `update` when it reopens) with a deterministic id, so a
+    rerun writes nothing twice. Returns (events written, last seq)."""
+    if opened.height == 0 and closed.height == 0:
+        return 0, 0
+    now = dt.datetime.now(dt.timezone.utc)
+    with store.task_transaction() as tx:
+        current = tx.current([*opened["task_id"].to_list(), *closed["task_id"].to_list()])
+        opening, closing = tt.transitions(opened, closed, current)
+        if opening.height == 0 and closing.height == 0:
+            return 0, 0  # already open, already closed: nothing to tell
+        # the events are routed by area: of the opening tasks, and of the closing ones as they stand
+        closing_now = current.filter(pl.col("task_id").is_in(closing["task_id"].to_list()))
+        ids = [*opening["task_id"].to_list(), *closing_now["task_id"].to_list()]
+        rows, events = tt.task_changes(opening, closing, current, tx.versions(ids),
+                                       tx.areas(opening, closing_now), now=now)
+        tx.write_tasks(rows)
+        appended = tx.append_events(events, now)
+        return appended.written, appended.last_seq
+
+
+def remind_tasks(store: QualityStore, due: pl.DataFrame, *, now: dt.datetime, sla_days: float) -> tuple[int, int]:
+    """Send each task of `due` (quality.supervision.reminders_due: task_id, ...) an overdue
+    reminder through its station's feed, and note when (`reminded_at`), in one transaction.
+
+    A reminder is an `update` event of the task (the next version, with a deterministic id): the
+    task as it stands plus `overdue: true`, `due_at` and `days_open`, routed by the same area as
+    the task's other events. Inside the transaction each task is checked again (still open, past
+    due, not reminded within the SLA), so two passes at once send one reminder. Returns (events
+    written, last seq)."""
+    if due.height == 0:
+        return 0, 0
+    now = now if now.tzinfo else now.replace(tzinfo=dt.timezone.utc)
+    with store.task_transaction() as tx:
+        tasks = tt.reminders_to_send(tx.current(due["task_id"].to_list(), status="open"), now=now, sla_days=sla_days)
+        if tasks.height == 0:
+            return 0, 0
+        ids = tasks["task_id"].to_list()
+        events = tt.reminder_events(tasks, tx.versions(ids), tx.areas(tasks), now=now, sla_days=sla_days)
+        tx.mark_reminded(ids, now)
+        appended = tx.append_events(events)
+        return appended.written, appended.last_seq
+
+
 def send_reminders(store: QualityStore, config: QualityConfig, *, now: dt.datetime | None = None) -> int:
     """Overdue tasks (open longer than `tasks_sla_days`) not reminded within the SLA get a reminder
-    event in their station's feed (quality.supervision.reminders_due; the store's remind_tasks).
+    event in their station's feed (quality.supervision.reminders_due; remind_tasks).
     Returns the reminders written."""
     from quality.supervision import reminders_due
 
@@ -260,16 +326,16 @@ def send_reminders(store: QualityStore, config: QualityConfig, *, now: dt.dateti
     due = reminders_due(store.supervision_tasks(), now, config.tasks_sla_days)
     if due.height == 0:
         return 0
-    events, _ = store.remind_tasks(due, now=now, sla_days=config.tasks_sla_days)
+    events, _ = remind_tasks(store, due, now=now, sla_days=config.tasks_sla_days)
     return events
 
 
-# Member columns the golden pass reads besides the configured fields: what says whether a value
-# passes validation, and what the record's own checks need.
-EVIDENCE_COLUMNS = {
-    "person": ["id_number", "id_valid", "id_issue", "id_upgraded", "id_birth_date", "id_sex", "birth_date", "sex"],
-    "organisation": ["credit_code", "credit_code_valid", "credit_code_issue"],
-}
+def evidence_columns(entity_type: str) -> list[str]:
+    """Member columns the golden pass reads besides the configured fields: what says whether a
+    value passes validation, and what the record's own checks need (the type's registered
+    `evidence_columns`)."""
+    registry = load_registry()
+    return list(registry[entity_type].spec.evidence_columns) if entity_type in registry else []
 
 
 def _golden_tasks(store: QualityStore, entity_type: str, fields: list[str], now: dt.datetime,
@@ -280,7 +346,7 @@ def _golden_tasks(store: QualityStore, entity_type: str, fields: list[str], now:
     touched = store.touched_entities(entity_type, res_mark, ev_mark)
     if touched:
         kw = {"earliest": earliest} if earliest else {}
-        members = store.members(entity_type, touched, [*fields, *EVIDENCE_COLUMNS.get(entity_type, [])])
+        members = store.members(entity_type, touched, [*fields, *evidence_columns(entity_type)])
         golden = decode_golden(store.active_golden(entity_type, touched), fields)
         found = golden_disagreements(members, golden, fields, entity_type=entity_type, today=now.date(), **kw)
         keys = members["record_key"]

@@ -11,6 +11,7 @@ Thresholds that users set live in `quality.yaml` and reach the suites as GX suit
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -186,5 +187,18 @@ FRESHNESS = SuiteSpec("station_freshness", "raw", "station", (
 ), key_column="station_key")
 
 STANDARDISED = {"person": PERSONS, "organisation": ORGANISATIONS}
+
+
+def declared_suite(entity_type: str, required: Sequence[str], valid_flags: Mapping[str, str]) -> SuiteSpec:
+    """The standardised suite of an entity type declared in config (core.entity_types), from its
+    field declarations: a required field is present (completeness), a field whose standardiser
+    sets a validity flag has a usable value (validity; a blank value is not counted), local ids
+    are unique. The bundled types keep their own suites above."""
+    return SuiteSpec(f"{entity_type}_records", "standardised", entity_type, (
+        *(not_null(f, f"a {f.replace('_', ' ')}") for f in required if f != "local_id"),
+        *(is_true(f"validity.{f}", flag, f"{f.replace('_', ' ')} is a usable value",
+                  Task(f, f"{f.replace('_', ' ')} is not a usable value")) for f, flag in valid_flags.items()),
+        unique("uniqueness.local_id", "local_id", "local ids are unique within the station"),
+    ))
 GOLDEN = {"person": GOLDEN_PERSONS, "organisation": GOLDEN_ORGANISATIONS}
 ALL_SUITES = (RAW, PERSONS, ORGANISATIONS, GOLDEN_PERSONS, GOLDEN_ORGANISATIONS, FRESHNESS)

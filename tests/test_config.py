@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from connectors.config import load_stations
-from connectors.errors import ConfigError
+from core.errors import ConfigError
 
 GOOD_SOURCE = """
       - name: residents

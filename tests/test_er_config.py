@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from entity_resolution.blocking import prepare
+from core.errors import ConfigError
 from entity_resolution.config import (
-    ConfigError,
     EntitySettings,
     ResolutionConfig,
     default_resolution_path,

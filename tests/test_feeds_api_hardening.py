@@ -27,9 +27,10 @@ import httpx
 import pytest
 import yaml
 
-from connectors.errors import ConfigError, EnteronceError
+from core.config import parse_yaml_bounded
+from core.errors import ConfigError, EnteronceError
 from feeds.api import MAX_SEQ, ApiLimits, BackgroundServer, ServiceHolder, create_app
-from feeds.config import load_subscriptions, load_yaml_bounded
+from feeds.config import load_subscriptions
 from feeds.tokens import issue_token
 from test_feeds_api import N, STATIONS_YAML, SUBSCRIPTIONS, seed
 
@@ -137,7 +138,7 @@ def test_unloadable_subscriptions_name_their_problem(tmp_path: Path) -> None:
     # anchors and aliases as yaml.safe_dump writes them for shared lists are still fine
     shared = ["name_norm", "area_code"]
     doc = yaml.safe_dump({"a": shared, "b": shared, "c": [shared] * 50})
-    assert "*id001" in doc and load_yaml_bounded(doc)["c"][49] == shared
+    assert "*id001" in doc and parse_yaml_bounded(doc)["c"][49] == shared
 
 
 def test_any_exception_while_loading_fails_closed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

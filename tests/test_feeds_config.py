@@ -10,7 +10,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.errors import ConfigError
+from core.errors import ConfigError
 from connectors.simulate.network import build_network
 from connectors.simulate.subscriptions_writer import subscriptions_doc
 from feeds.config import (

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from connectors.errors import EnteronceError
+from core.errors import EnteronceError
 from feeds.config import parse_subscriptions
 from feeds.service import FeedService, UnknownSubscriber
 from feeds.synthetic import Outbox, person

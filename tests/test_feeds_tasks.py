@@ -28,6 +28,7 @@ from feeds.service import FeedService
 from feeds.synthetic import Outbox, person
 from feeds.tokens import issue_token
 from quality.corrections import CANDIDATE_SCHEMA, task_id
+from quality.service import apply_tasks
 from warehouse import Warehouse
 from warehouse import schema as s
 from warehouse.feeds import FeedStore
@@ -384,11 +385,11 @@ def test_task_events_carry_the_area_they_are_routed_by(warehouse_url: str) -> No
     closing = pl.DataFrame({"task_id": [rows[0]["task_id"]], "closed_at": [at], "closed_batch": ["s1/b2"]},
                            schema={"task_id": pl.String, "closed_at": pl.Datetime("us", "UTC"), "closed_batch": pl.String})
     empty = closing.clear()
-    qs.apply_tasks(opened, empty)
+    apply_tasks(qs, opened, empty)
     out.seq = store.max_event_seq()  # the outbox goes on after the task events
     out.update("P1", area_code=ELSEWHERE)  # the resident moves before the task closes
     out.flush(FeedStore(store))
-    qs.apply_tasks(opened.clear(), closing)
+    apply_tasks(qs, opened.clear(), closing)
     ev = FeedStore(store).events(0).filter(pl.col("entity_type") == TASK)
     areas = [(json.loads(a)["record_key"], json.loads(a)["area_code"], json.loads(b)["area_code"] if b else None)
              for a, b in zip(ev["after"], ev["before"], strict=True)]

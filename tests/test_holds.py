@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from pipelines.cli import app
 from pipelines.project import Project
 from quality.corrections import CANDIDATE_SCHEMA, task_id
+from quality.service import apply_tasks
 from warehouse import Warehouse
 from warehouse import schema as s
 from warehouse.golden import events
@@ -66,8 +67,8 @@ def closing(*ids: str) -> pl.DataFrame:
 def test_reopened_tasks_after_many_new_ones_do_not_crash_apply_tasks(warehouse_url: str) -> None:
     qs = QualityStore(Warehouse(warehouse_url).migrate())
     back = candidate("s1:back")
-    assert qs.apply_tasks(opened([back]), closing())[0] == 1
-    assert qs.apply_tasks(opened([]), closing(back["task_id"]))[0] == 1  # closed: its next event has a `before`
+    assert apply_tasks(qs, opened([back]), closing())[0] == 1
+    assert apply_tasks(qs, opened([]), closing(back["task_id"]))[0] == 1  # closed: its next event has a `before`
     fresh = [candidate(f"s1:{i}") for i in range(150)]  # beyond Polars' infer_schema_length (100)
     # what apply_tasks used to build: `before` null in the first 150 rows, text in the last
     naive = [{"before": None, "seq": i} for i in range(150)] + [{"before": '{"status": "closed"}', "seq": 150}]
@@ -75,7 +76,7 @@ def test_reopened_tasks_after_many_new_ones_do_not_crash_apply_tasks(warehouse_u
         pl.DataFrame(naive)
     assert event_frame(naive)["before"][-1] == '{"status": "closed"}'
 
-    written, last = qs.apply_tasks(opened([*fresh, back]), closing())
+    written, last = apply_tasks(qs, opened([*fresh, back]), closing())
     assert written == 151 and last == 153
     with qs.engine.connect() as conn:
         reopened = conn.execute(s.change_events.select().where(s.change_events.c.seq == last)).mappings().one()

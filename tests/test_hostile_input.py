@@ -45,7 +45,7 @@ from hostile.corpus import (
 )
 
 from connectors.config import Limits, SourceConfig, config_digest, load_stations
-from connectors.errors import ConfigError, SourceError
+from core.errors import ConfigError, SourceError
 from connectors.readers import read_drop
 from connectors.readers.drops import scan_drops
 from connectors.readers.safe import DropFile, open_drop

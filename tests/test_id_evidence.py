@@ -12,8 +12,8 @@ import yaml
 
 from connectors.simulate.export import simulate_person_records
 from entity_resolution.comparisons import comparison_vectors, region_groups
+from core.errors import ConfigError
 from entity_resolution.config import (
-    ConfigError,
     Constraints,
     DistinctValid,
     EntitySettings,

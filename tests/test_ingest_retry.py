@@ -93,7 +93,7 @@ def test_retry_that_fails_keeps_the_rejected_attempt(
     def crash(*_args, **_kwargs):
         raise RuntimeError("killed mid-load")
 
-    monkeypatch.setitem(ingest.STANDARDISERS, "person", crash)
+    monkeypatch.setattr(ingest, "standardise_source", crash)
     with pytest.raises(RuntimeError, match="killed mid-load"):
         run(store, configure(root, COLUMNS), root)
     assert store.batch_state(rejected.batch_id)[0] == "rejected"

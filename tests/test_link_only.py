@@ -6,7 +6,8 @@ import polars as pl
 import pytest
 
 from entity_resolution.blocking import candidate_pairs, prepare
-from entity_resolution.config import ConfigError, EntitySettings
+from core.errors import ConfigError
+from entity_resolution.config import EntitySettings
 from entity_resolution.scoring import _exact_first_u, _random_pairs, estimate_u
 
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from pipelines.instance import INGEST_POOL, PUBLICATION_POOL, instance_home, open_instance, prepare_home
-from connectors.errors import ConfigError
+from core.errors import ConfigError
 from pipelines.project import Project, state_folder_name
 
 STATIONS = {"version": 1, "stations": [{"id": "s0001", "name": "解放碑派出所", "jurisdiction": ["500103001"],

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from connectors.errors import ConfigError
+from core.errors import ConfigError
 from connectors.simulate import simulate_network
 from quality.config import load_quality, project_quality
 

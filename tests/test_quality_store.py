@@ -10,6 +10,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from quality.corrections import CANDIDATE_SCHEMA, task_id
+from quality.service import apply_tasks
 from warehouse import Warehouse
 from warehouse import schema as s
 from warehouse.golden import events
@@ -81,11 +82,11 @@ def test_task_events_are_gap_free_idempotent_and_routed_by_station(warehouse_url
             seq=1, event_id="e-1", entity_type="person", entity_id="P1", op="create", version=1,
             changed_fields=[], before=None, after="{}", sources=[], occurred_at=NOW))
     a, b = candidate("s1:1"), candidate("s1:2")
-    assert qs.apply_tasks(opened(a, b), closing()) == (2, 3)
-    assert qs.apply_tasks(opened(a, b), closing()) == (0, 0)  # already open: nothing new
-    assert qs.apply_tasks(opened(), closing(a["task_id"])) == (1, 4)
-    assert qs.apply_tasks(opened(), closing(a["task_id"])) == (0, 0)  # already closed
-    assert qs.apply_tasks(opened(a), closing()) == (1, 5)  # the problem came back: reopened
+    assert apply_tasks(qs, opened(a, b), closing()) == (2, 3)
+    assert apply_tasks(qs, opened(a, b), closing()) == (0, 0)  # already open: nothing new
+    assert apply_tasks(qs, opened(), closing(a["task_id"])) == (1, 4)
+    assert apply_tasks(qs, opened(), closing(a["task_id"])) == (0, 0)  # already closed
+    assert apply_tasks(qs, opened(a), closing()) == (1, 5)  # the problem came back: reopened
 
     out = events(qs.store).filter(pl.col("entity_type") == "correction_task")
     assert out["seq"].to_list() == [2, 3, 4, 5]

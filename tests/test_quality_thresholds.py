@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 import yaml
 
-from connectors.errors import ConfigError
+from core.errors import ConfigError
 from entity_resolution.standardise.id_numbers import id_check_char
 from quality.config import QualityConfig, Thresholds, load_quality
 from quality.report import model

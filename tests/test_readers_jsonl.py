@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from connectors.config import SourceConfig
-from connectors.errors import SourceError
+from core.errors import SourceError
 from connectors.readers import read_drop
 
 COLUMNS = {"人员编号": "local_id", "姓名": "name", "公民身份号码": "id_number"}

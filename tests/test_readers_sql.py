@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from connectors.config import SourceConfig
-from connectors.errors import SourceError
+from core.errors import SourceError
 from connectors.readers import Chunk, read_drop
 
 COLUMNS = {"人员编号": "local_id", "姓名": "name", "出生日期": "birth_date", "更新时间": "source_updated_at"}

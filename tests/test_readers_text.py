@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors.config import SourceConfig
-from connectors.errors import SourceError
+from core.errors import SourceError
 from connectors.readers import Chunk, Reject, detect_encoding, read_drop
 from connectors.readers import blocks as blocks_module
 

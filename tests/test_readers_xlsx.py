@@ -11,7 +11,7 @@ import pytest
 import xlsxwriter
 
 from connectors.config import SourceConfig
-from connectors.errors import SourceError
+from core.errors import SourceError
 from connectors.readers import read_drop
 
 COLUMNS = {"人员编号": "local_id", "姓名": "name", "公民身份号码": "id_number", "出生日期": "birth_date"}

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 
-from connectors.config import CANONICAL_FIELDS, load_stations
+from connectors.config import load_stations
 from connectors.simulate import NoiseRates, SimulationSummary, simulate_network
 from connectors.simulate import naming
 from connectors.simulate.codes import (
@@ -144,7 +144,7 @@ def test_stations_yaml_validates_and_points_at_real_sources(net12, cfg):
         names = [s.name for s in st.sources]
         assert names[0] == "residents"
         for src in st.sources:
-            assert set(src.columns.values()) <= set(CANONICAL_FIELDS[src.entity])
+            assert set(src.columns.values()) <= set(src.canonical_fields)
             if src.kind == "sql":
                 assert src.url == "sqlite:///station_systems.sqlite"
                 assert src.table == f"{st.id}_{src.name}"

@@ -11,7 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from connectors.config import SourceConfig, StationConfig
-from connectors.errors import SourceError
+from core.errors import SourceError
 from connectors.ingest import ingest_station
 from connectors.versions import station_version
 from warehouse import Warehouse

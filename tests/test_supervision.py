@@ -28,7 +28,7 @@ from test_feeds_tasks import (
 )
 from typer.testing import CliRunner
 
-from connectors.errors import ConfigError
+from core.errors import ConfigError
 from feeds.api import BackgroundServer, create_app
 from feeds.mirror import pull
 from feeds.service import FeedService

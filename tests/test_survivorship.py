@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from entity_resolution.config import ConfigError
+from core.errors import ConfigError
 from entity_resolution.standardise.addresses import ADDRESS_PART_COLUMNS
 from entity_resolution.survivorship import (
     DEFAULT_ORGANISATION_SURVIVORSHIP,

@@ -10,7 +10,8 @@ import datetime as dt
 import sqlalchemy as sa
 
 from warehouse import schema as s
-from warehouse.store import Warehouse, utcnow
+from core.time import utcnow
+from warehouse.store import Warehouse
 
 COLUMNS = ("token_id", "subscriber_id", "token_hash", "label", "issued_at", "revoked_at")
 

@@ -16,7 +16,8 @@ from sqlalchemy.dialects import postgresql
 
 from warehouse import schema as s
 from warehouse.bulk import in_keys, insert_frame, read_frame
-from warehouse.store import Warehouse, utcnow
+from core.time import utcnow
+from warehouse.store import Warehouse
 
 EVENT_SCHEMA = {
     "seq": pl.Int64, "event_id": pl.String, "entity_type": pl.String, "entity_id": pl.String, "op": pl.String,

@@ -10,8 +10,10 @@ import sqlalchemy as sa
 
 from warehouse import schema as s
 from warehouse.bulk import in_keys, insert_frame, polars_type, read_frame
+from warehouse.outbox import outbox_transaction
 from warehouse.resolution import EntityTypeStore, not_held
-from warehouse.store import Warehouse, utcnow
+from core.time import utcnow
+from warehouse.store import Warehouse
 
 
 class GoldenStore(EntityTypeStore):
@@ -80,14 +82,13 @@ class GoldenStore(EntityTypeStore):
                resolution_seq: int) -> tuple[int, int]:
         """Golden rows, versions and events in one transaction; returns the events' seq range.
 
-        `seq` continues from the outbox's maximum inside the transaction (the table is locked on
-        PostgreSQL), so it is strictly increasing and has no gaps even after a failed attempt.
+        The events go through the outbox's one writer (warehouse.outbox: locked, next seq after
+        the outbox's maximum, event ids already there skipped), so `seq` is strictly increasing
+        and has no gaps even after a failed attempt.
         """
         now = utcnow()
-        with self.store.transaction() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.exec_driver_sql("LOCK TABLE change_events IN EXCLUSIVE MODE")
-            start = int(conn.scalar(sa.select(sa.func.coalesce(sa.func.max(s.change_events.c.seq), 0)))) + 1
+        with outbox_transaction(self.store) as outbox:
+            conn = outbox.conn
             if golden.height:
                 insert_frame(conn, s.golden_records, golden.with_columns(
                     entity_type=pl.lit(self.entity_type), updated_at=pl.lit(now)), replace=True)
@@ -97,14 +98,11 @@ class GoldenStore(EntityTypeStore):
                                               v.c.valid_to.is_(None)).values(valid_to=now))
                 insert_frame(conn, v, versions.with_columns(
                     entity_type=pl.lit(self.entity_type), valid_from=pl.lit(now), valid_to=pl.lit(None, pl.Datetime("us", "UTC"))))
-            if events.height:
-                insert_frame(conn, s.change_events, events.with_columns(
-                    seq=pl.int_range(start, start + events.height, dtype=pl.Int64),
-                    entity_type=pl.lit(self.entity_type), occurred_at=pl.lit(now)))
+            appended = outbox.append(events.with_columns(entity_type=pl.lit(self.entity_type)), now)
             t = s.golden_state
             conn.execute(t.delete().where(t.c.entity_type == self.entity_type))
             conn.execute(t.insert().values(entity_type=self.entity_type, resolution_seq=resolution_seq, updated_at=now))
-        return start, start + events.height - 1
+        return appended.first_seq, appended.last_seq
 
     # -- reads for people ----------------------------------------------------------------------
     def history(self, entity_id: str) -> pl.DataFrame:

@@ -10,14 +10,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import polars as pl
 import sqlalchemy as sa
 
 from warehouse import schema as s
 from warehouse.bulk import in_keys, insert_frame, polars_type, read_frame
-from warehouse.store import Warehouse, utcnow
+from warehouse.outbox import Appended, outbox_transaction
+from core.time import utcnow
+from warehouse.store import Warehouse
 
 TASK_ENTITY_TYPE = "correction_task"
 TASK_EVENT_NAMESPACE = uuid.UUID("0c6f4f39-5a55-4d0f-a3c8-7a0f6c1d2e10")
@@ -30,6 +33,14 @@ RUN_SCHEMA = {c.name: polars_type(c) for c in s.validation_runs.columns}
 # pass opens thousands of tasks (`before` null) before the reopened ones (`before` text), past
 # Polars' infer_schema_length, which then fails on the first text.
 EVENT_SCHEMA = {c.name: polars_type(c) for c in s.change_events.columns}
+# A task event as the outbox writer (warehouse.outbox) takes it: JSON columns as their text.
+TASK_EVENT_SCHEMA = {"event_id": pl.String, "entity_type": pl.String, "entity_id": pl.String, "op": pl.String,
+                     "version": pl.Int64, "changed_fields": pl.String, "before": pl.String, "after": pl.String,
+                     "sources": pl.String}
+# Per task, the version of its latest event and the area code that event was routed by; and the
+# area code each task is routed by now (task_areas).
+TASK_VERSIONS_SCHEMA = {"task_id": pl.String, "version": pl.Int64, "area": pl.String}
+TASK_AREAS_SCHEMA = {"task_id": pl.String, "area": pl.String}
 
 
 def held_batch_ids(engine: sa.Engine) -> set[str]:
@@ -68,11 +79,6 @@ def not_superseded(t: sa.Table) -> sa.ColumnElement[bool]:
     return sa.or_(t.c.closed_batch.is_(None), ~t.c.closed_batch.startswith("superseded"))
 
 
-def task_event_id(task_id: str, version: int) -> str:
-    """Deterministic, so a rerun of the same task change makes the same event (deduplicated)."""
-    return str(uuid.uuid5(TASK_EVENT_NAMESPACE, f"{task_id}:{version}"))
-
-
 class QualityStore:
     """The warehouse side of quality.service."""
 
@@ -107,7 +113,7 @@ class QualityStore:
 
     def record_frame(self, entity_type: str, batch_id: str) -> pl.DataFrame:
         """The current standardised records that came with `batch_id`."""
-        t = s.RECORD_TABLES[entity_type]
+        t = self.store.record_table(entity_type)
         schema = {c.name: polars_type(c) for c in t.columns}
         with self.engine.connect() as conn:
             return read_frame(conn, sa.select(t).where(t.c.batch_id == batch_id).order_by(t.c.record_key), schema=schema)
@@ -150,7 +156,7 @@ class QualityStore:
 
     def members(self, entity_type: str, entity_ids: list[str], fields: Iterable[str]) -> pl.DataFrame:
         """Member records of the entities: record key, station, batch and the named fields."""
-        m, t = s.entity_membership, s.RECORD_TABLES[entity_type]
+        m, t = s.entity_membership, self.store.record_table(entity_type)
         cols = [t.c.record_key, t.c.station_id, t.c.batch_id, *[t.c[f] for f in dict.fromkeys(fields) if f in t.c]]
         schema = {"entity_id": pl.String, **{c.name: polars_type(c) for c in cols}}
         with self.engine.connect() as conn:
@@ -304,54 +310,14 @@ class QualityStore:
                 return read_frame(conn, stmt, schema=TASK_SCHEMA)
             return read_frame(conn, stmt.where(in_keys(conn, t.c.record_key, record_keys)), schema=TASK_SCHEMA)
 
-    def apply_tasks(self, opened: pl.DataFrame, closed: pl.DataFrame) -> tuple[int, int]:
-        """Open (or reopen) and close tasks, with one outbox event each, in one transaction.
-
-        Each task is an entity of type `correction_task` in `change_events`: version 1 `create`
-        when it opens, `retire` when it closes, `update` when it reopens. `seq` continues from the
-        outbox's maximum inside the transaction (locked on PostgreSQL, as golden.commit does), so
-        it stays gap-free; event ids are deterministic, so a rerun writes nothing twice.
-        Returns (events written, last seq).
-        """
-        if opened.height == 0 and closed.height == 0:
-            return 0, 0
-        t = s.correction_tasks
-        now = utcnow()
-        with self.store.transaction() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.exec_driver_sql("LOCK TABLE change_events IN EXCLUSIVE MODE")
-            ids = list(dict.fromkeys([*opened["task_id"].to_list(), *closed["task_id"].to_list()]))
-            before = {row["task_id"]: dict(row) for row in conn.execute(
-                sa.select(t).where(in_keys(conn, t.c.task_id, ids))).mappings()}
-            versions, last_area = _task_versions(conn, ids)
-            opening = [r for r in opened.iter_rows(named=True)
-                       if (before.get(r["task_id"]) or {}).get("status") != "open"]  # already open: nothing to tell
-            closing = [r for r in closed.iter_rows(named=True)
-                       if (before.get(r["task_id"]) or {}).get("status") == "open"]
-            areas = task_areas(conn, [*opening, *(before[r["task_id"]] for r in closing)])
-            events, rows = [], []
-            for row in opening:
-                old = before.get(row["task_id"])
-                new = {**row, "status": "open", "opened_at": row.get("opened_at") or now,
-                       "closed_at": None, "closed_batch": None}
-                rows.append({k: new.get(k) for k in TASK_SCHEMA})
-                version = versions.get(row["task_id"], 0) + 1
-                events.append(task_event(new, old, "create" if version == 1 else "update", version,
-                                          new["opened_batch"], area=areas.get(row["task_id"]),
-                                          area_before=last_area.get(row["task_id"])))
-            for row in closing:
-                old = before[row["task_id"]]
-                values = {"status": "closed", "closed_at": row.get("closed_at") or now,
-                          "closed_batch": row.get("closed_batch")}
-                rows.append({k: {**old, **values}.get(k) for k in TASK_SCHEMA})
-                version = versions.get(row["task_id"], 0) + 1
-                events.append(task_event({**old, **values}, old, "retire", version, values["closed_batch"],
-                                          area=areas.get(row["task_id"]), area_before=last_area.get(row["task_id"])))
-            if not events:
-                return 0, 0
-            # bulk, not a statement per task: a first pass over a large network opens thousands
-            insert_frame(conn, t, pl.DataFrame(rows, schema=TASK_SCHEMA, orient="row"), replace=True)
-            return _append_events(conn, events, now)
+    @contextmanager
+    def task_transaction(self) -> Iterator["TaskTransaction"]:
+        """One write transaction over correction tasks and their outbox events, holding the
+        outbox lock from its first statement (warehouse.outbox): what the task state machine
+        (quality.task_transitions, driven by quality.service) reads in it is what it writes over.
+        Everything the block writes commits together."""
+        with outbox_transaction(self.store) as outbox:
+            yield TaskTransaction(outbox)
 
     # -- supervision (quality.supervision) -----------------------------------------------------
     def supervision_tasks(self, station_ids: Iterable[str] | None = None) -> pl.DataFrame:
@@ -368,69 +334,43 @@ class QualityStore:
             return read_frame(conn, stmt, schema={"task_id": pl.String, "station_id": pl.String, "status": pl.String,
                                                   "opened_at": utc, "closed_at": utc, "reminded_at": utc})
 
-    def remind_tasks(self, due: pl.DataFrame, *, now: dt.datetime, sla_days: float) -> tuple[int, int]:
-        """Send each task of `due` (quality.supervision.reminders_due: task_id, due_at, days_open)
-        an overdue reminder through its station's feed, and note when (`reminded_at`), in one
-        transaction.
 
-        A reminder is an `update` event of the task (the next version, like any task change, with
-        a deterministic id): the task as it stands plus `overdue: true`, `due_at` and `days_open`,
-        routed by the same area as the task's other events, so the feeds deliver it under the same
-        policy. Inside the transaction each task is checked again (still open, past due, not
-        reminded within the SLA), so two passes at once send one reminder. Returns (events
-        written, last seq)."""
-        if due.height == 0:
-            return 0, 0
+class TaskTransaction:
+    """Reads and writes of correction tasks inside QualityStore.task_transaction; no decisions."""
+
+    def __init__(self, outbox):
+        self.outbox = outbox
+        self.conn: sa.Connection = outbox.conn
+
+    def current(self, task_ids: list[str], *, status: str | None = None) -> pl.DataFrame:
+        """The tasks as they stand (TASK_SCHEMA), of these ids (and this status)."""
         t = s.correction_tasks
-        sla = dt.timedelta(days=float(sla_days))
-        now = now if now.tzinfo else now.replace(tzinfo=dt.timezone.utc)
-        wanted = {r["task_id"]: r for r in due.iter_rows(named=True)}
-        with self.store.transaction() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.exec_driver_sql("LOCK TABLE change_events IN EXCLUSIVE MODE")
-            rows = [dict(r) for r in conn.execute(sa.select(t).where(
-                in_keys(conn, t.c.task_id, list(wanted)), t.c.status == "open")).mappings()]
+        stmt = sa.select(t).where(in_keys(self.conn, t.c.task_id, list(dict.fromkeys(task_ids))))
+        if status is not None:
+            stmt = stmt.where(t.c.status == status)
+        return read_frame(self.conn, stmt, schema=TASK_SCHEMA)
 
-            def _utc(v: dt.datetime | None) -> dt.datetime | None:
-                return None if v is None else (v if v.tzinfo else v.replace(tzinfo=dt.timezone.utc))
+    def versions(self, task_ids: list[str]) -> pl.DataFrame:
+        """Per task: its latest event's version and area code (TASK_VERSIONS_SCHEMA)."""
+        return _task_versions(self.conn, task_ids)
 
-            rows = [r for r in rows if _utc(r["opened_at"]) + sla < now
-                    and (r["reminded_at"] is None or _utc(r["reminded_at"]) + sla < now)]
-            if not rows:
-                return 0, 0
-            ids = [r["task_id"] for r in rows]
-            versions, last_area = _task_versions(conn, ids)
-            areas = task_areas(conn, rows)
-            events = []
-            for old in sorted(rows, key=lambda r: (r["station_id"], _utc(r["opened_at"]), r["task_id"])):
-                opened = _utc(old["opened_at"])
-                days = int((now - opened) / dt.timedelta(days=1))
-                extra = {"overdue": True, "due_at": (opened + sla).isoformat(), "days_open": days}
-                version = versions.get(old["task_id"], 0) + 1
-                reminder = task_event(old, old, "update", version, old["opened_batch"],
-                                      area=areas.get(old["task_id"]), area_before=last_area.get(old["task_id"]))
-                after = json.loads(reminder["after"]) | extra
-                events.append(reminder | {"changed_fields": list(extra),
-                                          "after": json.dumps(after, ensure_ascii=False, sort_keys=True)})
-            conn.execute(t.update().where(in_keys(conn, t.c.task_id, ids)).values(reminded_at=now))
-            return _append_events(conn, events, utcnow())
+    def areas(self, *tasks: pl.DataFrame) -> pl.DataFrame:
+        """Per task of these frames: the area code its events are routed by now (TASK_AREAS_SCHEMA;
+        task_areas)."""
+        areas = task_areas(self.conn, [row for frame in tasks for row in frame.iter_rows(named=True)])
+        return pl.DataFrame({"task_id": list(areas), "area": list(areas.values())}, schema=TASK_AREAS_SCHEMA)
 
+    def write_tasks(self, rows: pl.DataFrame) -> None:
+        """Task rows over the old ones, in bulk (a first pass over a large network opens thousands)."""
+        insert_frame(self.conn, s.correction_tasks, rows, replace=True)
 
-def _append_events(conn: sa.Connection, events: list[dict], occurred_at: dt.datetime) -> tuple[int, int]:
-    """Append task events (task_event's dicts) to the outbox after its current maximum seq, in
-    bulk, skipping event ids already there (a rerun writes nothing twice); the caller holds the
-    outbox lock. Returns (events written, last seq)."""
-    e = s.change_events
-    known = set(conn.scalars(sa.select(e.c.event_id).where(
-        in_keys(conn, e.c.event_id, [ev["event_id"] for ev in events]))))
-    fresh = [ev for ev in events if ev["event_id"] not in known]
-    start = int(conn.scalar(sa.select(sa.func.coalesce(sa.func.max(e.c.seq), 0)))) + 1
-    if fresh:
-        insert_frame(conn, e, event_frame([
-            {**ev, "seq": start + i, "occurred_at": occurred_at,
-             "changed_fields": json.dumps(ev["changed_fields"]), "sources": json.dumps(ev["sources"])}
-            for i, ev in enumerate(fresh)]))
-    return len(fresh), start + len(fresh) - 1
+    def mark_reminded(self, task_ids: list[str], at: dt.datetime) -> None:
+        t = s.correction_tasks
+        self.conn.execute(t.update().where(in_keys(self.conn, t.c.task_id, task_ids)).values(reminded_at=at))
+
+    def append_events(self, events: pl.DataFrame, occurred_at: dt.datetime | None = None) -> Appended:
+        """Task events (TASK_EVENT_SCHEMA) through the outbox's one writer."""
+        return self.outbox.append(events, occurred_at or utcnow())
 
 
 def event_frame(rows: list[dict]) -> pl.DataFrame:
@@ -439,8 +379,9 @@ def event_frame(rows: list[dict]) -> pl.DataFrame:
     return pl.DataFrame([{k: row.get(k) for k in schema} for row in rows], schema=schema)
 
 
-def _task_versions(conn: sa.Connection, task_ids: list[str]) -> tuple[dict[str, int], dict[str, str | None]]:
-    """Per task: the version of its latest event, and the area code that event was routed by."""
+def _task_versions(conn: sa.Connection, task_ids: list[str]) -> pl.DataFrame:
+    """Per task: the version of its latest event, and the area code that event was routed by
+    (TASK_VERSIONS_SCHEMA)."""
     e = s.change_events
     latest = (sa.select(e.c.entity_id, sa.func.max(e.c.version).label("version"))
               .where(e.c.entity_type == TASK_ENTITY_TYPE, in_keys(conn, e.c.entity_id, task_ids))
@@ -448,15 +389,14 @@ def _task_versions(conn: sa.Connection, task_ids: list[str]) -> tuple[dict[str, 
     rows = conn.execute(sa.select(e.c.entity_id, e.c.version, e.c.after).join(
         latest, (e.c.entity_id == latest.c.entity_id) & (e.c.version == latest.c.version))
         .where(e.c.entity_type == TASK_ENTITY_TYPE)).all()
-    versions: dict[str, int] = {}
-    areas: dict[str, str | None] = {}
+    out = []
     for tid, version, after in rows:  # one row per task: its latest event
-        versions[tid] = int(version)
         try:
-            areas[tid] = (json.loads(after) or {}).get(TASK_AREA) if after else None
+            area = (json.loads(after) or {}).get(TASK_AREA) if after else None
         except (ValueError, AttributeError):
-            areas[tid] = None
-    return versions, areas
+            area = None
+        out.append((tid, int(version), area))
+    return pl.DataFrame(out, schema=TASK_VERSIONS_SCHEMA, orient="row")
 
 
 def task_areas(conn: sa.Connection, tasks: Iterable[dict]) -> dict[str, str | None]:
@@ -482,6 +422,11 @@ def task_areas(conn: sa.Connection, tasks: Iterable[dict]) -> dict[str, str | No
     return {t["task_id"]: golden.get(ids[t["task_id"]]) or own.get(t["record_key"]) for t in tasks}
 
 
+def task_event_id(task_id: str, version: int) -> str:
+    """Deterministic, so a rerun of the same task change makes the same event (deduplicated)."""
+    return str(uuid.uuid5(TASK_EVENT_NAMESPACE, f"{task_id}:{version}"))
+
+
 def _task_json(task: dict | None, area: str | None = None) -> str | None:
     if task is None:
         return None
@@ -496,7 +441,7 @@ def _task_json(task: dict | None, area: str | None = None) -> str | None:
 
 
 def task_event(new: dict, old: dict | None, op: str, version: int, batch_id: str | None, *,
-                area: str | None = None, area_before: str | None = None) -> dict:
+               area: str | None = None, area_before: str | None = None) -> dict:
     """One task change as an outbox event. `after` and `before` carry, besides the task, the area
     code it is routed by (now, and when its previous event was written), so that the feeds scope a
     task before and after like any change; the feeds never deliver that routing key."""
@@ -518,3 +463,9 @@ def task_event(new: dict, old: dict | None, op: str, version: int, batch_id: str
         "after": after,
         "sources": [{"station_id": new["station_id"], "record_key": new["record_key"], "batch_id": batch_id}],
     }
+
+
+def task_events_frame(events: list[dict]) -> pl.DataFrame:
+    """task_event's dicts as the outbox writer takes them (changed_fields and sources as JSON text)."""
+    return pl.DataFrame([{k: (json.dumps(ev[k]) if k in ("changed_fields", "sources") else ev.get(k))
+                          for k in TASK_EVENT_SCHEMA} for ev in events], schema=TASK_EVENT_SCHEMA, orient="row")

@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from warehouse import schema as s
 from warehouse.bulk import in_keys, insert_frame, polars_type, read_frame
 from warehouse.frame_cache import FrameCache, apply_delta
-from warehouse.store import Warehouse, utcnow
+from core.time import utcnow
+from warehouse.store import Warehouse
 
 _EDGE_SCHEMA = {
     "left_id": pl.String, "right_id": pl.String, "match_probability": pl.Float64,
@@ -35,7 +36,7 @@ class EntityTypeStore:
     def __init__(self, store: Warehouse, entity_type: str, record_table: str):
         self.store = store
         self.entity_type = entity_type
-        self.record_table = s.metadata.tables[record_table]
+        self.record_table = store.table_named(record_table)
 
     @property
     def engine(self) -> sa.Engine:

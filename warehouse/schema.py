@@ -181,10 +181,30 @@ organisation_records = sa.Table(
     sa.Index(None, "station_id"),
 )
 
+# The bundled entity types' record tables, by table name (core/entity_types.yaml names them);
+# they come from the Alembic migrations. A project's own types get tables built from their
+# fields (`record_table`), created by Warehouse.migrate when absent.
+BUNDLED_RECORD_TABLES: dict[str, sa.Table] = {t.name: t for t in (person_records, organisation_records)}
 RECORD_TABLES: dict[str, sa.Table] = {
     "person": person_records,
     "organisation": organisation_records,
 }
+
+COLUMN_TYPES = {"text": sa.Text, "date": sa.Date, "timestamp": sa.DateTime, "boolean": sa.Boolean,
+                "integer": sa.BigInteger, "number": sa.Float}
+
+
+def record_table(name: str, columns: dict[str, str], meta: sa.MetaData | None = None) -> sa.Table:
+    """A project entity type's record table, as person_records is built: the lineage columns,
+    the type's standardised columns (name -> one of COLUMN_TYPES), then the tail every record
+    table has: `source_updated_at` (null unless the type declares it: survivorship's tie-break
+    reads it) and `issues`. Built in a MetaData of its own unless one is given: projects in one
+    process may declare different types under one name."""
+    tail = ("source_updated_at", "issues")
+    own = [sa.Column(c, COLUMN_TYPES[kind]()) for c, kind in columns.items() if c not in tail]
+    return sa.Table(name, meta if meta is not None else sa.MetaData(naming_convention=metadata.naming_convention),
+                    *_lineage_columns(), *own, sa.Column("source_updated_at", sa.DateTime), sa.Column("issues", sa.Text),
+                    sa.Index(None, "station_id"))
 
 # -- entity resolution -----------------------------------------------------------------------
 

@@ -5,10 +5,9 @@ All SQL lives here (and in bulk.py); callers hand in and get back Polars frames 
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -16,6 +15,8 @@ from pathlib import Path
 import polars as pl
 import sqlalchemy as sa
 
+from core.entity_types import load_entity_types
+from core.time import utcnow
 from warehouse import schema as s
 from warehouse.bulk import insert_frame, read_frame
 from warehouse.engine import create_engine, migrate
@@ -31,16 +32,30 @@ def _writer_lock(engine: sa.Engine) -> threading.Lock | nullcontext:
     return _SQLITE_WRITERS.setdefault(str(engine.url.database), threading.Lock())
 
 
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
 class Warehouse:
-    def __init__(self, url: str, *, engine: sa.Engine | None = None, cache_dir: Path | None = None):
+    def __init__(self, url: str, *, engine: sa.Engine | None = None, cache_dir: Path | None = None,
+                 record_tables: Mapping[str, sa.Table] | None = None):
         self.url = url
         self.engine = engine or create_engine(url)
         # Derived, disposable copies of large reads (Parquet); the warehouse stays the truth.
         self.cache_dir = cache_dir
+        # entity type -> its record table: the bundled types' (Alembic) plus a project's own,
+        # built from its registered fields (warehouse.schema.record_table; see migrate).
+        self.record_tables: dict[str, sa.Table] = {
+            **{t.name: s.BUNDLED_RECORD_TABLES[t.record_table] for t in load_entity_types()},
+            **(record_tables or {})}
+
+    def record_table(self, entity_type: str) -> sa.Table:
+        try:
+            return self.record_tables[entity_type]
+        except KeyError:
+            raise KeyError(f"no record table for entity type {entity_type!r}; known: {sorted(self.record_tables)}") from None
+
+    def table_named(self, name: str) -> sa.Table:
+        """A table of the schema, or a project type's record table, by name."""
+        if name in s.metadata.tables:
+            return s.metadata.tables[name]
+        return next(t for t in self.record_tables.values() if t.name == name)
 
     @property
     def display_url(self) -> str:
@@ -55,7 +70,18 @@ class Warehouse:
         the warehouse's migrate lock rather than race to create the same tables."""
         with warehouse_lock(self.engine, "migrate", purpose="migrate"):
             migrate(self.engine)
+            self._create_project_tables()
         return self
+
+    def _create_project_tables(self) -> None:
+        """The record tables of a project's own entity types are not in the Alembic migrations:
+        they are built from the registry's field declarations and created here when absent (a
+        field added later is not added to an existing table: declare a new type, or migrate it)."""
+        own = [t for t in self.record_tables.values() if t.name not in s.metadata.tables]
+        if own:
+            with self.engine.begin() as conn:
+                for t in own:
+                    t.create(conn, checkfirst=True)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -236,18 +262,24 @@ class Warehouse:
             return read_frame(conn, stmt, schema={"row_number": pl.Int64})
 
     def record_profile(
-        self, entity_type: str, fields: Iterable[str], station_ids: Iterable[str] | None = None
+        self, entity_type: str, fields: Iterable[str], station_ids: Iterable[str] | None = None,
+        code: tuple[str, str] | None = None,
     ) -> dict:
-        """Row count, fill rate per named field and invalid-code rate of current records."""
-        t = s.RECORD_TABLES[entity_type]
+        """Row count, fill rate per named field and invalid-code rate of current records.
+
+        `code` is (code column, validity flag); default: the registered type's `code`, if any."""
+        if code is None:
+            spec = next((t.code for t in load_entity_types() if t.name == entity_type), None)
+            code = (spec.column, spec.valid_flag) if spec is not None else None
+        t = self.record_table(entity_type)
         cols = [t.c[f] for f in fields if f in t.c]
-        valid_col = t.c.id_valid if entity_type == "person" else t.c.credit_code_valid
-        code_col = t.c.id_number if entity_type == "person" else t.c.credit_code
+        code_col, valid_col = (t.c[code[0]], t.c[code[1]]) if code is not None else (None, None)
         stmt = sa.select(
             sa.func.count().label("rows"),
             *[sa.func.count(c).label(c.name) for c in cols],
-            sa.func.count(code_col).label("_codes"),
-            sa.func.sum(sa.case((valid_col.is_(False), 1), else_=0)).label("_invalid"),
+            (sa.func.count(code_col) if code_col is not None else sa.literal(0)).label("_codes"),
+            (sa.func.sum(sa.case((valid_col.is_(False), 1), else_=0)) if valid_col is not None
+             else sa.literal(0)).label("_invalid"),
             sa.func.count(t.c.issues).label("_with_issues"),
         )
         if station_ids is not None:
@@ -379,7 +411,7 @@ class BatchLoad:
         return self._add(s.quarantine, frame)
 
     def upsert_records(self, entity_type: str, frame: pl.DataFrame) -> int:
-        return self._add(s.RECORD_TABLES[entity_type], frame, replace=True)
+        return self._add(self.store.record_table(entity_type), frame, replace=True)
 
     def finish(self, **values) -> None:
         self._finish = values

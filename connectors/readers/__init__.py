@@ -1,7 +1,7 @@
 """Readers: one station export ("a drop") -> chunks of raw string rows, nothing lost.
 
 Every row of a drop ends up exactly once either in a chunk's `rows` or in its `rejects`;
-file-level problems raise `connectors.errors.SourceError` naming the file.
+file-level problems raise `core.errors.SourceError` naming the file.
 """
 
 from connectors.readers.drops import file_version, list_drops, read_drop

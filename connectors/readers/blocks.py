@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from connectors.errors import SourceError
+from core.errors import SourceError
 from connectors.readers.encoding import UTF8_BOM, codec_for
 from connectors.readers.model import Reject
 from connectors.readers.safe import DropFile, as_drop

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from connectors.config import SourceConfig, within_roots
-from connectors.errors import SourceError
+from core.errors import SourceError
 from connectors.readers.jsonl import read_jsonl
 from connectors.readers.model import Chunk
 from connectors.readers.safe import DropFile, as_drop, check_size, display, refusal

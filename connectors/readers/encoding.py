@@ -10,7 +10,7 @@ from __future__ import annotations
 import codecs
 from pathlib import Path
 
-from connectors.errors import SourceError
+from core.errors import SourceError
 from connectors.readers.safe import DropFile, as_drop
 
 SAMPLE_BYTES = 1 << 20

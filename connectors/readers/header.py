@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from connectors.config import SourceConfig
-from connectors.errors import SourceError
+from core.errors import SourceError
 from connectors.readers.model import ROW, ROW_HASH
 
 AUTO_HEADER_SCAN = 20  # non-empty rows looked at for header_row: auto

@@ -22,7 +22,7 @@ from pathlib import Path
 import polars as pl
 
 from connectors.config import SourceConfig
-from connectors.errors import SourceError
+from core.errors import SourceError
 from connectors.readers.blocks import iter_blocks
 from connectors.readers.encoding import detect_encoding
 from connectors.readers.header import clean_cell

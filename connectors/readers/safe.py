@@ -18,7 +18,7 @@ import os
 import stat
 from pathlib import Path
 
-from connectors.errors import SourceError
+from core.errors import SourceError
 
 _FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 _PROC_FD = Path("/proc/self/fd")

@@ -19,7 +19,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from connectors.config import SourceConfig, within_roots, sqlite_file
-from connectors.errors import SourceError
+from core.errors import SourceError
 from connectors.readers.model import ROW, Chunk, empty_raw_frame, finalize, screen
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from connectors.config import SourceConfig
-from connectors.errors import SourceError
+from core.errors import SourceError
 from connectors.readers.blocks import Block, NumberedLine, iter_blocks, long_line
 from connectors.readers.encoding import detect_encoding
 from connectors.readers.header import (

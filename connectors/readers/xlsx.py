@@ -22,7 +22,7 @@ import fastexcel
 import polars as pl
 
 from connectors.config import SourceConfig
-from connectors.errors import SourceError
+from core.errors import SourceError
 from connectors.readers.header import (
     AUTO_HEADER_SCAN,
     check_header,

@@ -40,7 +40,7 @@ from xml.etree import ElementTree
 import numpy as np
 
 from connectors.config import Limits
-from connectors.errors import SourceError
+from core.errors import SourceError
 
 MAX_ENTRIES = 10_000  # members of the archive; a workbook has tens
 MAX_DIRECTORY_BYTES = 4 << 20  # the ZIP central directory

@@ -1,4 +1,10 @@
-"""Errors that a user sees: each names the file, and where known the row and field."""
+"""Errors that a user sees: each names the file, and where known the row and field.
+
+One `ConfigError` for the whole project: every config file (stations.yaml, resolution.yaml,
+quality.yaml, subscriptions.yaml) raises it, and the CLI shows any `EnteronceError` as one clear
+message. They live in the bottom layer so that every package can raise them without depending
+on another (entity resolution, a library of pure functions, must not import the ingestion layer).
+"""
 
 from __future__ import annotations
 

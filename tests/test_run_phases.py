@@ -1,0 +1,71 @@
+"""`enteronce run` takes its phases from the Definitions (pipelines/phases.py)."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from pipelines.phases import run_phases
+
+
+def test_derived_phases_are_the_order_the_run_used_before() -> None:
+    """The phases derived from the code location's Definitions are the ones pipelines/runner.py
+    listed by hand before: the station ingest per station; resolution and golden records of every
+    entity type in one run; the quality pass; the subscribers' feeds; the audit report."""
+    from pipelines.definitions import defs
+
+    phases = run_phases(defs)
+    types = sorted(k.removesuffix("_records") for k in phases[0].keys if k != "raw_records")
+    assert types == ["organisation", "person"]  # the default entity types, as the runner had them
+    steps = ("candidate_pairs", "scored_pairs", "entities", "golden_records", "change_events")
+    before = [
+        ("ingest", "stations", sorted(["raw_records", *(f"{t}_records" for t in types)])),
+        ("resolution", None, sorted(f"{t}_{step}" for t in types for step in steps)),
+        ("quality", None, ["data_quality"]),
+        ("feeds", "subscribers", ["subscriber_feeds"]),
+        ("report", None, ["audit_report"]),
+    ]
+    assert [(p.name, p.partitions, sorted(p.keys)) for p in phases] == before
+    # every materialisable asset of the Definitions is in exactly one phase
+    nodes = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition) and a.keys]
+    assert sorted(id(a) for p in phases for a in p.assets) == sorted(id(a) for a in nodes)
+
+
+def _asset(name: str, group: str, deps=(), partitions=None):
+    @dg.asset(name=name, group_name=group, deps=list(deps), partitions_def=partitions)
+    def _a() -> None: ...
+
+    return _a
+
+
+def test_an_added_asset_is_run_without_a_second_list() -> None:
+    parts = dg.DynamicPartitionsDefinition(name="stations")
+    ingest = _asset("records", "ingest", partitions=parts)
+    resolve = _asset("entities", "resolution", ["records"])
+    golden = _asset("golden", "golden", ["entities"])
+    quality = _asset("quality", "quality", ["golden"])
+    report = _asset("report", "report", ["golden", "quality"])
+    base = [ingest, resolve, golden, quality, report]
+    phases = run_phases(dg.Definitions(assets=base))
+    assert [(p.name, p.groups) for p in phases] == [
+        ("ingest", ("ingest",)), ("resolution", ("resolution", "golden")), ("quality", ("quality",)),
+        ("report", ("report",))]
+
+    # A new asset in an existing group runs with its group; one in a new group gets its phase,
+    # placed by its dependencies (before the report that reads it), not by where it is declared.
+    extra = _asset("golden_extra", "golden", ["entities"])
+    metrics = _asset("metrics", "metrics", ["golden"])
+    report2 = _asset("report", "report", ["golden", "quality", "metrics"])
+    phases = run_phases(dg.Definitions(assets=[report2, ingest, resolve, golden, quality, extra, metrics]))
+    assert [(p.name, [k for k in p.keys]) for p in phases] == [
+        ("ingest", ["records"]), ("resolution", ["entities", "golden", "golden_extra"]),
+        ("quality", ["quality"]), ("metrics", ["metrics"]), ("report", ["report"])]
+
+
+def test_a_node_spanning_two_groups_is_refused() -> None:
+    @dg.multi_asset(specs=[dg.AssetSpec("a", group_name="one"), dg.AssetSpec("b", group_name="two")])
+    def both():
+        return None
+
+    with pytest.raises(ValueError, match="spans groups"):
+        run_phases(dg.Definitions(assets=[both]))

@@ -1,0 +1,84 @@
+"""The one writer of the change-event outbox (`change_events`).
+
+Golden-record events (warehouse/golden.py) and correction-task events (warehouse/quality.py) are
+appended here and nowhere else, always the same way:
+
+1. the outbox is locked first thing in the write transaction (`outbox_transaction`): on
+   PostgreSQL `LOCK TABLE change_events IN EXCLUSIVE MODE` (readers go on, writers queue); on
+   SQLite a no-op write takes the database's write lock at once, so a writer in another process
+   waits (busy timeout) instead of reading a maximum seq that is stale by the time it writes;
+2. events whose `event_id` is already in the outbox, or repeated within the batch, are skipped
+   (ids are deterministic, so a rerun writes nothing twice);
+3. the others get the next seqs after the outbox's maximum, read under the lock: strictly
+   increasing, no gaps, even after a failed attempt;
+4. they are inserted in bulk.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import polars as pl
+import sqlalchemy as sa
+
+from warehouse import schema as s
+from warehouse.bulk import in_keys, insert_frame
+
+OUTBOX = s.change_events
+# Columns an appended event carries (seq and occurred_at are the writer's); JSON columns as text.
+EVENT_COLUMNS = ("event_id", "entity_type", "entity_id", "op", "version", "changed_fields", "before", "after",
+                 "sources")
+
+
+@dataclass(frozen=True)
+class Appended:
+    written: int
+    first_seq: int  # the seq the first written event got (or would have got: last_seq + 1 when none)
+    last_seq: int  # the outbox's maximum after the append
+
+
+def lock_outbox(conn: sa.Connection) -> None:
+    """Take the outbox's write lock for the rest of the transaction; the transaction's first
+    statement (on SQLite a later one could find its snapshot already stale)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("LOCK TABLE change_events IN EXCLUSIVE MODE")
+    elif conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("DELETE FROM change_events WHERE 0")  # begins the write transaction
+
+
+class OutboxWriter:
+    """Appends to the outbox inside a transaction that holds its lock (from outbox_transaction)."""
+
+    def __init__(self, conn: sa.Connection):
+        self.conn = conn
+
+    def append(self, events: pl.DataFrame, occurred_at: dt.datetime) -> Appended:
+        conn = self.conn
+        if events.height == 0:  # nothing to append (a frame of no rows may have no columns either)
+            fresh = events
+        else:
+            missing = [c for c in EVENT_COLUMNS if c not in events.columns]
+            if missing:
+                raise ValueError(f"outbox events lack {missing}")
+            events = events.select(EVENT_COLUMNS).unique("event_id", keep="first", maintain_order=True)
+            known = set(conn.scalars(sa.select(OUTBOX.c.event_id).where(
+                in_keys(conn, OUTBOX.c.event_id, events["event_id"].to_list()))))
+            fresh = events.filter(~pl.col("event_id").is_in(list(known))) if known else events
+        start = int(conn.scalar(sa.select(sa.func.coalesce(sa.func.max(OUTBOX.c.seq), 0)))) + 1
+        if fresh.height:
+            insert_frame(conn, OUTBOX, fresh.with_columns(
+                seq=pl.int_range(start, start + fresh.height, dtype=pl.Int64),
+                occurred_at=pl.lit(occurred_at, pl.Datetime("us", "UTC"))))
+        return Appended(fresh.height, start, start + fresh.height - 1)
+
+
+@contextmanager
+def outbox_transaction(store) -> Iterator[OutboxWriter]:
+    """A write transaction of `store` (warehouse.store.Warehouse) that holds the outbox lock from
+    its first statement; what else the block writes commits together with the events."""
+    with store.transaction() as conn:
+        lock_outbox(conn)
+        yield OutboxWriter(conn)
