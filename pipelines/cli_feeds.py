@@ -96,7 +96,9 @@ def subscription_add(
     fields: Annotated[list[str], typer.Option("--field", "-f", help="An allowed field (repeat).")],
     kind: Annotated[str, typer.Option(help="station | department")] = "station",
     station: Annotated[Optional[str], typer.Option(help="The station's id (for own records).")] = None,
-    entity_types: Annotated[list[str], typer.Option("--entity-type", "-e", help="Repeat.")] = ["person"],  # noqa: B006
+    entity_types: Annotated[Optional[list[str]], typer.Option(
+        "--entity-type", "-e", help="An entity type of the project (repeat); default: the first it resolves "
+                                    "(person, for the bundled types).")] = None,
     area_codes: Annotated[Optional[list[str]], typer.Option("--area-code", "-a", help="Area-code prefix (repeat).")] = None,
     own_records: Annotated[bool, typer.Option(help="Also entities holding one of the station's records.")] = False,
     formats: Annotated[list[str], typer.Option("--format", help="jsonl | csv | parquet (repeat).")] = ["jsonl", "csv", "parquet"],  # noqa: B006
@@ -107,6 +109,10 @@ def subscription_add(
     from feeds.config import SUBSCRIPTIONS_YAML, with_subscriber, write_subscriptions
 
     project = _project(config)
+    entity_types = entity_types or [project.default_entity_type]
+    unknown = [e for e in entity_types if e not in project.entity_types]
+    if unknown:
+        _fail(f"unknown entity type(s) {unknown}; expected one of {project.entity_types.names}")
     subs = _subscriptions(project)
     entry = {"id": subscriber, "kind": kind, "name": name, "station_id": station, "entity_types": entity_types,
              "scope": {"area_codes": area_codes or [], "own_records": own_records}, "fields": fields, "role": role,

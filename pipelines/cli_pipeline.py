@@ -208,7 +208,7 @@ def _print_summary(store, station_ids: list[str], started: dt.datetime, results:
         console.print(f"  [yellow]rejected drop[/] {row['error']}", highlight=False)
     failed = _print_failed_checks(results)
     held = _print_holds(store, station_ids)
-    _print_entities(store)
+    _print_entities(store, project)
     _print_tasks(store, station_ids, started, project)
     return failed or held or not balanced
 
@@ -241,7 +241,6 @@ def _print_holds(store, station_ids: list[str]) -> bool:
     stay out of resolution and publication, since when, and how to let it through."""
     import sqlalchemy as sa
 
-    from warehouse import schema as s
     from warehouse.quality import QualityStore
 
     held = QualityStore(store).held(station_ids)
@@ -249,7 +248,7 @@ def _print_holds(store, station_ids: list[str]) -> bool:
         return False
     with store.engine.connect() as conn:
         records = sum(int(conn.scalar(sa.select(sa.func.count()).select_from(t).where(
-            t.c.station_id.in_(station_ids))) or 0) for t in s.RECORD_TABLES.values())
+            t.c.station_id.in_(station_ids))) or 0) for t in store.record_tables.values())
     kept = int(held["records"].sum())
     share = f" ({kept / records:.1%} of {records:,} records)" if records else ""
     console.print(f"[bold red]{held.height} held batch(es)[/] of {held['station_id'].n_unique()} station(s): "
@@ -290,11 +289,10 @@ def _print_failed_checks(results: list) -> bool:
     return failed
 
 
-def _print_entities(store) -> None:
-    from pipelines.resolution_assets import ENTITY_TYPES
-
-    for entity, (_, table, _) in ENTITY_TYPES.items():
-        rs = store.resolution_store(entity, table)
+def _print_entities(store, project: Project) -> None:
+    for etype in project.pipeline_types:
+        entity = etype.name
+        rs = store.resolution_store(entity, etype.record_table)
         members = rs.membership()
         if members.height == 0:
             continue

@@ -16,41 +16,61 @@ from core.errors import EnteronceError
 from pipelines.cli_common import ConfigOpt, WarehouseOpt, _fail, console, holding
 from pipelines.project import Project, default_config_dir
 
-EntityOpt = Annotated[str, typer.Option("--entity", "-e", help="person or organisation.")]
+EntityOpt = Annotated[Optional[str], typer.Option(
+    "--entity", "-e", help="An entity type the project resolves (its entity_types.yaml and resolution.yaml); "
+                           "default: the first of them (person, for the bundled types).")]
 
 
-def _resolution_store(config: Path | None, warehouse: str | None, entity: str):
-    from pipelines.resolution_assets import ENTITY_TYPES
-
-    if entity not in ENTITY_TYPES:
-        _fail(f"unknown entity type {entity!r}; expected one of {sorted(ENTITY_TYPES)}")
+def _project(config: Path | None, warehouse: str | None) -> Project:
     try:
-        project = Project.load(config or default_config_dir(), warehouse)
+        return Project.load(config or default_config_dir(), warehouse)
     except EnteronceError as exc:
         _fail(str(exc))
-    _, table, _ = ENTITY_TYPES[entity]
-    store = project.open_warehouse().resolution_store(entity, table)
-    return project, store
+
+
+def _entity_type(project: Project, entity: str | None):
+    """The project's registered type named by --entity (default: Project.default_entity_type),
+    one it resolves (its entity is in resolution.yaml); a clear error otherwise."""
+    name = entity or project.default_entity_type
+    resolved = project.pipeline_types
+    if name not in resolved:
+        if name in project.entity_types:
+            _fail(f"entity type {name!r} is registered but not resolved: resolution.yaml has no entity "
+                  f"{project.entity_types[name].resolution_entity!r}; resolved types: {resolved.names}")
+        _fail(f"unknown entity type {name!r}; expected one of {resolved.names}")
+    return resolved[name]
+
+
+def _resolution_store(config: Path | None, warehouse: str | None, entity: str | None):
+    """The project, its entity type named by --entity and that type's resolution store."""
+    project = _project(config, warehouse)
+    etype = _entity_type(project, entity)
+    store = project.open_warehouse().resolution_store(etype.name, etype.record_table)
+    return project, etype, store
 
 
 def resolve(
     config: ConfigOpt = None,
     warehouse: WarehouseOpt = None,
+    entity: Annotated[Optional[str], typer.Option(
+        "--entity", "-e", help="Only this entity type; default: every type the project resolves.")] = None,
     full: Annotated[bool, typer.Option(help="Retrain the model and re-resolve every record.")] = False,
 ) -> None:
-    """Resolve persons and organisations into entities (incremental unless --full)."""
+    """Resolve the project's entity types into entities (incremental unless --full)."""
     from entity_resolution.service import run_resolution
-    from pipelines.resolution_assets import ENTITY_TYPES
 
+    project = _project(config, warehouse)
+    types = [_entity_type(project, entity)] if entity else list(project.pipeline_types)
+    store = project.open_warehouse()
     table = Table(title="Resolution", title_justify="left")
     for col in ("entity type", "mode", "run", "records", "new/changed", "pairs", "matches", "review", "seconds"):
         table.add_column(col, justify="left" if col in ("entity type", "mode") else "right")
-    for entity, (_, _, prefix) in ENTITY_TYPES.items():
-        project, store = _resolution_store(config, warehouse, entity)
-        with holding(store.store, "resolve"), console.status(f"resolving {entity}s ..."):
-            summary = run_resolution(store, project.resolution.entities[entity], entity_type=entity,
-                                     prefix=prefix, full=full)
-        table.add_row(entity, summary.mode, str(summary.seq), f"{summary.records:,}", f"{summary.dirty:,}",
+    for etype in types:
+        rs = store.resolution_store(etype.name, etype.record_table)
+        with holding(store, "resolve"), console.status(f"resolving {etype.name}s ..."):
+            summary = run_resolution(rs, project.resolution.entities[etype.resolution_entity],
+                                     entity_type=etype.name, prefix=etype.id_prefix, full=full)
+        table.add_row(etype.name, summary.mode, str(summary.seq), f"{summary.records:,}", f"{summary.dirty:,}",
                       f"{summary.pairs:,}", f"{summary.matches:,}", f"{summary.review:,}",
                       f"{sum(summary.timings.values()):.1f}")
     console.print(table)
@@ -60,7 +80,7 @@ def evaluate(
     truth: Annotated[Path, typer.Option(help="CSV with record_key and the true entity id (e.g. truth.csv).")],
     config: ConfigOpt = None,
     warehouse: WarehouseOpt = None,
-    entity: EntityOpt = "person",
+    entity: EntityOpt = None,
     per_station: Annotated[bool, typer.Option(help="Also one row per station.")] = True,
     fmt: Annotated[str, typer.Option("--format", help="table (for people), json or csv (for scripts).")] = "table",
 ) -> None:
@@ -69,7 +89,8 @@ def evaluate(
         _fail(f"--format must be table, json or csv, got {fmt!r}")
     from entity_resolution.evaluation import evaluate as evaluate_clusters
 
-    _, store = _resolution_store(config, warehouse, entity)
+    _, etype, store = _resolution_store(config, warehouse, entity)
+    entity = etype.name
     if not truth.is_file():
         _fail(f"{truth}: file not found")
     try:
@@ -129,7 +150,7 @@ def _unclustered_by_cause(rs, entity: str, keys: list[str]) -> tuple[int, int]:
     active = sa.select(h.c.batch_id).where(h.c.released_at.is_(None))
     held = other = 0
     with rs.store.engine.connect() as conn:
-        for etype, t in s.RECORD_TABLES.items():
+        for etype, t in rs.store.record_tables.items():  # the project's types included
             stmt = sa.select(sa.func.count()).select_from(t).where(in_keys(conn, t.c.record_key, keys))
             if etype == entity:
                 held += int(conn.scalar(stmt.where(t.c.batch_id.in_(active))) or 0)
@@ -147,7 +168,7 @@ def review_list(
     ctx: typer.Context,
     config: ConfigOpt = None,
     warehouse: WarehouseOpt = None,
-    entity: EntityOpt = "person",
+    entity: EntityOpt = None,
     limit: Annotated[int, typer.Option(help="Pairs to show.")] = 20,
     fmt: Annotated[str, typer.Option("--format", help="table (for people) or json (for scripts).")] = "table",
 ) -> None:
@@ -157,7 +178,8 @@ def review_list(
         return
     if fmt not in ("table", "json"):
         _fail(f"--format must be table or json, got {fmt!r}")
-    _, store = _resolution_store(config, warehouse, entity)
+    _, etype, store = _resolution_store(config, warehouse, entity)
+    entity = etype.name
     whole = store.review_queue()
     queue = whole.head(limit)
     if fmt == "json":
@@ -185,14 +207,15 @@ def review_judge(
     reason: Annotated[Optional[str], typer.Option(help="Why.")] = None,
     config: ConfigOpt = None,
     warehouse: WarehouseOpt = None,
-    entity: EntityOpt = "person",
+    entity: EntityOpt = None,
 ) -> None:
     """Record a reviewer's judgement; it overrides the model on every later run."""
     if verdict not in ("same", "different"):
         _fail(f"verdict must be 'same' or 'different', got {verdict!r}")
     from pipelines.instance import announce
 
-    project, store = _resolution_store(config, warehouse, entity)
+    project, etype, store = _resolution_store(config, warehouse, entity)
+    entity = etype.name
     try:
         store.add_judgement(left, right, verdict, reviewer, reason)
     except ValueError as exc:
@@ -208,16 +231,17 @@ def explain(
     key_b: str,
     config: ConfigOpt = None,
     warehouse: WarehouseOpt = None,
-    entity: EntityOpt = "person",
+    entity: EntityOpt = None,
 ) -> None:
     """Why two records match or not: the weight of every comparison under the stored model."""
     from entity_resolution.explain import explain_pair
 
-    project, store = _resolution_store(config, warehouse, entity)
+    project, etype, store = _resolution_store(config, warehouse, entity)
+    entity = etype.name
     stored = store.model()
     if stored is None:
         _fail("no trained model yet: run `enteronce resolve` first")
-    settings = project.resolution.entities[entity]
+    settings = project.resolution.entities[etype.resolution_entity]
     from entity_resolution.service import needed_columns
 
     records = store.records(needed_columns(settings))
@@ -241,11 +265,12 @@ def history(
     entity_id: str,
     config: ConfigOpt = None,
     warehouse: WarehouseOpt = None,
-    entity: EntityOpt = "person",
+    entity: EntityOpt = None,
 ) -> None:
     """Every version of a golden record: what changed, and which station's record caused it."""
-    _, store = _resolution_store(config, warehouse, entity)
-    versions = store.store.golden_store(entity, store.record_table.name).history(entity_id)
+    _, etype, store = _resolution_store(config, warehouse, entity)
+    entity = etype.name
+    versions = store.store.golden_store(entity, etype.record_table).history(entity_id)
     if versions.height == 0:
         _fail(f"no golden record {entity_id!r} for {entity}s")
     table = Table(title=f"History of {entity_id}", title_justify="left")
@@ -269,11 +294,7 @@ def list_events(
     """The change-event outbox, in sequence order."""
     from warehouse.golden import events
 
-    try:
-        project = Project.load(config or default_config_dir(), warehouse)
-    except EnteronceError as exc:
-        _fail(str(exc))
-    store = project.open_warehouse()
+    store = _project(config, warehouse).open_warehouse()
     if after is None:
         after = max(store.max_event_seq() - last, 0)
     frame = events(store, after=after, limit=limit)

@@ -88,6 +88,12 @@ class Project:
         return resolved_types(self.entity_types, self.resolution)
 
     @property
+    def default_entity_type(self) -> str:
+        """The type a command means when it names none (`--entity` without a value): the first
+        type this project resolves, else the registry's first (person, for the bundled types)."""
+        return (self.pipeline_types.names or self.entity_types.names)[0]
+
+    @property
     def station_ids(self) -> list[str]:
         return [s.id for s in self.stations.stations]
 

@@ -99,6 +99,3 @@ def resolution_assets(registry: Registry) -> list[dg.AssetsDefinition]:
 
 # The bundled types' (dagster definitions and the runner build their project's: pipelines.registry_assets).
 RESOLUTION_ASSETS = resolution_assets(load_registry())
-# entity type -> (records asset, record table, entity id prefix) of the bundled types, for the
-# CLI commands that do not read a project's registry yet (Project.entity_types has them all).
-ENTITY_TYPES = {t.name: (record_key(t), t.record_table, t.id_prefix) for t in load_registry()}

