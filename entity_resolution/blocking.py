@@ -100,7 +100,7 @@ def prepare(records: pl.DataFrame, settings: EntitySettings) -> pl.DataFrame:
     if missing:
         detail = ", ".join(f"{c!r} (used at {where.get(c, '?')})" for c in missing)
         raise ConfigError(f"records lack column(s) {detail}; have {records.columns}")
-    frame = _with_derived(records, settings)
+    frame = with_derived(records, settings)
     frame = frame.select(uid, *needed)
     ids = frame.get_column(uid)
     if ids.null_count():
@@ -132,9 +132,11 @@ def derived_todo(records: pl.DataFrame, settings: EntitySettings, wanted: Iterab
     return todo
 
 
-def _with_derived(records: pl.DataFrame, settings: EntitySettings) -> pl.DataFrame:
+def with_derived(records: pl.DataFrame, settings: EntitySettings, wanted: Iterable[str] | None = None) -> pl.DataFrame:
+    """`records` with the derived columns `wanted` (default: all resolution reads) evaluated, in
+    declaration order, so later ones may read earlier ones."""
     frame = records
-    todo = derived_todo(records, settings)
+    todo = derived_todo(records, settings, wanted)
     for name, expr in settings.derived.items():
         if name in todo:
             try:
@@ -152,7 +154,7 @@ def sharing_blocks(records: pl.DataFrame, settings: EntitySettings, new_keys: pl
     (and block sizes, hence caps) that blocking everything would, at a fraction of the sorting.
     """
     uid = settings.unique_id
-    frame = _with_derived(records, settings)
+    frame = with_derived(records, settings)
     is_new = frame.get_column(uid).is_in(new_keys.cast(frame.schema[uid]).implode())
     keep = is_new
     for rule in settings.blocking.rules:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from entity_resolution.blocking import candidate_pairs, derived_todo, prepare, sharing_blocks
+from entity_resolution.blocking import candidate_pairs, derived_todo, prepare, sharing_blocks, with_derived
 from entity_resolution.clustering import cluster
 from entity_resolution.comparisons import comparison_vectors
 from entity_resolution.config import EntitySettings
@@ -52,14 +52,9 @@ def guard_records(records: pl.DataFrame, settings: EntitySettings) -> pl.DataFra
     uid = settings.unique_id
     wanted = list(dict.fromkeys(c for pair in distinct_valid(settings) for c in pair))
     needed = derived_todo(records, settings, wanted)
-    roots = {
-        r for c in needed for r in pl.sql_expr(settings.derived[c]).meta.root_names() if r in records.columns
-    }
+    roots = {r for c in needed for r in pl.sql_expr(settings.derived[c]).meta.root_names() if r in records.columns}
     frame = records.select(list(dict.fromkeys([uid, *(c for c in wanted if c in records.columns), *sorted(roots)])))
-    for name, expr in settings.derived.items():  # in order: later ones may read earlier ones
-        if name in needed:
-            frame = frame.with_columns(pl.sql_expr(expr).alias(name))
-    return frame.select(uid, *wanted)
+    return with_derived(frame, settings, wanted).select(uid, *wanted)
 
 
 def score_pairs(

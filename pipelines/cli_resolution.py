@@ -244,12 +244,10 @@ def explain(
     settings = project.resolution.entities[etype.resolution_entity]
     from entity_resolution.service import needed_columns
 
-    records = store.records(needed_columns(settings))
-    found = set(records.filter(pl.col(settings.unique_id).is_in([key_a, key_b]))[settings.unique_id].to_list())
-    missing = [k for k in (key_a, key_b) if k not in found]
+    missing = store.missing_records([key_a, key_b])
     if missing:
         _fail(f"no {entity} record with key {missing[0]!r}")
-    result = explain_pair(records, key_a, key_b, stored[1], settings)
+    result = explain_pair(store.records(needed_columns(settings)), key_a, key_b, stored[1], settings)
     table = Table(title=f"{key_a} vs {key_b}", title_justify="left")
     for col in ("comparison", "level", "left", "right", "weight (log2)"):
         table.add_column(col, justify="right" if col.startswith("weight") else "left")

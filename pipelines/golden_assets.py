@@ -7,7 +7,7 @@ from entity_resolution.survivorship import parse_survivorship
 from pipelines.automation import AFTER_UPSTREAM
 from pipelines.instance import PUBLICATION_POOL
 from core.entity_types import EntityType
-from entity_resolution.entity_types import Registry, load_registry
+from entity_resolution.entity_types import Registry
 from pipelines.resources import ProjectResource
 
 
@@ -54,4 +54,3 @@ def golden_assets(registry: Registry) -> list[dg.AssetsDefinition]:
 
 
 # The bundled types' (dagster definitions and the runner build their project's: pipelines.registry_assets).
-GOLDEN_ASSETS = golden_assets(load_registry())

@@ -25,7 +25,7 @@ import warnings
 import dagster as dg
 import polars as pl
 
-from entity_resolution.entity_types import Registry, load_registry
+from entity_resolution.entity_types import Registry
 from pipelines.assets import RAW, record_key
 from pipelines.automation import AFTER_UPSTREAM
 from pipelines.instance import INGEST_POOL, PUBLICATION_POOL
@@ -289,7 +289,3 @@ def quality_assets(registry: Registry) -> list:
 
 
 # The bundled types' (dagster definitions and the runner build their project's: pipelines.registry_assets).
-QUALITY_ASSETS = quality_assets(load_registry())
-data_quality = QUALITY_ASSETS[0]
-QUALITY_CHECKS = QUALITY_ASSETS[1:]
-

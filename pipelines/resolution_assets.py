@@ -10,7 +10,7 @@ import dagster as dg
 from entity_resolution.resolve import distinct_valid, guard_records
 from entity_resolution.service import needed_columns, run_resolution
 from core.entity_types import EntityType
-from entity_resolution.entity_types import Registry, load_registry
+from entity_resolution.entity_types import Registry
 from pipelines.assets import record_key
 from pipelines.automation import AFTER_UPSTREAM
 from pipelines.instance import PUBLICATION_POOL
@@ -98,4 +98,3 @@ def resolution_assets(registry: Registry) -> list[dg.AssetsDefinition]:
 
 
 # The bundled types' (dagster definitions and the runner build their project's: pipelines.registry_assets).
-RESOLUTION_ASSETS = resolution_assets(load_registry())

@@ -332,7 +332,7 @@ def test_a_task_reopens_when_a_drop_brings_the_problem_back(base_network, tmp_pa
     assert bad_check(ID_B) not in json.dumps(delivered, ensure_ascii=False)
 
 
-def test_a_relatives_id_proposes_no_birth_date_or_sex() -> None:
+def test_a_relatives_id_is_no_evidence_for_birth_date_or_sex() -> None:
     """A household member's ID on the record (birth date years apart, other sex): the ID is no
     evidence for this record's birth date or sex, so the task proposes nothing and says why."""
     import datetime as dt
