@@ -8,7 +8,7 @@ API_PORT ?= 8000
 HOST ?= 127.0.0.1
 PARALLEL ?= 4
 
-.PHONY: demo test ui hub bench bench-daemon bench-resolution bench-accuracy bench-propagation bench-feeds bench-feeds-api bench-report bench-quality install clean
+.PHONY: demo test ui hub bench bench-daemon bench-resolution bench-accuracy bench-propagation bench-feeds bench-feeds-api bench-report bench-quality bench-pipeline install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -54,6 +54,10 @@ bench-report: $(STAMP)
 
 bench-quality: $(STAMP)
 	$(BIN)/python benchmarks/quality.py
+
+# The whole `enteronce run` from empty, then a 10k drop: time and peak memory per phase (RECORDS, STATIONS, WAREHOUSE).
+bench-pipeline: $(STAMP)
+	$(BIN)/python benchmarks/pipeline.py --records $(or $(RECORDS),1000000) --stations $(or $(STATIONS),40) --warehouse $(or $(WAREHOUSE),sqlite)
 
 bench-resolution: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

@@ -4,7 +4,7 @@ for a page of 1,000 events under 20 concurrent clients.
 
     .venv/bin/python benchmarks/feeds.py [--events 100000] [--stations 943] [--warehouse sqlite|postgresql|URL]
 
-The outbox is synthetic (feeds.synthetic.bulk_outbox: creates, then phone changes and moves between
+The outbox is synthetic (tests/fixtures/feed_outbox.py, bulk_outbox: creates, then phone changes and moves between
 townships, over the simulated network's jurisdictions), bulk-loaded straight into the warehouse.
 Every subscriber predates the events (file cursor 0), so the build is the incremental path. Each
 stage runs in its own process so that its peak memory is its own:
@@ -29,6 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the synthetic outbox: tests/fixtures/
 
 from scratch import scratch_database  # noqa: E402 - beside this file
 
@@ -68,7 +69,7 @@ def setup(url: str, config_dir: Path, *, events: int, stations: int) -> dict:
     import yaml
 
     from connectors.simulate.network import build_network
-    from feeds.synthetic import bulk_outbox
+    from fixtures.feed_outbox import bulk_outbox
     from warehouse import Warehouse
     from warehouse.feeds import FeedStore
 

@@ -1,7 +1,7 @@
 """Feed API latency: p50/p99 for a page of 1,000 events under 20 concurrent clients, on loopback.
 
 `measure()` is what benchmarks/feeds.py calls on the warehouse it built. Run alone, this script
-builds its own synthetic outbox (feeds.synthetic.bulk_outbox: 100k events over 943 stations'
+builds its own synthetic outbox (tests/fixtures/feed_outbox.py, bulk_outbox: 100k events over 943 stations'
 jurisdictions, a subscriber per station and a city-wide department) and measures the department,
 whose pages are full (with --station, also a station, whose events are sparse in the outbox):
 
@@ -30,6 +30,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the synthetic outbox: tests/fixtures/
 
 from feeds.tokens import issue_token, revoke_token  # noqa: E402
 from warehouse import Warehouse  # noqa: E402
@@ -111,7 +112,7 @@ def build(root: Path, *, events: int, stations: int) -> tuple[str, list[str]]:
     """A synthetic warehouse and subscriptions.yaml under `root`; returns (url, subscriber ids)."""
     import yaml
 
-    from feeds.synthetic import bulk_outbox
+    from fixtures.feed_outbox import bulk_outbox
     from warehouse.feeds import FeedStore
 
     jurisdictions = {f"s{i:04d}": [f"5001{i // 100:02d}{i % 100:03d}"] for i in range(stations)}

@@ -61,8 +61,12 @@ def main() -> None:
 
     from quality.config import QualityConfig
     from quality.service import parameters
-    from quality.suites import GOLDEN_PERSONS, PERSONS
+    from entity_resolution.entity_types import load_registry
+    from quality.suites import type_quality
     from quality.validate import GxProject
+
+    person = type_quality(load_registry()["person"])  # quality/defaults/suites.yaml
+    PERSONS, GOLDEN_PERSONS = person.standardised, person.golden
 
     params = parameters(QualityConfig(), TODAY)
     rows = []

@@ -3,7 +3,7 @@
     python benchmarks/report.py [--stations 943] [--batches 4] [--records 200] [--warehouse sqlite|postgresql|both]
 
 Fills a fresh warehouse with synthetic validation runs and results, scores, correction tasks,
-holds, entities and deliveries (quality.report.synthetic: every station has its own quality, so
+holds, entities and deliveries (tests/fixtures/report_warehouse.py: every station has its own quality, so
 rankings and trends are not flat), then times reading the report's frames (warehouse.reports, one
 SQL statement per frame) and writing the site (quality.report: index, one page per station,
 linkage, access, Data Docs). Target: seconds, not minutes.
@@ -20,14 +20,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the synthetic warehouse state: tests/fixtures/
 
 from scratch import scratch_database  # noqa: E402 - beside this file
 DEFAULT_PG = "postgresql+psycopg://root@127.0.0.1:5432/postgres"
 
 
 def bench(url: str, out: Path, stations: int, batches: int, records: int) -> dict:
+    from fixtures.report_warehouse import synthetic_network
     from quality.report import build_report
-    from quality.report.synthetic import synthetic_network
     from warehouse import Warehouse
     from warehouse import schema as s
     from warehouse.bulk import insert_frame

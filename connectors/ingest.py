@@ -40,11 +40,12 @@ from connectors.readers import Chunk, Reject, detect_encoding, read_drop
 from connectors.readers.drops import Refused, scan_drops
 from connectors.readers.safe import DropFile, NotFound, display, open_drop
 from connectors.sources import source_ref
-from connectors.versions import station_version
+from connectors.versions import station_version, with_entries
 from core.digests import file_sha256
 from core.errors import SourceError
 from entity_resolution.entity_types import standardise
 from warehouse import Warehouse
+from warehouse.entry import entry_marks
 from warehouse.store import BatchLoad
 
 Progress = Callable[[str, int], None]  # (what, rows just done)
@@ -94,7 +95,7 @@ def ingest_station(
     if ingestion raises (e.g. a SQL source's table is missing), nothing is recorded. A failure
     to compute the version itself (a station database unreachable) raises, as reading would.
     """
-    version = station_version(station, base_dir)
+    version = with_entries(station_version(station, base_dir), entry_marks(store, station.id).get(station.id))
     outcomes = _ingest_sources(store, station, base_dir, data_dir, progress)
     store.record_station_version(station.id, version)
     return outcomes

@@ -43,3 +43,12 @@ def station_version(station: StationConfig, base_dir: Path) -> str:
     parts = [f"config={config_digest(station)}"]
     parts += [f"{s.name}={source_version(s, base_dir)}" for s in station.sources]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def with_entries(version: str, entries: str | None) -> str:
+    """A station's version with its front-desk entries (warehouse.entry.entry_marks): an entered
+    record changes it, so the drop sensor launches the station's run (quality, then publication)
+    as for a drop. A station without entries keeps the version it always had."""
+    if entries is None:
+        return version
+    return hashlib.sha256(f"{version}|{entries}".encode()).hexdigest()[:16]

@@ -10,6 +10,11 @@ The bundled types (person, organisation: core/entity_types.yaml) are always ther
 adds or overrides types with an `entity_types.yaml` in its config folder (same shape). A type
 named in the project's file replaces the bundled one of that name whole.
 
+Relations between types (`relations:`, e.g. which dwelling a person lives in) are declared in
+the same files: a `from` type's golden record links to at most one `to` type's golden record
+whose key fields all agree; both types must be registered. A project's file adds relations or
+replaces a bundled one of the same name.
+
 This module depends on pydantic and PyYAML only (the bottom layer): standardiser names are
 checked against the names handed in (`standardisers=`; entity_resolution.entity_types
 .load_registry hands in the library's, entity_resolution.standardise.library); the storage of a project type's records is built from the field declarations
@@ -163,9 +168,83 @@ class EntityType:
         return list(self.spec.correction_fields) if self.spec.correction_fields is not None else self.golden_fields
 
 
+class RelationSpec(StrictConfig):
+    """A relation between two types' golden records, kept by the relation step
+    (entity_resolution/relations.py): each `from` record links to the one `to` record whose
+    `key` fields (golden record fields of both types) all agree. The link is written into both
+    golden records, as `from_field` (the linked entity id) on the `from` side and `to_field`
+    (the linked entity ids, sorted, comma-separated) on the `to` side, so it is versioned and
+    published like any golden value."""
+
+    description: str = ""
+    from_type: str = Field(alias="from", pattern=NAME)
+    to_type: str = Field(alias="to", pattern=NAME)
+    key: tuple[str, ...] = Field(min_length=1)
+    from_field: str
+    to_field: str
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [k for k in v if not _COLUMN.match(k)]
+        if bad:
+            raise ValueError(f"key field(s) {bad}: lower-case letters, digits and _ only")
+        if len(set(v)) != len(v):
+            raise ValueError(f"key repeats a field: {list(v)}")
+        return v
+
+    @field_validator("from_field", "to_field")
+    @classmethod
+    def _field(cls, v: str) -> str:
+        if not _COLUMN.match(v) or v in ("entity_id", "area_code"):
+            raise ValueError(f"{v!r}: lower-case letters, digits and _, and not entity_id or area_code")
+        return v
+
+
+class Relation:
+    """One registered relation, by name (see RelationSpec)."""
+
+    def __init__(self, name: str, spec: RelationSpec, source: str = ""):
+        self.name = name
+        self.spec = spec
+        self.source = source  # the file that declared it, for errors
+
+    def __repr__(self) -> str:
+        return f"Relation({self.name!r}: {self.from_type} -> {self.to_type})"
+
+    @property
+    def from_type(self) -> str:
+        return self.spec.from_type
+
+    @property
+    def to_type(self) -> str:
+        return self.spec.to_type
+
+    @property
+    def key(self) -> list[str]:
+        return list(self.spec.key)
+
+    @property
+    def from_field(self) -> str:
+        return self.spec.from_field
+
+    @property
+    def to_field(self) -> str:
+        return self.spec.to_field
+
+
 class EntityTypesFile(StrictConfig):
     version: Literal[1] = 1
     types: dict[str, EntityTypeSpec] = Field(default_factory=dict)
+    relations: dict[str, RelationSpec] = Field(default_factory=dict)
+
+    @field_validator("relations")
+    @classmethod
+    def _relation_names(cls, v: dict[str, RelationSpec]) -> dict[str, RelationSpec]:
+        bad = [k for k in v if not re.match(NAME, k)]
+        if bad:
+            raise ValueError(f"relation name(s) {bad}: lower-case letters, digits and _, at most 32 characters")
+        return v
 
     @field_validator("types")
     @classmethod
@@ -179,9 +258,24 @@ class EntityTypesFile(StrictConfig):
 class Registry:
     """The registered types, bundled first, then the project's in their file order."""
 
-    def __init__(self, types: dict[str, EntityType], source: str = ""):
+    def __init__(self, types: dict[str, EntityType], source: str = "",
+                 relations: dict[str, Relation] | None = None):
         self._types = types
         self.source = source
+        self.relations: dict[str, Relation] = dict(relations or {})
+        for r in self.relations.values():
+            for end, name in (("from", r.from_type), ("to", r.to_type)):
+                if name not in types:
+                    raise ConfigError(f"{r.source or source}: relations.{r.name}.{end}: unknown entity type {name!r}; "
+                                      f"registered: {list(types)}")
+            if r.from_type == r.to_type:
+                raise ConfigError(f"{r.source or source}: relations.{r.name}: from and to are the same type "
+                                  f"{r.from_type!r}")
+        fields = [(t, f) for r in self.relations.values() for t, f in ((r.from_type, r.from_field),
+                                                                       (r.to_type, r.to_field))]
+        dupes = sorted({f"{t}.{f}" for t, f in fields if fields.count((t, f)) > 1})
+        if dupes:
+            raise ConfigError(f"{source}: several relations write the golden field(s) {dupes}")
         tables = [t.record_table for t in types.values()]
         dupes = sorted({n for n in tables if tables.count(n) > 1})
         if dupes:
@@ -209,6 +303,12 @@ class Registry:
         names, so what is built per registry is built once)."""
         return _subset(self, tuple(n for n in self._types if n in names))
 
+    def relation_fields(self, name: str) -> list[str]:
+        """The golden fields relations write into records of type `name` (kept by the golden
+        step when survivorship rebuilds a record: they are not survivorship's)."""
+        return [f for r in self.relations.values() for t, f in ((r.from_type, r.from_field), (r.to_type, r.to_field))
+                if t == name]
+
     def get(self, name: str) -> EntityType:
         try:
             return self._types[name]
@@ -222,7 +322,9 @@ class Registry:
 def _subset(registry: Registry, names: tuple[str, ...]) -> Registry:
     if names == tuple(registry.names):
         return registry
-    return Registry({n: registry.get(n) for n in names}, registry.source)
+    # a relation stays when both its types do (the relation step needs both golden records)
+    relations = {k: r for k, r in registry.relations.items() if r.from_type in names and r.to_type in names}
+    return Registry({n: registry.get(n) for n in names}, registry.source, relations)
 
 
 def _parse(data: Any, source: Path | str, standardisers: Collection[str] | None) -> EntityTypesFile:
@@ -236,12 +338,15 @@ def _parse(data: Any, source: Path | str, standardisers: Collection[str] | None)
 
 @lru_cache(maxsize=16)
 def _load(project_file: str | None, stamp: tuple[int, int] | None, names: frozenset[str] | None) -> Registry:
-    types = {k: EntityType(k, v, bundled=True) for k, v in _parse(load_yaml(BUNDLED), BUNDLED, names).types.items()}
+    bundled = _parse(load_yaml(BUNDLED), BUNDLED, names)
+    types = {k: EntityType(k, v, bundled=True) for k, v in bundled.types.items()}
+    relations = {k: Relation(k, v, str(BUNDLED)) for k, v in bundled.relations.items()}
     if project_file is not None:
         own = _parse(load_yaml(Path(project_file)), project_file, names)
         for k, v in own.types.items():
             types[k] = EntityType(k, v, bundled=False)
-    return Registry(types, project_file or str(BUNDLED))
+        relations.update({k: Relation(k, v, project_file) for k, v in own.relations.items()})
+    return Registry(types, project_file or str(BUNDLED), relations)
 
 
 def load_entity_types(config_dir: Path | str | None = None, *,

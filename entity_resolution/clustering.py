@@ -46,7 +46,6 @@ __all__ = [
     "recluster_with_stats",
 ]
 
-DEFAULT_DISTINCT_VALID: tuple[tuple[str, str], ...] = (("id_number", "id_valid"),)
 CLUSTER_KEY = "cluster_key"
 VERDICTS = ("same", "different")
 
@@ -101,7 +100,7 @@ def cluster(
     edges: pl.DataFrame,
     *,
     judgements: pl.DataFrame | None = None,
-    distinct_valid: Sequence[tuple[str, str]] = DEFAULT_DISTINCT_VALID,
+    distinct_valid: Sequence[tuple[str, str]] = (),
     unique_id: str = "record_key",
 ) -> pl.DataFrame:
     """unique_id -> cluster_key (smallest unique_id of the cluster) for every record.
@@ -119,7 +118,7 @@ def cluster_with_stats(
     edges: pl.DataFrame,
     *,
     judgements: pl.DataFrame | None = None,
-    distinct_valid: Sequence[tuple[str, str]] = DEFAULT_DISTINCT_VALID,
+    distinct_valid: Sequence[tuple[str, str]] = (),
     unique_id: str = "record_key",
 ) -> ClusterResult:
     """`cluster`, plus statistics and the refused edges (which deserve a reviewer's look)."""
@@ -305,7 +304,7 @@ def recluster(
     changed: pl.DataFrame,
     *,
     judgements: pl.DataFrame | None = None,
-    distinct_valid: Sequence[tuple[str, str]] = DEFAULT_DISTINCT_VALID,
+    distinct_valid: Sequence[tuple[str, str]] = (),
     unique_id: str = "record_key",
     scope_only: bool = False,
     new: pl.Series | None = None,
@@ -336,7 +335,7 @@ def recluster_with_stats(
     changed: pl.DataFrame,
     *,
     judgements: pl.DataFrame | None = None,
-    distinct_valid: Sequence[tuple[str, str]] = DEFAULT_DISTINCT_VALID,
+    distinct_valid: Sequence[tuple[str, str]] = (),
     unique_id: str = "record_key",
     scope_only: bool = False,
     new: pl.Series | None = None,

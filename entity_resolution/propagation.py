@@ -9,6 +9,7 @@ store (warehouse/golden.py) commits golden rows, versions and events in one tran
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -68,98 +69,37 @@ def _provenance_json(provenance: pl.DataFrame) -> pl.DataFrame:
     ).select("entity_id", _json_list(pl.col("p")).alias("provenance"))
 
 
-def run_golden(store: GoldenStore, settings: SurvivorshipSettings, *, entity_type: str) -> GoldenSummary:
+def run_golden(store: GoldenStore, settings: SurvivorshipSettings, *, entity_type: str,
+               carried: Sequence[str] = ()) -> GoldenSummary:
+    """Recompute the golden records of the entities resolution touched since the last step, and
+    commit the real changes with their versions and events.
+
+    `carried`: golden fields that survivorship does not produce but another step writes into the
+    records (a relation's field, e.g. a person's dwelling id: core/entity_types.yaml
+    `relations:`); a rebuilt record keeps their stored values, and they are never reported as
+    changed or removed here.
+    """
     last, latest = store.state(), store.latest_resolution_seq()
     summary = GoldenSummary(entity_type, latest)
     if latest <= last:
         return summary
     fields = list(settings.fields)
+    carried = [f for f in dict.fromkeys(carried) if f not in settings.fields]
     changes = store.entity_changes(last)
-    retired = changes.filter(pl.col("op") == "retire").select("entity_id", "merged_into").unique("entity_id")
-    active = _minus(pl.concat([
-        store.touched_entities(last),
-        changes.filter(pl.col("op") != "retire")["entity_id"],
-        retired["merged_into"].drop_nulls(),
-    ]).unique(), retired["entity_id"])
-
-    valid_flags = [r.valid_flag for r in settings.fields.values() if r.valid_flag]
-    inputs = store.inputs(active, [*fields, *valid_flags])
-    golden, provenance = survive(inputs, settings)
-    after = _as_text(golden, fields)
+    active, retired = _affected(store, changes, last)
+    golden, provenance = _survive(store, settings, active, fields)
     current = store.current(pl.concat([active, retired["entity_id"]]).unique())
-    before = _decode(current, fields)
-    diffs = diff_golden(before.filter(pl.col("entity_id").is_in(active.implode())), after, fields)
-    diffs = diffs.filter(pl.col("kind") != "gone")
-
-    versions_now = current.select("entity_id", "version")
-    # A retired id's event says where it went (op merge) so stations repoint their references;
-    # the survivor's own change shows as its value update. A split is announced on the id that
-    # kept the larger part, with the ids of the other parts.
-    structural = changes.filter(pl.col("op").is_in(["split", "retire"])).select(
-        "entity_id",
-        pl.when((pl.col("op") == "retire") & pl.col("merged_into").is_not_null()).then(pl.lit("merge"))
-        .otherwise(pl.col("op")).alias("op"),
-        "merged_into", "parts",
-    ).unique(["entity_id", "op"], keep="last")
-    value_events = diffs.select(
-        "entity_id", pl.col("kind").alias("op"), "changed_fields", "before", "after")
-    struct_events = structural.join(before.select("entity_id", "_record"), on="entity_id", how="left").select(
-        "entity_id", "op", pl.lit([], pl.List(pl.String)).alias("changed_fields"),
-        pl.col("_record").alias("before"),
-        pl.when(pl.col("op") == "split")
-        .then(pl.struct(pl.col("parts")).struct.json_encode())
-        .when(pl.col("merged_into").is_not_null())
-        .then(pl.struct(pl.col("merged_into")).struct.json_encode())
-        .otherwise(pl.lit("{}")).alias("after"),
-    )
-    events = pl.concat([value_events, struct_events], how="vertical_relaxed")
+    before = _decode(current, [*fields, *carried])
+    after = _as_text(golden, fields).join(before.select("entity_id", *carried), on="entity_id", how="left")
+    events = pl.concat([_value_events(before, after, active, fields), _structural_events(changes, before)],
+                       how="vertical_relaxed")
     if events.height == 0:
         store.commit(golden=pl.DataFrame(), versions=pl.DataFrame(), events=pl.DataFrame(), resolution_seq=latest)
         return summary
-
-    # one new version per entity with any event this step; all its events carry it
-    bumped = events.select("entity_id").unique().join(versions_now, on="entity_id", how="left").with_columns(
-        version=(pl.col("version").fill_null(0) + 1).cast(pl.Int64))
-    sources = _sources(events, provenance)
-    events = (
-        events.join(bumped, on="entity_id")
-        .join(sources, on=["entity_id", "op"], how="left")
-        .with_columns(
-            pl.col("sources").fill_null("[]"),
-            _op_rank().alias("_rank"),
-        )
-        .sort("_rank", "entity_id")
-    )
-    events = (
-        events.with_columns(pl.Series("event_id", [
-            event_id(e, v, o) for e, v, o in zip(events["entity_id"], events["version"], events["op"])],
-            dtype=pl.String))
-        .with_columns(
-            pl.when(pl.col("changed_fields").list.len() == 0).then(pl.lit("[]"))
-            .otherwise(pl.concat_str(pl.lit('["'), pl.col("changed_fields").list.join('","'), pl.lit('"]')))
-            .alias("changed_fields"))  # field names are identifiers: nothing to escape
-        .drop("_rank")
-    )
-
-    prov = _provenance_json(provenance)
-    new_rows = (
-        after.with_columns(_record_json(fields).alias("record"))
-        .join(prov, on="entity_id", how="left")
-        .with_columns(pl.col("provenance").fill_null("[]"), pl.lit("active").alias("status"))
-    )
-    if "area_code" not in after.columns:  # feeds scope by it; other schemas may not have one
-        new_rows = new_rows.with_columns(pl.lit(None, pl.String).alias("area_code"))
-    retired_rows = before.join(retired.select("entity_id"), on="entity_id").select(
-        "entity_id", pl.col("_record").alias("record"), pl.col("_provenance").alias("provenance"),
-        pl.lit("retired").alias("status"), pl.lit(None, pl.String).alias("area_code"))
-    golden_rows = pl.concat([
-        new_rows.select("entity_id", "record", "provenance", "status", "area_code"), retired_rows,
-    ], how="vertical_relaxed").join(bumped, on="entity_id")  # only entities that changed
-
-    last_op = events.group_by("entity_id", maintain_order=True).agg(pl.col("op").last(), pl.col("changed_fields").first(),
-                                               pl.col("sources").first())
-    versions = golden_rows.join(last_op, on="entity_id").select(
-        "entity_id", "version", "op", "record", "provenance", "changed_fields", "sources")
+    bumped = _bumped(events, current)
+    events = _numbered(events, bumped, provenance)
+    golden_rows = _golden_rows(after, [*fields, *carried], provenance, before, retired, bumped)
+    versions = _versions(golden_rows, events)
     first, last_seq = store.commit(
         golden=golden_rows, versions=versions,
         events=events.select("event_id", "entity_id", "op", "version", "changed_fields", "before", "after",
@@ -171,6 +111,108 @@ def run_golden(store: GoldenStore, settings: SurvivorshipSettings, *, entity_typ
     summary.seq_range = (first, last_seq)
     summary.ops = {k: int(v) for k, v in events.group_by("op").len().iter_rows()}
     return summary
+
+
+def _affected(store: GoldenStore, changes: pl.DataFrame, last: int) -> tuple[pl.Series, pl.DataFrame]:
+    """(active, retired): the entities whose golden record is recomputed (records changed, new,
+    split, or survivors of a merge) and the ids retired since (entity_id, merged_into)."""
+    retired = changes.filter(pl.col("op") == "retire").select("entity_id", "merged_into").unique("entity_id")
+    active = _minus(pl.concat([
+        store.touched_entities(last),
+        changes.filter(pl.col("op") != "retire")["entity_id"],
+        retired["merged_into"].drop_nulls(),
+    ]).unique(), retired["entity_id"])
+    return active, retired
+
+
+def _survive(store: GoldenStore, settings: SurvivorshipSettings, active: pl.Series,
+             fields: list[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Survivorship over the active entities' member records: (golden values, provenance)."""
+    valid_flags = [r.valid_flag for r in settings.fields.values() if r.valid_flag]
+    return survive(store.inputs(active, [*fields, *valid_flags]), settings)
+
+
+def _value_events(before: pl.DataFrame, after: pl.DataFrame, active: pl.Series, fields: list[str]) -> pl.DataFrame:
+    """create / update events: the survivorship fields that differ from the stored record."""
+    diffs = diff_golden(before.filter(pl.col("entity_id").is_in(active.implode())), after, fields)
+    return diffs.filter(pl.col("kind") != "gone").select(
+        "entity_id", pl.col("kind").alias("op"), "changed_fields", "before", "after")
+
+
+def _structural_events(changes: pl.DataFrame, before: pl.DataFrame) -> pl.DataFrame:
+    """merge / split / retire events. A retired id's event says where it went (op merge) so
+    stations repoint their references; the survivor's own change shows as its value update. A
+    split is announced on the id that kept the larger part, with the ids of the other parts."""
+    structural = changes.filter(pl.col("op").is_in(["split", "retire"])).select(
+        "entity_id",
+        pl.when((pl.col("op") == "retire") & pl.col("merged_into").is_not_null()).then(pl.lit("merge"))
+        .otherwise(pl.col("op")).alias("op"),
+        "merged_into", "parts",
+    ).unique(["entity_id", "op"], keep="last")
+    return structural.join(before.select("entity_id", "_record"), on="entity_id", how="left").select(
+        "entity_id", "op", pl.lit([], pl.List(pl.String)).alias("changed_fields"),
+        pl.col("_record").alias("before"),
+        pl.when(pl.col("op") == "split")
+        .then(pl.struct(pl.col("parts")).struct.json_encode())
+        .when(pl.col("merged_into").is_not_null())
+        .then(pl.struct(pl.col("merged_into")).struct.json_encode())
+        .otherwise(pl.lit("{}")).alias("after"),
+    )
+
+
+def _bumped(events: pl.DataFrame, current: pl.DataFrame) -> pl.DataFrame:
+    """One new version per entity with any event this step; all its events carry it."""
+    return events.select("entity_id").unique().join(current.select("entity_id", "version"), on="entity_id",
+                                                    how="left").with_columns(
+        version=(pl.col("version").fill_null(0) + 1).cast(pl.Int64))
+
+
+def _numbered(events: pl.DataFrame, bumped: pl.DataFrame, provenance: pl.DataFrame) -> pl.DataFrame:
+    """Events with their version, sources and deterministic event id, in op order, changed_fields
+    as JSON text."""
+    events = (
+        events.join(bumped, on="entity_id")
+        .join(_sources(events, provenance), on=["entity_id", "op"], how="left")
+        .with_columns(pl.col("sources").fill_null("[]"), _op_rank().alias("_rank"))
+        .sort("_rank", "entity_id")
+    )
+    return (
+        events.with_columns(pl.Series("event_id", [
+            event_id(e, v, o) for e, v, o in zip(events["entity_id"], events["version"], events["op"])],
+            dtype=pl.String))
+        .with_columns(
+            pl.when(pl.col("changed_fields").list.len() == 0).then(pl.lit("[]"))
+            .otherwise(pl.concat_str(pl.lit('["'), pl.col("changed_fields").list.join('","'), pl.lit('"]')))
+            .alias("changed_fields"))  # field names are identifiers: nothing to escape
+        .drop("_rank")
+    )
+
+
+def _golden_rows(after: pl.DataFrame, record_fields: list[str], provenance: pl.DataFrame, before: pl.DataFrame,
+                 retired: pl.DataFrame, bumped: pl.DataFrame) -> pl.DataFrame:
+    """The golden rows to write: the rebuilt records (survivorship fields, then carried ones) and
+    the retired ids' last records, only for entities that changed."""
+    new_rows = (
+        after.with_columns(_record_json(record_fields).alias("record"))
+        .join(_provenance_json(provenance), on="entity_id", how="left")
+        .with_columns(pl.col("provenance").fill_null("[]"), pl.lit("active").alias("status"))
+    )
+    if "area_code" not in after.columns:  # feeds scope by it; other schemas may not have one
+        new_rows = new_rows.with_columns(pl.lit(None, pl.String).alias("area_code"))
+    retired_rows = before.join(retired.select("entity_id"), on="entity_id").select(
+        "entity_id", pl.col("_record").alias("record"), pl.col("_provenance").alias("provenance"),
+        pl.lit("retired").alias("status"), pl.lit(None, pl.String).alias("area_code"))
+    return pl.concat([
+        new_rows.select("entity_id", "record", "provenance", "status", "area_code"), retired_rows,
+    ], how="vertical_relaxed").join(bumped, on="entity_id")
+
+
+def _versions(golden_rows: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
+    """A golden_versions row per changed entity: its new record, under its last event's op."""
+    last_op = events.group_by("entity_id", maintain_order=True).agg(
+        pl.col("op").last(), pl.col("changed_fields").first(), pl.col("sources").first())
+    return golden_rows.join(last_op, on="entity_id").select(
+        "entity_id", "version", "op", "record", "provenance", "changed_fields", "sources")
 
 
 def _minus(ids: pl.Series, drop: pl.Series) -> pl.Series:

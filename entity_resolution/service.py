@@ -17,7 +17,7 @@ from typing import Protocol
 
 import polars as pl
 
-from entity_resolution.clustering import cluster_with_stats, recluster_with_stats
+from entity_resolution.clustering import ClusterResult, cluster_with_stats, recluster_with_stats
 from entity_resolution.config import EntitySettings
 from entity_resolution.resolve import distinct_valid, guard_records, score_pairs
 from entity_resolution.scoring import Model
@@ -105,9 +105,84 @@ def run_resolution(
     otherwise the stored one scores, so incremental and full runs agree.
     """
     started = dt.datetime.now(dt.timezone.utc)
-    clock: dict[str, float] = {}
+    clock: dict[str, float] = {}  # seconds per step, kept in the run's stats
     t0 = time.perf_counter()
-    uid = settings.unique_id
+    loaded = _load(store, settings, full=full, retrain=retrain, clock=clock, t0=t0)
+    changed = _changed_records(loaded, settings.unique_id)
+    clock["find_changed"] = time.perf_counter() - t0 - clock["load"]
+    seq = store.next_seq()
+    fresh = _fresh_judgements(store, loaded.judgements)
+    if loaded.mode == "incremental" and changed.dirty.len() == 0 and fresh.height == 0:
+        return RunSummary(entity_type, "unchanged", seq - 1, loaded.records.height, 0, 0, 0, 0)
+
+    result = score_pairs(loaded.records, settings,
+                         model=None if loaded.retrain else Model.from_json(loaded.stored_model[1]),
+                         judgements=loaded.judgements, new_keys=None if loaded.mode == "full" else changed.dirty)
+    clock.update(result.timings)
+    new_edges = edge_frame(result.scored)
+
+    t = time.perf_counter()
+    clustered = _cluster(store, loaded, settings, changed, new_edges, fresh, clock)
+    # Refused match edges wait for a reviewer: new ones carry the reason in new_edges; stored ones
+    # inside the re-clustered scope are updated by the store (the scope is all there is to redo).
+    new_edges = _with_refusals(new_edges, clustered.outcome.reasons)
+    assigned, changes = _assign_ids(store, loaded, clustered, prefix=prefix, seq=seq, clock=clock)
+    clock["clustering"] = time.perf_counter() - t
+
+    stats = _run_stats(loaded.mode, result.block_stats, changes, assigned, clustered.outcome, new_edges, clock)
+    membership_rows = _membership_to_write(assigned, loaded, settings.unique_id)
+    written = _written_membership(loaded.membership, membership_rows, settings.unique_id, seq)
+    t_save = time.perf_counter()
+    seq = store.save_run(
+        seq=seq, mode=loaded.mode, records_considered=int(membership_rows.height), stats=stats,
+        settings_hash=loaded.fingerprint, model_json=result.model.to_json() if loaded.retrain else None,
+        dirty_keys=changed.dirty, new_edges=new_edges,
+        membership=written,
+        entity_changes=changes, started_at=started, refusals=clustered.outcome.reasons,
+        reason_scope=None if loaded.mode == "full" else clustered.clusters[settings.unique_id],
+    )
+    clock["save"] = time.perf_counter() - t_save
+    return RunSummary(
+        entity_type=entity_type, mode=loaded.mode, seq=seq, records=loaded.records.height, dirty=changed.dirty.len(),
+        pairs=result.scored.height, matches=int((new_edges["decision"] == "match").sum()),
+        review=int((new_edges["decision"] == "review").sum()), stats=stats, timings=clock,
+        refused=sum(stats["refused"][k] for k in ("constraint", "judgement", "scored_by_guard")),
+    )
+
+
+@dataclass
+class _Loaded:
+    """What a run reads from the store before it decides anything, and what it decided from it."""
+
+    records: pl.DataFrame
+    membership: pl.DataFrame
+    judgements: pl.DataFrame
+    stored_model: tuple[str, str] | None  # (settings fingerprint, model JSON)
+    fingerprint: str  # of the settings now
+    retrain: bool
+    mode: str  # "full" or "incremental"
+
+
+@dataclass
+class _Changed:
+    """The records an incremental run looks at (all of them in a full run)."""
+
+    dirty: pl.Series  # new or changed since the last run
+    new: pl.Series  # of those, records with no membership row yet
+    gone: pl.Series  # members whose record is no longer there (its batch was held, say)
+
+
+@dataclass
+class _Clustered:
+    clusters: pl.DataFrame  # unique_id, cluster_key of the records whose entity this run settles
+    outcome: ClusterResult  # with the refused edges (`reasons`) and the clustering figures
+    previous: pl.DataFrame | None  # those records' entity ids before the run, to keep ids stable
+
+
+def _load(store: ResolutionStore, settings: EntitySettings, *, full: bool, retrain: bool | None,
+          clock: dict[str, float], t0: float) -> _Loaded:
+    """Read records, membership, judgements and the stored model; decide whether to retrain and
+    whether the run is full (asked, retraining, or nothing resolved yet) or incremental."""
     records = store.records(needed_columns(settings))
     clock["load_records"] = time.perf_counter() - t0
     membership = store.membership()
@@ -118,116 +193,114 @@ def run_resolution(
         retrain = full or stored_model is None or stored_model[0] != fingerprint
     mode = "full" if full or retrain or membership.height == 0 else "incremental"
     clock["load"] = time.perf_counter() - t0
+    return _Loaded(records, membership, judgements, stored_model, fingerprint, retrain, mode)
 
-    if mode == "full":
-        dirty, new, gone = records[uid], records[uid], records[uid].clear()
-    else:
-        # new or changed: no membership row with the same content; then the few of those with no
-        # membership row at all are new; records gone since (their batch was held, say) are
-        # looked for only when the counts say there are some
-        dirty = records.select(uid, "row_hash").join(membership.select(uid, "row_hash"), on=[uid, "row_hash"],
-                                                     how="anti")[uid]
-        known = membership.filter(pl.col(uid).is_in(dirty.implode()))[uid]
-        new = dirty.filter(~dirty.is_in(known.implode()))
-        gone = membership[uid].clear()
-        if membership.height != records.height - new.len():
-            gone = membership.select(uid).join(records.select(uid), on=uid, how="anti")[uid]
-    clock["find_changed"] = time.perf_counter() - t0 - clock["load"]
-    seq = store.next_seq()
+
+def _changed_records(loaded: _Loaded, uid: str) -> _Changed:
+    records, membership = loaded.records, loaded.membership
+    if loaded.mode == "full":
+        return _Changed(records[uid], records[uid], records[uid].clear())
+    # new or changed: no membership row with the same content; then the few of those with no
+    # membership row at all are new; records gone since (their batch was held, say) are
+    # looked for only when the counts say there are some
+    dirty = records.select(uid, "row_hash").join(membership.select(uid, "row_hash"), on=[uid, "row_hash"],
+                                                 how="anti")[uid]
+    known = membership.filter(pl.col(uid).is_in(dirty.implode()))[uid]
+    new = dirty.filter(~dirty.is_in(known.implode()))
+    gone = membership[uid].clear()
+    if membership.height != records.height - new.len():
+        gone = membership.select(uid).join(records.select(uid), on=uid, how="anti")[uid]
+    return _Changed(dirty, new, gone)
+
+
+def _fresh_judgements(store: ResolutionStore, judgements: pl.DataFrame) -> pl.DataFrame:
+    """Judgements made since the last run started: each re-clusters its pair even when no record
+    changed."""
     last_run = store.last_run_started()
-    fresh = judgements if last_run is None else judgements.filter(pl.col("judged_at") > last_run)
-    if mode == "incremental" and dirty.len() == 0 and fresh.height == 0:
-        return RunSummary(entity_type, "unchanged", seq - 1, records.height, 0, 0, 0, 0)
+    return judgements if last_run is None else judgements.filter(pl.col("judged_at") > last_run)
 
-    result = score_pairs(records, settings, model=None if retrain else Model.from_json(stored_model[1]),
-                         judgements=judgements, new_keys=None if mode == "full" else dirty)
-    clock.update(result.timings)
-    model, block_stats, new_edges = result.model, result.block_stats, edge_frame(result.scored)
-    pairs_count = result.scored.height
 
-    t = time.perf_counter()
+def _cluster(store: ResolutionStore, loaded: _Loaded, settings: EntitySettings, changed: _Changed,
+             new_edges: pl.DataFrame, fresh: pl.DataFrame, clock: dict[str, float]) -> _Clustered:
+    """Cluster every record (full), or re-cluster only the components that changed records, new
+    edges and new verdicts touch, with the stored match edges of everything else (incremental)."""
+    uid = settings.unique_id
+    records, membership = loaded.records, loaded.membership
     distinct = distinct_valid(settings)
     previous = membership.select(uid, "entity_id", "entity_created_seq") if membership.height else None
-    if mode == "full":
-        clustered = cluster_with_stats(guard_records(records, settings), new_edges.filter(pl.col("decision") == "match"),
-                                       judgements=judgements, distinct_valid=distinct, unique_id=uid)
-        clusters = clustered.membership
-    else:
-        dirty_set = dirty.implode()
-        t_edges = time.perf_counter()
-        kept = store.edges("match", weights=False).filter(
-            ~(pl.col("left_id").is_in(dirty_set) | pl.col("right_id").is_in(dirty_set)))
-        match_cols = ["left_id", "right_id", "match_probability"]
-        match_edges = pl.concat([kept.select(match_cols),
-                                 new_edges.filter(pl.col("decision") == "match").select(match_cols)])
-        changed = pl.concat([
-            new_edges.select("left_id", "right_id"),
-            pl.DataFrame({"left_id": dirty, "right_id": dirty}),  # a changed record may have lost edges
-            fresh.select("left_id", "right_id"),  # a new verdict re-clusters its pair
-        ])
-        clock["read_edges"] = time.perf_counter() - t_edges
-        clusters, clustered = recluster_with_stats(
-            guard_records(records, settings), match_edges, membership.select(uid, pl.col("entity_id").alias("cluster_key")),
-            changed,
-            judgements=judgements, distinct_valid=distinct, unique_id=uid, scope_only=True, new=new, gone=gone,
-        )
-        # Records outside the re-clustered scope keep their entity; the scope holds whole
-        # previous entities, so ids are settled inside it.
-        previous = _rows_of(previous, clusters[uid], uid)
-    # Refused match edges wait for a reviewer: new ones carry the reason in new_edges; stored ones
-    # inside the re-clustered scope are updated by the store (the scope is all there is to redo).
-    refusals = clustered.reasons
-    new_edges = _with_refusals(new_edges, refusals)
-    reason_scope = None if mode == "full" else clusters[uid]
+    if loaded.mode == "full":
+        outcome = cluster_with_stats(guard_records(records, settings), new_edges.filter(pl.col("decision") == "match"),
+                                     judgements=loaded.judgements, distinct_valid=distinct, unique_id=uid)
+        return _Clustered(outcome.membership, outcome, previous)
+    dirty_set = changed.dirty.implode()
+    t_edges = time.perf_counter()
+    kept = store.edges("match", weights=False).filter(
+        ~(pl.col("left_id").is_in(dirty_set) | pl.col("right_id").is_in(dirty_set)))
+    match_cols = ["left_id", "right_id", "match_probability"]
+    match_edges = pl.concat([kept.select(match_cols),
+                             new_edges.filter(pl.col("decision") == "match").select(match_cols)])
+    touched = pl.concat([
+        new_edges.select("left_id", "right_id"),
+        pl.DataFrame({"left_id": changed.dirty, "right_id": changed.dirty}),  # a changed record may have lost edges
+        fresh.select("left_id", "right_id"),  # a new verdict re-clusters its pair
+    ])
+    clock["read_edges"] = time.perf_counter() - t_edges
+    clusters, outcome = recluster_with_stats(
+        guard_records(records, settings), match_edges, membership.select(uid, pl.col("entity_id").alias("cluster_key")),
+        touched,
+        judgements=loaded.judgements, distinct_valid=distinct, unique_id=uid, scope_only=True, new=changed.new,
+        gone=changed.gone,
+    )
+    # Records outside the re-clustered scope keep their entity; the scope holds whole
+    # previous entities, so ids are settled inside it.
+    return _Clustered(clusters, outcome, _rows_of(previous, clusters[uid], uid))
+
+
+def _assign_ids(store: ResolutionStore, loaded: _Loaded, clustered: _Clustered, *, prefix: str, seq: int,
+                clock: dict[str, float]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Stable entity ids for the clusters, and the entity changes (create, merge, split, ...)."""
     # New ids hash a record key of the scope; they must not take an id that is live outside it
     # or was ever retired.
     issued = store.retired_ids()
-    if mode == "incremental":
-        issued = pl.concat([issued, membership["entity_id"].unique()])
+    if loaded.mode == "incremental":
+        issued = pl.concat([issued, loaded.membership["entity_id"].unique()])
     t_ids = time.perf_counter()
-    assigned, changes = assign_entity_ids(clusters, previous, prefix=prefix, run_seq=seq, issued_ids=issued)
+    assigned, changes = assign_entity_ids(clustered.clusters, clustered.previous, prefix=prefix, run_seq=seq,
+                                          issued_ids=issued)
     clock["entity_ids"] = time.perf_counter() - t_ids
-    clock["clustering"] = time.perf_counter() - t
+    return assigned, changes
 
+
+def _run_stats(mode: str, block_stats: pl.DataFrame, changes: pl.DataFrame, assigned: pl.DataFrame,
+               outcome: ClusterResult, new_edges: pl.DataFrame, clock: dict[str, float]) -> dict:
+    """The run's figures as stored with it (resolution_runs.stats) and shown by the report."""
     sizes = assigned.group_by("entity_id").len()["len"].value_counts().sort("len")
-    stats = {
+    return {
         "blocking": block_stats.to_dicts(),
         "ops": changes.group_by("op").len().sort("op").to_dicts() if changes.height else [],
         "cluster_sizes": {str(k): int(v) for k, v in sizes.iter_rows()},
         "cluster_sizes_of": "all entities" if mode == "full" else "re-clustered entities",
-        "refused": {"constraint": clustered.stats.edges_refused_constraint,
-                    "judgement": clustered.stats.edges_refused_judgement,
+        "refused": {"constraint": outcome.stats.edges_refused_constraint,
+                    "judgement": outcome.stats.edges_refused_judgement,
                     "scored_by_guard": int(((new_edges["decision"] == "review") & new_edges["review_reason"].is_not_null()).sum())},
         "refused_of": "all pairs" if mode == "full" else "re-clustered entities and new pairs",
         "timings": {k: round(v, 3) for k, v in clock.items()},
     }
-    # only records whose entity or content changed need writing
+
+
+def _membership_to_write(assigned: pl.DataFrame, loaded: _Loaded, uid: str) -> pl.DataFrame:
+    """Only records whose entity or content changed need writing."""
     keys = assigned[uid]
-    membership_rows = assigned.join(_rows_of(records, keys, uid).select(uid, "row_hash"), on=uid, how="left")
-    if membership.height:
-        membership_rows = membership_rows.join(
-            _rows_of(membership, keys, uid).select(
+    rows = assigned.join(_rows_of(loaded.records, keys, uid).select(uid, "row_hash"), on=uid, how="left")
+    if loaded.membership.height:
+        rows = rows.join(
+            _rows_of(loaded.membership, keys, uid).select(
                 uid, pl.col("entity_id").alias("_was"), pl.col("row_hash").alias("_hash_was")),
             on=uid, how="left",
         ).filter(
             pl.col("_was").is_null() | (pl.col("_was") != pl.col("entity_id")) | (pl.col("_hash_was") != pl.col("row_hash"))
         )
-    written = _written_membership(membership, membership_rows, uid, seq)
-    t_save = time.perf_counter()
-    seq = store.save_run(
-        seq=seq, mode=mode, records_considered=int(membership_rows.height), stats=stats, settings_hash=fingerprint,
-        model_json=model.to_json() if retrain else None, dirty_keys=dirty,
-        new_edges=new_edges, membership=written, entity_changes=changes, started_at=started,
-        refusals=refusals, reason_scope=reason_scope,
-    )
-    clock["save"] = time.perf_counter() - t_save
-    return RunSummary(
-        entity_type=entity_type, mode=mode, seq=seq, records=records.height, dirty=dirty.len(),
-        pairs=pairs_count, matches=int((new_edges["decision"] == "match").sum()),
-        review=int((new_edges["decision"] == "review").sum()), stats=stats, timings=clock,
-        refused=sum(stats["refused"][k] for k in ("constraint", "judgement", "scored_by_guard")),
-    )
-
+    return rows
 
 
 def _written_membership(before: pl.DataFrame, written: pl.DataFrame, uid: str, seq: int) -> pl.DataFrame:

@@ -33,7 +33,7 @@ def assign_entity_ids(
     clusters: pl.DataFrame,
     previous: pl.DataFrame | None,
     *,
-    prefix: str = "P",
+    prefix: str,
     run_seq: int,
     issued_ids: Iterable[str] | pl.Series | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -42,11 +42,8 @@ from pydantic import (
 
 from core.config import StrictConfig, format_validation_error
 from core.errors import ConfigError
-from entity_resolution.standardise.addresses import ADDRESS_PART_COLUMNS
 
 __all__ = [
-    "DEFAULT_ORGANISATION_SURVIVORSHIP",
-    "DEFAULT_PERSON_SURVIVORSHIP",
     "PROVENANCE_SCHEMA_COLUMNS",
     "FieldRule",
     "RuleName",
@@ -163,40 +160,6 @@ class SurvivorshipSettings(StrictConfig):
         cols = list(self.fields)
         cols += [r.valid_flag for r in self.fields.values() if r.valid_flag]
         return list(dict.fromkeys(cols))
-
-
-# --------------------------------------------------------------------------- shipped defaults
-
-_ADDRESS_FOLLOWERS = {part: {"follow": "address"} for part in (*ADDRESS_PART_COLUMNS, "area_code")}
-
-DEFAULT_PERSON_SURVIVORSHIP: dict = {
-    "default": ["most_recent"],
-    "fields": {
-        "name_norm": {"rules": ["most_frequent", "most_recent"]},
-        "sex": {"rules": ["most_frequent", "most_recent"]},
-        "birth_date": {"rules": ["most_frequent", "most_recent"]},
-        "id_number": {"rules": ["valid_only", "most_frequent", "most_recent"], "valid_flag": "id_valid"},
-        "phone": {"rules": ["most_recent"]},
-        # List the household-registration station(s) in priority to make them authoritative.
-        "address": {"rules": ["source_priority", "most_recent"], "priority": []},
-        **_ADDRESS_FOLLOWERS,
-    },
-}
-
-DEFAULT_ORGANISATION_SURVIVORSHIP: dict = {
-    "default": ["most_recent"],
-    "fields": {
-        "name_norm": {"rules": ["most_frequent", "most_recent"]},
-        "credit_code": {
-            "rules": ["valid_only", "most_frequent", "most_recent"],
-            "valid_flag": "credit_code_valid",
-        },
-        "legal_rep_norm": {"rules": ["most_frequent", "most_recent"]},
-        "phone": {"rules": ["most_recent"]},
-        "address": {"rules": ["source_priority", "most_recent"], "priority": []},
-        **_ADDRESS_FOLLOWERS,
-    },
-}
 
 
 # --------------------------------------------------------------------------- parsing

@@ -37,7 +37,10 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema
 
 from core.errors import EnteronceError
-from feeds.config import read_subscriptions_bytes, subscriptions_from_bytes
+from feeds.config import FIELD_NAME, read_subscriptions_bytes, subscriptions_from_bytes
+from feeds.desk import DESK_CSP, desk_page
+from feeds.entry import Enter, enter
+from feeds.frontdesk import Caller, FrontDesk, FrontDeskError, Matcher, RateLimiter
 from feeds.limits import LIMIT_ENV, ApiLimits  # noqa: F401 - LIMIT_ENV: part of this module's API
 from feeds.lookup import current_records
 from feeds.service import FeedService, UnknownSubscriber
@@ -140,6 +143,39 @@ class Cursor(BaseModel):
 
 class Problem(BaseModel):
     detail: str
+
+
+class MatchRequest(BaseModel):
+    entity_type: str = Field(pattern=FIELD_NAME, max_length=32, description="An entity type, e.g. person.")
+    record: dict[str, Any] = Field(description="What the resident says: fields as in stations.yaml (name, "
+                                   "id_number, birth_date, sex, phone, address, ...), any subset, as text.")
+
+
+class MatchAnswer(BaseModel):
+    checks: list[dict[str, Any]] = Field(description="What is wrong with the submitted record (field, message): "
+                                         "ID check digit, ID birth date or sex against the stated ones, "
+                                         "impossible dates, malformed phone...")
+    candidates: list[dict[str, Any]] = Field(description="In-scope entities, best first: entity_id, "
+                                             "match_probability, decision (match|review|non_match), reason, "
+                                             "explanation (per comparison: level and weight), record (the golden "
+                                             "record projected and masked by the caller's role: a prefill).")
+
+
+class EntryAnswer(BaseModel):
+    status: str = Field(description="loaded (stored as a batch of one) | quarantined (not loaded: see errors) | "
+                        "refused (not a record of the type: nothing stored).")
+    batch_id: str | None = Field(description="The batch of this record; the same record entered again answers "
+                                 "with the first call's batch.")
+    record_key: str | None = Field(default=None, description="station_id:local_id of the stored record.")
+    duplicate: bool = Field(default=False, description="The same record was entered before (status 200).")
+    errors: list[dict[str, Any]] = Field(description="What is wrong, field by field: {field, message}.")
+    quarantine_id: int | None = Field(description="The quarantine row keeping a quarantined record whole.")
+
+
+class SearchAnswer(BaseModel):
+    results: list[dict[str, Any]] = Field(description="In-scope entities whose records equal the keys exactly: "
+                                          "entity_id and the masked golden record.")
+    truncated: bool = Field(description="More entities matched than the caller's max_results.")
 
 
 def _page(subscriber: str, key: str, lines: list[str], **scalars: Any) -> Response:
@@ -412,12 +448,20 @@ def _add_docs(app: FastAPI) -> None:
             redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png", with_google_fonts=False))
 
 
-def create_app(warehouse_url: str, config_dir: Path | str, *, limits: ApiLimits | None = None) -> FastAPI:
+def create_app(warehouse_url: str, config_dir: Path | str, *, limits: ApiLimits | None = None,
+               matcher: Matcher | None = None, audit_key: bytes | None = None,
+               store: Warehouse | None = None, entry: Enter | None = None) -> FastAPI:
     """The API over one warehouse (one engine, migrated once) and one project folder; `limits`
-    default to ApiLimits.from_env() (the defaults unless ENTERONCE_API_* say otherwise)."""
+    default to ApiLimits.from_env() (the defaults unless ENTERONCE_API_* say otherwise).
+
+    `matcher` (pipelines/frontdesk.py) opens the front desk, /v1/match and /v1/search, whose audit
+    rows hash the query keys under `audit_key`; without a matcher they answer 503. `entry`
+    (pipelines/entry.py) opens POST /v1/records (without it, 503). /desk is the officers' page."""
     limits = limits if limits is not None else ApiLimits.from_env()
-    store = Warehouse(warehouse_url).migrate()
+    store = store if store is not None else Warehouse(warehouse_url).migrate()
     holder = ServiceHolder(store, Path(config_dir))
+    limiter = RateLimiter()
+    desks: dict[int, tuple[FeedService, FrontDesk]] = {}
 
     app = FastAPI(title="enteronce feeds", version="1", description=DESCRIPTION,
                   default_response_class=UTF8JSONResponse, docs_url=None, redoc_url=None,
@@ -436,10 +480,81 @@ def create_app(warehouse_url: str, config_dir: Path | str, *, limits: ApiLimits 
             raise HTTPException(403, f"no subscription for {subscriber!r}") from None
         return service
 
-    errors = {401: {"model": Problem, "description": "Missing, malformed, unknown or revoked token."},
+    errors_401 = {"model": Problem, "description": "Missing, malformed, unknown or revoked token."}
+    errors = {401: errors_401,
               403: {"model": Problem, "description": "The token belongs to another subscriber, or there is no "
                     "subscription."},
               422: {"description": "A parameter out of bounds or a subscriber id that is not one."}}
+
+    def desk() -> FrontDesk:
+        """The front desk under the subscriptions now in force (one per content of the file)."""
+        service = holder.service()
+        got = desks.get(id(service))
+        if got is None or got[0] is not service:
+            if (matcher is not None or entry is not None) and audit_key is None:
+                raise HTTPException(503, "the front desk has no audit key")
+            got = (service, FrontDesk(store, service.subscriptions, matcher, audit_key=audit_key or b"",
+                                      limiter=limiter))
+            desks.clear()
+            desks[id(service)] = got
+        return got[1]
+
+    def front_desk_call(fn, *args) -> dict:
+        try:
+            return fn(*args)
+        except FrontDeskError as exc:
+            headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+            raise HTTPException(exc.status, exc.detail, headers=headers) from None
+
+    desk_errors = {401: errors_401, 403: {"model": Problem, "description": "No subscription, no query grant, or an "
+                                          "entity type outside it."},
+                   422: {"model": Problem, "description": "An unknown field, a wildcard, a value too long, or a "
+                         "search without a selective key."},
+                   429: {"model": Problem, "description": "Over the caller's per-minute queries (Retry-After)."},
+                   503: {"model": Problem, "description": "No match index on this server, or none built yet."}}
+
+    @app.post("/v1/match", response_model=MatchAnswer, responses=desk_errors, tags=["front desk"],
+              summary="Match one record (核录): checks and candidate entities with a masked prefill")
+    def post_match(token: Annotated[TokenInfo, Depends(_caller)], body: Annotated[MatchRequest, Body()]) -> dict:
+        caller = Caller(token.subscriber_id, token.token_id, "api")
+        return front_desk_call(desk().match, caller, body.entity_type, body.record)
+
+    @app.get("/v1/search", response_model=SearchAnswer, responses=desk_errors, tags=["front desk"],
+             summary="Search (查询) by a selective key: id_number, phone, name with birth_date, credit_code...")
+    def get_search(
+        request: Request, token: Annotated[TokenInfo, Depends(_caller)],
+        entity_type: Annotated[str, Query(pattern=FIELD_NAME, max_length=32, description="An entity type.")],
+    ) -> dict:
+        params = request.query_params
+        repeated = sorted({k for k in params.keys() if len(params.getlist(k)) > 1})
+        if repeated:
+            raise HTTPException(422, f"repeated parameter(s) {repeated}")
+        keys = {k: v for k, v in params.items() if k != "entity_type"}
+        caller = Caller(token.subscriber_id, token.token_id, "api")
+        return front_desk_call(desk().search, caller, entity_type, keys)
+
+    @app.post("/v1/records", response_model=EntryAnswer, status_code=201, tags=["front desk"],
+              responses={**desk_errors, 200: {"model": EntryAnswer, "description": "The same record was entered "
+                                              "before: its batch."},
+                         403: {"model": Problem, "description": "No entry grant (query.entry, station subscribers "
+                               "only), or an entity type outside it."},
+                         422: {"model": EntryAnswer, "description": "Quarantined (errors field by field, quarantine "
+                               "id) or not a record of the type."}},
+              summary="Enter a verified record (采录) of the caller's station: a batch of one, like a drop")
+    def post_records(token: Annotated[TokenInfo, Depends(_caller)], body: Annotated[MatchRequest, Body()]
+                     ) -> Response:
+        caller = Caller(token.subscriber_id, token.token_id, "api")
+        status, answer = front_desk_call(lambda: enter(desk(), entry, caller, body.entity_type, body.record))
+        return UTF8JSONResponse(answer, status_code=status)
+
+    @app.get("/desk", include_in_schema=False)
+    def front_desk_page() -> HTMLResponse:
+        html = HTMLResponse(desk_page())
+        html.headers["Content-Security-Policy"] = DESK_CSP
+        html.headers["X-Content-Type-Options"] = "nosniff"
+        html.headers["Referrer-Policy"] = "no-referrer"
+        html.headers["Cache-Control"] = "no-store"
+        return html
 
     @app.get("/healthz", summary="Liveness and warehouse reachability", tags=["health"])
     def healthz() -> dict:

@@ -91,6 +91,34 @@ class Scope(StrictConfig):
         return self
 
 
+class QueryScope(StrictConfig):
+    """Which entities a subscriber's match and search answers may show: area-code prefixes, the
+    entities holding its own station's records, or the whole network. Its own grant, apart from the
+    feed scope: a role may look residents up network-wide while receiving feeds only for its area."""
+
+    area_codes: tuple[Annotated[str, Field(pattern=r"^[0-9]{1,12}$")], ...] = ()
+    own_records: bool = False
+    network: bool = False
+
+    @model_validator(mode="after")
+    def _something(self) -> "QueryScope":
+        if not self.area_codes and not self.own_records and not self.network:
+            raise ValueError("query scope needs area_codes (prefixes), own_records: true and/or network: true")
+        return self
+
+
+class QueryGrant(StrictConfig):
+    """The front desk (POST /v1/match, GET /v1/search) for one subscriber. Without it: 403."""
+
+    scope: QueryScope
+    entity_types: tuple[Annotated[str, Field(pattern=FIELD_NAME)], ...] = ()  # default: the subscriber's
+    per_minute: int = Field(default=60, ge=1, le=6000)  # matches and searches per token per minute
+    max_results: int = Field(default=10, ge=1, le=50)  # hard cap on entities in one answer
+    # POST /v1/records: the station may enter verified records (stored under its own station_id);
+    # station subscribers only
+    entry: bool = False
+
+
 class Delivery(StrictConfig):
     formats: tuple[Format, ...] = Field(default=("jsonl", "csv", "parquet"), min_length=1)
     outbox: str | None = None  # folder; default <data dir>/outbox/<subscriber id>; relative to the config folder
@@ -112,6 +140,14 @@ class Subscriber(StrictConfig):
     fields: tuple[Annotated[str, Field(pattern=FIELD_NAME)], ...] = Field(min_length=1)
     role: str
     delivery: Delivery = Delivery()
+    query: QueryGrant | None = None  # the front desk's match and search; none: no queries at all
+
+    @property
+    def query_types(self) -> tuple[str, ...]:
+        """The entity types the subscriber may match and search (none without a query grant)."""
+        if self.query is None:
+            return ()
+        return self.query.entity_types or self.entity_types
 
     @model_validator(mode="after")
     def _station(self) -> "Subscriber":
@@ -121,6 +157,10 @@ class Subscriber(StrictConfig):
             raise ValueError("a station subscriber needs station_id")
         if self.scope.own_records and not self.station_id:
             raise ValueError("scope.own_records needs station_id (whose records are 'own')")
+        if self.query is not None and self.query.scope.own_records and not self.station_id:
+            raise ValueError("query.scope.own_records needs station_id (whose records are 'own')")
+        if self.query is not None and self.query.entry and self.kind != "station":
+            raise ValueError("query.entry: only a station subscriber may enter records (kind: station)")
         return self
 
 

@@ -103,81 +103,120 @@ def plan_page(events: Iterable[dict], held: dict[str, dict], seen: set[str],
     page touches, `held_tasks` task_id -> version for its tasks, `seen` the event ids
     already applied.
     """
-    tasks_held = dict(held_tasks or {})
-    task_state: dict[str, dict] = {}
-    state: dict[str, dict | None] = {k: dict(v) for k, v in held.items()}
-    redirect: dict[str, dict] = {}
-    applied: list[dict] = []
-    done: set[str] = set(seen)
-    touched: list[str] = []
-    partial: set[str] = set()
-    duplicates = older = 0
+    fold = _PageFold(held, seen, held_tasks or {})
     for ev in sorted(events, key=lambda e: int(e["seq"])):
-        if ev["event_id"] in done:
-            duplicates += 1
-            continue
-        done.add(ev["event_id"])
-        entity, version, op, seq = ev["entity_id"], int(ev["version"]), ev["op"], int(ev["seq"])
-        base = {"event_id": ev["event_id"], "seq": seq, "entity_id": entity, "op": op, "version": version}
+        fold.apply(ev)
+    return fold.plan()
+
+
+class _PageFold:
+    """The state of plan_page's fold: each entity's and task's state after the events so far."""
+
+    def __init__(self, held: dict[str, dict], seen: set[str], held_tasks: dict[str, int]):
+        self.held = held
+        self.tasks_held = dict(held_tasks)  # task id -> the newest version held or applied
+        self.task_state: dict[str, dict] = {}
+        self.state: dict[str, dict | None] = {k: dict(v) for k, v in held.items()}  # None: leaves the mirror
+        self.redirect: dict[str, dict] = {}
+        self.applied: list[dict] = []
+        self.done: set[str] = set(seen)
+        self.touched: list[str] = []
+        self.partial: set[str] = set()  # updated without being held: to be fetched whole
+        self.duplicates = 0
+        self.older = 0
+
+    def apply(self, ev: dict) -> None:
+        """One event: skipped when already applied (at-least-once delivery), else a task's or an
+        entity's."""
+        if ev["event_id"] in self.done:
+            self.duplicates += 1
+            return
+        self.done.add(ev["event_id"])
+        version = int(ev["version"])
+        base = {"event_id": ev["event_id"], "seq": int(ev["seq"]), "entity_id": ev["entity_id"], "op": ev["op"],
+                "version": version}
         if is_task(ev):  # a task: its own row, its latest version wins; never a record
-            if version < tasks_held.get(entity, 0):
-                older += 1
-                applied.append({**base, "outcome": "older"})
-                continue
-            tasks_held[entity] = version
-            task_state[entity] = {"task_id": entity, "version": version, "task": _json(ev.get("after")) or {},
-                                  "seq": seq}
-            applied.append({**base, "outcome": "applied"})
-            continue
-        current = state.get(entity)
+            self._apply_task(ev, base)
+            return
+        current = self.state.get(ev["entity_id"])
         if current is not None and version < int(current["version"]):
-            older += 1
-            applied.append({**base, "outcome": "older"})
-            continue
+            self._skip_older(base)
+            return
+        self._apply_entity(ev, current)
+        self.applied.append({**base, "outcome": "applied"})
+        self.touched.append(ev["entity_id"])
+
+    def _skip_older(self, base: dict) -> None:
+        self.older += 1
+        self.applied.append({**base, "outcome": "older"})
+
+    def _apply_task(self, ev: dict, base: dict) -> None:
+        task, version = ev["entity_id"], base["version"]
+        if version < self.tasks_held.get(task, 0):
+            self._skip_older(base)
+            return
+        self.tasks_held[task] = version
+        self.task_state[task] = {"task_id": task, "version": version, "task": _json(ev.get("after")) or {},
+                                 "seq": base["seq"]}
+        self.applied.append({**base, "outcome": "applied"})
+
+    def _apply_entity(self, ev: dict, current: dict | None) -> None:
+        """A merge or retire (or leaving the scope) takes the entity out, with a redirect; any
+        other op sets the record as the subscriber may see it after the change."""
+        entity, op, seq = ev["entity_id"], ev["op"], int(ev["seq"])
         after = _json(ev.get("after")) or {}
         if op == "merge":
-            state[entity] = None
-            redirect[entity] = {"entity_id": entity, "survivor_id": after.get("merged_into"), "reason": "merge",
-                                "seq": seq}
+            self.state[entity] = None
+            self.redirect[entity] = {"entity_id": entity, "survivor_id": after.get("merged_into"), "reason": "merge",
+                                     "seq": seq}
         elif op == "retire" or _leaves_scope(ev):
-            state[entity] = None
-            redirect[entity] = {"entity_id": entity, "survivor_id": None,
-                                "reason": "retire" if op == "retire" else "left", "seq": seq}
-        else:  # create, update, split: the record as the subscriber may see it after the change
-            whole = op == "create" or ev.get("scope") == "entered"
-            if whole:
-                # a create, and an update that brings the entity into the scope, carry the whole
-                # visible record
-                record, provenance = {}, {}
-                partial.discard(entity)
-            else:
-                # an update carries only what changed: an entity this mirror does not hold is
-                # incomplete until its whole record is fetched
-                if current is None:
-                    partial.add(entity)
-                record = dict(current["record"]) if current is not None else {}
-                provenance = dict((current or {}).get("provenance") or {})
-            if op != "split":  # a split's `after` lists the parts, not field values
-                record.update(after)
-                # an update's sources supplied its changed fields; a create's, every field
-                named = after if op == "create" else set(ev.get("changed_fields") or ()) & set(after)
-                provenance.update({f: _source(ev) for f in named})
-            state[entity] = {"entity_type": ev["entity_type"], "version": version, "record": record,
-                             "provenance": provenance, "seq": seq}
-            redirect.pop(entity, None)
-        applied.append({**base, "outcome": "applied"})
-        touched.append(entity)
-    upserts, deletes = [], []
-    for entity in dict.fromkeys(touched):
-        now = state.get(entity)
-        if now is None:
-            if entity in held:
-                deletes.append(entity)
-        elif held.get(entity) != now:
-            upserts.append({"entity_id": entity, **now})
-    return Plan(upserts, deletes, [r for e, r in redirect.items() if state.get(e) is None], applied,
-                duplicates, older, [e for e in dict.fromkeys(touched) if e in partial and state.get(e) is not None],
-                list(task_state.values()))
+            self.state[entity] = None
+            self.redirect[entity] = {"entity_id": entity, "survivor_id": None,
+                                     "reason": "retire" if op == "retire" else "left", "seq": seq}
+        else:  # create, update, split
+            record, provenance = self._record_after(ev, current, after)
+            self.state[entity] = {"entity_type": ev["entity_type"], "version": int(ev["version"]), "record": record,
+                                  "provenance": provenance, "seq": seq}
+            self.redirect.pop(entity, None)
+
+    def _record_after(self, ev: dict, current: dict | None, after: dict) -> tuple[dict, dict]:
+        """The record and its per-field provenance after a create, update or split."""
+        entity, op = ev["entity_id"], ev["op"]
+        if op == "create" or ev.get("scope") == "entered":
+            # a create, and an update that brings the entity into the scope, carry the whole
+            # visible record
+            record, provenance = {}, {}
+            self.partial.discard(entity)
+        else:
+            # an update carries only what changed: an entity this mirror does not hold is
+            # incomplete until its whole record is fetched
+            if current is None:
+                self.partial.add(entity)
+            record = dict(current["record"]) if current is not None else {}
+            provenance = dict((current or {}).get("provenance") or {})
+        if op != "split":  # a split's `after` lists the parts, not field values
+            record.update(after)
+            # an update's sources supplied its changed fields; a create's, every field
+            named = after if op == "create" else set(ev.get("changed_fields") or ()) & set(after)
+            provenance.update({f: _source(ev) for f in named})
+        return record, provenance
+
+    def plan(self) -> Plan:
+        """What to write: entities whose state differs from what is held (upserts), held ones that
+        left (deletes), redirects of those that are gone at the end of the page."""
+        upserts, deletes = [], []
+        touched = list(dict.fromkeys(self.touched))
+        for entity in touched:
+            now = self.state.get(entity)
+            if now is None:
+                if entity in self.held:
+                    deletes.append(entity)
+            elif self.held.get(entity) != now:
+                upserts.append({"entity_id": entity, **now})
+        return Plan(upserts, deletes, [r for e, r in self.redirect.items() if self.state.get(e) is None],
+                    self.applied, self.duplicates, self.older,
+                    [e for e in touched if e in self.partial and self.state.get(e) is not None],
+                    list(self.task_state.values()))
 
 
 class FeedClient:

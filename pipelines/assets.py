@@ -14,8 +14,6 @@ from pipelines.partitions import stations_partitions
 from pipelines.resources import ProjectResource
 
 RAW = dg.AssetKey("raw_records")
-PERSONS = dg.AssetKey("person_records")
-ORGANISATIONS = dg.AssetKey("organisation_records")
 RECONCILED = dg.AssetCheckSpec(
     "rows_reconciled",
     asset=RAW,
@@ -46,7 +44,8 @@ def station_records_asset(registry: Registry) -> dg.AssetsDefinition:
             dg.AssetSpec(RAW, description="Source rows as received, with lineage; bad rows in quarantine.",
                          kinds={"polars", "sql"}, group_name="ingest"),
             *[dg.AssetSpec(record_key(t), deps=[RAW], kinds={"polars", "sql"}, group_name="ingest",
-                           description=_DESCRIPTIONS.get(t.name, f"Standardised {t.spec.description or t.name} records."))
+                           description=f"Standardised records of {t.spec.description or t.name}, current per "
+                                       f"record key (table {t.record_table}).")
               for t in types],
         ],
         check_specs=[RECONCILED, ACCEPTED],
@@ -57,10 +56,6 @@ def station_records_asset(registry: Registry) -> dg.AssetsDefinition:
         yield from _station_records(context, project, types)
 
     return station_records
-
-
-_DESCRIPTIONS = {"person": "Standardised resident records, current per record key.",
-                 "organisation": "Standardised organisation records."}
 
 
 def _station_records(context: dg.AssetExecutionContext, project: ProjectResource, types: list):

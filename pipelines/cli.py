@@ -15,6 +15,7 @@ import typer
 from pipelines import (
     cli_api,
     cli_feeds,
+    cli_frontdesk,
     cli_hub,
     cli_pipeline,
     cli_quality,
@@ -23,7 +24,7 @@ from pipelines import (
 )
 
 # The order of registration is the order of `enteronce --help`.
-COMMAND_MODULES = (cli_pipeline, cli_resolution, cli_feeds, cli_api, cli_report, cli_quality, cli_hub)
+COMMAND_MODULES = (cli_pipeline, cli_resolution, cli_feeds, cli_api, cli_frontdesk, cli_report, cli_quality, cli_hub)
 
 
 def build_app() -> typer.Typer:

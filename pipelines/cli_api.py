@@ -112,17 +112,18 @@ def serve(
     config: ConfigOpt = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
-    """Serve the feed API (FastAPI on uvicorn); OpenAPI docs at /docs."""
+    """Serve the feed API and the front desk (/v1/match, /v1/search) on uvicorn; OpenAPI docs at /docs."""
     import os
 
     import uvicorn
 
-    from feeds.api import create_app
+    from pipelines.frontdesk import create_hub_app
 
     project = _project(config, warehouse)
     try:
         limits = ApiLimits(max_body_bytes=max_body_bytes, max_header_bytes=max_header_bytes, max_headers=max_headers)
-        app = create_app(project.warehouse_url, project.config_dir, limits=limits)
+        # the feeds and the front desk; with several workers each builds its own index, not this process
+        app = create_hub_app(project, limits=limits, warm=workers == 1)
     except EnteronceError as exc:
         _fail(str(exc))
     console.print(f"enteronce feeds API on http://{host}:{port} (docs: /docs), warehouse "
@@ -133,7 +134,7 @@ def serve(
         os.environ["ENTERONCE_CONFIG"] = str(project.config_dir)
         os.environ["ENTERONCE_WAREHOUSE_URL"] = project.warehouse_url
         os.environ.update(limits.environ())
-        uvicorn.run("feeds.api:app_from_env", factory=True, workers=workers, **server)
+        uvicorn.run("pipelines.frontdesk:app_from_env", factory=True, workers=workers, **server)
     else:
         uvicorn.run(app, **server)
 

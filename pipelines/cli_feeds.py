@@ -200,7 +200,8 @@ def audit(
     config: ConfigOpt = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
-    """Who received which personal fields, at which masking level, when (the delivery log)."""
+    """Who received which personal fields, at which masking level, when: the delivery log, and beside it
+    every front-desk match and search (query keys as keyed hashes only)."""
     from warehouse.feeds import FeedStore
 
     project = _project(config, warehouse)
@@ -223,6 +224,36 @@ def audit(
     console.print(table)
     if not rows:
         console.print("no deliveries match")
+    _front_desk_audit(project, subscriber, field, since, limit)
+
+
+def _front_desk_audit(project: Project, subscriber: str | None, field: str | None, since: str | None,
+                      limit: int) -> None:
+    """Beside the deliveries: every match and search (who, when, which keys as keyed hashes, which
+    entities came back at which field levels)."""
+    from warehouse.frontdesk import access_log
+
+    frame = access_log(project.open_warehouse(), subscriber_id=subscriber, since=_since(since))
+    rows = [r for r in frame.reverse().iter_rows(named=True)
+            if field is None or field in json.loads(r["fields"] or "{}")][:limit]
+    title = "Front desk: matches and searches" + (f" of {subscriber}" if subscriber else "")
+    table = Table(title=f"{title} ({len(rows)} shown, latest first)", title_justify="left")
+    for col in ("when (UTC)", "subscriber", "channel", "token", "kind", "type", "outcome", "keys (HMAC)",
+                "entities", "full fields", "masked fields"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        fields = json.loads(r["fields"] or "{}")
+        keys = json.loads(r["key_hashes"] or "{}")
+        ids = json.loads(r["entity_ids"] or "[]")
+        table.add_row(r["at"].strftime("%Y-%m-%d %H:%M:%S"), r["subscriber_id"], r["channel"], r["token_id"] or "-",
+                      r["kind"], r["entity_type"], r["outcome"],
+                      ", ".join(f"{k}:{v[:10]}" for k, v in keys.items()) or "-",
+                      ", ".join(ids[:5]) + (f" (+{len(ids) - 5})" if len(ids) > 5 else "") or "-",
+                      ", ".join(f for f, lv in fields.items() if lv == "full") or "-",
+                      ", ".join(f for f, lv in fields.items() if lv == "masked") or "-")
+    console.print(table)
+    if not rows:
+        console.print("no matches or searches")
 
 
 def register(app: typer.Typer) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import polars as pl
 import typer
@@ -103,12 +104,38 @@ def run(
     wait: Annotated[bool, typer.Option(help="If another run holds the warehouse, wait for it (else exit with 3).")] = True,
 ) -> None:
     """Materialise every asset for the project, in-process, and print a summary."""
-    from pipelines import progress
     from pipelines.report_assets import report_path
-    from pipelines.runner import RunFailed, materialize_project
     from warehouse import Warehouse
-    from warehouse.locks import WarehouseBusy
 
+    project, station_ids = _project_and_stations(config, warehouse, station)
+    console.print(
+        f"enteronce run: {len(station_ids)} stations from {project.config_dir}, "
+        f"warehouse {Warehouse(project.warehouse_url).display_url}"
+    )
+    started = dt.datetime.now(dt.timezone.utc)
+    outcome = _materialize_with_progress(project, station_ids, wait)
+    if outcome.error or outcome.crash:
+        _end_failed_run(project, station_ids, started, outcome)
+    failed = _print_summary(project.open_warehouse(), station_ids, started, outcome.results, project)
+    report = report_path(outcome.results[-1]) if outcome.results else None
+    if report:
+        console.print(f"Audit report: [bold]{report}[/] (open it in a browser)")
+    if failed:
+        raise typer.Exit(1)
+
+
+@dataclass
+class _RunOutcome:
+    """What materialising the project gave: the runs that completed, and what stopped it."""
+
+    results: list
+    error: tuple[str, int] | None = None  # a failed step said to the user, and the exit code
+    crash: BaseException | None = None  # an unexpected error, re-raised after the summary
+
+
+def _project_and_stations(config: Path | None, warehouse: str | None,
+                          station: list[str] | None) -> tuple[Project, list[str]]:
+    """The project, and the stations to run (all of stations.yaml, or those asked for, which must be in it)."""
     try:
         project = _load(config, warehouse)
         station_ids = station or project.station_ids
@@ -117,20 +144,28 @@ def run(
             _fail(f"unknown station id(s) {unknown}; stations.yaml has {len(project.station_ids)}")
     except EnteronceError as exc:
         _fail(str(exc))
-    console.print(
-        f"enteronce run: {len(station_ids)} stations from {project.config_dir}, "
-        f"warehouse {Warehouse(project.warehouse_url).display_url}"
-    )
-    started = dt.datetime.now(dt.timezone.utc)
+    return project, station_ids
+
+
+_STEP_LABELS = {"resolution": "resolving and publishing", "quality": "validating (Great Expectations)",
+                "feeds": "building subscribers' feeds", "report": "writing the audit report"}
+
+
+def _materialize_with_progress(project: Project, station_ids: list[str], wait: bool) -> _RunOutcome:
+    """Run every asset behind a progress bar (rows ingested, the step running). A busy warehouse
+    exits with 3 unless `wait`; a failed step or an error the user can fix is returned as `error`,
+    anything else as `crash`, so that the summary is printed either way."""
+    from pipelines import progress
+    from pipelines.runner import RunFailed, materialize_project
+    from warehouse.locks import WarehouseBusy
+
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,} rows"),
                   TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task("ingesting", total=None)
         progress.set_listener(lambda what, rows: bar.update(task, advance=rows, description=f"ingesting {what}"))
-        steps = {"resolution": "resolving and publishing", "quality": "validating (Great Expectations)",
-                 "feeds": "building subscribers' feeds", "report": "writing the audit report"}
 
         def on_run(key: str) -> None:
-            bar.update(task, description=steps.get(key, f"ingesting {key}"))
+            bar.update(task, description=_STEP_LABELS.get(key, f"ingesting {key}"))
 
         def on_wait(holders: str) -> None:
             bar.stop()  # a status line that waits must not be overdrawn by the bar
@@ -138,39 +173,34 @@ def run(
                               "this run starts when it ends", highlight=False)
             bar.start()
 
-        error: tuple[str, int] | None = None  # a failed step: said, then the summary of what did run
-        crash: BaseException | None = None
         try:
-            results = materialize_project(project, station_ids, on_station=on_run, on_wait=on_wait, wait=wait)
+            return _RunOutcome(materialize_project(project, station_ids, on_station=on_run, on_wait=on_wait,
+                                                   wait=wait))
         except WarehouseBusy as exc:
             _fail(f"not started: {exc}", code=3)
         except EnteronceError as exc:
-            results = getattr(exc, "results", [])
-            error = (str(exc), 1 if isinstance(exc, RunFailed) else 2)
+            return _RunOutcome(getattr(exc, "results", []), error=(str(exc), 1 if isinstance(exc, RunFailed) else 2))
         except Exception as exc:  # noqa: BLE001 - shown as a message when it is the user's to fix
             user = _user_error(exc)
-            results, crash = [], exc
             if user is not None:
-                error, crash = (str(user), 2), None
+                return _RunOutcome([], error=(str(user), 2))
+            return _RunOutcome([], crash=exc)
         finally:
             progress.set_listener(None)
-    if error or crash:
-        if error:
-            err_console.print(f"[bold red]error:[/] {error[0]}", highlight=False)
-        try:  # what the warehouse holds now, whatever failed: stations, holds, checks
-            _print_summary(project.open_warehouse(), station_ids, started, results, project)
-        except Exception as exc:  # noqa: BLE001 - the first failure is the one to report
-            err_console.print(f"[yellow]no summary[/]: {exc}", highlight=False)
-        if crash is not None:
-            raise crash
-        raise typer.Exit(error[1])
-    store = project.open_warehouse()
-    failed = _print_summary(store, station_ids, started, results, project)
-    report = report_path(results[-1]) if results else None
-    if report:
-        console.print(f"Audit report: [bold]{report}[/] (open it in a browser)")
-    if failed:
-        raise typer.Exit(1)
+
+
+def _end_failed_run(project: Project, station_ids: list[str], started: dt.datetime, outcome: _RunOutcome) -> NoReturn:
+    """Say what failed, then what the warehouse holds now (stations, holds, checks), then exit
+    with the failure's code or re-raise the crash."""
+    if outcome.error:
+        err_console.print(f"[bold red]error:[/] {outcome.error[0]}", highlight=False)
+    try:  # what the warehouse holds now, whatever failed: stations, holds, checks
+        _print_summary(project.open_warehouse(), station_ids, started, outcome.results, project)
+    except Exception as exc:  # noqa: BLE001 - the first failure is the one to report
+        err_console.print(f"[yellow]no summary[/]: {exc}", highlight=False)
+    if outcome.crash is not None:
+        raise outcome.crash
+    raise typer.Exit(outcome.error[1])
 
 
 def _print_summary(store, station_ids: list[str], started: dt.datetime, results: list, project: Project) -> bool:

@@ -52,10 +52,10 @@ def register(app: typer.Typer) -> None:
             held = []
             opened = closed = 0
             for sid in station_ids:
-                outcome = validate_station(store, gx, settings, sid)
+                outcome = validate_station(store, gx, settings, sid, types=project.entity_types)
                 held += outcome.held
                 opened, closed = opened + outcome.tasks_opened, closed + outcome.tasks_closed
-            final = quality_pass(store, gx, settings)
+            final = quality_pass(store, gx, settings, types=project.pipeline_types)
         runs = store.runs(station_ids)
         latest = (runs.sort("started_at").group_by("station_id", "suite", maintain_order=True).last()
                   .sort("station_id", "suite"))

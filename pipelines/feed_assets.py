@@ -9,6 +9,7 @@ one pass, not 943.
 
 import dagster as dg
 
+from core.entity_types import Registry
 from feeds.config import load_subscriptions
 from feeds.files import build_all, subscribers_behind
 from pipelines.automation import SENSOR_INTERVAL_SECONDS, STAGE_TAG
@@ -18,7 +19,7 @@ from pipelines.resources import ProjectResource
 subscribers_partitions = dg.DynamicPartitionsDefinition(name="subscribers")
 IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
              dg.DagsterRunStatus.STARTED]
-FEED_DEPS = [dg.AssetKey("person_change_events"), dg.AssetKey("organisation_change_events")]
+FEEDS = dg.AssetKey("subscriber_feeds")
 
 
 def sync_subscriber_partitions(instance: dg.DagsterInstance, subscriber_ids: list[str]) -> list[str]:
@@ -34,18 +35,7 @@ def sync_subscriber_partitions(instance: dg.DagsterInstance, subscriber_ids: lis
     return list(instance.get_dynamic_partitions(subscribers_partitions.name))
 
 
-@dg.asset(
-    name="subscriber_feeds",
-    partitions_def=subscribers_partitions,
-    deps=FEED_DEPS,
-    group_name="feeds",
-    kinds={"polars", "parquet", "csv"},
-    pool=PUBLICATION_POOL,
-    description="Each subscriber's new change events (the first time: a snapshot of its scope), scoped, "
-                "projected to its fields and masked per its role, as JSON Lines / CSV / Parquet in its outbox; "
-                "every delivery audited.",
-)
-def subscriber_feeds(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
+def _build_feeds(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
     p = project.project
     subs = load_subscriptions(p.config_dir)
     wanted = list(context.partition_keys)
@@ -82,7 +72,7 @@ def subscriber_feeds(context: dg.AssetExecutionContext, project: ProjectResource
     name="subscriber_feeds_sensor",
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    asset_selection=[subscriber_feeds],
+    asset_selection=[FEEDS],
 )
 def subscriber_feeds_sensor(context: dg.SensorEvaluationContext, project: ProjectResource):
     """Keeps the subscriber partitions in step with subscriptions.yaml and, when a subscriber's
@@ -114,7 +104,29 @@ def partition_range_tags(subscriber_ids: list[str]) -> dict[str, str]:
             "dagster/asset_partition_range_end": subscriber_ids[-1]}
 
 
-FEED_ASSETS = [subscriber_feeds]
+def feed_assets(registry: Registry) -> list[dg.AssetsDefinition]:
+    """The feed asset after every change the registry's types and relations publish: each type's
+    change events and each relation's links (which write update events of their own)."""
+    deps = [*(dg.AssetKey(f"{t.name}_change_events") for t in registry),
+            *(dg.AssetKey(f"{name}_links") for name in registry.relations)]
+
+    @dg.asset(
+        name=FEEDS.path[-1],
+        partitions_def=subscribers_partitions,
+        deps=deps,
+        group_name="feeds",
+        kinds={"polars", "parquet", "csv"},
+        pool=PUBLICATION_POOL,
+        description="Each subscriber's new change events (the first time: a snapshot of its scope), scoped, "
+                    "projected to its fields and masked per its role, as JSON Lines / CSV / Parquet in its "
+                    "outbox; every delivery audited.",
+    )
+    def subscriber_feeds(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
+        return _build_feeds(context, project)
+
+    return [subscriber_feeds]
+
+
 FEED_SENSORS = [subscriber_feeds_sensor]
 
 
@@ -125,4 +137,4 @@ def run_feeds(project, instance: dg.DagsterInstance, assets: list, resources: di
     if not ids:
         return []
     return [dg.materialize(assets, instance=instance, resources=resources, run_config=run_config,
-                           selection=[subscriber_feeds], tags={**partition_range_tags(ids), **tags})]
+                           selection=[FEEDS], tags={**partition_range_tags(ids), **tags})]

@@ -33,15 +33,24 @@ from pipelines.partitions import stations_partitions
 from pipelines.resources import ProjectResource
 from quality.config import project_quality
 from quality.service import Outcome, quality_pass, validate_golden, validate_station
+from quality.suites import SuiteSpec, registry_quality
 from quality.validate import gx_project
 from warehouse.quality import QualityStore
 
 QUALITY_KEY = dg.AssetKey("data_quality")
-_SUITE_DESCRIPTIONS = {
-    "person": "Completeness, validity (ID check digit, dates, phone, area code), consistency (ID birth "
-              "date and sex) and uniqueness of each new batch of resident records.",
-    "organisation": "Completeness, validity (credit code, phone, area code) and uniqueness of each new batch.",
-}
+
+
+def suite_description(suite: SuiteSpec, what: str) -> str:
+    """What a suite checks, from its expectations: each dimension with the columns it reads
+    ("Completeness (name, sex), validity (id_valid, phone) and uniqueness (local_id) of each new
+    batch of <what>.")."""
+    by_dim: dict[str, list[str]] = {}
+    for e in suite.expectations:
+        cols = by_dim.setdefault(e.dimension, [])
+        cols += [c for c in e.value_columns if c not in cols]
+    parts = [f"{dim} ({', '.join(cols)})" for dim, cols in by_dim.items()]
+    text = ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1] if parts else "nothing"
+    return f"{text[:1].upper()}{text[1:]} of {what}."
 
 # Partitioned asset checks are a preview in Dagster 1.13 (DESIGN.md); the check reads its station
 # from the run's partition key. The preview warning is expected, so it is not repeated on every load.
@@ -127,13 +136,12 @@ def _station_quality(registry: Registry) -> dg.AssetChecksDefinition:
     types = list(registry)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)
+        qualities = registry_quality(registry)
         record_suites = {
             t.name: dg.AssetCheckSpec(
                 "standardised_suite", asset=record_key(t), partitions_def=stations_partitions,
-                description=(_SUITE_DESCRIPTIONS[t.name] if t.bundled and t.name in _SUITE_DESCRIPTIONS else
-                             "Completeness of the required fields, validity of the fields whose standardiser "
-                             "flags it, and uniqueness of local ids, of each new batch (from the type's field "
-                             "declarations)."))
+                description=suite_description(qualities[t.name].standardised,
+                                              f"each new batch of {t.spec.description or t.name} records"))
             for t in types
         }
         publishable = {
@@ -206,12 +214,12 @@ def publishable_metadata(station_id: str, held: pl.DataFrame, reasons: list[str]
 
 
 def _golden_quality(registry: Registry) -> dg.AssetChecksDefinition:
-    from quality.suites import GOLDEN
-
+    qualities = registry_quality(registry)
     GOLDEN_SUITES = {
         t.name: dg.AssetCheckSpec("golden_suite", asset=dg.AssetKey(f"{t.name}_golden_records"),
-                                  description="Golden records: completeness, validity, and one active entity per valid ID.")
-        for t in registry if t.bundled and t.name in GOLDEN
+                                  description=suite_description(
+                                      qualities[t.name].golden, f"the active golden {t.spec.description or t.name}"))
+        for t in registry if qualities[t.name].golden is not None
     }
 
     @dg.multi_asset_check(name="golden_quality", specs=list(GOLDEN_SUITES.values()), pool=PUBLICATION_POOL)
@@ -220,7 +228,7 @@ def _golden_quality(registry: Registry) -> dg.AssetChecksDefinition:
         for entity, spec in GOLDEN_SUITES.items():
             with project.writing(context, f"validate golden {entity}s") as warehouse:
                 store, gx, config = _context(project, warehouse)
-                outcome = validate_golden(store, gx, config, entity)
+                outcome = validate_golden(store, gx, config, entity, types=registry)
             passed, meta = _runs_metadata(outcome, f"golden_{entity}")
             yield dg.AssetCheckResult(check_name=spec.name, asset_key=spec.asset_key, passed=passed, metadata=meta,
                                       severity=dg.AssetCheckSeverity.WARN)
@@ -242,7 +250,7 @@ def _data_quality(registry: Registry) -> dg.AssetsDefinition:
     def data_quality(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
         with project.writing(context, "quality pass") as warehouse:
             store, gx, config = _context(project, warehouse)
-            outcome = quality_pass(store, gx, config, golden=False)
+            outcome = quality_pass(store, gx, config, golden=False, types=registry)
         open_tasks = store.tasks(status="open")
         meta = {
             "tasks_opened": outcome.tasks_opened,

@@ -1,9 +1,10 @@
 """The assets of one project, generated per registered entity type (core.entity_types).
 
 Ingest (one records asset per type), resolution and golden records (one multi-asset per type),
-the quality checks and the data_quality asset depend on the project's types; feeds and the
-report do not. The Dagster code location builds them for the configured project
-(pipelines.definitions) and `enteronce run` for the project it runs (pipelines.runner).
+the quality checks, the data_quality asset and the dependencies of the feeds and the report
+follow the project's types and relations. The Dagster code location builds them for the
+configured project (pipelines.definitions) and `enteronce run` for the project it runs
+(pipelines.runner).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import dagster as dg
 
 from core.entity_types import Registry
 from pipelines.assets import station_records_asset
-from pipelines.feed_assets import FEED_ASSETS
+from pipelines.feed_assets import feed_assets
 from pipelines.golden_assets import golden_assets
 from pipelines.quality_assets import quality_assets
-from pipelines.report_assets import REPORT_ASSETS
+from pipelines.report_assets import report_assets
 from pipelines.resolution_assets import resolution_assets
 
 
@@ -46,4 +47,4 @@ def project_assets(registry: Registry) -> ProjectAssets:
     """The assets for `registry`'s types (built once per registry)."""
     data_quality, *checks = quality_assets(registry)
     return ProjectAssets(station_records_asset(registry), resolution_assets(registry), golden_assets(registry),
-                         data_quality, checks, list(FEED_ASSETS), list(REPORT_ASSETS))
+                         data_quality, checks, feed_assets(registry), report_assets(registry))

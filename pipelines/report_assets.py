@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from core.entity_types import Registry
 from pipelines.automation import AFTER_UPSTREAM
 from pipelines.instance import PUBLICATION_POOL
 from pipelines.resources import ProjectResource
@@ -18,27 +19,13 @@ from quality.report.model import describe_precision
 
 REPORT_DIR = "report"
 
-# Upstream: the change-event outboxes (one per entity type), the data-quality pass (scores,
-# validation results, correction tasks) and the subscribers' feeds (their audit log is the access page).
-REPORT_DEPS = [dg.AssetKey("person_change_events"), dg.AssetKey("organisation_change_events"),
-               dg.AssetKey("data_quality"), dg.AssetKey("subscriber_feeds")]
 
 def report_dir(project_resource: ProjectResource) -> Path:
     """Where the site goes: `<data folder>/report/` (data/demo/data/report after `make demo`)."""
     return project_resource.project.data_dir / REPORT_DIR
 
 
-@dg.asset(
-    name="audit_report",
-    group_name="report",
-    deps=REPORT_DEPS,
-    kinds={"html", "plotly"},
-    automation_condition=AFTER_UPSTREAM,
-    description="The auditors' static HTML report: station scorecards and trends, failing expectations, "
-                "correction tasks, linkage quality and the access log. Opens from disk, offline.",
-    pool=PUBLICATION_POOL,
-)
-def audit_report(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
+def _build_report(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
     with project.writing(context, "audit report") as warehouse:
         summary = write_report(warehouse, report_dir(project),
                                sla_days=project_quality(project.project.config_dir).tasks_sla_days)
@@ -66,7 +53,28 @@ def audit_report(context: dg.AssetExecutionContext, project: ProjectResource) ->
     return dg.MaterializeResult(metadata=metadata)
 
 
-REPORT_ASSETS = [audit_report]
+def report_assets(registry: Registry) -> list[dg.AssetsDefinition]:
+    """The report after what it shows: each type's change events, the data-quality pass (scores,
+    validation results, correction tasks) and the subscribers' feeds (their audit log is the
+    access page)."""
+    deps = [*(dg.AssetKey(f"{t.name}_change_events") for t in registry),
+            dg.AssetKey("data_quality"), dg.AssetKey("subscriber_feeds")]
+
+    @dg.asset(
+        name="audit_report",
+        group_name="report",
+        deps=deps,
+        kinds={"html", "plotly"},
+        automation_condition=AFTER_UPSTREAM,
+        description="The auditors' static HTML report: station scorecards and trends, failing expectations, "
+                    "correction tasks, linkage quality and the access log. Opens from disk, offline.",
+        pool=PUBLICATION_POOL,
+    )
+    def audit_report(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
+        return _build_report(context, project)
+
+    return [audit_report]
+
 
 def report_path(result: dg.ExecuteInProcessResult) -> str | None:
     """The index.html an in-process run of the report asset wrote (for `enteronce run` to print)."""

@@ -6,11 +6,12 @@ import json
 
 import dagster as dg
 
-from connectors.versions import station_version
+from connectors.versions import station_version, with_entries
 from pipelines.assets import ingest_job
 from pipelines.automation import DROPS_INTERVAL_SECONDS, STAGE_TAG
 from pipelines.partitions import stations_partitions
 from pipelines.resources import ProjectResource
+from warehouse.entry import entry_marks
 
 
 @dg.sensor(job=ingest_job, minimum_interval_seconds=DROPS_INTERVAL_SECONDS,
@@ -32,12 +33,13 @@ def station_drops_sensor(context: dg.SensorEvaluationContext, project: ProjectRe
         cursor = {"warehouse_id": store.warehouse_id(), "stations": {}}
     launched: dict[str, str] = cursor["stations"]
     ingested = store.station_versions()
+    entries = entry_marks(store)  # records entered at the front desk count as drops
     known = set(context.instance.get_dynamic_partitions(stations_partitions.name))
     new_ids = [s for s in proj.station_ids if s not in known]
     requests: list[dg.RunRequest] = []
     for station in proj.stations.stations:
         try:
-            version = station_version(station, proj.config_dir)
+            version = with_entries(station_version(station, proj.config_dir), entries.get(station.id))
         except Exception as exc:  # noqa: BLE001 - one broken source must not stall the others
             # Launched all the same (once per distinct error): the run fails with the error, so
             # the station shows as failed in the UI rather than only in a sensor's log.

@@ -12,7 +12,6 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from core.config import StrictConfig, format_validation_error, load_yaml
-from core.entity_types import load_entity_types
 from core.errors import ConfigError
 
 SuiteKind = Literal["raw", "standardised", "golden", "freshness"]
@@ -22,14 +21,21 @@ DEFAULTS = Path(__file__).with_name("defaults") / "quality.yaml"
 class Corrections(StrictConfig):
     from_expectations: bool = True
     # entity type (core.entity_types) -> golden fields that correction tasks compare with the
-    # stations' values; default: each bundled type's `correction_fields`
+    # stations' values; a registered type not named here compares its registry
+    # `correction_fields` (an empty list: no golden-record tasks for that type)
     golden_fields: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")], list[str]] = Field(
-        default_factory=lambda: {t.name: t.correction_fields for t in load_entity_types()})
+        default_factory=dict)
+
+    def fields_of(self, types) -> dict[str, list[str]]:
+        """entity type -> the golden fields its correction tasks compare, for every type of
+        `types` (a core.entity_types.Registry)."""
+        return {t.name: list(self.golden_fields.get(t.name, t.correction_fields)) for t in types}
 
 
 class Thresholds(StrictConfig):
     """The share of a batch's rows that must meet an expectation for it to pass (GX's `mostly`):
-    a default per dimension, and overrides by expectation id (`quality.suites`)."""
+    a default per dimension, and overrides by expectation id (the suites of quality.suites:
+    raw, freshness, and those of the bundled entity types)."""
 
     completeness: float = Field(0.95, ge=0.0, le=1.0)
     validity: float = Field(0.90, ge=0.0, le=1.0)
@@ -41,9 +47,9 @@ class Thresholds(StrictConfig):
     @field_validator("expectations")
     @classmethod
     def _known_ids(cls, value: dict[str, float]) -> dict[str, float]:
-        from quality.suites import ALL_SUITES
+        from quality.suites import known_expectation_ids
 
-        known = sorted({e.id for suite in ALL_SUITES for e in suite.expectations})
+        known = known_expectation_ids()
         problems = [f"{key}: unknown expectation id (known: {', '.join(known)})" for key in value if key not in known]
         problems += [f"{key}: {rate!r} is not a share between 0 and 1" for key, rate in value.items()
                      if key in known and not 0.0 <= rate <= 1.0]

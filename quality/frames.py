@@ -6,33 +6,63 @@ import datetime as dt
 
 import polars as pl
 
-from core.entity_types import load_entity_types
+from core.entity_types import EntityType
 from entity_resolution.standardise.id_numbers import with_id_number
+from quality.corrections import valid_value
 from quality.scorecards import age_days
+from quality.suites import TypeQuality, type_quality
 
 
-
-def decode_golden(active: pl.DataFrame, fields: list[str]) -> pl.DataFrame:
-    """entity_id plus the named fields decoded from the golden `record` JSON (text values;
-    `birth_date` as a date)."""
+def decode_golden(active: pl.DataFrame, fields: list[str], entity_type: EntityType | None = None) -> pl.DataFrame:
+    """entity_id plus the named fields decoded from the golden `record` JSON (text values; the
+    fields `entity_type` declares as dates as dates)."""
     dtype = pl.Struct({f: pl.String for f in fields})
     out = active.select("entity_id", pl.col("record").str.json_decode(dtype).alias("_r")).unnest("_r")
-    if "birth_date" in out.columns:
-        out = out.with_columns(pl.col("birth_date").str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False))
+    dates = [f for f in fields if entity_type is not None and f in entity_type.fields
+             and entity_type.fields[f].type == "date"]
+    if dates:
+        out = out.with_columns(pl.col(f).str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False) for f in dates)
     return out
 
 
-def golden_frame(active: pl.DataFrame, entity_type: str, *, today: dt.date) -> pl.DataFrame:
-    """Active golden records ready for the golden suite: for persons, the surviving ID number's
-    validity recomputed (GB 11643) and `valid_id_number` (the number when valid, else null), so
-    uniqueness is judged over valid numbers only."""
-    frame = decode_golden(active, next(t for t in load_entity_types() if t.name == entity_type).golden_fields)
-    if entity_type != "person":
+def standardised_frame(records: pl.DataFrame, quality: TypeQuality) -> pl.DataFrame:
+    """A batch's standardised records ready for a derived suite (quality.suites.derived_quality):
+    the code standardisers (id_number, credit_code: they keep an invalid value in the field) flag
+    a blank value false, which is completeness (a required field's `not null`), not validity and
+    no correction task, so there the flag counts only where the field has a value. Other
+    standardisers leave the flag null for a blank value already (and null the value they cannot
+    use). Declared suites see the records as stored."""
+    if quality.declared:
+        return records
+    blank = [(field, flag) for field, flag in quality.validity_flags.items()
+             if quality.check(field).kind in ("id_number", "credit_code")
+             and field in records.columns and flag in records.columns]
+    if not blank:
+        return records
+    return records.with_columns(pl.when(pl.col(field).is_not_null()).then(pl.col(flag)).alias(flag)
+                                for field, flag in blank)
+
+
+def golden_frame(active: pl.DataFrame, entity_type: EntityType, *, today: dt.date,
+                 quality: TypeQuality | None = None) -> pl.DataFrame:
+    """Active golden records ready for the type's golden suite: its golden fields, and for its
+    registered `code` (an ID number, a credit code) the surviving value's validity recomputed
+    (`<valid_flag>`, by the check of the code's field: an ID number through the ID-number
+    standardiser) and `valid_<code>` (the code when valid, else null), so uniqueness is judged
+    over valid codes only."""
+    q = quality or type_quality(entity_type)
+    frame = decode_golden(active, entity_type.golden_fields, entity_type)
+    code, flag = q.code_column, q.code_flag
+    if code is None or flag is None or code not in frame.columns:
         return frame
-    checked = with_id_number(frame.lazy().select(pl.col("id_number").alias("_raw")), pl.col("_raw"), today=today)
-    valid = checked.select("id_valid").collect()
-    return frame.with_columns(pl.when(pl.col("id_number").is_not_null()).then(valid["id_valid"]).alias("id_valid")).with_columns(
-        pl.when(pl.col("id_valid")).then(pl.col("id_number")).alias("valid_id_number"))
+    check = q.check(code)
+    if check.kind == "id_number":
+        checked = with_id_number(frame.lazy().select(pl.col(code).alias("_raw")), pl.col("_raw"), today=today)
+        valid = checked.select("id_valid").collect()["id_valid"]
+    else:
+        valid = frame.select(valid_value(code, pl.col(code), today=today, check=check))[code]
+    return frame.with_columns(pl.when(pl.col(code).is_not_null()).then(valid).alias(flag)).with_columns(
+        pl.when(pl.col(flag)).then(pl.col(code)).alias(f"valid_{code}"))
 
 
 def freshness_frame(last_drops: pl.DataFrame, *, now: dt.datetime) -> pl.DataFrame:
@@ -42,17 +72,14 @@ def freshness_frame(last_drops: pl.DataFrame, *, now: dt.datetime) -> pl.DataFra
         "station_id", "entity_type", "batch_id", age_days(now).round(3).alias("age_days"))
 
 
-def invalid_codes(records: pl.DataFrame, entity_type: str,
-                  code_spec: tuple[str, str] | None = None) -> tuple[int, int]:
+def invalid_codes(records: pl.DataFrame, code_spec: tuple[str, str] | None) -> tuple[int, int]:
     """(invalid, given): identifying codes (ID numbers, credit codes: the registered type's
-    `code`, or `code_spec` = (column, validity flag)) that fail their check, among the ones given;
-    (0, 0) for a type without one."""
+    `code` as (column, validity flag)) that fail their check, among the ones given; (0, 0) for a
+    type without one."""
     if code_spec is None:
-        spec = next((t.code for t in load_entity_types() if t.name == entity_type), None)
-        if spec is None:
-            return 0, 0
-        code_spec = (spec.column, spec.valid_flag)
+        return 0, 0
     code, valid = code_spec
+    if code not in records.columns or valid not in records.columns:
+        return 0, 0
     given = records.filter(pl.col(code).is_not_null() & pl.col(valid).is_not_null())
     return int((~given[valid]).sum()), given.height
-

@@ -20,12 +20,12 @@ import polars as pl
 
 from quality import task_transitions as tt
 from quality.config import QualityConfig
-from quality.corrections import (SUPERSEDED, arbitrate, covered_expectations, expectation_tasks,
+from entity_resolution.entity_types import Registry, load_registry
+from quality.corrections import (SUPERSEDED, arbitrate, covered_expectations, derived_fields, expectation_tasks,
                                  golden_disagreements, own_check_tasks, reconcile)
-from quality.frames import decode_golden, freshness_frame, golden_frame, invalid_codes
+from quality.frames import decode_golden, freshness_frame, golden_frame, invalid_codes, standardised_frame
 from quality.scorecards import batch_scores, freshness_scores
-from entity_resolution.entity_types import Registry, load_registry, validity_flags
-from quality.suites import FRESHNESS, GOLDEN, RAW, STANDARDISED, SuiteSpec, declared_suite
+from quality.suites import FRESHNESS, RAW, SuiteSpec, TypeQuality, registry_quality
 from quality.validate import GxProject, Validation
 
 
@@ -33,7 +33,7 @@ from quality.validate import GxProject, Validation
 class QualityStore(Protocol):  # warehouse.quality.QualityStore
     def unvalidated_batches(self, suite: str, station_ids=None, entity_type=None) -> pl.DataFrame: ...
     def raw_frame(self, batch_id: str) -> pl.DataFrame: ...
-    def record_frame(self, entity_type: str, batch_id: str) -> pl.DataFrame: ...
+    def record_frame(self, entity_type: str, batch_id: str, station_id: str | None = None) -> pl.DataFrame: ...
     def last_drops(self) -> pl.DataFrame: ...
     def unbalanced_batches(self, station_ids) -> pl.DataFrame: ...
     def save_run(self, run: dict, results: pl.DataFrame) -> None: ...
@@ -116,15 +116,14 @@ def _record(store: QualityStore, gx: GxProject, config: QualityConfig, frame: pl
 
 
 def standardised_suites(types: Registry | None = None) -> dict[str, SuiteSpec]:
-    """entity type -> its standardised suite: the bundled types' own (quality.suites), and for a
-    type declared in a project's entity_types.yaml one built from its fields (declared_suite)."""
-    suites: dict[str, SuiteSpec] = {}
-    for t in types if types is not None else load_registry():
-        if t.bundled and t.name in STANDARDISED:
-            suites[t.name] = STANDARDISED[t.name]
-        else:
-            suites[t.name] = declared_suite(t.name, t.spec.required_fields, validity_flags(t))
-    return suites
+    """entity type -> its standardised suite: declared in quality/defaults/suites.yaml for the
+    bundled types listed there, derived from the registry for every other (quality.suites)."""
+    return {name: q.standardised for name, q in registry_quality(types).items()}
+
+
+def golden_suites(types: Registry | None = None) -> dict[str, SuiteSpec]:
+    """entity type -> its golden suite, for the types that have one."""
+    return {name: q.golden for name, q in registry_quality(types).items() if q.golden is not None}
 
 
 def validate_station(store: QualityStore, gx: GxProject, config: QualityConfig, station_id: str, *,
@@ -142,16 +141,17 @@ def validate_station(store: QualityStore, gx: GxProject, config: QualityConfig, 
                     batch_id=b["batch_id"], entity_type=b["entity_type"], today=today, outcome=outcome)
             touched.add(b["batch_id"])
     if config.runs("standardised"):
-        for entity_type, suite in standardised_suites(registry).items():
+        qualities = registry_quality(registry)
+        for entity_type, q in qualities.items():
+            suite = q.standardised
             code = registry[entity_type].code
             for b in store.unvalidated_batches(suite.name, [station_id], entity_type).iter_rows(named=True):
                 batch_id = b["batch_id"]
-                records = store.record_frame(entity_type, batch_id)
-                v = _record(store, gx, config, records, suite, station_id=station_id, batch_id=batch_id,
-                            entity_type=entity_type, today=today, outcome=outcome)
+                records = store.record_frame(entity_type, batch_id, station_id)
+                v = _record(store, gx, config, standardised_frame(records, q), suite, station_id=station_id,
+                            batch_id=batch_id, entity_type=entity_type, today=today, outcome=outcome)
                 touched.add(batch_id)
-                invalid, given = (invalid_codes(records, entity_type, (code.column, code.valid_flag))
-                                  if code is not None else (0, 0))
+                invalid, given = invalid_codes(records, (code.column, code.valid_flag) if code is not None else None)
                 rate = invalid / given if given else 0.0
                 if rate > config.max_invalid_id_rate and invalid >= config.min_invalid_ids_to_hold:
                     what = code.label
@@ -162,8 +162,8 @@ def validate_station(store: QualityStore, gx: GxProject, config: QualityConfig, 
                                              "rate": rate, "threshold": config.max_invalid_id_rate,
                                              "entity_type": entity_type, "records": records.height})
                 if config.corrections.from_expectations:
-                    _expectation_tasks(store, v, records, suite, station_id, batch_id, now, outcome,
-                                       earliest=config.earliest_birth_date)
+                    _expectation_tasks(store, v, records, q, station_id, batch_id, now, outcome,
+                                       earliest=config.earliest_birth_date, qualities=qualities.values())
     if config.hold_unreconciled:
         for b in store.unbalanced_batches([station_id]).iter_rows(named=True):
             reason = (f"rows do not reconcile: read {b['rows_read']}, stored {b['raw_stored']} in raw and "
@@ -176,18 +176,19 @@ def validate_station(store: QualityStore, gx: GxProject, config: QualityConfig, 
     return outcome
 
 
-def _expectation_tasks(store: QualityStore, v: Validation, records: pl.DataFrame, suite: SuiteSpec,
+def _expectation_tasks(store: QualityStore, v: Validation, records: pl.DataFrame, q: TypeQuality,
                        station_id: str, batch_id: str, now: dt.datetime, outcome: Outcome, *,
-                       earliest: dt.date | None = None) -> None:
+                       earliest: dt.date | None = None, qualities=None) -> None:
     keys = records["record_key"]
-    entities = store.entity_of(suite.entity_type, keys.to_list())
+    entities = store.entity_of(q.entity_type, keys.to_list())
     kw = {"earliest": earliest} if earliest else {}
-    found = expectation_tasks(v.failures, records.join(entities, on="record_key", how="left"), suite,
-                              station_id=station_id, batch_id=batch_id, today=now.date(), **kw)
+    found = expectation_tasks(v.failures, records.join(entities, on="record_key", how="left"), q.standardised,
+                              station_id=station_id, batch_id=batch_id, today=now.date(), quality=q, **kw)
     # an open golden-record task on the same record and value covers (or yields to) these
     golden_open = store.tasks(status="open", record_keys=keys.to_list(), source="golden_disagreement")
-    ids = records.select("record_key", "id_number") if "id_number" in records.columns else None
-    found, yielded = covered_expectations(found, golden_open, ids)
+    id_fields = [f for f in derived_fields(qualities) if f in records.columns]
+    ids = records.select("record_key", *id_fields) if id_fields else None
+    found, yielded = covered_expectations(found, golden_open, ids, qualities=qualities)
     extra = yielded.select("task_id", pl.lit(now).alias("closed_at"), pl.lit(SUPERSEDED).alias("closed_batch"))
     _settle(store, found, keys, "expectation", records.select("record_key", "batch_id"), now, outcome,
             extra_closed=extra)
@@ -210,6 +211,8 @@ def _settle(store: QualityStore, found: pl.DataFrame, keys: pl.Series, source: s
     if extra_closed is not None and extra_closed.height:
         closed = pl.concat([closed, extra_closed.select(closed.columns)], how="vertical_relaxed").unique(
             "task_id", keep="first")
+    # closing events in task order: their sequence must not depend on the order a database or a
+    # hash table returned the open tasks in (two runs of the same drops write the same outbox)
     events, _ = apply_tasks(store, opened, closed)
     outcome.tasks_opened += opened.height
     outcome.tasks_closed += closed.height
@@ -226,36 +229,42 @@ def _score_batches(store: QualityStore, batch_ids: list[str]) -> None:
 
 
 def validate_golden(store: QualityStore, gx: GxProject, config: QualityConfig, entity_type: str, *,
-                    now: dt.datetime | None = None) -> Outcome:
-    """The golden suite of one entity type over its active golden records."""
+                    now: dt.datetime | None = None, types: Registry | None = None) -> Outcome:
+    """The golden suite of one entity type of `types` (default: the bundled ones) over its active
+    golden records; nothing for a type without one."""
     now = now or dt.datetime.now(dt.timezone.utc)
     outcome = Outcome()
-    if config.runs("golden"):
-        frame = golden_frame(store.active_golden(entity_type), entity_type, today=now.date())
-        _record(store, gx, config, frame, GOLDEN[entity_type], station_id=None, batch_id=None,
+    registry = types if types is not None else load_registry()
+    etype = registry[entity_type]
+    q = registry_quality(registry)[entity_type]
+    if config.runs("golden") and q.golden is not None:
+        frame = golden_frame(store.active_golden(entity_type), etype, today=now.date(), quality=q)
+        _record(store, gx, config, frame, q.golden, station_id=None, batch_id=None,
                 entity_type=entity_type, today=now.date(), outcome=outcome)
     return outcome
 
 
 def quality_pass(store: QualityStore, gx: GxProject, config: QualityConfig, *,
-                 now: dt.datetime | None = None, golden: bool = True) -> Outcome:
+                 now: dt.datetime | None = None, golden: bool = True, types: Registry | None = None) -> Outcome:
     """After publication: golden suites (unless a Dagster check ran them), freshness,
-    golden-disagreement tasks, Data Docs."""
+    golden-disagreement tasks, Data Docs, for the entity types of `types` (default: the bundled
+    ones)."""
     now = now or dt.datetime.now(dt.timezone.utc)
     today = now.date()
     outcome = Outcome()
+    registry = types if types is not None else load_registry()
     if golden:
-        for entity_type in GOLDEN:
-            outcome.absorb(validate_golden(store, gx, config, entity_type, now=now))
+        for entity_type in golden_suites(registry):
+            outcome.absorb(validate_golden(store, gx, config, entity_type, now=now, types=registry))
     if config.runs("freshness"):
         drops = store.last_drops()
         if drops.height:
             _record(store, gx, config, freshness_frame(drops, now=now), FRESHNESS, station_id=None, batch_id=None,
                     entity_type="station", today=today, outcome=outcome)
             store.save_scores(freshness_scores(drops, now=now, max_age_days=config.freshness_max_age_days))
-    for entity_type, fields in config.corrections.golden_fields.items():
+    for entity_type, fields in config.corrections.fields_of(registry).items():
         if fields:
-            _golden_tasks(store, entity_type, fields, now, outcome, earliest=config.earliest_birth_date,
+            _golden_tasks(store, registry, entity_type, fields, now, outcome, earliest=config.earliest_birth_date,
                           reopen=config.corrections.from_expectations)
     reminded = send_reminders(store, config, now=now)
     outcome.reminders += reminded
@@ -330,15 +339,15 @@ def send_reminders(store: QualityStore, config: QualityConfig, *, now: dt.dateti
     return events
 
 
-def evidence_columns(entity_type: str) -> list[str]:
+def evidence_columns(entity_type: str, types: Registry | None = None) -> list[str]:
     """Member columns the golden pass reads besides the configured fields: what says whether a
     value passes validation, and what the record's own checks need (the type's registered
     `evidence_columns`)."""
-    registry = load_registry()
+    registry = types if types is not None else load_registry()
     return list(registry[entity_type].spec.evidence_columns) if entity_type in registry else []
 
 
-def _golden_tasks(store: QualityStore, entity_type: str, fields: list[str], now: dt.datetime,
+def _golden_tasks(store: QualityStore, registry: Registry, entity_type: str, fields: list[str], now: dt.datetime,
                   outcome: Outcome, *, earliest: dt.date | None = None, reopen: bool = True) -> None:
     res_key, ev_key = f"tasks:{entity_type}:resolution_seq", f"tasks:{entity_type}:event_seq"
     res_mark, ev_mark = store.state(res_key), store.state(ev_key)
@@ -346,13 +355,16 @@ def _golden_tasks(store: QualityStore, entity_type: str, fields: list[str], now:
     touched = store.touched_entities(entity_type, res_mark, ev_mark)
     if touched:
         kw = {"earliest": earliest} if earliest else {}
-        members = store.members(entity_type, touched, [*fields, *evidence_columns(entity_type)])
-        golden = decode_golden(store.active_golden(entity_type, touched), fields)
-        found = golden_disagreements(members, golden, fields, entity_type=entity_type, today=now.date(), **kw)
+        qualities = registry_quality(registry)
+        q = qualities[entity_type]
+        members = store.members(entity_type, touched, [*fields, *evidence_columns(entity_type, registry)])
+        golden = decode_golden(store.active_golden(entity_type, touched), fields, registry[entity_type])
+        found = golden_disagreements(members, golden, fields, entity_type=entity_type, today=now.date(), quality=q,
+                                     **kw)
         keys = members["record_key"]
         # never two contradicting tasks on one record: against its open expectation tasks
         open_exp = store.tasks(status="open", record_keys=keys.to_list(), source="expectation")
-        found, covered = arbitrate(found, open_exp)
+        found, covered = arbitrate(found, open_exp, qualities=qualities.values())
         batch_of = members.select("record_key", "batch_id")
         extra_closed = covered.select("task_id", pl.lit(now).alias("closed_at"),
                                       pl.concat_str(pl.lit(f"{SUPERSEDED}:"), "covered_by").alias("closed_batch"))
@@ -363,16 +375,15 @@ def _golden_tasks(store: QualityStore, entity_type: str, fields: list[str], now:
             gone = open_golden.join(found.select("task_id"), on="task_id", how="anti")
             if gone.height:
                 own = own_check_tasks(members.join(gone.select("record_key").unique(), on="record_key", how="semi"),
-                                      entity_type, today=now.date(), **kw)
-                fields_back = pl.concat([gone.select("record_key", "field"),
-                                         gone.filter(pl.col("field") == "id_number").select(
-                                             "record_key", pl.lit("birth_date").alias("field")),
-                                         gone.filter(pl.col("field") == "id_number").select(
-                                             "record_key", pl.lit("sex").alias("field"))])
+                                      entity_type, today=now.date(), quality=q, **kw)
+                # the field itself, and the fields read from it when it is an ID (birth date, sex)
+                fields_back = pl.concat([gone.select("record_key", "field"), *(
+                    gone.filter(pl.col("field") == source).select("record_key", pl.lit(f).alias("field"))
+                    for source, derived in derived_fields([q]).items() for f in derived)])
                 extra_opened = own.join(fields_back.unique(), on=["record_key", "field"], how="semi")
                 extra_opened = extra_opened.join(open_exp.select("task_id"), on="task_id", how="anti")
                 # ... unless a golden task found now covers it again
-                extra_opened, _ = covered_expectations(extra_opened, found, members)
+                extra_opened, _ = covered_expectations(extra_opened, found, members, qualities=qualities.values())
         _settle(store, found, keys, "golden_disagreement", batch_of, now, outcome,
                 extra_opened=extra_opened, extra_closed=extra_closed, open_tasks=open_golden)
     store.set_state(res_key, res_now)

@@ -64,6 +64,9 @@ def task_changes(opening: pl.DataFrame, closing: pl.DataFrame, current: pl.DataF
 
     `versions` (VERSIONS_SCHEMA) is each task's latest event; `areas` (AREAS_SCHEMA) the area
     each task is routed by now. A task without an opened_at / closed_at of its own gets `now`."""
+    # Closing tasks in task id order: they are read back from the warehouse, which promises no order,
+    # and two runs deciding the same changes must write the same events in the same order.
+    closing = closing.sort("task_id")
     columns = list(current.schema)
     before = {row["task_id"]: row for row in current.iter_rows(named=True)}
     version_of, last_area, area = _lookup(versions, "version"), _lookup(versions, "area"), _lookup(areas, "area")

@@ -32,7 +32,7 @@ FIELDS = ["rec_id", "given_name", "surname", "street_number", "address_1", "addr
 # -- the registry -------------------------------------------------------------------------------
 def test_bundled_types_are_person_and_organisation() -> None:
     reg = load_registry()
-    assert reg.names == ["person", "organisation"]
+    assert reg.names == ["person", "organisation", "dwelling"]
     person, org = reg["person"], reg["organisation"]
     assert (person.record_table, person.id_prefix, person.resolution_entity) == ("person_records", "P", "person")
     assert (org.record_table, org.id_prefix, org.resolution_entity) == ("organisation_records", "O", "organisation")
@@ -55,7 +55,7 @@ def test_bundled_types_standardise_exactly_as_before() -> None:
 
 def test_project_type_adds_fields_flags_and_a_table_shape() -> None:
     reg = load_registry(ENGLISH)
-    assert reg.names == ["person", "organisation", "person_en"]
+    assert reg.names == [*load_registry().names, "person_en"]  # the bundled types first
     t = reg["person_en"]
     assert t.record_table == "person_en_records" and t.id_prefix == "E" and not t.bundled
     assert "dob" not in t.canonical_fields  # parsed from date_of_birth, no column maps to it
@@ -183,9 +183,18 @@ def test_a_yaml_declared_type_runs_end_to_end(tmp_path: Path, warehouse_url: str
         ids = conn.execute(sa.text("SELECT DISTINCT entity_id FROM entity_membership")).scalars().all()
         golden = conn.execute(sa.text("SELECT record FROM golden_records WHERE entity_type = 'person_en'")).scalars().all()
         suites = conn.execute(sa.text("SELECT DISTINCT suite FROM validation_runs")).scalars().all()
+        tasks = conn.execute(sa.text("SELECT field, source, count(*) FROM correction_tasks "
+                                     "WHERE entity_type = 'person_en' GROUP BY field, source")).all()
+        golden_runs = conn.execute(sa.text("SELECT evaluated FROM validation_runs WHERE suite = 'golden_person_en' "
+                                           "AND entity_type = 'person_en'")).scalars().all()
     assert ids and all(i.startswith("E") for i in ids)
     assert golden and {"given_name", "surname", "soc_sec_id"} <= set(json.loads(golden[0]))
-    assert "person_en_records" in suites  # the suite built from the field declarations
+    # the suites derived from the field declarations: standardised records and golden records
+    assert {"person_en_records", "golden_person_en"} <= set(suites)
+    assert golden_runs and all(n >= 1 for n in golden_runs)
+    # dates of birth garbled by the duplicates' typos fail dob's validity flag: tasks to their stations
+    by_field = {(f, src): n for f, src, n in tasks}
+    assert by_field.get(("dob", "expectation"), 0) > 0, by_field
     assert pairwise_f1(store, truth) > 0.95
     feed = loaded.data_dir / "outbox" / "east"
     delivered = [json.loads(line) for f in sorted(feed.rglob("*.jsonl")) for line in f.read_text().splitlines()]

@@ -7,12 +7,17 @@ import random
 import polars as pl
 import pytest
 
-from entity_resolution.clustering import (
-    affected_records,
-    cluster,
-    cluster_with_stats,
-    recluster,
-)
+from functools import partial
+
+from entity_resolution import clustering
+from entity_resolution.clustering import affected_records
+
+# The bundled person settings guard on valid ID numbers (resolution.yaml constraints.distinct_valid);
+# these tests cluster with that guard unless they pass their own.
+ID_GUARD = (("id_number", "id_valid"),)
+cluster = partial(clustering.cluster, distinct_valid=ID_GUARD)
+cluster_with_stats = partial(clustering.cluster_with_stats, distinct_valid=ID_GUARD)
+recluster = partial(clustering.recluster, distinct_valid=ID_GUARD)
 
 
 def recs(*rows: tuple[str, str | None, bool | None]) -> pl.DataFrame:
@@ -358,7 +363,7 @@ def test_an_edge_crossing_a_different_judgement_names_the_judged_records() -> No
 
 
 def test_recluster_reports_the_refusals_a_full_run_reports() -> None:
-    from entity_resolution.clustering import recluster_with_stats
+    recluster_with_stats = partial(clustering.recluster_with_stats, distinct_valid=ID_GUARD)
 
     r = recs(("A", "X", True), ("B", None, None), ("C", "Y", True), ("D", None, None), ("E", None, None))
     e = edges(("A", "B", 0.90), ("B", "C", 0.95), ("D", "E", 0.97))

@@ -39,11 +39,11 @@ def error_for(tmp_path: Path, data: object) -> str:
     return message
 
 
-def test_defaults_load_with_three_entity_types() -> None:
+def test_defaults_load_with_four_entity_types() -> None:
     cfg = load_resolution(None)
     assert isinstance(cfg, ResolutionConfig)
     assert cfg.version == 1
-    assert set(cfg.entities) == {"person", "organisation", "person_en"}
+    assert set(cfg.entities) == {"person", "organisation", "person_en", "dwelling"}
     person = cfg.entity("person")
     assert isinstance(person, EntitySettings)
     assert person.unique_id == "record_key"

@@ -4,13 +4,16 @@ merge keeps the older id, a split keeps the id on the largest part) and the chan
 from __future__ import annotations
 
 import hashlib
+from functools import partial
 
 import polars as pl
 import pytest
 
 from entity_resolution import stable_ids
 from entity_resolution.clustering import cluster
-from entity_resolution.stable_ids import assign_entity_ids
+
+# The entity type's id prefix comes from its registry entry; these tests use "P".
+assign_entity_ids = partial(stable_ids.assign_entity_ids, prefix="P")
 
 
 def clusters(*groups: str) -> pl.DataFrame:

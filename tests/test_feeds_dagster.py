@@ -8,14 +8,16 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from feeds.synthetic import Outbox, person
+from fixtures.feed_outbox import Outbox, person
 from pipelines.definitions import defs
-from pipelines.feed_assets import subscriber_feeds, subscriber_feeds_sensor, subscribers_partitions
+from entity_resolution.entity_types import load_registry
+from pipelines.feed_assets import feed_assets, subscriber_feeds_sensor, subscribers_partitions
 from pipelines.project import Project
 from pipelines.resources import ProjectResource
 from warehouse import Warehouse
 from warehouse.feeds import FeedStore
 
+[subscriber_feeds] = feed_assets(load_registry())
 STATIONS = {"version": 1, "stations": [{"id": "s0001", "name": "解放碑派出所", "jurisdiction": ["500103001"],
                                         "sources": [{"name": "residents", "entity": "person", "kind": "csv",
                                                      "path": "s0001.csv", "columns": {"编号": "local_id"}}]}]}

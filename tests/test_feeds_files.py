@@ -14,7 +14,7 @@ import pytest
 
 from feeds.config import parse_subscriptions
 from feeds.files import build_all
-from feeds.synthetic import Outbox, person
+from fixtures.feed_outbox import Outbox, person
 from warehouse import Warehouse
 from warehouse.feeds import FeedStore
 

@@ -6,7 +6,7 @@ builder, in snapshots and events through the files and the HTTP API, in the stat
 pulls them, and in the audit log.
 
 The oracle below decides scope and masking row by row in plain Python, independently of the
-builder's joins and expressions; the outbox is written by feeds.synthetic.Outbox in the
+builder's joins and expressions; the outbox is written by fixtures.feed_outbox.Outbox in the
 pipeline's own shapes (correction tasks as warehouse.quality writes them).
 """
 
@@ -29,8 +29,8 @@ from feeds.config import parse_subscriptions
 from feeds.files import build_all
 from feeds.mirror import pull
 from feeds.service import FeedService
-from feeds.synthetic import PERSON_FIELDS, Outbox, person
 from feeds.tokens import issue_token
+from fixtures.feed_outbox import PERSON_FIELDS, Outbox, person
 from warehouse import Warehouse
 from warehouse.feeds import FeedStore
 from warehouse.mirror import MirrorStore

@@ -1,7 +1,7 @@
 """The feed service on a real warehouse (SQLite and PostgreSQL): scope before and after a change,
 snapshot then increments, merges and splits, correction tasks, cursors and the audit log.
 
-The outbox is staged with feeds.synthetic.Outbox in the pipeline's own table shapes, so each test
+The outbox is staged with fixtures.feed_outbox.Outbox in the pipeline's own table shapes, so each test
 says exactly which entity went where."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from core.errors import EnteronceError
 from feeds.config import parse_subscriptions
 from feeds.service import FeedService, UnknownSubscriber
-from feeds.synthetic import Outbox, person
+from fixtures.feed_outbox import Outbox, person
 from warehouse import Warehouse
 from warehouse.feeds import FeedStore
 

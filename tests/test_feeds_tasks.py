@@ -25,8 +25,8 @@ from feeds.config import parse_subscriptions
 from feeds.files import build_all
 from feeds.mirror import pull
 from feeds.service import FeedService
-from feeds.synthetic import Outbox, person
 from feeds.tokens import issue_token
+from fixtures.feed_outbox import Outbox, person
 from quality.corrections import CANDIDATE_SCHEMA, task_id
 from quality.service import apply_tasks
 from warehouse import Warehouse

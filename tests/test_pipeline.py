@@ -112,6 +112,7 @@ def test_run_loads_every_row_exactly_once_and_rerun_changes_nothing(simulation, 
     assert entities["person_entities"].metadata["records"].value == store.count("person_records")
     checks = [(c.asset_key.to_user_string(), c.check_name, c.passed) for c in resolution.get_asset_check_evaluations()]
     assert sorted(c for c in checks if c[1] == "one_valid_id_per_entity") == [
+        ("dwelling_entities", "one_valid_id_per_entity", True),
         ("organisation_entities", "one_valid_id_per_entity", True), ("person_entities", "one_valid_id_per_entity", True)]
     golden = {m.asset_key.to_user_string(): m for m in resolution.asset_materializations_for_node("publish_persons")}
     assert golden["person_golden_records"].metadata["created"].value == len(

@@ -17,7 +17,10 @@ def test_bundled_defaults_and_a_project_override(tmp_path: Path) -> None:
     defaults = load_quality()
     assert defaults.max_invalid_id_rate == 0.10 and defaults.freshness_max_age_days == 30
     assert defaults.suites == ["raw", "standardised", "golden", "freshness"]
-    assert "birth_date" in defaults.corrections.golden_fields["person"]
+    from entity_resolution.entity_types import load_registry
+
+    fields = defaults.corrections.fields_of(load_registry())  # each type's registered correction_fields
+    assert "birth_date" in fields["person"] and "credit_code" in fields["organisation"]
     assert project_quality(tmp_path) == defaults  # no quality.yaml: the defaults
     (tmp_path / "quality.yaml").write_text(
         "max_invalid_id_rate: 0.02\nsuites: [standardised]\nearliest_birth_date: 1920-01-01\n", encoding="utf-8")

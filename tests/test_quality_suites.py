@@ -15,8 +15,15 @@ import pytest
 from quality.config import QualityConfig
 from quality.frames import freshness_frame, golden_frame
 from quality.service import parameters
-from quality.suites import FRESHNESS, GOLDEN_PERSONS, ORGANISATIONS, PERSONS, RAW
+from entity_resolution.entity_types import load_registry
+from quality.suites import FRESHNESS, RAW, type_quality
 from quality.validate import GxProject
+
+# The bundled types' suites, as quality/defaults/suites.yaml declares them.
+REGISTRY = load_registry()
+PERSONS = type_quality(REGISTRY["person"]).standardised
+ORGANISATIONS = type_quality(REGISTRY["organisation"]).standardised
+GOLDEN_PERSONS = type_quality(REGISTRY["person"]).golden
 
 TODAY = dt.date(2026, 11, 26)
 PARAMS = parameters(QualityConfig(), TODAY)
@@ -120,7 +127,7 @@ def test_golden_suite_finds_a_valid_id_held_by_two_entities(gx: GxProject) -> No
         rec(id_number="11010519491231002X"), rec(id_number="11010519491231002X"),
         rec(id_number="110105194912310021"), rec(id_number="110105194912310021"), rec(id_number=None),
     ]})
-    frame = golden_frame(active, "person", today=TODAY)
+    frame = golden_frame(active, REGISTRY["person"], today=TODAY)
     v = gx.validate(frame, GOLDEN_PERSONS, label="golden", parameters=PARAMS)
     found = failing(v)
     # P3 and P4 share an *invalid* number: a validity problem, not two entities for one person

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.report_warehouse import station_name, synthetic_network
 from quality.report.build import write_report
-from quality.report.synthetic import station_name, synthetic_network
 from warehouse import Warehouse
 from warehouse import schema as s
 from warehouse.bulk import insert_frame

@@ -9,11 +9,14 @@ import dagster as dg
 import pytest
 
 from connectors.simulate import simulate_network
+from entity_resolution.entity_types import load_registry
 from pipelines.definitions import defs
 from pipelines.project import Project
-from pipelines.report_assets import audit_report, report_path
+from pipelines.report_assets import report_assets, report_path
 from pipelines.resources import ProjectResource
 from pipelines.runner import materialize_project
+
+[audit_report] = report_assets(load_registry())
 
 
 @pytest.fixture(scope="module")

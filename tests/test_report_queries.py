@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 import warehouse.reports as reports
-from quality.report.synthetic import synthetic_network
+from fixtures.report_warehouse import synthetic_network
 from warehouse import Warehouse
 from warehouse import schema as s
 from warehouse.bulk import insert_frame

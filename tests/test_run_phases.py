@@ -16,11 +16,12 @@ def test_derived_phases_are_the_order_the_run_used_before() -> None:
 
     phases = run_phases(defs)
     types = sorted(k.removesuffix("_records") for k in phases[0].keys if k != "raw_records")
-    assert types == ["organisation", "person"]  # the default entity types, as the runner had them
+    assert types == ["dwelling", "organisation", "person"]  # the bundled entity types
     steps = ("candidate_pairs", "scored_pairs", "entities", "golden_records", "change_events")
     before = [
         ("ingest", "stations", sorted(["raw_records", *(f"{t}_records" for t in types)])),
-        ("resolution", None, sorted(f"{t}_{step}" for t in types for step in steps)),
+        # the residence relation's links run with them, after both types' golden records
+        ("resolution", None, sorted([*(f"{t}_{step}" for t in types for step in steps), "residence_links"])),
         ("quality", None, ["data_quality"]),
         ("feeds", "subscribers", ["subscriber_feeds"]),
         ("report", None, ["audit_report"]),

@@ -142,7 +142,8 @@ def test_stations_yaml_validates_and_points_at_real_sources(net12, cfg):
         assert st.name.endswith("派出所")
         assert all(re.fullmatch(r"\d{9}", j) for j in st.jurisdiction)
         names = [s.name for s in st.sources]
-        assert names[0] == "residents"
+        assert names[0] == "residents" and names[-1] == "housing"
+        assert {s.name: s.entity for s in st.sources}["housing"] == "dwelling"
         for src in st.sources:
             assert set(src.columns.values()) <= set(src.canonical_fields)
             if src.kind == "sql":
@@ -152,7 +153,7 @@ def test_stations_yaml_validates_and_points_at_real_sources(net12, cfg):
                 assert not Path(src.path).is_absolute()
                 assert (net12.out / src.path).is_file()
                 assert src.header_row == "auto"
-    assert sum(len(st.sources) == 2 for st in cfg.stations) >= STATIONS // 2
+    assert sum("organisations" in [s.name for s in st.sources] for st in cfg.stations) >= STATIONS // 2
 
 
 def test_files_have_declared_encoding(net12, cfg):
@@ -210,10 +211,11 @@ def test_mix_covers_kinds_encodings_styles_and_formats(net12, cfg, records):
 def test_truth_covers_every_written_record(net12, records):
     truth = pl.read_csv(net12.truth_csv, schema_overrides={"record_key": pl.String, "entity_id": pl.String})
     keys = truth["record_key"].to_list()
-    assert len(keys) == len(set(keys)) == net12.person_records + net12.organisation_records
+    assert len(keys) == len(set(keys)) == (net12.person_records + net12.organisation_records
+                                           + net12.dwelling_records)
     written = {f"{r['station_id']}:{r['local_id']}" for rows in records.values() for r in rows}
     assert written == set(keys)
-    assert truth.filter(~pl.col("entity_id").str.contains(r"^(P\d{7}|O\d{6})$")).is_empty()
+    assert truth.filter(~pl.col("entity_id").str.contains(r"^(P\d{7}|O\d{6}|H\d{7})$")).is_empty()
     assert sum(net12.records_per_station.values()) == len(keys)
 
 
@@ -352,6 +354,8 @@ def test_no_noise_gives_clean_ids(tmp_path):
             for r in _read_source(tmp_path, src, enc[(st.id, src.name)]):
                 if src.entity == "person":
                     assert id_is_valid(r["id_number"]), r
+                elif src.entity == "dwelling":
+                    assert id_is_valid(r["owner_id_number"]), r
                 else:
                     assert uscc_is_valid(r["credit_code"]), r
     assert not any(s.noise.values())
@@ -362,8 +366,12 @@ def test_tiny_networks(tmp_path):
     cfg = load_stations(s.stations_yaml)
     assert len(cfg.stations) == 1 and s.sql_url is None
     s = simulate_network(tmp_path / "four", stations=4, persons=50, seed=1, organisations=0)
-    assert s.sources_per_kind.get("sql") == 1 and s.organisations == 0
-    assert all(x.entity == "person" for x in s.sources)
+    assert s.organisations == 0
+    assert [x.entity for x in s.sources if x.kind == "sql"] == ["person", "dwelling"]  # one SQL station
+    assert {x.entity for x in s.sources} == {"person", "dwelling"}
+    s = simulate_network(tmp_path / "four_persons", stations=4, persons=50, seed=1, organisations=0,
+                         dwellings=False)
+    assert all(x.entity == "person" for x in s.sources) and s.dwelling_records == 0
     load_stations(s.stations_yaml)
 
 

@@ -32,7 +32,7 @@ from core.errors import ConfigError
 from feeds.api import BackgroundServer, create_app
 from feeds.mirror import pull
 from feeds.service import FeedService
-from feeds.synthetic import Outbox
+from fixtures.feed_outbox import Outbox
 from quality import supervision as sv
 from quality.config import parse_quality
 from quality.report import build_report, station_file
@@ -187,7 +187,7 @@ def test_tasks_another_task_took_over_are_not_the_stations_work(warehouse_url: s
 
 
 # -- reminders through the feeds -------------------------------------------------------------------
-OPENED = dt.datetime(2026, 11, 26, 8, tzinfo=UTC)  # feeds.synthetic's task times (plus seconds)
+OPENED = dt.datetime(2026, 11, 26, 8, tzinfo=UTC)  # fixtures.feed_outbox's task times (plus seconds)
 CONFIG = parse_quality({"tasks_sla_days": 14})
 
 

@@ -11,16 +11,21 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from core.config import load_yaml
 from core.errors import ConfigError
+from entity_resolution.config import default_resolution_path
 from entity_resolution.standardise.addresses import ADDRESS_PART_COLUMNS
 from entity_resolution.survivorship import (
-    DEFAULT_ORGANISATION_SURVIVORSHIP,
-    DEFAULT_PERSON_SURVIVORSHIP,
     FieldRule,
     SurvivorshipSettings,
     parse_survivorship,
     survive,
 )
+
+def shipped_survivorship(entity: str) -> dict:
+    """The `survivorship` section of an entity in the bundled resolution.yaml, as data."""
+    return copy.deepcopy(load_yaml(default_resolution_path())["entities"][entity]["survivorship"])
+
 
 T = datetime
 SCHEMA = {
@@ -277,7 +282,7 @@ def test_combined_person_defaults() -> None:
          "address": None, "addr_district": None, "addr_street": None,
          "addr_road": None, "addr_number": None, "area_code": None},
     ]
-    data = copy.deepcopy(DEFAULT_PERSON_SURVIVORSHIP)
+    data = shipped_survivorship("person")
     data["fields"]["address"]["priority"] = ["s_hk"]
     s = parse_survivorship(data, source="defaults")
     records = frame(rows, birth_date=pl.Date, id_valid=pl.Boolean).with_columns(
@@ -560,8 +565,8 @@ def test_deterministic_under_row_shuffling() -> None:
 
 
 def test_shipped_defaults_parse() -> None:
-    person = parse_survivorship(DEFAULT_PERSON_SURVIVORSHIP, source="resolution.yaml")
-    org = parse_survivorship(DEFAULT_ORGANISATION_SURVIVORSHIP, source="resolution.yaml")
+    person = parse_survivorship(shipped_survivorship("person"), source="resolution.yaml")
+    org = parse_survivorship(shipped_survivorship("organisation"), source="resolution.yaml")
     for s in (person, org):
         assert s.default == ["most_recent"]
         assert all(s.fields[p].follow == "address" for p in (*ADDRESS_PART_COLUMNS, "area_code"))

@@ -25,9 +25,11 @@ from quality.corrections import (
     task_id,
     valid_value,
 )
-from quality.suites import PERSONS
+from entity_resolution.entity_types import load_registry
+from quality.suites import type_quality
 from warehouse.golden import events
 
+PERSONS = type_quality(load_registry()["person"]).standardised
 TODAY = dt.date(2026, 11, 30)
 FIELDS = ["name_norm", "sex", "birth_date", "id_number"]
 

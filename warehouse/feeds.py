@@ -44,6 +44,21 @@ def _as_utc(frame: pl.DataFrame, column: str) -> pl.DataFrame:
     return frame
 
 
+def read_access_rows(engine: sa.Engine, stmt: sa.Select, *, subscriber: sa.Column, at: sa.Column,
+                     subscriber_id: str | None, since: dt.datetime | None, limit: int | None,
+                     schema: dict) -> pl.DataFrame:
+    """Rows of an access log (feed deliveries, front-desk calls): one subscriber's or everyone's,
+    from `since`, at most `limit`, with the time column in UTC."""
+    if subscriber_id is not None:
+        stmt = stmt.where(subscriber == subscriber_id)
+    if since is not None:
+        stmt = stmt.where(at >= since)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    with engine.connect() as conn:
+        return _as_utc(read_frame(conn, stmt, schema=schema), at.name)
+
+
 class FeedStore:
     def __init__(self, store: Warehouse):
         self.store = store
@@ -277,11 +292,5 @@ class FeedStore:
             d.c.event_count, d.c.entity_count, sa.cast(d.c.entity_ids, sa.Text).label("entity_ids"),
             sa.cast(d.c.fields, sa.Text).label("fields"), d.c.delivered_at,
         ).order_by(d.c.delivery_id)
-        if subscriber_id is not None:
-            stmt = stmt.where(d.c.subscriber_id == subscriber_id)
-        if since is not None:
-            stmt = stmt.where(d.c.delivered_at >= since)
-        if limit is not None:
-            stmt = stmt.limit(limit)
-        with self.engine.connect() as conn:
-            return _as_utc(read_frame(conn, stmt, schema=DELIVERY_SCHEMA), "delivered_at")
+        return read_access_rows(self.engine, stmt, subscriber=d.c.subscriber_id, at=d.c.delivered_at,
+                                subscriber_id=subscriber_id, since=since, limit=limit, schema=DELIVERY_SCHEMA)

@@ -36,7 +36,7 @@ batches = sa.Table(
     sa.Column("batch_id", sa.String(160), primary_key=True),
     sa.Column("station_id", sa.String(64), sa.ForeignKey("stations.station_id"), nullable=False),
     sa.Column("source_name", sa.String(64), nullable=False),
-    sa.Column("entity_type", sa.String(16), nullable=False),
+    sa.Column("entity_type", sa.String(32), nullable=False),  # as wide as type names (migration 0010)
     sa.Column("source_kind", sa.String(8), nullable=False),
     sa.Column("source_ref", sa.Text, nullable=False),  # file path, or URL (password hidden) + table
     sa.Column("content_hash", sa.String(64), nullable=False),
@@ -81,7 +81,7 @@ raw_records = sa.Table(
     sa.Column("batch_id", sa.String(160), sa.ForeignKey("batches.batch_id"), primary_key=True),
     sa.Column("row_number", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("station_id", sa.String(64), nullable=False),
-    sa.Column("entity_type", sa.String(16), nullable=False),
+    sa.Column("entity_type", sa.String(32), nullable=False),
     sa.Column("local_id", sa.String(128), nullable=False),
     sa.Column("record_key", sa.String(200), nullable=False),
     sa.Column("row_hash", sa.String(40), nullable=False),
@@ -181,10 +181,41 @@ organisation_records = sa.Table(
     sa.Index(None, "station_id"),
 )
 
+# Dwellings (实有房屋, migration 0010): one row of a station's housing register; the columns the
+# `dwelling` type's field standardisers produce (core/entity_types.yaml).
+dwelling_records = sa.Table(
+    "dwelling_records",
+    metadata,
+    *_lineage_columns(),
+    *_address_columns(),
+    sa.Column("owner_name", sa.String(128)),
+    sa.Column("owner_name_norm", sa.String(128)),
+    sa.Column("owner_name_pinyin", sa.String(256)),
+    sa.Column("owner_id_number", sa.String(64)),
+    sa.Column("owner_id_number_upgraded", sa.Boolean),
+    sa.Column("owner_id_number_valid", sa.Boolean),
+    sa.Column("owner_id_number_issue", sa.String(200)),
+    sa.Column("owner_id_number_birth_date", sa.Date),
+    sa.Column("owner_id_number_sex", sa.String(1)),
+    sa.Column("owner_phone", sa.String(32)),
+    sa.Column("owner_phone_kind", sa.String(16)),
+    sa.Column("owner_phone_valid", sa.Boolean),
+    sa.Column("use", sa.String(64)),
+    sa.Column("occupants", sa.BigInteger),
+    sa.Column("occupants_valid", sa.Boolean),
+    sa.Column("area_code", sa.String(16)),
+    sa.Column("area_code_valid", sa.Boolean),
+    sa.Column("source_updated_at", sa.DateTime),
+    sa.Column("source_updated_at_valid", sa.Boolean),
+    sa.Column("issues", sa.Text),
+    sa.Index(None, "station_id"),
+)
+
 # The bundled entity types' record tables, by table name (core/entity_types.yaml names them);
 # they come from the Alembic migrations. A project's own types get tables built from their
 # fields (`record_table`), created by Warehouse.migrate when absent.
-BUNDLED_RECORD_TABLES: dict[str, sa.Table] = {t.name: t for t in (person_records, organisation_records)}
+BUNDLED_RECORD_TABLES: dict[str, sa.Table] = {t.name: t for t in (person_records, organisation_records,
+                                                                    dwelling_records)}
 
 COLUMN_TYPES = {"text": sa.Text, "date": sa.Date, "timestamp": sa.DateTime, "boolean": sa.Boolean,
                 "integer": sa.BigInteger, "number": sa.Float}
@@ -503,4 +534,71 @@ quality_state = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("value", sa.Integer, nullable=False),
     sa.Column("updated_at", TS, nullable=False),
+)
+
+# -- front desk: match and search audit (migration 0012) --------------------------------------
+# Every match and search a subscriber makes, append only: who (subscriber, token), when, what kind,
+# the query's keys only as keyed hashes (HMAC-SHA256: a copy of this table tells nobody whom a
+# station looked up, yet the same key gives the same hash, so "who searched this ID" is answerable
+# by whoever holds the key), which entities were returned and at which field levels.
+front_desk_audit = sa.Table(
+    "front_desk_audit",
+    metadata,
+    sa.Column("audit_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("subscriber_id", sa.String(64), nullable=False),
+    sa.Column("token_id", sa.String(64)),
+    sa.Column("channel", sa.String(16), nullable=False),  # api | cli
+    sa.Column("kind", sa.String(16), nullable=False),  # match | search
+    sa.Column("entity_type", sa.String(32), nullable=False),
+    sa.Column("key_hashes", sa.JSON, nullable=False),  # field -> HMAC-SHA256 hex of its standardised value
+    sa.Column("entity_ids", sa.JSON, nullable=False),  # returned entity ids, best first
+    sa.Column("fields", sa.JSON, nullable=False),  # field -> full | masked, fields actually returned
+    sa.Column("outcome", sa.String(16), nullable=False),  # ok | refused | limited
+    sa.Column("at", TS, nullable=False),
+    sa.Index(None, "subscriber_id", "at"),
+)
+
+# -- relations between golden records (migration 0011) ------------------------------------------
+# One row per run of a relation step (entity_resolution/relations.py) that had something to look
+# at: how far into the outbox it had seen (`outbox_seq`, the next run starts from there) and
+# what it found.
+relation_runs = sa.Table(
+    "relation_runs",
+    metadata,
+    sa.Column("run_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("relation", sa.String(32), nullable=False),
+    sa.Column("outbox_seq", sa.Integer, nullable=False),
+    sa.Column("stats", sa.JSON),  # links, moved_in, moved_out, ambiguous, events
+    sa.Column("started_at", TS, nullable=False),
+    sa.Index(None, "relation", "outbox_seq"),
+)
+
+# Every link a relation made (e.g. residence: person -> dwelling), never overwritten: a move
+# closes the old link (valid_to, closed_run) and opens a new one. Open links have no valid_to.
+relation_links = sa.Table(
+    "relation_links",
+    metadata,
+    sa.Column("link_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("relation", sa.String(32), nullable=False),
+    sa.Column("from_id", sa.String(64), nullable=False),
+    sa.Column("to_id", sa.String(64), nullable=False),
+    sa.Column("valid_from", TS, nullable=False),
+    sa.Column("valid_to", TS),
+    sa.Column("opened_run", sa.Integer, nullable=False),
+    sa.Column("closed_run", sa.Integer),
+    sa.Index(None, "relation", "from_id"),
+    sa.Index(None, "relation", "to_id"),
+)
+
+# Each active record's key as the relation step last saw it (`side` from | to; `key` the key
+# fields as a JSON object): derived, so that a run finds the records sharing a key with the ones
+# that changed without reading every golden record.
+relation_keys = sa.Table(
+    "relation_keys",
+    metadata,
+    sa.Column("relation", sa.String(32), primary_key=True),
+    sa.Column("entity_id", sa.String(64), primary_key=True),
+    sa.Column("side", sa.String(4), nullable=False),
+    sa.Column("key", sa.String(1000), nullable=False),
+    sa.Index(None, "relation", "key"),
 )

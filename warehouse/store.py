@@ -15,7 +15,11 @@ from pathlib import Path
 import polars as pl
 import sqlalchemy as sa
 
+from alembic.operations import Operations
+from alembic.runtime.migration import MigrationContext
+
 from core.entity_types import load_entity_types
+from core.errors import ConfigError
 from core.time import utcnow
 from warehouse import schema as s
 from warehouse.bulk import insert_frame, read_frame
@@ -75,13 +79,25 @@ class Warehouse:
 
     def _create_project_tables(self) -> None:
         """The record tables of a project's own entity types are not in the Alembic migrations:
-        they are built from the registry's field declarations and created here when absent (a
-        field added later is not added to an existing table: declare a new type, or migrate it)."""
-        own = [t for t in self.record_tables.values() if t.name not in s.metadata.tables]
-        if own:
-            with self.engine.begin() as conn:
-                for t in own:
-                    t.create(conn, checkfirst=True)
+        they are built from the registry's field declarations and created here when absent. A
+        table that exists gets the columns its declaration gained (ALTER TABLE ADD COLUMN, through
+        Alembic's operations: SQLite and PostgreSQL); a column whose type changed, or one the
+        declaration no longer produces, is refused with a ConfigError naming the type, the column
+        and what to do - migrate never drops or converts data."""
+        own = {name: t for name, t in self.record_tables.items() if t.name not in s.metadata.tables}
+        if not own:
+            return
+        with self.engine.begin() as conn:
+            inspector = sa.inspect(conn)
+            for entity_type, t in own.items():
+                if not inspector.has_table(t.name):
+                    t.create(conn)
+                    continue
+                missing = project_table_changes(entity_type, t, inspector.get_columns(t.name))
+                if missing:
+                    ops = Operations(MigrationContext.configure(conn))
+                    for c in missing:
+                        ops.add_column(t.name, sa.Column(c.name, c.type))
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -267,10 +283,8 @@ class Warehouse:
     ) -> dict:
         """Row count, fill rate per named field and invalid-code rate of current records.
 
-        `code` is (code column, validity flag); default: the registered type's `code`, if any."""
-        if code is None:
-            spec = next((t.code for t in load_entity_types() if t.name == entity_type), None)
-            code = (spec.column, spec.valid_flag) if spec is not None else None
+        `code` is (code column, validity flag): the registered type's `code` (the caller reads the
+        project's registry); None: no invalid-code rate (0)."""
         t = self.record_table(entity_type)
         cols = [t.c[f] for f in fields if f in t.c]
         code_col, valid_col = (t.c[code[0]], t.c[code[1]]) if code is not None else (None, None)
@@ -454,3 +468,35 @@ class BatchLoad:
             if self._txn is not None and self._txn.is_active:
                 self._txn.rollback()
             self._conn.close()
+
+
+def _column_kind(dtype: sa.types.TypeEngine) -> str:
+    """A column type as the registry's value types name it (reflected types differ by dialect:
+    FLOAT / DOUBLE PRECISION, DATETIME / TIMESTAMP)."""
+    for kind, base in (("boolean", sa.Boolean), ("timestamp", sa.DateTime), ("date", sa.Date),
+                       ("integer", sa.Integer), ("number", sa.Numeric), ("number", sa.Float), ("text", sa.String)):
+        if isinstance(dtype, base):
+            return kind
+    return type(dtype).__name__.lower()
+
+
+def project_table_changes(entity_type: str, table: sa.Table, existing: list[dict]) -> list[sa.Column]:
+    """The columns of a project type's declared record table that its warehouse table lacks
+    (`existing`: the inspector's columns); a ConfigError when a column's type changed or a
+    column is no longer declared, naming the type, the column and what to do."""
+    have = {c["name"]: c for c in existing}
+    changed = [(c.name, _column_kind(have[c.name]["type"]), _column_kind(c.type)) for c in table.columns
+               if c.name in have and _column_kind(have[c.name]["type"]) != _column_kind(c.type)]
+    removed = [n for n in have if n not in table.c]
+    problems = [f"field {name!r}: the warehouse column is {was} but the declaration now makes it {now}; declare "
+                f"the new values under a new field name (the old column stays), or change the type back, or convert "
+                f"the column yourself (ALTER TABLE {table.name} ALTER COLUMN {name} ...) and migrate again"
+                for name, was, now in changed]
+    problems += [f"field {name!r}: the warehouse table has this column but the declaration no longer produces it "
+                 f"(a field removed or renamed, or its standardiser changed); declare it again, or keep what you need "
+                 f"and drop it yourself (ALTER TABLE {table.name} DROP COLUMN {name}) and migrate again"
+                 for name in removed]
+    if problems:
+        raise ConfigError(f"entity type {entity_type!r} (table {table.name}): migrate adds new fields but never "
+                          f"changes or drops stored data:\n  - " + "\n  - ".join(problems))
+    return [c for c in table.columns if c.name not in have]

@@ -23,7 +23,8 @@ from connectors.simulate.quirks import QUIRKS, person_quirks
 from connectors.simulate.render import render_persons
 from connectors.simulate.rng import Rng
 
-__all__ = ["EXPORT_COLUMNS", "QUIRKS", "simulate_person_export", "simulate_person_frame", "simulate_person_records"]
+__all__ = ["EXPORT_COLUMNS", "QUIRKS", "simulate_dwelling_records", "simulate_person_export", "simulate_person_frame",
+           "simulate_person_records"]
 
 # The export's headers, as a household-registration system would name them.
 EXPORT_COLUMNS: dict[str, str] = {
@@ -76,3 +77,30 @@ def simulate_person_export(path: Path, *, rows: int, seed: int, stations: int = 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(frame.write_csv().encode(encoding))
     return path
+
+
+def simulate_dwelling_records(*, persons: int, seed: int, stations: int = 40, noise: NoiseRates | None = None,
+                              population: PopulationRates | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The housing-register records of a network of `persons` (canonical raw fields as the
+    stations write them, plus `record_key` and `station_id`) and their truth (record_key ->
+    entity_id, `quirks`), without touching the disk: what resolution tests and benchmarks read."""
+    from connectors.simulate.dwellings import (
+        DWELLING_FIELDS,
+        dwelling_quirks,
+        dwelling_registrations,
+        true_dwellings,
+    )
+    from connectors.simulate.noise import dwelling_noise
+    from connectors.simulate.render import render_dwellings
+
+    noise = noise or DEFAULT_NOISE
+    population = population or DEFAULT_POPULATION
+    rng = Rng(seed)
+    net = build_network(stations, seed, no_birth_date=population.stations_without_birth_date)
+    pop = generate_population(rng, net, persons, population)
+    rec = render_dwellings(rng, net, dwelling_registrations(rng, net, pop, true_dwellings(rng, net, pop)))
+    rec, _ = dwelling_noise(rng, rec, noise)
+    rec = rec.with_columns(dwelling_quirks(rec))
+    raw = rec.select("record_key", pl.col("record_key").str.split(":").list.first().alias("station_id"),
+                     *DWELLING_FIELDS)
+    return raw, rec.select("record_key", "entity_id", "quirks")

@@ -223,14 +223,37 @@ ORG_HEADERS: dict[str, dict[str, str]] = {
         "source_updated_at": "updated_at",
     },
 }
+# Housing registers (实有房屋登记): one row per dwelling (a room), its owner or householder.
+DWELLING_HEADERS: dict[str, dict[str, str]] = {
+    "zh": {
+        "local_id": "房屋编号", "address": "房屋地址", "owner_name": "房主姓名",
+        "owner_id_number": "房主身份证号", "owner_phone": "联系电话", "use": "房屋用途",
+        "occupants": "居住人数", "area_code": "行政区划代码", "source_updated_at": "更新时间",
+    },
+    "pinyin": {
+        "local_id": "fwbh", "address": "fwdz", "owner_name": "fzxm", "owner_id_number": "fzsfzh",
+        "owner_phone": "lxdh", "use": "fwyt", "occupants": "jzrs", "area_code": "xzqh",
+        "source_updated_at": "gxsj",
+    },
+    "en": {
+        "local_id": "house_id", "address": "address", "owner_name": "owner_name",
+        "owner_id_number": "owner_id_no", "owner_phone": "phone", "use": "use", "occupants": "occupants",
+        "area_code": "area_code", "source_updated_at": "updated_at",
+    },
+}
+# Uses of a dwelling as registers write them.
+DWELLING_USES = ("自住", "出租", "经营", "空置")
 EXTRA_HEADER = {"zh": "备注", "pinyin": "bz", "en": "remark"}
 PERSON_REMARKS = ("", "", "", "户主", "暂住", "租住", "已核实", "待核实", "外出务工", "")
 ORG_REMARKS = ("", "", "已年检", "待核查", "歇业", "正常经营", "")
+DWELLING_REMARKS = ("", "", "", "已核实", "待核实", "产权人外出", "租赁备案", "")
 
 PERSON_TITLE = "{station}实有人口信息登记表（导出日期：{date}）"
 ORG_TITLE = "{station}实有单位信息登记表（导出日期：{date}）"
 PERSON_SHEETS = ("实有人口", "Sheet1", "人口信息")
 ORG_SHEETS = ("实有单位", "Sheet1", "单位信息")
+DWELLING_TITLE = "{station}实有房屋信息登记表（导出日期：{date}）"
+DWELLING_SHEETS = ("实有房屋", "Sheet1", "房屋信息")
 
 # Sex codes per style: (male, female).
 SEX_CODES = {"zh": ("男", "女"), "num": ("1", "2"), "en": ("M", "F")}
@@ -250,7 +273,9 @@ def all_text() -> str:
     parts += list(HOMOPHONES) + list(HOMOPHONES.values())
     parts += list(ORG_INDUSTRIES) + list(ORG_SUFFIXES) + list(SHOP_KINDS)
     parts += list(PERSON_REMARKS) + list(ORG_REMARKS) + list(PERSON_SHEETS) + list(ORG_SHEETS)
-    for h in (PERSON_HEADERS, ORG_HEADERS):
+    parts += list(DWELLING_REMARKS) + list(DWELLING_SHEETS) + list(DWELLING_USES) + [DWELLING_TITLE]
+    parts += ["幢号楼", "一二三四五六七八九十"]  # the address variants of housing registers
+    for h in (PERSON_HEADERS, ORG_HEADERS, DWELLING_HEADERS):
         parts += [v for m in h.values() for v in m.values()]
     parts += list(EXTRA_HEADER.values()) + [c for pair in SEX_CODES.values() for c in pair]
     parts += list(DATE_FORMATS) + [note for *_, note in REGION_RECODINGS]

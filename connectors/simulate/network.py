@@ -29,6 +29,9 @@ PERSON_FIELDS = ("local_id", "name", "sex", "birth_date", "id_number", "phone", 
 NO_BIRTH_DATE_STATIONS = 0.05
 ORG_FIELDS = ("local_id", "name", "credit_code", "legal_rep", "phone", "address", "area_code",
               "source_updated_at")
+# Housing registers: the same column order at every station.
+DWELLING_FIELDS = ("local_id", "address", "owner_name", "owner_id_number", "owner_phone", "use", "occupants",
+                   "area_code", "source_updated_at")
 
 
 @dataclass(frozen=True)
@@ -64,11 +67,16 @@ class StationProfile:
     broken: bool = False  # csv/tsv: gets a row with an extra field and a truncated last line
 
     def headers(self, entity: str) -> dict[str, str]:
-        table = naming.PERSON_HEADERS if entity == "person" else naming.ORG_HEADERS
+        table = {"person": naming.PERSON_HEADERS, "organisation": naming.ORG_HEADERS,
+                 "dwelling": naming.DWELLING_HEADERS}[entity]
         h = dict(table[self.style])
         if self.upper_headers:
             h = {k: v.upper() for k, v in h.items()}
         return h
+
+    def columns(self, entity: str) -> tuple[str, ...]:
+        """The canonical fields of the station's export of `entity`, in its column order."""
+        return {"person": self.person_columns, "organisation": self.org_columns}.get(entity, DWELLING_FIELDS)
 
     def extra_header(self) -> str:
         h = naming.EXTRA_HEADER[self.style]
@@ -155,11 +163,37 @@ def _allocate(n: int, weights: list[float]) -> list[int]:
 
 
 def build_network(n_stations: int, seed: int, *, no_birth_date: float = NO_BIRTH_DATE_STATIONS) -> Network:
+    """The stations of about `n_stations` (districts get stations by weight, a station one or two
+    townships), each with its system's profile and its communities and roads. One Python Random
+    (`network`) is drawn from in a fixed order across the steps below, so the same seed gives the
+    same network."""
     rng = Rng(seed)
     r = rng.py("network")
+    station_rows = _station_townships(r, n_stations)
+    n = len(station_rows)
+    width = max(4, len(str(n)))
+    ids = [f"s{i + 1:0{width}d}" for i in range(n)]
+    decks = _profile_decks(r, n)
+    stations: list[StationProfile] = []
+    town_rows: list = []
+    comm_rows: list = []
+    road_rows: list = []
+    for i, (d_i, towns, weight) in enumerate(station_rows):
+        dcode, dname, _, urban = naming.DISTRICTS[d_i]
+        stations.append(_profile(r, i, ids[i], towns, dcode, dname, weight, decks))
+        for code, tname, ttype, _stem in towns:
+            t_idx = len(town_rows)
+            town_rows.append((t_idx, i, code, tname, dname))
+            _communities(r, t_idx, i, code, ttype, urban, comm_rows, road_rows)
+    stations = _drop_birth_date_columns(rng, stations, no_birth_date)
+    return _assemble(stations, town_rows, comm_rows, road_rows)
+
+
+def _station_townships(r: random.Random, n_stations: int) -> list[tuple[int, list[tuple], float]]:
+    """(district index, its townships [(code, name, type, stem)], weight) per station: districts
+    get stations by weight; known township names first, then made-up two-character stems."""
     districts = naming.DISTRICTS
     counts = _allocate(n_stations, [d[2] for d in districts])
-
     used_stems: set[str] = set()
     combos = [a + b for a in naming.PLACE_FIRST for b in naming.PLACE_SECOND]
     r.shuffle(combos)
@@ -180,8 +214,8 @@ def build_network(n_stations: int, seed: int, *, no_birth_date: float = NO_BIRTH
     for names in naming.KNOWN_TOWNSHIPS.values():
         used_stems.update(names)
 
-    station_rows = []  # (district idx, [township (code, name, type)])
-    for d_i, (dcode, dname, dweight, urban) in enumerate(districts):
+    station_rows = []  # (district idx, [township (code, name, type, stem)], weight)
+    for d_i, (dcode, _dname, dweight, urban) in enumerate(districts):
         known = list(naming.KNOWN_TOWNSHIPS.get(dcode, ()))
         counters = {"街道": 0, "镇": 100, "乡": 200}
         for k in range(counts[d_i]):
@@ -200,12 +234,12 @@ def build_network(n_stations: int, seed: int, *, no_birth_date: float = NO_BIRTH
                 code = f"{dcode}{counters[ttype]:03d}"
                 towns.append((code, stem + ttype, ttype, stem))
             station_rows.append((d_i, towns, dweight / max(counts[d_i], 1) * r.uniform(0.6, 1.4)))
+    return station_rows
 
-    n = len(station_rows)
-    width = max(4, len(str(n)))
-    ids = [f"s{i + 1:0{width}d}" for i in range(n)]
 
-    # --- profiles (decks keep small networks varied) -------------------------------------------
+def _profile_decks(r: random.Random, n: int) -> dict:
+    """The attributes dealt from decks (so small networks are varied): kind, encoding, header
+    style, date and sex formats, title row, extra column, address and id styles, organisations."""
     n_sql = max(1, round(0.10 * n)) if n >= 4 else 0
     kinds = ["sql"] * n_sql + _deck(r, n - n_sql, ["csv", "tsv", "jsonl", "xlsx"], [0.66, 0.12, 0.12, 0.08])
     r.shuffle(kinds)
@@ -223,77 +257,76 @@ def build_network(n_stations: int, seed: int, *, no_birth_date: float = NO_BIRTH
     has_orgs = _deck(r, n, [True, False], [0.88, 0.12]) if n >= 4 else [True] * n
     if not any(has_orgs):
         has_orgs[0] = True
+    return {"kinds": kinds, "encs": encs, "styles": styles, "date_fmts": date_fmts, "sex_styles": sex_styles,
+            "titles": titles, "extras": extras, "addr_styles": addr_styles, "id_styles": id_styles,
+            "has_orgs": has_orgs}
 
-    stations: list[StationProfile] = []
-    town_rows, comm_rows, road_rows = [], [], []
-    for i, (d_i, towns, weight) in enumerate(station_rows):
-        dcode, dname, _, urban = districts[d_i]
-        kind = kinds[i]
-        if kind in ("csv", "tsv"):
-            enc = encs[i]
-            if r.random() < 0.7:
-                declared = "auto"
-            else:
-                declared = "gb18030" if enc == "gbk" and r.random() < 0.5 else enc
-        elif kind == "jsonl":
-            enc = "utf-8"
-            declared = "auto" if r.random() < 0.7 else "utf-8"
+
+def _profile(r: random.Random, i: int, station_id: str, towns: list[tuple], dcode: str, dname: str,
+             weight: float, decks: dict) -> StationProfile:
+    """Station i's profile: its dealt attributes plus the ones drawn per station (declared
+    encoding, upper-case pinyin, column order, delimiter, line ends, sheets, SQL watermark)."""
+    kind = decks["kinds"][i]
+    if kind in ("csv", "tsv"):
+        enc = decks["encs"][i]
+        if r.random() < 0.7:
+            declared = "auto"
         else:
-            enc, declared = None, "auto"
-        style = styles[i] if kind != "sql" else r.choices(["pinyin", "en"], weights=[0.6, 0.4])[0]
-        upper = style == "pinyin" and r.random() < (0.5 if kind == "sql" else 0.3)
-        p_cols = list(PERSON_FIELDS)
-        o_cols = list(ORG_FIELDS)
-        if r.random() < 0.15:
-            rest = p_cols[1:]
-            r.shuffle(rest)
-            p_cols = p_cols[:1] + rest
-            rest = o_cols[1:]
-            r.shuffle(rest)
-            o_cols = o_cols[:1] + rest
-        watermark = None
-        if kind == "sql":
-            watermark = naming.PERSON_HEADERS["pinyin"]["source_updated_at"] if style == "pinyin" else "row_version"
-            if upper and watermark != "row_version":
-                watermark = watermark.upper()
-        stem = towns[0][3]
-        profile = StationProfile(
-            idx=i,
-            id=ids[i],
-            name=stem + "派出所",
-            district_code=dcode,
-            district_name=dname,
-            jurisdiction=tuple(t[0] for t in towns),
-            weight=round(weight, 6),
-            kind=kind,
-            encoding=enc,
-            declared_encoding=declared,
-            delimiter="|" if kind == "csv" and r.random() < 0.05 else ("\t" if kind == "tsv" else ","),
-            line_terminator="\r\n" if r.random() < (0.5 if enc == "gbk" else 0.2) else "\n",
-            style=style,
-            upper_headers=upper,
-            date_format=date_fmts[i],
-            restrict_dates=r.random() < 0.4,
-            sex_style=sex_styles[i],
-            title_row=titles.get(i, False),
-            extra_column=extras[i],
-            address_style=addr_styles[i],
-            id_style=id_styles[i],
-            has_orgs=has_orgs[i],
-            person_columns=tuple(p_cols),
-            org_columns=tuple(o_cols),
-            sheet=r.choice(naming.PERSON_SHEETS),
-            declare_sheet=r.random() < 0.5,
-            notes_sheet=r.random() < 0.3,
-            watermark=watermark,
-        )
-        stations.append(profile)
-        for code, tname, ttype, _stem in towns:
-            t_idx = len(town_rows)
-            town_rows.append((t_idx, i, code, tname, dname))
-            _communities(r, t_idx, i, code, ttype, urban, comm_rows, road_rows)
+            declared = "gb18030" if enc == "gbk" and r.random() < 0.5 else enc
+    elif kind == "jsonl":
+        enc = "utf-8"
+        declared = "auto" if r.random() < 0.7 else "utf-8"
+    else:
+        enc, declared = None, "auto"
+    style = decks["styles"][i] if kind != "sql" else r.choices(["pinyin", "en"], weights=[0.6, 0.4])[0]
+    upper = style == "pinyin" and r.random() < (0.5 if kind == "sql" else 0.3)
+    p_cols = list(PERSON_FIELDS)
+    o_cols = list(ORG_FIELDS)
+    if r.random() < 0.15:
+        rest = p_cols[1:]
+        r.shuffle(rest)
+        p_cols = p_cols[:1] + rest
+        rest = o_cols[1:]
+        r.shuffle(rest)
+        o_cols = o_cols[:1] + rest
+    watermark = None
+    if kind == "sql":
+        watermark = naming.PERSON_HEADERS["pinyin"]["source_updated_at"] if style == "pinyin" else "row_version"
+        if upper and watermark != "row_version":
+            watermark = watermark.upper()
+    return StationProfile(
+        idx=i,
+        id=station_id,
+        name=towns[0][3] + "派出所",
+        district_code=dcode,
+        district_name=dname,
+        jurisdiction=tuple(t[0] for t in towns),
+        weight=round(weight, 6),
+        kind=kind,
+        encoding=enc,
+        declared_encoding=declared,
+        delimiter="|" if kind == "csv" and r.random() < 0.05 else ("\t" if kind == "tsv" else ","),
+        line_terminator="\r\n" if r.random() < (0.5 if enc == "gbk" else 0.2) else "\n",
+        style=style,
+        upper_headers=upper,
+        date_format=decks["date_fmts"][i],
+        restrict_dates=r.random() < 0.4,
+        sex_style=decks["sex_styles"][i],
+        title_row=decks["titles"].get(i, False),
+        extra_column=decks["extras"][i],
+        address_style=decks["addr_styles"][i],
+        id_style=decks["id_styles"][i],
+        has_orgs=decks["has_orgs"][i],
+        person_columns=tuple(p_cols),
+        org_columns=tuple(o_cols),
+        sheet=r.choice(naming.PERSON_SHEETS),
+        declare_sheet=r.random() < 0.5,
+        notes_sheet=r.random() < 0.3,
+        watermark=watermark,
+    )
 
-    stations = _drop_birth_date_columns(rng, stations, no_birth_date)
+
+def _assemble(stations: list[StationProfile], town_rows: list, comm_rows: list, road_rows: list) -> Network:
     townships = pl.DataFrame(
         town_rows, schema=["township_idx", "station_idx", "code", "name", "district_name"], orient="row"
     )

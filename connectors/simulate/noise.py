@@ -14,6 +14,7 @@ digits 1-6 and the check digit changed.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from functools import lru_cache
@@ -422,3 +423,90 @@ def organisation_noise(rng: Rng, df: pl.DataFrame, rates: NoiseRates) -> tuple[p
     _missing_fields(nz, rates.missing_field, [("phone", 0.35), ("credit_code", 0.25), ("legal_rep", 0.15),
                                               ("address", 0.1), ("area_code", 0.15)])
     return nz.df, nz.counts
+
+
+# -- housing registers ---------------------------------------------------------------------------
+_CN = "一二三四五六七八九"
+
+
+def _chinese_number(digits: str) -> str:
+    """1..99 in Chinese numerals (二, 十二, 二十一); other values unchanged."""
+    if not digits.isdigit() or not 0 < int(digits) < 100:
+        return digits
+    v = int(digits)
+    tens, ones = divmod(v, 10)
+    out = ("" if tens == 0 else ("十" if tens == 1 else _CN[tens - 1] + "十"))
+    return out + (_CN[ones - 1] if ones else "")
+
+
+_FLAT = re.compile(r"号([0-9A-Za-z]+)栋([0-9]+)单元([0-9]+)室$")
+_COMPACT = re.compile(r"号([0-9A-Za-z]+)-([0-9]+)-([0-9]+)$")
+_GROUP = re.compile(r"([0-9]+)组")
+
+
+def _address_variant(v: str | None, r: random.Random) -> str | None:
+    """The same dwelling's address as another clerk writes it (one or two rewrites): 幢 or 号楼
+    for 栋, Chinese numerals for the building, unit or a village group, no 室, the compact
+    building-unit-room form or the full one, without the city, with spaces between parts."""
+    if not v:
+        return v
+    out = v
+    flat = _FLAT.search(out)
+    compact = _COMPACT.search(out)
+    options: list[Callable[[str], str]] = []
+    if flat:
+        b, u, room = flat.groups()
+        options += [
+            lambda s: s.replace(f"{b}栋", f"{b}幢", 1),
+            lambda s: s.replace(f"{b}栋", f"{b}号楼", 1),
+            lambda s: s.replace(f"{u}单元", f"{_chinese_number(u)}单元", 1),
+            lambda s: s.removesuffix("室"),
+            lambda s: s[: flat.start()] + f"号{b}-{u}-{room}",
+        ]
+        if b.isdigit():
+            options.append(lambda s: s.replace(f"{b}栋", f"{_chinese_number(b)}栋", 1))
+    elif compact:
+        b, u, room = compact.groups()
+        options += [lambda s: s[: compact.start()] + f"号{b}栋{u}单元{room}室",
+                    lambda s: s[: compact.start()] + f"号{b}幢{u}单元{room}"]
+    group = _GROUP.search(out)
+    if group:
+        options.append(lambda s: s.replace(group.group(0), f"{_chinese_number(group.group(1))}组", 1))
+    if out.startswith(naming.CITY):
+        options.append(lambda s: s[len(naming.CITY):])
+    options.append(lambda s: s.replace("号", "号 ", 1))
+    for fn in r.sample(options, min(len(options), 1 if r.random() < 0.6 else 2)):
+        out = fn(out)
+    return out
+
+
+def dwelling_noise(rng: Rng, df: pl.DataFrame, rates: NoiseRates) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Housing-register records after data entry: every re-registration (`variant`) writes the
+    address another way (`address_variant` marks the rows), plus the usual typing noise on the
+    owner's name, ID and phone, and blank fields."""
+    df = df.with_columns(pl.lit(False).alias("q_address_variant"))
+    nz = _Noiser(rng, "dwelling", df)
+    nz.apply("re_registration", "address", 1.0, _address_variant, pl.col("variant"), tag="address_variant")
+    nz.apply("address_variant", "address", rates.traditional_address * 2, _address_variant,
+             ~pl.col("variant"), tag="address_variant")
+    nz.apply("traditional_address", "address", rates.traditional_address, _traditional)
+    nz.apply("homophone", "owner_name", rates.homophone, _homophone, extra="surname")
+    nz.apply("traditional_name", "owner_name", rates.traditional_name, _traditional)
+    nz.apply("name_space", "owner_name", rates.name_space, _name_space, extra="surname")
+    ident = pl.col("owner_id_number")
+    nz.apply("id_digit_typo", "owner_id_number", rates.id_digit_typo, _digit_typo, ident.str.len_chars() == 18)
+    nz.apply("id_transposition", "owner_id_number", rates.id_transposition, _transpose,
+             ident.str.len_chars() == 18)
+    nz.apply("id_lowercase_x", "owner_id_number", rates.id_lowercase_x, _lower_x, ident.str.ends_with("X"))
+    nz.apply("id_apostrophe", "owner_id_number", rates.id_apostrophe, _apostrophe,
+             pl.col("kind").is_in(["csv", "xlsx"]) & ident.str.contains(r"^\d"))
+    nz.apply("phone_spaces", "owner_phone", rates.phone_spaces, _phone_spaces)
+    nz.apply("phone_plus86", "owner_phone", rates.phone_plus86, _plus86)
+    nz.apply("landline_format", "owner_phone", rates.landline_format, _landline)
+    nz.apply("missing_id", "owner_id_number", rates.missing_id, _missing)
+    _missing_fields(nz, rates.missing_field, [("owner_phone", 0.35), ("owner_id_number", 0.2), ("use", 0.15),
+                                              ("occupants", 0.15), ("owner_name", 0.1), ("area_code", 0.05)])
+    out = nz.df.rename({"q_address_variant": "address_variant"})
+    # A re-registration's other address form is the register's structure, not typing noise: it
+    # is there with NoiseRates.none() too, and counted by the summary's dwellings_in_two_registers.
+    return out, {k: v for k, v in nz.counts.items() if k != "re_registration"}

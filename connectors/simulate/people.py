@@ -114,8 +114,41 @@ def _pool(chars: str, rng: Rng, name: str, n: int, s: float = 1.0) -> pl.Series:
 
 def generate_population(rng: Rng, net: Network, n_persons: int,
                         rates: PopulationRates = DEFAULT_POPULATION) -> Population:
+    """`n_persons` true persons in households spread over the network's stations.
+
+    Every draw is a named stream of `rng` (connectors/simulate/rng.py), so the steps below do not
+    depend on each other's draws; the columns come out in the order the steps add them."""
     n = int(n_persons)
-    # --- households ---------------------------------------------------------------------------
+    hh = _households(rng, net, _household_sizes(rng, n))
+    hh = _household_moves(rng, net, hh, rates)
+    hh = _household_heads(rng, hh, rates)
+    hh = _previous_addresses(rng, net, hh)
+    hh = _household_flags(rng, hh, rates, n)
+
+    p = _members(hh, n)
+    p = _births_and_sexes(rng, p, hh)
+    p = _surnames(rng, p, hh)
+    p = _twins(p, hh)
+    p = _given_names(rng, p, hh, rates)
+    p, namesakes = _namesakes(rng, p, rates)
+    p = _relatives(rng, p, hh)
+    p = _id_numbers(rng, p, hh, net)
+    p = _names_phones_and_ids(p, _phones(rng, p, hh, rates))
+    return Population(persons=p, households=hh, twins=int(p["is_twin"].sum()), namesakes=namesakes)
+
+
+def _of_household(hh: pl.DataFrame, p: pl.DataFrame, col: str) -> pl.Series:
+    """A household column, one value per person."""
+    return hh[col].gather(p["hh"])
+
+
+def _first_child(p: pl.DataFrame, hh: pl.DataFrame) -> pl.Series:
+    """Each person's household's first child (k=2), whom a twin (k=3) copies."""
+    return (_of_household(hh, p, "start") + 2).clip(upper_bound=p.height - 1)
+
+
+def _household_sizes(rng: Rng, n: int) -> pl.Series:
+    """Household sizes 1-6 that add up to exactly `n` persons (the last household takes the rest)."""
     est = n // 2 + 16
     sizes = rng.choice("hh:size", est, [0.25, 0.30, 0.24, 0.12, 0.06, 0.03]) + 1
     cum = sizes.cum_sum()
@@ -123,15 +156,25 @@ def generate_population(rng: Rng, net: Network, n_persons: int,
     sizes = sizes.filter(keep)
     h = len(sizes)
     total_before_last = int(sizes.head(h - 1).sum()) if h > 1 else 0
-    sizes = sizes.scatter(h - 1, n - total_before_last)
-    starts = sizes.cum_sum() - sizes
+    return sizes.scatter(h - 1, n - total_before_last)
 
-    weights = [s.weight for s in net.stations]
-    hh_station = rng.choice("hh:station", h, weights)
+
+def _households(rng: Rng, net: Network, sizes: pl.Series) -> pl.DataFrame:
+    """One row per household: its size, its first person, its station (by station weight) and
+    an address in that station's jurisdiction."""
+    h = len(sizes)
+    starts = sizes.cum_sum() - sizes
+    hh_station = rng.choice("hh:station", h, [s.weight for s in net.stations])
     hh = pl.DataFrame({"hh": pl.int_range(0, h, eager=True), "size": sizes, "start": starts,
                        "station_idx": hh_station})
-    hh = hh.hstack(pick_addresses(rng, net, hh_station, "hh:addr"))
-    n_st = net.n
+    return hh.hstack(pick_addresses(rng, net, hh_station, "hh:addr"))
+
+
+def _household_moves(rng: Rng, net: Network, hh: pl.DataFrame, rates: PopulationRates) -> pl.DataFrame:
+    """Households that moved (once or twice) between stations: the previous stations, each other
+    than the current one and than each other, and when they moved."""
+    h, n_st = hh.height, net.n
+    hh_station = hh["station_idx"]
     moved = rng.mask("hh:moved", h, rates.movers if n_st >= 2 else 0.0)
     twice = rng.mask("hh:twice", h, rates.second_move if n_st >= 3 else 0.0) & moved
     prev1 = (hh_station + 1 + rng.below("hh:prev1", h, max(n_st - 1, 1))) % max(n_st, 1)
@@ -143,9 +186,15 @@ def generate_population(rng: Rng, net: Network, n_persons: int,
         pl.when(prev2 == hh_station).then((prev2 + 1) % max(n_st, 1)).otherwise(prev2)
     ).to_series()
     t_move = rng.integers("hh:tmove", h, T_2019, T_2026_06)
-    hh = hh.with_columns(
-        moved.alias("moved"), twice.alias("twice"), prev1.alias("prev1"), prev2.alias("prev2"),
-        t_move.alias("t_move"),
+    return hh.with_columns(moved.alias("moved"), twice.alias("twice"), prev1.alias("prev1"), prev2.alias("prev2"),
+                           t_move.alias("t_move"))
+
+
+def _household_heads(rng: Rng, hh: pl.DataFrame, rates: PopulationRates) -> pl.DataFrame:
+    """A landline or not, whether the head has a spouse and an elderly parent at home, and the
+    head's sex, birth date and surname (and the spouse's surname)."""
+    h = hh.height
+    return hh.with_columns(
         pl.when(rng.mask("hh:landline", h, rates.landline)).then(landlines(rng, "hh:landline_no", h))
         .otherwise(None).alias("landline"),
         rng.mask("hh:spouse", h, 0.85).alias("has_spouse"),
@@ -157,38 +206,56 @@ def generate_population(rng: Rng, net: Network, n_persons: int,
         rng.choice("hh:sn_head", h, [w for _, w in naming.SURNAMES]).alias("head_sn"),
         rng.choice("hh:sn_spouse", h, [w for _, w in naming.SURNAMES]).alias("spouse_sn"),
     )
-    prev_addr1 = pick_addresses(rng, net, prev1, "hh:prev1addr")
-    prev_addr2 = pick_addresses(rng, net, prev2, "hh:prev2addr")
-    hh = hh.with_columns(
+
+
+def _previous_addresses(rng: Rng, net: Network, hh: pl.DataFrame) -> pl.DataFrame:
+    """An address at each previous station (p1_*, p2_*), drawn for every household; only movers'
+    are used."""
+    prev_addr1 = pick_addresses(rng, net, hh["prev1"], "hh:prev1addr")
+    prev_addr2 = pick_addresses(rng, net, hh["prev2"], "hh:prev2addr")
+    return hh.with_columns(
         [prev_addr1[c].alias(f"p1_{c}") for c in ADDRESS_COLUMNS]
         + [prev_addr2[c].alias(f"p2_{c}") for c in ADDRESS_COLUMNS]
     )
+
+
+def _household_flags(rng: Rng, hh: pl.DataFrame, rates: PopulationRates, n: int) -> pl.DataFrame:
+    """Households of >= 4 whose 3rd and 4th members are twins (at least one such household from
+    200 persons up, so every network of some size has twins to resolve), and households whose
+    head is old enough to have a living parent at home (`elder_ok`)."""
     eligible_twins = pl.col("size") >= 4
-    twin_hh = rng.mask("hh:twins", h, rates.twins)
+    twin_hh = rng.mask("hh:twins", hh.height, rates.twins)
     hh = hh.with_columns((twin_hh & (pl.col("size") >= 4)).alias("twins"))
     if n >= 200 and not hh["twins"].any() and hh.select(eligible_twins.any()).item():
         first = hh.select(pl.arg_where(eligible_twins).first()).item()
         hh = hh.with_columns(hh["twins"].scatter(first, True))
-    hh = hh.with_columns(
+    return hh.with_columns(
         (pl.col("head_birth") - 20 * YEAR > D_1930 + YEAR).alias("elder_ok"),
     )
 
-    # --- persons ------------------------------------------------------------------------------
+
+def _members(hh: pl.DataFrame, n: int) -> pl.DataFrame:
+    """One row per person: household, place in it (k) and role: 0 head, 1 spouse, 2 child,
+    3 the head's elderly parent (last member of a household of >= 5)."""
     pid = pl.int_range(0, n, eager=True)
-    p_hh = pl.select(pl.int_range(0, h).repeat_by(hh["size"]).explode()).to_series().cast(pl.Int64)
-    g = lambda col: hh[col].gather(p_hh)  # noqa: E731 - household column per person
-    k = pid - g("start")
-    size = g("size")
-    p = pl.DataFrame({"pid": pid, "hh": p_hh, "k": k, "size": size})
-    p = p.with_columns(
+    p_hh = pl.select(pl.int_range(0, hh.height).repeat_by(hh["size"]).explode()).to_series().cast(pl.Int64)
+    p = pl.DataFrame({"pid": pid, "hh": p_hh})
+    g = lambda col: _of_household(hh, p, col)  # noqa: E731 - household column per person
+    p = p.with_columns((pid - g("start")).alias("k"), g("size").alias("size"))
+    return p.with_columns(
         pl.when(pl.col("k") == 0).then(0)
         .when((pl.col("k") == 1) & g("has_spouse")).then(1)
         .when((pl.col("size") >= 5) & (pl.col("k") == pl.col("size") - 1) & g("elder_flag") & g("elder_ok"))
         .then(3)
         .otherwise(2).alias("role")
     )
-    head_birth = g("head_birth")
-    head_male = g("head_male")
+
+
+def _births_and_sexes(rng: Rng, p: pl.DataFrame, hh: pl.DataFrame) -> pl.DataFrame:
+    """Birth dates (days since 1970) and sexes by role, around the head's birth date."""
+    n = p.height
+    head_birth = _of_household(hh, p, "head_birth")
+    head_male = _of_household(hh, p, "head_male")
     spouse_birth = (head_birth + rng.integers("p:spouse_gap", n, -2200, 2200)).clip(D_1930, D_2006_END)
     child_lo = head_birth + 20 * YEAR
     child_hi = pl.select(pl.min_horizontal(head_birth + 38 * YEAR, pl.lit(D_2024_END))).to_series()
@@ -197,34 +264,50 @@ def generate_population(rng: Rng, net: Network, n_persons: int,
     elder_lo = pl.select(pl.max_horizontal(head_birth - 35 * YEAR, pl.lit(D_1930))).to_series()
     elder_birth = elder_lo + rng.below("p:elder", n, (elder_hi - elder_lo).clip(lower_bound=1))
     role = pl.col("role")
-    p = p.with_columns(
+    return p.with_columns(
         pl.when(role == 0).then(head_birth).when(role == 1).then(spouse_birth)
         .when(role == 3).then(elder_birth).otherwise(child_birth).alias("birth"),
         pl.when(role == 0).then(head_male).when(role == 1).then(~head_male)
         .when(role == 3).then(rng.mask("p:elder_male", n, 0.4))
         .otherwise(rng.mask("p:child_male", n, 0.51)).alias("male"),
     )
-    head_sn = g("head_sn")
-    spouse_sn = g("spouse_sn")
-    has_spouse = g("has_spouse") & (size >= 2)
+
+
+def _surnames(rng: Rng, p: pl.DataFrame, hh: pl.DataFrame) -> pl.DataFrame:
+    """Surname indexes (into naming.SURNAMES): head and spouse their own, children mostly the
+    father's, the elderly parent the head's when male."""
+    n = p.height
+    role = pl.col("role")
+    head_sn = _of_household(hh, p, "head_sn")
+    spouse_sn = _of_household(hh, p, "spouse_sn")
+    head_male = _of_household(hh, p, "head_male")
+    has_spouse = _of_household(hh, p, "has_spouse") & (p["size"] >= 2)
     rand_sn = rng.choice("p:sn", n, [w for _, w in naming.SURNAMES])
     father_sn = pl.when(head_male | ~has_spouse).then(head_sn).otherwise(spouse_sn)
     mother_sn = pl.when(head_male & has_spouse).then(spouse_sn).when(head_male).then(rand_sn).otherwise(head_sn)
-    p = p.with_columns(
+    return p.with_columns(
         pl.when(role == 0).then(head_sn).when(role == 1).then(spouse_sn)
         .when(role == 3).then(pl.when(pl.col("male")).then(head_sn).otherwise(rand_sn))
         .otherwise(pl.when(rng.mask("p:father_sn", n, 0.92)).then(father_sn).otherwise(mother_sn))
         .alias("sn_idx")
     )
-    # twins: the second child (k=3) copies the first child's (k=2) birth date and surname
-    twin_mask = g("twins") & (pl.col("k") == 3)
-    first_child = (g("start") + 2).clip(upper_bound=n - 1)
-    p = p.with_columns(
+
+
+def _twins(p: pl.DataFrame, hh: pl.DataFrame) -> pl.DataFrame:
+    """In twin households the second child (k=3) copies the first child's (k=2) birth date and surname."""
+    twin_mask = _of_household(hh, p, "twins") & (pl.col("k") == 3)
+    first_child = _first_child(p, hh)
+    return p.with_columns(
         pl.when(twin_mask).then(pl.col("birth").gather(first_child)).otherwise(pl.col("birth")).alias("birth"),
         pl.when(twin_mask).then(pl.col("sn_idx").gather(first_child)).otherwise(pl.col("sn_idx")).alias("sn_idx"),
         twin_mask.alias("is_twin"),
     )
-    # given names by era and sex
+
+
+def _given_names(rng: Rng, p: pl.DataFrame, hh: pl.DataFrame, rates: PopulationRates) -> pl.DataFrame:
+    """Surnames as text and given names by era and sex (one or two characters), then siblings'
+    generation names."""
+    n = p.height
     old = p["birth"] < D_1975
     male = p["male"]
     single = pl.select(
@@ -243,9 +326,13 @@ def generate_population(rng: Rng, net: Network, n_persons: int,
     ).to_series()
     surnames = pl.Series([s for s, _ in naming.SURNAMES])
     p = p.with_columns(surname=surnames.gather(p["sn_idx"]), given=given)
-    p = _generation_names(rng, p, hh, rates, old, male)
+    return _generation_names(rng, p, hh, rates, old, male)
 
-    # namesakes: single-person households take the name, sex and birth date of a stranger
+
+def _namesakes(rng: Rng, p: pl.DataFrame, rates: PopulationRates) -> tuple[pl.DataFrame, int]:
+    """Single-person households take the name, sex and birth date of a stranger (from 50 persons
+    up); returns the persons with `is_namesake` and `namesake_of`, and how many were made."""
+    n = p.height
     namesakes = 0
     if n >= 50:
         targets = p.filter(pl.col("size") == 1)["pid"]
@@ -263,18 +350,29 @@ def generate_population(rng: Rng, net: Network, n_persons: int,
             p = p.with_columns(p["namesake_of"].scatter(targets, src))
     if "is_namesake" not in p.columns:
         p = p.with_columns(pl.lit(False).alias("is_namesake"), pl.lit(None, dtype=pl.Int64).alias("namesake_of"))
-    # both twins are at risk of a false merge, not only the one flagged as the copy
+    return p, namesakes
+
+
+def _relatives(rng: Rng, p: pl.DataFrame, hh: pl.DataFrame) -> pl.DataFrame:
+    """Both twins flagged (`twin`: at risk of a false merge, not only the copy), and a household
+    member whose ID may end up on this person's record (`relative_pid`, see noise.relative_id)."""
+    n = p.height
     p = p.with_columns(
         (pl.col("is_twin") | pl.col("is_twin").shift(-1, fill_value=False)).alias("twin"),
     )
-    # a household member whose ID may end up on this person's record (see noise.relative_id)
-    rel_k = (k + 1 + rng.below("p:relative", n, (size - 1).clip(lower_bound=1))) % size
-    p = p.with_columns(
-        pl.when(pl.col("size") >= 2).then(g("start") + rel_k).otherwise(None).alias("relative_pid")
+    size = p["size"]
+    rel_k = (p["k"] + 1 + rng.below("p:relative", n, (size - 1).clip(lower_bound=1))) % size
+    return p.with_columns(
+        pl.when(pl.col("size") >= 2).then(_of_household(hh, p, "start") + rel_k).otherwise(None).alias("relative_pid")
     )
 
-    # --- ID numbers (GB 11643) ----------------------------------------------------------------
-    st_district = net.station_table["district_code"].gather(g("station_idx"))
+
+def _id_numbers(rng: Rng, p: pl.DataFrame, hh: pl.DataFrame, net: Network) -> pl.DataFrame:
+    """ID numbers (GB 11643): birth area (the station's district, elsewhere in Chongqing, an old
+    area code for older people, or outside the city; a twin's is the first child's), birth date,
+    a sequence number unique per (area, date, sex) with the sex in its parity, and the check digit."""
+    n = p.height
+    st_district = net.station_table["district_code"].gather(_of_household(hh, p, "station_idx"))
     cq_codes = pl.Series([d[0] for d in naming.DISTRICTS])
     other_cq = cq_codes.gather(rng.choice("p:cq", n, [d[2] for d in naming.DISTRICTS]))
     old_cq = pl.Series(naming.OLD_CITY_BIRTH_AREAS).gather(rng.below("p:oldcq", n, len(naming.OLD_CITY_BIRTH_AREAS)))
@@ -288,31 +386,41 @@ def generate_population(rng: Rng, net: Network, n_persons: int,
     ).to_series()
     p = p.with_columns(area.alias("birth_area"))
     p = p.with_columns(
-        pl.when(pl.col("is_twin")).then(pl.col("birth_area").gather(first_child)).otherwise(pl.col("birth_area"))
-        .alias("birth_area"),
+        pl.when(pl.col("is_twin")).then(pl.col("birth_area").gather(_first_child(p, hh)))
+        .otherwise(pl.col("birth_area")).alias("birth_area"),
         rng.below("p:seq", n, 500).alias("seq_j"),
     )
-    # Sequence numbers are unique per (birth place, birth date, sex): re-deal them in clashing groups.
-    keys = ["birth_area", "birth", "male"]
-    clash = p.select(pl.struct(*keys, "seq_j").is_duplicated()).to_series()
-    if clash.any():
-        groups = p.filter(clash).select(keys).unique(maintain_order=True)
-        sub = p.select("pid", *keys, "seq_j").join(groups, on=keys, how="semi", maintain_order="left")
-        sub = sub.with_columns(
-            ((pl.col("seq_j").min().over(keys)
-              + pl.int_range(pl.len()).over(keys, order_by=["seq_j", "pid"])) % 500).alias("seq_j")
-        )
-        p = p.with_columns(p["seq_j"].scatter(sub["pid"], sub["seq_j"]))
+    p = _unique_sequence_numbers(p)
     birth_date = pl.col("birth").cast(pl.Date)
     body = pl.concat_str(
         [pl.col("birth_area"), birth_date.dt.strftime("%Y%m%d"),
          (pl.col("seq_j") * 2 + pl.col("male").cast(pl.Int64)).cast(pl.String).str.zfill(3)]
     )
-    p = p.with_columns(body.alias("id_body")).with_columns(
+    return p.with_columns(body.alias("id_body")).with_columns(
         pl.concat_str([pl.col("id_body"), id_check_expr(pl.col("id_body"))]).alias("id_number")
     ).drop("id_body", "seq_j")
 
-    # --- phones -------------------------------------------------------------------------------
+
+def _unique_sequence_numbers(p: pl.DataFrame) -> pl.DataFrame:
+    """Sequence numbers are unique per (birth place, birth date, sex): re-deal them in clashing groups."""
+    keys = ["birth_area", "birth", "male"]
+    clash = p.select(pl.struct(*keys, "seq_j").is_duplicated()).to_series()
+    if not clash.any():
+        return p
+    groups = p.filter(clash).select(keys).unique(maintain_order=True)
+    sub = p.select("pid", *keys, "seq_j").join(groups, on=keys, how="semi", maintain_order="left")
+    sub = sub.with_columns(
+        ((pl.col("seq_j").min().over(keys)
+          + pl.int_range(pl.len()).over(keys, order_by=["seq_j", "pid"])) % 500).alias("seq_j")
+    )
+    return p.with_columns(p["seq_j"].scatter(sub["pid"], sub["seq_j"]))
+
+
+def _phones(rng: Rng, p: pl.DataFrame, hh: pl.DataFrame, rates: PopulationRates) -> pl.DataFrame:
+    """Each person's own mobile (none for young children, fewer for the old) and the contact phone
+    stations record: often a parent's or child's mobile, else their own, the household's
+    landline or the head's mobile; `phone_shared` when it is another member's own mobile."""
+    n = p.height
     mobile = mobiles(rng, "p:mobile", n)
     birth = p["birth"]
     has_mobile = pl.select(
@@ -321,21 +429,21 @@ def generate_population(rng: Rng, net: Network, n_persons: int,
         .otherwise(rng.mask("p:mob", n, 0.93))
     ).to_series()
     own = pl.select(pl.when(has_mobile).then(mobile).otherwise(None)).to_series()
-    head_idx = g("start")
+    head_idx = _of_household(hh, p, "start")
     head_own = own.gather(head_idx)
     spouse_own = own.gather((head_idx + 1).clip(upper_bound=n - 1))
-    has_spouse_p = g("has_spouse") & (size >= 2)
+    has_spouse_p = _of_household(hh, p, "has_spouse") & (p["size"] >= 2)
     parent_own = pl.select(
         pl.when(head_own.is_not_null()).then(head_own).when(has_spouse_p).then(spouse_own)
     ).to_series()
-    landline = g("landline")
+    landline = _of_household(hh, p, "landline")
     use_land = rng.mask("p:use_land", n, 0.5)
     role_s = p["role"]
     borrow = pl.select(
         ((role_s == 2) & rng.mask("p:child_parent_phone", n, rates.child_parent_phone))
         | ((role_s == 3) & rng.mask("p:elder_child_phone", n, rates.elder_child_phone))
     ).to_series()
-    contact_parts = pl.select(
+    return pl.select(
         pl.when(borrow & parent_own.is_not_null()).then(parent_own)
         .when(own.is_not_null()).then(own)
         .when(landline.is_not_null() & use_land).then(landline)
@@ -345,16 +453,19 @@ def generate_population(rng: Rng, net: Network, n_persons: int,
         # another member's personal mobile (the household's landline is not anyone's own number)
         (pl.col("phone").is_not_null() & (pl.col("phone") != landline).fill_null(True)
          & (pl.col("phone") != own).fill_null(True)).alias("phone_shared"),
-    )
-    p = p.with_columns(
-        pl.concat_str([pl.col("surname"), pl.col("given")]).alias("name"),
         own.alias("mobile"),
-        contact_parts["phone"],
-        contact_parts["phone_shared"],
+    )
+
+
+def _names_phones_and_ids(p: pl.DataFrame, phones: pl.DataFrame) -> pl.DataFrame:
+    """The full name, the phones, and the true entity id (P0000001...) that truth.csv names."""
+    return p.with_columns(
+        pl.concat_str([pl.col("surname"), pl.col("given")]).alias("name"),
+        phones["mobile"],
+        phones["phone"],
+        phones["phone_shared"],
         pl.format("P{}", (pl.col("pid") + 1).cast(pl.String).str.zfill(7)).alias("entity_id"),
     )
-    twins = int(p["is_twin"].sum())
-    return Population(persons=p, households=hh, twins=twins, namesakes=namesakes)
 
 
 def _generation_names(rng: Rng, p: pl.DataFrame, hh: pl.DataFrame, rates: PopulationRates,

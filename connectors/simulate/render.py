@@ -35,6 +35,12 @@ def assign_local_ids(rng: Rng, net: Network, rec: pl.DataFrame, entity: str) -> 
             .when(pl.lit(style) == 1).then(pl.concat_str([pl.lit("R"), seq.cast(pl.String).str.zfill(8)]))
             .otherwise((seq + 1000).cast(pl.String))
         )
+    elif entity == "dwelling":  # 房屋: never equal to a person's or an organisation's local id
+        local = (
+            pl.when(pl.lit(style) == 0).then(pl.concat_str([pl.lit(juris), pl.lit("F"), seq.cast(pl.String).str.zfill(6)]))
+            .when(pl.lit(style) == 1).then(pl.concat_str([pl.lit("FW"), seq.cast(pl.String).str.zfill(7)]))
+            .otherwise(pl.concat_str([pl.lit("H"), (seq + 1000).cast(pl.String)]))
+        )
     else:
         local = (
             pl.when(pl.lit(style) == 0).then(pl.concat_str([pl.lit(juris), pl.lit("D"), seq.cast(pl.String).str.zfill(5)]))
@@ -73,7 +79,7 @@ def format_date_parts(y: int, m: int, d: int, fmt_idx: int) -> str:
 def _common(net: Network, rec: pl.DataFrame, entity: str, rng: Rng) -> pl.DataFrame:
     st = net.station_table
     s = rec["station_idx"]
-    remarks = naming.PERSON_REMARKS if entity == "person" else naming.ORG_REMARKS
+    remarks = {"person": naming.PERSON_REMARKS, "dwelling": naming.DWELLING_REMARKS}.get(entity, naming.ORG_REMARKS)
     rec = rec.with_columns(
         st["address_style"].gather(s).alias("address_style"),
         st["date_format"].gather(s).alias("date_fmt"),
@@ -130,3 +136,10 @@ def render_organisations(rng: Rng, net: Network, orgs: pl.DataFrame, rec: pl.Dat
         orgs["credit_code"].gather(rec["oid"]).alias("credit_code"),
         orgs["legal_rep"].gather(rec["oid"]).alias("legal_rep"),
     )
+
+
+def render_dwellings(rng: Rng, net: Network, rec: pl.DataFrame) -> pl.DataFrame:
+    """Housing-register records as each station writes them: local ids, the address in the
+    station's style (the same style as its residents' addresses), area code, update time."""
+    rec = assign_local_ids(rng, net, rec, "dwelling")
+    return _common(net, rec, "dwelling", rng)

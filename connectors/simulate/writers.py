@@ -13,7 +13,9 @@ from connectors.simulate import naming
 from connectors.simulate.network import StationProfile
 from connectors.simulate.people import EXPORT_DATE
 
-SOURCE_NAMES = {"person": "residents", "organisation": "organisations"}
+SOURCE_NAMES = {"person": "residents", "organisation": "organisations", "dwelling": "housing"}
+TITLES = {"person": naming.PERSON_TITLE, "organisation": naming.ORG_TITLE, "dwelling": naming.DWELLING_TITLE}
+SHEETS = {"person": naming.PERSON_SHEETS, "organisation": naming.ORG_SHEETS, "dwelling": naming.DWELLING_SHEETS}
 _FIXED_CREATED = dt.datetime(2026, 11, 1, 8, 0, 0)  # xlsx document properties: never "now"
 
 
@@ -42,16 +44,14 @@ class WrittenSource:
 def station_columns(profile: StationProfile, entity: str) -> list[tuple[str, str]]:
     """(canonical column in the frame, station header) in the station's order; extra column last."""
     headers = profile.headers(entity)
-    order = profile.person_columns if entity == "person" else profile.org_columns
-    cols = [(c, headers[c]) for c in order]
+    cols = [(c, headers[c]) for c in profile.columns(entity)]
     if profile.extra_column:
         cols.append(("remark", profile.extra_header()))
     return cols
 
 
 def _title(profile: StationProfile, entity: str) -> str:
-    tpl = naming.PERSON_TITLE if entity == "person" else naming.ORG_TITLE
-    return tpl.format(station=profile.name, date=EXPORT_DATE)
+    return TITLES[entity].format(station=profile.name, date=EXPORT_DATE)
 
 
 def _frame(profile: StationProfile, entity: str, df: pl.DataFrame) -> pl.DataFrame:
@@ -60,7 +60,7 @@ def _frame(profile: StationProfile, entity: str, df: pl.DataFrame) -> pl.DataFra
 
 def _source(profile: StationProfile, entity: str, df: pl.DataFrame, **kw) -> WrittenSource:
     headers = profile.headers(entity)
-    columns = {headers[c]: c for c in (profile.person_columns if entity == "person" else profile.org_columns)}
+    columns = {headers[c]: c for c in profile.columns(entity)}
     return WrittenSource(
         station_id=profile.id, source=SOURCE_NAMES[entity], entity=entity, kind=profile.kind,
         header_style=profile.style,
@@ -121,9 +121,7 @@ def _break(text: str, profile: StationProfile, keys: list[str]) -> tuple[str, li
 
 
 def _sheet_name(profile: StationProfile, entity: str) -> str:
-    if entity == "person":
-        return profile.sheet
-    return naming.ORG_SHEETS[naming.PERSON_SHEETS.index(profile.sheet)]
+    return SHEETS[entity][naming.PERSON_SHEETS.index(profile.sheet)]
 
 
 def _write_xlsx(path: Path, profile: StationProfile, entity: str, frame: pl.DataFrame) -> None:
@@ -137,7 +135,7 @@ def _write_xlsx(path: Path, profile: StationProfile, entity: str, frame: pl.Data
     bold = wb.add_format({"bold": True, "align": "center"})
     ncols = frame.width
     # identifiers are text cells with the Text number format (no 5.00103E+17 here)
-    coded = {"local_id", "id_number", "credit_code", "phone", "area_code"}
+    coded = {"local_id", "id_number", "credit_code", "phone", "area_code", "owner_id_number", "owner_phone"}
     text_cols = {i for i, (canon, _) in enumerate(station_columns(profile, entity)) if canon in coded}
     for c in range(ncols):
         ws.set_column(c, c, 22 if c in text_cols else 14, text if c in text_cols else None)

@@ -13,6 +13,13 @@ write it, so comparing parts without it makes their addresses agree; `address` k
 
 Each name-part pattern excludes the characters that end a smaller unit (路, 社, 号, ...), which is
 what stops "民族路社区" from being read as a district when a station leaves the district out.
+
+Building, unit and room come out in one canonical form whatever way a station wrote them, since a
+dwelling (one room) is identified by them: 3栋 / 3幢 / 3号楼 / 3座 / 三栋 / 3#楼 -> "3栋",
+二单元 / 2单元 -> "2单元", 501室 / 501 / 501号 -> "501室", and the compact "12号3-2-501"
+(building-unit-room) or "12号3-501" (building-room) -> "3栋", "2单元", "501室". A village's
+group (村民小组: 石坝村3组25号) is the road of a rural address, so it goes to `addr_road` ("3组")
+when there is no road: without it, two houses of one village with the same number would be one.
 """
 
 from __future__ import annotations
@@ -29,7 +36,9 @@ ADDRESS_PART_COLUMNS = (
 # Characters that cannot occur inside the name of a unit of that level (they end smaller units).
 _NOT_IN_REGION = "省市区县街镇乡村社路小号栋幢楼单室巷"
 _NOT_IN_STREET = "省市区县镇乡村社路号栋幢楼单室巷"
-_NOT_IN_COMMUNITY = "省市区县镇乡街号栋幢楼单室巷"
+# 街 and 巷 may be in a community's name (青年街社区, 八一巷社区: named after their road); a
+# match that holds a whole street (…街道…社区) is refused after the match instead.
+_NOT_IN_COMMUNITY = "省市区县镇乡号栋幢楼单室"
 
 
 def _han_except(chars: str, low: int, high: int) -> str:
@@ -46,17 +55,47 @@ CITY_AND_DISTRICT = (
     r"(" + _han_except(_NOT_IN_REGION, 1, 10) + r"(?:区|县|市|旗))"
 )
 DISTRICT = r"^(" + _han_except(_NOT_IN_REGION, 1, 10) + r"(?:区|县|市|旗))"
-STREET = r"^(" + _han_except(_NOT_IN_STREET, 1, 10) + r"(?:街道|镇|乡))"
+# A street named after a road (两路街道, 南京东路街道) may hold 路 when it ends in 街道.
+STREET = (r"^(" + _han_except(_NOT_IN_STREET, 1, 10) + r"(?:街道|镇|乡)|"
+          + _han_except(_NOT_IN_STREET.replace("路", ""), 1, 10) + r"街道)")
 COMMUNITY = r"^(" + _han_except(_NOT_IN_COMMUNITY, 1, 10) + r"(?:社区|村))"
 
 _ROAD_SUFFIX = r"(?:大道|路|街|巷|道)"
 ROAD = r"^(\p{Han}*?" + _ROAD_SUFFIX + ")"
 NUMBER = r"([0-9]+(?:[-附之][0-9]+)?号)(?:[^楼]|$)"
 _CN_DIGITS = "一二三四五六七八九十"
-BUILDING = rf"([0-9]+号楼|[0-9A-Za-z]+(?:栋|幢|座)|[{_CN_DIGITS}]+(?:栋|幢|座|号楼))"
-UNIT = rf"([0-9]+单元|[{_CN_DIGITS}]+单元)"
-ROOM = r"([0-9]+室)"
-BARE_ROOM = r"(?:单元|栋|幢|座|楼|号)([0-9]+(?:-[0-9]+)?)$"
+# The id of a building, unit, room or group (the part without its suffix); canonicalised below.
+BUILDING = rf"([0-9]+|[0-9]*[A-Za-z]|[{_CN_DIGITS}]+)(?:号楼|#楼|#|栋|幢|座)"
+UNIT = rf"([0-9]+|[{_CN_DIGITS}]+)单元"
+ROOM = r"([0-9]+(?:-[0-9]+)?)室"
+BARE_ROOM = r"(?:单元|栋|幢|座|楼|号|#)([0-9]+(?:-[0-9]+)?)号?$"
+# "12号3-2-501" (building-unit-room) and "12号3-501" (building-room), right after the number.
+COMPACT3 = r"号([0-9]+|[0-9]*[A-Za-z])-([0-9]+)-([0-9]+)$"
+COMPACT2 = r"号([0-9]+|[0-9]*[A-Za-z])-([0-9]+)$"
+GROUP = rf"^([0-9]+|[{_CN_DIGITS}]+)组"
+
+
+def _chinese_numerals() -> dict[str, str]:
+    """一 .. 九十九 -> "1" .. "99" (building, unit and group numbers are small)."""
+    units = dict(zip(_CN_DIGITS[:9], "123456789", strict=True))
+    out = dict(units)
+    for tens_char, tens in [("", 1), *((c, int(d)) for c, d in units.items())]:
+        out[f"{tens_char}十"] = str(tens * 10)
+        for c, d in units.items():
+            out[f"{tens_char}十{c}"] = str(tens * 10 + int(d))
+    return out
+
+
+CHINESE_NUMERALS = _chinese_numerals()
+
+
+def _arabic(expr: pl.Expr) -> pl.Expr:
+    """A part's id with Chinese numerals written as digits ("三" -> "3"); others unchanged."""
+    return expr.replace(CHINESE_NUMERALS)
+
+
+def _canonical(expr: pl.Expr, suffix: str) -> pl.Expr:
+    return pl.concat_str(_arabic(expr).str.to_uppercase(), pl.lit(suffix))
 
 _SCRATCH = "__ad_"
 
@@ -94,7 +133,10 @@ def with_address(lf: pl.LazyFrame, raw_address: pl.Expr) -> pl.LazyFrame:
         pl.coalesce(pl.col(f"{s}district"), pl.col(f"{s}district_only")).alias("addr_district")
     )
     lf = _peel(lf, rest, STREET, "addr_street")
-    lf = _peel(lf, rest, COMMUNITY, f"{s}community")
+    community_match = pl.col(rest).str.extract(COMMUNITY, 1)
+    lf = lf.with_columns(
+        pl.when(community_match.str.contains("街道")).then(None).otherwise(community_match).alias(f"{s}community"))
+    lf = lf.with_columns(pl.col(rest).str.strip_prefix(pl.col(f"{s}community").fill_null("")))
 
     r = pl.col(rest)
     lf = lf.with_columns(r.str.extract(ROAD, 1).alias(f"{s}road"))
@@ -104,17 +146,23 @@ def with_address(lf: pl.LazyFrame, raw_address: pl.Expr) -> pl.LazyFrame:
     community_was_road = (
         community.str.ends_with("村").fill_null(False) & (road.str.len_chars() <= 2).fill_null(False)
     )
+    compact3 = r.str.extract_groups(COMPACT3)
+    building = r.str.extract(BUILDING, 1)
+    compact2 = pl.when(building.is_null()).then(r.str.extract_groups(COMPACT2))
     lf = lf.with_columns(
         pl.when(community_was_road).then(None).otherwise(community).alias("addr_community"),
         pl.when(community_was_road)
         .then(pl.concat_str(community, road))
         .when(road.str.len_chars() > 1)
         .then(road)
+        .otherwise(_canonical(r.str.extract(GROUP, 1), "组"))
         .alias("addr_road"),
         r.str.extract(NUMBER, 1).alias("addr_number"),
-        r.str.extract(BUILDING, 1).alias("addr_building"),
-        r.str.extract(UNIT, 1).alias("addr_unit"),
-        pl.coalesce(r.str.extract(ROOM, 1), r.str.extract(BARE_ROOM, 1)).alias("addr_room"),
+        _canonical(pl.coalesce(building, compact3.struct.field("1"), compact2.struct.field("1")), "栋")
+        .alias("addr_building"),
+        _canonical(pl.coalesce(r.str.extract(UNIT, 1), compact3.struct.field("2")), "单元").alias("addr_unit"),
+        _canonical(pl.coalesce(compact3.struct.field("3"), compact2.struct.field("2"), r.str.extract(ROOM, 1),
+                               r.str.extract(BARE_ROOM, 1)), "室").alias("addr_room"),
     )
     return lf.drop(
         rest, f"{s}province", f"{s}city", f"{s}district", f"{s}district_only",

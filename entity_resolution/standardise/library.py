@@ -48,6 +48,7 @@ from entity_resolution.standardise.id_numbers import ID_COLUMNS, with_id_number
 from entity_resolution.standardise.names import name_fields
 from entity_resolution.standardise.org_codes import CREDIT_CODE_COLUMNS, with_credit_code
 from entity_resolution.standardise.organisations import standardise_organisations
+from entity_resolution.standardise.persons import FIELD_STEPS as PERSON_FIELD_STEPS
 from entity_resolution.standardise.persons import standardise_persons
 from entity_resolution.standardise.phones import PHONE_COLUMNS, with_phone
 from entity_resolution.standardise.text import blank_to_null, clean_text, quoted
@@ -81,7 +82,9 @@ def _rename(lf: pl.LazyFrame, field: str, base: str, columns: Sequence[str]) -> 
     if field == base:
         return lf, tuple(columns)
     names = {c: field + c[len(base):] if c.startswith(base) else f"{field}_{c}" for c in columns}
-    return lf.rename(names), tuple(names.values())
+    # The station's own `<field>` column (its raw value, already copied by intake) gives way to
+    # the standardised one.
+    return lf.drop(list(names.values()), strict=False).rename(names), tuple(names.values())
 
 
 def _unusable(raw: pl.Expr, ok: pl.Expr, what: str) -> tuple[pl.Expr, pl.Expr]:
@@ -220,6 +223,30 @@ def standardise(raw: pl.DataFrame, entity_type: EntityType, *, date_formats: Seq
             issues.append(issue(name, pl.col(applied.valid).not_(), applied.issue))
     lf = lf.with_columns(join_issues(issues).alias("issues") if issues else pl.lit(None, pl.String).alias("issues"))
     return finish(lf, raw.columns, [*outputs, "issues"])
+
+
+# Per whole-record standardiser, the fields it can standardise alone (see persons.FIELD_STEPS).
+FIELD_STEPS = {"persons": PERSON_FIELD_STEPS}
+
+
+def standardise_fields(raw: pl.DataFrame, entity_type: EntityType, fields: Sequence[str], *,
+                       today: date | None = None) -> pl.DataFrame | None:
+    """Only the columns of `fields`, when each of them standardises alone under the type's
+    standardiser (None otherwise: use `standardise`). The same expressions as `standardise` for
+    those columns, without the rest of the record's plan: a front-desk search by ID number or
+    phone pays for its one field, not for names, dates and addresses it did not give. `raw` holds
+    the caller's other columns and those fields; no `issues`."""
+    steps = FIELD_STEPS.get(entity_type.spec.standardiser or "")
+    if not steps or not fields or not set(fields) <= set(steps):
+        return None
+    today = today or date.today()
+    lf = intake(raw, tuple(fields))
+    outputs: list[str] = []
+    for name in fields:
+        step, columns = steps[name]
+        lf = step(lf, today)
+        outputs.extend(c for c in columns if c not in outputs)
+    return finish(lf, raw.columns, outputs)
 
 
 @lru_cache(maxsize=64)

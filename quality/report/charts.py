@@ -32,6 +32,17 @@ FONT = '"Noto Sans CJK SC", "Source Han Sans SC", "PingFang SC", "Microsoft YaHe
 COLOURS = {"completeness": "#2f6fb0", "validity": "#d0731c", "consistency": "#3a9a5b",
            "uniqueness": "#8a5cb8", "freshness": "#c23b4a"}
 LEVEL_COLOURS = {"full": "#c23b4a", "masked": "#2f6fb0"}
+# Line styles of the entity types in a trend chart, by the type's place in the registry (bundled
+# types first, then others by name), so a type keeps its style on every station's page.
+DASHES = ("solid", "dot", "dash", "dashdot", "longdash", "longdashdot")
+
+
+def type_dashes(types: set[str]) -> dict[str, str]:
+    from core.entity_types import load_entity_types
+
+    registered = load_entity_types().names
+    order = registered + sorted(types - set(registered))
+    return {t: DASHES[order.index(t) % len(DASHES)] for t in types}
 CONFIG = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
 
 
@@ -106,7 +117,9 @@ def dimension_bars(div_id: str, averages: pl.DataFrame, *, title: str) -> Markup
 def trend_chart(div_id: str, lines: list[dict], *, title: str) -> Markup:
     """One line per dimension (and entity type, when a station sends both) over its batches;
     `lines` are quality.report.model.trend rows of one station."""
-    several = len({line["entity_type"] for line in lines}) > 1
+    types = {line["entity_type"] for line in lines}
+    several = len(types) > 1
+    dash = type_dashes(types)
     data = [{
         "type": "scatter", "mode": "lines+markers",
         "name": f"{line['dimension']} · {line['entity_type']}" if several else line["dimension"],
@@ -115,7 +128,7 @@ def trend_chart(div_id: str, lines: list[dict], *, title: str) -> Markup:
         "text": [None if b is None else literal(b) for b in line["batch_id"]],
         "hovertemplate": "%{text}<br>%{y:.1f}<extra>%{fullData.name}</extra>",
         "line": {"color": COLOURS.get(line["dimension"], "#555"),
-                 "dash": "dot" if line["entity_type"] == "organisation" else "solid"},
+                 "dash": dash[line["entity_type"]]},
     } for line in lines]
     layout = _layout(literal(title), "batch (loaded at, UTC)", "score (0–100)")
     # From 10 points under the station's lowest score to 100: a drop of a few points stays visible.

@@ -188,12 +188,69 @@ def build_report(
     `tasks_sla_days` (overdue correction tasks; default DEFAULT_SLA_DAYS)."""
     started = dt.datetime.now(dt.timezone.utc)
     now = now or started
+    sla_days = float(sla_days or DEFAULT_SLA_DAYS)
     out = Path(out_dir)
+    station_dir = _prepare_site(out, stations["station_id"])
+    tables, missing_tables = _present_tables(available)
+    table = model.station_table(stations, scores, runs, failures, task_times, holds)
+    watch = _supervision_view(stations, task_times, now, sla_days)
+    active_holds = model.held_batches(holds)
+    totals = _network_totals(stations, table, runs, task_times, active_holds, linkage, subscribers, watch, sla_days)
+    precision = model.precision_estimates(judged)
+    headline_precision = model.link_precision(precision)  # None, or too few judgements, or an estimate
+    pages = _Pages(_environment(), {"generated_at": now, "missing_tables": missing_tables, "tables": tables,
+                                    "dimensions": model.DIMENSIONS, "csp": Markup(REPORT_CSP)})
+
+    _write_overview(pages, out, table, totals, active_holds, headline_precision, runs)
+    _write_station_pages(pages, station_dir, table, scores=scores, runs=runs, failures=failures, tasks=tasks,
+                         holds=holds, task_times=task_times, watch=watch, now=now, sla_days=sla_days)
+    _write_supervision(pages, out, task_times, watch, now, sla_days)
+    _write_linkage(pages, out, linkage, precision, cluster_sizes, judged, refused, totals)
+    _write_access(pages, out, subscribers, field_policies, recent_deliveries, totals)
+    _write_data_docs(pages, out, runs)
+
+    seconds = (dt.datetime.now(dt.timezone.utc) - started).total_seconds()
+    return ReportSummary(
+        index=out / "index.html", stations=stations.height, pages=pages.count, scored_stations=totals["scored"],
+        average_score=totals["average"], open_tasks=totals["open_tasks"], held_batches=totals["held"],
+        failed_runs=totals["failed_runs"], entities=totals["entities"], pending_reviews=totals["pending_reviews"],
+        deliveries=totals["deliveries"], seconds=seconds, overdue_tasks=totals["overdue_tasks"], sla_days=sla_days,
+        notes=[f"table {t} not in the warehouse yet" for t in missing_tables],
+        link_precision=headline_precision,
+    )
+
+
+class _Pages:
+    """Renders the templates with what every page shows (generated_at, missing tables, the CSP)
+    and counts the pages written, for the summary."""
+
+    def __init__(self, env: Environment, common: dict):
+        self.env = env
+        self.common = common
+        self.count = 0
+
+    def write(self, path: Path, template: str, **context) -> None:
+        path.write_text(self.env.get_template(template).render(**self.common, **context), encoding="utf-8")
+        self.count += 1
+
+
+@dataclass
+class _Supervision:
+    """Who is behind on their correction tasks (quality.supervision), computed once for the
+    overview's totals, the station pages and the supervision page."""
+
+    ranked: pl.DataFrame  # one row per station, most overdue first, with the station's name
+    totals: dict
+
+
+def _prepare_site(out: Path, station_ids: pl.Series) -> Path:
+    """Create the site's folders, drop pages of stations no longer in the warehouse, copy the
+    assets; returns the station pages' folder."""
     station_dir = out / STATION_DIR
     station_dir.mkdir(parents=True, exist_ok=True)
     # Pages of stations no longer in the warehouse go; the others are overwritten in place
     # (deleting 943 files first costs seconds on some file systems).
-    keep = {station_file(sid) for sid in stations["station_id"]}
+    keep = {station_file(sid) for sid in station_ids}
     for stale in station_dir.glob("*.html"):
         if stale.name not in keep:
             stale.unlink()
@@ -201,51 +258,51 @@ def build_report(
     charts.install_plotly(assets)
     with resources.as_file(resources.files("quality.report") / "static" / "report.css") as css:
         shutil.copyfile(css, assets / "report.css")
+    return station_dir
 
-    tables = set(OPTIONAL_TABLES) if available is None else set(available.filter(pl.col("present"))["table"])
-    missing_tables = [] if available is None else available.filter(~pl.col("present"))["table"].to_list()
-    env = _environment()
-    table = model.station_table(stations, scores, runs, failures, task_times, holds)
-    averages = model.dimension_averages(table)
-    durations = model.task_durations(task_times, now)
-    precision = model.precision_estimates(judged)
-    by_level = model.fields_by_level(field_policies)
-    sla_days = float(sla_days or DEFAULT_SLA_DAYS)
+
+def _present_tables(available: pl.DataFrame | None) -> tuple[set[str], list[str]]:
+    """The optional tables present and those missing; without `available`, all are taken as present."""
+    if available is None:
+        return set(OPTIONAL_TABLES), []
+    return set(available.filter(pl.col("present"))["table"]), available.filter(~pl.col("present"))["table"].to_list()
+
+
+def _supervision_view(stations: pl.DataFrame, task_times: pl.DataFrame, now: dt.datetime,
+                      sla_days: float) -> _Supervision:
     watch = supervision.station_summary(task_times, now, sla_days, stations["station_id"].to_list())
-    watch_ranked = supervision.ranking(watch).join(stations.select("station_id", "name"), on="station_id",
-                                                   how="left", maintain_order="left")
-    watch_totals = supervision.network_totals(watch, task_times)
-    common = {"generated_at": now, "missing_tables": missing_tables, "tables": tables,
-              "dimensions": model.DIMENSIONS, "csp": Markup(REPORT_CSP)}
+    ranked = supervision.ranking(watch).join(stations.select("station_id", "name"), on="station_id",
+                                             how="left", maintain_order="left")
+    return _Supervision(ranked, supervision.network_totals(watch, task_times))
 
-    active_holds = model.held_batches(holds)
-    latest_failed = int((~runs["success"]).sum()) if runs.height else 0
-    totals = {
+
+def _network_totals(stations: pl.DataFrame, table: pl.DataFrame, runs: pl.DataFrame, task_times: pl.DataFrame,
+                    active_holds: pl.DataFrame, linkage: pl.DataFrame, subscribers: pl.DataFrame,
+                    watch: _Supervision, sla_days: float) -> dict:
+    """The network's headline counts, shown on the overview, linkage and access pages and
+    returned in the summary."""
+    return {
         "stations": stations.height, "scored": int(table["score"].drop_nulls().len()),
         "average": table["score"].mean() if table.height else None,
         "open_tasks": int((task_times["status"] == "open").sum()),
         "closed_tasks": int((task_times["status"] == "closed").sum()),
         "held": active_holds.height, "held_records": int(active_holds["records"].sum() or 0),
-        "runs": runs.height, "failed_runs": latest_failed,
+        "runs": runs.height, "failed_runs": int((~runs["success"]).sum()) if runs.height else 0,
         "entities": int(linkage["entities_active"].sum()) if linkage.height else 0,
         "records": int(linkage["records"].sum()) if linkage.height else 0,
         "match_pairs": int(linkage["match_pairs"].sum()) if linkage.height else 0,
         "pending_reviews": int(linkage["pending_reviews"].sum()) if linkage.height else 0,
         "deliveries": int(subscribers["deliveries"].sum()) if subscribers.height else 0,
         "subscribers": subscribers["subscriber_id"].n_unique() if subscribers.height else 0,
-        "overdue_tasks": watch_totals["overdue"], "stations_overdue": watch_totals["stations_overdue"],
+        "overdue_tasks": watch.totals["overdue"], "stations_overdue": watch.totals["stations_overdue"],
         "sla_days": sla_days,
     }
-    headline_precision = model.link_precision(precision)  # None, or too few judgements, or an estimate
 
-    pages = 0
 
-    def write(path: Path, template: str, **context) -> None:
-        nonlocal pages
-        path.write_text(env.get_template(template).render(**common, **context), encoding="utf-8")
-        pages += 1
-
-    # -- overview
+def _write_overview(pages: _Pages, out: Path, table: pl.DataFrame, totals: dict, active_holds: pl.DataFrame,
+                    headline_precision: dict | None, runs: pl.DataFrame) -> None:
+    """index.html: the network's totals, the ranking, score charts and the held batches."""
+    averages = model.dimension_averages(table)
     histogram = model.score_histogram(table)
     overview_charts = {}
     if totals["scored"]:
@@ -254,20 +311,25 @@ def build_report(
             title="Stations by overall score", x_title="score band", y_title="stations")
         overview_charts["dimensions"] = charts.dimension_bars(
             "chart-dimension-averages", averages, title="Network average per dimension")
-    write(out / "index.html", "index.html", page="index", root="", totals=totals, table=table.to_dicts(),
-          averages=averages.to_dicts(), charts=overview_charts, holds=active_holds.to_dicts(),
-          precision=headline_precision, docs_roots=len(_site_roots(runs)))
+    pages.write(out / "index.html", "index.html", page="index", root="", totals=totals, table=table.to_dicts(),
+                averages=averages.to_dicts(), charts=overview_charts, holds=active_holds.to_dicts(),
+                precision=headline_precision, docs_roots=len(_site_roots(runs)))
 
-    # -- one page per station
-    # The trend lines of every station in one pass, then split by station with everything else.
+
+def _write_station_pages(pages: _Pages, station_dir: Path, table: pl.DataFrame, *, scores: pl.DataFrame,
+                         runs: pl.DataFrame, failures: pl.DataFrame, tasks: pl.DataFrame, holds: pl.DataFrame,
+                         task_times: pl.DataFrame, watch: _Supervision, now: dt.datetime, sla_days: float) -> None:
+    """stations/<id>.html, one per station. Every frame is split by station once (the trend
+    lines of all stations in one pass), never filtered per station: 943 filters of each frame
+    would cost more than the pages."""
+    durations = model.task_durations(task_times, now)
     ordered_scores = model.trend(scores)
-    own_watch = {r["station_id"]: r for r in watch_ranked.iter_rows(named=True)}
+    own_watch = {r["station_id"]: r for r in watch.ranked.iter_rows(named=True)}
     own_weeks = _by_station(supervision.weekly_trend(task_times, now, weeks=STATION_WEEKS))
-    parts = {name: _by_station(frame) for name, frame in
-             {"scores": ordered_scores, "runs": runs, "failures": failures, "tasks": tasks, "holds": holds}.items()}
+    per_station = {"scores": ordered_scores, "runs": runs, "failures": failures, "tasks": tasks, "holds": holds}
+    parts = {name: _by_station(frame) for name, frame in per_station.items()}
     dur = {r["station_id"]: r for r in durations.iter_rows(named=True)}
-    empty = {name: frame.clear() for name, frame in
-             {"scores": ordered_scores, "runs": runs, "failures": failures, "tasks": tasks, "holds": holds}.items()}
+    empty = {name: frame.clear() for name, frame in per_station.items()}
     ranked = table.filter(pl.col("rank").is_not_null()).height
     for row in table.iter_rows(named=True):
         sid = row["station_id"]
@@ -280,36 +342,47 @@ def build_report(
                          for f in own["failures"].iter_rows(named=True)]
         docs, docs_missing = _data_docs(own["runs"], station_dir)
         own_tasks = own["tasks"].to_dicts()
-        write(station_dir / station_file(sid), "station.html", page="station", root="../", station=row,
-              ranked=ranked, trend=trend_html, runs=own["runs"].to_dicts(), failures=failures_rows,
-              open_tasks=[t for t in own_tasks if t["status"] == "open"],
-              closed_tasks=[t for t in own_tasks if t["status"] == "closed"],
-              durations=dur.get(sid, NO_DURATIONS), holds=own["holds"].to_dicts(), docs=docs, docs_missing=docs_missing,
-              listed=TASKS_LISTED, watch=own_watch.get(sid), weeks=own_weeks[sid].to_dicts() if sid in own_weeks else [],
-              sla_days=sla_days)
+        pages.write(station_dir / station_file(sid), "station.html", page="station", root="../", station=row,
+                    ranked=ranked, trend=trend_html, runs=own["runs"].to_dicts(), failures=failures_rows,
+                    open_tasks=[t for t in own_tasks if t["status"] == "open"],
+                    closed_tasks=[t for t in own_tasks if t["status"] == "closed"],
+                    durations=dur.get(sid, NO_DURATIONS), holds=own["holds"].to_dicts(), docs=docs,
+                    docs_missing=docs_missing, listed=TASKS_LISTED, watch=own_watch.get(sid),
+                    weeks=own_weeks[sid].to_dicts() if sid in own_weeks else [], sla_days=sla_days)
 
-    # -- supervision of the work: who is behind on their correction tasks, and the weekly trend
+
+def _write_supervision(pages: _Pages, out: Path, task_times: pl.DataFrame, watch: _Supervision,
+                       now: dt.datetime, sla_days: float) -> None:
+    """supervision.html: who is behind on their correction tasks, and the network's weekly trend."""
     network_weeks = supervision.weekly_trend(task_times, now, by_station=False, weeks=TREND_WEEKS)
     watch_chart = None
     if network_weeks.height:
         watch_chart = charts.weekly_chart("chart-weekly-tasks", network_weeks,
                                           title="Correction tasks opened and closed per week (network)")
-    write(out / "supervision.html", "supervision.html", page="supervision", root="", totals=watch_totals,
-          sla_days=sla_days, ranking=watch_ranked.to_dicts(), weeks=network_weeks.to_dicts(), chart=watch_chart,
-          weeks_shown=TREND_WEEKS)
+    pages.write(out / "supervision.html", "supervision.html", page="supervision", root="", totals=watch.totals,
+                sla_days=sla_days, ranking=watch.ranked.to_dicts(), weeks=network_weeks.to_dicts(),
+                chart=watch_chart, weeks_shown=TREND_WEEKS)
 
-    # -- linkage
+
+def _write_linkage(pages: _Pages, out: Path, linkage: pl.DataFrame, precision: pl.DataFrame,
+                   cluster_sizes: pl.DataFrame, judged: pl.DataFrame, refused: pl.DataFrame | None,
+                   totals: dict) -> None:
+    """linkage.html: entities per type, cluster sizes, precision from judgements, refused links."""
     linkage_chart = None
     if cluster_sizes.height:
         linkage_chart = charts.cluster_chart("chart-cluster-sizes", cluster_sizes,
                                              title="Cluster sizes: entities by number of records")
-    write(out / "linkage.html", "linkage.html", page="linkage", root="", linkage=linkage.to_dicts(),
-          precision=precision.to_dicts(), chart=linkage_chart, totals=totals,
-          refused=refused.to_dicts() if refused is not None else [],
-          refused_total=int(linkage["refused_pairs"].sum()) if "refused_pairs" in linkage.columns else 0,
-          judged_total=int(judged["pairs"].sum()) if judged.height else 0)
+    pages.write(out / "linkage.html", "linkage.html", page="linkage", root="", linkage=linkage.to_dicts(),
+                precision=precision.to_dicts(), chart=linkage_chart, totals=totals,
+                refused=refused.to_dicts() if refused is not None else [],
+                refused_total=int(linkage["refused_pairs"].sum()) if "refused_pairs" in linkage.columns else 0,
+                judged_total=int(judged["pairs"].sum()) if judged.height else 0)
 
-    # -- access
+
+def _write_access(pages: _Pages, out: Path, subscribers: pl.DataFrame, field_policies: pl.DataFrame,
+                  recent_deliveries: pl.DataFrame, totals: dict) -> None:
+    """access.html: deliveries per subscriber, fields delivered by masking level, recent deliveries."""
+    by_level = model.fields_by_level(field_policies)
     access_charts = {}
     if subscribers.height:
         per_sub = subscribers.group_by("subscriber_id", maintain_order=True).agg(pl.col("deliveries").sum())
@@ -319,27 +392,18 @@ def build_report(
     if by_level.height:
         access_charts["levels"] = charts.level_chart("chart-field-levels", by_level,
                                                      title="Fields delivered (personal data among them), by masking level")
-    write(out / "access.html", "access.html", page="access", root="", subscribers=subscribers.to_dicts(),
-          by_level=by_level.to_dicts(), recent=recent_deliveries.to_dicts(), charts=access_charts,
-          totals=totals, recent_limit=RECENT_DELIVERIES)
+    pages.write(out / "access.html", "access.html", page="access", root="", subscribers=subscribers.to_dicts(),
+                by_level=by_level.to_dicts(), recent=recent_deliveries.to_dicts(), charts=access_charts,
+                totals=totals, recent_limit=RECENT_DELIVERIES)
 
-    # -- Data Docs
+
+def _write_data_docs(pages: _Pages, out: Path, runs: pl.DataFrame) -> None:
+    """datadocs.html: the Data Docs sites' own index pages first, then the other recorded pages."""
     docs, docs_missing = _data_docs(runs, out)
-    site_roots = _site_roots(runs)
-    roots = [Path(os.path.relpath(r / "index.html", out.resolve())).as_posix() for r in site_roots]
+    roots = [Path(os.path.relpath(r / "index.html", out.resolve())).as_posix() for r in _site_roots(runs)]
     docs = [d for d in docs if d["href"] not in roots]  # pages other than a site's own index
-    write(out / "datadocs.html", "datadocs.html", page="datadocs", root="", docs=docs, docs_missing=docs_missing,
-          roots=roots)
-
-    seconds = (dt.datetime.now(dt.timezone.utc) - started).total_seconds()
-    return ReportSummary(
-        index=out / "index.html", stations=stations.height, pages=pages, scored_stations=totals["scored"],
-        average_score=totals["average"], open_tasks=totals["open_tasks"], held_batches=totals["held"],
-        failed_runs=totals["failed_runs"], entities=totals["entities"], pending_reviews=totals["pending_reviews"],
-        deliveries=totals["deliveries"], seconds=seconds, overdue_tasks=totals["overdue_tasks"], sla_days=sla_days,
-        notes=[f"table {t} not in the warehouse yet" for t in missing_tables],
-        link_precision=headline_precision,
-    )
+    pages.write(out / "datadocs.html", "datadocs.html", page="datadocs", root="", docs=docs,
+                docs_missing=docs_missing, roots=roots)
 
 
 # Mirrors of warehouse.reports' limits, so that a page can say "newest 100" when a list is cut.

@@ -1,0 +1,291 @@
+"""Front-desk benchmark: POST /v1/match and GET /v1/search over loopback, 20 concurrent clients,
+against N resolved and published person records; the serving process's memory; and the consistency
+of the matcher with batch resolution over 10,000 records.
+
+    .venv/bin/python benchmarks/match_api.py [--records 100000] [--clients 20] [--requests 2000]
+                                             [--consistency 10000] [--fresh] [--json]
+
+Setup (once per size and seed, kept under benchmarks/.cache/ and reused unless --fresh): the
+simulated person export of benchmarks/ingest.py (`make_csv`) ingested, resolved and published by
+the batch pipeline (benchmarks/propagation.py's `setup`) into a SQLite warehouse. Then:
+
+- the API (`uvicorn pipelines.frontdesk:app_from_env`, one worker, as `enteronce serve` runs it) in
+  its own process; `clients` threads, each with its own connection and token, send match requests
+  (records drawn from the export, as a station typed them: raw text) and then search requests (by ID
+  number), then GET /healthz (the HTTP floor: the same clients and server doing no work); p50/p99
+  per endpoint, requests/s, the server's RSS (VmRSS now, VmHWM peak) after, and the load average;
+- consistency, in this process with the same MatchIndex the server builds: `consistency` records
+  drawn from the warehouse, each submitted with its own key left out of the index (its blocks count
+  it back, so caps are as batch saw them): the top candidate and decision must be the entity and
+  decision batch gave it (match when batch linked it to other records, else no match).
+
+Targets (issue 15): p50 <= 10 ms and p99 <= 50 ms at 1M records, RSS <= 1.5 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))  # first: benchmarks/feeds.py must not shadow the feeds package
+
+from simcache import CACHE, simulator_digest  # noqa: E402
+
+FIELDS = ("name", "sex", "birth_date", "id_number", "phone", "address", "area_code")
+AUDIT_KEY = "benchmark audit key"
+
+
+def _workdir(rows: int, seed: int) -> Path:
+    return CACHE / f"match_api_{rows}_{seed}_{simulator_digest()}"
+
+
+def setup(rows: int, seed: int, fresh: bool) -> Path:
+    """The resolved and published warehouse of `rows` records, with a project folder around it."""
+    import shutil
+
+    from ingest import make_csv
+
+    workdir = _workdir(rows, seed)
+    csv = make_csv(rows, seed)
+    if fresh or not (workdir / "setup.json").exists():
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        print(f"setup: {rows:,} records ingested, resolved and published (once; kept in {workdir}) ...", flush=True)
+        proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "propagation.py"), "--step", "setup",
+                               "--url", f"sqlite:///{workdir / 'warehouse.sqlite'}", "--workdir", str(workdir),
+                               "--rows", str(rows), "--seed", str(seed)], capture_output=True, text=True, cwd=ROOT)
+        if proc.returncode != 0:
+            raise SystemExit(f"setup failed:\n{proc.stderr[-4000:]}")
+        (workdir / "setup.json").write_text(proc.stdout.strip().splitlines()[-1], encoding="utf-8")
+    _project_files(workdir, csv)
+    return workdir
+
+
+def _project_files(workdir: Path, csv: Path) -> None:
+    """stations.yaml (the one station the records came from) and subscriptions.yaml (a department
+    with a network-wide query grant, masked ID and phone), for the server's project folder."""
+    import yaml
+
+    from connectors.simulate.export import EXPORT_COLUMNS
+
+    stations = {"allowed_roots": [str(csv.parent)], "stations": [{"id": "bench", "name": "bench", "jurisdiction": ["50"],
+                "sources": [{"name": "residents", "entity": "person", "kind": "csv", "path": str(csv),
+                             "columns": EXPORT_COLUMNS}]}]}
+    (workdir / "stations.yaml").write_text(yaml.safe_dump(stations, allow_unicode=True), encoding="utf-8")
+    fields = ["name_norm", "sex", "birth_date", "id_number", "phone", "address", "area_code"]
+    subs = {"version": 1,
+            "masking": {"id_number": {"keep_first": 6, "keep_last": 4}, "phone": {"keep_first": 3, "keep_last": 4}},
+            "roles": {"officer": {"fields": {f: ("masked" if f in ("id_number", "phone") else "full") for f in fields}}},
+            "subscribers": [{"id": "desk", "kind": "department", "entity_types": ["person"],
+                             "scope": {"area_codes": ["50"]}, "fields": fields, "role": "officer",
+                             "query": {"scope": {"network": True}, "per_minute": 6000, "max_results": 10}}]}
+    (workdir / "subscriptions.yaml").write_text(yaml.safe_dump(subs, allow_unicode=True), encoding="utf-8")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rss_mb(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of a process in MB."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("VmRSS:", "VmHWM:")):
+            key, value = line.split(":", 1)
+            values[key] = int(value.split()[0]) / 1024
+    return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
+
+
+def _sample_records(workdir: Path, n: int, seed: int) -> list[dict]:
+    """Records as the station typed them (the export's raw text), canonical field names."""
+    import polars as pl
+    import yaml
+
+    from connectors.simulate.export import EXPORT_COLUMNS
+
+    csv = yaml.safe_load((workdir / "stations.yaml").read_text(encoding="utf-8"))["stations"][0]["sources"][0]["path"]
+    frame = pl.read_csv(csv, infer_schema=False).rename(EXPORT_COLUMNS)
+    frame = frame.sample(min(n, frame.height), seed=seed)
+    return [{f: r[f] for f in FIELDS if r.get(f)} for r in frame.select(*FIELDS, "local_id").iter_rows(named=True)]
+
+
+def _percentiles(values: list[float]) -> tuple[float, float]:
+    import numpy as np
+
+    return float(np.percentile(values, 50)), float(np.percentile(values, 99))
+
+
+def measure_api(workdir: Path, clients: int, requests: int, seed: int) -> dict:
+    from feeds.tokens import issue_token
+    from warehouse import Warehouse
+
+    url = f"sqlite:///{workdir / 'warehouse.sqlite'}"
+    store = Warehouse(url).migrate()
+    tokens = [issue_token(store, "desk", f"bench {i}").token for i in range(clients)]
+    store.dispose()
+    port = _free_port()
+    env = {**os.environ, "ENTERONCE_CONFIG": str(workdir), "ENTERONCE_WAREHOUSE_URL": url,
+           "ENTERONCE_AUDIT_KEY": AUDIT_KEY, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "pipelines.frontdesk:app_from_env", "--factory",
+                             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
+                             "--http", "h11"], env=env, cwd=ROOT)
+    base = f"http://127.0.0.1:{port}"
+    records = _sample_records(workdir, requests + clients, seed)
+    import httpx
+
+    try:
+        t0 = time.perf_counter()
+        while True:  # up, and the index built (the first match waits for it)
+            if proc.poll() is not None:
+                raise SystemExit(f"the API server exited with code {proc.returncode}")
+            try:
+                r = httpx.post(f"{base}/v1/match", json={"entity_type": "person", "record": records[0]},
+                               headers={"Authorization": f"Bearer {tokens[0]}"}, timeout=600)
+                if r.status_code == 200:
+                    break
+                if r.status_code not in (503,):
+                    raise SystemExit(f"warm-up match answered {r.status_code}: {r.text[:500]}")
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        ready_s = time.perf_counter() - t0
+        out = {"ready_s": ready_s}
+        for kind in ("match", "search", "healthz"):  # healthz: the HTTP floor (no matching, no audit)
+            per = max(1, requests // clients)
+
+            def client(i: int, kind: str = kind) -> list[float]:
+                rng = random.Random(seed * 1000 + i)
+                times = []
+                with httpx.Client(base_url=base, timeout=120,
+                                  headers={"Authorization": f"Bearer {tokens[i]}"}) as http:
+                    for _ in range(per):
+                        rec = records[rng.randrange(len(records))]
+                        t = time.perf_counter()
+                        if kind == "match":
+                            r = http.post("/v1/match", json={"entity_type": "person", "record": rec})
+                        elif kind == "search":
+                            key = {"id_number": rec["id_number"]} if rec.get("id_number") else {"phone": rec.get("phone", "0")}
+                            r = http.get("/v1/search", params={"entity_type": "person", **key})
+                        else:
+                            r = http.get("/healthz")
+                        times.append((time.perf_counter() - t) * 1000)
+                        if r.status_code not in (200, 422):
+                            raise RuntimeError(f"{kind} answered {r.status_code}: {r.text[:300]}")
+                return times
+
+            t = time.perf_counter()
+            with ThreadPoolExecutor(clients) as pool:
+                times = [x for part in pool.map(client, range(clients)) for x in part]
+            wall = time.perf_counter() - t
+            p50, p99 = _percentiles(times)
+            out[kind] = {"requests": len(times), "p50_ms": p50, "p99_ms": p99, "rps": len(times) / wall}
+        out["rss_mb"], out["peak_rss_mb"] = _rss_mb(proc.pid)
+        return out
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def consistency(workdir: Path, n: int, seed: int) -> dict:
+    """The matcher against batch over `n` records (see the module docstring)."""
+    import polars as pl
+    import sqlalchemy as sa
+
+    from pipelines.frontdesk import LiveMatcher
+    from pipelines.project import Project
+    from warehouse import Warehouse
+
+    url = f"sqlite:///{workdir / 'warehouse.sqlite'}"
+    project = Project.load(workdir, url)
+    store = Warehouse(url).migrate()
+    t = time.perf_counter()
+    index = LiveMatcher(store, project, background=False).refresh("person")
+    build_s = time.perf_counter() - t
+    members = store.resolution_store("person", "person_records").membership().select("record_key", "entity_id")
+    sizes = members.group_by("entity_id").len()
+    table = store.record_table("person")
+    with store.engine.connect() as conn:
+        keys = members.sample(min(n, members.height), seed=seed)["record_key"].to_list()
+        cols = [table.c[c] for c in ("record_key", *FIELDS, "id_upgraded")]
+        rows = pl.read_database(sa.select(*cols).where(table.c.record_key.in_(keys)), conn, infer_schema_length=None)
+    rows = rows.join(members, on="record_key").join(sizes, on="entity_id")
+    typed = []
+    for r in rows.iter_rows(named=True):
+        rec = {f: None if r[f] is None else str(r[f]) for f in FIELDS}
+        if r["id_upgraded"] and rec["id_number"] and len(rec["id_number"]) == 18:  # the 15 digits the station had
+            rec["id_number"] = rec["id_number"][:6] + rec["id_number"][8:17]
+        typed.append(rec)
+    agree = linked = 0
+    t = time.perf_counter()
+    for start in range(0, len(typed), 500):
+        part = rows.slice(start, 500)
+        results = index.match_many(typed[start:start + 500], limit=3, exclude_keys=part["record_key"].to_list())
+        for r, res in zip(part.iter_rows(named=True), results, strict=True):
+            top = res.candidates[0] if res.candidates else None
+            if r["len"] > 1:
+                linked += 1
+                agree += top is not None and top["entity_id"] == r["entity_id"] and top["decision"] == "match"
+            else:
+                agree += top is None or top["decision"] != "match"
+    match_s = time.perf_counter() - t
+    return {"records": rows.height, "linked_by_batch": linked, "agree": agree, "rate": agree / max(rows.height, 1),
+            "index_records": index.size, "index_build_s": build_s, "match_many_s": match_s}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--records", type=int, default=20_000)
+    ap.add_argument("--seed", type=int, default=20261126)
+    ap.add_argument("--clients", type=int, default=20)
+    ap.add_argument("--requests", type=int, default=2000, help="per endpoint, over all clients")
+    ap.add_argument("--consistency", type=int, default=10_000)
+    ap.add_argument("--fresh", action="store_true", help="rebuild the resolved warehouse")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    workdir = setup(args.records, args.seed, args.fresh)
+    api = measure_api(workdir, args.clients, args.requests, args.seed)
+    cons = consistency(workdir, args.consistency, args.seed)
+    result = {"records": args.records, "clients": args.clients, "api": api, "consistency": cons,
+              "load_average": os.getloadavg()}  # the machine may be shared: read figures with it
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Front desk: {args.records:,} resolved person records, {args.clients} clients on loopback",
+                  title_justify="left")
+    for col in ("measure", "p50", "p99", "requests/s", "target", "notes"):
+        table.add_column(col, justify="left" if col in ("measure", "notes", "target") else "right")
+    for kind in ("match", "search"):
+        r = api[kind]
+        met = "met" if r["p50_ms"] <= 10 and r["p99_ms"] <= 50 else "MISSED"
+        table.add_row(f"/v1/{kind}", f"{r['p50_ms']:.1f} ms", f"{r['p99_ms']:.1f} ms", f"{r['rps']:.0f}",
+                      f"p50<=10, p99<=50 ms: {met}", f"{r['requests']:,} requests")
+    r = api["healthz"]
+    table.add_row("/healthz (HTTP floor)", f"{r['p50_ms']:.1f} ms", f"{r['p99_ms']:.1f} ms", f"{r['rps']:.0f}", "-",
+                  "the same clients and server, no work: what HTTP alone costs here")
+    table.add_row("server RSS", f"{api['rss_mb']:,.0f} MB", f"peak {api['peak_rss_mb']:,.0f} MB", "-",
+                  f"<=1.5 GB: {'met' if api['peak_rss_mb'] <= 1536 else 'MISSED'}",
+                  f"ready (index built) in {api['ready_s']:.1f} s")
+    table.add_row("consistency with batch", f"{cons['rate']:.2%}", "-", "-", "100%",
+                  f"{cons['agree']:,}/{cons['records']:,} agree ({cons['linked_by_batch']:,} linked by batch); "
+                  f"index of {cons['index_records']:,} built in {cons['index_build_s']:.1f} s")
+    Console(width=180).print(table)
+    print("load average (1, 5, 15 min) after the run: " + ", ".join(f"{x:.2f}" for x in result["load_average"]))
+
+
+if __name__ == "__main__":
+    main()

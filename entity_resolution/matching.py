@@ -1,0 +1,500 @@
+"""One record against the resolved state: the front desk's match and search, with the batch model.
+
+A station officer types what a resident says; the hub answers which entities that is, in
+milliseconds, with the *same* decision batch resolution would give the record arriving in a drop.
+So nothing here is a second implementation: the record is standardised by the ingest standardiser
+(`standardise`), its derived columns come from the same settings, its candidates are the records
+sharing a block with it under the same blocking rules and caps, the candidate pairs are compared by
+`comparison_vectors` and scored by `score` with the stored model (term frequencies included) on a
+frame of a few rows, and the ID guard and reviewers' judgements act as clustering applies them.
+
+`MatchIndex.build` reads the resolved state once (records, membership, model, judgements) and keeps
+only what a query needs: the columns blocking, comparisons and the guard read (low-cardinality text
+as Categorical), the entity of each record, and per blocking rule a sorted array of 64-bit key
+hashes with the rows they point to. A query's blocks are then two binary searches per rule, not a
+scan; a million records cost a few hundred MB.
+
+From records to entities (what clustering would do with the record):
+- per candidate entity, the record's best pair (highest match probability);
+- a reviewer's 'same' between the record and a member links it (match); a 'different' keeps it
+  out (non_match), as cannot-links do in clustering;
+- the ID guard: when the record carries a trusted value of a `distinct_valid` column and the
+  entity holds another trusted value, the record cannot join it: a "match" becomes "review" with
+  the guard's reason (clustering refuses the union; the pair waits for a reviewer);
+- entities are ranked by decision (match, review, non_match), then by best probability: the first
+  "match" is the entity batch clustering joins the record to (its strongest unrefused edge).
+
+`exclude_key` leaves one record out of the index for a query (its blocks count it back, so block
+caps see the sizes batch saw): submitting a resolved record with its own key excluded asks "where
+would batch put this record?", which is how the consistency with batch is tested and measured.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+
+import numpy as np
+import polars as pl
+
+from core.entity_types import EntityType
+from entity_resolution.blocking import with_derived
+from entity_resolution.comparisons import comparison_vectors
+from entity_resolution.config import EntitySettings
+from entity_resolution.resolve import guard_records
+from entity_resolution.scoring import Model, explain, score
+from entity_resolution.service import needed_columns
+from entity_resolution.standardise.dates import DEFAULT_DATE_FORMATS
+from entity_resolution.standardise.library import standardise, standardise_fields
+
+DECISION_RANK = {"match": 0, "review": 1, "non_match": 2}
+QUERY_KEY = "\x00query"  # the submitted record's key in the few-row frame (sorts before any real key)
+MAX_VALUE_CHARS = 200
+CATEGORICAL_SHARE = 0.2  # a text column with fewer distinct values than this share is kept Categorical
+_ISSUE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*): (.*)$", re.S)
+
+
+class MatchInputError(ValueError):
+    """The submitted record cannot be matched as given (unknown field, value too long, no key)."""
+
+
+@dataclass(frozen=True)
+class ResolvedState:
+    """What the batch pipeline left for one entity type, as the warehouse hands it over."""
+
+    records: pl.DataFrame  # standardised records: unique id + the columns resolution reads
+    membership: pl.DataFrame  # record_key -> entity_id
+    model_json: str
+    judgements: pl.DataFrame  # left_id, right_id, verdict
+    seq: int = 0  # the resolution run this state reflects
+
+
+@dataclass
+class _Rule:
+    name: str
+    keys: tuple[str, ...]
+    cap: int
+    hashes: np.ndarray  # sorted uint64 key hashes of the records with all keys present
+    rows: np.ndarray  # uint32 record rows, aligned with hashes
+
+
+@dataclass
+class MatchResult:
+    checks: list[dict]
+    candidates: list[dict]  # entity_id, match_probability, decision, explanation, record_key, reason
+    keys: dict[str, str] = field(default_factory=dict)  # standardised query keys (for the audit's hashes)
+
+
+def _key_hash(frame: pl.DataFrame, keys: Sequence[str]) -> pl.Series:
+    """The blocking key hash exactly as blocking computes it (null where a key is null)."""
+    expr = pl.col(keys[0]).hash() if len(keys) == 1 else pl.struct(list(keys)).hash()
+    ok = pl.all_horizontal([pl.col(k).is_not_null() for k in keys])
+    return frame.select(pl.when(ok).then(expr).alias("h")).to_series()
+
+
+def parse_checks(issues: str | None) -> list[dict]:
+    """The standardiser's issue text ("field: message; ...") as a list of {field, message}."""
+    out = []
+    for part in (issues or "").split("; "):
+        if not part:
+            continue
+        m = _ISSUE.match(part)
+        out.append({"field": m.group(1), "message": m.group(2)} if m else {"field": None, "message": part})
+    return out
+
+
+class MatchIndex:
+    """The resolved state of one entity type, held for single-record matching and exact search."""
+
+    def __init__(self, *, settings: EntitySettings, entity_type: EntityType, model: Model, records: pl.DataFrame,
+                 schema: dict[str, pl.DataType], entity_codes: np.ndarray, entity_ids: list[str],
+                 member_order: np.ndarray, member_start: np.ndarray, guards: list[np.ndarray],
+                 rules: list[_Rule], judgements: pl.DataFrame, seq: int,
+                 date_formats: Sequence[str], today: date | None):
+        self.settings, self.entity_type, self.model = settings, entity_type, model
+        self.records, self.schema = records, schema
+        self.entity_codes, self.entity_ids = entity_codes, entity_ids
+        self.member_order, self.member_start = member_order, member_start
+        self.guards, self.rules, self.judgements, self.seq = guards, rules, judgements, seq
+        self.date_formats, self.today = tuple(date_formats), today
+        self.uid = settings.unique_id
+        self._keys = records.get_column(self.uid)
+        self._derived = [(name, pl.sql_expr(expr).alias(name)) for name, expr in settings.derived.items()]
+        self.fields = tuple(f for f in entity_type.canonical_fields if f != "local_id")
+
+    # -- building -------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, state: ResolvedState, settings: EntitySettings, entity_type: EntityType, *,
+              date_formats: Sequence[str] = DEFAULT_DATE_FORMATS, today: date | None = None) -> MatchIndex:
+        """Index the resolved state: needed columns only, entity per record, hashes per blocking rule."""
+        uid = settings.unique_id
+        model = Model.from_json(state.model_json)
+        roots = set(needed_columns(settings))
+        columns = [c for c in state.records.columns if c in roots and c not in settings.derived]
+        records = state.records.select(columns).unique(uid, keep="last").sort(uid)
+        records = records.join(state.membership.select(pl.col("record_key").alias(uid), "entity_id"),
+                               on=uid, how="inner", maintain_order="left")
+        ent = records.get_column("entity_id")
+        entity_codes = (ent.rank("dense") - 1).to_numpy().astype(np.uint32)
+        entity_ids = ent.unique().sort().to_list()
+        records = records.drop("entity_id")
+        # Members by entity: rows sorted by entity code; start offset per code.
+        member_order = np.argsort(entity_codes, kind="stable").astype(np.uint32)
+        counts = np.bincount(entity_codes, minlength=len(entity_ids))
+        member_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        guard_frame = guard_records(records, settings)
+        guards = []
+        for dv in settings.constraints.distinct_valid:
+            h = guard_frame.select(pl.when(pl.col(dv.valid_flag).cast(pl.Boolean).fill_null(False))
+                                   .then(pl.col(dv.column).hash())).to_series()
+            guards.append(h.fill_null(0).to_numpy().astype(np.uint64))  # 0: no trusted value
+        rules = []
+        for rule in settings.blocking.rules:
+            derived = with_derived(records, settings, rule.keys)
+            h = _key_hash(derived, rule.keys)
+            rows = h.is_not_null().arg_true()
+            hv = h.gather(rows).to_numpy().astype(np.uint64)
+            order = np.argsort(hv, kind="stable")
+            rules.append(_Rule(rule.name, rule.keys, settings.blocking.cap(rule), hv[order],
+                               rows.to_numpy().astype(np.uint32)[order]))
+            del derived
+        schema = dict(records.schema)
+        n = max(records.height, 1)
+        compact = []
+        for name, dtype in records.schema.items():
+            if name != uid and dtype == pl.String and records.get_column(name).n_unique() < CATEGORICAL_SHARE * n:
+                compact.append(pl.col(name).cast(pl.Categorical))
+        if compact:
+            records = records.with_columns(compact)
+        judgements = state.judgements.select("left_id", "right_id", "verdict") if state.judgements.height else \
+            pl.DataFrame(schema={"left_id": pl.String, "right_id": pl.String, "verdict": pl.String})
+        return cls(settings=settings, entity_type=entity_type, model=model, records=records, schema=schema,
+                   entity_codes=entity_codes, entity_ids=entity_ids, member_order=member_order,
+                   member_start=member_start, guards=guards, rules=rules, judgements=judgements, seq=state.seq,
+                   date_formats=date_formats, today=today)
+
+    @property
+    def size(self) -> int:
+        return self.records.height
+
+    # -- the submitted record -----------------------------------------------------------------
+    def check_input(self, record: Mapping[str, object]) -> dict[str, str | None]:
+        """The record's fields as text, all of the type's fields present; MatchInputError for an
+        unknown field, a value that is not text or one longer than MAX_VALUE_CHARS."""
+        unknown = sorted(set(record) - set(self.fields))
+        if unknown:
+            raise MatchInputError(f"unknown field(s) {unknown} for {self.entity_type.name}; "
+                                  f"known: {list(self.fields)}")
+        values: dict[str, str | None] = {}
+        for f in self.fields:
+            v = record.get(f)
+            if v is not None and not isinstance(v, str):
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    v = str(v)
+                else:
+                    raise MatchInputError(f"field {f!r}: expected text, got {type(v).__name__}")
+            if v is not None and len(v) > MAX_VALUE_CHARS:
+                raise MatchInputError(f"field {f!r}: longer than {MAX_VALUE_CHARS} characters")
+            values[f] = v
+        return values
+
+    def standardised_many(self, records: Sequence[Mapping[str, object]], keys: Sequence[str], *,
+                          by_field: bool = False) -> pl.DataFrame:
+        """Records standardised as ingest does (one frame: standardisation costs per call, not per
+        row), as rows of the index's columns plus `issues`.
+
+        `by_field`: when the records give only fields the type's standardiser can standardise alone
+        (an ID number, a phone: `standardise_fields`), only those fields' steps run; the columns of
+        fields not given are null, as the whole standardiser leaves them, and `issues` is null.
+        For lookups (search), which read neither other fields nor issues."""
+        rows = [self.check_input(r) for r in records]
+        given = [f for f in self.fields if any(r[f] is not None for r in rows)]
+        std = None
+        if by_field and given:
+            schema = {self.uid: pl.String, **{f: pl.String for f in given}}
+            raw = pl.DataFrame([{self.uid: k, **{f: r[f] for f in given}} for k, r in zip(keys, rows, strict=True)],
+                               schema=schema)
+            std = standardise_fields(raw, self.entity_type, given, today=self.today)
+        if std is None:
+            schema = {self.uid: pl.String, **{f: pl.String for f in self.fields}}
+            raw = pl.DataFrame([{self.uid: k, **r} for k, r in zip(keys, rows, strict=True)], schema=schema)
+            std = standardise(raw, self.entity_type, date_formats=self.date_formats, today=self.today)
+        cols = [pl.col(c).cast(t) if c in std.columns else pl.lit(None, dtype=t).alias(c)
+                for c, t in self.schema.items()]
+        issues = pl.col("issues") if "issues" in std.columns else pl.lit(None, dtype=pl.String).alias("issues")
+        return std.select(*cols, issues)
+
+    def standardised(self, record: Mapping[str, object], key: str = QUERY_KEY) -> pl.DataFrame:
+        """One record standardised as ingest does (see standardised_many)."""
+        return self.standardised_many([record], [key])
+
+    def _derive(self, frame: pl.DataFrame) -> pl.DataFrame:
+        for name, expr in self._derived:
+            frame = frame.with_columns(expr)
+        return frame
+
+    def _rows(self, rows: np.ndarray) -> pl.DataFrame:
+        out = self.records[rows]
+        cats = [pl.col(c).cast(pl.String) for c, t in out.schema.items() if t == pl.Categorical]
+        return out.with_columns(cats) if cats else out
+
+    def _self_row(self, key: str | None) -> int | None:
+        if key is None:
+            return None
+        i = int(self._keys.search_sorted(key))
+        return i if i < self._keys.len() and self._keys[i] == key else None
+
+    def _blocks(self, queries: pl.DataFrame, owns: Sequence[int | None]) -> list[np.ndarray]:
+        """Per query, the rows sharing a block with it under some rule (block caps as batch applies
+        them: the query counts as one of its block's records, its own stored row does not)."""
+        found: list[list[np.ndarray]] = [[] for _ in range(queries.height)]
+        for rule in self.rules:
+            hashes = _key_hash(queries, rule.keys).to_list()
+            for i, h in enumerate(hashes):
+                if h is None:
+                    continue
+                key = np.uint64(h)
+                lo, hi = np.searchsorted(rule.hashes, key, "left"), np.searchsorted(rule.hashes, key, "right")
+                rows = rule.rows[lo:hi]
+                if owns[i] is not None:
+                    rows = rows[rows != owns[i]]
+                if 1 <= rows.size <= rule.cap - 1:  # block size with the query: 2 .. cap
+                    found[i].append(rows)
+        return [np.unique(np.concatenate(f)) if f else np.empty(0, dtype=np.uint32) for f in found]
+
+    # -- match ----------------------------------------------------------------------------------
+    def match(self, record: Mapping[str, object], *, limit: int = 10, exclude_key: str | None = None) -> MatchResult:
+        """Candidate entities for one raw record, best first (see the module docstring)."""
+        return self.match_many([record], limit=limit, exclude_keys=[exclude_key])[0]
+
+    def match_many(self, records: Sequence[Mapping[str, object]], *, limit: int = 10,
+                   exclude_keys: Sequence[str | None] | None = None) -> list[MatchResult]:
+        """`match` for several records at once: one standardisation, one comparison and one scoring
+        call for all their candidate pairs (a server batches concurrent requests through this)."""
+        exclude_keys = list(exclude_keys) if exclude_keys is not None else [None] * len(records)
+        qkeys = [f"{QUERY_KEY}{i:06d}" for i in range(len(records))]  # sort before every real key
+        std = self.standardised_many(records, qkeys)
+        queries = self._derive(std.drop("issues"))
+        field_cols = [c for c in std.columns if c in self.fields]
+        owns = [self._self_row(k) for k in exclude_keys]
+        found = self._blocks(queries, owns)
+        results: list[MatchResult | None] = [None] * len(records)
+        issues = std.get_column("issues").to_list()
+        keyrows = std.select(field_cols).to_dicts()
+        every = np.unique(np.concatenate(found)) if any(r.size for r in found) else np.empty(0, dtype=np.uint32)
+        scored = None
+        if every.size:
+            cand = self._derive(self._rows(every))
+            with_q = [i for i, r in enumerate(found) if r.size]
+            tiny = pl.concat([queries[with_q], cand], how="vertical_relaxed")
+            cand_ids = cand.get_column(self.uid)
+            pos = np.concatenate([np.searchsorted(every, found[i]) for i in with_q])
+            qidx = np.concatenate([np.full(found[i].size, i, dtype=np.uint32) for i in with_q])
+            pairs = pl.DataFrame({"left_id": [qkeys[i] for i in qidx], "right_id": cand_ids.gather(pos)})
+            scored = score(comparison_vectors(pairs, tiny, self.settings), tiny, self.model, self.settings)
+            scored = scored.with_columns(pl.Series("_q", qidx), pl.Series("_row", every[pos], dtype=pl.UInt32),
+                                         pl.Series("_cand", cand_ids.gather(pos)))
+            values = {r[self.uid]: r for r in cand.iter_rows(named=True)}
+            codes = self.entity_codes[scored.get_column("_row").to_numpy()]
+            best = (scored.with_columns(pl.Series("_entity", codes, dtype=pl.UInt32))
+                    .sort(["_q", "match_probability", "_cand"], descending=[False, True, False])
+                    .unique(["_q", "_entity"], keep="first", maintain_order=True))
+            parts = best.partition_by("_q", as_dict=True)
+            guards = self._query_guards(queries)
+            qrows = queries.to_dicts()
+        for i in range(len(records)):
+            keys = {k: str(v) for k, v in keyrows[i].items() if v is not None}
+            checks = parse_checks(issues[i])
+            if not found[i].size:
+                results[i] = MatchResult(checks, [], keys)
+                continue
+            results[i] = MatchResult(checks, self._entities(parts[(i,)], qrows[i], guards[i], values,
+                                                            exclude_keys[i], owns[i], limit), keys)
+        return results
+
+    def _entities(self, best: pl.DataFrame, qrow: dict, qguard: list[int], values: dict[str, dict],
+                  key: str | None, own: int | None, limit: int) -> list[dict]:
+        """One query's entities: its best pair per entity (`best`, strongest first), then the
+        judgements and the ID guard as clustering applies them, ranked by decision then probability."""
+        judged = self._judged(key) if own is not None and key is not None else {}
+        # Clustering applies a record's edges strongest first, ties by pair (left_id, right_id):
+        # the same order here, so what the record joins first decides what it can join after.
+        me = key if key is not None else QUERY_KEY
+        rows = sorted(best.iter_rows(named=True), key=lambda r: (-r["match_probability"],
+                                                                  min(me, r["_cand"]), max(me, r["_cand"])))
+        joined = [{h} if h else set() for h in qguard]
+        out = []
+        for row in rows:
+            code = row["_entity"]
+            decision, reason = row["decision"], row.get("review_reason")
+            verdict = judged.get(code)
+            if verdict == "same":
+                decision, reason = "match", "judged the same by a reviewer"
+            elif verdict == "different":
+                decision, reason = "non_match", "judged different by a reviewer"
+            elif decision == "match":
+                theirs = self._trusted(code, own)
+                clash = self._guard_clash(joined, theirs)
+                if clash:
+                    decision, reason = "review", clash
+                else:
+                    joined = [a | b for a, b in zip(joined, theirs, strict=True)]
+            out.append({
+                "entity_id": self.entity_ids[code],
+                "match_probability": float(row["match_probability"]),
+                "match_weight": float(row["match_weight"]),
+                "decision": decision,
+                "reason": reason,
+                "record_key": row["_cand"],
+                "explanation": self._explain(row, qrow, values[row["_cand"]]),
+            })
+        for code in set(judged) - set(best.get_column("_entity").to_list()):
+            if judged[code] == "same":  # a reviewer linked them although blocking does not pair them
+                out.append({"entity_id": self.entity_ids[code], "match_probability": 1.0,
+                            "match_weight": math.inf, "decision": "match",
+                            "reason": "judged the same by a reviewer", "record_key": None, "explanation": []})
+        order = {id(c): i for i, c in enumerate(out)}  # ties keep clustering's order
+        out.sort(key=lambda c: (DECISION_RANK[c["decision"]], -c["match_probability"], order[id(c)]))
+        return out[:limit]
+
+    def _explain(self, row: dict, query: dict, candidate: dict) -> list[dict]:
+        parts = []
+        for comparison, level, weight in explain(row, self.model, self.settings):
+            if comparison == "prior":
+                parts.append({"comparison": "prior", "level": level, "weight": round(weight, 4)})
+                continue
+            column = next(c.column for c in self.settings.comparisons if c.name == comparison)
+            parts.append({"comparison": comparison, "level": level, "weight": round(float(weight), 4),
+                          "query": _text(query.get(column)), "candidate": _text(candidate.get(column))})
+        return parts
+
+    def _judged(self, key: str) -> dict[int, str]:
+        """Entity code -> verdict of reviewers' judgements between `key` and the entity's members
+        ('different' wins over 'same', as in clustering)."""
+        j = self.judgements.filter((pl.col("left_id") == key) | (pl.col("right_id") == key))
+        out: dict[int, str] = {}
+        for left, right, verdict in j.iter_rows():
+            other = right if left == key else left
+            row = self._self_row(other)
+            if row is None:
+                continue
+            code = int(self.entity_codes[row])
+            if out.get(code) != "different":
+                out[code] = verdict
+        return out
+
+    def _query_guards(self, queries: pl.DataFrame) -> list[list[int]]:
+        """Per query, per guard constraint: the hash of its trusted value (0: none)."""
+        g = guard_records(queries, self.settings)
+        columns = []
+        for dv in self.settings.constraints.distinct_valid:
+            h = g.select(pl.when(pl.col(dv.valid_flag).cast(pl.Boolean).fill_null(False))
+                         .then(pl.col(dv.column).hash())).to_series().fill_null(0).to_list()
+            columns.append(h)
+        return [list(v) for v in zip(*columns, strict=True)] if columns else [[] for _ in range(queries.height)]
+
+    def _trusted(self, code: int, own: int | None) -> list[set[int]]:
+        """Per guard constraint, the hashes of the trusted values the entity's records hold."""
+        members = self.member_order[self.member_start[code]:self.member_start[code + 1]]
+        if own is not None:
+            members = members[members != own]
+        return [set(values[members][values[members] != 0].tolist()) for values in self.guards]
+
+    def _guard_clash(self, joined: list[set[int]], theirs: list[set[int]]) -> str | None:
+        """Why joining an entity holding `theirs` to what the record has joined so far (`joined`,
+        its own trusted values first) is refused, as clustering's guard refuses the union."""
+        for dv, mine, other in zip(self.settings.constraints.distinct_valid, joined, theirs, strict=True):
+            if mine and other and (len(mine | other) > 1):
+                return (f"refused by the ID guard: joining would put two different valid {dv.column} values "
+                        f"in one entity")
+        return None
+
+    # -- search ---------------------------------------------------------------------------------
+    def search(self, record: Mapping[str, object], *, limit: int) -> tuple[list[str], list[str], dict[str, str]]:
+        """Entities whose records equal the given fields exactly (standardised), found through the
+        blocking rules whose keys the given fields fully determine.
+
+        Returns (entity ids, the rules used, the standardised keys). A search no rule can serve
+        (a name alone, say) is refused with MatchInputError: every search carries a selective key.
+        A rule's block over its cap is not selective either: refused like a missing key.
+        """
+        got = self.search_many([record], limit=limit)[0]
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+    def search_many(self, records: Sequence[Mapping[str, object]], *, limit: int, by_field: bool = True
+                    ) -> list[tuple[list[str], list[str], dict[str, str]] | MatchInputError]:
+        """`search` for several records with one standardisation; a refused one is its
+        MatchInputError in place (bad fields raise, as they would for one). `by_field`: see
+        `standardised_many` (False: the whole standardiser, the reference the fast path is tested
+        against)."""
+        std = self.standardised_many(records, [f"{QUERY_KEY}{i:06d}" for i in range(len(records))],
+                                     by_field=by_field)
+        queries = self._derive(std.drop("issues"))
+        rule_hashes = [_key_hash(queries, rule.keys).to_list() for rule in self.rules]
+        field_cols = [c for c in std.columns if c in self.fields]
+        keyrows = std.select(field_cols).to_dicts()
+        stdrows = std.to_dicts()
+        out: list = []
+        pending: list[tuple] = []  # (i, block rows, rules used, keys, exact values): filtered together
+        for i, record in enumerate(records):
+            given = {k for k, v in record.items() if v not in (None, "")}
+            keys = {k: str(v) for k, v in keyrows[i].items() if v is not None}
+            found: list[np.ndarray] = []
+            used: list[str] = []
+            for rule, hashes in zip(self.rules, rule_hashes, strict=True):
+                h = hashes[i]
+                if h is None:
+                    continue
+                key = np.uint64(h)
+                lo, hi = np.searchsorted(rule.hashes, key, "left"), np.searchsorted(rule.hashes, key, "right")
+                if hi - lo > rule.cap:
+                    continue
+                used.append(rule.name)
+                found.append(rule.rows[lo:hi])
+            if not used:
+                out.append(MatchInputError(
+                    "not a selective search: give a key that identifies (for example an ID number, a phone, "
+                    f"or a name with a birth date); got {sorted(given) or 'nothing'}"))
+                continue
+            rows = np.unique(np.concatenate(found))
+            if rows.size == 0:
+                out.append(([], used, keys))
+                continue
+            exact = {}
+            for f in sorted(given):
+                col = next((c for c in (f"{f}_norm", f) if c in self.schema), None)
+                if col is not None and stdrows[i].get(col) is not None:
+                    exact[col] = stdrows[i][col]
+            out.append(None)
+            pending.append((i, rows, used, keys, exact))
+        if pending:
+            codes = self._exact_hits([(rows, exact) for _, rows, _, _, exact in pending])
+            for (i, _, used, keys, _), found_codes in zip(pending, codes, strict=True):
+                out[i] = (sorted({self.entity_ids[c] for c in found_codes})[:limit], used, keys)
+        return out
+
+    def _exact_hits(self, queries: list[tuple[np.ndarray, dict[str, object]]]) -> list[np.ndarray]:
+        """Per (block rows, {column: standardised value}) query, the entity codes of the rows whose
+        columns equal every given value: one gather and one filter for all the queries (a filter
+        per query costs a Polars call each). Equality as Polars compares (a null never equals)."""
+        every = np.unique(np.concatenate([rows for rows, _ in queries]))
+        cand = self._rows(every)
+        qidx = np.concatenate([np.full(rows.size, j, dtype=np.uint32) for j, (rows, _) in enumerate(queries)])
+        pos = np.concatenate([np.searchsorted(every, rows) for rows, _ in queries])
+        cols = sorted({c for _, exact in queries for c in exact})
+        given = [pl.Series(f"_q{k}", [exact.get(c) for _, exact in queries], dtype=cand.schema[c]).gather(qidx)
+                 for k, c in enumerate(cols)]
+        holds = [pl.col(f"_q{k}").is_null() | (pl.col(c) == pl.col(f"_q{k}")) for k, c in enumerate(cols)]
+        pairs = cand.select(cols)[pos].with_columns(*given, pl.Series("_j", qidx), pl.Series("_row", every[pos]))
+        hit = pairs.filter(pl.all_horizontal(holds)) if holds else pairs
+        j, rows = hit.get_column("_j").to_numpy(), hit.get_column("_row").to_numpy()
+        return [self.entity_codes[rows[j == k]] for k in range(len(queries))]
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)

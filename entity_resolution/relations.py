@@ -1,0 +1,284 @@
+"""Relations between golden records (core/entity_types.yaml `relations:`): who lives where.
+
+A relation links each golden record of its `from` type to the one golden record of its `to`
+type whose key fields all agree (for `residence`: a person's current address, down to the room,
+is a dwelling's address). The link is written into both records as golden values: the `from`
+record's `from_field` holds the linked id, the `to` record's `to_field` the linked ids (sorted,
+comma-separated: golden values are text, so feeds, masking and CSV carry it as they carry any
+value). A move is therefore a new version and an `update` event of each record whose value
+changed, published through the same outbox, scope, field policy and audit as every golden
+change, and the links themselves are kept with their valid-from / valid-to (warehouse/relations.py).
+
+Each run starts from the outbox: the records of either type with events since its last run, and
+every record sharing a key with one of them (before or after the change; each record's key is
+kept by the store), are relinked; the result is compared with the stored open links (moves:
+links ended, links begun) and with the values the records carry (the events). So a drop costs
+what it changed, and the first run, which sees every record's `create`, links everything.
+Everything here is a pure function over Polars frames; the store reads and commits (one
+transaction with the outbox).
+
+Matching rules, chosen to link only what is certain:
+- key values compare as text; null agrees with null (a flat without a unit number has none on
+  either side), but a record whose key is all null links nowhere;
+- a key shared by several `to` records (two dwellings not (yet) resolved into one) links nowhere:
+  picking one would publish a guess; they are counted as `ambiguous`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import polars as pl
+
+from core.entity_types import Relation
+from core.errors import ConfigError
+from entity_resolution.propagation import event_id
+
+SEPARATOR = ","  # between the ids of a `to_field` (entity ids never contain one)
+GOLDEN_SCHEMA = {"entity_id": pl.String, "entity_type": pl.String, "version": pl.Int64, "status": pl.String,
+                 "area_code": pl.String, "record": pl.String, "provenance": pl.String}
+_PROV = pl.List(pl.Struct({"field": pl.String, "station_id": pl.String, "batch_id": pl.String,
+                           "record_key": pl.String}))
+
+
+class RelationStore(Protocol):
+    def last_seen(self, relation: str) -> int: ...
+    def high_water(self) -> int: ...
+    def changed_entities(self, relation: Relation, after_seq: int, until_seq: int) -> pl.Series: ...
+    def golden_rows(self, entity_ids: pl.Series) -> pl.DataFrame: ...
+    def keys_of(self, relation: str, entity_ids: pl.Series) -> pl.DataFrame: ...
+    def keys_matching(self, relation: str, keys: pl.Series) -> pl.DataFrame: ...
+    def open_links(self, relation: str, *, from_ids: pl.Series | None = None,
+                   to_ids: pl.Series | None = None) -> pl.DataFrame: ...
+    def open_link_count(self, relation: str) -> int: ...
+    def commit(self, relation: Relation, *, golden: pl.DataFrame, versions: pl.DataFrame, events: pl.DataFrame,
+               opened: pl.DataFrame, closed: pl.DataFrame, keys_dropped: pl.Series, keys_added: pl.DataFrame,
+               seen_seq: int, stats: dict) -> tuple[int, int]: ...
+
+
+@dataclass
+class RelationSummary:
+    relation: str
+    ran: bool = False  # false: neither type's golden records changed since the last run
+    links: int = 0  # current links
+    moved_in: int = 0  # links begun this run
+    moved_out: int = 0  # links ended this run
+    ambiguous: int = 0  # `from` records whose key several `to` records share
+    events: int = 0
+    seq_range: tuple[int, int] | None = None
+
+
+def check_relation(relation: Relation, golden_fields: dict[str, list[str]], *, source: str) -> None:
+    """The key must be golden fields of both types (their survivorship fields in resolution.yaml),
+    and the relation's own fields none of theirs; else a ConfigError naming file and key."""
+    for end, etype in (("from", relation.from_type), ("to", relation.to_type)):
+        fields = golden_fields[etype]
+        missing = [k for k in relation.key if k not in fields]
+        if missing:
+            raise ConfigError(f"{source}: relations.{relation.name}.key: {missing} are not golden fields of "
+                              f"{etype!r} (its survivorship fields in resolution.yaml: {sorted(fields)})")
+        own = relation.from_field if end == "from" else relation.to_field
+        if own in fields:
+            raise ConfigError(f"{source}: relations.{relation.name}.{end}_field: {own!r} is already a golden "
+                              f"field of {etype!r} (survivorship): a relation writes a field of its own")
+
+
+def decode(golden: pl.DataFrame, fields: list[str]) -> pl.DataFrame:
+    """entity_id plus the named fields of each stored golden record, as text."""
+    rec = pl.Struct({f: pl.String for f in fields})
+    if golden.height == 0:
+        return pl.DataFrame(schema={"entity_id": pl.String, **{f: pl.String for f in fields}})
+    return golden.select("entity_id", pl.col("record").str.json_decode(rec).alias("_r")).unnest("_r")
+
+
+KEY_SCHEMA = {"entity_id": pl.String, "side": pl.String, "key": pl.String}
+
+
+def key_rows(decoded: pl.DataFrame, key: list[str], side: str) -> pl.DataFrame:
+    """(entity_id, side, key): each record's key as one text (the key fields as a JSON object, so
+    null and empty stay distinct), for records whose key is not all null."""
+    has_key = pl.any_horizontal([pl.col(k).is_not_null() for k in key])
+    return decoded.filter(has_key).select(
+        "entity_id", pl.lit(side).alias("side"), pl.struct(*key).struct.json_encode().alias("key"))
+
+
+def current_links(keys: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """The links that records' keys make (keys: KEY_SCHEMA rows of both sides): (from_id, to_id)
+    sorted by from_id, and how many `from` records were left unlinked because several `to`
+    records share their key."""
+    to = keys.filter(pl.col("side") == "to").select(pl.col("entity_id").alias("to_id"), "key",
+                                                    (pl.len().over("key") > 1).alias("_shared"))
+    joined = keys.filter(pl.col("side") == "from").select(pl.col("entity_id").alias("from_id"), "key").join(
+        to, on="key", how="inner")
+    ambiguous = joined.filter(pl.col("_shared"))["from_id"].n_unique()
+    return joined.filter(~pl.col("_shared")).select("from_id", "to_id").sort("from_id"), int(ambiguous)
+
+
+def moves(links: pl.DataFrame, stored: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(opened, closed): the links begun since the stored open links, and the stored ones that ended."""
+    on = ["from_id", "to_id"]
+    opened = links.join(stored.select(on), on=on, how="anti").sort(on)
+    closed = stored.select(on).join(links, on=on, how="anti").sort(on)
+    return opened, closed
+
+
+def desired_values(from_links: pl.DataFrame, to_links: pl.DataFrame, from_ids: pl.Series,
+                   to_ids: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """What each record's relation field should hold, as (entity_id, value): each of `from_ids` its
+    linked id in `from_links` (or null); each of `to_ids` the ids linked to it in `to_links`
+    (every open link into it, not only this run's), sorted and joined (or null)."""
+    from_v = pl.DataFrame({"entity_id": from_ids}, schema={"entity_id": pl.String}).join(
+        from_links.select(pl.col("from_id").alias("entity_id"), pl.col("to_id").alias("value")), on="entity_id",
+        how="left")
+    grouped = to_links.group_by("to_id").agg(pl.col("from_id").unique().sort().str.join(SEPARATOR).alias("value"))
+    to_v = pl.DataFrame({"entity_id": to_ids}, schema={"entity_id": pl.String}).join(
+        grouped.rename({"to_id": "entity_id"}), on="entity_id", how="left")
+    return from_v, to_v
+
+
+def field_changes(golden: pl.DataFrame, current: pl.DataFrame, desired: pl.DataFrame, field: str,
+                  entity_type: str) -> pl.DataFrame:
+    """The records whose `field` must change: their stored row (GOLDEN_SCHEMA) with the new value
+    set in the record, the version bumped, and the event's changed_fields / before / after.
+
+    golden: the type's stored active rows; current: entity_id + field (as stored; absent reads as
+    null); desired: entity_id + value."""
+    changed = (
+        current.select("entity_id", pl.col(field).alias("_old"))
+        .join(desired, on="entity_id")
+        .filter(pl.col("_old").ne_missing(pl.col("value")))
+    )
+    if changed.height == 0:
+        return pl.DataFrame(schema={**GOLDEN_SCHEMA, "changed_fields": pl.String, "before": pl.String,
+                                    "after": pl.String})
+    one = lambda c: pl.struct(pl.col(c).alias(field)).struct.json_encode()  # noqa: E731  {"field": value}
+    return (
+        golden.join(changed, on="entity_id")
+        .with_columns(
+            pl.lit(entity_type).alias("entity_type"),
+            (pl.col("version") + 1).cast(pl.Int64).alias("version"),
+            set_field(pl.col("record"), field, one("value")).alias("record"),
+            pl.lit(f'["{field}"]').alias("changed_fields"),
+            one("_old").alias("before"),
+            one("value").alias("after"),
+        )
+        .select(*GOLDEN_SCHEMA, "changed_fields", "before", "after")
+    )
+
+
+def set_field(record: pl.Expr, field: str, fragment_object: pl.Expr) -> pl.Expr:
+    """A stored record (a JSON object as Polars encodes it: no whitespace, text values) with
+    `field` set to the value of a one-field JSON object: the field's old `"field":value` pair is
+    cut out and the new one appended; nothing else in the record changes."""
+    value = r'(?:null|"(?:[^"\\]|\\.)*")'
+    stripped = (record.str.replace(f',"{field}":{value}', "", literal=False)
+                .str.replace(f'"{field}":{value},?', "", literal=False))
+    body = stripped.str.strip_suffix("}")
+    pair = fragment_object.str.strip_prefix("{").str.strip_suffix("}")
+    return pl.concat_str(body, pl.when(body == "{").then(pl.lit("")).otherwise(pl.lit(",")), pair, pl.lit("}"))
+
+
+def _key_sources(golden: pl.DataFrame, key: list[str]) -> pl.DataFrame:
+    """Per `from` record, the station records its key fields came from (its provenance), as the
+    structs change events carry in `sources`."""
+    if golden.height == 0:
+        return pl.DataFrame(schema={"entity_id": pl.String, "station_id": pl.String, "record_key": pl.String,
+                                    "batch_id": pl.String})
+    return (
+        golden.select("entity_id", pl.col("provenance").str.json_decode(_PROV).alias("p")).explode("p").unnest("p")
+        .filter(pl.col("field").is_in(key)).select("entity_id", "station_id", "record_key", "batch_id").unique()
+    )
+
+
+def _sources_json(frame: pl.DataFrame) -> pl.DataFrame:
+    """entity_id -> JSON list of {station_id, record_key, batch_id}, sorted, as run_golden writes them."""
+    cols = ["station_id", "record_key", "batch_id"]
+    return frame.unique().sort("entity_id", *cols).group_by("entity_id", maintain_order=True).agg(
+        pl.struct(*cols).struct.json_encode().alias("s")
+    ).select("entity_id", pl.concat_str(pl.lit("["), pl.col("s").list.join(","), pl.lit("]")).alias("sources"))
+
+
+def run_relation(store: RelationStore, relation: Relation) -> RelationSummary:
+    """Bring the relation up to date with the golden records changed since its last run.
+
+    Only what those changes can reach is recomputed: the changed records, every record that
+    shares a key with one of them (before or after the change), and the `to` records whose
+    links open or close. A no-op when neither type's golden records changed."""
+    summary = RelationSummary(relation.name)
+    last, high = store.last_seen(relation.name), store.high_water()
+    changed = store.changed_entities(relation, last, high)
+    links_before = store.open_link_count(relation.name)
+    summary.links = links_before
+    if changed.len() == 0:
+        return summary
+    summary.ran = True
+    own = {relation.from_type: relation.from_field, relation.to_type: relation.to_field}
+    rows = store.golden_rows(changed)
+    new_keys = _keys(rows, relation)
+    old_keys = store.keys_of(relation.name, changed)
+    around = store.keys_matching(relation.name, pl.concat([old_keys["key"], new_keys["key"]]).unique())
+    keys = pl.concat([around.filter(~pl.col("entity_id").is_in(changed.implode())), new_keys])
+    # the `from` records to relink: those changed, and those sharing a key with a changed record
+    from_ids = pl.concat([keys.filter(pl.col("side") == "from")["entity_id"],
+                          rows.filter(pl.col("entity_type") == relation.from_type)["entity_id"]]).unique()
+    links, summary.ambiguous = current_links(keys)
+    opened, closed = moves(links, store.open_links(relation.name, from_ids=from_ids))
+    to_ids = pl.concat([keys.filter(pl.col("side") == "to")["entity_id"],
+                        rows.filter(pl.col("entity_type") == relation.to_type)["entity_id"],
+                        opened["to_id"], closed["to_id"]]).unique()
+    into = store.open_links(relation.name, to_ids=to_ids).join(closed, on=["from_id", "to_id"], how="anti")
+    from_v, to_v = desired_values(links, pl.concat([into, opened]).unique(), from_ids, to_ids)
+
+    reached = pl.concat([from_ids, to_ids]).unique()
+    others = store.golden_rows(reached.filter(~reached.is_in(changed.implode())).rename("entity_id"))
+    active = pl.concat([rows, others]).filter(pl.col("status") == "active")
+    changes = []
+    for etype, desired in ((relation.from_type, from_v), (relation.to_type, to_v)):
+        mine = active.filter(pl.col("entity_type") == etype)
+        changes.append(field_changes(mine, decode(mine, [own[etype]]), desired, own[etype], etype))
+    golden, versions, events = _publication(pl.concat(changes), active, opened, closed, relation)
+    summary.moved_in, summary.moved_out = opened.height, closed.height
+    summary.links = links_before + opened.height - closed.height
+    stats = {"links": summary.links, "moved_in": summary.moved_in, "moved_out": summary.moved_out,
+             "ambiguous": summary.ambiguous, "events": events.height, "recomputed": int(from_ids.len())}
+    first, last_seq = store.commit(relation, golden=golden, versions=versions, events=events, opened=opened,
+                                   closed=closed, keys_dropped=changed, keys_added=new_keys, seen_seq=high,
+                                   stats=stats)
+    summary.events = events.height
+    summary.seq_range = (first, last_seq) if events.height else None
+    return summary
+
+
+def _keys(rows: pl.DataFrame, relation: Relation) -> pl.DataFrame:
+    """The keys of the active records among `rows` (KEY_SCHEMA)."""
+    active = rows.filter(pl.col("status") == "active")
+    return pl.concat([
+        key_rows(decode(active.filter(pl.col("entity_type") == t), relation.key), relation.key, side)
+        for t, side in ((relation.from_type, "from"), (relation.to_type, "to"))])
+
+
+def _publication(changes: pl.DataFrame, src: pl.DataFrame, opened: pl.DataFrame, closed: pl.DataFrame,
+                 relation: Relation) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Golden rows, versions and events of the changed records. An event's sources are the station
+    records that placed the `from` record where it is (its key fields' provenance): for a `to`
+    record, those of every `from` record that moved in or out of it."""
+    by_from = _key_sources(src.join(pl.concat([opened, closed])["from_id"].unique().to_frame("entity_id"),
+                                    on="entity_id"), relation.key)
+    moved = pl.concat([opened, closed])
+    sources = _sources_json(pl.concat([
+        by_from,
+        moved.join(by_from.rename({"entity_id": "from_id"}), on="from_id")
+        .select(pl.col("to_id").alias("entity_id"), "station_id", "record_key", "batch_id"),
+    ]))
+    changes = changes.join(sources, on="entity_id", how="left").with_columns(pl.col("sources").fill_null("[]"))
+    golden = changes.select(*GOLDEN_SCHEMA)
+    versions = changes.select("entity_id", "entity_type", "version", pl.lit("update").alias("op"), "record",
+                              "provenance", "changed_fields", "sources")
+    events = changes.sort("entity_type", "entity_id")
+    ids = pl.Series("event_id", [event_id(e, v, "update") for e, v in zip(events["entity_id"], events["version"])],
+                    dtype=pl.String)  # uuid5, as run_golden's: a rerun of the same move has the same ids
+    events = events.with_columns(ids).select(
+        "event_id", "entity_type", "entity_id", pl.lit("update").alias("op"), "version", "changed_fields", "before",
+        "after", "sources")
+    return golden, versions, events

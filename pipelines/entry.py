@@ -1,0 +1,27 @@
+"""The front desk's record entry bound to a project: the `Enter` function feeds/entry.py is handed
+(the feeds layer may not import connectors, where ingest lives)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict
+
+from connectors.entry import enter_record
+from pipelines.project import Project
+from warehouse import Warehouse
+
+
+def project_entry(project: Project, store: Warehouse):
+    """enter(station_id, entity_type, record, ref=...) -> dict, over the project's stations and
+    entity types; a station not in stations.yaml raises LookupError (its records would belong to
+    no configured station)."""
+    stations = set(project.station_ids)
+
+    def enter(station_id: str, entity_type: str, record: Mapping[str, str], *, ref: str) -> dict:
+        if station_id not in stations:
+            raise LookupError(f"station {station_id!r} is not in stations.yaml")
+        if entity_type not in project.entity_types:
+            raise ValueError(f"unknown entity type {entity_type!r}")
+        return asdict(enter_record(store, project.entity_types, station_id, entity_type, record, ref=ref))
+
+    return enter

@@ -1,0 +1,128 @@
+"""The warehouse side of the front desk (match and search): the resolved state the match index is
+built from, the cheap "has a new run finished?" query that tells the server to rebuild it, and the
+append-only audit log of every match and search.
+
+The audit row is written in its own transaction *before* the answer leaves the server: when the
+write fails, the caller gets an error instead of data nobody recorded (no answer without its row).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+import polars as pl
+import sqlalchemy as sa
+
+from core.time import utcnow
+from warehouse import schema as s
+from warehouse.bulk import polars_type, read_frame
+from warehouse.feed_records import GOLDEN_SCHEMA
+from warehouse.feeds import read_access_rows
+from warehouse.store import Warehouse
+
+AUDIT_SCHEMA = {"audit_id": pl.Int64, "subscriber_id": pl.String, "token_id": pl.String, "channel": pl.String,
+                "kind": pl.String, "entity_type": pl.String, "key_hashes": pl.String, "entity_ids": pl.String,
+                "fields": pl.String, "outcome": pl.String, "at": pl.Datetime("us", "UTC")}
+
+
+def latest_resolution_seq(store: Warehouse, entity_type: str) -> int:
+    """The seq of the entity type's latest resolution run (0 before the first): one indexed max()."""
+    r = s.resolution_runs
+    with store.engine.connect() as conn:
+        value = conn.scalar(sa.select(sa.func.max(r.c.seq)).where(r.c.entity_type == entity_type))
+    return int(value or 0)
+
+
+CHUNK_ROWS = 100_000
+
+
+def resolved_state(store: Warehouse, entity_type: str, record_table: str, columns: Iterable[str]
+                   ) -> tuple[pl.DataFrame, pl.DataFrame, str | None, pl.DataFrame, int]:
+    """(records, membership, model JSON or None, judgements, seq) of one entity type, as the last
+    resolution run left them.
+
+    Records come from the resolution store's Parquet cache when the warehouse has a current one
+    (a reload after an incremental run then reads only the new batches); otherwise from the table in
+    chunks of CHUNK_ROWS, so that a million rows never exist as Python tuples at once (one read of
+    all of them peaks near 3 GB for a 200 MB frame)."""
+    seq = latest_resolution_seq(store, entity_type)
+    rs = store.resolution_store(entity_type, record_table)
+    cached = store.cache_dir is not None and (store.cache_dir / f"{entity_type}-records").is_dir()
+    records = rs.records(list(columns)) if cached else _records_in_chunks(rs, list(columns))
+    membership = rs.membership().select("record_key", "entity_id")
+    model = rs.model()
+    judgements = rs.judgements().select("left_id", "right_id", "verdict")
+    return records, membership, (model[1] if model else None), judgements, seq
+
+
+def _records_in_chunks(rs, columns: list[str]) -> pl.DataFrame:
+    """The records resolution reads (held batches left out), by record key, CHUNK_ROWS at a time."""
+    from warehouse.resolution import not_held
+
+    t = rs.record_table
+    wanted = list(dict.fromkeys(["record_key", *columns]))
+    cols = [t.c[c] for c in wanted if c in t.c]
+    schema = {c.name: polars_type(c) for c in cols}
+    parts, last = [], None
+    with rs.engine.connect() as conn:
+        while True:
+            stmt = sa.select(*cols).where(not_held(t.c.batch_id)).order_by(t.c.record_key).limit(CHUNK_ROWS)
+            if last is not None:
+                stmt = stmt.where(t.c.record_key > last)
+            part = read_frame(conn, stmt, schema=schema)
+            if part.height == 0:
+                break
+            parts.append(part)
+            last = part["record_key"][-1]
+            if part.height < CHUNK_ROWS:
+                break
+    return pl.concat(parts, rechunk=True) if parts else pl.DataFrame(schema=schema)
+
+
+def active_golden(store: Warehouse, entity_ids: Iterable[str], entity_type: str) -> pl.DataFrame:
+    """The active golden records of the type among a few entity ids, by primary key (the feeds'
+    lookup also filters on the type in SQL, which SQLite answers from the (entity_type, area_code)
+    index: a scan of the type's rows, tens of milliseconds at a million, where this is a few seeks)."""
+    g = s.golden_records
+    ids = list(dict.fromkeys(entity_ids))
+    if not ids:
+        return pl.DataFrame(schema=GOLDEN_SCHEMA)
+    stmt = sa.select(g.c.entity_id, g.c.entity_type, g.c.version, g.c.area_code, g.c.record, g.c.provenance,
+                     g.c.status).where(g.c.entity_id.in_(ids))
+    with store.engine.connect() as conn:
+        frame = read_frame(conn, stmt, schema={**GOLDEN_SCHEMA, "status": pl.String})
+    return frame.filter((pl.col("status") == "active") & (pl.col("entity_type") == entity_type)).drop("status").sort(
+        "entity_id")
+
+
+def record_access(store: Warehouse, row: dict) -> int:
+    """Append one audit row (subscriber_id, token_id, channel, kind, entity_type, key_hashes,
+    entity_ids, fields, outcome); returns its id. Raises when it cannot be written."""
+    return record_accesses(store, [row])[0]
+
+
+def record_accesses(store: Warehouse, rows: list[dict]) -> list[int]:
+    """Append several audit rows in one transaction (the front desk answers concurrent requests
+    together: one commit for all, rather than one per request); their ids, in order. All or none
+    are written: when it raises, none of the requests may be answered."""
+    at = utcnow()
+    ids = []
+    with store.transaction() as conn:
+        for row in rows:
+            result = conn.execute(s.front_desk_audit.insert().values(**{"token_id": None, "at": at, **row}))
+            ids.append(int(result.inserted_primary_key[0]))
+    return ids
+
+
+def access_log(store: Warehouse, *, subscriber_id: str | None = None, since: dt.datetime | None = None,
+               limit: int | None = None) -> pl.DataFrame:
+    """Audit rows in the order written (AUDIT_SCHEMA; JSON columns as text)."""
+    a = s.front_desk_audit
+    stmt = sa.select(
+        a.c.audit_id, a.c.subscriber_id, a.c.token_id, a.c.channel, a.c.kind, a.c.entity_type,
+        sa.cast(a.c.key_hashes, sa.Text).label("key_hashes"), sa.cast(a.c.entity_ids, sa.Text).label("entity_ids"),
+        sa.cast(a.c.fields, sa.Text).label("fields"), a.c.outcome, a.c.at,
+    ).order_by(a.c.audit_id)
+    return read_access_rows(store.engine, stmt, subscriber=a.c.subscriber_id, at=a.c.at, subscriber_id=subscriber_id,
+                            since=since, limit=limit, schema=AUDIT_SCHEMA)

@@ -1,0 +1,158 @@
+"""Relations between golden records (entity_resolution/relations.py) as the warehouse keeps them:
+the links with their history (`relation_links`), the runs (`relation_runs`), and the golden rows,
+versions and change events of the records whose relation fields changed, committed in one
+transaction through the outbox's one writer (warehouse/outbox.py)."""
+
+from __future__ import annotations
+
+import polars as pl
+import sqlalchemy as sa
+
+from core.time import utcnow
+from warehouse import schema as s
+from warehouse.bulk import in_keys, insert_frame, read_frame
+from warehouse.outbox import outbox_transaction
+from warehouse.store import Warehouse
+
+GOLDEN_SCHEMA = {"entity_id": pl.String, "version": pl.Int64, "status": pl.String, "area_code": pl.String,
+                 "record": pl.String, "provenance": pl.String}
+KEY_SCHEMA = {"entity_id": pl.String, "side": pl.String, "key": pl.String}
+
+
+class RelationStore:
+    """The warehouse side of the relation step (entity_resolution.relations.RelationStore). Every
+    read is by index (an outbox tail by seq, golden rows and links by entity id, keys by key), so
+    a run costs what changed, not the size of the warehouse."""
+
+    def __init__(self, store: Warehouse):
+        self.store = store
+        self.engine = store.engine
+
+    # -- what changed ------------------------------------------------------------------------------
+    def last_seen(self, relation: str) -> int:
+        """The outbox seq up to which the relation's runs have looked (0: never ran)."""
+        r = s.relation_runs
+        with self.engine.connect() as conn:
+            return int(conn.scalar(sa.select(sa.func.max(r.c.outbox_seq)).where(r.c.relation == relation)) or 0)
+
+    def high_water(self) -> int:
+        return self.store.max_event_seq()
+
+    def changed_entities(self, relation, after_seq: int, until_seq: int) -> pl.Series:
+        """Entities of either type with events in (after_seq, until_seq]: a scan of the outbox's
+        new tail only (by its primary key)."""
+        e = s.change_events
+        stmt = sa.select(e.c.entity_id).distinct().where(
+            e.c.seq > after_seq, e.c.seq <= until_seq, e.c.entity_type.in_([relation.from_type, relation.to_type]))
+        with self.engine.connect() as conn:
+            return pl.Series("entity_id", conn.scalars(stmt).all(), dtype=pl.String)
+
+    # -- reads -------------------------------------------------------------------------------------
+    def golden_rows(self, entity_ids: pl.Series) -> pl.DataFrame:
+        """The golden rows of the given entities, whatever their status (GOLDEN_SCHEMA + entity_type)."""
+        g = s.golden_records
+        schema = {"entity_id": pl.String, "entity_type": pl.String, **{k: v for k, v in GOLDEN_SCHEMA.items()
+                                                                         if k != "entity_id"}}
+        if entity_ids.len() == 0:
+            return pl.DataFrame(schema=schema)
+        with self.engine.connect() as conn:
+            stmt = sa.select(g.c.entity_id, g.c.entity_type, g.c.version, g.c.status, g.c.area_code, g.c.record,
+                             g.c.provenance).where(in_keys(conn, g.c.entity_id, entity_ids.to_list()))
+            return read_frame(conn, stmt, schema=schema)
+
+    def keys_of(self, relation: str, entity_ids: pl.Series) -> pl.DataFrame:
+        """The stored keys of the given entities (entity_id, side, key)."""
+        k = s.relation_keys
+        with self.engine.connect() as conn:
+            stmt = sa.select(k.c.entity_id, k.c.side, k.c.key).where(
+                k.c.relation == relation, in_keys(conn, k.c.entity_id, entity_ids.to_list()))
+            return read_frame(conn, stmt, schema=KEY_SCHEMA)
+
+    def keys_matching(self, relation: str, keys: pl.Series) -> pl.DataFrame:
+        """Every record whose stored key is one of `keys` (entity_id, side, key)."""
+        k = s.relation_keys
+        with self.engine.connect() as conn:
+            stmt = sa.select(k.c.entity_id, k.c.side, k.c.key).where(
+                k.c.relation == relation, in_keys(conn, k.c.key, keys.to_list()))
+            return read_frame(conn, stmt, schema=KEY_SCHEMA)
+
+    def open_links(self, relation: str, *, from_ids: pl.Series | None = None,
+                   to_ids: pl.Series | None = None) -> pl.DataFrame:
+        """The relation's links that have not ended (from_id, to_id): all, or those from / to the
+        given entities."""
+        t = s.relation_links
+        schema = {"from_id": pl.String, "to_id": pl.String}
+        with self.engine.connect() as conn:
+            stmt = sa.select(t.c.from_id, t.c.to_id).where(t.c.relation == relation, t.c.valid_to.is_(None))
+            if from_ids is not None:
+                stmt = stmt.where(in_keys(conn, t.c.from_id, from_ids.to_list()))
+            if to_ids is not None:
+                stmt = stmt.where(in_keys(conn, t.c.to_id, to_ids.to_list(), table="_keys2"))
+            return read_frame(conn, stmt, schema=schema)
+
+    def open_link_count(self, relation: str) -> int:
+        t = s.relation_links
+        with self.engine.connect() as conn:
+            return int(conn.scalar(sa.select(sa.func.count()).where(t.c.relation == relation,
+                                                                   t.c.valid_to.is_(None))) or 0)
+
+    def links(self, relation: str, *, from_id: str | None = None, to_id: str | None = None) -> pl.DataFrame:
+        """Every link of the relation, ended ones too, oldest first (for people and tests)."""
+        t = s.relation_links
+        stmt = sa.select(t.c.link_id, t.c.from_id, t.c.to_id, t.c.valid_from, t.c.valid_to, t.c.opened_run,
+                         t.c.closed_run).where(t.c.relation == relation).order_by(t.c.link_id)
+        if from_id is not None:
+            stmt = stmt.where(t.c.from_id == from_id)
+        if to_id is not None:
+            stmt = stmt.where(t.c.to_id == to_id)
+        with self.engine.connect() as conn:
+            return read_frame(conn, stmt, schema={
+                "link_id": pl.Int64, "from_id": pl.String, "to_id": pl.String, "valid_from": pl.Datetime("us", "UTC"),
+                "valid_to": pl.Datetime("us", "UTC"), "opened_run": pl.Int64, "closed_run": pl.Int64})
+
+    # -- the one write -------------------------------------------------------------------------------
+    def commit(self, relation, *, golden: pl.DataFrame, versions: pl.DataFrame, events: pl.DataFrame,
+               opened: pl.DataFrame, closed: pl.DataFrame, keys_dropped: pl.Series, keys_added: pl.DataFrame,
+               seen_seq: int, stats: dict) -> tuple[int, int]:
+        """The run, its link changes, keys, golden rows, versions and events in one transaction (the
+        outbox locked first, so its seqs stay gap-free); returns the events' seq range.
+
+        The run is recorded as having seen the outbox up to its own last event, unless events of
+        either type arrived after `seen_seq` (what the run read) and before the lock: then only
+        up to `seen_seq`, so the next run looks at them."""
+        now, name = utcnow(), relation.name
+        with outbox_transaction(self.store) as outbox:
+            conn = outbox.conn
+            e = s.change_events
+            missed = conn.execute(sa.select(e.c.seq).where(
+                e.c.seq > seen_seq, e.c.entity_type.in_([relation.from_type, relation.to_type])).limit(1)).first()
+            if golden.height:
+                insert_frame(conn, s.golden_records, golden.with_columns(updated_at=pl.lit(now)), replace=True)
+            if versions.height:
+                v = s.golden_versions
+                conn.execute(v.update().where(in_keys(conn, v.c.entity_id, versions["entity_id"].to_list()),
+                                              v.c.valid_to.is_(None)).values(valid_to=now))
+                insert_frame(conn, v, versions.with_columns(
+                    valid_from=pl.lit(now), valid_to=pl.lit(None, pl.Datetime("us", "UTC"))))
+            appended = outbox.append(events, now)
+            r = s.relation_runs
+            seen = seen_seq if missed is not None else max(appended.last_seq, seen_seq)
+            run_id = conn.execute(r.insert().values(relation=name, outbox_seq=seen, stats=stats, started_at=now)
+                                  ).inserted_primary_key[0]
+            t = s.relation_links
+            if closed.height:
+                conn.execute(t.update().where(
+                    t.c.relation == name, t.c.valid_to.is_(None),
+                    t.c.from_id == sa.bindparam("f"), t.c.to_id == sa.bindparam("t"),
+                ).values(valid_to=now, closed_run=run_id),
+                    [{"f": f, "t": to} for f, to in closed.select("from_id", "to_id").iter_rows()])
+            if opened.height:
+                insert_frame(conn, t, opened.select("from_id", "to_id").with_columns(
+                    relation=pl.lit(name), valid_from=pl.lit(now), opened_run=pl.lit(run_id, pl.Int64)))
+            k = s.relation_keys
+            if keys_dropped.len():
+                conn.execute(k.delete().where(k.c.relation == name,
+                                              in_keys(conn, k.c.entity_id, keys_dropped.to_list())))
+            if keys_added.height:
+                insert_frame(conn, k, keys_added.with_columns(relation=pl.lit(name)))
+        return appended.first_seq, appended.last_seq
