@@ -1,6 +1,6 @@
 """Golden-record diffs: two versions of the golden frame in, one change row per affected entity out.
 
-The rows are the material of change events (DESIGN.md: `changed_fields`, `before`, `after`); the
+The rows are the material of change events (`changed_fields`, `before`, `after`: see the README's change-event contract); the
 caller numbers them, adds versions and sources, and decides what a 'gone' entity is (merged into
 another or retired) from the stable-id changes.
 

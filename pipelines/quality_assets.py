@@ -52,7 +52,7 @@ def suite_description(suite: SuiteSpec, what: str) -> str:
     text = ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1] if parts else "nothing"
     return f"{text[:1].upper()}{text[1:]} of {what}."
 
-# Partitioned asset checks are a preview in Dagster 1.13 (DESIGN.md); the check reads its station
+# Partitioned asset checks are a preview in Dagster 1.13; the check reads its station
 # from the run's partition key. The preview warning is expected, so it is not repeated on every load.
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", dg.PreviewWarning)

@@ -1,4 +1,4 @@
-"""Stable entity ids: the DESIGN.md contract (same inputs same ids, new records never rename, a
+"""Stable entity ids: the contract the README states (same inputs same ids, new records never rename, a
 merge keeps the older id, a split keeps the id on the largest part) and the change rows."""
 
 from __future__ import annotations
