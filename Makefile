@@ -21,8 +21,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/enteronce run
 
+# On every core; each test module stays on one worker (--dist loadscope), so a module's simulated
+# network is built once.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadscope
 
 # The hub on the embedded default: Dagster daemon + UI on PORT, feed API on API_PORT.
 ui: $(STAMP)

@@ -232,6 +232,12 @@ class DistinctValid(StrictConfig):
 
     column: str
     valid_flag: str
+    # What a pair the guard refuses becomes when the model scored it at or above the review
+    # threshold: `review` when a person can settle it (a mistyped or swapped ID number), or
+    # `non_match` when the guard is the answer (two rooms of one building are two dwellings).
+    refused: Literal["review", "non_match"] = "review"
+    # Words for the reviewer, after "refused by the guard: " (default: names the column).
+    reason: str | None = None
 
 
 class Constraints(StrictConfig):

@@ -25,7 +25,8 @@ Decisions: match probability >= thresholds.match -> "match", >= thresholds.revie
 else "non_match"; a pair that breaks a hard constraint (two different valid ID numbers) never
 links: flagged in `constraint_violated`, it is "review" (with the guard named in `review_reason`)
 when its score would reach the review threshold, since a wrong or swapped ID number is for a
-person to settle, and "non_match" below it.
+person to settle, and "non_match" below it; a constraint with `refused: non_match` (two rooms
+of one building) is the answer itself, and its pairs are "non_match" whatever their score.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import polars as pl
 
 from entity_resolution.blocking import cross_source_pairs, prepare, source_codes
 from entity_resolution.comparisons import NULL_LEVEL, UNSAMPLED, gamma_column, gamma_frame, pair_index
-from entity_resolution.config import FUZZY_KINDS, ComparisonSettings, EntitySettings
+from entity_resolution.config import FUZZY_KINDS, ComparisonSettings, DistinctValid, EntitySettings
 
 M_FLOOR = 1e-6  # no level is ever impossible among matches: keeps log(m) finite
 JUDGEMENT_PSEUDO_PAIRS = 20.0  # weight of m for a comparison EM could not estimate
@@ -487,26 +488,34 @@ def _weights(
     return pl.DataFrame(cols)
 
 
-def _violations(rec: pl.DataFrame, left: pl.Series, right: pl.Series, settings: EntitySettings) -> pl.Series:
+def _broken(rec: pl.DataFrame, left: pl.Series, right: pl.Series, dv: DistinctValid) -> pl.Series:
+    """Per pair, whether it breaks one constraint: both values flagged valid, and different."""
+    values, valid = rec.get_column(dv.column), rec.get_column(dv.valid_flag).cast(pl.Boolean)
+    both = (valid.gather(left) & valid.gather(right)).fill_null(False)
+    differ = (values.gather(left) != values.gather(right)).fill_null(False)
+    return both & differ
+
+
+def _violations(rec: pl.DataFrame, left: pl.Series, right: pl.Series, settings: EntitySettings,
+                *, refused: str | None = None) -> pl.Series:
+    """Per pair, whether it breaks a constraint (of those whose refusals become `refused`, when given)."""
     out = pl.repeat(False, left.len(), dtype=pl.Boolean, eager=True)
     for dv in settings.constraints.distinct_valid:
-        values, valid = rec.get_column(dv.column), rec.get_column(dv.valid_flag).cast(pl.Boolean)
-        both = (valid.gather(left) & valid.gather(right)).fill_null(False)
-        differ = (values.gather(left) != values.gather(right)).fill_null(False)
-        out = out | (both & differ)
+        if refused is None or dv.refused == refused:
+            out = out | _broken(rec, left, right, dv)
     return out.alias("constraint_violated")
 
 
 def _violation_reasons(rec: pl.DataFrame, left: pl.Series, right: pl.Series, settings: EntitySettings) -> pl.Series:
-    """Per pair, why the ID guard refuses it in words (null when no constraint is broken)."""
+    """Per pair, why the guard sends it to review, in words (null when no such constraint is broken)."""
     out = pl.repeat(None, left.len(), dtype=pl.String, eager=True)
     for dv in reversed(settings.constraints.distinct_valid):  # the first constraint's words win
-        values, valid = rec.get_column(dv.column), rec.get_column(dv.valid_flag).cast(pl.Boolean)
-        both = (valid.gather(left) & valid.gather(right)).fill_null(False)
-        differ = (values.gather(left) != values.gather(right)).fill_null(False)
+        if dv.refused != "review":
+            continue
         label = " ".join("ID" if w == "id" else w for w in dv.column.split("_"))
-        words = f"refused by the ID guard: both records carry a different valid {label} ({dv.column})"
-        out = pl.select(pl.when(both & differ).then(pl.lit(words)).otherwise(out)).to_series()
+        words = "refused by the " + (f"guard: {dv.reason}" if dv.reason else
+                                     f"ID guard: both records carry a different valid {label} ({dv.column})")
+        out = pl.select(pl.when(_broken(rec, left, right, dv)).then(pl.lit(words)).otherwise(out)).to_series()
     return out.alias("review_reason")
 
 
@@ -540,9 +549,11 @@ def score(
     )
     p = pl.col("match_probability")
     violated = pl.col("constraint_violated")
-    reasons = _violation_reasons(rec, left, right, settings) if out["constraint_violated"].any() else None
+    reviewable = (_violations(rec, left, right, settings, refused="review")
+                  if out["constraint_violated"].any() else pl.repeat(False, out.height, eager=True))
+    reasons = _violation_reasons(rec, left, right, settings) if reviewable.any() else None
     out = out.with_columns(
-        pl.when(violated & (p >= th.review))
+        pl.when(pl.lit(reviewable) & (p >= th.review))
         .then(pl.lit("review"))
         .when(violated)
         .then(pl.lit("non_match"))
@@ -558,7 +569,7 @@ def score(
     if reasons is None:
         return out.with_columns(pl.lit(None, dtype=pl.String).alias("review_reason"))
     return out.with_columns(
-        pl.when(violated & (p >= th.review)).then(reasons).otherwise(None).alias("review_reason")
+        pl.when(pl.lit(reviewable) & (p >= th.review)).then(reasons).otherwise(None).alias("review_reason")
     )
 
 

@@ -141,6 +141,23 @@ def test_two_valid_id_numbers_never_match(run: Run) -> None:
     assert out["review_reason"] == "refused by the ID guard: both records carry a different valid ID number (id_number)"
 
 
+def test_a_guard_that_is_the_answer_refuses_without_review(run: Run) -> None:
+    """`refused: non_match` (two complete room addresses: two dwellings): the same high-scoring
+    pair is a non-match with no reason, so nobody is asked to review what the guard settles."""
+    records = run.records
+    a = records.filter(pl.col("id_valid")).head(1)
+    b = a.with_columns(pl.lit("TWIN:1").alias("record_key"), pl.lit(a["id_number"][0][:14] + "999").alias("id_number"))
+    both = pl.concat([records, b])
+    dv = run.settings.constraints.distinct_valid[0]
+    settled = run.settings.model_copy(update={"constraints": run.settings.constraints.model_copy(
+        update={"distinct_valid": (dv.model_copy(update={"refused": "non_match"}),)})})
+    pairs = pl.DataFrame({"left_id": [b["record_key"][0]], "right_id": [a["record_key"][0]]})
+    out = score(comparison_vectors(pairs, both, settled), both, run.model, settled).row(0, named=True)
+    assert out["constraint_violated"] is True
+    assert out["match_probability"] >= settled.thresholds.review
+    assert out["decision"] == "non_match" and out["review_reason"] is None
+
+
 def test_common_name_weighs_less_than_a_rare_one(run: Run) -> None:
     name = next(c for c in run.settings.comparisons if c.name == "name")
     template = run.records.filter(pl.col("name_norm").is_not_null()).head(1)
