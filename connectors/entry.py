@@ -93,14 +93,13 @@ def enter_record(store: Warehouse, registry: Registry, station_id: str, entity_t
     batch_id = f"{station_id}/{ENTRY_SOURCE}/{sha[:16]}"
     with _LOCK:
         done = entry_batch(store, batch_id)
-        if done is None or done["status"] != "loaded":
-            _load(store, station_id, source, record, batch_id, sha, ref)
+        duplicate = done is not None and done["status"] == "loaded"
+        prepared = _prepared(source, record, station_id, batch_id)  # standardised once, for the load and the answer
+        if not duplicate:
+            _load(store, station_id, source, batch_id, sha, ref, prepared)
             done = entry_batch(store, batch_id)
-            duplicate = False
-        else:
-            duplicate = True
     assert done is not None
-    return _outcome(done, source, record, station_id, duplicate)
+    return _outcome(done, source, prepared[1], station_id, duplicate)
 
 
 def _frame(source: SourceConfig, record: Mapping[str, str]) -> pl.DataFrame:
@@ -124,14 +123,15 @@ def _prepared(source: SourceConfig, record: Mapping[str, str], station_id: str, 
     return raw, records, rejects
 
 
-def _load(store: Warehouse, station_id: str, source: SourceConfig, record: Mapping[str, str], batch_id: str,
-          sha: str, ref: str) -> None:
+def _load(store: Warehouse, station_id: str, source: SourceConfig, batch_id: str, sha: str, ref: str,
+          prepared: tuple[pl.DataFrame, pl.DataFrame | None, list[Reject]]) -> None:
     """The batch, as `_load_chunks` writes a drop's chunk, with the standardiser's issues as one
     more reason for quarantine."""
     header = {"batch_id": batch_id, "station_id": station_id, "source_name": ENTRY_SOURCE,
               "entity_type": source.entity, "source_kind": ENTRY_KIND, "source_ref": ref[:500],
               "content_hash": sha, "config_digest": config_digest(source), "status": "loading"}
-    raw, records, rejects = _prepared(source, record, station_id, batch_id)
+    raw, records, rejects = prepared
+    rejects = list(rejects)
     with store.load_batch(header) as load:
         if records is not None:
             checks = parse_checks(records["issues"][0]) if "issues" in records.columns else []
@@ -148,9 +148,8 @@ def _load(store: Warehouse, station_id: str, source: SourceConfig, record: Mappi
                     rows_quarantined=quarantined.height)
 
 
-def _outcome(done: dict, source: SourceConfig, record: Mapping[str, str], station_id: str,
+def _outcome(done: dict, source: SourceConfig, records: pl.DataFrame | None, station_id: str,
              duplicate: bool) -> EntryOutcome:
-    _, records, _ = _prepared(source, record, station_id, done["batch_id"])
     keys: dict[str, str] = {}
     if records is not None:
         keys = {f: str(v) for f, v in records.select(source.canonical_fields).row(0, named=True).items()

@@ -48,6 +48,12 @@ def event_id(entity_id: str, version: int, op: str) -> str:
     return str(uuid.uuid5(EVENT_NAMESPACE, f"{entity_id}:{version}:{op}"))
 
 
+def event_ids(events: pl.DataFrame) -> pl.Series:
+    """`event_id` of each row of a frame with entity_id, version and op."""
+    return pl.Series("event_id", [event_id(e, v, o) for e, v, o in
+                                  zip(events["entity_id"], events["version"], events["op"])], dtype=pl.String)
+
+
 def _as_text(frame: pl.DataFrame, fields: list[str]) -> pl.DataFrame:
     """Every field as text (dates ISO), the form values are stored, compared and published in."""
     return frame.select("entity_id", *[
@@ -177,9 +183,7 @@ def _numbered(events: pl.DataFrame, bumped: pl.DataFrame, provenance: pl.DataFra
         .sort("_rank", "entity_id")
     )
     return (
-        events.with_columns(pl.Series("event_id", [
-            event_id(e, v, o) for e, v, o in zip(events["entity_id"], events["version"], events["op"])],
-            dtype=pl.String))
+        events.with_columns(event_ids(events))
         .with_columns(
             pl.when(pl.col("changed_fields").list.len() == 0).then(pl.lit("[]"))
             .otherwise(pl.concat_str(pl.lit('["'), pl.col("changed_fields").list.join('","'), pl.lit('"]')))

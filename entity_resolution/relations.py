@@ -33,7 +33,7 @@ import polars as pl
 
 from core.entity_types import Relation
 from core.errors import ConfigError
-from entity_resolution.propagation import event_id
+from entity_resolution.propagation import event_ids
 
 SEPARATOR = ","  # between the ids of a `to_field` (entity ids never contain one)
 GOLDEN_SCHEMA = {"entity_id": pl.String, "entity_type": pl.String, "version": pl.Int64, "status": pl.String,
@@ -276,9 +276,9 @@ def _publication(changes: pl.DataFrame, src: pl.DataFrame, opened: pl.DataFrame,
     versions = changes.select("entity_id", "entity_type", "version", pl.lit("update").alias("op"), "record",
                               "provenance", "changed_fields", "sources")
     events = changes.sort("entity_type", "entity_id")
-    ids = pl.Series("event_id", [event_id(e, v, "update") for e, v in zip(events["entity_id"], events["version"])],
-                    dtype=pl.String)  # uuid5, as run_golden's: a rerun of the same move has the same ids
-    events = events.with_columns(ids).select(
-        "event_id", "entity_type", "entity_id", pl.lit("update").alias("op"), "version", "changed_fields", "before",
+    events = events.with_columns(pl.lit("update").alias("op"))
+    # uuid5, as run_golden's: a rerun of the same move has the same ids
+    events = events.with_columns(event_ids(events)).select(
+        "event_id", "entity_type", "entity_id", "op", "version", "changed_fields", "before",
         "after", "sources")
     return golden, versions, events

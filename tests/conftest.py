@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
@@ -50,16 +51,24 @@ def pg_server() -> Iterator[sa.Engine]:
     engine.dispose()
 
 
-@pytest.fixture()
-def pg_url(pg_server: sa.Engine) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+@contextmanager
+def fresh_pg_database(pg_server: sa.Engine) -> Iterator[str]:
+    """The URL of a fresh, empty PostgreSQL database, dropped on leaving (for module fixtures too)."""
     name = f"enteronce_t_{uuid.uuid4().hex[:12]}"
     with pg_server.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = pg_server.url.set(database=name)
-    yield url.render_as_string(hide_password=False)
-    with pg_server.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    try:
+        yield pg_server.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with pg_server.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture()
+def pg_url(pg_server: sa.Engine) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    with fresh_pg_database(pg_server) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -87,3 +96,14 @@ def warehouse_url(request: pytest.FixtureRequest, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
     return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def module_warehouse_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A warehouse for a whole module's tests (an expensive resolved network), on the embedded
+    default and on the production database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('warehouse') / 'warehouse.sqlite'}"
+    else:
+        with fresh_pg_database(request.getfixturevalue("pg_server")) as url:
+            yield url

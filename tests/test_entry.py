@@ -12,7 +12,6 @@ log with hashed keys only.
 from __future__ import annotations
 
 import json
-import uuid
 
 import dagster as dg
 import httpx
@@ -65,17 +64,10 @@ def resident(**changes) -> dict:
             "phone": "13912345678", "address": NEW_HOME, "area_code": NEW_HOME_AREA, **changes}
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+@pytest.fixture(scope="module")
+def hub(module_warehouse_url: str, tmp_path_factory: pytest.TempPathFactory):
     root = network_with_csv_station(tmp_path_factory.mktemp("net"), stations=3, persons=300, seed=7)
-    if request.param == "sqlite":
-        url, drop = f"sqlite:///{root / 'warehouse.sqlite'}", None
-    else:
-        server = request.getfixturevalue("pg_server")
-        name = f"enteronce_t_{uuid.uuid4().hex[:12]}"
-        with server.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        url, drop = server.url.set(database=name).render_as_string(hide_password=False), name
+    url = module_warehouse_url
     (root / "subscriptions.yaml").write_text(yaml.safe_dump(subscriptions(), allow_unicode=True), encoding="utf-8")
     project = Project.load(root, url)
     materialize_project(project, project.station_ids)
@@ -86,9 +78,6 @@ def hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     with BackgroundServer(app) as base, httpx.Client(base_url=base, timeout=120) as http:
         yield {"http": http, "tokens": tokens, "store": store, "project": project, "root": root, "url": url}
     store.dispose()
-    if drop:
-        with request.getfixturevalue("pg_server").connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{drop}" WITH (FORCE)'))
 
 
 def post(hub: dict, who: str, record: dict, entity_type: str = "person") -> httpx.Response:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import uuid
 
 import httpx
 import polars as pl
@@ -56,17 +55,10 @@ def subscriptions(area: str) -> dict:
     }
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def desk(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+@pytest.fixture(scope="module")
+def desk(module_warehouse_url: str, tmp_path_factory: pytest.TempPathFactory):
     root = network_with_csv_station(tmp_path_factory.mktemp("net"), stations=4, persons=600, seed=3)
-    if request.param == "sqlite":
-        url, drop = f"sqlite:///{root / 'warehouse.sqlite'}", None
-    else:
-        server = request.getfixturevalue("pg_server")
-        name = f"enteronce_t_{uuid.uuid4().hex[:12]}"
-        with server.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        url, drop = server.url.set(database=name).render_as_string(hide_password=False), name
+    url = module_warehouse_url
     hub = Hub(root, url)
     for station in hub.stations.stations:
         if station.id != hub.station_id:
@@ -95,9 +87,6 @@ def desk(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         yield {"http": http, "tokens": tokens, "person": person, "store": hub.store, "golden": golden,
                "root": root, "url": url}
     hub.store.dispose()
-    if drop:
-        with request.getfixturevalue("pg_server").connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{drop}" WITH (FORCE)'))
 
 
 def typed(row: dict) -> dict:

@@ -106,13 +106,13 @@ def record_accesses(store: Warehouse, rows: list[dict]) -> list[int]:
     """Append several audit rows in one transaction (the front desk answers concurrent requests
     together: one commit for all, rather than one per request); their ids, in order. All or none
     are written: when it raises, none of the requests may be answered."""
+    a = s.front_desk_audit
     at = utcnow()
-    ids = []
+    columns = [c.name for c in a.c if c.name != "audit_id"]
+    params = [{c: row.get(c) for c in columns} | {"at": at} for row in rows]
     with store.transaction() as conn:
-        for row in rows:
-            result = conn.execute(s.front_desk_audit.insert().values(**{"token_id": None, "at": at, **row}))
-            ids.append(int(result.inserted_primary_key[0]))
-    return ids
+        result = conn.execute(a.insert().returning(a.c.audit_id, sort_by_parameter_order=True), params)
+        return [int(r[0]) for r in result]
 
 
 def access_log(store: Warehouse, *, subscriber_id: str | None = None, since: dt.datetime | None = None,

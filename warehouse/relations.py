@@ -62,18 +62,17 @@ class RelationStore:
 
     def keys_of(self, relation: str, entity_ids: pl.Series) -> pl.DataFrame:
         """The stored keys of the given entities (entity_id, side, key)."""
-        k = s.relation_keys
-        with self.engine.connect() as conn:
-            stmt = sa.select(k.c.entity_id, k.c.side, k.c.key).where(
-                k.c.relation == relation, in_keys(conn, k.c.entity_id, entity_ids.to_list()))
-            return read_frame(conn, stmt, schema=KEY_SCHEMA)
+        return self._keys(relation, "entity_id", entity_ids)
 
     def keys_matching(self, relation: str, keys: pl.Series) -> pl.DataFrame:
         """Every record whose stored key is one of `keys` (entity_id, side, key)."""
+        return self._keys(relation, "key", keys)
+
+    def _keys(self, relation: str, by: str, values: pl.Series) -> pl.DataFrame:
         k = s.relation_keys
         with self.engine.connect() as conn:
             stmt = sa.select(k.c.entity_id, k.c.side, k.c.key).where(
-                k.c.relation == relation, in_keys(conn, k.c.key, keys.to_list()))
+                k.c.relation == relation, in_keys(conn, k.c[by], values.to_list()))
             return read_frame(conn, stmt, schema=KEY_SCHEMA)
 
     def open_links(self, relation: str, *, from_ids: pl.Series | None = None,
