@@ -10,7 +10,8 @@ simulated person export of benchmarks/ingest.py (`make_csv`) ingested, resolved 
 the batch pipeline (benchmarks/propagation.py's `setup`) into a SQLite warehouse. Then:
 
 - the API (`uvicorn pipelines.frontdesk:app_from_env`, one worker, as `enteronce serve` runs it) in
-  its own process; `clients` threads, each with its own connection and token, send match requests
+  its own process; `clients` keep-alive connections (benchmarks/loadgen.py: one asyncio loop in a
+  process of its own, so the client's CPU stays small), each with its own token, send match requests
   (records drawn from the export, as a station typed them: raw text) and then search requests (by ID
   number), then GET /healthz (the HTTP floor: the same clients and server doing no work); p50/p99
   per endpoint, requests/s, the server's RSS (VmRSS now, VmHWM peak) after, and the load average;
@@ -32,13 +33,14 @@ import socket
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))  # first: benchmarks/feeds.py must not shadow the feeds package
 
+from loadgen import run_load  # noqa: E402
 from simcache import CACHE, simulator_digest  # noqa: E402
 
 FIELDS = ("name", "sex", "birth_date", "id_number", "phone", "address", "area_code")
@@ -164,31 +166,27 @@ def measure_api(workdir: Path, clients: int, requests: int, seed: int) -> dict:
         out = {"ready_s": ready_s}
         for kind in ("match", "search", "healthz"):  # healthz: the HTTP floor (no matching, no audit)
             per = max(1, requests // clients)
-
-            def client(i: int, kind: str = kind) -> list[float]:
+            load = []
+            for i in range(clients):
                 rng = random.Random(seed * 1000 + i)
-                times = []
-                with httpx.Client(base_url=base, timeout=120,
-                                  headers={"Authorization": f"Bearer {tokens[i]}"}) as http:
-                    for _ in range(per):
-                        rec = records[rng.randrange(len(records))]
-                        t = time.perf_counter()
-                        if kind == "match":
-                            r = http.post("/v1/match", json={"entity_type": "person", "record": rec})
-                        elif kind == "search":
-                            key = {"id_number": rec["id_number"]} if rec.get("id_number") else {"phone": rec.get("phone", "0")}
-                            r = http.get("/v1/search", params={"entity_type": "person", **key})
-                        else:
-                            r = http.get("/healthz")
-                        times.append((time.perf_counter() - t) * 1000)
-                        if r.status_code not in (200, 422):
-                            raise RuntimeError(f"{kind} answered {r.status_code}: {r.text[:300]}")
-                return times
-
-            t = time.perf_counter()
-            with ThreadPoolExecutor(clients) as pool:
-                times = [x for part in pool.map(client, range(clients)) for x in part]
-            wall = time.perf_counter() - t
+                auth = {"Authorization": f"Bearer {tokens[i]}"}
+                mine = []
+                for _ in range(per):
+                    rec = records[rng.randrange(len(records))]
+                    if kind == "match":
+                        body = json.dumps({"entity_type": "person", "record": rec}, ensure_ascii=False).encode()
+                        mine.append(("POST", "/v1/match", {**auth, "Content-Type": "application/json"}, body))
+                    elif kind == "search":
+                        key = (f"id_number={quote(rec['id_number'])}" if rec.get("id_number")
+                               else f"phone={quote(rec.get('phone') or '0')}")
+                        mine.append(("GET", f"/v1/search?entity_type=person&{key}", auth, None))
+                    else:
+                        mine.append(("GET", "/healthz", {}, None))
+                load.append(mine)
+            times, wall, statuses = run_load("127.0.0.1", port, load)
+            bad = {code: n for code, n in statuses.items() if code not in (200, 422)}
+            if bad:
+                raise RuntimeError(f"{kind} answered {bad}")
             p50, p99 = _percentiles(times)
             out[kind] = {"requests": len(times), "p50_ms": p50, "p99_ms": p99, "rps": len(times) / wall}
         out["rss_mb"], out["peak_rss_mb"] = _rss_mb(proc.pid)

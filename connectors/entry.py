@@ -30,17 +30,19 @@ import json
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import polars as pl
 
-from connectors.config import SourceConfig, config_digest
+from connectors.config import SourceConfig, StationConfig, config_digest
 from connectors.ingest import canonical_frame, quarantine_frame, raw_frame, split_rows
 from connectors.readers import Chunk, Reject
 from connectors.readers.model import ROW, finalize
+from connectors.versions import station_version, with_entries
 from entity_resolution.entity_types import Registry, standardise
 from entity_resolution.matching import parse_checks
 from warehouse import Warehouse
-from warehouse.entry import ENTRY_SOURCE, entry_batch
+from warehouse.entry import ENTRY_SOURCE, entry_batch, entry_marks
 
 ENTRY_KIND = "entry"  # batches.source_kind of entered batches
 _LOCK = threading.Lock()  # one entry at a time per process: two equal records race for one batch id
@@ -163,3 +165,22 @@ def _outcome(done: dict, source: SourceConfig, records: pl.DataFrame | None, sta
                           else {"field": q[0]["field"], "message": part})
         return EntryOutcome(done["batch_id"], None, "quarantined", duplicate, errors, q[0]["quarantine_id"], keys)
     return EntryOutcome(done["batch_id"], f"{station_id}:{keys.get('local_id')}", "loaded", duplicate, [], None, keys)
+
+
+def settle_entry_version(store: Warehouse, station: StationConfig, base_dir: Path, marks_before: str | None) -> bool:
+    """Claim an entry as ingested: when the station's recorded version is its drops' version with
+    the entries before this one (nothing else is waiting), record it with this entry too, so the
+    drop sensor launches no station run for it. For a caller that publishes the entry itself
+    (pipelines/entry_publisher.py); `unsettle_entry_version` gives the claim back if that fails.
+    Returns whether it claimed (False: a drop is waiting too; the sensor's run takes both)."""
+    files = station_version(station, base_dir)
+    if store.station_versions().get(station.id) != with_entries(files, marks_before):
+        return False
+    store.record_station_version(station.id, with_entries(files, entry_marks(store, station.id).get(station.id)))
+    return True
+
+
+def unsettle_entry_version(store: Warehouse, station: StationConfig, base_dir: Path, marks_before: str | None) -> None:
+    """Undo `settle_entry_version`: the station's version as it was before the entry, so the drop
+    sensor's next look ingests and publishes it the ordinary way."""
+    store.record_station_version(station.id, with_entries(station_version(station, base_dir), marks_before))

@@ -56,6 +56,7 @@ class FieldSpec(StrictConfig):
     standardiser: str | None = None  # a named standardiser (entity_resolution.standardise.library)
     from_field: str | None = Field(default=None, alias="from")
     formats: tuple[str, ...] | None = None  # date / timestamp formats (strptime), in order
+    label: str = Field(default="", max_length=80)  # how people read it (the front-desk form): "姓名 Name"
 
     @property
     def standardiser_name(self) -> str:

@@ -16,7 +16,8 @@ decided, so the exact name pairs of a million-record run never reach Jaro-Winkle
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import polars as pl
@@ -79,6 +80,21 @@ def fuzzy_scores(left: pl.Series, right: pl.Series, kind: str, threshold: float)
     return scores / 100.0 if kind == "token_set" else scores
 
 
+def scalar_scorer(kind: str, cutoff_threshold: float) -> Callable[[str, str], float]:
+    """A per-pair twin of `fuzzy_scores` (plain Python, for a handful of pairs): RapidFuzz's
+    scalar scorer with the same score_cutoff, similarities rounded to float32 as `cpdist` returns
+    them, since a threshold compares with the rounded score (0.79999999 rounds up to reach 0.8)."""
+    import numpy as np
+
+    scorer, cutoff = _scorer(kind)
+    limit = cutoff(cutoff_threshold)
+    if kind in DISTANCE_KINDS:
+        return lambda a, b: scorer(a, b, score_cutoff=limit)
+    if kind == "token_set":  # Polars divides a Series by a scalar as a product with 1 / scalar
+        return lambda a, b: float(np.float32(scorer(a, b, score_cutoff=limit))) * (1.0 / 100.0)
+    return lambda a, b: float(np.float32(scorer(a, b, score_cutoff=limit)))
+
+
 def id_15_form(value: pl.Expr) -> pl.Expr:
     """The 15-digit form of an ID number: digits 1-6 and 9-17 of an 18-digit one (dropping the
     century and the check character), or a 15-digit one as it is; null for other lengths."""
@@ -103,6 +119,15 @@ _ID_TRANSFORMS: dict[str, Callable[[pl.Expr], pl.Expr]] = {
     "region": lambda v: _id_part(v, 0, 6),
     "rest": lambda v: _id_part(v, 6, 11),
     "head15": lambda v: _id_part(v, 0, 15),
+}
+
+
+# Per-value twins of _ID_TRANSFORMS on an ID number's text (None where the Polars form is null).
+ID_TEXT_TRANSFORMS: dict[str, Callable[[str], str | None]] = {
+    "id15": lambda v: v[:6] + v[8:17] if len(v) == 18 else (v if len(v) == 15 else None),
+    "region": lambda v: v[:6] if len(v) == 18 else None,
+    "rest": lambda v: v[6:17] if len(v) == 18 else None,
+    "head15": lambda v: v[:15] if len(v) == 18 else None,
 }
 
 
@@ -133,6 +158,19 @@ def region_groups(settings: EntitySettings | None = None) -> tuple[list[str], li
     """Region code -> recoding group, from the bundled GB/T 2260 table and the settings' rows."""
     extra = () if settings is None else tuple((r.old_code, r.new_code) for r in settings.region_changes)
     return _region_groups(extra)
+
+
+@functools.lru_cache(maxsize=8)
+def _region_group_map(extra: tuple[tuple[str, str], ...]) -> MappingProxyType[str, str]:
+    codes, groups = _region_groups(extra)
+    return MappingProxyType(dict(zip(codes, groups, strict=True)))
+
+
+def region_group_map(settings: EntitySettings | None = None) -> Mapping[str, str]:
+    """`region_groups` as a lookup for one value at a time: a code absent from it is its own
+    group, as `replace` leaves a code outside the table as it is."""
+    extra = () if settings is None else tuple((r.old_code, r.new_code) for r in settings.region_changes)
+    return _region_group_map(extra)
 
 
 class PairSides:
@@ -300,6 +338,19 @@ def level_holds(
     return pl.select(pl.lit(todo) & pl.lit(holds).fill_null(False)).to_series()
 
 
+def fuzzy_cutoffs(comp: ComparisonSettings) -> dict[tuple[str, str], float]:
+    """Per (column, kind) of the comparison's fuzzy levels, the loosest threshold: RapidFuzz's
+    cutoff for all of them, so that later, looser levels can reuse the scores."""
+    loosest: dict[tuple[str, str], float] = {}
+    for level in comp.levels:
+        if level.kind in FUZZY_KINDS:
+            key = (level.column or comp.column, level.kind)
+            t = float(level.threshold or 0)
+            pick = max if level.kind in DISTANCE_KINDS else min
+            loosest[key] = pick(loosest.get(key, t), t)
+    return loosest
+
+
 def comparison_gamma(
     comp: ComparisonSettings, sides: PairSides, *, fuzzy_limit: int | None = None
 ) -> pl.Series:
@@ -315,13 +366,7 @@ def comparison_gamma(
     gamma = pl.repeat(len(comp.levels), sides.n, dtype=pl.Int8, eager=True)
     decided = null
     sides.forget_scores()  # scores are shared between levels of one comparison only
-    loosest: dict[tuple[str, str], float] = {}
-    for level in comp.levels:
-        if level.kind in FUZZY_KINDS:
-            key = (level.column or comp.column, level.kind)
-            t = float(level.threshold or 0)
-            pick = max if level.kind in DISTANCE_KINDS else min
-            loosest[key] = pick(loosest.get(key, t), t)
+    loosest = fuzzy_cutoffs(comp)
     unsampled = None
     for i, level in enumerate(comp.levels):
         if fuzzy_limit is not None and unsampled is None and level.kind in FUZZY_KINDS:

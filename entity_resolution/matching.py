@@ -2,15 +2,21 @@
 
 A station officer types what a resident says; the hub answers which entities that is, in
 milliseconds, with the *same* decision batch resolution would give the record arriving in a drop.
-So nothing here is a second implementation: the record is standardised by the ingest standardiser
-(`standardise`), its derived columns come from the same settings, its candidates are the records
-sharing a block with it under the same blocking rules and caps, the candidate pairs are compared by
-`comparison_vectors` and scored by `score` with the stored model (term frequencies included) on a
-frame of a few rows, and the ID guard and reviewers' judgements act as clustering applies them.
+So the record is standardised as ingest standardises it, its derived columns come from the same
+settings, its candidates are the records sharing a block with it under the same blocking rules
+and caps, the candidate pairs are compared and scored with the stored model (term frequencies
+included), and the ID guard and reviewers' judgements act as clustering applies them.
+
+Standardising and scoring go through the plain-Python twins of the batch's Polars functions
+(`standardise_rows`, `score_pair_rows`): Polars costs tens of milliseconds per call whatever the
+row count, the twins microseconds per record. The twins are tested value for value against the
+Polars functions and answer None for anything they do not read exactly as Polars would; the
+Polars functions (`standardise`, `comparison_vectors` and `score` on a frame of a few rows) then
+answer instead.
 
 `MatchIndex.build` reads the resolved state once (records, membership, model, judgements) and keeps
-only what a query needs: the columns blocking, comparisons and the guard read (low-cardinality text
-as Categorical), the entity of each record, and per blocking rule a sorted array of 64-bit key
+only what a query needs: the columns blocking, comparisons and the guard read, derived ones
+included (low-cardinality text as Categorical), the entity of each record, and per blocking rule a sorted array of 64-bit key
 hashes with the rows they point to. A query's blocks are then two binary searches per rule, not a
 scan; a million records cost a few hundred MB.
 
@@ -45,10 +51,12 @@ from entity_resolution.blocking import with_derived
 from entity_resolution.comparisons import comparison_vectors
 from entity_resolution.config import EntitySettings
 from entity_resolution.resolve import guard_records
+from entity_resolution.pair_scores import score_pair_rows
 from entity_resolution.scoring import Model, explain, score
 from entity_resolution.service import needed_columns
 from entity_resolution.standardise.dates import DEFAULT_DATE_FORMATS
-from entity_resolution.standardise.library import standardise, standardise_fields
+from entity_resolution.standardise.library import output_schema, standardise, standardise_fields
+from entity_resolution.standardise.rows import standardise_rows
 
 DECISION_RANK = {"match": 0, "review": 1, "non_match": 2}
 QUERY_KEY = "\x00query"  # the submitted record's key in the few-row frame (sorts before any real key)
@@ -88,11 +96,15 @@ class MatchResult:
     keys: dict[str, str] = field(default_factory=dict)  # standardised query keys (for the audit's hashes)
 
 
-def _key_hash(frame: pl.DataFrame, keys: Sequence[str]) -> pl.Series:
+def _key_hash_expr(keys: Sequence[str]) -> pl.Expr:
     """The blocking key hash exactly as blocking computes it (null where a key is null)."""
     expr = pl.col(keys[0]).hash() if len(keys) == 1 else pl.struct(list(keys)).hash()
     ok = pl.all_horizontal([pl.col(k).is_not_null() for k in keys])
-    return frame.select(pl.when(ok).then(expr).alias("h")).to_series()
+    return pl.when(ok).then(expr)
+
+
+def _key_hash(frame: pl.DataFrame, keys: Sequence[str]) -> pl.Series:
+    return frame.select(_key_hash_expr(keys).alias("h")).to_series()
 
 
 def parse_checks(issues: str | None) -> list[dict]:
@@ -151,17 +163,16 @@ class MatchIndex:
             h = guard_frame.select(pl.when(pl.col(dv.valid_flag).cast(pl.Boolean).fill_null(False))
                                    .then(pl.col(dv.column).hash())).to_series()
             guards.append(h.fill_null(0).to_numpy().astype(np.uint64))  # 0: no trusted value
+        schema = dict(records.schema)  # a query's columns, before the derived ones
+        records = with_derived(records, settings)  # once here, not per candidate per request
         rules = []
         for rule in settings.blocking.rules:
-            derived = with_derived(records, settings, rule.keys)
-            h = _key_hash(derived, rule.keys)
+            h = _key_hash(records, rule.keys)
             rows = h.is_not_null().arg_true()
             hv = h.gather(rows).to_numpy().astype(np.uint64)
             order = np.argsort(hv, kind="stable")
             rules.append(_Rule(rule.name, rule.keys, settings.blocking.cap(rule), hv[order],
                                rows.to_numpy().astype(np.uint32)[order]))
-            del derived
-        schema = dict(records.schema)
         n = max(records.height, 1)
         compact = []
         for name, dtype in records.schema.items():
@@ -219,9 +230,14 @@ class MatchIndex:
                                schema=schema)
             std = standardise_fields(raw, self.entity_type, given, today=self.today)
         if std is None:
-            schema = {self.uid: pl.String, **{f: pl.String for f in self.fields}}
-            raw = pl.DataFrame([{self.uid: k, **r} for k, r in zip(keys, rows, strict=True)], schema=schema)
-            std = standardise(raw, self.entity_type, date_formats=self.date_formats, today=self.today)
+            keyed = [{self.uid: k, **r} for k, r in zip(keys, rows, strict=True)]
+            done = standardise_rows(keyed, self.entity_type, date_formats=self.date_formats, today=self.today)
+            if done is not None:  # the plain-Python twin: the same values in microseconds
+                std = pl.DataFrame(done, schema={self.uid: pl.String, **output_schema(self.entity_type)}, orient="row")
+            else:
+                schema = {self.uid: pl.String, **{f: pl.String for f in self.fields}}
+                std = standardise(pl.DataFrame(keyed, schema=schema), self.entity_type, date_formats=self.date_formats,
+                                  today=self.today)
         cols = [pl.col(c).cast(t) if c in std.columns else pl.lit(None, dtype=t).alias(c)
                 for c, t in self.schema.items()]
         issues = pl.col("issues") if "issues" in std.columns else pl.lit(None, dtype=pl.String).alias("issues")
@@ -232,9 +248,15 @@ class MatchIndex:
         return self.standardised_many([record], [key])
 
     def _derive(self, frame: pl.DataFrame) -> pl.DataFrame:
-        for name, expr in self._derived:
-            frame = frame.with_columns(expr)
-        return frame
+        lf = frame.lazy()
+        for _, expr in self._derived:  # in declaration order (later ones may read earlier ones): one query
+            lf = lf.with_columns(expr)
+        return lf.collect()
+
+    def _rule_hashes(self, queries: pl.DataFrame) -> list[list[int | None]]:
+        """Per blocking rule, the queries' key hashes (`_key_hash`), in one query for all rules."""
+        frame = queries.select([_key_hash_expr(rule.keys).alias(f"_h{j}") for j, rule in enumerate(self.rules)])
+        return [frame.get_column(f"_h{j}").to_list() for j in range(len(self.rules))]
 
     def _rows(self, rows: np.ndarray) -> pl.DataFrame:
         out = self.records[rows]
@@ -251,8 +273,7 @@ class MatchIndex:
         """Per query, the rows sharing a block with it under some rule (block caps as batch applies
         them: the query counts as one of its block's records, its own stored row does not)."""
         found: list[list[np.ndarray]] = [[] for _ in range(queries.height)]
-        for rule in self.rules:
-            hashes = _key_hash(queries, rule.keys).to_list()
+        for rule, hashes in zip(self.rules, self._rule_hashes(queries), strict=True):
             for i, h in enumerate(hashes):
                 if h is None:
                     continue
@@ -285,37 +306,67 @@ class MatchIndex:
         issues = std.get_column("issues").to_list()
         keyrows = std.select(field_cols).to_dicts()
         every = np.unique(np.concatenate(found)) if any(r.size for r in found) else np.empty(0, dtype=np.uint32)
-        scored = None
+        parts: dict[int, list[dict]] = {}
         if every.size:
-            cand = self._derive(self._rows(every))
-            with_q = [i for i, r in enumerate(found) if r.size]
-            tiny = pl.concat([queries[with_q], cand], how="vertical_relaxed")
-            cand_ids = cand.get_column(self.uid)
-            pos = np.concatenate([np.searchsorted(every, found[i]) for i in with_q])
-            qidx = np.concatenate([np.full(found[i].size, i, dtype=np.uint32) for i in with_q])
-            pairs = pl.DataFrame({"left_id": [qkeys[i] for i in qidx], "right_id": cand_ids.gather(pos)})
-            scored = score(comparison_vectors(pairs, tiny, self.settings), tiny, self.model, self.settings)
-            scored = scored.with_columns(pl.Series("_q", qidx), pl.Series("_row", every[pos], dtype=pl.UInt32),
-                                         pl.Series("_cand", cand_ids.gather(pos)))
-            values = {r[self.uid]: r for r in cand.iter_rows(named=True)}
-            codes = self.entity_codes[scored.get_column("_row").to_numpy()]
-            best = (scored.with_columns(pl.Series("_entity", codes, dtype=pl.UInt32))
-                    .sort(["_q", "match_probability", "_cand"], descending=[False, True, False])
-                    .unique(["_q", "_entity"], keep="first", maintain_order=True))
-            parts = best.partition_by("_q", as_dict=True)
-            guards = self._query_guards(queries)
+            cand = self._rows(every)
             qrows = queries.to_dicts()
+            values = {r[self.uid]: r for r in cand.iter_rows(named=True)}
+            cand_ids = cand.get_column(self.uid).to_list()
+            parts = self._best_pairs(found, every, qrows, cand_ids, values)
+            if parts is None:
+                parts = self._best_pairs_polars(found, every, qkeys, queries, cand)
+            guards = self._query_guards(queries)
         for i in range(len(records)):
             keys = {k: str(v) for k, v in keyrows[i].items() if v is not None}
             checks = parse_checks(issues[i])
             if not found[i].size:
                 results[i] = MatchResult(checks, [], keys)
                 continue
-            results[i] = MatchResult(checks, self._entities(parts[(i,)], qrows[i], guards[i], values,
+            results[i] = MatchResult(checks, self._entities(parts[i], qrows[i], guards[i], values,
                                                             exclude_keys[i], owns[i], limit), keys)
         return results
 
-    def _entities(self, best: pl.DataFrame, qrow: dict, qguard: list[int], values: dict[str, dict],
+    def _best_pairs(self, found: list[np.ndarray], every: np.ndarray, qrows: list[dict], cand_ids: list[str],
+                    values: dict[str, dict]) -> dict[int, list[dict]] | None:
+        """Per query, its best scored pair per candidate entity (see `_entities`), by the
+        plain-Python twin of comparisons and scoring (entity_resolution/pair_scores.py); None when
+        the twin cannot read a value exactly as Polars would (then `_best_pairs_polars`)."""
+        out: dict[int, list[dict]] = {}
+        for i, rows in enumerate(found):
+            if not rows.size:
+                continue
+            pos = np.searchsorted(every, rows)
+            keys = [cand_ids[p] for p in pos]
+            scored = score_pair_rows(qrows[i], [values[k] for k in keys], self.settings, self.model)
+            if scored is None:
+                return None
+            best: dict[int, dict] = {}
+            for row, key, code in zip(scored, keys, self.entity_codes[rows].tolist(), strict=True):
+                row["_cand"], row["_entity"] = key, code
+                held = best.get(code)
+                if held is None or (row["match_probability"], held["_cand"]) > (held["match_probability"], key):
+                    best[code] = row
+            out[i] = list(best.values())
+        return out
+
+    def _best_pairs_polars(self, found: list[np.ndarray], every: np.ndarray, qkeys: list[str],
+                           queries: pl.DataFrame, cand: pl.DataFrame) -> dict[int, list[dict]]:
+        """`_best_pairs` by the batch's own Polars functions, for every query at once."""
+        with_q = [i for i, r in enumerate(found) if r.size]
+        tiny = pl.concat([queries[with_q], cand], how="vertical_relaxed")
+        cand_ids = cand.get_column(self.uid)
+        pos = np.concatenate([np.searchsorted(every, found[i]) for i in with_q])
+        qidx = np.concatenate([np.full(found[i].size, i, dtype=np.uint32) for i in with_q])
+        pairs = pl.DataFrame({"left_id": [qkeys[i] for i in qidx], "right_id": cand_ids.gather(pos)})
+        scored = score(comparison_vectors(pairs, tiny, self.settings), tiny, self.model, self.settings)
+        codes = self.entity_codes[every[pos]]
+        best = (scored.with_columns(pl.Series("_q", qidx), pl.Series("_cand", cand_ids.gather(pos)),
+                                    pl.Series("_entity", codes, dtype=pl.UInt32))
+                .sort(["_q", "match_probability", "_cand"], descending=[False, True, False])
+                .unique(["_q", "_entity"], keep="first", maintain_order=True))
+        return {int(q): part.to_dicts() for (q,), part in best.partition_by("_q", as_dict=True).items()}
+
+    def _entities(self, best: list[dict], qrow: dict, qguard: list[int], values: dict[str, dict],
                   key: str | None, own: int | None, limit: int) -> list[dict]:
         """One query's entities: its best pair per entity (`best`, strongest first), then the
         judgements and the ID guard as clustering applies them, ranked by decision then probability."""
@@ -323,8 +374,7 @@ class MatchIndex:
         # Clustering applies a record's edges strongest first, ties by pair (left_id, right_id):
         # the same order here, so what the record joins first decides what it can join after.
         me = key if key is not None else QUERY_KEY
-        rows = sorted(best.iter_rows(named=True), key=lambda r: (-r["match_probability"],
-                                                                  min(me, r["_cand"]), max(me, r["_cand"])))
+        rows = sorted(best, key=lambda r: (-r["match_probability"], min(me, r["_cand"]), max(me, r["_cand"])))
         joined = [{h} if h else set() for h in qguard]
         out = []
         for row in rows:
@@ -351,7 +401,7 @@ class MatchIndex:
                 "record_key": row["_cand"],
                 "explanation": self._explain(row, qrow, values[row["_cand"]]),
             })
-        for code in set(judged) - set(best.get_column("_entity").to_list()):
+        for code in set(judged) - {r["_entity"] for r in best}:
             if judged[code] == "same":  # a reviewer linked them although blocking does not pair them
                 out.append({"entity_id": self.entity_ids[code], "match_probability": 1.0,
                             "match_weight": math.inf, "decision": "match",
@@ -435,7 +485,7 @@ class MatchIndex:
         std = self.standardised_many(records, [f"{QUERY_KEY}{i:06d}" for i in range(len(records))],
                                      by_field=by_field)
         queries = self._derive(std.drop("issues"))
-        rule_hashes = [_key_hash(queries, rule.keys).to_list() for rule in self.rules]
+        rule_hashes = self._rule_hashes(queries)
         field_cols = [c for c in std.columns if c in self.fields]
         keyrows = std.select(field_cols).to_dicts()
         stdrows = std.to_dicts()

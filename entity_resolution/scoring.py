@@ -506,15 +506,21 @@ def _violations(rec: pl.DataFrame, left: pl.Series, right: pl.Series, settings: 
     return out.alias("constraint_violated")
 
 
+def guard_reason(dv: DistinctValid) -> str:
+    """The words a reviewer reads for a pair this constraint refused (its `reason`, else one
+    naming the column); shared with the plain-Python twin of scoring (pair_scores)."""
+    label = " ".join("ID" if w == "id" else w for w in dv.column.split("_"))
+    return "refused by the " + (f"guard: {dv.reason}" if dv.reason else
+                                f"ID guard: both records carry a different valid {label} ({dv.column})")
+
+
 def _violation_reasons(rec: pl.DataFrame, left: pl.Series, right: pl.Series, settings: EntitySettings) -> pl.Series:
     """Per pair, why the guard sends it to review, in words (null when no such constraint is broken)."""
     out = pl.repeat(None, left.len(), dtype=pl.String, eager=True)
     for dv in reversed(settings.constraints.distinct_valid):  # the first constraint's words win
         if dv.refused != "review":
             continue
-        label = " ".join("ID" if w == "id" else w for w in dv.column.split("_"))
-        words = "refused by the " + (f"guard: {dv.reason}" if dv.reason else
-                                     f"ID guard: both records carry a different valid {label} ({dv.column})")
+        words = guard_reason(dv)
         out = pl.select(pl.when(_broken(rec, left, right, dv)).then(pl.lit(words)).otherwise(out)).to_series()
     return out.alias("review_reason")
 

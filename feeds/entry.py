@@ -70,7 +70,7 @@ def enter(desk: FrontDesk, enter_fn: Enter | None, caller: Caller, entity_type: 
         errors = getattr(exc, "errors", None) or [{"field": None, "message": str(exc)}]
         return 422, {"status": "refused", "batch_id": None, "errors": errors, "quarantine_id": None}
     outcome = "quarantined" if got["status"] == "quarantined" else "duplicate" if got["duplicate"] else "ok"
-    desk._audit(caller, "entry", entity_type, got.get("keys", {}), [], {}, outcome)
+    desk._audit(caller, "entry", entity_type, got.get("keys", {}), [], {}, outcome, batch_id=got["batch_id"])
     answer = {"status": got["status"], "batch_id": got["batch_id"], "record_key": got["record_key"],
               "duplicate": got["duplicate"], "errors": got["errors"], "quarantine_id": got["quarantine_id"]}
     status = 422 if got["status"] == "quarantined" else 200 if got["duplicate"] else 201

@@ -230,15 +230,15 @@ class FrontDesk:
         return sub
 
     def _audit_row(self, caller: Caller, kind: str, entity_type: str, keys: Mapping[str, str],
-                   entity_ids: list[str], fields: dict[str, str], outcome: str) -> dict:
+                   entity_ids: list[str], fields: dict[str, str], outcome: str, batch_id: str | None = None) -> dict:
         return {"subscriber_id": caller.subscriber_id, "token_id": caller.token_id, "channel": caller.channel,
                 "kind": kind, "entity_type": entity_type[:32], "key_hashes": key_hashes(self.key, keys),
-                "entity_ids": entity_ids, "fields": fields, "outcome": outcome}
+                "entity_ids": entity_ids, "fields": fields, "outcome": outcome, "batch_id": batch_id}
 
     def _audit(self, caller: Caller, kind: str, entity_type: str, keys: Mapping[str, str], entity_ids: list[str],
-               fields: dict[str, str], outcome: str) -> None:
+               fields: dict[str, str], outcome: str, batch_id: str | None = None) -> None:
         record_accesses(self.warehouse, [self._audit_row(caller, kind, entity_type, keys, entity_ids, fields,
-                                                         outcome)])
+                                                         outcome, batch_id)])
 
     def _visible(self, sub: Subscriber, entity_type: str, entity_ids: list[str],
                  golden: pl.DataFrame | None = None) -> pl.DataFrame:

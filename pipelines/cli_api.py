@@ -109,6 +109,9 @@ def serve(
     max_headers: Annotated[int, typer.Option(
         min=1, envvar=LIMIT_ENV["max_headers"], show_envvar=True,
         help="Most request headers; more is 431.")] = ApiLimits.max_headers,
+    publish_entries: Annotated[bool, typer.Option(
+        help="Publish records entered at the front desk at once, from this process (the hub does); "
+             "otherwise the daemon's drop sensor or `enteronce run` publishes them.")] = False,
     config: ConfigOpt = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
@@ -117,13 +120,13 @@ def serve(
 
     import uvicorn
 
-    from pipelines.frontdesk import create_hub_app
+    from pipelines.frontdesk import PUBLISH_ENV, create_hub_app
 
     project = _project(config, warehouse)
     try:
         limits = ApiLimits(max_body_bytes=max_body_bytes, max_header_bytes=max_header_bytes, max_headers=max_headers)
         # the feeds and the front desk; with several workers each builds its own index, not this process
-        app = create_hub_app(project, limits=limits, warm=workers == 1)
+        app = create_hub_app(project, limits=limits, warm=workers == 1, publish_entries=publish_entries)
     except EnteronceError as exc:
         _fail(str(exc))
     console.print(f"enteronce feeds API on http://{host}:{port} (docs: /docs), warehouse "
@@ -134,6 +137,7 @@ def serve(
         os.environ["ENTERONCE_CONFIG"] = str(project.config_dir)
         os.environ["ENTERONCE_WAREHOUSE_URL"] = project.warehouse_url
         os.environ.update(limits.environ())
+        os.environ[PUBLISH_ENV] = "1" if publish_entries else "0"
         uvicorn.run("pipelines.frontdesk:app_from_env", factory=True, workers=workers, **server)
     else:
         uvicorn.run(app, **server)

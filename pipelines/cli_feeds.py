@@ -229,17 +229,17 @@ def audit(
 
 def _front_desk_audit(project: Project, subscriber: str | None, field: str | None, since: str | None,
                       limit: int) -> None:
-    """Beside the deliveries: every match and search (who, when, which keys as keyed hashes, which
-    entities came back at which field levels)."""
+    """Beside the deliveries: every match, search and entry (who, when, which keys as keyed hashes,
+    which entities came back at which field levels; an entry's batch)."""
     from warehouse.frontdesk import access_log
 
     frame = access_log(project.open_warehouse(), subscriber_id=subscriber, since=_since(since))
     rows = [r for r in frame.reverse().iter_rows(named=True)
             if field is None or field in json.loads(r["fields"] or "{}")][:limit]
-    title = "Front desk: matches and searches" + (f" of {subscriber}" if subscriber else "")
+    title = "Front desk: matches, searches and entries" + (f" of {subscriber}" if subscriber else "")
     table = Table(title=f"{title} ({len(rows)} shown, latest first)", title_justify="left")
     for col in ("when (UTC)", "subscriber", "channel", "token", "kind", "type", "outcome", "keys (HMAC)",
-                "entities", "full fields", "masked fields"):
+                "entities / batch", "full fields", "masked fields"):
         table.add_column(col, overflow="fold")
     for r in rows:
         fields = json.loads(r["fields"] or "{}")
@@ -248,12 +248,12 @@ def _front_desk_audit(project: Project, subscriber: str | None, field: str | Non
         table.add_row(r["at"].strftime("%Y-%m-%d %H:%M:%S"), r["subscriber_id"], r["channel"], r["token_id"] or "-",
                       r["kind"], r["entity_type"], r["outcome"],
                       ", ".join(f"{k}:{v[:10]}" for k, v in keys.items()) or "-",
-                      ", ".join(ids[:5]) + (f" (+{len(ids) - 5})" if len(ids) > 5 else "") or "-",
+                      ", ".join(ids[:5]) + (f" (+{len(ids) - 5})" if len(ids) > 5 else "") or r["batch_id"] or "-",
                       ", ".join(f for f, lv in fields.items() if lv == "full") or "-",
                       ", ".join(f for f, lv in fields.items() if lv == "masked") or "-")
     console.print(table)
     if not rows:
-        console.print("no matches or searches")
+        console.print("no matches, searches or entries")
 
 
 def register(app: typer.Typer) -> None:

@@ -29,6 +29,7 @@ from warehouse import Warehouse
 from warehouse.frontdesk import latest_resolution_seq, resolved_state
 
 log = logging.getLogger("enteronce.frontdesk")
+PUBLISH_ENV = "ENTERONCE_PUBLISH_ENTRIES"
 
 
 class _Slot:
@@ -221,8 +222,10 @@ class LiveMatcher:
         return {"entity_ids": ids, "rules": rules, "keys": keys}
 
 
-def create_hub_app(project: Project, *, limits=None, warm: bool = True):
-    """The feed API with the front desk open: `enteronce serve` and the hub's API service."""
+def create_hub_app(project: Project, *, limits=None, warm: bool = True, publish_entries: bool = False):
+    """The feed API with the front desk open: `enteronce serve` and the hub's API service.
+    `publish_entries`: entered records are published by this process at once
+    (pipelines/entry_publisher.py; the hub turns it on), not at the daemon's next look."""
     from feeds.api import create_app
 
     store = project.open_warehouse()
@@ -230,20 +233,26 @@ def create_hub_app(project: Project, *, limits=None, warm: bool = True):
     if warm:
         matcher.warm()
     from pipelines.entry import project_entry
+    from pipelines.entry_publisher import EntryPublisher
 
-    return create_app(project.warehouse_url, project.config_dir, limits=limits, matcher=matcher,
-                      audit_key=audit_key(project.data_dir), store=store, entry=project_entry(project, store))
+    publisher = EntryPublisher(project, store) if publish_entries else None
+    app = create_app(project.warehouse_url, project.config_dir, limits=limits, matcher=matcher,
+                     audit_key=audit_key(project.data_dir), store=store,
+                     entry=project_entry(project, store, publisher=publisher))
+    app.state.entry_publisher = publisher
+    return app
 
 
 def app_from_env():
     """For `uvicorn --factory pipelines.frontdesk:app_from_env` (several workers: each holds its own
-    index): the project from ENTERONCE_CONFIG and ENTERONCE_WAREHOUSE_URL, limits from ENTERONCE_API_*."""
+    index): the project from ENTERONCE_CONFIG and ENTERONCE_WAREHOUSE_URL, limits from ENTERONCE_API_*,
+    entries published at once when ENTERONCE_PUBLISH_ENTRIES=1."""
     import os
 
     from feeds.limits import ApiLimits
 
     return create_hub_app(Project.load(os.environ.get("ENTERONCE_CONFIG"), os.environ.get("ENTERONCE_WAREHOUSE_URL")),
-                          limits=ApiLimits.from_env())
+                          limits=ApiLimits.from_env(), publish_entries=os.environ.get(PUBLISH_ENV) == "1")
 
 
 def front_desk(project: Project, store: Warehouse | None = None, *, matcher: LiveMatcher | None = None) -> FrontDesk:

@@ -68,7 +68,8 @@ def services(home: Path, *, host: str, port: int, api_port: int | None) -> list[
                        "--log-level", "warning"], url=f"http://{host}:{port}"),
     ]
     if api_port is not None:
-        out.append(Service("feed API", [_script("enteronce"), "serve", "--host", host, "--port", str(api_port)],
+        out.append(Service("feed API", [_script("enteronce"), "serve", "--host", host, "--port", str(api_port),
+                                            "--publish-entries"],
                            url=f"http://{host}:{api_port}/docs"))
     return out
 

@@ -7,7 +7,7 @@ and the UI use, so they show in the UI and the sensors see what they did.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 
 import dagster as dg
@@ -30,7 +30,7 @@ PHASES = run_phases(defs)
 # The CLI draws its own progress and prints what failed in its summary; Dagster's console logger
 # stays quiet (every run's whole log is in the instance, so in the UI).
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-LAUNCHED_BY = {"enteronce/launched_by": "enteronce run"}
+LAUNCHED_BY_TAG = "enteronce/launched_by"
 CHECK_FAILED = "DagsterAssetCheckFailedError"
 WAREHOUSE_ENV = "ENTERONCE_WAREHOUSE_URL"
 
@@ -80,6 +80,8 @@ def materialize_project(
     resolve: bool = True,
     on_wait: Callable[[str], None] | None = None,
     wait: bool = True,
+    only: Collection[str] | None = None,
+    launched_by: str = "enteronce run",
 ) -> list[dg.ExecuteInProcessResult]:
     """One run per station partition, as the drop sensor launches them, then what the
     automation launches after them: resolution and publication, data quality, the subscribers'
@@ -92,12 +94,14 @@ def materialize_project(
     A station whose blocking check fails (a held batch) does not stop the others; any other
     failure raises (earlier stations committed: each drop is its own transaction, so rerunning
     resumes cleanly).
+    `only`: the names of the phases to run (default: all); `launched_by` tags the runs.
     """
     store = project.open_warehouse()
     try:
         with (warehouse_lock(store.engine, "run", purpose="enteronce run", on_wait=on_wait, wait=wait),
               _secret_free_resource(project) as resource):
-            return _materialize(project, station_ids, on_station, resource, resolve=resolve)
+            return _materialize(project, station_ids, on_station, resource, resolve=resolve, only=only,
+                                launched_by=launched_by)
     finally:
         store.dispose()
 
@@ -120,7 +124,7 @@ def _secret_free_resource(project: Project) -> Iterator[ProjectResource]:
 
 
 def _materialize(project: Project, station_ids: list[str], on_station, resource: ProjectResource, *,
-                 resolve: bool):
+                 resolve: bool, only: Collection[str] | None = None, launched_by: str = "enteronce run"):
     instance = open_instance(project)
     known = set(instance.get_dynamic_partitions(stations_partitions.name))
     missing = [s for s in station_ids if s not in known]
@@ -141,15 +145,19 @@ def _materialize(project: Project, station_ids: list[str], on_station, resource:
     project_defs = definitions_for(project.pipeline_types)
     assets, phases = list(project_defs.assets), run_phases(project_defs)
 
+    tags = {LAUNCHED_BY_TAG: launched_by}
+
     def run(stage: str, **kwargs) -> dg.ExecuteInProcessResult:
         return checked(dg.materialize(assets, instance=instance, resources=resources, run_config=QUIET,
-                                      raise_on_error=False, tags={**LAUNCHED_BY, STAGE_TAG: stage}, **kwargs))
+                                      raise_on_error=False, tags={**tags, STAGE_TAG: stage}, **kwargs))
 
     def step(name: str) -> None:
         if on_station is not None:
             on_station(name)
 
     for phase in phases:
+        if only is not None and phase.name not in only:
+            continue
         selection = list(phase.assets)
         if phase.partitions == stations_partitions.name:  # one run per station, as the drop sensor
             for key in station_ids:
@@ -160,7 +168,7 @@ def _materialize(project: Project, station_ids: list[str], on_station, resource:
             continue
         step(phase.name)
         if phase.partitions == subscribers_partitions.name:  # one run over every subscriber
-            feeds = run_feeds(project, instance, assets, resources, QUIET, {**LAUNCHED_BY, STAGE_TAG: "feeds"})
+            feeds = run_feeds(project, instance, assets, resources, QUIET, {**tags, STAGE_TAG: "feeds"})
             for result in feeds:
                 checked(result)
                 results.append(result)

@@ -137,3 +137,29 @@ def test_an_officer_finds_a_resident_known_only_elsewhere_and_takes_the_prefill(
     assert all(u.startswith(served["base"]) for u in urls)
     assert not any(served["token"] in u or served["token"].split(".")[-1] in u for u in urls)
     page.close()
+
+
+def test_the_form_is_the_chosen_types_declared_fields(browser, served: dict) -> None:  # noqa: F811
+    """The form comes from the entity types' declarations: residents first (the registry's order),
+    then an organisation's fields and a dwelling's, each with its label and typing hints."""
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(served["base"] + "/desk")
+    options = page.eval_on_selector_all("#entity option", "os => os.map(o => o.value)")
+    assert options[:3] == ["person", "organisation", "dwelling"]
+    inputs = lambda: page.eval_on_selector_all("#record input", "xs => xs.map(x => x.name)")  # noqa: E731
+    assert inputs() == ["name", "sex", "birth_date", "id_number", "phone", "address", "area_code", "local_id"]
+    assert "公民身份号码" in page.text_content("label[for=f-id_number]")
+
+    page.select_option("#entity", "organisation")
+    assert inputs() == ["name", "credit_code", "legal_rep", "phone", "address", "area_code", "local_id"]
+    assert "统一社会信用代码" in page.text_content("label[for=f-credit_code]")
+    page.fill("#f-phone", "12345")
+    assert "号码格式" in page.text_content("#h-phone")
+
+    page.select_option("#entity", "dwelling")
+    assert "owner_id_number" in inputs() and "id_number" not in inputs()
+    page.fill("#f-owner_id_number", NUMBER[:17] + ("0" if NUMBER[17] != "0" else "1"))
+    assert "校验位" in page.text_content("#h-owner_id_number")
+    assert errors == []

@@ -12,6 +12,7 @@ log with hashed keys only.
 from __future__ import annotations
 
 import json
+import time
 
 import dagster as dg
 import httpx
@@ -21,12 +22,15 @@ import sqlalchemy as sa
 import yaml
 from scenario_network import NEW_HOME, NEW_HOME_AREA, an_id_number, network_with_csv_station
 
+from connectors.simulate.codes import id_check_char
 from core.errors import ConfigError
 from feeds.api import BackgroundServer, create_app
 from feeds.config import load_subscriptions
 from feeds.tokens import issue_token
 from pipelines.entry import project_entry
+from pipelines.entry_publisher import LAUNCHED_BY, EntryPublisher
 from pipelines.frontdesk import LiveMatcher
+from pipelines.instance import open_instance
 from pipelines.project import Project
 from pipelines.resources import ProjectResource
 from pipelines.runner import materialize_project
@@ -215,6 +219,9 @@ def test_entry_needs_the_grant_and_is_audited(hub: dict) -> None:
     got = {(a, b) for a, b, _ in outcomes.iter_rows()}
     assert {("desk", "ok"), ("desk", "duplicate"), ("desk", "quarantined"), ("neighbour", "refused")} <= got
     ok = log.filter(pl.col("outcome") == "ok").row(0, named=True)
+    assert ok["batch_id"].startswith(f"{STATION}/front_desk/")  # the batch the entry made
+    assert log.filter(pl.col("outcome") == "refused")["batch_id"].null_count() == log.filter(
+        pl.col("outcome") == "refused").height  # refused before anything was stored
     hashes = json.loads(ok["key_hashes"])
     assert {"id_number", "name", "local_id"} <= set(hashes)
     assert an_id_number() not in ok["key_hashes"] and "柳如烟" not in ok["key_hashes"]
@@ -229,3 +236,52 @@ def test_only_a_station_may_be_granted_entry(tmp_path) -> None:
     (tmp_path / "subscriptions.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
     with pytest.raises(ConfigError, match="only a station subscriber may enter"):
         load_subscriptions(tmp_path)
+
+
+def _sensor_launches(hub: dict) -> list[str]:
+    resources = {"project": ProjectResource(config_dir=str(hub["root"]), warehouse_url=hub["url"])}
+    with dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=resources) as ctx:
+        return [q.partition_key for q in station_drops_sensor(ctx).run_requests]
+
+
+def _wait(predicate, seconds: float = 120.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "the entry publisher did not finish in time"
+        time.sleep(0.1)
+
+
+def test_the_publisher_publishes_an_entry_itself_and_gives_it_back_when_it_fails(hub: dict) -> None:
+    """With an EntryPublisher (the hub's API), an entry is resolved and published by the serving
+    process and the drop sensor launches nothing for it; a publication that fails gives the entry
+    back to the drop sensor."""
+    project, store = hub["project"], hub["store"]
+    materialize_project(project, project.station_ids)  # what the earlier tests entered, published
+    assert _sensor_launches(hub) == []
+    publisher = EntryPublisher(project, store, gather_seconds=0.0)
+    enter = project_entry(project, store, publisher=publisher)
+    before = high_water(hub)
+    body = "50010619850612123"
+    record = resident(local_id="FD-0100", name="林晚照", birth_date="1985-06-12", id_number=body + id_check_char(body),
+                      sex="男", phone="13755550100")
+    assert enter(STATION, "person", record, ref="test")["status"] == "loaded"
+    _wait(lambda: publisher.published == 1)
+    assert _sensor_launches(hub) == []  # claimed when entered: no station run for it
+    people = hub["store"].resolution_store("person", "person_records").membership()
+    assert people.filter(pl.col("record_key") == f"{STATION}:FD-0100").height == 1
+    mine = [e for e in events_after(hub, "neighbour", before) if (e.get("after") or {}).get("phone") == "137****0100"]
+    assert [e["op"] for e in mine] == ["create"]
+    runs = [r.dagster_run for r in open_instance(project).get_run_records(limit=10)]
+    assert {r.tags["enteronce/stage"] for r in runs if r.tags.get("enteronce/launched_by") == LAUNCHED_BY} == {
+        "publication", "feeds"}
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("the instance is gone")
+
+    failing = EntryPublisher(project, store, runner=broken, gather_seconds=0.0)
+    enter = project_entry(project, store, publisher=failing)
+    assert enter(STATION, "person", resident(local_id="FD-0101"), ref="test")["status"] == "loaded"
+    _wait(lambda: failing.failed == 1)
+    assert _sensor_launches(hub) == [STATION]  # the drop sensor takes it the ordinary way
+    materialize_project(project, project.station_ids)
+    assert _sensor_launches(hub) == []

@@ -1,7 +1,9 @@
 """Record entry with the hub running (`enteronce hub`: daemon, UI, feed API), no CLI command typed:
 a record entered with POST /v1/records at station A reaches station B's feed (its outbox files and
-its API events) through the daemon's drop sensor, publication and feed sensor. Embedded profile
-(SQLite warehouse and instance); tests/test_daemon.py runs the same machinery on PostgreSQL too.
+its API events). The hub's API publishes it itself (pipelines/entry_publisher.py: resolution,
+publication and feeds in runs tagged "front desk entry", in the hub's Dagster instance), and the
+daemon's drop sensor launches no station run for it. Embedded profile (SQLite warehouse and
+instance); tests/test_daemon.py runs the daemon's own machinery on PostgreSQL too.
 The time from the entry's answer to B's event is printed (not asserted: speed is for benchmarks)."""
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import httpx
 import pytest
 import yaml
 
+from pipelines.instance import open_instance
 from pipelines.project import Project
 from test_daemon import A, A_AREA, ENTERONCE, WAIT_SECONDS, base_network, cli, free_port, resident, wait_for  # noqa: F401
 
@@ -103,6 +106,14 @@ def test_an_entered_record_reaches_another_stations_feed_with_only_the_daemon(ba
         page = httpx.get(f"{api}/v1/feeds/{b.id}/events", params={"after": 0, "limit": 1000},
                          headers={"Authorization": f"Bearer {tokens[b.id]}"}, timeout=30).json()
         assert any((e.get("after") or {}).get("phone") == "139****2222" for e in page["events"])
+
+        # who published: the API's runs, in the instance the UI shows; no station run for A's entries
+        runs = [r.dagster_run for r in open_instance(project).get_run_records()]
+        by_entry = [r for r in runs if r.tags.get("enteronce/launched_by") == "front desk entry"]
+        assert {r.tags.get("enteronce/stage") for r in by_entry} == {"publication", "feeds"}
+        assert all(r.status.value == "SUCCESS" for r in by_entry)
+        assert not [r for r in runs if r.tags.get("dagster/sensor_name") == "station_drops_sensor"
+                    and r.tags.get("dagster/partition") == A]
     finally:
         os.killpg(hub.pid, signal.SIGTERM)
         try:

@@ -23,7 +23,7 @@ from warehouse.store import Warehouse
 
 AUDIT_SCHEMA = {"audit_id": pl.Int64, "subscriber_id": pl.String, "token_id": pl.String, "channel": pl.String,
                 "kind": pl.String, "entity_type": pl.String, "key_hashes": pl.String, "entity_ids": pl.String,
-                "fields": pl.String, "outcome": pl.String, "at": pl.Datetime("us", "UTC")}
+                "fields": pl.String, "outcome": pl.String, "at": pl.Datetime("us", "UTC"), "batch_id": pl.String}
 
 
 def latest_resolution_seq(store: Warehouse, entity_type: str) -> int:
@@ -122,7 +122,7 @@ def access_log(store: Warehouse, *, subscriber_id: str | None = None, since: dt.
     stmt = sa.select(
         a.c.audit_id, a.c.subscriber_id, a.c.token_id, a.c.channel, a.c.kind, a.c.entity_type,
         sa.cast(a.c.key_hashes, sa.Text).label("key_hashes"), sa.cast(a.c.entity_ids, sa.Text).label("entity_ids"),
-        sa.cast(a.c.fields, sa.Text).label("fields"), a.c.outcome, a.c.at,
+        sa.cast(a.c.fields, sa.Text).label("fields"), a.c.outcome, a.c.at, a.c.batch_id,
     ).order_by(a.c.audit_id)
     return read_access_rows(store.engine, stmt, subscriber=a.c.subscriber_id, at=a.c.at, subscriber_id=subscriber_id,
                             since=since, limit=limit, schema=AUDIT_SCHEMA)

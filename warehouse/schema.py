@@ -536,7 +536,7 @@ quality_state = sa.Table(
     sa.Column("updated_at", TS, nullable=False),
 )
 
-# -- front desk: match and search audit (migration 0012) --------------------------------------
+# -- front desk: match, search and entry audit (migrations 0012, 0013) ------------------------
 # Every match and search a subscriber makes, append only: who (subscriber, token), when, what kind,
 # the query's keys only as keyed hashes (HMAC-SHA256: a copy of this table tells nobody whom a
 # station looked up, yet the same key gives the same hash, so "who searched this ID" is answerable
@@ -548,13 +548,14 @@ front_desk_audit = sa.Table(
     sa.Column("subscriber_id", sa.String(64), nullable=False),
     sa.Column("token_id", sa.String(64)),
     sa.Column("channel", sa.String(16), nullable=False),  # api | cli
-    sa.Column("kind", sa.String(16), nullable=False),  # match | search
+    sa.Column("kind", sa.String(16), nullable=False),  # match | search | entry
     sa.Column("entity_type", sa.String(32), nullable=False),
     sa.Column("key_hashes", sa.JSON, nullable=False),  # field -> HMAC-SHA256 hex of its standardised value
     sa.Column("entity_ids", sa.JSON, nullable=False),  # returned entity ids, best first
     sa.Column("fields", sa.JSON, nullable=False),  # field -> full | masked, fields actually returned
     sa.Column("outcome", sa.String(16), nullable=False),  # ok | refused | limited
     sa.Column("at", TS, nullable=False),
+    sa.Column("batch_id", sa.String(128)),  # an entry: the batch it made (or found, or quarantined)
     sa.Index(None, "subscriber_id", "at"),
 )
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from entity_resolution.standardise.text import normalise_text
+from entity_resolution.standardise.text import normalise_text, normalise_text_value, py_regex
 
 ADDRESS_PART_COLUMNS = (
     "addr_district", "addr_street", "addr_community", "addr_road", "addr_number",
@@ -96,6 +96,11 @@ def _arabic(expr: pl.Expr) -> pl.Expr:
 
 def _canonical(expr: pl.Expr, suffix: str) -> pl.Expr:
     return pl.concat_str(_arabic(expr).str.to_uppercase(), pl.lit(suffix))
+
+
+def _canonical_value(part: str | None, suffix: str) -> str | None:
+    """Per-value `_canonical` (the ids are ASCII digits, Latin letters or Chinese numerals)."""
+    return None if part is None else CHINESE_NUMERALS.get(part, part).upper() + suffix
 
 _SCRATCH = "__ad_"
 
@@ -168,3 +173,70 @@ def with_address(lf: pl.LazyFrame, raw_address: pl.Expr) -> pl.LazyFrame:
         rest, f"{s}province", f"{s}city", f"{s}district", f"{s}district_only",
         f"{s}community", f"{s}road",
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-value twin (standardise/rows.py): `with_address` for one value, the same patterns in order.
+
+
+def _group(pattern: str, text: str, group: int = 1) -> str | None:
+    """`str.extract(pattern, group)`: the group of the first match, None without one."""
+    m = py_regex(pattern).search(text)
+    return None if m is None else m.group(group)
+
+
+def _peel_value(rest: str, pattern: str) -> tuple[str | None, str]:
+    part = _group(pattern, rest)
+    return part, rest.removeprefix(part or "")
+
+
+def address_parts_value(raw: str | None) -> dict[str, str | None]:
+    """`address` and ADDRESS_PART_COLUMNS of one raw address, as `with_address` gives them."""
+    address = normalise_address_value(raw)
+    if address is None:
+        return dict.fromkeys(("address", *ADDRESS_PART_COLUMNS))
+    _, rest = _peel_value(address, PROVINCE)
+    pair = py_regex(CITY_AND_DISTRICT).search(rest)
+    district = None if pair is None else pair.group(2)
+    if pair is not None:
+        rest = rest.removeprefix(pair.group(1) + pair.group(2))
+    district_only, rest = _peel_value(rest, DISTRICT)
+    street, rest = _peel_value(rest, STREET)
+    community = _group(COMMUNITY, rest)
+    if community is not None and "街道" in community:
+        community = None
+    rest = rest.removeprefix(community or "")
+    road = _group(ROAD, rest)
+    community_was_road = community is not None and community.endswith("村") and road is not None and len(road) <= 2
+    compact3 = py_regex(COMPACT3).search(rest)
+    building = _group(BUILDING, rest)
+    compact2 = py_regex(COMPACT2).search(rest) if building is None else None
+    c3 = (None, None, None) if compact3 is None else compact3.groups()
+    c2 = (None, None) if compact2 is None else compact2.groups()
+    if community_was_road:
+        road_part = community + road
+    elif road is not None and len(road) > 1:
+        road_part = road
+    else:
+        road_part = _canonical_value(_group(GROUP, rest), "组")
+    return {
+        "address": address,
+        "addr_district": district if district is not None else district_only,
+        "addr_street": street,
+        "addr_community": None if community_was_road else community,
+        "addr_road": road_part,
+        "addr_number": _group(NUMBER, rest),
+        "addr_building": _canonical_value(_first(building, c3[0], c2[0]), "栋"),
+        "addr_unit": _canonical_value(_first(_group(UNIT, rest), c3[1]), "单元"),
+        "addr_room": _canonical_value(_first(c3[2], c2[1], _group(ROOM, rest), _group(BARE_ROOM, rest)), "室"),
+    }
+
+
+def _first(*values: str | None) -> str | None:
+    """`pl.coalesce` of values."""
+    return next((v for v in values if v is not None), None)
+
+
+def normalise_address_value(raw: str | None) -> str | None:
+    """Per-value `normalise_address`."""
+    return normalise_text_value(raw)

@@ -17,7 +17,14 @@ from functools import partial
 import polars as pl
 
 from entity_resolution.standardise.frames import via_distinct
-from entity_resolution.standardise.text import blank_to_null, normalise_text
+from entity_resolution.standardise.text import (
+    blank_to_null,
+    blank_to_null_value,
+    normalise_text,
+    normalise_text_value,
+    py_regex,
+    py_template,
+)
 
 MIDDLE_DOT = "·"  # U+00B7, the form used by the Ministry of Public Security's ID system
 
@@ -74,13 +81,18 @@ def _token(char: str) -> str:
     return " "
 
 
+def _char_token(char: str) -> str:
+    """`_token` through the per-process cache: each character is looked up in pypinyin once."""
+    token = _CHAR_TOKENS.get(char)
+    if token is None:
+        token = _CHAR_TOKENS[char] = _token(char)
+    return token
+
+
 def _token_table(chars: pl.Series) -> tuple[list[str], list[str]]:
     """Tokens for every distinct character in `chars`, computing only the ones not seen before."""
-    for char in chars.to_list():
-        if char not in _CHAR_TOKENS:
-            _CHAR_TOKENS[char] = _token(char)
     keys = chars.to_list()
-    return keys, [_CHAR_TOKENS[c] for c in keys]
+    return keys, [_char_token(c) for c in keys]
 
 
 def _squash(expr: pl.Expr) -> pl.Expr:
@@ -160,3 +172,40 @@ def name_fields(expr: pl.Expr, *, keep_periods: bool = False) -> pl.Expr:
         partial(_name_fields_distinct, keep_periods=keep_periods),
         NAME_STRUCT,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-value twins (standardise/rows.py)
+
+
+def normalise_name_value(value: str | None, *, keep_periods: bool = False) -> str | None:
+    """`normalise_name` for one value."""
+    text = normalise_text_value(value)
+    if text is None:
+        return None
+    if not keep_periods:
+        stop = py_regex(_HAN_STOP_HAN)
+        text = stop.sub(py_template("${1}·${2}"), stop.sub(py_template("${1}·${2}"), text))
+    text = py_regex(_DOT_VARIANTS).sub(MIDDLE_DOT, text)
+    text = py_regex("·{2,}").sub(MIDDLE_DOT, text)
+    return text.strip(MIDDLE_DOT) or None
+
+
+def name_pinyin_value(name_norm: str | None) -> str | None:
+    """`name_pinyin` for one normalised name (the expression version's rules, same tables)."""
+    if name_norm is None:
+        return None
+    tokens = [_char_token(c) for c in name_norm]
+    compound = COMPOUND_SURNAME_READINGS.get(name_norm[:2])
+    if compound is not None:
+        text = f" {compound} " + "".join(tokens[2:])
+    else:
+        first = SURNAME_READINGS.get(name_norm[:1])
+        text = (f" {first} " if first is not None else tokens[0]) + "".join(tokens[1:])
+    return py_regex(r"\s+").sub(" ", text).strip(" ") or None
+
+
+def name_fields_value(value: str | None, *, keep_periods: bool = False) -> tuple[str | None, str | None, str | None]:
+    """(name, name_norm, name_pinyin) of one raw name, as `name_fields` gives them."""
+    norm = normalise_name_value(value, keep_periods=keep_periods)
+    return blank_to_null_value(value), norm, name_pinyin_value(norm)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from entity_resolution.standardise.text import clean_text
+from entity_resolution.standardise.text import clean_text, clean_text_value, py_regex
 
 CREDIT_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 CREDIT_WEIGHTS: tuple[int, ...] = (
@@ -22,11 +22,12 @@ ISSUE_INVALID_CHARS = "characters outside the code alphabet"
 ISSUE_CHECK = "check character mismatch"
 
 _CLASS = "[0-9A-HJ-NPQRTUWXY]"
+_JUNK = r"[\s'\"`‘’\-]"  # removed by cleaning
 
 
 def clean_credit_code(expr: pl.Expr) -> pl.Expr:
     """Half-width, upper-case, without whitespace, hyphens, quotes or a leading apostrophe."""
-    return clean_text(expr, remove=r"[\s'\"`‘’\-]", case="upper")
+    return clean_text(expr, remove=_JUNK, case="upper")
 
 
 def credit_check_char(code: pl.Expr) -> pl.Expr:
@@ -63,3 +64,28 @@ def with_credit_code(lf: pl.LazyFrame, raw_code: pl.Expr) -> pl.LazyFrame:
     )
     lf = lf.with_columns(issue.alias("credit_code_issue"))
     return lf.with_columns(pl.col("credit_code_issue").is_null().alias("credit_code_valid"))
+
+
+def credit_check_char_value(code: str) -> str | None:
+    """`credit_check_char` of one code (None unless its first 17 characters are in the alphabet)."""
+    body = code[:17]
+    if not py_regex(f"^{_CLASS}{{17}}$").search(body):
+        return None
+    total = sum(CREDIT_ALPHABET.index(c) * w for c, w in zip(body, CREDIT_WEIGHTS, strict=True))
+    return CREDIT_ALPHABET[(31 - total % 31) % 31]
+
+
+def credit_code_value(raw: str | None) -> tuple[str | None, bool, str | None]:
+    """(credit_code, credit_code_valid, credit_code_issue) of one raw value."""
+    code = clean_text_value(raw, remove=_JUNK, case="upper")
+    if code is None:
+        issue = ISSUE_MISSING
+    elif not py_regex(f"^{_CLASS}*$").search(code):
+        issue = ISSUE_INVALID_CHARS
+    elif len(code) != 18:
+        issue = f"wrong length {len(code)}"
+    elif credit_check_char_value(code) not in (None, code[17]):
+        issue = ISSUE_CHECK
+    else:
+        issue = None
+    return code, issue is None, issue

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from entity_resolution.standardise.text import clean_text
+from entity_resolution.standardise.text import clean_text, clean_text_value, py_regex, py_template
 
 PHONE_COLUMNS = ("phone", "phone_kind", "phone_valid")
 
@@ -26,6 +26,9 @@ ISSUE_UNRECOGNISED = "unrecognised number"
 _SCRATCH = "__ph_"
 # Written between digit groups by people and exports; removed before the shape is judged.
 _SEPARATORS = r"[\s'\"`‘’\-()\[\]./]"
+_COUNTRY = r"^(?:\+|00)86"
+_MOBILE_AFTER_86 = r"^86(1[3-9][0-9]{9})$"  # the "+" of +86 lost
+_TRUNKLESS = r"^[2-9]"
 
 
 def with_phone(lf: pl.LazyFrame, raw_phone: pl.Expr) -> pl.LazyFrame:
@@ -38,13 +41,13 @@ def with_phone(lf: pl.LazyFrame, raw_phone: pl.Expr) -> pl.LazyFrame:
     text, national, digits = pl.col(f"{s}text"), pl.col(f"{s}national"), pl.col(f"{s}digits")
     lf = lf.with_columns(clean_text(raw_phone, remove=_SEPARATORS).alias(f"{s}text"))
     lf = lf.with_columns(
-        text.str.contains(r"^(?:\+|00)86").alias(f"{s}intl"),
-        text.str.replace(r"^(?:\+|00)86", "")
-        .str.replace(r"^86(1[3-9][0-9]{9})$", "${1}")
+        text.str.contains(_COUNTRY).alias(f"{s}intl"),
+        text.str.replace(_COUNTRY, "")
+        .str.replace(_MOBILE_AFTER_86, "${1}")
         .alias(f"{s}national"),
     )
     lf = lf.with_columns(
-        pl.when(pl.col(f"{s}intl") & national.str.contains(r"^[2-9]"))
+        pl.when(pl.col(f"{s}intl") & national.str.contains(_TRUNKLESS))
         .then(pl.concat_str(pl.lit("0"), national))
         .otherwise(national)
         .replace("", None)
@@ -79,3 +82,24 @@ def with_phone(lf: pl.LazyFrame, raw_phone: pl.Expr) -> pl.LazyFrame:
         f"{s}text", f"{s}intl", f"{s}national", f"{s}digits", f"{s}mobile", f"{s}landline",
         f"{s}local",
     )
+
+
+def phone_value(raw: str | None) -> tuple[str | None, str | None, bool | None, str | None]:
+    """(phone, phone_kind, phone_valid, issue) of one raw value, as `with_phone` gives them."""
+    text = clean_text_value(raw, remove=_SEPARATORS)
+    if text is None:
+        return None, None, None, None
+    intl = bool(py_regex(_COUNTRY).search(text))
+    national = py_regex(_COUNTRY).sub("", text, count=1)
+    national = py_regex(_MOBILE_AFTER_86).sub(py_template("${1}"), national, count=1)
+    digits = ("0" + national if intl and py_regex(_TRUNKLESS).search(national) else national) or None
+    if digits is None:
+        return None, None, None, None
+    mobile = py_regex(MOBILE).search(digits)
+    landline = py_regex(LANDLINE).search(digits)
+    local = bool(py_regex(LOCAL_ONLY).search(digits))
+    if mobile is not None:
+        return mobile.group(1), "mobile", True, None
+    if landline is not None:
+        return f"{landline.group(1)}-{landline.group(2)}", "landline", True, None
+    return digits, "landline" if local else None, False, ISSUE_NO_AREA if local else ISSUE_UNRECOGNISED
