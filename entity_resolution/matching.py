@@ -15,8 +15,8 @@ Polars functions (`standardise`, `comparison_vectors` and `score` on a frame of 
 answer instead.
 
 `MatchIndex.build` reads the resolved state once (records, membership, model, judgements) and keeps
-only what a query needs: the columns blocking, comparisons and the guard read, derived ones
-included (low-cardinality text as Categorical), the entity of each record, and per blocking rule a sorted array of 64-bit key
+only what a query needs: the columns blocking, comparisons and the guard read, the derived ones
+comparisons and the guard read included (low-cardinality text as Categorical), the entity of each record, and per blocking rule a sorted array of 64-bit key
 hashes with the rows they point to. A query's blocks are then two binary searches per rule, not a
 scan; a million records cost a few hundred MB.
 
@@ -96,6 +96,15 @@ class MatchResult:
     keys: dict[str, str] = field(default_factory=dict)  # standardised query keys (for the audit's hashes)
 
 
+def _scoring_columns(settings: EntitySettings) -> set[str]:
+    """The columns the comparisons and the ID guard read."""
+    out = {c.column for c in settings.comparisons}
+    out |= {lv.column for c in settings.comparisons for lv in c.levels if lv.column}
+    for dv in settings.constraints.distinct_valid:
+        out |= {dv.column, dv.valid_flag}
+    return out
+
+
 def _key_hash_expr(keys: Sequence[str]) -> pl.Expr:
     """The blocking key hash exactly as blocking computes it (null where a key is null)."""
     expr = pl.col(keys[0]).hash() if len(keys) == 1 else pl.struct(list(keys)).hash()
@@ -164,10 +173,12 @@ class MatchIndex:
                                    .then(pl.col(dv.column).hash())).to_series()
             guards.append(h.fill_null(0).to_numpy().astype(np.uint64))  # 0: no trusted value
         schema = dict(records.schema)  # a query's columns, before the derived ones
-        records = with_derived(records, settings)  # once here, not per candidate per request
+        # the derived columns comparisons and the guard read, once here rather than per candidate
+        # per request (blocking-only ones, long keys some of them, live on as the rules' hashes)
+        records = with_derived(records, settings, _scoring_columns(settings))
         rules = []
         for rule in settings.blocking.rules:
-            h = _key_hash(records, rule.keys)
+            h = _key_hash(with_derived(records, settings, rule.keys), rule.keys)
             rows = h.is_not_null().arg_true()
             hv = h.gather(rows).to_numpy().astype(np.uint64)
             order = np.argsort(hv, kind="stable")
@@ -214,30 +225,29 @@ class MatchIndex:
 
     def standardised_many(self, records: Sequence[Mapping[str, object]], keys: Sequence[str], *,
                           by_field: bool = False) -> pl.DataFrame:
-        """Records standardised as ingest does (one frame: standardisation costs per call, not per
-        row), as rows of the index's columns plus `issues`.
+        """Records standardised as ingest does, as rows of the index's columns plus `issues`: by the
+        plain-Python twin (`standardise_rows`), or when it declines by the Polars standardiser (one
+        frame: Polars costs per call, not per row).
 
-        `by_field`: when the records give only fields the type's standardiser can standardise alone
-        (an ID number, a phone: `standardise_fields`), only those fields' steps run; the columns of
-        fields not given are null, as the whole standardiser leaves them, and `issues` is null.
-        For lookups (search), which read neither other fields nor issues."""
+        `by_field`, on the Polars path: when the records give only fields the type's standardiser can
+        standardise alone (an ID number, a phone: `standardise_fields`), only those fields' steps
+        run; the columns of fields not given are null, as the whole standardiser leaves them, and
+        `issues` is null. For lookups (search), which read neither other fields nor issues."""
         rows = [self.check_input(r) for r in records]
-        given = [f for f in self.fields if any(r[f] is not None for r in rows)]
-        std = None
-        if by_field and given:
-            schema = {self.uid: pl.String, **{f: pl.String for f in given}}
-            raw = pl.DataFrame([{self.uid: k, **{f: r[f] for f in given}} for k, r in zip(keys, rows, strict=True)],
-                               schema=schema)
-            std = standardise_fields(raw, self.entity_type, given, today=self.today)
-        if std is None:
-            keyed = [{self.uid: k, **r} for k, r in zip(keys, rows, strict=True)]
-            done = standardise_rows(keyed, self.entity_type, date_formats=self.date_formats, today=self.today)
-            if done is not None:  # the plain-Python twin: the same values in microseconds
-                std = pl.DataFrame(done, schema={self.uid: pl.String, **output_schema(self.entity_type)}, orient="row")
-            else:
-                schema = {self.uid: pl.String, **{f: pl.String for f in self.fields}}
-                std = standardise(pl.DataFrame(keyed, schema=schema), self.entity_type, date_formats=self.date_formats,
-                                  today=self.today)
+        keyed = [{self.uid: k, **r} for k, r in zip(keys, rows, strict=True)]
+        done = standardise_rows(keyed, self.entity_type, date_formats=self.date_formats, today=self.today)
+        if done is not None:  # the plain-Python twin: the same values in microseconds
+            std = pl.DataFrame(done, schema={self.uid: pl.String, **output_schema(self.entity_type)}, orient="row")
+        else:
+            given = [f for f in self.fields if any(r[f] is not None for r in rows)]
+            std = None
+            if by_field and given:
+                raw = pl.DataFrame([{self.uid: k[self.uid], **{f: k[f] for f in given}} for k in keyed],
+                                   schema={self.uid: pl.String, **{f: pl.String for f in given}})
+                std = standardise_fields(raw, self.entity_type, given, today=self.today)
+            if std is None:
+                std = standardise(pl.DataFrame(keyed, schema={self.uid: pl.String, **{f: pl.String for f in self.fields}}),
+                                  self.entity_type, date_formats=self.date_formats, today=self.today)
         cols = [pl.col(c).cast(t) if c in std.columns else pl.lit(None, dtype=t).alias(c)
                 for c, t in self.schema.items()]
         issues = pl.col("issues") if "issues" in std.columns else pl.lit(None, dtype=pl.String).alias("issues")
@@ -353,7 +363,7 @@ class MatchIndex:
                            queries: pl.DataFrame, cand: pl.DataFrame) -> dict[int, list[dict]]:
         """`_best_pairs` by the batch's own Polars functions, for every query at once."""
         with_q = [i for i, r in enumerate(found) if r.size]
-        tiny = pl.concat([queries[with_q], cand], how="vertical_relaxed")
+        tiny = pl.concat([queries[with_q], self._derive(cand).select(queries.columns)], how="vertical_relaxed")
         cand_ids = cand.get_column(self.uid)
         pos = np.concatenate([np.searchsorted(every, found[i]) for i in with_q])
         qidx = np.concatenate([np.full(found[i].size, i, dtype=np.uint32) for i in with_q])

@@ -4,17 +4,19 @@ An entry is already loaded when POST /v1/records answers (connectors/entry.py). 
 daemon, it would then wait for the drop sensor's next tick, a station run, the automation's next
 tick, a publication run and the feed sensor's run: three Dagster runs, each launched in a process
 of its own, 20-30 s in all. The officer's neighbour station should see the resident in seconds,
-so the serving process publishes it itself: it claims the entry as ingested (the station's
-recorded version takes the entry in, so the drop sensor launches nothing for it), then runs
-resolution and publication and the subscribers' feeds in-process, on the warehouse's Dagster
-instance, so the runs are in the UI like any other, tagged `launched_by: front desk entry`. The
-quality pass and the report are left to the daemon, whose automation sees their inputs updated.
+so the serving process publishes it itself: it claims the entry (the station's recorded version
+takes the entry in, so the drop sensor launches no run of its own for it), then runs, in-process
+and on the warehouse's Dagster instance, what the daemon would: the station's run (its ingest, and
+the `station_quality` checks, which validate the entry's batch with the Great Expectations suites
+and hold it if it fails, before anything is published), resolution and publication, and the
+subscribers' feeds. The runs are in the UI like any other, tagged `launched_by: front desk entry`.
+The quality pass and the report are left to the daemon, whose automation sees their inputs
+updated. (The automation may also see the station's run finish before the publication run has
+started and launch a publication of its own: it finds nothing left to do.)
 
-No station run: the entry was loaded by the ingest functions already, and a station run before
-resolution would race the automation, which launches resolution as soon as it sees a station's
-records updated. Entries arriving while a publication runs are gathered into the next one. A
-publication that fails is logged and gives its claim back (the station's version as before the
-entries), so the drop sensor's next look ingests and publishes them the ordinary way.
+Entries arriving while a publication runs are gathered into the next one. A publication that
+fails is logged and gives its claim back (the station's version as before the entries), so the
+drop sensor's next look ingests and publishes them the ordinary way.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from warehouse import Warehouse
 
 log = logging.getLogger("enteronce.entry")
 
-ENTRY_PHASES = ("resolution", "feeds")  # of the graph's phases (pipelines/phases.py); not quality, report
+ENTRY_PHASES = ("ingest", "resolution", "feeds")  # of the graph's phases (pipelines/phases.py)
 LAUNCHED_BY = "front desk entry"
 
 

@@ -273,7 +273,7 @@ def test_the_publisher_publishes_an_entry_itself_and_gives_it_back_when_it_fails
     assert [e["op"] for e in mine] == ["create"]
     runs = [r.dagster_run for r in open_instance(project).get_run_records(limit=10)]
     assert {r.tags["enteronce/stage"] for r in runs if r.tags.get("enteronce/launched_by") == LAUNCHED_BY} == {
-        "publication", "feeds"}
+        "ingest", "publication", "feeds"}
 
     def broken(*_args, **_kwargs):
         raise RuntimeError("the instance is gone")

@@ -1,8 +1,8 @@
 """Record entry with the hub running (`enteronce hub`: daemon, UI, feed API), no CLI command typed:
 a record entered with POST /v1/records at station A reaches station B's feed (its outbox files and
-its API events). The hub's API publishes it itself (pipelines/entry_publisher.py: resolution,
-publication and feeds in runs tagged "front desk entry", in the hub's Dagster instance), and the
-daemon's drop sensor launches no station run for it. Embedded profile (SQLite warehouse and
+its API events). The hub's API publishes it itself (pipelines/entry_publisher.py: the station's
+run with its quality checks, publication and feeds in runs tagged "front desk entry", in the hub's
+Dagster instance), and the daemon's drop sensor launches no station run for it. Embedded profile (SQLite warehouse and
 instance); tests/test_daemon.py runs the daemon's own machinery on PostgreSQL too.
 The time from the entry's answer to B's event is printed (not asserted: speed is for benchmarks)."""
 
@@ -110,7 +110,7 @@ def test_an_entered_record_reaches_another_stations_feed_with_only_the_daemon(ba
         # who published: the API's runs, in the instance the UI shows; no station run for A's entries
         runs = [r.dagster_run for r in open_instance(project).get_run_records()]
         by_entry = [r for r in runs if r.tags.get("enteronce/launched_by") == "front desk entry"]
-        assert {r.tags.get("enteronce/stage") for r in by_entry} == {"publication", "feeds"}
+        assert {r.tags.get("enteronce/stage") for r in by_entry} == {"ingest", "publication", "feeds"}
         assert all(r.status.value == "SUCCESS" for r in by_entry)
         assert not [r for r in runs if r.tags.get("dagster/sensor_name") == "station_drops_sensor"
                     and r.tags.get("dagster/partition") == A]
