@@ -15,8 +15,8 @@ Polars functions (`standardise`, `comparison_vectors` and `score` on a frame of 
 answer instead.
 
 `MatchIndex.build` reads the resolved state once (records, membership, model, judgements) and keeps
-only what a query needs: the columns blocking, comparisons and the guard read, the derived ones
-comparisons and the guard read included (low-cardinality text as Categorical), the entity of each record, and per blocking rule a sorted array of 64-bit key
+only what a query needs: the columns blocking, comparisons and the guard read (low-cardinality text
+as Categorical; derived columns are evaluated per request, on the few candidates), the entity of each record, and per blocking rule a sorted array of 64-bit key
 hashes with the rows they point to. A query's blocks are then two binary searches per rule, not a
 scan; a million records cost a few hundred MB.
 
@@ -96,15 +96,6 @@ class MatchResult:
     keys: dict[str, str] = field(default_factory=dict)  # standardised query keys (for the audit's hashes)
 
 
-def _scoring_columns(settings: EntitySettings) -> set[str]:
-    """The columns the comparisons and the ID guard read."""
-    out = {c.column for c in settings.comparisons}
-    out |= {lv.column for c in settings.comparisons for lv in c.levels if lv.column}
-    for dv in settings.constraints.distinct_valid:
-        out |= {dv.column, dv.valid_flag}
-    return out
-
-
 def _key_hash_expr(keys: Sequence[str]) -> pl.Expr:
     """The blocking key hash exactly as blocking computes it (null where a key is null)."""
     expr = pl.col(keys[0]).hash() if len(keys) == 1 else pl.struct(list(keys)).hash()
@@ -172,10 +163,7 @@ class MatchIndex:
             h = guard_frame.select(pl.when(pl.col(dv.valid_flag).cast(pl.Boolean).fill_null(False))
                                    .then(pl.col(dv.column).hash())).to_series()
             guards.append(h.fill_null(0).to_numpy().astype(np.uint64))  # 0: no trusted value
-        schema = dict(records.schema)  # a query's columns, before the derived ones
-        # the derived columns comparisons and the guard read, once here rather than per candidate
-        # per request (blocking-only ones, long keys some of them, live on as the rules' hashes)
-        records = with_derived(records, settings, _scoring_columns(settings))
+        schema = dict(records.schema)
         rules = []
         for rule in settings.blocking.rules:
             h = _key_hash(with_derived(records, settings, rule.keys), rule.keys)
@@ -318,7 +306,7 @@ class MatchIndex:
         every = np.unique(np.concatenate(found)) if any(r.size for r in found) else np.empty(0, dtype=np.uint32)
         parts: dict[int, list[dict]] = {}
         if every.size:
-            cand = self._rows(every)
+            cand = self._derive(self._rows(every))  # per request: held for a million records they cost 150+ MB
             qrows = queries.to_dicts()
             values = {r[self.uid]: r for r in cand.iter_rows(named=True)}
             cand_ids = cand.get_column(self.uid).to_list()
@@ -363,7 +351,7 @@ class MatchIndex:
                            queries: pl.DataFrame, cand: pl.DataFrame) -> dict[int, list[dict]]:
         """`_best_pairs` by the batch's own Polars functions, for every query at once."""
         with_q = [i for i, r in enumerate(found) if r.size]
-        tiny = pl.concat([queries[with_q], self._derive(cand).select(queries.columns)], how="vertical_relaxed")
+        tiny = pl.concat([queries[with_q], cand], how="vertical_relaxed")
         cand_ids = cand.get_column(self.uid)
         pos = np.concatenate([np.searchsorted(every, found[i]) for i in with_q])
         qidx = np.concatenate([np.full(found[i].size, i, dtype=np.uint32) for i in with_q])

@@ -94,7 +94,7 @@ class _Plan:
 
 # Caches by object identity; an entry holds its objects, so their ids are not reused while it lives.
 _plans: dict[int, tuple[tuple[EntitySettings], _Plan]] = {}
-_tf_maps: dict[int, tuple[tuple[pl.DataFrame], dict[str, float]]] = {}
+_tf_maps: dict[int, tuple[tuple[pl.DataFrame], _TfLookup]] = {}
 _weight_cache: dict[tuple[int, int], tuple[Any, ...]] = {}
 _lock = threading.Lock()
 
@@ -135,11 +135,25 @@ def _plan(settings: EntitySettings) -> _Plan:
     return _cached(_plans, id(settings), settings, lambda: _compile(settings), _PLAN_CACHE_SIZE)
 
 
-def _tf_map(table: pl.DataFrame) -> dict[str, float]:
-    """value -> freq of a model's term-frequency table, built once per table object."""
-    return _cached(_tf_maps, id(table), table, lambda: dict(zip(
-        table.get_column("value").to_list(), table.get_column("freq").to_list(), strict=True)),
-        4 * _PLAN_CACHE_SIZE)
+class _TfLookup:
+    """value -> freq of a model's term-frequency table by binary search on the values sorted: a
+    dict of every name of a million-record model would cost hundreds of MB in the serving
+    process; a lookup is one search_sorted."""
+
+    def __init__(self, table: pl.DataFrame):
+        ordered = table.select(pl.col("value").cast(pl.String), "freq").sort("value")
+        self.values, self.freqs = ordered.get_column("value"), ordered.get_column("freq")
+
+    def get(self, value: str, default: float) -> float:
+        i = int(self.values.search_sorted(value))
+        if i < self.values.len() and self.values[i] == value:
+            return self.freqs[i]
+        return default
+
+
+def _tf_map(table: pl.DataFrame) -> _TfLookup:
+    """The lookup of a model's term-frequency table, built once per table object."""
+    return _cached(_tf_maps, id(table), table, lambda: _TfLookup(table), 4 * _PLAN_CACHE_SIZE)
 
 
 # ------------------------------------------------------------------------------- values
@@ -312,9 +326,9 @@ def _unchanged(state: tuple[Any, ...], model: Model) -> bool:
             and all(model.tf.get(k) is t for k, t in tf.items()))
 
 
-def _compute_weights(plan: _Plan, model: Model) -> list[tuple[list[float], dict[str, float] | None, float, float]]:
+def _compute_weights(plan: _Plan, model: Model) -> list[tuple[list[float], _TfLookup | None, float, float]]:
     """Per comparison: the float32 weight per level, and for a term-frequency comparison its
-    value -> freq table, the frequency of an unlisted value and m of the first level."""
+    value -> freq lookup, the frequency of an unlisted value and m of the first level."""
     out = []
     for comp in plan.comparisons:
         levels = [_float32(w) for w in model.level_weights(comp.name)]

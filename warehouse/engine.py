@@ -12,22 +12,13 @@ from sqlalchemy import event
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-# Connections kept open per engine. The API answers on a pool of threads (40 at most) and each
-# request reads the warehouse (its token, at least): with SQLAlchemy's default of 5, twenty
-# clients made it open and close a connection per request, most of the request's cost.
-POOL_SIZE = 16
-MAX_OVERFLOW = 32
-
-
 def create_engine(url: str) -> sa.Engine:
     """An engine tuned per dialect: SQLite gets WAL and foreign keys, as it is the embedded default."""
     sa_url = sa.make_url(url)
     if sa_url.get_backend_name() == "sqlite":
-        pool = {}
         if sa_url.database and sa_url.database != ":memory:":
             Path(sa_url.database).parent.mkdir(parents=True, exist_ok=True)
-            pool = {"pool_size": POOL_SIZE, "max_overflow": MAX_OVERFLOW}
-        engine = sa.create_engine(sa_url, connect_args={"timeout": 60}, **pool)
+        engine = sa.create_engine(sa_url, connect_args={"timeout": 60})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record) -> None:  # pragma: no cover - trivial
@@ -40,7 +31,7 @@ def create_engine(url: str) -> sa.Engine:
             cur.close()
 
         return engine
-    return sa.create_engine(sa_url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW)
+    return sa.create_engine(sa_url, pool_pre_ping=True)
 
 
 def alembic_config(engine: sa.Engine | None = None) -> Config:
