@@ -16,9 +16,10 @@ answer instead.
 
 `MatchIndex.build` reads the resolved state once (records, membership, model, judgements) and keeps
 only what a query needs: the columns blocking, comparisons and the guard read (low-cardinality text
-as Categorical; derived columns are evaluated per request, on the few candidates), the entity of each record, and per blocking rule a sorted array of 64-bit key
-hashes with the rows they point to. A query's blocks are then two binary searches per rule, not a
-scan; a million records cost a few hundred MB.
+as Categorical; derived columns are evaluated per request, on the few candidates), the entity of
+each record, and per blocking rule a sorted array of 64-bit key hashes with the rows they point to.
+A query's blocks are then two binary searches per rule, not a scan; a million records cost a few
+hundred MB.
 
 From records to entities (what clustering would do with the record):
 - per candidate entity, the record's best pair (highest match probability);
@@ -50,8 +51,8 @@ from core.entity_types import EntityType
 from entity_resolution.blocking import with_derived
 from entity_resolution.comparisons import comparison_vectors
 from entity_resolution.config import EntitySettings
-from entity_resolution.resolve import guard_records
 from entity_resolution.pair_scores import score_pair_rows
+from entity_resolution.resolve import guard_records
 from entity_resolution.scoring import Model, explain, score
 from entity_resolution.service import needed_columns
 from entity_resolution.standardise.dates import DEFAULT_DATE_FORMATS
@@ -366,7 +367,7 @@ class MatchIndex:
 
     def _entities(self, best: list[dict], qrow: dict, qguard: list[int], values: dict[str, dict],
                   key: str | None, own: int | None, limit: int) -> list[dict]:
-        """One query's entities: its best pair per entity (`best`, strongest first), then the
+        """One query's entities: its best pair per entity (`best`), then the
         judgements and the ID guard as clustering applies them, ranked by decision then probability."""
         judged = self._judged(key) if own is not None and key is not None else {}
         # Clustering applies a record's edges strongest first, ties by pair (left_id, right_id):

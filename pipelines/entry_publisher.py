@@ -51,7 +51,7 @@ class EntryPublisher:
         self._runner = runner
         self._pending: dict[str, str | None] = {}  # station -> its entry marks before the first pending entry
         self._cv = threading.Condition()
-        self.published = 0  # publications done and failed (for tests and the log)
+        self.published = 0  # publications done, and failed (for tests)
         self.failed = 0
         self._thread = threading.Thread(target=self._work, daemon=True, name="entry-publisher")
         self._thread.start()

@@ -236,11 +236,9 @@ def create_hub_app(project: Project, *, limits=None, warm: bool = True, publish_
     from pipelines.entry_publisher import EntryPublisher
 
     publisher = EntryPublisher(project, store) if publish_entries else None
-    app = create_app(project.warehouse_url, project.config_dir, limits=limits, matcher=matcher,
-                     audit_key=audit_key(project.data_dir), store=store,
-                     entry=project_entry(project, store, publisher=publisher))
-    app.state.entry_publisher = publisher
-    return app
+    return create_app(project.warehouse_url, project.config_dir, limits=limits, matcher=matcher,
+                      audit_key=audit_key(project.data_dir), store=store,
+                      entry=project_entry(project, store, publisher=publisher))
 
 
 def app_from_env():
