@@ -8,7 +8,7 @@ and caps, the candidate pairs are compared and scored with the stored model (ter
 included), and the ID guard and reviewers' judgements act as clustering applies them.
 
 Standardising and scoring go through the plain-Python twins of the batch's Polars functions
-(`standardise_rows`, `score_pair_rows`): Polars costs tens of milliseconds per call whatever the
+(`standardise_rows`, `PairScorer`): Polars costs tens of milliseconds per call whatever the
 row count, the twins microseconds per record. The twins are tested value for value against the
 Polars functions and answer None for anything they do not read exactly as Polars would; the
 Polars functions (`standardise`, `comparison_vectors` and `score` on a frame of a few rows) then
@@ -51,7 +51,7 @@ from core.entity_types import EntityType
 from entity_resolution.blocking import with_derived
 from entity_resolution.comparisons import comparison_vectors
 from entity_resolution.config import EntitySettings
-from entity_resolution.pair_scores import score_pair_rows
+from entity_resolution.pair_scores import PairScorer
 from entity_resolution.resolve import guard_records
 from entity_resolution.scoring import Model, explain, score
 from entity_resolution.service import needed_columns
@@ -133,6 +133,7 @@ class MatchIndex:
         self.member_order, self.member_start = member_order, member_start
         self.guards, self.rules, self.judgements, self.seq = guards, rules, judgements, seq
         self.date_formats, self.today = tuple(date_formats), today
+        self.scorer = PairScorer(settings, model)  # the pair-scoring twin, worked out once per index
         self.uid = settings.unique_id
         self._keys = records.get_column(self.uid)
         self._derived = [(name, pl.sql_expr(expr).alias(name)) for name, expr in settings.derived.items()]
@@ -182,10 +183,14 @@ class MatchIndex:
             records = records.with_columns(compact)
         judgements = state.judgements.select("left_id", "right_id", "verdict") if state.judgements.height else \
             pl.DataFrame(schema={"left_id": pl.String, "right_id": pl.String, "verdict": pl.String})
-        return cls(settings=settings, entity_type=entity_type, model=model, records=records, schema=schema,
-                   entity_codes=entity_codes, entity_ids=entity_ids, member_order=member_order,
-                   member_start=member_start, guards=guards, rules=rules, judgements=judgements, seq=state.seq,
-                   date_formats=date_formats, today=today)
+        index = cls(settings=settings, entity_type=entity_type, model=model, records=records, schema=schema,
+                    entity_codes=entity_codes, entity_ids=entity_ids, member_order=member_order,
+                    member_start=member_start, guards=guards, rules=rules, judgements=judgements, seq=state.seq,
+                    date_formats=date_formats, today=today)
+        # the standardiser twin's one-time set-up (Unicode tables read from Polars, about a second)
+        # here, while the index is built, rather than in the first officer's request
+        index.standardised({f: "0 张" for f in index.fields})
+        return index
 
     @property
     def size(self) -> int:
@@ -336,7 +341,7 @@ class MatchIndex:
                 continue
             pos = np.searchsorted(every, rows)
             keys = [cand_ids[p] for p in pos]
-            scored = score_pair_rows(qrows[i], [values[k] for k in keys], self.settings, self.model)
+            scored = self.scorer.score(qrows[i], [values[k] for k in keys])
             if scored is None:
                 return None
             best: dict[int, dict] = {}

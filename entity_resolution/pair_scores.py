@@ -24,7 +24,6 @@ Polars path, which gives the answer or the error.
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -51,7 +50,6 @@ from entity_resolution.scoring import Model, guard_reason, weight_column
 
 _DATE_KINDS = frozenset({"date_swap", "date_within"})
 _LN2 = math.log(2.0)  # Polars' log(2) is ln(x) / ln(2), which differs from math.log2 in the last bit
-_PLAN_CACHE_SIZE = 16
 _EXACT_TYPES = (str, int, float, date)  # bool is an int, datetime a date
 
 
@@ -92,13 +90,6 @@ class _Plan:
     review: float
 
 
-# Caches by object identity; an entry holds its objects, so their ids are not reused while it lives.
-_plans: dict[int, tuple[tuple[EntitySettings], _Plan]] = {}
-_tf_maps: dict[int, tuple[tuple[pl.DataFrame], _TfLookup]] = {}
-_weight_cache: dict[tuple[int, int], tuple[Any, ...]] = {}
-_lock = threading.Lock()
-
-
 def _compile(settings: EntitySettings) -> _Plan:
     regions = region_group_map(settings)
     comparisons = []
@@ -117,24 +108,6 @@ def _compile(settings: EntitySettings) -> _Plan:
                  settings.thresholds.match, settings.thresholds.review)
 
 
-def _cached(cache: dict, key: int, owner: object, build: Callable[[], Any], size: int) -> Any:
-    """The value built for `owner`, valid while the entry under its id holds that very object."""
-    hit = cache.get(key)
-    if hit is not None and hit[0][0] is owner:
-        return hit[1]
-    value = build()
-    with _lock:
-        if len(cache) >= size:
-            cache.pop(next(iter(cache)), None)
-        cache[key] = ((owner,), value)
-    return value
-
-
-def _plan(settings: EntitySettings) -> _Plan:
-    """The settings' plan (settings are immutable, so it is worked out once per object)."""
-    return _cached(_plans, id(settings), settings, lambda: _compile(settings), _PLAN_CACHE_SIZE)
-
-
 class _TfLookup:
     """value -> freq of a model's term-frequency table by binary search on the values sorted: a
     dict of every name of a million-record model would cost hundreds of MB in the serving
@@ -149,11 +122,6 @@ class _TfLookup:
         if i < self.values.len() and self.values[i] == value:
             return self.freqs[i]
         return default
-
-
-def _tf_map(table: pl.DataFrame) -> _TfLookup:
-    """The lookup of a model's term-frequency table, built once per table object."""
-    return _cached(_tf_maps, id(table), table, lambda: _TfLookup(table), 4 * _PLAN_CACHE_SIZE)
 
 
 # ------------------------------------------------------------------------------- values
@@ -314,18 +282,6 @@ def _decision(plan: _Plan, p: float, violated: bool, reason: str | None) -> tupl
     return ("review" if p >= plan.review else "non_match"), None
 
 
-def _model_state(model: Model) -> tuple[Any, ...]:
-    """What the weights are computed from, copied: a cached entry is valid while these agree."""
-    return ({k: list(v) for k, v in model.m.items()}, {k: list(v) for k, v in model.u.items()},
-            dict(model.tf_minimum), dict(model.tf))
-
-
-def _unchanged(state: tuple[Any, ...], model: Model) -> bool:
-    m, u, tf_minimum, tf = state
-    return (m == model.m and u == model.u and tf_minimum == model.tf_minimum and len(tf) == len(model.tf)
-            and all(model.tf.get(k) is t for k, t in tf.items()))
-
-
 def _compute_weights(plan: _Plan, model: Model) -> list[tuple[list[float], _TfLookup | None, float, float]]:
     """Per comparison: the float32 weight per level, and for a term-frequency comparison its
     value -> freq lookup, the frequency of an unlisted value and m of the first level."""
@@ -337,23 +293,8 @@ def _compute_weights(plan: _Plan, model: Model) -> list[tuple[list[float], _TfLo
             out.append((levels, None, 0.0, 0.0))
         else:
             floor = model.tf_minimum.get(comp.name, model.u[comp.name][0])
-            out.append((levels, _tf_map(table), floor, model.m[comp.name][0]))
+            out.append((levels, _TfLookup(table), floor, model.m[comp.name][0]))
     return out
-
-
-def _weights(plan: _Plan, settings: EntitySettings, model: Model) -> list:
-    """`_compute_weights`, cached per (settings, model) while the model's m, u and term
-    frequencies stay what they were (a model is a mutable dataclass)."""
-    key = (id(settings), id(model))
-    hit = _weight_cache.get(key)
-    if hit is not None and hit[0] is settings and hit[1] is model and _unchanged(hit[2], model):
-        return hit[3]
-    state, weights = _model_state(model), _compute_weights(plan, model)
-    with _lock:
-        if len(_weight_cache) >= _PLAN_CACHE_SIZE:
-            _weight_cache.pop(next(iter(_weight_cache)), None)
-        _weight_cache[key] = (settings, model, state, weights)
-    return weights
 
 
 def _score_one(plan: _Plan, weights: list, prior: float, left: Mapping[str, Any],
@@ -389,32 +330,46 @@ def _score_one(plan: _Plan, weights: list, prior: float, left: Mapping[str, Any]
     return row
 
 
+class PairScorer:
+    """The twin for one (settings, model), worked out once: the comparisons' level tests, the
+    region table, the weights and the term-frequency lookups. A front desk's index holds one for
+    as long as it serves; a new resolution run builds a new index, so a new scorer.
+
+    Raises ValueError for a model trained for other settings, as `score` does."""
+
+    def __init__(self, settings: EntitySettings, model: Model):
+        self.plan = _compile(settings)
+        if model.settings_hash and model.settings_hash != self.plan.settings_hash:
+            raise ValueError(
+                "model was trained for other comparison settings "
+                f"(model {model.settings_hash}, settings {self.plan.settings_hash}): retrain it"
+            )
+        self.weights = _compute_weights(self.plan, model)
+        self.prior = model.prior_weight
+
+    def score(self, left: Mapping[str, object], rights: Sequence[Mapping[str, object]]) -> list[dict] | None:
+        """Per right, the row `score(comparison_vectors(pairs, records, settings), records, model,
+        settings)` gives for the pair (left_id = left's unique id, right_id = right's): left_id,
+        right_id, gamma_<name>, w_<name>, match_weight, match_probability, constraint_violated,
+        decision, review_reason.
+
+        Rows are records as `prepare` leaves them: every column the settings read, derived ones
+        included. None when a value is one the twin does not read exactly as Polars would (the
+        caller then takes the Polars path). Ids that are null or repeated raise as the Polars path
+        does."""
+        plan = self.plan
+        try:
+            ids = [left[plan.uid], *(r[plan.uid] for r in rights)]
+            if any(i is None for i in ids):
+                raise ValueError(f"{plan.uid}: null id(s)")
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"{plan.uid}: ids are not unique")
+            return [_score_one(plan, self.weights, self.prior, left, right) for right in rights]
+        except (_Uncovered, KeyError):  # KeyError: a column the rows lack
+            return None
+
+
 def score_pair_rows(left: Mapping[str, object], rights: Sequence[Mapping[str, object]],
                     settings: EntitySettings, model: Model) -> list[dict] | None:
-    """Per right, the row `score(comparison_vectors(pairs, records, settings), records, model,
-    settings)` gives for the pair (left_id = left's unique id, right_id = right's): left_id,
-    right_id, gamma_<name>, w_<name>, match_weight, match_probability, constraint_violated,
-    decision, review_reason.
-
-    Rows are records as `prepare` leaves them: every column the settings read, derived ones
-    included. None when a value is one the twin does not read exactly as Polars would (the
-    caller then takes the Polars path). A model trained for other settings, or ids that are
-    null or repeated, raise as the Polars path does.
-    """
-    plan = _plan(settings)
-    if model.settings_hash and model.settings_hash != plan.settings_hash:
-        raise ValueError(
-            "model was trained for other comparison settings "
-            f"(model {model.settings_hash}, settings {plan.settings_hash}): retrain it"
-        )
-    try:
-        ids = [left[plan.uid], *(r[plan.uid] for r in rights)]
-        if any(i is None for i in ids):
-            raise ValueError(f"{plan.uid}: null id(s)")
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"{plan.uid}: ids are not unique")
-        weights = _weights(plan, settings, model)
-        prior = model.prior_weight
-        return [_score_one(plan, weights, prior, left, right) for right in rights]
-    except (_Uncovered, KeyError):  # KeyError: a column the rows lack
-        return None
+    """`PairScorer(settings, model).score(left, rights)`, for one call."""
+    return PairScorer(settings, model).score(left, rights)

@@ -227,7 +227,7 @@ def test_a_single_request_is_answered_without_a_batch_partner(desks) -> None:
 
 
 def test_the_plain_python_path_answers_as_the_polars_path(desks, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`match_many` through the plain-Python twins (standardise_rows, score_pair_rows) gives the
+    """`match_many` through the plain-Python twins (standardise_rows, the index's PairScorer) gives the
     same checks, candidates, decisions, probabilities and explanations as through the batch's
     Polars functions, on stored records typed raw and on noisy copies of them."""
     import entity_resolution.matching as matching
@@ -253,11 +253,11 @@ def test_the_plain_python_path_answers_as_the_polars_path(desks, monkeypatch: py
 
     with monkeypatch.context() as m:
         m.setattr(matching, "standardise_rows", counted(matching.standardise_rows))
-        m.setattr(matching, "score_pair_rows", counted(matching.score_pair_rows))
+        m.setattr(index.scorer, "score", counted(index.scorer.score))
         fast = index.match_many(records, limit=10)
     assert declined and not any(declined)  # the twins answered every call: the fast path is the one tested
     monkeypatch.setattr(matching, "standardise_rows", lambda *a, **k: None)
-    monkeypatch.setattr(matching, "score_pair_rows", lambda *a, **k: None)
+    monkeypatch.setattr(index.scorer, "score", lambda *a, **k: None)
     slow = index.match_many(records, limit=10)
     assert [(r.checks, r.keys) for r in fast] == [(r.checks, r.keys) for r in slow]
 

@@ -31,7 +31,7 @@ from entity_resolution.config import (
     RegionChange,
     load_resolution,
 )
-from entity_resolution.pair_scores import score_pair_rows
+from entity_resolution.pair_scores import PairScorer, score_pair_rows
 from entity_resolution.scoring import Model, score, train
 
 # ---------------------------------------------------------------------------------- helpers
@@ -53,8 +53,9 @@ def twin_rows(records: pl.DataFrame, pairs: pl.DataFrame, settings: EntitySettin
         by_left[left].append(i)
     rights = pairs.get_column("right_id").to_list()
     out: list[dict | None] = [None] * pairs.height
+    scorer = PairScorer(settings, model)
     for left, idx in by_left.items():
-        got = score_pair_rows(rows[left], [rows[rights[i]] for i in idx], settings, model)
+        got = scorer.score(rows[left], [rows[rights[i]] for i in idx])
         assert got is not None, left
         for i, row in zip(idx, got, strict=True):
             out[i] = row

@@ -115,6 +115,10 @@ def _timestamp(lf, field, raw, spec, ctx):
     return Applied(lf.with_columns(valid.alias(f"{field}_valid")), (field, f"{field}_valid"), f"{field}_valid", message)
 
 
+# What a value that does not cast is called in `issues` (the per-row twin, rows.py, says the same).
+CAST_ISSUES = {"integer": "not a whole number", "number": "not a number", "boolean": "not yes or no"}
+
+
 def _cast(dtype: pl.DataType, what: str) -> Standardiser:
     def apply(lf, field, raw, spec, ctx):
         text = blank_to_null(clean_text(raw))
@@ -184,9 +188,9 @@ STANDARDISERS: dict[str, Standardiser] = {
     "digits": _text(remove=r"[^0-9]"),
     "date": _date,
     "timestamp": _timestamp,
-    "integer": _cast(pl.Int64, "not a whole number"),
-    "number": _cast(pl.Float64, "not a number"),
-    "boolean": _cast(pl.Boolean, "not yes or no"),
+    "integer": _cast(pl.Int64, CAST_ISSUES["integer"]),
+    "number": _cast(pl.Float64, CAST_ISSUES["number"]),
+    "boolean": _cast(pl.Boolean, CAST_ISSUES["boolean"]),
     "chinese_name": _chinese_name,
     "id_number": _id_number,
     "credit_code": _credit_code,

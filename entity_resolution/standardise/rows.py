@@ -40,6 +40,7 @@ from entity_resolution.standardise.dates import (
     timestamp_value,
 )
 from entity_resolution.standardise.id_numbers import ID_COLUMNS, id_number_value
+from entity_resolution.standardise.library import CAST_ISSUES
 from entity_resolution.standardise.names import name_fields_value
 from entity_resolution.standardise.org_codes import (
     CREDIT_CODE_COLUMNS,
@@ -267,9 +268,9 @@ FIELD_ROWS: dict[str, FieldRow] = {
     "digits": _text(remove=r"[^0-9]"),
     "date": _date,
     "timestamp": _timestamp,
-    "integer": _cast(_integer, "not a whole number"),
-    "number": _cast(_number, "not a number"),
-    "boolean": _cast(_boolean, "not yes or no"),
+    "integer": _cast(_integer, CAST_ISSUES["integer"]),
+    "number": _cast(_number, CAST_ISSUES["number"]),
+    "boolean": _cast(_boolean, CAST_ISSUES["boolean"]),
     "chinese_name": _chinese_name,
     "id_number": _id_number,
     "credit_code": _credit_code,
