@@ -8,7 +8,7 @@ API_PORT ?= 8000
 HOST ?= 127.0.0.1
 PARALLEL ?= 4
 
-.PHONY: demo test ui hub bench bench-daemon bench-resolution bench-accuracy bench-propagation bench-feeds bench-feeds-api bench-report bench-quality bench-pipeline install clean
+.PHONY: demo test ui hub bench bench-daemon bench-resolution bench-accuracy bench-propagation bench-feeds bench-feeds-api bench-publication bench-match-api bench-report bench-quality bench-pipeline install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -50,6 +50,14 @@ bench-feeds: $(STAMP)
 
 bench-feeds-api: $(STAMP)
 	$(BIN)/python benchmarks/feeds_api.py
+
+# The first publication of N resolved records (ROWS; WAREHOUSE=postgresql for PostgreSQL).
+bench-publication: $(STAMP)
+	$(BIN)/python benchmarks/publication.py --rows $(or $(ROWS),1000000) $(if $(filter postgresql,$(WAREHOUSE)),--postgresql)
+
+# The front desk under 20 clients: /v1/match, /v1/search, memory and consistency with batch (RECORDS).
+bench-match-api: $(STAMP)
+	$(BIN)/python benchmarks/match_api.py --records $(or $(RECORDS),1000000)
 
 bench-report: $(STAMP)
 	$(BIN)/python benchmarks/report.py

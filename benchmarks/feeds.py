@@ -11,7 +11,8 @@ stage runs in its own process so that its peak memory is its own:
 
 - `build (in memory)`: read the outbox once, scope, project and mask for every subscriber;
 - `build + files`: the same, plus JSON Lines, CSV and Parquet and a manifest per subscriber,
-  cursors and audit rows (what `enteronce feed build` does).
+  cursors and audit rows, and the API's pages prepared from seq 0 (what `enteronce feed build`
+  does; the API row below then reads those pages).
 """
 
 from __future__ import annotations

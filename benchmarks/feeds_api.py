@@ -6,10 +6,18 @@ jurisdictions, a subscriber per station and a city-wide department) and measures
 whose pages are full (with --station, also a station, whose events are sparse in the outbox):
 
     .venv/bin/python benchmarks/feeds_api.py [--events 100000] [--stations 943] [--workers 1] [--station]
+        [--on-demand] [--audit group|direct]
+
+As a feed build would, it first prepares every subscriber's pages (feeds.files.prepare_api: scope,
+projection and masking done once, stored per subscriber); `--on-demand` skips that, so every
+request builds its page from the outbox (the path a page takes past the last build, or under a
+changed subscription). `--audit` says how requests commit their audit rows (ENTERONCE_FEED_AUDIT:
+a transaction per request, the default, or group commit); `--audit-compare` measures the two in
+process, without HTTP.
 
 The server is `uvicorn feeds.api:app_from_env` in a separate process (so the clients do not share
 its interpreter); each client has its own connection pool and asks for pages at random positions
-of the outbox, so every request builds a real page (scope, projection, masking, audit row).
+of the outbox; every request writes its audit row.
 """
 
 from __future__ import annotations
@@ -22,15 +30,20 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PG = "postgresql+psycopg://root@127.0.0.1:5432/postgres"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the synthetic outbox: tests/fixtures/
+
+sys.path.append(str(ROOT / "benchmarks"))  # scratch.py (last: benchmarks/feeds.py is no package)
 
 from feeds.tokens import issue_token, revoke_token  # noqa: E402
 from warehouse import Warehouse  # noqa: E402
@@ -42,10 +55,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_server(warehouse_url: str, config_dir: Path, workers: int) -> tuple[subprocess.Popen, str]:
+def _start_server(warehouse_url: str, config_dir: Path, workers: int, audit: str | None = None
+                  ) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     env = {**os.environ, "ENTERONCE_CONFIG": str(config_dir), "ENTERONCE_WAREHOUSE_URL": warehouse_url,
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    if audit:
+        env["ENTERONCE_FEED_AUDIT"] = audit
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "feeds.api:app_from_env", "--factory", "--host", "127.0.0.1",
          "--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
@@ -67,13 +83,13 @@ def _start_server(warehouse_url: str, config_dir: Path, workers: int) -> tuple[s
 
 
 def measure(warehouse_url: str, config_dir: Path, subscriber_id: str, clients: int = 20, page: int = 1000,
-            requests: int = 400, *, workers: int = 1, seed: int = 1) -> dict:
+            requests: int = 400, *, workers: int = 1, seed: int = 1, audit: str | None = None) -> dict:
     """Latency of `GET /v1/feeds/{subscriber}/events?after=…&limit=page` under `clients` concurrent
     clients, `requests` requests in all: p50_ms, p99_ms, rps, mean events per page."""
     store = Warehouse(warehouse_url).migrate()
     token = issue_token(store, subscriber_id, "benchmark")
     high = store.max_event_seq()
-    proc, url = _start_server(warehouse_url, Path(config_dir), workers)
+    proc, url = _start_server(warehouse_url, Path(config_dir), workers, audit)
     per_client = max(1, requests // clients)
 
     def client(i: int) -> list[tuple[float, int]]:
@@ -81,14 +97,17 @@ def measure(warehouse_url: str, config_dir: Path, subscriber_id: str, clients: i
         out = []
         with httpx.Client(base_url=url, timeout=120,
                           headers={"Authorization": f"Bearer {token.token}"}) as http:
-            http.get(f"/v1/feeds/{subscriber_id}/events", params={"after": 0, "limit": 1})  # connect, warm up
+            first = http.get(f"/v1/feeds/{subscriber_id}/events", params={"after": 0, "limit": page})  # warm up
+            assert first.content.count(b'"event_id":') == len(first.json()["events"])
             for _ in range(per_client):
                 after = rng.randrange(0, max(1, high - page))
                 t0 = time.perf_counter()
                 r = http.get(f"/v1/feeds/{subscriber_id}/events", params={"after": after, "limit": page})
                 elapsed = time.perf_counter() - t0
                 r.raise_for_status()
-                out.append((elapsed, len(r.json()["events"])))
+                # counted, not decoded: twenty clients decoding 1,000-event pages in this one
+                # interpreter would hold its lock long enough to show in each other's latencies
+                out.append((elapsed, r.content.count(b'"event_id":')))
         return out
 
     try:
@@ -108,15 +127,16 @@ def measure(warehouse_url: str, config_dir: Path, subscriber_id: str, clients: i
             "rps": len(results) / wall, "events_per_s": sum(r[1] for r in results) / wall}
 
 
-def build(root: Path, *, events: int, stations: int) -> tuple[str, list[str]]:
-    """A synthetic warehouse and subscriptions.yaml under `root`; returns (url, subscriber ids)."""
+def build(root: Path, *, events: int, stations: int, url: str | None = None) -> tuple[str, list[str]]:
+    """A synthetic warehouse (SQLite under `root` unless `url`) and subscriptions.yaml under
+    `root`; returns (url, subscriber ids)."""
     import yaml
 
     from fixtures.feed_outbox import bulk_outbox
     from warehouse.feeds import FeedStore
 
     jurisdictions = {f"s{i:04d}": [f"5001{i // 100:02d}{i % 100:03d}"] for i in range(stations)}
-    url = f"sqlite:///{root / 'warehouse.sqlite'}"
+    url = url or f"sqlite:///{root / 'warehouse.sqlite'}"
     store = Warehouse(url).migrate()
     FeedStore(store).load_frames(bulk_outbox(jurisdictions, events=events))
     role = {"fields": {"name_norm": "full", "id_number": "masked", "phone": "masked", "address": "full",
@@ -138,6 +158,66 @@ def build(root: Path, *, events: int, stations: int) -> tuple[str, list[str]]:
     return url, ["city", "s0000"]
 
 
+def audit_compare(url: str, config_dir: Path, subscriber_id: str, *, clients: int = 20, page: int = 1000,
+                  requests: int = 400) -> dict[str, dict]:
+    """The audit write's cost, without HTTP: `clients` threads asking this process's FeedService
+    for pages (prepared or not, as the warehouse is), once per audit mode (group commit, a
+    transaction per request); per mode p50_ms, p99_ms and pages/s."""
+    from feeds.config import load_subscriptions
+    from feeds.service import AUDIT_ENV, FeedService
+
+    out = {}
+    for mode in ("direct", "group"):
+        os.environ[AUDIT_ENV] = mode
+        store = Warehouse(url)
+        svc = FeedService(store, load_subscriptions(config_dir))
+        high = store.max_event_seq()
+
+        def client(i: int, svc=svc, high=high) -> list[float]:
+            rng = random.Random(1000 + i)
+            got = []
+            for _ in range(max(1, requests // clients)):
+                t0 = time.perf_counter()
+                svc.events(subscriber_id, after=rng.randrange(0, max(1, high - page)), limit=page, channel="api")
+                got.append(time.perf_counter() - t0)
+            return got
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            lat = np.array([x for part in pool.map(client, range(clients)) for x in part]) * 1000
+        wall = time.perf_counter() - started
+        store.dispose()
+        out[mode] = {"p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
+                     "rps": len(lat) / wall}
+    os.environ.pop(AUDIT_ENV, None)
+    return out
+
+
+def prepare(url: str, config_dir: Path) -> int:
+    """What a feed build does for the API: every subscriber's deliveries stored, from the outbox's
+    start (the clients ask for random positions); returns how many rows were stored."""
+    from feeds.config import load_subscriptions
+    from feeds.files import prepare_api
+
+    store = Warehouse(url).migrate()
+    try:
+        return sum(prepare_api(store, load_subscriptions(config_dir), start=0).values())
+    finally:
+        store.dispose()
+
+
+@contextmanager
+def _warehouse(choice: str) -> Iterator[str | None]:
+    """None for SQLite (build() puts it in its folder), else a scratch PostgreSQL database."""
+    if choice == "sqlite":
+        yield None
+        return
+    from scratch import scratch_database  # beside this file
+
+    with scratch_database(DEFAULT_PG if choice == "postgresql" else choice, "enteronce_bench_feeds_api") as url:
+        yield url
+
+
 def main() -> None:
     from rich.console import Console
     from rich.table import Table
@@ -149,17 +229,41 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--page", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--on-demand", action="store_true", help="do not prepare the pages first")
+    parser.add_argument("--audit", choices=["direct", "group"], default="direct")
+    parser.add_argument("--audit-compare", action="store_true",
+                        help="instead: the audit modes' cost in process, without HTTP")
+    parser.add_argument("--warehouse", default="sqlite", help="sqlite | postgresql | an admin SQLAlchemy URL")
     parser.add_argument("--station", action="store_true",
                         help="also a station subscriber (sparse: each page scans much of the outbox)")
     args = parser.parse_args()
     console = Console()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _warehouse(args.warehouse) as given:
         root = Path(tmp)
         t0 = time.perf_counter()
-        url, subscribers = build(root, events=args.events, stations=args.stations)
+        url, subscribers = build(root, events=args.events, stations=args.stations, url=given)
         console.print(f"built {args.events:,} events over {args.stations} stations in {time.perf_counter() - t0:.1f} s")
-        table = Table(title=f"Feed API on loopback: {args.clients} clients, pages of {args.page:,} events, "
-                            f"{args.workers} worker(s), SQLite", title_justify="left")
+        mode = "built on demand"
+        if not args.on_demand:
+            t0 = time.perf_counter()
+            rows = prepare(url, root)
+            mode = "prepared"
+            console.print(f"prepared {rows:,} deliveries for {args.stations + 1} subscribers in "
+                          f"{time.perf_counter() - t0:.1f} s")
+        if args.audit_compare:
+            table = Table(title=f"Audit write, in process (no HTTP): {args.clients} threads, pages of "
+                                f"{args.page:,} events ({mode}), {args.warehouse}, "
+                                f"load average {os.getloadavg()[0]:.1f}", title_justify="left")
+            for col in ("audit", "p50 ms", "p99 ms", "pages/s"):
+                table.add_column(col, justify="left" if col == "audit" else "right")
+            for audit, r in audit_compare(url, root, subscribers[0], clients=args.clients, page=args.page,
+                                          requests=args.requests).items():
+                table.add_row(audit, f"{r['p50_ms']:,.1f}", f"{r['p99_ms']:,.1f}", f"{r['rps']:,.1f}")
+            console.print(table)
+            return
+        table = Table(title=f"Feed API on loopback: {args.clients} clients, pages of {args.page:,} events "
+                            f"({mode}, audit {args.audit}), {args.workers} worker(s), {args.warehouse}, "
+                            f"load average {os.getloadavg()[0]:.1f}", title_justify="left")
         for col in ("subscriber", "requests", "events/page", "p50 ms", "p99 ms", "req/s", "events/s"):
             table.add_column(col, justify="left" if col == "subscriber" else "right")
         runs = [(subscribers[0], args.requests)]
@@ -167,7 +271,7 @@ def main() -> None:
             runs.append((subscribers[1], max(args.clients, args.requests // 10)))
         for sid, requests in runs:
             r = measure(url, root, sid, clients=args.clients, page=args.page, requests=requests,
-                        workers=args.workers)
+                        workers=args.workers, audit=args.audit)
             table.add_row(sid, f"{r['requests']:,}", f"{r['mean_events']:,.0f}", f"{r['p50_ms']:,.1f}",
                           f"{r['p99_ms']:,.1f}", f"{r['rps']:,.1f}", f"{r['events_per_s']:,.0f}")
         console.print(table)

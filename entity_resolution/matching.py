@@ -148,13 +148,20 @@ class MatchIndex:
         model = Model.from_json(state.model_json)
         roots = set(needed_columns(settings))
         columns = [c for c in state.records.columns if c in roots and c not in settings.derived]
-        records = state.records.select(columns).unique(uid, keep="last").sort(uid)
-        records = records.join(state.membership.select(pl.col("record_key").alias(uid), "entity_id"),
-                               on=uid, how="inner", maintain_order="left")
-        ent = records.get_column("entity_id")
+        # The build's peak is the serving process's: no copy of the records where none is needed.
+        # The warehouse reads them one row per key in key order; otherwise deduplicate and sort.
+        records = state.records.select(columns)
+        keys = records.get_column(uid)
+        if keys.len() > 1 and not (keys.slice(1) > keys.slice(0, keys.len() - 1)).all():
+            records = records.unique(uid, keep="last").sort(uid)
+        ent = (records.select(uid).join(state.membership.select(pl.col("record_key").alias(uid), "entity_id"),
+                                        on=uid, how="left", maintain_order="left").get_column("entity_id"))
+        if ent.len() != records.height:
+            raise ValueError("the resolved membership lists a record twice")
+        if ent.null_count():  # records outside the last run's membership (inner join): left out
+            records, ent = records.filter(ent.is_not_null()), ent.drop_nulls()
         entity_codes = (ent.rank("dense") - 1).to_numpy().astype(np.uint32)
         entity_ids = ent.unique().sort().to_list()
-        records = records.drop("entity_id")
         # Members by entity: rows sorted by entity code; start offset per code.
         member_order = np.argsort(entity_codes, kind="stable").astype(np.uint32)
         counts = np.bincount(entity_codes, minlength=len(entity_ids))
@@ -326,8 +333,8 @@ class MatchIndex:
             if not found[i].size:
                 results[i] = MatchResult(checks, [], keys)
                 continue
-            results[i] = MatchResult(checks, self._entities(parts[i], qrows[i], guards[i], values,
-                                                            exclude_keys[i], owns[i], limit), keys)
+            results[i] = MatchResult(checks, self._entities(parts[i], qrows[i], guards[i], exclude_keys[i],
+                                                            owns[i], limit), keys)
         return results
 
     def _best_pairs(self, found: list[np.ndarray], every: np.ndarray, qrows: list[dict], cand_ids: list[str],
@@ -370,8 +377,8 @@ class MatchIndex:
                 .unique(["_q", "_entity"], keep="first", maintain_order=True))
         return {int(q): part.to_dicts() for (q,), part in best.partition_by("_q", as_dict=True).items()}
 
-    def _entities(self, best: list[dict], qrow: dict, qguard: list[int], values: dict[str, dict],
-                  key: str | None, own: int | None, limit: int) -> list[dict]:
+    def _entities(self, best: list[dict], qrow: dict, qguard: list[int], key: str | None, own: int | None,
+                  limit: int) -> list[dict]:
         """One query's entities: its best pair per entity (`best`), then the
         judgements and the ID guard as clustering applies them, ranked by decision then probability."""
         judged = self._judged(key) if own is not None and key is not None else {}
@@ -380,7 +387,8 @@ class MatchIndex:
         me = key if key is not None else QUERY_KEY
         rows = sorted(best, key=lambda r: (-r["match_probability"], min(me, r["_cand"]), max(me, r["_cand"])))
         joined = [{h} if h else set() for h in qguard]
-        out = []
+        out: list[dict] = []
+        pairs: dict[int, dict] = {}
         for row in rows:
             code = row["_entity"]
             decision, reason = row["decision"], row.get("review_reason")
@@ -403,8 +411,9 @@ class MatchIndex:
                 "decision": decision,
                 "reason": reason,
                 "record_key": row["_cand"],
-                "explanation": self._explain(row, qrow, values[row["_cand"]]),
+                "explanation": [],
             })
+            pairs[id(out[-1])] = row  # explained below, for the candidates kept
         for code in set(judged) - {r["_entity"] for r in best}:
             if judged[code] == "same":  # a reviewer linked them although blocking does not pair them
                 out.append({"entity_id": self.entity_ids[code], "match_probability": 1.0,
@@ -412,9 +421,15 @@ class MatchIndex:
                             "reason": "judged the same by a reviewer", "record_key": None, "explanation": []})
         order = {id(c): i for i, c in enumerate(out)}  # ties keep clustering's order
         out.sort(key=lambda c: (DECISION_RANK[c["decision"]], -c["match_probability"], order[id(c)]))
-        return out[:limit]
+        out = out[:limit]
+        for c in out:
+            if id(c) in pairs:
+                c["explanation"] = self._explain(pairs[id(c)], qrow)
+        return out
 
-    def _explain(self, row: dict, query: dict, candidate: dict) -> list[dict]:
+    def _explain(self, row: dict, query: dict) -> list[dict]:
+        """Per comparison its level and weight, with the value submitted; never the candidate's own
+        value (that reaches a caller only in the masked golden record)."""
         parts = []
         for comparison, level, weight in explain(row, self.model, self.settings):
             if comparison == "prior":
@@ -422,7 +437,7 @@ class MatchIndex:
                 continue
             column = next(c.column for c in self.settings.comparisons if c.name == comparison)
             parts.append({"comparison": comparison, "level": level, "weight": round(float(weight), 4),
-                          "query": _text(query.get(column)), "candidate": _text(candidate.get(column))})
+                          "query": _text(query.get(column))})
         return parts
 
     def _judged(self, key: str) -> dict[int, str]:

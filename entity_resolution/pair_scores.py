@@ -109,18 +109,32 @@ def _compile(settings: EntitySettings) -> _Plan:
 
 
 class _TfLookup:
-    """value -> freq of a model's term-frequency table by binary search on the values sorted: a
-    dict of every name of a million-record model would cost hundreds of MB in the serving
-    process; a lookup is one search_sorted."""
+    """value -> freq of a model's term-frequency table: a dict of every name of a million-record
+    model would cost hundreds of MB in the serving process, and a Polars search per lookup about a
+    millisecond. So the values' Python hashes are kept sorted in a NumPy array (8 bytes a value; the
+    hashes are this process's, built here and read here), a lookup is one `searchsorted`, and a hit
+    is confirmed against the value itself (equal hashes of unequal values answer what they are)."""
+
+    CHUNK = 100_000  # values hashed at a time: the build never holds them all as Python strings
 
     def __init__(self, table: pl.DataFrame):
-        ordered = table.select(pl.col("value").cast(pl.String), "freq").sort("value")
-        self.values, self.freqs = ordered.get_column("value"), ordered.get_column("freq")
+        values = table.get_column("value").cast(pl.String)
+        hashes = np.empty(values.len(), dtype=np.int64)
+        for start in range(0, values.len(), self.CHUNK):
+            part = values.slice(start, self.CHUNK).to_list()
+            hashes[start:start + len(part)] = [hash(v) for v in part]
+        order = np.argsort(hashes, kind="stable")
+        self.hashes = hashes[order]
+        self.values = values.gather(order)
+        self.freqs = table.get_column("freq").to_numpy()[order]
 
-    def get(self, value: str, default: float) -> float:
-        i = int(self.values.search_sorted(value))
-        if i < self.values.len() and self.values[i] == value:
-            return self.freqs[i]
+    def get(self, value: str | None, default: float) -> float:
+        h = hash(value)
+        i = int(np.searchsorted(self.hashes, h))
+        while i < self.hashes.size and self.hashes[i] == h:
+            if self.values[i] == value:
+                return float(self.freqs[i])
+            i += 1
         return default
 
 

@@ -349,16 +349,24 @@ _bearer = HTTPBearer(auto_error=False, scheme_name="subscriber token",
                      description="A subscriber's bearer token from `enteronce token issue`.")
 
 
-def _caller(request: Request,
-            credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> TokenInfo:
-    """Who is calling: 401 for a missing, malformed, unknown or revoked token (alike, on purpose)."""
+async def _presented(credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> str:
+    """The bearer token as sent (401 when there is none); async, so it costs the request no thread."""
     if credentials is None:
         raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": 'Bearer realm="enteronce"'})
+    return credentials.credentials
+
+
+def _invalid_token() -> HTTPException:
+    return HTTPException(401, "invalid or revoked token", headers={
+        "WWW-Authenticate": 'Bearer realm="enteronce", error="invalid_token"'})
+
+
+def _caller(request: Request, presented: Annotated[str, Depends(_presented)]) -> TokenInfo:
+    """Who is calling: 401 for a missing, malformed, unknown or revoked token (alike, on purpose)."""
     try:
-        return verify_token(request.app.state.warehouse, credentials.credentials)
+        return verify_token(request.app.state.warehouse, presented)
     except InvalidToken:
-        raise HTTPException(401, "invalid or revoked token", headers={
-            "WWW-Authenticate": 'Bearer realm="enteronce", error="invalid_token"'}) from None
+        raise _invalid_token() from None
 
 
 SubscriberPath = Annotated[str, PathParam(pattern=SUBSCRIBER_PATH_PATTERN, max_length=64,
@@ -500,12 +508,28 @@ def create_app(warehouse_url: str, config_dir: Path | str, *, limits: ApiLimits 
             desks[id(service)] = got
         return got[1]
 
+    def refused(exc: FrontDeskError) -> HTTPException:
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+        return HTTPException(exc.status, exc.detail, headers=headers)
+
     def front_desk_call(fn, *args) -> dict:
         try:
             return fn(*args)
         except FrontDeskError as exc:
-            headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
-            raise HTTPException(exc.status, exc.detail, headers=headers) from None
+            raise refused(exc) from None
+
+    async def front_desk_answer(kind: str, presented: str, entity_type: str, record: object) -> Response:
+        # async all the way: the token, grant, matching, masking and audit run in the front desk's
+        # batch worker, the request only waits for them (no thread per request, no hop between)
+        try:
+            answer = await desk().answer(kind, presented, entity_type, record)
+        except InvalidToken:
+            raise _invalid_token() from None
+        except FrontDeskError as exc:
+            raise refused(exc) from None
+        # JSON-ready already: a Response skips FastAPI's re-validation and encoding of the answer
+        # (the response model is for /docs), a few milliseconds of a match's answer
+        return UTF8JSONResponse(answer)
 
     desk_errors = {401: errors_401, 403: {"model": Problem, "description": "No subscription, no query grant, or an "
                                           "entity type outside it."},
@@ -516,16 +540,14 @@ def create_app(warehouse_url: str, config_dir: Path | str, *, limits: ApiLimits 
 
     @app.post("/v1/match", response_model=MatchAnswer, responses=desk_errors, tags=["front desk"],
               summary="Match one record (核录): checks and candidate entities with a masked prefill")
-    def post_match(token: Annotated[TokenInfo, Depends(_caller)], body: Annotated[MatchRequest, Body()]) -> Response:
-        caller = Caller(token.subscriber_id, token.token_id, "api")
-        # JSON-ready already: a Response skips FastAPI's re-validation and encoding of the answer
-        # (the response model is for /docs), a few milliseconds of a match's answer
-        return UTF8JSONResponse(front_desk_call(desk().match, caller, body.entity_type, body.record))
+    async def post_match(presented: Annotated[str, Depends(_presented)], body: Annotated[MatchRequest, Body()]
+                         ) -> Response:
+        return await front_desk_answer("match", presented, body.entity_type, body.record)
 
     @app.get("/v1/search", response_model=SearchAnswer, responses=desk_errors, tags=["front desk"],
              summary="Search (查询) by a selective key: id_number, phone, name with birth_date, credit_code...")
-    def get_search(
-        request: Request, token: Annotated[TokenInfo, Depends(_caller)],
+    async def get_search(
+        request: Request, presented: Annotated[str, Depends(_presented)],
         entity_type: Annotated[str, Query(pattern=FIELD_NAME, max_length=32, description="An entity type.")],
     ) -> Response:
         params = request.query_params
@@ -533,8 +555,7 @@ def create_app(warehouse_url: str, config_dir: Path | str, *, limits: ApiLimits 
         if repeated:
             raise HTTPException(422, f"repeated parameter(s) {repeated}")
         keys = {k: v for k, v in params.items() if k != "entity_type"}
-        caller = Caller(token.subscriber_id, token.token_id, "api")
-        return UTF8JSONResponse(front_desk_call(desk().search, caller, entity_type, keys))
+        return await front_desk_answer("search", presented, entity_type, keys)
 
     @app.post("/v1/records", response_model=EntryAnswer, status_code=201, tags=["front desk"],
               responses={**desk_errors, 200: {"model": EntryAnswer, "description": "The same record was entered "
@@ -637,8 +658,9 @@ def create_app(warehouse_url: str, config_dir: Path | str, *, limits: ApiLimits 
 def app_from_env() -> FastAPI:
     """For `uvicorn --factory feeds.api:app_from_env` (several workers, or a separate process):
     the project folder and warehouse from ENTERONCE_CONFIG and ENTERONCE_WAREHOUSE_URL, the limits
-    from ENTERONCE_API_* (ApiLimits.from_env). Run uvicorn with `--http h11
-    --h11-max-incomplete-event-size N` (as `enteronce serve` does) to bound request heads too."""
+    from ENTERONCE_API_* (ApiLimits.from_env). Run uvicorn with `--http
+    feeds.http_protocol:EnvBoundedHttpToolsProtocol` (what `enteronce serve` uses) to bound request
+    heads in the parser too."""
     missing = [k for k in ("ENTERONCE_CONFIG", "ENTERONCE_WAREHOUSE_URL") if not os.environ.get(k)]
     if missing:
         raise EnteronceError(f"app_from_env: set {', '.join(missing)}")

@@ -382,7 +382,11 @@ def audit_ids(rows: pl.DataFrame) -> list[str]:
     return ids
 
 
-def audit_fields(fields: pl.Series, levels: dict[str, Level]) -> dict[str, str]:
-    """The fields actually delivered (union over the rows), with their masking level."""
-    seen = set(fields.explode().drop_nulls().unique().to_list()) if fields.len() else set()
+def audit_fields(fields: pl.Series | list[list[str] | None], levels: dict[str, Level]) -> dict[str, str]:
+    """The fields actually delivered (union over the rows), with their masking level (a list:
+    the front desk's few rows, where a Series would cost more than the union)."""
+    if isinstance(fields, list):
+        seen = {f for row in fields if row for f in row}
+    else:
+        seen = set(fields.explode().drop_nulls().unique().to_list()) if fields.len() else set()
     return {f: levels[f] for f in levels if f in seen}

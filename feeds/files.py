@@ -10,6 +10,9 @@ the subscriber's outbox as JSON Lines, CSV and Parquet, each set with a manifest
 - One pass for all subscribers: the outbox after the lowest cursor is read once, scoped and masked
   in bulk (feeds.build), then split per subscriber. Each subscriber's cursor advances and its
   delivery is audited in one transaction, after its files are in place.
+- The same pass prepares the feed API's pages (feeds.prepared): each subscriber's events, as the
+  API delivers them, stored up to the high water, so that a page request reads them rather than
+  building them; those up to the subscriber's acknowledged API cursor are dropped.
 """
 
 from __future__ import annotations
@@ -24,11 +27,21 @@ import polars as pl
 
 from core.digests import file_sha256
 from core.time import utcnow
-from feeds.build import (ENVELOPE, RECORD, SCHEMA_VERSION, audit_fields, audit_ids, build_events, build_snapshot,
-                         build_task_snapshot)
+from feeds.build import (
+    ENVELOPE,
+    RECORD,
+    SCHEMA_VERSION,
+    audit_fields,
+    audit_ids,
+    build_events,
+    build_snapshot,
+    build_task_snapshot,
+)
 from feeds.config import Subscriber, Subscriptions, outbox_dir
+from feeds.prepared import plan, store_prepared
 from feeds.service import delivery_row, load_inputs, open_tasks, prefilter
 from warehouse import Warehouse
+from warehouse.deliveries import PreparedStore
 from warehouse.feeds import FeedStore
 
 CHANNEL = "file"
@@ -49,6 +62,7 @@ class FileDelivery:
     entities: int = 0
     masked_fields: dict[str, int] = field(default_factory=dict)  # field -> values delivered masked
     files: list[str] = field(default_factory=list)
+    api_prepared: int = 0  # events stored for the API's pages (feeds.prepared)
 
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
@@ -123,13 +137,24 @@ def build_all(warehouse: Warehouse, subs: Subscriptions, *, config_dir: Path, da
         if on_progress:
             on_progress(s.id, done, total)
 
+    # the API's prepared stretch of each subscriber: from its API cursor (else where its files
+    # are) when it starts again, else on from where the last build left it (feeds.prepared.plan)
+    prep = PreparedStore(warehouse)
+    api = store.cursors("api")
+    floor = {s.id: _api_floor(api.get(s.id), after.get(s.id, high)) for s in chosen}
+    build_from, resets, extends = plan(subs, chosen, prep.marks([s.id for s in chosen]), floor, high)
     olds = [s for s in chosen if s.id in after]
+    builds = {s.id: min(after.get(s.id, high), build_from[s.id]) for s in chosen}
+    building = [s for s in chosen if builds[s.id] < high]
+    built = (_build_range(store, subs, building, builds, min(builds[s.id] for s in building), high)
+             if building else pl.DataFrame())
     if olds:
-        built = _build_range(store, subs, olds, after, min(after.values()), high)
         per = _slices(built)
         rows_audit, acks = [], {}
         for s in olds:
             rows = per.get(s.id)
+            if rows is not None and builds[s.id] < after[s.id]:
+                rows = rows.filter(pl.col("seq") > after[s.id])  # built lower for the API only
             out = outbox_dir(s, config_dir=config_dir, data_dir=data_dir)
             got = FileDelivery(s.id, out)
             if rows is not None and rows.height:
@@ -151,8 +176,45 @@ def build_all(warehouse: Warehouse, subs: Subscriptions, *, config_dir: Path, da
             done += 1
             if on_progress:
                 on_progress(s.id, done, total)
+        # before the cursors move: a crash in between rebuilds the files, and the prepared rows
+        # already written are kept (only events after a mark are ever added to it)
+        prepared = store_prepared(prep, built, resets, extends)
         store.commit_file_run(rows_audit, acked=acks, snapshots={})
+    else:
+        prepared = store_prepared(prep, built, resets, extends)
+    for sid, n in prepared.items():
+        if sid in results:
+            results[sid].api_prepared = n
+    prep.prune({s.id: api[s.id][0] for s in chosen if api.get(s.id, (None, None))[0] is not None})
+    prep.forget([s.id for s in subs.subscribers])
     return [results[s.id] for s in chosen]
+
+
+def prepare_api(warehouse: Warehouse, subs: Subscriptions, *, subscriber_ids: list[str] | None = None,
+                start: int | None = None) -> dict[str, int]:
+    """Prepare the API's pages without writing files (a deployment that serves only the API, the
+    benchmarks): every (or the named) subscriber's events up to the high water, from `start` when
+    its stretch starts again (default: its API cursor, else its file cursor, else the outbox's
+    start). Returns how many rows each subscriber got."""
+    store = FeedStore(warehouse)
+    chosen = [s for s in subs.subscribers if subscriber_ids is None or s.id in subscriber_ids]
+    high = store.high_water()
+    prep = PreparedStore(warehouse)
+    files, api = store.cursors(CHANNEL), store.cursors("api")
+    floor = {s.id: start if start is not None else _api_floor(api.get(s.id), _position(files.get(s.id)) or 0)
+             for s in chosen}
+    build_from, resets, extends = plan(subs, chosen, prep.marks([s.id for s in chosen]), floor, high)
+    building = [s for s in chosen if build_from[s.id] < high]
+    built = (_build_range(store, subs, building, build_from, min(build_from[s.id] for s in building), high)
+             if building else pl.DataFrame())
+    return store_prepared(prep, built, resets, extends)
+
+
+def _api_floor(api: tuple[int | None, int | None] | None, otherwise: int) -> int:
+    """Where a subscriber's prepared API pages start when they start again: at its API cursor
+    (what its client asks for next), else `otherwise`."""
+    pos = _position(api)
+    return otherwise if pos is None else pos
 
 
 def _position(cursor: tuple[int | None, int | None] | None) -> int | None:

@@ -20,6 +20,7 @@ decided here, with the feeds' own pieces, never a second implementation of them:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -41,6 +42,7 @@ from core.errors import EnteronceError
 from feeds.build import audit_fields, build_snapshot
 from feeds.config import Subscriber, Subscriptions
 from feeds.lookup import in_scope
+from feeds.tokens import verify_tokens
 from warehouse import Warehouse
 from warehouse.feeds import FeedStore
 from warehouse.frontdesk import active_golden, record_accesses
@@ -60,7 +62,9 @@ class Matcher(Protocol):
     """What the front desk needs from entity resolution (pipelines/frontdesk.py provides it).
 
     `match` -> {"checks": [...], "candidates": [{"entity_id", "match_probability", "decision",
-    "reason", "explanation"}, ...], "keys": {field: standardised value}}, best first;
+    "reason", "explanation"}, ...], "keys": {field: standardised value}}, best first; the
+    explanation is delivered as it is, so it holds levels, weights and the submitted values, never a
+    candidate's own (those reach the caller only masked, in `record`);
     `search` -> {"entity_ids": [...], "keys": {...}}. Bad input raises ValueError (its message is
     shown to the caller); an entity type with no resolved state yet raises LookupError.
     """
@@ -147,16 +151,47 @@ class Caller:
 
 @dataclass(eq=False)
 class _Job:
-    """One request waiting for the batch worker: its answer or its error, then `done`."""
+    """One request waiting for the batch worker: its answer or its error, then `done` (or, for
+    a request from the event loop, its future `settled`). A job from the API arrives with its
+    bearer `token` only: the worker checks the tokens, grants and input of the batch (`_admit`)."""
 
     kind: str  # match | search
-    caller: Caller
-    sub: Subscriber
+    caller: Caller | None
+    sub: Subscriber | None
     entity_type: str
-    record: dict[str, str]
+    record: object
+    token: str | None = None
+    settled: asyncio.Future | None = None
     done: threading.Event = field(default_factory=threading.Event)
     answer: dict | None = None
     error: BaseException | None = None
+
+    def result(self) -> dict:
+        if self.error is not None:
+            raise self.error
+        assert self.answer is not None
+        return self.answer
+
+
+def _finish(jobs: list[_Job]) -> None:
+    """Wake the jobs' requests: threads by their event, each event loop once for all its futures
+    (one wake-up per batch, not one per request)."""
+    loops: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = {}
+    for job in jobs:
+        job.done.set()
+        if job.settled is not None:
+            loops.setdefault(job.settled.get_loop(), []).append(job.settled)
+    for loop, futures in loops.items():
+        try:
+            loop.call_soon_threadsafe(_settle, futures)
+        except RuntimeError:  # the loop is closed: the server stopped, nobody waits
+            pass
+
+
+def _settle(futures: list[asyncio.Future]) -> None:
+    for f in futures:
+        if not f.done():  # a request cancelled meanwhile (its client left) has nobody to tell
+            f.set_result(None)
 
 
 def clean_record(record: object, *, what: str = "record") -> dict[str, str]:
@@ -188,13 +223,15 @@ def clean_record(record: object, *, what: str = "record") -> dict[str, str]:
 class FrontDesk:
     """Match and search for subscribers over one warehouse, one subscriptions file, one matcher.
 
-    Concurrent requests are answered together: each request is checked (grant, rate, input) in its
-    own thread, then waits while one worker thread answers everything that queued up meanwhile with
-    one matcher call (`match_many` / `search_many` when the matcher has them), one golden-record
-    read, one masking pass per subscriber and one audit transaction (ENTERONCE_DESK_WORKERS workers,
-    default 1, each taking what has queued up). Standardising, scoring and
-    masking cost mostly per call, not per record, so under load twenty requests cost little more
-    than one; each answer is exactly what the request alone would get (the same functions over a
+    Concurrent requests are answered together: a request from the API (`answer`, async) waits on a
+    future while one worker thread checks the tokens of everything that queued up meanwhile in one
+    read, then each request's grant, rate and input, and answers them with one matcher call
+    (`match_many` / `search_many` when the matcher has them), one golden-record read, one masking
+    pass per subscriber and one audit transaction (ENTERONCE_DESK_WORKERS workers, default 1, each
+    taking what has queued up); the CLI's `match` and `search` are checked in their own thread and
+    queue the same way. Standardising, scoring and masking cost mostly per call, not per record, so
+    under load twenty requests cost little more than one; each answer is exactly what the request
+    alone would get (the same functions over a
     union of entities, then cut per request). `batch=False` answers each request in its own thread.
     """
 
@@ -287,16 +324,30 @@ class FrontDesk:
         if not self.batch:
             self._run([job])
         else:
-            self._queue.put(job)  # before the worker check: a stopping worker sees it, or a new one starts
-            with self._worker_lock:
-                if self._running < self.workers and (self._running == 0 or self._queue.qsize() > 1):
-                    self._running += 1
-                    threading.Thread(target=self._work, daemon=True, name="front-desk-batcher").start()
+            self._enqueue(job)
             job.done.wait()
-        if job.error is not None:
-            raise job.error
-        assert job.answer is not None
-        return job.answer
+        return job.result()
+
+    def _enqueue(self, job: _Job) -> None:
+        self._queue.put(job)  # before the worker check: a stopping worker sees it, or a new one starts
+        with self._worker_lock:
+            if self._running < self.workers and (self._running == 0 or self._queue.qsize() > 1):
+                self._running += 1
+                threading.Thread(target=self._work, daemon=True, name="front-desk-batcher").start()
+
+    async def answer(self, kind: str, token: str, entity_type: str, record: object) -> dict:
+        """match or search for the API, from the event loop: the request waits on a future, not
+        in a thread of its own, and the batch worker checks its token with the batch's other
+        tokens in one read (InvalidToken when it is not valid). Everything else is as `match`
+        and `search` do it, in the same worker."""
+        job = _Job(kind, None, None, entity_type, record, token=token,
+                   settled=asyncio.get_running_loop().create_future())
+        if self.batch:
+            self._enqueue(job)
+        else:
+            threading.Thread(target=self._work_on, args=([job],), daemon=True).start()
+        await job.settled
+        return job.result()
 
     def _work(self) -> None:
         while True:
@@ -313,11 +364,37 @@ class FrontDesk:
                     jobs.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            groups: dict[tuple[str, str], list[_Job]] = {}
-            for job in jobs:
-                groups.setdefault((job.kind, job.entity_type), []).append(job)
-            for group in groups.values():
-                self._run(group)
+            self._work_on(jobs)
+
+    def _work_on(self, jobs: list[_Job]) -> None:
+        groups: dict[tuple[str, str], list[_Job]] = {}
+        for job in self._admit(jobs):
+            groups.setdefault((job.kind, job.entity_type), []).append(job)
+        for group in groups.values():
+            self._run(group)
+
+    def _admit(self, jobs: list[_Job]) -> list[_Job]:
+        """The API's jobs checked as `match` and `search` check theirs before they queue: the
+        token (one read for the batch), the grant and rate, the input. Refused jobs end here."""
+        unchecked = [j for j in jobs if j.caller is None]
+        if unchecked:
+            try:
+                owners = verify_tokens(self.warehouse, [j.token or "" for j in unchecked])
+            except Exception as exc:  # noqa: BLE001 - the warehouse is down: each request hears it
+                owners = [exc] * len(unchecked)
+            for job, owner in zip(unchecked, owners, strict=True):
+                if isinstance(owner, BaseException):
+                    job.error = owner
+                else:
+                    job.caller = Caller(owner.subscriber_id, owner.token_id, "api")
+        for job in jobs:
+            if job.error is None and job.sub is None:
+                try:
+                    self._prepare(job)
+                except Exception as exc:  # noqa: BLE001 - that request's own error
+                    job.error = exc
+        _finish([j for j in jobs if j.error is not None])
+        return [j for j in jobs if j.error is None]
 
     def _run(self, jobs: list[_Job]) -> None:
         """Answer jobs of one kind and entity type together; when that fails, one by one (one
@@ -333,11 +410,9 @@ class FrontDesk:
             if len(jobs) > 1:
                 for job in jobs:
                     self._run([job])
-            else:
-                jobs[0].error = exc
-        finally:
-            for job in jobs:
-                job.done.set()
+                return
+            jobs[0].error = exc
+        _finish(jobs)
 
     def _found(self, kind: str, jobs: list[_Job], limit: int) -> list:
         """The matcher's answer per job (or the FrontDeskError of that job's record)."""
@@ -361,16 +436,36 @@ class FrontDesk:
     def match(self, caller: Caller, entity_type: str, record: object) -> dict:
         """{"checks", "candidates": [{entity_id, match_probability, decision, reason, explanation,
         record}]}: in-scope candidates only, best first, at most max_results."""
-        sub = self._grant(caller, entity_type, "match")
-        record = clean_record(record)
-        if not record:
-            raise FrontDeskError(422, "record: give at least one field")
-        return self._submit(_Job("match", caller, sub, entity_type, record))
+        return self._submit(self._prepare(_Job("match", caller, None, entity_type, record)))
+
+    def _prepare(self, job: _Job) -> _Job:
+        """The gate and the input of one request (FrontDeskError when refused)."""
+        assert job.caller is not None
+        job.sub = self._grant(job.caller, job.entity_type, job.kind)
+        if job.kind == "match":
+            job.record = clean_record(job.record)
+            if not job.record:
+                raise FrontDeskError(422, "record: give at least one field")
+        else:
+            job.record = clean_record(job.record, what="search")
+            if not job.record:
+                raise FrontDeskError(422, "search: give a selective key (for example id_number, phone, "
+                                     "or name with birth_date)")
+        return job
 
     @staticmethod
     def _match_limit(sub: Subscriber) -> int:
-        # Out-of-scope candidates are dropped after matching: ask for more, then cut to the cap.
+        # Out-of-scope candidates are dropped after matching: ask for more, then cut to the cap. A
+        # network-wide grant drops only entities retired since the index was built: a small margin
+        # (every candidate asked for is read and masked).
+        if sub.query.scope.network:
+            return sub.query.max_results * 2
         return max(sub.query.max_results * 5, 20)
+
+    @staticmethod
+    def _search_limit(sub: Subscriber) -> int:
+        # one more than can be shown tells whether the answer is truncated
+        return (sub.query.max_results * 2 if sub.query.scope.network else sub.query.max_results * 5) + 1
 
     def _matches(self, jobs: list[_Job]) -> list[dict | BaseException]:
         found = self._found("match", jobs, max(self._match_limit(j.sub) for j in jobs))
@@ -391,14 +486,13 @@ class FrontDesk:
                 out.append({
                     "entity_id": c["entity_id"], "match_probability": round(float(c["match_probability"]), 6),
                     "decision": c["decision"], "reason": c.get("reason"),
-                    "explanation": [{k: v for k, v in part.items() if k not in ("candidate",)}
-                                    for part in c["explanation"]],
+                    "explanation": c["explanation"],  # levels and the submitted values only
                     "record": json.loads(seen["record"]),
                 })
                 delivered.append(seen["fields"])
                 if len(out) >= cap:
                     break
-            fields = audit_fields(pl.Series(delivered, dtype=pl.List(pl.String)), self.subscriptions.levels(job.sub))
+            fields = audit_fields(delivered, self.subscriptions.levels(job.sub))
             rows.append(self._audit_row(job.caller, "match", job.entity_type, found[i].get("keys", {}),
                                         [c["entity_id"] for c in out], fields, "ok"))
             answers[i] = {"checks": found[i]["checks"], "candidates": out}
@@ -409,15 +503,10 @@ class FrontDesk:
     # -- search (查询) ---------------------------------------------------------------------------
     def search(self, caller: Caller, entity_type: str, keys: object) -> dict:
         """{"results": [{entity_id, record}], "truncated"}: exact lookups on selective keys only."""
-        sub = self._grant(caller, entity_type, "search")
-        keys = clean_record(keys, what="search")
-        if not keys:
-            raise FrontDeskError(422, "search: give a selective key (for example id_number, phone, "
-                                 "or name with birth_date)")
-        return self._submit(_Job("search", caller, sub, entity_type, keys))
+        return self._submit(self._prepare(_Job("search", caller, None, entity_type, keys)))
 
     def _searches(self, jobs: list[_Job]) -> list[dict | BaseException]:
-        found = self._found("search", jobs, max(j.sub.query.max_results * 5 + 1 for j in jobs))
+        found = self._found("search", jobs, max(self._search_limit(j.sub) for j in jobs))
         answers: list[dict | BaseException] = list(found)
         rows = []
         ok = []
@@ -428,15 +517,14 @@ class FrontDesk:
             elif not isinstance(f, BaseException):
                 ok.append(i)
         # entity ids come sorted; each job's own limit is a prefix of the longest list
-        ids = {i: found[i]["entity_ids"][:jobs[i].sub.query.max_results * 5 + 1] for i in ok}
+        ids = {i: found[i]["entity_ids"][:self._search_limit(jobs[i].sub)] for i in ok}
         views = self._views([jobs[i] for i in ok], [ids[i] for i in ok]) if ok else []
         for i, view in zip(ok, views, strict=True):
             job, cap = jobs[i], jobs[i].sub.query.max_results
             visible = [view[e] for e in sorted(view)]
             shown = visible[:cap]
             results = [{"entity_id": r["entity_id"], "record": json.loads(r["record"])} for r in shown]
-            fields = audit_fields(pl.Series([r["fields"] for r in shown], dtype=pl.List(pl.String)),
-                                  self.subscriptions.levels(job.sub))
+            fields = audit_fields([r["fields"] for r in shown], self.subscriptions.levels(job.sub))
             rows.append(self._audit_row(job.caller, "search", job.entity_type, found[i].get("keys", {}),
                                         [r["entity_id"] for r in results], fields, "ok"))
             answers[i] = {"results": results, "truncated": len(visible) > cap}

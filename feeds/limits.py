@@ -21,8 +21,9 @@ class ApiLimits:
     """What one request may make the server read.
 
     `max_header_bytes` bounds the request line and headers together; `enteronce serve` and
-    BackgroundServer hand it to uvicorn's h11 parser (`uvicorn_options()`), which stops reading a
-    request head past it (400), and the middleware checks it again for servers started otherwise.
+    BackgroundServer hand it to uvicorn's protocol (`uvicorn_options()`: httptools with a bound,
+    feeds/http_protocol.py), which stops reading a request head past it (431), and the middleware
+    checks it again for servers started otherwise.
     The default leaves room for the longest legitimate request, a records lookup of 200 ids.
     """
 
@@ -56,6 +57,8 @@ class ApiLimits:
         return {var: str(getattr(self, name)) for name, var in LIMIT_ENV.items()}
 
     def uvicorn_options(self) -> dict[str, Any]:
-        """uvicorn settings that bound the request head in the parser itself: h11 stops buffering an
-        incomplete head at `max_header_bytes` (httptools has no such bound)."""
-        return {"http": "h11", "h11_max_incomplete_event_size": self.max_header_bytes}
+        """uvicorn settings that bound the request head in the parser itself: httptools, whose
+        protocol here stops reading an incomplete head past `max_header_bytes` (431)."""
+        from feeds.http_protocol import bounded_httptools
+
+        return {"http": bounded_httptools(self.max_header_bytes)}

@@ -7,7 +7,10 @@ audit log, and both read the same builder, so a file and an API page carry the s
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -15,6 +18,7 @@ import polars as pl
 from core.errors import EnteronceError
 from feeds import scope as sc
 from feeds.build import (
+    LINE_SCHEMA,
     SNAPSHOT_SCHEMA,
     FeedInputs,
     audit_fields,
@@ -24,7 +28,9 @@ from feeds.build import (
     build_task_snapshot,
 )
 from feeds.config import Subscriber, Subscriptions
+from feeds.prepared import FIELD_SEP, policy_digest
 from warehouse import Warehouse
+from warehouse.deliveries import PreparedStore, audit_writer
 from warehouse.feeds import EVENT_SCHEMA, FeedStore
 
 CHANNELS = ("file", "api")
@@ -33,6 +39,12 @@ SCAN_MIN, SCAN_MAX = 2_000, 50_000  # outbox rows read per later round while fil
 # A snapshot pages through golden records (by entity id), then open correction tasks (by task id);
 # a page cursor in the tasks' part carries this prefix (`after_entity=task:<task id>`).
 TASK_CURSOR = "task:"
+# How API requests write their audit rows: "direct" (default: a transaction per request) or
+# "group" (concurrent requests share a commit, each waits for its own: warehouse.deliveries).
+# Measured with `benchmarks/feeds_api.py --audit-compare`, group commit was no cheaper on SQLite
+# or on a local PostgreSQL (fsync on); it stays for a database whose commits cost more.
+AUDIT_ENV = "ENTERONCE_FEED_AUDIT"
+PAGE_COLUMNS = ("seq", "entity_id", "about", "fields", "line")
 
 
 class UnknownSubscriber(EnteronceError):
@@ -45,11 +57,16 @@ class UnknownSubscriber(EnteronceError):
 
 @dataclass
 class FeedPage:
-    events: list[dict]
     next_after: int
     has_more: bool
     high_water: int
-    lines: list[str] = field(default_factory=list, repr=False)  # the same events as JSON text
+    lines: list[str] = field(default_factory=list, repr=False)  # the events as JSON text
+    prepared: int = 0  # how many of them were read as prepared by the feed build (the rest built now)
+
+    @functools.cached_property
+    def events(self) -> list[dict]:
+        """The events decoded (the API splices `lines` as they are and never pays for this)."""
+        return [json.loads(x) for x in self.lines]
 
 
 @dataclass
@@ -145,9 +162,32 @@ class FeedService:
         self.warehouse = warehouse
         self.subscriptions = subscriptions
         self.store = FeedStore(warehouse)
+        self.prepared = PreparedStore(warehouse)
+        self._digests: dict[str, str] = {}
+        self._by_id = {s.id: s for s in subscriptions.subscribers}
+        self._group_audit = os.environ.get(AUDIT_ENV, "direct") == "group"
+
+    def digest(self, sub: Subscriber) -> str:
+        """The subscriber's policy digest under these subscriptions (feeds.prepared)."""
+        got = self._digests.get(sub.id)
+        if got is None:
+            got = self._digests[sub.id] = policy_digest(self.subscriptions, sub)
+        return got
+
+    def record_deliveries(self, rows: list[dict]) -> None:
+        """Audit rows of API requests: committed before the caller returns, in any mode."""
+        self.submit_deliveries(rows)()
+
+    def submit_deliveries(self, rows: list[dict]) -> Callable[[], None]:
+        """Start committing audit rows; returns the wait for their commit (which raises if it
+        failed), to be called before the page they audit is handed out."""
+        if self._group_audit:
+            return audit_writer(self.warehouse).submit(rows).wait
+        self.store.record_deliveries(rows)
+        return lambda: None
 
     def subscriber(self, subscriber_id: str) -> Subscriber:
-        sub = self.subscriptions.subscriber(subscriber_id)
+        sub = self._by_id.get(subscriber_id)  # a dict: a thousand subscribers, every request
         if sub is None:
             raise UnknownSubscriber(subscriber_id)
         return sub
@@ -181,22 +221,53 @@ class FeedService:
     # -- events -----------------------------------------------------------------------------------
     def events(self, subscriber_id: str, *, after: int | None, limit: int, channel: str,
                token_id: str | None = None) -> FeedPage:
-        """Up to `limit` events after `after` (None: after the acknowledged cursor). Reads the
-        outbox in rounds until the page is full or the high water (taken at the start) is reached;
-        `next_after` is where the next page starts (the last delivered seq when full, else the
-        high water: events in between are not for this subscriber)."""
+        """Up to `limit` events after `after` (None: after the acknowledged cursor), up to the
+        outbox's high water taken at the start; `next_after` is where the next page starts (the
+        last delivered seq when full, else the high water: events in between are not for this
+        subscriber).
+
+        Where the feed build prepared the subscriber's events under its current policy
+        (feeds.prepared), the page is read from them; what lies beyond the prepared stretch (events
+        written since the last build) is built now, as is a page starting before the stretch or
+        under a policy changed since. Either way the page holds the same events."""
         sub = self.subscriber(subscriber_id)
         self._channel(channel)
         limit = max(1, min(int(limit), MAX_LIMIT))
         if after is None:
             after = self.cursor(subscriber_id, channel=channel) or 0
         after = max(int(after), 0)
-        high = self.store.high_water()
+        # (seq, entity_id, about, fields, line): fields as stored (FIELD_SEP-joined) or as built (a list)
+        rows, to, high = self.prepared.read(sub.id, self.digest(sub), after=after, limit=limit + 1)
+        pos, prepared = after, 0
+        if to >= 0:
+            if len(rows) > limit:
+                rows = rows[:limit]
+                pos = rows[-1][0]
+            elif len(rows) == limit and to < high:
+                pos = rows[-1][0]  # full: the next page goes on from its last event
+            else:
+                pos = max(min(to, high), after)
+            prepared = len(rows)
+        room = limit - prepared
+        if room > 0 and pos < high:
+            built, pos = self._build_page(sub, pos, high, room)
+            rows = rows + built.rows()
+        next_after = rows[-1][0] if len(rows) == limit and pos < high else max(pos, after)
+        committed = self._log_events(sub, rows, channel=channel, token_id=token_id) if rows else None
+        page = FeedPage(next_after=next_after, has_more=next_after < self.store.high_water(), high_water=high,
+                        lines=[r[4] for r in rows], prepared=prepared)
+        if committed is not None:
+            committed()  # the page leaves only once its audit row is committed
+        return page
+
+    def _build_page(self, sub: Subscriber, after: int, high: int, limit: int) -> tuple[pl.DataFrame, int]:
+        """Up to `limit` of the subscriber's events in (after, high] built now, and how far the
+        outbox was read (the last delivered seq when the page is full). Reads the outbox in
+        rounds: a dense subscriber fills its page from the first read; a sparse one reads on in
+        growing rounds rather than one row-sized query per event."""
         types = list(sub.entity_types)  # correction tasks only for a subscriber that lists them
         pos, got, scan = after, [], limit + 1
         while pos < high and sum(len(g) for g in got) < limit:
-            # a dense subscriber fills its page from the first read; a sparse one reads on in
-            # growing rounds rather than one row-sized query per event
             chunk = self.store.events(pos, until=high, limit=scan, entity_types=types)
             scan = min(max(scan * 4, SCAN_MIN), SCAN_MAX)
             if chunk.height == 0:
@@ -206,25 +277,24 @@ class FeedService:
             if mine.height:
                 got.append(build_events(mine, inputs, self.subscriptions, [sub], {sub.id: pos}))
             pos = int(chunk["seq"].max())
-        rows = pl.concat(got) if got else pl.DataFrame()
+        rows = pl.concat(got) if got else pl.DataFrame(schema={c: LINE_SCHEMA[c] for c in PAGE_COLUMNS})
         if rows.height > limit:
             rows = rows.head(limit)
-            next_after = int(rows["seq"][-1])
-        elif rows.height == limit:
-            next_after = int(rows["seq"][-1]) if pos < high else high
-        else:
-            next_after = max(pos, after)
-        if rows.height:
-            self._log_events(sub, rows, channel=channel, token_id=token_id)
-        lines = rows["line"].to_list() if rows.height else []
-        return FeedPage(events=[json.loads(x) for x in lines], next_after=next_after,
-                        has_more=next_after < self.store.high_water(), high_water=high, lines=lines)
+            pos = int(rows["seq"][-1])
+        return rows.select(PAGE_COLUMNS), pos
 
-    def _log_events(self, sub: Subscriber, rows: pl.DataFrame, *, channel: str, token_id: str | None) -> None:
-        self.store.record_deliveries([delivery_row(
-            sub.id, channel=channel, kind="events", token_id=token_id,
-            seq_from=int(rows["seq"].min()), seq_to=int(rows["seq"].max()), event_count=rows.height,
-            entity_ids=audit_ids(rows), fields=audit_fields(rows["fields"], self.subscriptions.levels(sub)))])
+    def _log_events(self, sub: Subscriber, rows: list[tuple], *, channel: str,
+                    token_id: str | None) -> Callable[[], None]:
+        """The page's audit row: its seq range, the entities it carries data about (a task's
+        golden entity too) and the personal fields delivered, with their levels."""
+        seen: set[str] = set()
+        for f in {r[3] if isinstance(r[3], str) else FIELD_SEP.join(r[3] or ()) for r in rows}:
+            seen.update(x for x in f.split(FIELD_SEP) if x)
+        levels = self.subscriptions.levels(sub)
+        return self.submit_deliveries([delivery_row(
+            sub.id, channel=channel, kind="events", token_id=token_id, seq_from=rows[0][0], seq_to=rows[-1][0],
+            event_count=len(rows), entity_ids=[r[1] for r in rows] + [r[2] for r in rows if r[2] is not None],
+            fields={f: lv for f, lv in levels.items() if f in seen})])
 
     # -- snapshot ---------------------------------------------------------------------------------
     def snapshot(self, subscriber_id: str, *, after_entity: str | None, limit: int, channel: str,
@@ -272,7 +342,7 @@ class FeedService:
                 next_after = TASK_CURSOR + tasks["entity_id"][-1]
         lines = built["line"].to_list()
         if built.height:
-            self.store.record_deliveries([delivery_row(
+            self.record_deliveries([delivery_row(
                 sub.id, channel=channel, kind="snapshot", token_id=token_id, seq_from=None, seq_to=as_of,
                 event_count=0, entity_ids=audit_ids(built), fields=audit_fields(built["fields"], levels))])
         return SnapshotPage(records=[json.loads(x) for x in lines], next_after_entity=next_after if has_more else None,

@@ -105,7 +105,7 @@ def serve(
         help="Largest request body (an ack is ~20 bytes); larger is 413 before the body is read.")] = ApiLimits.max_body_bytes,
     max_header_bytes: Annotated[int, typer.Option(
         min=4096, envvar=LIMIT_ENV["max_header_bytes"], show_envvar=True,
-        help="Largest request line + headers, enforced by the HTTP parser (h11): larger is 400/431.")] = ApiLimits.max_header_bytes,
+        help="Largest request line + headers, enforced while the HTTP parser reads: larger is 431.")] = ApiLimits.max_header_bytes,
     max_headers: Annotated[int, typer.Option(
         min=1, envvar=LIMIT_ENV["max_headers"], show_envvar=True,
         help="Most request headers; more is 431.")] = ApiLimits.max_headers,
@@ -131,7 +131,8 @@ def serve(
         _fail(str(exc))
     console.print(f"enteronce feeds API on http://{host}:{port} (docs: /docs), warehouse "
                   f"{app.state.warehouse.display_url}, subscriptions {project.config_dir / 'subscriptions.yaml'}")
-    server = {"host": host, "port": port, "log_level": "warning", **limits.uvicorn_options()}
+    # warnings only: no access log (per-request lines would cost every request and show nothing)
+    server = {"host": host, "port": port, "log_level": "warning", "access_log": False, **limits.uvicorn_options()}
     if workers > 1:
         # several processes need an importable factory; the settings travel in the environment
         os.environ["ENTERONCE_CONFIG"] = str(project.config_dir)

@@ -60,6 +60,7 @@ def _build_feeds(context: dg.AssetExecutionContext, project: ProjectResource) ->
         "events_delivered": sum(r.events for r in results),
         "snapshot_records": sum(r.snapshot_records for r in results),
         "entities_delivered": sum(r.entities for r in results),
+        "api_events_prepared": sum(r.api_prepared for r in results),
         "masked_field_counts": dg.MetadataValue.json(dict(sorted(masked.items()))),
         "seq_range": f"{min(a for a, _ in ranges)}-{max(b for _, b in ranges)}" if ranges else "none",
         "outbox": dg.MetadataValue.path(str(results[0].outbox.parent)) if results else "none",
@@ -119,7 +120,7 @@ def feed_assets(registry: Registry) -> list[dg.AssetsDefinition]:
         pool=PUBLICATION_POOL,
         description="Each subscriber's new change events (the first time: a snapshot of its scope), scoped, "
                     "projected to its fields and masked per its role, as JSON Lines / CSV / Parquet in its "
-                    "outbox; every delivery audited.",
+                    "outbox, and stored per subscriber for the feed API's pages; every delivery audited.",
     )
     def subscriber_feeds(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
         return _build_feeds(context, project)

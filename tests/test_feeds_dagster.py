@@ -73,6 +73,7 @@ def test_sensor_keeps_partitions_and_one_run_builds_every_feed(tmp_path: Path) -
     result = dg.materialize([subscriber_feeds], instance=instance, resources=resources, tags=request.tags)
     meta = next(iter(result.asset_materializations_for_node("subscriber_feeds"))).metadata
     assert meta["events_delivered"].value == 1 and meta["seq_range"].value == "4-4"
+    assert meta["api_events_prepared"].value == 1  # the same event, stored for the API's pages
 
 
 def test_one_run_covers_every_subscriber_whatever_order_the_instance_keeps(tmp_path: Path) -> None:

@@ -22,18 +22,22 @@ FIELDS = ["name_norm", "sex", "birth_date", "id_number", "phone", "address", "ad
           "addr_community", "area_code"]
 
 
+MASKING = {"id_number": {"keep_first": 6, "keep_last": 4}, "phone": {"keep_first": 3, "keep_last": 4},
+           "name_norm": {"keep_first": 1}, "address": {"kind": "address", "level": "community"},
+           "birth_date": {"kind": "date"}}
+ROLES = {
+    "officer": {"fields": {"name_norm": "full", "sex": "full", "birth_date": "full", "id_number": "masked",
+                           "phone": "masked", "address": "full", "addr_district": "full",
+                           "addr_street": "full", "addr_community": "full", "area_code": "full"}},
+    "analyst": {"fields": {"name_norm": "masked", "birth_date": "masked", "address": "masked",
+                           "area_code": "full"}},
+}
+
+
 def subscriptions(**overrides) -> object:
     doc = {
-        "masking": {"id_number": {"keep_first": 6, "keep_last": 4}, "phone": {"keep_first": 3, "keep_last": 4},
-                    "name_norm": {"keep_first": 1}, "address": {"kind": "address", "level": "community"},
-                    "birth_date": {"kind": "date"}},
-        "roles": {
-            "officer": {"fields": {"name_norm": "full", "sex": "full", "birth_date": "full", "id_number": "masked",
-                                   "phone": "masked", "address": "full", "addr_district": "full",
-                                   "addr_street": "full", "addr_community": "full", "area_code": "full"}},
-            "analyst": {"fields": {"name_norm": "masked", "birth_date": "masked", "address": "masked",
-                                   "area_code": "full"}},
-        },
+        "masking": MASKING,
+        "roles": ROLES,
         "subscribers": [
             {"id": "A", "kind": "station", "station_id": "sA", "entity_types": ["person"],
              "scope": {"area_codes": [A_AREA]}, "fields": FIELDS, "role": "officer"},

@@ -167,6 +167,54 @@ def test_search_needs_selective_keys_and_no_wildcards(desk: dict) -> None:
     assert search(desk, "s0001", salary="1").status_code == 422
 
 
+def test_concurrent_callers_each_get_their_own_answer(desk: dict) -> None:
+    """Requests in flight together are answered in one batch by the front desk's worker, tokens
+    checked with one read: a valid, an unknown, a revoked and an ungranted caller among twenty
+    matches and searches each get what they alone would get, and only answered ones are audited."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from feeds.tokens import revoke_token
+
+    revoked = issue_token(desk["store"], "s0001")
+    revoke_token(desk["store"], revoked.token_id)
+    person = desk["person"]
+    bearer = {**{who: desk["tokens"][who] for who in ("s0001", "city", "feeds-only")},
+              "revoked": revoked.token, "unknown": "tok_0123456789abcdef." + "A" * 43}
+    expected = {"s0001": 200, "city": 200, "feeds-only": 403, "revoked": 401, "unknown": 401}
+    calls = [(who, kind) for who in bearer for kind in ("match", "search")] * 2
+    alone = {}
+    for who in ("s0001", "city"):
+        alone[who, "match"] = post_match(desk, who, typed(person)).json()
+        alone[who, "search"] = desk["http"].get("/v1/search", params={"entity_type": "person",
+                                                "id_number": person["id_number"]},
+                                                headers={"Authorization": f"Bearer {bearer[who]}"}).json()
+
+    def call(job: tuple[str, str]) -> tuple[str, str, httpx.Response]:
+        who, kind = job
+        auth = {"Authorization": f"Bearer {bearer[who]}"}
+        with httpx.Client(base_url=str(desk["http"].base_url), timeout=60) as http:
+            if kind == "match":
+                return who, kind, http.post("/v1/match", json={"entity_type": "person", "record": typed(person)},
+                                            headers=auth)
+            return who, kind, http.get("/v1/search", params={"entity_type": "person", "id_number": person["id_number"]},
+                                       headers=auth)
+
+    before = access_log(desk["store"]).height
+    with ThreadPoolExecutor(len(calls)) as pool:
+        answers = list(pool.map(call, calls))
+    for who, kind, r in answers:
+        assert r.status_code == expected[who], (who, kind, r.status_code, r.text[:200])
+        if r.status_code == 401:
+            assert "invalid_token" in r.headers["www-authenticate"]
+        if r.status_code == 200:
+            assert r.json() == alone[who, kind], (who, kind)
+    log = access_log(desk["store"])
+    new = log.tail(log.height - before)
+    assert sorted(new.filter(pl.col("outcome") == "ok")["subscriber_id"].to_list()) == ["city"] * 4 + ["s0001"] * 4
+    assert new.filter(pl.col("outcome") == "refused")["subscriber_id"].to_list() == ["feeds-only"] * 4
+    assert new.height == 12  # nothing for the invalid tokens: nobody to name
+
+
 def test_rate_limit_answers_429_with_retry_after(desk: dict) -> None:
     person = desk["person"]
     assert search(desk, "tight", id_number=person["id_number"]).status_code == 200

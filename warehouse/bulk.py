@@ -9,7 +9,9 @@ INSERT ... SELECT, so no Python object is made per value and the batch stays ato
 from __future__ import annotations
 
 import io
+import json
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -95,6 +97,10 @@ def key_table(conn: sa.Connection, values: list[str], name: str = "_keys") -> sa
     else:
         conn.exec_driver_sql(f'CREATE TEMP TABLE IF NOT EXISTS "{name}" (key TEXT PRIMARY KEY)')
     conn.exec_driver_sql(f'DELETE FROM "{name}"')
+    if conn.dialect.name == "sqlite":  # one JSON array bound once: SQLite parses it, no Python row per key
+        conn.exec_driver_sql(f'INSERT OR IGNORE INTO "{name}" (key) SELECT value FROM json_each(?)',
+                             (json.dumps(values, ensure_ascii=False, default=str),))
+        return table
     keys = pl.DataFrame({"key": values}, schema={"key": pl.String}).unique()
     insert_frame(conn, table, keys)
     return table
@@ -139,22 +145,33 @@ def insert_frame(conn: sa.Connection, table: sa.Table, frame: pl.DataFrame, *, r
     return frame.height
 
 
+COPY_CHUNK_ROWS = 100_000
+
+
+def _copy_csv(copy, frame: pl.DataFrame) -> None:
+    """The frame into an open COPY, as CSV a slice at a time: the text of a whole million-row
+    frame (golden records carry kilobytes of JSON each) is never in memory at once."""
+    for start in range(0, frame.height, COPY_CHUNK_ROWS):
+        buf = io.BytesIO()
+        frame.slice(start, COPY_CHUNK_ROWS).write_csv(buf, include_header=False, null_value="\\N",
+                                                      datetime_format="%Y-%m-%d %H:%M:%S%.f")
+        copy.write(buf.getvalue())
+
+
 def _copy_postgres(conn: sa.Connection, table: sa.Table, frame: pl.DataFrame, *, replace: bool) -> None:
-    buf = io.BytesIO()
-    frame.write_csv(buf, include_header=False, null_value="\\N", datetime_format="%Y-%m-%d %H:%M:%S%.f")
     cols = _quoted(frame.columns)
     options = "(FORMAT csv, NULL '\\N')"
     raw = conn.connection.driver_connection  # psycopg.Connection, inside SQLAlchemy's transaction
     with raw.cursor() as cur:
         if not replace:
             with cur.copy(f'COPY "{table.name}" ({cols}) FROM STDIN {options}') as copy:
-                copy.write(buf.getvalue())
+                _copy_csv(copy, frame)
             return
         stage = f"_stage_{table.name}"
         cur.execute(f'CREATE TEMP TABLE IF NOT EXISTS "{stage}" (LIKE "{table.name}" INCLUDING DEFAULTS) ON COMMIT DROP')
         cur.execute(f'TRUNCATE "{stage}"')
         with cur.copy(f'COPY "{stage}" ({cols}) FROM STDIN {options}') as copy:
-            copy.write(buf.getvalue())
+            _copy_csv(copy, frame)
         pk = [c.name for c in table.primary_key.columns]
         updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in frame.columns if c not in pk)
         cur.execute(
@@ -186,18 +203,40 @@ class SqliteStage:
             cur.adbc_ingest(table.name, frame, mode="create_append")
         return frame.height
 
-    def copy_into(self, conn: sa.Connection) -> None:
-        """Inside the caller's transaction on the warehouse: move every staged row across.
+    def staged(self, name: str) -> bool:
+        return name in self._tables
+
+    def index(self, name: str, column: str) -> None:
+        """An index on a staged table's column, built in the scratch file (sorted there, on
+        disk), so that the copy can read the rows in that order without sorting them in memory."""
+        if self._conn is not None and name in self._tables:
+            with self._conn.cursor() as cur:
+                cur.execute(f'CREATE INDEX IF NOT EXISTS "ix_{name}_{column}" ON "{name}" ("{column}")')
+
+    def attach(self, conn: sa.Connection) -> None:
+        """Attach the scratch file to `conn` as schema `stage` (once; `detach` after the
+        transaction, since SQLite refuses to detach a database a transaction has read).
 
         ADBC links its own copy of SQLite; two copies must never hold the same file open at
         once (closing one drops the other's POSIX locks), so ADBC lets go before we attach.
         """
         self._release()
-        conn.exec_driver_sql("ATTACH DATABASE ? AS stage", (str(self.path),))
+        if not _attached(conn):
+            conn.exec_driver_sql("ATTACH DATABASE ? AS stage", (str(self.path),))
+
+    def copy_into(self, conn: sa.Connection) -> None:
+        """Inside the caller's transaction on the warehouse: move every staged row across."""
+        self.attach(conn)
         for name, (replace, columns) in self._tables.items():
             verb = "INSERT OR REPLACE" if replace else "INSERT"
             cols = _quoted(columns)
             conn.exec_driver_sql(f'{verb} INTO main."{name}" ({cols}) SELECT {cols} FROM stage."{name}" ORDER BY rowid')
+
+    @staticmethod
+    def detach(conn: sa.Connection) -> None:
+        """After the transaction: pooled connections must not keep the scratch file attached."""
+        if _attached(conn):
+            conn.exec_driver_sql("DETACH DATABASE stage")
 
     def _release(self) -> None:
         if self._conn is not None:
@@ -210,6 +249,78 @@ class SqliteStage:
             self._conn = None
         for suffix in ("", "-journal", "-wal", "-shm"):
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+
+
+def _attached(conn: sa.Connection) -> bool:
+    return any(row[1] == "stage" for row in conn.exec_driver_sql("PRAGMA database_list"))
+
+
+def sqlite_stage(conn_or_engine: sa.Connection | sa.Engine) -> SqliteStage | None:
+    """A scratch stage beside a SQLite warehouse file; None elsewhere (PostgreSQL has COPY, and
+    an in-memory database has no file to put one beside)."""
+    url = conn_or_engine.engine.url
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return SqliteStage(Path(url.database))
+
+
+READ_CHUNK_ROWS = 50_000
+
+
+def read_bulk(conn: sa.Connection, query: sa.Select, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """`read_frame` for large reads: the same frame, but the rows come straight from the DBAPI
+    cursor, a chunk at a time, and dates, timestamps and booleans are converted by Polars over
+    whole columns. SQLAlchemy's result processing parses each SQLite timestamp in Python, which
+    is most of the time of reading a million records; a chunk of raw rows is the only Python
+    object per value that ever exists, for one chunk at a time."""
+    parts = list(read_chunks(conn, query, schema))
+    return pl.concat(parts) if len(parts) > 1 else parts[0]
+
+
+def read_chunks(conn: sa.Connection, query: sa.Select, schema: dict[str, pl.DataType], *,
+                rows: int = READ_CHUNK_ROWS) -> Iterator[pl.DataFrame]:
+    """`read_bulk` a chunk of `rows` at a time (at least one frame, maybe empty), streamed from
+    the server (PostgreSQL: a server-side cursor), for results too large to hold at once."""
+    compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params = compiled.params
+    if compiled.positional:
+        params = tuple(params[k] for k in compiled.positiontup)
+    result = conn.execution_options(stream_results=True, max_row_buffer=rows).exec_driver_sql(compiled.string, params)
+    names = list(result.keys())
+    want = {n: schema.get(n, pl.String) for n in names}
+    sqlite = conn.dialect.name == "sqlite"
+    raw = {n: (_sqlite_raw(t) if sqlite else t) for n, t in want.items()}
+    convert = [_from_sqlite(n, t) for n, t in want.items() if raw[n] != t] if sqlite else []
+    empty = True
+    while chunk := result.fetchmany(rows):
+        columns = zip(*chunk)  # column by column: half the time of building a frame from row tuples
+        del chunk
+        frame = pl.DataFrame([pl.Series(n, next(columns), dtype=t) for n, t in raw.items()])
+        empty = False
+        yield frame.with_columns(convert) if convert else frame
+    if empty:
+        frame = pl.DataFrame(schema=raw)
+        yield frame.with_columns(convert) if convert else frame
+
+
+def _sqlite_raw(dtype: pl.DataType) -> pl.DataType:
+    """What SQLite hands back for a column read as `dtype`: booleans as 0/1, dates as text."""
+    if dtype == pl.Boolean:
+        return pl.Int64
+    if dtype == pl.Date or isinstance(dtype, pl.Datetime):
+        return pl.String
+    return dtype
+
+
+def _from_sqlite(name: str, dtype: pl.DataType) -> pl.Expr:
+    col = pl.col(name)
+    if dtype == pl.Boolean:
+        return col.cast(pl.Boolean)
+    if dtype == pl.Date:
+        return col.str.slice(0, 10).str.to_date("%Y-%m-%d")
+    # SQLAlchemy's and the stage's storage format alike: "2026-11-26 09:00:00.000000"
+    parsed = col.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="us")
+    return (parsed.dt.replace_time_zone(dtype.time_zone) if dtype.time_zone else parsed).alias(name)
 
 
 def read_frame(conn: sa.Connection, query: sa.Select, schema: dict[str, pl.DataType] | None = None) -> pl.DataFrame:

@@ -33,6 +33,17 @@ def token_row(store: Warehouse, token_id: str) -> dict | None:
     return dict(row._mapping) if row is not None else None
 
 
+def token_rows(store: Warehouse, token_ids: list[str]) -> dict[str, dict]:
+    """The rows of several token ids (revoked or not) in one read, by token id."""
+    t = s.feed_tokens
+    wanted = sorted(set(token_ids))
+    if not wanted:
+        return {}
+    with store.engine.connect() as conn:
+        got = conn.execute(sa.select(*(t.c[c] for c in COLUMNS)).where(t.c.token_id.in_(wanted)))
+        return {r.token_id: dict(r._mapping) for r in got}
+
+
 def revoke_token(store: Warehouse, token_id: str, at: dt.datetime | None = None) -> bool:
     """Mark a token revoked; False when there is no such token or it was revoked already."""
     t = s.feed_tokens

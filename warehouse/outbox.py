@@ -11,7 +11,8 @@ appended here and nowhere else, always the same way:
    (ids are deterministic, so a rerun writes nothing twice);
 3. the others get the next seqs after the outbox's maximum, read under the lock: strictly
    increasing, no gaps, even after a failed attempt;
-4. they are inserted in bulk.
+4. they are inserted in bulk; a publication too large to hold in memory stages them first
+   (warehouse/golden.py) and appends them from there by one INSERT ... SELECT (`append_staged`).
 """
 
 from __future__ import annotations
@@ -49,6 +50,25 @@ def lock_outbox(conn: sa.Connection) -> None:
         conn.exec_driver_sql("DELETE FROM change_events WHERE 0")  # begins the write transaction
 
 
+def prepared(events: pl.DataFrame, occurred_at: dt.datetime) -> pl.DataFrame:
+    """Events as the outbox stores them, ready before the lock is taken: EVENT_COLUMNS, `seq`
+    holding their order for now (the frame's `_order` column when it has one, else row order;
+    the append renumbers them to follow the outbox's maximum), an event_id repeated within the
+    batch kept once (the first in that order), and occurred_at."""
+    if events.height == 0:  # nothing to append (a frame of no rows may have no columns either)
+        return pl.DataFrame()
+    missing = [c for c in EVENT_COLUMNS if c not in events.columns]
+    if missing:
+        raise ValueError(f"outbox events lack {missing}")
+    order = pl.col("_order").cast(pl.Int64) if "_order" in events.columns else pl.int_range(1, pl.len() + 1,
+                                                                                           dtype=pl.Int64)
+    events = events.select(*EVENT_COLUMNS, order.alias("seq"))
+    if not events["seq"].is_sorted():
+        events = events.sort("seq", maintain_order=True)
+    return events.unique("event_id", keep="first", maintain_order=True).with_columns(
+        occurred_at=pl.lit(occurred_at, pl.Datetime("us", "UTC")))
+
+
 class OutboxWriter:
     """Appends to the outbox inside a transaction that holds its lock (from outbox_transaction)."""
 
@@ -56,29 +76,51 @@ class OutboxWriter:
         self.conn = conn
 
     def append(self, events: pl.DataFrame, occurred_at: dt.datetime) -> Appended:
+        return self.append_prepared(prepared(events, occurred_at))
+
+    def append_prepared(self, events: pl.DataFrame) -> Appended:
+        """Append events from `prepared`, in their `seq` order."""
         conn = self.conn
-        if events.height == 0:  # nothing to append (a frame of no rows may have no columns either)
-            fresh = events
-        else:
-            missing = [c for c in EVENT_COLUMNS if c not in events.columns]
-            if missing:
-                raise ValueError(f"outbox events lack {missing}")
-            events = events.select(EVENT_COLUMNS).unique("event_id", keep="first", maintain_order=True)
+        known: set[str] = set()
+        if events.height:
             known = set(conn.scalars(sa.select(OUTBOX.c.event_id).where(
                 in_keys(conn, OUTBOX.c.event_id, events["event_id"].to_list()))))
-            fresh = events.filter(~pl.col("event_id").is_in(list(known))) if known else events
-        start = int(conn.scalar(sa.select(sa.func.coalesce(sa.func.max(OUTBOX.c.seq), 0)))) + 1
+        fresh = events.filter(~pl.col("event_id").is_in(list(known))) if known else events
+        start = self._next_seq()
         if fresh.height:
             insert_frame(conn, OUTBOX, fresh.with_columns(
-                seq=pl.int_range(start, start + fresh.height, dtype=pl.Int64),
-                occurred_at=pl.lit(occurred_at, pl.Datetime("us", "UTC"))))
+                seq=pl.int_range(start, start + fresh.height, dtype=pl.Int64)))
         return Appended(fresh.height, start, start + fresh.height - 1)
+
+    def append_staged(self, source: str) -> Appended:
+        """Append the events staged in table `source` (rows of `prepared`, event ids unique), in
+        their `seq` order, by one INSERT ... SELECT: those already in the outbox are skipped by a
+        join on its unique index, the others numbered by a window over their order."""
+        start = self._next_seq()
+        cols = ", ".join(f's."{c}"' for c in (*EVENT_COLUMNS, "occurred_at"))
+        names = ", ".join(f'"{c}"' for c in ("seq", *EVENT_COLUMNS, "occurred_at"))
+        written = self.conn.exec_driver_sql(
+            f'INSERT INTO "{OUTBOX.name}" ({names}) '
+            f"SELECT {start - 1} + row_number() OVER (ORDER BY s.seq), {cols} FROM {source} s "
+            f'WHERE NOT EXISTS (SELECT 1 FROM "{OUTBOX.name}" m WHERE m.event_id = s.event_id) ORDER BY s.seq'
+        ).rowcount
+        return Appended(written, start, start + written - 1)
+
+    def _next_seq(self) -> int:
+        return int(self.conn.scalar(sa.select(sa.func.coalesce(sa.func.max(OUTBOX.c.seq), 0)))) + 1
 
 
 @contextmanager
-def outbox_transaction(store) -> Iterator[OutboxWriter]:
+def outbox_transaction(store, *, conn: sa.Connection | None = None, locked: bool = False) -> Iterator[OutboxWriter]:
     """A write transaction of `store` (warehouse.store.Warehouse) that holds the outbox lock from
-    its first statement; what else the block writes commits together with the events."""
-    with store.transaction() as conn:
-        lock_outbox(conn)
+    its first statement; what else the block writes commits together with the events. With
+    `conn` (a connection already inside its transaction: the caller commits) the lock is taken
+    there, unless `locked` says the transaction took it already."""
+    if conn is not None:
+        if not locked:
+            lock_outbox(conn)
         yield OutboxWriter(conn)
+        return
+    with store.transaction() as own:
+        lock_outbox(own)
+        yield OutboxWriter(own)

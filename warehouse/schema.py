@@ -423,6 +423,38 @@ feed_deliveries = sa.Table(
     sa.Index(None, "subscriber_id", "delivered_at"),
 )
 
+# -- feed API pages prepared when feeds are built (migration 0014) ------------------------------
+# Per subscriber, each event it receives as the API delivers it (scoped, projected and masked
+# once, by the feed build), so that an events page is one indexed range read. `fields` (the
+# personal fields the line carries, names joined by U+001F) and `about` (a task's golden entity)
+# feed the audit row. The rows of one subscriber are valid only under the policy digest of its mark.
+feed_prepared = sa.Table(
+    "feed_prepared",
+    metadata,
+    sa.Column("subscriber_id", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("generation", sa.Integer, nullable=False),
+    sa.Column("entity_id", sa.String(64), nullable=False),
+    sa.Column("about", sa.String(64)),
+    sa.Column("fields", sa.Text, nullable=False),
+    sa.Column("line", sa.Text, nullable=False),
+    sqlite_with_rowid=False,  # SQLite keeps the rows in key order: a page is one contiguous range
+)
+
+# What is prepared per subscriber: its events in (from_seq, to_seq] under the policy `digest`
+# (scope, types, fields, levels and masking rules), as rows of `generation` (a new generation
+# replaces every row of the subscriber in one transaction).
+feed_prepared_marks = sa.Table(
+    "feed_prepared_marks",
+    metadata,
+    sa.Column("subscriber_id", sa.String(64), primary_key=True),
+    sa.Column("generation", sa.Integer, nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("from_seq", sa.Integer, nullable=False),
+    sa.Column("to_seq", sa.Integer, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+)
+
 # -- feed API tokens (migration 0005) -------------------------------------------------------
 # Bearer tokens of the feed API: only the SHA-256 of each token is kept; the token itself is shown
 # once, when it is issued. A revoked token keeps its row (revoked_at) so the audit log can name it.

@@ -30,7 +30,9 @@ from warehouse.locks import warehouse_lock
 _SQLITE_WRITERS: dict[str, threading.Lock] = {}
 
 
-def _writer_lock(engine: sa.Engine) -> threading.Lock | nullcontext:
+def writer_lock(engine: sa.Engine) -> threading.Lock | nullcontext:
+    """This process's queue for an SQLite warehouse's one writer (see `Warehouse.transaction`);
+    nothing on a database that takes concurrent writers."""
     if engine.dialect.name != "sqlite":
         return nullcontext()
     return _SQLITE_WRITERS.setdefault(str(engine.url.database), threading.Lock())
@@ -107,7 +109,7 @@ class Warehouse:
         """A write transaction. On SQLite, writers of this process queue on a lock first: SQLite
         takes one writer at a time, and threads that met its busy timeout instead would sleep in
         growing steps (seconds, under the feed API's concurrent audit writes)."""
-        with _writer_lock(self.engine), self.engine.begin() as conn:
+        with writer_lock(self.engine), self.engine.begin() as conn:
             yield conn
 
     def resolution_store(self, entity_type: str, record_table: str):
@@ -448,7 +450,7 @@ class BatchLoad:
             self._complete(self._conn)
             self._txn.commit()
             return
-        with _writer_lock(self.store.engine), self.store.engine.connect() as conn:
+        with writer_lock(self.store.engine), self.store.engine.connect() as conn:
             try:
                 with conn.begin():
                     self._start(conn)

@@ -1,0 +1,329 @@
+"""The feed API's pages prepared by the feed build (feeds.prepared), on real warehouses (SQLite and
+PostgreSQL): a prepared page carries exactly what the page built on demand carries (the same
+events, the same masking, the same audit row), pages reaching past the prepared stretch are
+completed on demand, a change of the subscriptions stops the old rows from being served and the
+next build replaces them, and under concurrent requests every page's audit row is committed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import polars as pl
+import pytest
+import sqlalchemy as sa
+from fixtures.feed_outbox import Outbox, person
+from test_feeds_service import A_AREA, B_AREA, FIELDS, MASKING, ROLES
+
+from feeds.config import parse_subscriptions
+from feeds.files import build_all, prepare_api
+from feeds.prepared import policy_digest
+from feeds.service import AUDIT_ENV, FeedService
+from warehouse import Warehouse
+from warehouse import schema as s
+from warehouse.deliveries import AuditWriter, PreparedStore
+from warehouse.feeds import FeedStore
+
+TASK = "correction_task"
+
+
+def doc(**change) -> dict:
+    d = {
+        "masking": copy.deepcopy(MASKING),
+        "roles": copy.deepcopy(ROLES),
+        "subscribers": [
+            {"id": "A", "kind": "station", "station_id": "sA", "entity_types": ["person", TASK],
+             "scope": {"area_codes": [A_AREA], "own_records": True}, "fields": FIELDS, "role": "officer"},
+            {"id": "B", "kind": "station", "station_id": "sB", "entity_types": ["person"],
+             "scope": {"area_codes": [B_AREA], "own_records": True}, "fields": FIELDS, "role": "officer"},
+            {"id": "dept", "kind": "department", "entity_types": ["person", TASK],
+             "scope": {"area_codes": ["5001"]}, "fields": FIELDS, "role": "analyst"},
+        ],
+    }
+    for sid, values in change.items():
+        next(x for x in d["subscribers"] if x["id"] == sid).update(values)
+    return d
+
+
+SUBS = parse_subscriptions(doc())
+IDS = ["A", "B", "dept"]
+
+
+def stage(out: Outbox, n: int, tag: str) -> None:
+    """Creates, moves between A's and B's areas, phone changes, a merge and correction tasks."""
+    for i in range(n):
+        area = (A_AREA if i % 2 else B_AREA) + f"{i % 7:03d}"
+        out.create(f"{tag}{i}", person(f"王{tag}{i}", area, id_number=f"5001011990010{i % 10}123X"),
+                   [f"s{'A' if i % 2 else 'B'}:{tag}{i}"])
+    for i in range(0, n, 3):
+        out.update(f"{tag}{i}", phone=f"139{i:08d}")
+    for i in range(1, n, 4):
+        out.update(f"{tag}{i}", area_code=B_AREA + "050", address="重庆市沙坪坝区小龙坎街道正街社区1号",
+                   addr_district="沙坪坝区", addr_street="小龙坎街道", addr_community="正街社区")
+    out.add_member(f"{tag}2", f"sA:{tag}x")
+    out.update(f"{tag}2", phone="13600000000")  # B's area, now also holding a record of sA
+    out.merge(f"{tag}4", f"{tag}6")
+    out.correction_task(f"t-{tag}1", "sA", f"sA:{tag}1", "phone", "13800000000", "13812345678",
+                        entity_id=f"{tag}1", area_code=A_AREA + "001")
+    out.correction_task(f"t-{tag}1", "sA", f"sA:{tag}1", "phone", "13800000000", "13812345678",
+                        entity_id=f"{tag}1", area_code=A_AREA + "001", status="closed")
+
+
+@pytest.fixture()
+def env(warehouse_url: str):
+    store = Warehouse(warehouse_url).migrate()
+    out = Outbox()
+    yield store, out
+    store.dispose()
+
+
+def walk(svc: FeedService, sid: str, after: int, limit: int) -> list[tuple[list[str], int, bool, int]]:
+    """Every page from `after` to the high water: (lines, next_after, has_more, prepared)."""
+    pages = []
+    while True:
+        p = svc.events(sid, after=after, limit=limit, channel="api")
+        pages.append((p.lines, p.next_after, p.has_more, p.prepared))
+        if not p.has_more:
+            return pages
+        assert p.next_after > after
+        after = p.next_after
+
+
+def lines_of(pages) -> list[str]:
+    return [x for p in pages for x in p[0]]
+
+
+def audit(store: Warehouse) -> list[tuple]:
+    d = FeedStore(store).deliveries()
+    return [(r["subscriber_id"], r["seq_from"], r["seq_to"], r["event_count"], json.loads(r["entity_ids"]),
+             json.loads(r["fields"])) for r in d.iter_rows(named=True)]
+
+
+def test_prepared_pages_equal_pages_built_on_demand(env) -> None:
+    store, out = env
+    stage(out, 30, "P")
+    high = out.flush(FeedStore(store))
+    svc = FeedService(store, SUBS)
+    starts = [0, 5, 17, high // 2, high - 3]
+    expected = {(sid, a, n): walk(svc, sid, a, n) for sid in IDS for a in starts for n in (1, 4, 1000)}
+    assert all(p[3] == 0 for pages in expected.values() for p in pages)  # nothing prepared yet
+    assert any(lines_of(pages) for pages in expected.values())
+    built_audit = audit(store)
+
+    counts = prepare_api(store, SUBS, start=0)
+    assert counts["A"] and counts["B"] and counts["dept"]
+    with store.engine.begin() as conn:
+        conn.execute(s.feed_deliveries.delete())
+    svc = FeedService(store, SUBS)
+    for (sid, a, n), pages in expected.items():
+        got = walk(svc, sid, a, n)
+        assert lines_of(got) == lines_of(pages), (sid, a, n)
+        assert sum(p[3] for p in got) == len(lines_of(got))  # every event read as prepared
+        if n == 1000:
+            assert got == [(p[0], p[1], p[2], len(p[0])) for p in pages]  # next_after, has_more alike
+    # the masking is the role's, and the audit rows say the same entities and fields, page by page
+    dept = [json.loads(x) for x in lines_of(walk(svc, "dept", 0, 1000))]
+    assert any(e["after"] and "name_norm" in e["after"] for e in dept)
+    assert all(e["after"]["name_norm"].endswith("*") for e in dept if e["after"] and e["after"].get("name_norm"))
+    assert all("phone" not in (e["after"] or {}) for e in dept if e["entity_type"] == "person")
+    assert audit(store)[:len(built_audit)] == built_audit
+
+
+def test_pages_past_the_prepared_stretch_are_built_on_demand(env) -> None:
+    store, out = env
+    stage(out, 12, "P")
+    first = out.flush(FeedStore(store))
+    prepare_api(store, SUBS, start=0)
+    stage(out, 12, "Q")  # written after the build: not prepared yet
+    out.update("P1", phone="13000000000")
+    out.flush(FeedStore(store))
+    svc = FeedService(store, SUBS)
+    mixed = {(sid, n): walk(svc, sid, first - 4, n) for sid in IDS for n in (3, 1000)}
+    assert any(0 < p[3] < len(p[0]) for pages in mixed.values() for p in pages)  # a page of both kinds
+    PreparedStore(store).forget([])  # nothing prepared: every page on demand
+    for (sid, n), pages in mixed.items():
+        assert lines_of(walk(svc, sid, first - 4, n)) == lines_of(pages), (sid, n)
+    # the next build extends the stretch rather than starting again
+    prepare_api(store, SUBS, start=0)
+    mark = PreparedStore(store).mark("A")
+    prepare_api(store, SUBS)
+    stage(out, 8, "R")
+    high = out.flush(FeedStore(store))
+    prepare_api(store, SUBS)
+    again = PreparedStore(store).mark("A")
+    assert (again.generation, again.from_seq, again.to_seq) == (mark.generation, 0, high)
+
+
+def test_a_subscriptions_change_stops_the_old_rows_and_the_next_build_replaces_them(env) -> None:
+    store, out = env
+    stage(out, 20, "P")
+    out.flush(FeedStore(store))
+    prepare_api(store, SUBS, start=0)
+    old = FeedService(store, SUBS).events("A", after=0, limit=1000, channel="api")
+    assert old.prepared == len(old.lines) > 0
+    # A now reads with the analyst's role: masked names, no phones
+    changed = parse_subscriptions(doc(A={"role": "analyst"}))
+    assert policy_digest(changed, changed.subscriber("A")) != policy_digest(SUBS, SUBS.subscriber("A"))
+    assert policy_digest(changed, changed.subscriber("B")) == policy_digest(SUBS, SUBS.subscriber("B"))
+    svc = FeedService(store, changed)
+    now = svc.events("A", after=0, limit=1000, channel="api")
+    assert now.prepared == 0 and now.lines != old.lines
+    events = [json.loads(x) for x in now.lines]
+    assert all("phone" not in (e["after"] or {}) for e in events if e["entity_type"] == "person")
+    assert svc.events("B", after=0, limit=1000, channel="api").prepared > 0  # B's policy did not change
+    prepare_api(store, changed)  # the next build: A's rows again, under the new policy
+    rebuilt = svc.events("A", after=0, limit=1000, channel="api")
+    assert rebuilt.prepared == len(rebuilt.lines) and rebuilt.lines == now.lines
+    # a scope change too
+    narrower = parse_subscriptions(doc(B={"scope": {"area_codes": [B_AREA + "001"]}}))
+    svc = FeedService(store, narrower)
+    page = svc.events("B", after=0, limit=1000, channel="api")
+    assert page.prepared == 0
+    assert all(json.loads(x)["entity_id"] for x in page.lines)
+    PreparedStore(store).forget([])
+    assert svc.events("B", after=0, limit=1000, channel="api").lines == page.lines
+
+
+def test_the_feed_build_prepares_what_the_files_deliver(env, tmp_path: Path) -> None:
+    store, out = env
+    stage(out, 10, "P")
+    out.flush(FeedStore(store))
+    build_all(store, SUBS, config_dir=tmp_path, data_dir=tmp_path / "data")  # snapshots: nothing to prepare
+    marks = PreparedStore(store).marks()
+    assert set(marks) == set(IDS) and all(m.from_seq == m.to_seq for m in marks.values())
+    stage(out, 10, "Q")
+    high = out.flush(FeedStore(store))
+    got = {r.subscriber_id: r for r in build_all(store, SUBS, config_dir=tmp_path, data_dir=tmp_path / "data")}
+    svc = FeedService(store, SUBS)
+    assert all(got[sid].events for sid in IDS)
+    for sid in IDS:
+        jsonl = [f for f in got[sid].files if f.endswith(".jsonl")]
+        lines = (got[sid].outbox / jsonl[0]).read_text(encoding="utf-8").splitlines()
+        start = PreparedStore(store).mark(sid).from_seq
+        page = svc.events(sid, after=start, limit=5000, channel="api")
+        assert page.lines == lines and page.prepared == len(lines) == got[sid].api_prepared, sid
+        assert PreparedStore(store).mark(sid).to_seq == high
+    # a subscriber dropped from the subscriptions loses its prepared rows at the next build
+    fewer = parse_subscriptions({**doc(), "subscribers": [x for x in doc()["subscribers"] if x["id"] != "dept"]})
+    build_all(store, fewer, config_dir=tmp_path, data_dir=tmp_path / "data")
+    assert set(PreparedStore(store).marks()) == {"A", "B"}
+    with store.engine.connect() as conn:
+        assert conn.scalar(sa.select(sa.func.count()).select_from(s.feed_prepared)
+                           .where(s.feed_prepared.c.subscriber_id == "dept")) == 0
+
+
+@pytest.mark.parametrize("mode", ["direct", "group"])
+def test_every_audit_row_is_committed_under_concurrent_requests(env, monkeypatch, mode: str) -> None:
+    store, out = env
+    stage(out, 30, "P")
+    high = out.flush(FeedStore(store))
+    prepare_api(store, SUBS, start=0)
+    monkeypatch.setenv(AUDIT_ENV, mode)
+    svc = FeedService(store, SUBS)
+    asks = [(sid, after) for sid in IDS for after in range(0, high, 3)]
+
+    def ask(job):
+        sid, after = job
+        page = svc.events(sid, after=after, limit=5, channel="api", token_id=f"tok-{sid}")
+        return sid, page
+
+    with ThreadPoolExecutor(20) as pool:
+        pages = list(pool.map(ask, asks))
+    delivered = [(sid, json.loads(p.lines[0])["seq"], json.loads(p.lines[-1])["seq"], len(p.lines))
+                 for sid, p in pages if p.lines]
+    logged = FeedStore(store).deliveries()
+    assert sorted(delivered) == sorted(logged.select("subscriber_id", "seq_from", "seq_to", "event_count").rows())
+    assert set(logged["token_id"]) == {f"tok-{sid}" for sid in IDS}
+
+
+def test_a_row_that_cannot_be_written_fails_only_its_own_request(env) -> None:
+    store, _ = env
+    writer = AuditWriter(store)
+    good = {"subscriber_id": "A", "channel": "api", "kind": "events", "seq_from": 1, "seq_to": 2, "event_count": 2,
+            "entity_count": 1, "entity_ids": ["P1"], "fields": {}}
+    errors, barrier = [], threading.Barrier(12)
+
+    def call(i: int) -> None:
+        row = {**good, "seq_from": i} if i != 5 else {**good, "kind": None}  # NOT NULL: refused
+        barrier.wait()
+        try:
+            writer.record([row])
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append((i, exc))
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [i for i, _ in errors] == [5]
+    logged = FeedStore(store).deliveries()
+    assert sorted(logged["seq_from"].to_list()) == [i for i in range(12) if i != 5]
+    assert pl.Series(logged["subscriber_id"]).unique().to_list() == ["A"]
+
+
+@pytest.mark.parametrize("dense", [3, 10_000])
+def test_snapshot_pages_of_a_scope_are_its_records_in_id_order(env, monkeypatch, dense: int) -> None:
+    """golden_in_scope page by page (SQLite: each part of the scope walked or sorted, by its size)
+    gives exactly the scope read in one query: area prefixes, own records, both, types, status."""
+    import warehouse.feeds as wf
+
+    monkeypatch.setattr(wf, "DENSE", dense)
+    store, out = env
+    for i in range(40):
+        area = (A_AREA if i % 3 else B_AREA) + f"{i % 5:03d}"
+        out.create(f"E{i:03d}", person(f"李{i}", area), [f"s{'A' if i % 4 else 'B'}:{i}"])
+    out.create("O1", {"name_norm": "某公司", "area_code": A_AREA + "001"}, ["sA:o1"], entity_type="organisation")
+    out.merge("E005", "E006")  # retired: in no snapshot
+    out.flush(FeedStore(store))
+    fs = FeedStore(store)
+    scopes = [{"area_prefixes": [A_AREA]}, {"area_prefixes": [], "own_station": "sB"},
+              {"area_prefixes": [B_AREA], "own_station": "sA"},
+              {"area_prefixes": ["5001", A_AREA], "own_station": "sB"},
+              {"area_prefixes": ["5009"], "own_station": "sZ"}]
+    for scope in scopes:
+        for types in (["person"], ["person", "organisation"]):
+            whole = fs.golden_in_scope(entity_types=types, **scope)
+            assert whole.height or scope.get("own_station") == "sZ"
+            pages, after = [], None
+            while True:
+                page = fs.golden_in_scope(entity_types=types, after_entity=after, limit=7, **scope)
+                pages.append(page)
+                if page.height < 7:
+                    break
+                after = page["entity_id"][-1]
+            paged = pl.concat(pages)
+            assert paged.to_dicts() == whole.to_dicts(), (scope, types)
+            assert "E005" not in paged["entity_id"].to_list()
+    assert fs.golden_in_scope(entity_types=["person"], own_station="sB", limit=1000).height > 0
+
+
+def test_the_build_drops_what_the_api_client_acknowledged(env, tmp_path: Path) -> None:
+    store, out = env
+    stage(out, 12, "P")
+    out.flush(FeedStore(store))
+    svc = FeedService(store, SUBS)
+    svc.snapshot("A", after_entity=None, limit=1000, channel="api")  # A's API cursor: the snapshot's seq
+    build_all(store, SUBS, config_dir=tmp_path, data_dir=tmp_path / "data")
+    stage(out, 12, "Q")
+    high = out.flush(FeedStore(store))
+    build_all(store, SUBS, config_dir=tmp_path, data_dir=tmp_path / "data")
+    mark = PreparedStore(store).mark("A")
+    first = svc.events("A", after=None, limit=1000, channel="api")
+    assert first.prepared == len(first.lines) > 4 and mark.to_seq == high
+    acked = json.loads(first.lines[3])["seq"]
+    svc.acknowledge("A", acked)
+    build_all(store, SUBS, config_dir=tmp_path, data_dir=tmp_path / "data")  # nothing new: prunes
+    pruned = PreparedStore(store).mark("A")
+    assert (pruned.generation, pruned.from_seq, pruned.to_seq) == (mark.generation, acked, high)
+    with store.engine.connect() as conn:
+        assert conn.scalar(sa.select(sa.func.min(s.feed_prepared.c.seq))
+                           .where(s.feed_prepared.c.subscriber_id == "A")) > acked
+    again = svc.events("A", after=acked, limit=1000, channel="api")
+    assert again.prepared == len(again.lines) and again.lines == first.lines[4:]
+    back = svc.events("A", after=mark.from_seq, limit=1000, channel="api")  # going back: built on demand
+    assert back.prepared == 0 and back.lines == first.lines
