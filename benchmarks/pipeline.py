@@ -19,7 +19,8 @@ Per phase (the runner's phases: pipelines/phases.py) the table shows wall time f
 runner's own step callback and the peak resident memory of the child's process tree over that
 phase, sampled from /proc every 0.1 s (psutil is not a dependency). Within each phase the
 Dagster steps' own durations (from the run's step events) are listed too, so a slow phase
-names its slow asset. The machine's load average is printed beside the figures: on a shared
+names its slow asset, and each step's peak (the highest sample while it ran), so a heavy phase
+names its heavy asset. The machine's load average is printed beside the figures: on a shared
 2-core machine, other work inflates them.
 """
 
@@ -147,11 +148,13 @@ def child(config: Path, url: str) -> None:
 
     instance = open_instance(project)
     steps: dict[str, float] = {}
+    spans: dict[str, list[tuple[float, float]]] = {}
     for result in results:
         for stat in instance.get_run_step_stats(result.run_id):
             if stat.start_time and stat.end_time:
                 steps[stat.step_key] = steps.get(stat.step_key, 0.0) + stat.end_time - stat.start_time
-    emit(event="end", t=end, steps=steps, runs=len(results),
+                spans.setdefault(stat.step_key, []).append((stat.start_time, stat.end_time))
+    emit(event="end", t=end, steps=steps, spans=spans, runs=len(results),
          failed=sum(1 for r in results if not r.success))
 
 
@@ -190,12 +193,14 @@ def measured_run(config: Path, url: str, data_dir: Path, station_ids: set[str]) 
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     current = {"phase": "startup"}
     phases: dict[str, dict] = {"startup": {"start": start, "peak": 0}}
+    samples: list[tuple[float, int]] = []  # (time, tree RSS): which step held the peak
     order = ["startup"]
     done = threading.Event()
 
     def sample() -> None:
         while not done.is_set():
             rss = _tree_rss(proc.pid)
+            samples.append((time.time(), rss))
             ph = phases[current["phase"]]
             ph["peak"] = max(ph["peak"], rss)
             done.wait(0.1)
@@ -237,7 +242,18 @@ def measured_run(config: Path, url: str, data_dir: Path, station_ids: set[str]) 
              "peak_mib": round(phases[p]["peak"] / 2**20)} for p in order]
     return {"seconds": round(finish - start, 2), "peak_mib": max(r["peak_mib"] for r in rows), "phases": rows,
             "steps": {k: round(v, 2) for k, v in sorted(end_event["steps"].items(), key=lambda kv: -kv[1])},
+            "step_peaks_mib": _step_peaks(samples, end_event["spans"]),
             "runs": end_event["runs"], "failed_runs": end_event["failed"]}
+
+
+def _step_peaks(samples: list[tuple[float, int]], spans: dict[str, list]) -> dict[str, int]:
+    """Per Dagster step, the highest tree RSS sampled while it ran (any of its runs), heaviest first."""
+    peaks = {}
+    for key, intervals in spans.items():
+        inside = [rss for t, rss in samples if any(a <= t <= b for a, b in intervals)]
+        if inside:
+            peaks[key] = round(max(inside) / 2**20)
+    return dict(sorted(peaks.items(), key=lambda kv: -kv[1]))
 
 
 def _save(path: Path | None, out: dict) -> None:
@@ -348,6 +364,8 @@ def _print(out: dict) -> None:
     for label, r in runs:
         top = ", ".join(f"{k} {v:.1f}" for k, v in list(r["steps"].items())[:8])
         console.print(f"slowest Dagster steps, {label} (s, summed over runs): {top}")
+        heavy = ", ".join(f"{k} {v:,}" for k, v in list(r["step_peaks_mib"].items())[:8])
+        console.print(f"heaviest Dagster steps, {label} (peak MiB of the process tree while each ran): {heavy}")
     console.print("load average before / after first run / after: "
                   + " / ".join(", ".join(f"{x:.2f}" for x in out[k]) for k in ("load_before", "load_after_first", "load_after")))
 
