@@ -108,8 +108,8 @@ def test_prepared_pages_equal_pages_built_on_demand(env) -> None:
     stage(out, 30, "P")
     high = out.flush(FeedStore(store))
     svc = FeedService(store, SUBS)
-    starts = [0, 5, 17, high // 2, high - 3]
-    expected = {(sid, a, n): walk(svc, sid, a, n) for sid in IDS for a in starts for n in (1, 4, 1000)}
+    starts = [0, 17, high - 3]  # pages of 3 walk every page boundary from the start
+    expected = {(sid, a, n): walk(svc, sid, a, n) for sid in IDS for a in starts for n in (3, 1000)}
     assert all(p[3] == 0 for pages in expected.values() for p in pages)  # nothing prepared yet
     assert any(lines_of(pages) for pages in expected.values())
     built_audit = audit(store)
