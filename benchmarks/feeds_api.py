@@ -6,14 +6,12 @@ jurisdictions, a subscriber per station and a city-wide department) and measures
 whose pages are full (with --station, also a station, whose events are sparse in the outbox):
 
     .venv/bin/python benchmarks/feeds_api.py [--events 100000] [--stations 943] [--workers 1] [--station]
-        [--on-demand] [--audit group|direct]
+        [--on-demand]
 
 As a feed build would, it first prepares every subscriber's pages (feeds.files.prepare_api: scope,
 projection and masking done once, stored per subscriber); `--on-demand` skips that, so every
 request builds its page from the outbox (the path a page takes past the last build, or under a
-changed subscription). `--audit` says how requests commit their audit rows (ENTERONCE_FEED_AUDIT:
-a transaction per request, the default, or group commit); `--audit-compare` measures the two in
-process, without HTTP.
+changed subscription).
 
 The server is `uvicorn feeds.api:app_from_env` in a separate process (so the clients do not share
 its interpreter); each client has its own connection pool and asks for pages at random positions
@@ -55,16 +53,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_server(warehouse_url: str, config_dir: Path, workers: int, audit: str | None = None
+def _start_server(warehouse_url: str, config_dir: Path, workers: int
                   ) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     env = {**os.environ, "ENTERONCE_CONFIG": str(config_dir), "ENTERONCE_WAREHOUSE_URL": warehouse_url,
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    if audit:
-        env["ENTERONCE_FEED_AUDIT"] = audit
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "feeds.api:app_from_env", "--factory", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
+         "--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log",
+         "--http", "feeds.http_protocol:EnvBoundedHttpToolsProtocol"],  # the parser `enteronce serve` runs
         env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -83,13 +80,13 @@ def _start_server(warehouse_url: str, config_dir: Path, workers: int, audit: str
 
 
 def measure(warehouse_url: str, config_dir: Path, subscriber_id: str, clients: int = 20, page: int = 1000,
-            requests: int = 400, *, workers: int = 1, seed: int = 1, audit: str | None = None) -> dict:
+            requests: int = 400, *, workers: int = 1, seed: int = 1) -> dict:
     """Latency of `GET /v1/feeds/{subscriber}/events?after=…&limit=page` under `clients` concurrent
     clients, `requests` requests in all: p50_ms, p99_ms, rps, mean events per page."""
     store = Warehouse(warehouse_url).migrate()
     token = issue_token(store, subscriber_id, "benchmark")
     high = store.max_event_seq()
-    proc, url = _start_server(warehouse_url, Path(config_dir), workers, audit)
+    proc, url = _start_server(warehouse_url, Path(config_dir), workers)
     per_client = max(1, requests // clients)
 
     def client(i: int) -> list[tuple[float, int]]:
@@ -158,41 +155,6 @@ def build(root: Path, *, events: int, stations: int, url: str | None = None) -> 
     return url, ["city", "s0000"]
 
 
-def audit_compare(url: str, config_dir: Path, subscriber_id: str, *, clients: int = 20, page: int = 1000,
-                  requests: int = 400) -> dict[str, dict]:
-    """The audit write's cost, without HTTP: `clients` threads asking this process's FeedService
-    for pages (prepared or not, as the warehouse is), once per audit mode (group commit, a
-    transaction per request); per mode p50_ms, p99_ms and pages/s."""
-    from feeds.config import load_subscriptions
-    from feeds.service import AUDIT_ENV, FeedService
-
-    out = {}
-    for mode in ("direct", "group"):
-        os.environ[AUDIT_ENV] = mode
-        store = Warehouse(url)
-        svc = FeedService(store, load_subscriptions(config_dir))
-        high = store.max_event_seq()
-
-        def client(i: int, svc=svc, high=high) -> list[float]:
-            rng = random.Random(1000 + i)
-            got = []
-            for _ in range(max(1, requests // clients)):
-                t0 = time.perf_counter()
-                svc.events(subscriber_id, after=rng.randrange(0, max(1, high - page)), limit=page, channel="api")
-                got.append(time.perf_counter() - t0)
-            return got
-
-        started = time.perf_counter()
-        with ThreadPoolExecutor(clients) as pool:
-            lat = np.array([x for part in pool.map(client, range(clients)) for x in part]) * 1000
-        wall = time.perf_counter() - started
-        store.dispose()
-        out[mode] = {"p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
-                     "rps": len(lat) / wall}
-    os.environ.pop(AUDIT_ENV, None)
-    return out
-
-
 def prepare(url: str, config_dir: Path) -> int:
     """What a feed build does for the API: every subscriber's deliveries stored, from the outbox's
     start (the clients ask for random positions); returns how many rows were stored."""
@@ -230,9 +192,6 @@ def main() -> None:
     parser.add_argument("--page", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--on-demand", action="store_true", help="do not prepare the pages first")
-    parser.add_argument("--audit", choices=["direct", "group"], default="direct")
-    parser.add_argument("--audit-compare", action="store_true",
-                        help="instead: the audit modes' cost in process, without HTTP")
     parser.add_argument("--warehouse", default="sqlite", help="sqlite | postgresql | an admin SQLAlchemy URL")
     parser.add_argument("--station", action="store_true",
                         help="also a station subscriber (sparse: each page scans much of the outbox)")
@@ -250,19 +209,8 @@ def main() -> None:
             mode = "prepared"
             console.print(f"prepared {rows:,} deliveries for {args.stations + 1} subscribers in "
                           f"{time.perf_counter() - t0:.1f} s")
-        if args.audit_compare:
-            table = Table(title=f"Audit write, in process (no HTTP): {args.clients} threads, pages of "
-                                f"{args.page:,} events ({mode}), {args.warehouse}, "
-                                f"load average {os.getloadavg()[0]:.1f}", title_justify="left")
-            for col in ("audit", "p50 ms", "p99 ms", "pages/s"):
-                table.add_column(col, justify="left" if col == "audit" else "right")
-            for audit, r in audit_compare(url, root, subscribers[0], clients=args.clients, page=args.page,
-                                          requests=args.requests).items():
-                table.add_row(audit, f"{r['p50_ms']:,.1f}", f"{r['p99_ms']:,.1f}", f"{r['rps']:,.1f}")
-            console.print(table)
-            return
         table = Table(title=f"Feed API on loopback: {args.clients} clients, pages of {args.page:,} events "
-                            f"({mode}, audit {args.audit}), {args.workers} worker(s), {args.warehouse}, "
+                            f"({mode}), {args.workers} worker(s), {args.warehouse}, "
                             f"load average {os.getloadavg()[0]:.1f}", title_justify="left")
         for col in ("subscriber", "requests", "events/page", "p50 ms", "p99 ms", "req/s", "events/s"):
             table.add_column(col, justify="left" if col == "subscriber" else "right")
@@ -271,7 +219,7 @@ def main() -> None:
             runs.append((subscribers[1], max(args.clients, args.requests // 10)))
         for sid, requests in runs:
             r = measure(url, root, sid, clients=args.clients, page=args.page, requests=requests,
-                        workers=args.workers, audit=args.audit)
+                        workers=args.workers)
             table.add_row(sid, f"{r['requests']:,}", f"{r['mean_events']:,.0f}", f"{r['p50_ms']:,.1f}",
                           f"{r['p99_ms']:,.1f}", f"{r['rps']:,.1f}", f"{r['events_per_s']:,.0f}")
         console.print(table)

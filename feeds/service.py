@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -30,7 +28,7 @@ from feeds.build import (
 from feeds.config import Subscriber, Subscriptions
 from feeds.prepared import FIELD_SEP, policy_digest
 from warehouse import Warehouse
-from warehouse.deliveries import PreparedStore, audit_writer
+from warehouse.deliveries import PreparedStore
 from warehouse.feeds import EVENT_SCHEMA, FeedStore
 
 CHANNELS = ("file", "api")
@@ -39,11 +37,6 @@ SCAN_MIN, SCAN_MAX = 2_000, 50_000  # outbox rows read per later round while fil
 # A snapshot pages through golden records (by entity id), then open correction tasks (by task id);
 # a page cursor in the tasks' part carries this prefix (`after_entity=task:<task id>`).
 TASK_CURSOR = "task:"
-# How API requests write their audit rows: "direct" (default: a transaction per request) or
-# "group" (concurrent requests share a commit, each waits for its own: warehouse.deliveries).
-# Measured with `benchmarks/feeds_api.py --audit-compare`, group commit was no cheaper on SQLite
-# or on a local PostgreSQL (fsync on); it stays for a database whose commits cost more.
-AUDIT_ENV = "ENTERONCE_FEED_AUDIT"
 PAGE_COLUMNS = ("seq", "entity_id", "about", "fields", "line")
 
 
@@ -165,7 +158,6 @@ class FeedService:
         self.prepared = PreparedStore(warehouse)
         self._digests: dict[str, str] = {}
         self._by_id = {s.id: s for s in subscriptions.subscribers}
-        self._group_audit = os.environ.get(AUDIT_ENV, "direct") == "group"
 
     def digest(self, sub: Subscriber) -> str:
         """The subscriber's policy digest under these subscriptions (feeds.prepared)."""
@@ -173,18 +165,6 @@ class FeedService:
         if got is None:
             got = self._digests[sub.id] = policy_digest(self.subscriptions, sub)
         return got
-
-    def record_deliveries(self, rows: list[dict]) -> None:
-        """Audit rows of API requests: committed before the caller returns, in any mode."""
-        self.submit_deliveries(rows)()
-
-    def submit_deliveries(self, rows: list[dict]) -> Callable[[], None]:
-        """Start committing audit rows; returns the wait for their commit (which raises if it
-        failed), to be called before the page they audit is handed out."""
-        if self._group_audit:
-            return audit_writer(self.warehouse).submit(rows).wait
-        self.store.record_deliveries(rows)
-        return lambda: None
 
     def subscriber(self, subscriber_id: str) -> Subscriber:
         sub = self._by_id.get(subscriber_id)  # a dict: a thousand subscribers, every request
@@ -253,12 +233,10 @@ class FeedService:
             built, pos = self._build_page(sub, pos, high, room)
             rows = rows + built.rows()
         next_after = rows[-1][0] if len(rows) == limit and pos < high else max(pos, after)
-        committed = self._log_events(sub, rows, channel=channel, token_id=token_id) if rows else None
-        page = FeedPage(next_after=next_after, has_more=next_after < self.store.high_water(), high_water=high,
+        if rows:  # committed before the page leaves
+            self._log_events(sub, rows, channel=channel, token_id=token_id)
+        return FeedPage(next_after=next_after, has_more=next_after < self.store.high_water(), high_water=high,
                         lines=[r[4] for r in rows], prepared=prepared)
-        if committed is not None:
-            committed()  # the page leaves only once its audit row is committed
-        return page
 
     def _build_page(self, sub: Subscriber, after: int, high: int, limit: int) -> tuple[pl.DataFrame, int]:
         """Up to `limit` of the subscriber's events in (after, high] built now, and how far the
@@ -283,18 +261,15 @@ class FeedService:
             pos = int(rows["seq"][-1])
         return rows.select(PAGE_COLUMNS), pos
 
-    def _log_events(self, sub: Subscriber, rows: list[tuple], *, channel: str,
-                    token_id: str | None) -> Callable[[], None]:
+    def _log_events(self, sub: Subscriber, rows: list[tuple], *, channel: str, token_id: str | None) -> None:
         """The page's audit row: its seq range, the entities it carries data about (a task's
-        golden entity too) and the personal fields delivered, with their levels."""
-        seen: set[str] = set()
-        for f in {r[3] if isinstance(r[3], str) else FIELD_SEP.join(r[3] or ()) for r in rows}:
-            seen.update(x for x in f.split(FIELD_SEP) if x)
-        levels = self.subscriptions.levels(sub)
-        return self.submit_deliveries([delivery_row(
+        golden entity too) and the personal fields delivered, with their levels (fields as
+        stored, FIELD_SEP-joined, or as built, a list)."""
+        fields = [r[3].split(FIELD_SEP) if isinstance(r[3], str) else r[3] for r in rows]
+        self.store.record_deliveries([delivery_row(
             sub.id, channel=channel, kind="events", token_id=token_id, seq_from=rows[0][0], seq_to=rows[-1][0],
             event_count=len(rows), entity_ids=[r[1] for r in rows] + [r[2] for r in rows if r[2] is not None],
-            fields={f: lv for f, lv in levels.items() if f in seen})])
+            fields=audit_fields(fields, self.subscriptions.levels(sub)))])
 
     # -- snapshot ---------------------------------------------------------------------------------
     def snapshot(self, subscriber_id: str, *, after_entity: str | None, limit: int, channel: str,
@@ -342,7 +317,7 @@ class FeedService:
                 next_after = TASK_CURSOR + tasks["entity_id"][-1]
         lines = built["line"].to_list()
         if built.height:
-            self.record_deliveries([delivery_row(
+            self.store.record_deliveries([delivery_row(
                 sub.id, channel=channel, kind="snapshot", token_id=token_id, seq_from=None, seq_to=as_of,
                 event_count=0, entity_ids=audit_ids(built), fields=audit_fields(built["fields"], levels))])
         return SnapshotPage(records=[json.loads(x) for x in lines], next_after_entity=next_after if has_more else None,

@@ -382,6 +382,8 @@ def test_the_head_bound_counts_the_head_only(served) -> None:
     assert _raw_exchange(url, trickled(30_000)).startswith(b"HTTP/1.1 200")
     refused = _raw_exchange(url, trickled(40_000))
     assert refused.startswith(b"HTTP/1.1 431") or refused == b"", refused[:100]
+    assert proc.poll() is None and httpx.get(f"{url}/healthz").status_code == 200  # refused, not fallen over
+    assert _raw_exchange(url, trickled(30_000)).startswith(b"HTTP/1.1 200")
 
 
 def test_limits_come_from_options_and_environment() -> None:

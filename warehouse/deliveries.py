@@ -1,4 +1,4 @@
-"""The feed API's prepared deliveries, and the delivery audit written by group commit.
+"""The feed API's prepared deliveries.
 
 Prepared rows (`feed_prepared`) are each subscriber's events as the API hands them out, written by
 the feed build so that a page is one indexed range read instead of scoping, projecting and masking
@@ -6,18 +6,10 @@ the outbox per request. A subscriber's mark (`feed_prepared_marks`) says which s
 outbox its rows cover, under which policy digest, and in which generation: a reset (new digest, or
 a stretch that no longer joins) deletes the subscriber's rows and writes a new generation in one
 transaction, and a page is read with its mark in one statement, so it never mixes the two.
-
-`AuditWriter` takes the audit rows of concurrent requests and commits what has queued in one
-transaction: each request still waits for its own commit (an audit row is never lost: a request
-whose row did not commit fails), but twenty requests pay for one commit, not twenty queued ones.
-The feed service uses it when ENTERONCE_FEED_AUDIT=group (measured no cheaper than a transaction
-per request on SQLite and on a local PostgreSQL; see feeds.service).
 """
 
 from __future__ import annotations
 
-import threading
-import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -205,99 +197,3 @@ class PreparedStore:
                 conn.execute(p.delete().where(in_keys(conn, p.c.subscriber_id, gone)))
                 conn.execute(m.delete().where(in_keys(conn, m.c.subscriber_id, gone)))
         return len(gone)
-
-
-# -- the delivery audit, group-committed -------------------------------------------------------------
-class _Ticket:
-    __slots__ = ("done", "error", "rows")
-
-    def __init__(self, rows: list[dict]):
-        self.rows = rows
-        self.done = threading.Event()
-        self.error: BaseException | None = None
-
-    def wait(self) -> None:
-        """Until the rows are committed; raises what their commit raised."""
-        self.done.wait()
-        if self.error is not None:
-            raise self.error
-
-
-class AuditWriter:
-    """Group commit of `feed_deliveries` rows: `record(rows)` returns once they are committed.
-
-    One writer thread takes every ticket queued while the previous commit ran and inserts them in
-    one transaction; if that fails, each ticket is tried alone so one bad row fails only its own
-    request. The thread starts with the first ticket and stops after `IDLE` seconds without one."""
-
-    IDLE = 5.0
-
-    def __init__(self, store: Warehouse):
-        self._store = weakref.ref(store)  # the registry is keyed by the store: no cycle keeping it
-        self._cond = threading.Condition()
-        self._queue: list[_Ticket] = []
-        self._thread: threading.Thread | None = None
-
-    def record(self, rows: list[dict]) -> None:
-        """Commit the rows (with whatever else is queued); raises what their commit raised."""
-        self.submit(rows).wait()
-
-    def submit(self, rows: list[dict]) -> _Ticket:
-        """Queue the rows and return at once: the caller finishes its answer meanwhile and calls
-        `wait()` on the ticket before handing it out."""
-        ticket = _Ticket(rows)
-        if not rows:
-            ticket.done.set()
-            return ticket
-        with self._cond:
-            self._queue.append(ticket)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="feed-audit-writer", daemon=True)
-                self._thread.start()
-            self._cond.notify()
-        return ticket
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                if not self._queue and not self._cond.wait_for(lambda: self._queue, timeout=self.IDLE):
-                    self._thread = None
-                    return
-                batch, self._queue = self._queue, []
-            self._commit(batch)
-
-    def _commit(self, batch: list[_Ticket]) -> None:
-        try:
-            self._insert([r for t in batch for r in t.rows])
-        except BaseException:  # noqa: BLE001 - retried one by one: each request learns its own fate
-            for t in batch:
-                try:
-                    self._insert(t.rows)
-                except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
-                    t.error = exc
-                t.done.set()
-            return
-        for t in batch:
-            t.done.set()
-
-    def _insert(self, rows: list[dict]) -> None:
-        store = self._store()
-        if store is None:
-            raise RuntimeError("the warehouse of this audit writer is gone")
-        now = utcnow()
-        with store.transaction() as conn:
-            conn.execute(s.feed_deliveries.insert(), [{"delivered_at": now, "token_id": None, **r} for r in rows])
-
-
-_WRITERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_WRITERS_LOCK = threading.Lock()
-
-
-def audit_writer(store: Warehouse) -> AuditWriter:
-    """The one writer per warehouse (every FeedService over it, across reloads of the
-    subscriptions, shares it, so their rows are committed together)."""
-    with _WRITERS_LOCK:
-        got = _WRITERS.get(store)
-        if got is None:
-            got = _WRITERS[store] = AuditWriter(store)
-        return got
