@@ -7,8 +7,9 @@ PORT ?= 3000
 API_PORT ?= 8000
 HOST ?= 127.0.0.1
 PARALLEL ?= 4
+, := ,
 
-.PHONY: demo test ui hub bench bench-daemon bench-resolution bench-accuracy bench-propagation bench-feeds bench-feeds-api bench-publication bench-match-api bench-report bench-quality bench-pipeline install clean
+.PHONY: demo test ui hub bench bench-daemon bench-resolution bench-accuracy bench-propagation bench-feeds bench-feeds-api bench-publication bench-match-api bench-report bench-quality bench-pipeline bench-scale install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -68,6 +69,10 @@ bench-quality: $(STAMP)
 # The whole `enteronce run` from empty, then a 10k drop: time and peak memory per phase (RECORDS, STATIONS, WAREHOUSE).
 bench-pipeline: $(STAMP)
 	$(BIN)/python benchmarks/pipeline.py --records $(or $(RECORDS),1000000) --stations $(or $(STATIONS),40) --warehouse $(or $(WAREHOUSE),sqlite)
+
+# The scale curve: bench-pipeline at each of SIZES (PostgreSQL), fitted growth per phase, extrapolated.
+bench-scale: $(STAMP)
+	$(BIN)/python benchmarks/scale_curve.py --records $(or $(SIZES),250000$(,)500000$(,)1000000) --warehouse $(or $(WAREHOUSE),postgresql) --out benchmarks/.cache/scale_$(or $(WAREHOUSE),postgresql).json --resume
 
 bench-resolution: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

@@ -131,7 +131,7 @@ def child(config: Path, url: str) -> None:
     and, at the end, every Dagster step's duration (summed over the station runs)."""
     sys.path.insert(0, str(ROOT))
     from pipelines.project import Project
-    from pipelines.runner import materialize_project
+    from pipelines.runner import materialize_project, stations_with_work
 
     def emit(**kw) -> None:
         sys.stdout.write(json.dumps(kw) + "\n")
@@ -139,7 +139,7 @@ def child(config: Path, url: str) -> None:
 
     emit(event="start", t=time.time())
     project = Project.load(config, url)
-    stations = project.station_ids
+    stations = stations_with_work(project, project.station_ids)  # as `enteronce run` chooses them
     emit(event="loaded", t=time.time(), stations=len(stations))
     results = materialize_project(project, stations, on_station=lambda name: emit(event="step", name=name,
                                                                                  t=time.time()))
@@ -160,8 +160,9 @@ def child(config: Path, url: str) -> None:
 
 # ---------------------------------------------------------------- the parent: sampling
 
-def _tree_rss(pid: int) -> int:
-    """Resident bytes of `pid` and all its descendants, from /proc."""
+def _tree_rss(pid: int) -> tuple[int, list[tuple[str, int]]]:
+    """Resident bytes of `pid` and all its descendants, from /proc, and each process's share
+    (name, bytes): a phase's peak says whether it was one process or, say, a fork counted twice."""
     children: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -172,16 +173,18 @@ def _tree_rss(pid: int) -> int:
             children.setdefault(int(fields[1]), []).append(int(entry.name))
         except (OSError, IndexError, ValueError):
             continue
-    total, todo = 0, [pid]
+    parts, todo = [], [pid]
     while todo:
         p = todo.pop()
         try:
             with open(f"/proc/{p}/statm", "rb") as f:
-                total += int(f.read().split()[1]) * PAGE
+                rss = int(f.read().split()[1]) * PAGE
+            with open(f"/proc/{p}/comm", encoding="utf-8", errors="replace") as f:
+                parts.append((f"{f.read().strip()}[{p}]", rss))
         except (OSError, IndexError, ValueError):
             pass
         todo.extend(children.get(p, ()))
-    return total
+    return sum(r for _, r in parts), parts
 
 
 def measured_run(config: Path, url: str, data_dir: Path, station_ids: set[str]) -> dict:
@@ -199,10 +202,11 @@ def measured_run(config: Path, url: str, data_dir: Path, station_ids: set[str]) 
 
     def sample() -> None:
         while not done.is_set():
-            rss = _tree_rss(proc.pid)
+            rss, parts = _tree_rss(proc.pid)
             samples.append((time.time(), rss))
             ph = phases[current["phase"]]
-            ph["peak"] = max(ph["peak"], rss)
+            if rss > ph["peak"]:
+                ph["peak"], ph["peak_processes"] = rss, parts
             done.wait(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -210,13 +214,15 @@ def measured_run(config: Path, url: str, data_dir: Path, station_ids: set[str]) 
     stderr_chunks: list[str] = []
     err_reader = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read()), daemon=True)
     err_reader.start()
-    end_event = None
+    end_event, stations_run = None, None
     for line in proc.stdout:
         try:
             msg = json.loads(line)
         except ValueError:
             continue
-        if msg.get("event") == "step":
+        if msg.get("event") == "loaded":
+            stations_run = msg["stations"]
+        elif msg.get("event") == "step":
             name = "ingest" if msg["name"] in station_ids else msg["name"]
             if name != current["phase"]:
                 phases[current["phase"]]["end"] = msg["t"]
@@ -239,11 +245,13 @@ def measured_run(config: Path, url: str, data_dir: Path, station_ids: set[str]) 
         raise SystemExit(f"`enteronce run` failed (exit {proc.returncode}):\n{''.join(stderr_chunks)[-4000:]}")
     phases["shutdown"]["end"] = finish
     rows = [{"phase": p, "seconds": round(phases[p]["end"] - phases[p]["start"], 2),
-             "peak_mib": round(phases[p]["peak"] / 2**20)} for p in order]
+             "peak_mib": round(phases[p]["peak"] / 2**20),
+             "peak_processes": {name: round(r / 2**20) for name, r in phases[p].get("peak_processes", [])}}
+            for p in order]
     return {"seconds": round(finish - start, 2), "peak_mib": max(r["peak_mib"] for r in rows), "phases": rows,
             "steps": {k: round(v, 2) for k, v in sorted(end_event["steps"].items(), key=lambda kv: -kv[1])},
             "step_peaks_mib": _step_peaks(samples, end_event["spans"]),
-            "runs": end_event["runs"], "failed_runs": end_event["failed"]}
+            "runs": end_event["runs"], "failed_runs": end_event["failed"], "stations_run": stations_run}
 
 
 def _step_peaks(samples: list[tuple[float, int]], spans: dict[str, list]) -> dict[str, int]:
@@ -262,8 +270,20 @@ def _save(path: Path | None, out: dict) -> None:
 
 
 def _warehouse_size(url: str, data_dir: Path) -> int | None:
+    """Bytes the warehouse takes: the SQLite files, or the PostgreSQL database (tables, indexes, TOAST)."""
     db = data_dir / "warehouse.sqlite"
-    return sum(p.stat().st_size for p in data_dir.glob("warehouse.sqlite*")) if db.exists() else None
+    if db.exists():
+        return sum(p.stat().st_size for p in data_dir.glob("warehouse.sqlite*"))
+    if url.startswith("postgresql"):
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(url)
+        try:
+            with engine.connect() as conn:
+                return int(conn.exec_driver_sql("SELECT pg_database_size(current_database())").scalar())
+        finally:
+            engine.dispose()
+    return None
 
 
 def main() -> None:
@@ -353,6 +373,8 @@ def _print(out: dict) -> None:
         total += [f"{r['seconds']:.1f}", f"{r['peak_mib']:,}"]
     table.add_row(*total, style="bold")
     console.print(table)
+    console.print("stations run (the others had nothing new): "
+                  + ", ".join(f"{label} {r.get('stations_run')}" for label, r in runs))
     first = out["from_empty"]
     if out["records_about"] >= 1_000_000 and out["warehouse"] == "sqlite":
         target = "met" if first["seconds"] <= 180 and first["peak_mib"] <= 2048 else "MISSED"
@@ -360,8 +382,12 @@ def _print(out: dict) -> None:
     else:
         console.print("target (1M records on SQLite: <= 180 s, <= 2048 MiB from empty) not judged at this size")
     if first.get("warehouse_bytes"):
-        console.print(f"warehouse file: {first['warehouse_bytes'] / 2**30:.2f} GiB")
+        console.print(f"warehouse after the first run: {first['warehouse_bytes'] / 2**30:.2f} GiB")
     for label, r in runs:
+        for p in r["phases"]:
+            if len(p.get("peak_processes", {})) > 1:
+                console.print(f"{label}, {p['phase']}: the peak was several processes (a fork counts its shared "
+                              f"pages twice): " + ", ".join(f"{k} {v:,} MiB" for k, v in p["peak_processes"].items()))
         top = ", ".join(f"{k} {v:.1f}" for k, v in list(r["steps"].items())[:8])
         console.print(f"slowest Dagster steps, {label} (s, summed over runs): {top}")
         heavy = ", ".join(f"{k} {v:,}" for k, v in list(r["step_peaks_mib"].items())[:8])

@@ -15,7 +15,11 @@ kept by the store), are relinked; the result is compared with the stored open li
 links ended, links begun) and with the values the records carry (the events). So a drop costs
 what it changed, and the first run, which sees every record's `create`, links everything.
 Everything here is a pure function over Polars frames; the store reads and commits (one
-transaction with the outbox).
+transaction with the outbox). A relation never reads a record's provenance whole: the first run
+changes every record, and their provenance (kilobytes of JSON each) is most of a golden row. The
+version a change adds carries its golden row's provenance, which the store copies inside the
+database; the sources of a move's event come from the key fields' provenance, read a part at a
+time.
 
 Matching rules, chosen to link only what is certain:
 - key values compare as text; null agrees with null (a flat without a unit number has none on
@@ -26,6 +30,7 @@ Matching rules, chosen to link only what is certain:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -37,7 +42,10 @@ from entity_resolution.propagation import event_ids
 
 SEPARATOR = ","  # between the ids of a `to_field` (entity ids never contain one)
 GOLDEN_SCHEMA = {"entity_id": pl.String, "entity_type": pl.String, "version": pl.Int64, "status": pl.String,
-                 "area_code": pl.String, "record": pl.String, "provenance": pl.String}
+                 "area_code": pl.String, "record": pl.String}
+# what a changed record's new version is made of (the store adds the provenance, which is unchanged)
+CHANGE_SCHEMA = {"entity_id": pl.String, "entity_type": pl.String, "version": pl.Int64, "record": pl.String,
+                 "changed_fields": pl.String, "sources": pl.String}
 _PROV = pl.List(pl.Struct({"field": pl.String, "station_id": pl.String, "batch_id": pl.String,
                            "record_key": pl.String}))
 
@@ -47,12 +55,13 @@ class RelationStore(Protocol):
     def high_water(self) -> int: ...
     def changed_entities(self, relation: Relation, after_seq: int, until_seq: int) -> pl.Series: ...
     def golden_rows(self, entity_ids: pl.Series) -> pl.DataFrame: ...
+    def provenance(self, entity_ids: pl.Series) -> Iterator[pl.DataFrame]: ...
     def keys_of(self, relation: str, entity_ids: pl.Series) -> pl.DataFrame: ...
     def keys_matching(self, relation: str, keys: pl.Series) -> pl.DataFrame: ...
     def open_links(self, relation: str, *, from_ids: pl.Series | None = None,
                    to_ids: pl.Series | None = None) -> pl.DataFrame: ...
     def open_link_count(self, relation: str) -> int: ...
-    def commit(self, relation: Relation, *, golden: pl.DataFrame, versions: pl.DataFrame, events: pl.DataFrame,
+    def commit(self, relation: Relation, *, changes: pl.DataFrame, events: pl.DataFrame,
                opened: pl.DataFrame, closed: pl.DataFrame, keys_dropped: pl.Series, keys_added: pl.DataFrame,
                seen_seq: int, stats: dict) -> tuple[int, int]: ...
 
@@ -179,16 +188,17 @@ def set_field(record: pl.Expr, field: str, fragment_object: pl.Expr) -> pl.Expr:
     return pl.concat_str(body, pl.when(body == "{").then(pl.lit("")).otherwise(pl.lit(",")), pair, pl.lit("}"))
 
 
-def _key_sources(golden: pl.DataFrame, key: list[str]) -> pl.DataFrame:
+def _key_sources(parts: Iterator[pl.DataFrame], key: list[str]) -> pl.DataFrame:
     """Per `from` record, the station records its key fields came from (its provenance), as the
-    structs change events carry in `sources`."""
-    if golden.height == 0:
-        return pl.DataFrame(schema={"entity_id": pl.String, "station_id": pl.String, "record_key": pl.String,
-                                    "batch_id": pl.String})
-    return (
-        golden.select("entity_id", pl.col("provenance").str.json_decode(_PROV).alias("p")).explode("p").unnest("p")
+    structs change events carry in `sources`. parts: (entity_id, provenance) a part at a time, so
+    only one part's provenance is ever decoded."""
+    found = [
+        part.select("entity_id", pl.col("provenance").str.json_decode(_PROV).alias("p")).explode("p").unnest("p")
         .filter(pl.col("field").is_in(key)).select("entity_id", "station_id", "record_key", "batch_id").unique()
-    )
+        for part in parts if part.height
+    ]
+    schema = {"entity_id": pl.String, "station_id": pl.String, "record_key": pl.String, "batch_id": pl.String}
+    return pl.concat(found) if found else pl.DataFrame(schema=schema)
 
 
 def _sources_json(frame: pl.DataFrame) -> pl.DataFrame:
@@ -233,16 +243,21 @@ def run_relation(store: RelationStore, relation: Relation) -> RelationSummary:
     reached = pl.concat([from_ids, to_ids]).unique()
     others = store.golden_rows(reached.filter(~reached.is_in(changed.implode())).rename("entity_id"))
     active = pl.concat([rows, others]).filter(pl.col("status") == "active")
+    del rows, others
     changes = []
     for etype, desired in ((relation.from_type, from_v), (relation.to_type, to_v)):
         mine = active.filter(pl.col("entity_type") == etype)
         changes.append(field_changes(mine, decode(mine, [own[etype]]), desired, own[etype], etype))
-    golden, versions, events = _publication(pl.concat(changes), active, opened, closed, relation)
+    moved = pl.concat([opened, closed])
+    moved_from = moved["from_id"].unique()
+    by_from = _key_sources(store.provenance(moved_from.filter(moved_from.is_in(active["entity_id"].implode()))),
+                           relation.key)
+    changed_rows, events = _publication(pl.concat(changes), by_from, moved)
     summary.moved_in, summary.moved_out = opened.height, closed.height
     summary.links = links_before + opened.height - closed.height
     stats = {"links": summary.links, "moved_in": summary.moved_in, "moved_out": summary.moved_out,
              "ambiguous": summary.ambiguous, "events": events.height, "recomputed": int(from_ids.len())}
-    first, last_seq = store.commit(relation, golden=golden, versions=versions, events=events, opened=opened,
+    first, last_seq = store.commit(relation, changes=changed_rows, events=events, opened=opened,
                                    closed=closed, keys_dropped=changed, keys_added=new_keys, seen_seq=high,
                                    stats=stats)
     summary.events = events.height
@@ -258,27 +273,20 @@ def _keys(rows: pl.DataFrame, relation: Relation) -> pl.DataFrame:
         for t, side in ((relation.from_type, "from"), (relation.to_type, "to"))])
 
 
-def _publication(changes: pl.DataFrame, src: pl.DataFrame, opened: pl.DataFrame, closed: pl.DataFrame,
-                 relation: Relation) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """Golden rows, versions and events of the changed records. An event's sources are the station
-    records that placed the `from` record where it is (its key fields' provenance): for a `to`
-    record, those of every `from` record that moved in or out of it."""
-    by_from = _key_sources(src.join(pl.concat([opened, closed])["from_id"].unique().to_frame("entity_id"),
-                                    on="entity_id"), relation.key)
-    moved = pl.concat([opened, closed])
+def _publication(changes: pl.DataFrame, by_from: pl.DataFrame,
+                 moved: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The changed records' new versions (CHANGE_SCHEMA) and their events. An event's sources are
+    the station records that placed the `from` record where it is (by_from: its key fields'
+    provenance); for a `to` record, those of every `from` record that moved in or out of it."""
     sources = _sources_json(pl.concat([
         by_from,
         moved.join(by_from.rename({"entity_id": "from_id"}), on="from_id")
         .select(pl.col("to_id").alias("entity_id"), "station_id", "record_key", "batch_id"),
     ]))
     changes = changes.join(sources, on="entity_id", how="left").with_columns(pl.col("sources").fill_null("[]"))
-    golden = changes.select(*GOLDEN_SCHEMA)
-    versions = changes.select("entity_id", "entity_type", "version", pl.lit("update").alias("op"), "record",
-                              "provenance", "changed_fields", "sources")
-    events = changes.sort("entity_type", "entity_id")
-    events = events.with_columns(pl.lit("update").alias("op"))
+    events = changes.sort("entity_type", "entity_id").with_columns(pl.lit("update").alias("op"))
     # uuid5, as run_golden's: a rerun of the same move has the same ids
     events = events.with_columns(event_ids(events)).select(
         "event_id", "entity_type", "entity_id", "op", "version", "changed_fields", "before",
         "after", "sources")
-    return golden, versions, events
+    return changes.select(*CHANGE_SCHEMA), events

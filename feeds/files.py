@@ -71,28 +71,82 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     os.replace(tmp, path)
 
 
+class FileSet:
+    """One set of files (`stem`.jsonl/.csv/.parquet + `stem`.manifest.json) written a part at a
+    time, so that a snapshot of a million records is never in memory whole: each part is appended
+    to the JSON Lines and CSV files and written as a Parquet part; `finish` merges the Parquet
+    parts (streaming), renames every file into place and writes the manifest. Until then only
+    temporary names exist, so a failed build leaves no partial file under a delivered name."""
+
+    def __init__(self, outbox: Path, *, stem: str, columns: tuple[str, ...], formats: tuple[str, ...]):
+        outbox.mkdir(parents=True, exist_ok=True)
+        self.outbox, self.stem, self.columns, self.formats = outbox, stem, list(columns), formats
+        self.count = 0
+        self._tmp = {fmt: outbox / f".{stem}.{fmt}.tmp" for fmt in formats}
+        self._handles = {fmt: self._tmp[fmt].open("wb") for fmt in formats if fmt in ("jsonl", "csv")}
+        self._parquet_parts: list[Path] = []
+
+    def add(self, rows: pl.DataFrame) -> None:
+        if rows.height == 0:
+            return
+        table = rows.select(self.columns)
+        for fmt in self.formats:
+            if fmt == "jsonl":
+                self._handles[fmt].write(("\n".join(rows["line"].to_list()) + "\n").encode("utf-8"))
+            elif fmt == "csv":
+                table.write_csv(self._handles[fmt], include_header=self.count == 0, include_bom=self.count == 0)
+            else:
+                part = self.outbox / f".{self.stem}.parquet.{len(self._parquet_parts)}.tmp"
+                table.write_parquet(part)
+                self._parquet_parts.append(part)
+        self.count += rows.height
+
+    def finish(self, manifest: dict) -> list[str]:
+        """The files in place and their manifest; returns their names."""
+        for handle in self._handles.values():
+            handle.close()
+        if "parquet" in self._tmp:
+            if len(self._parquet_parts) == 1:
+                os.replace(self._parquet_parts[0], self._tmp["parquet"])
+            else:
+                pl.scan_parquet(self._parquet_parts).sink_parquet(self._tmp["parquet"])
+        self._drop_parts()
+        names, digests = [], {}
+        for fmt in self.formats:
+            path = self.outbox / f"{self.stem}.{fmt}"
+            os.replace(self._tmp[fmt], path)
+            digests[path.name] = {"format": fmt, "sha256": file_sha256(path), "bytes": path.stat().st_size}
+            names.append(path.name)
+        doc = {"schema_version": SCHEMA_VERSION, **manifest, "count": self.count, "columns": self.columns,
+               "files": digests, "created_at": utcnow().isoformat()}
+        mpath = self.outbox / f"{self.stem}.manifest.json"
+        _atomic(mpath, lambda p: p.write_text(json.dumps(doc, ensure_ascii=False, indent=2), encoding="utf-8"))
+        return [*names, mpath.name]
+
+    def abort(self) -> None:
+        """Nothing written stays (no rows, or the build failed)."""
+        for handle in self._handles.values():
+            handle.close()
+        self._drop_parts()
+        for tmp in self._tmp.values():
+            tmp.unlink(missing_ok=True)
+
+    def _drop_parts(self) -> None:
+        for part in self._parquet_parts:
+            part.unlink(missing_ok=True)
+        self._parquet_parts = []
+
+
 def write_files(outbox: Path, *, stem: str, rows: pl.DataFrame, columns: tuple[str, ...], formats: tuple[str, ...],
                 manifest: dict) -> list[str]:
-    """One set of files (`stem`.jsonl/.csv/.parquet + `stem`.manifest.json); returns their names."""
-    outbox.mkdir(parents=True, exist_ok=True)
-    table = rows.select(list(columns))
-    names, digests = [], {}
-    for fmt in formats:
-        path = outbox / f"{stem}.{fmt}"
-        if fmt == "jsonl":
-            text = "\n".join(rows["line"].to_list()) + "\n"
-            _atomic(path, lambda p, t=text: p.write_text(t, encoding="utf-8"))
-        elif fmt == "csv":
-            _atomic(path, lambda p: table.write_csv(p, include_bom=True))
-        else:
-            _atomic(path, lambda p: table.write_parquet(p))
-        digests[path.name] = {"format": fmt, "sha256": file_sha256(path), "bytes": path.stat().st_size}
-        names.append(path.name)
-    doc = {"schema_version": SCHEMA_VERSION, **manifest, "count": rows.height, "columns": list(columns),
-           "files": digests, "created_at": utcnow().isoformat()}
-    mpath = outbox / f"{stem}.manifest.json"
-    _atomic(mpath, lambda p: p.write_text(json.dumps(doc, ensure_ascii=False, indent=2), encoding="utf-8"))
-    return [*names, mpath.name]
+    """One set of files from rows already in memory (a run's events); returns their names."""
+    files = FileSet(outbox, stem=stem, columns=columns, formats=formats)
+    try:
+        files.add(rows)
+        return files.finish(manifest)
+    except BaseException:
+        files.abort()
+        raise
 
 
 def _masked_counts(fields: pl.Series, levels: dict[str, str]) -> dict[str, int]:
@@ -267,25 +321,57 @@ def _build_range(store: FeedStore, subs: Subscriptions, olds: list[Subscriber], 
 
 def _deliver_snapshot(store: FeedStore, subs: Subscriptions, s: Subscriber, as_of: int, *, config_dir: Path,
                       data_dir: Path) -> FileDelivery:
+    """The subscriber's scope as of `as_of`, SNAPSHOT_PART golden records at a time (a city-wide
+    scope is every record), then its open correction tasks; one audit row for all of it."""
     out = outbox_dir(s, config_dir=config_dir, data_dir=data_dir)
     got = FileDelivery(s.id, out)
-    golden = store.golden_in_scope(entity_types=s.entity_types, area_prefixes=s.scope.area_codes,
-                                   own_station=s.station_id if s.scope.own_records else None)
     levels = subs.levels(s)
-    tasks = open_tasks(store, s)  # the open correction tasks in its scope, if it takes them
-    rows = pl.concat([build_snapshot(golden, levels, subs), build_task_snapshot(tasks, levels, subs)])
-    audit = []
-    if rows.height:
-        got.files = write_files(out, stem=f"snapshot_{as_of:012d}", rows=rows, columns=RECORD,
-                                formats=s.delivery.formats,
-                                manifest={"subscriber": s.id, "kind": "snapshot", "as_of_seq": as_of,
-                                          "seq_from": None, "seq_to": as_of, "tasks": tasks.height})
-        got.snapshot_records = rows.height - tasks.height
-        got.snapshot_tasks = tasks.height
-        got.entities = rows.height - tasks.height
-        got.masked_fields = _masked_counts(rows["fields"], levels)
-        audit.append(delivery_row(s.id, channel=CHANNEL, kind="snapshot", token_id=None, seq_from=None,
-                                  seq_to=as_of, event_count=0, entity_ids=audit_ids(rows),
-                                  fields=audit_fields(rows["fields"], levels)))
+    files = FileSet(out, stem=f"snapshot_{as_of:012d}", columns=RECORD, formats=s.delivery.formats)
+    ids: list[str] = []
+    seen: set[str] = set()
+    tasks = pl.DataFrame()
+    try:
+        after = None
+        while True:
+            golden = store.golden_in_scope(entity_types=s.entity_types, area_prefixes=s.scope.area_codes,
+                                           own_station=s.station_id if s.scope.own_records else None,
+                                           after_entity=after, limit=SNAPSHOT_PART)
+            if golden.height:
+                _snapshot_part(files, build_snapshot(golden, levels, subs), got, ids, seen, levels)
+                got.snapshot_records += golden.height
+                after = golden["entity_id"][-1]
+            if golden.height < SNAPSHOT_PART:
+                break
+        tasks = open_tasks(store, s)  # the open correction tasks in its scope, if it takes them
+        _snapshot_part(files, build_task_snapshot(tasks, levels, subs), got, ids, seen, levels)
+        audit = []
+        if files.count:
+            got.files = files.finish({"subscriber": s.id, "kind": "snapshot", "as_of_seq": as_of, "seq_from": None,
+                                      "seq_to": as_of, "tasks": tasks.height})
+            got.snapshot_tasks = tasks.height
+            got.entities = got.snapshot_records
+            audit.append(delivery_row(s.id, channel=CHANNEL, kind="snapshot", token_id=None, seq_from=None,
+                                      seq_to=as_of, event_count=0, entity_ids=ids,
+                                      fields={f: levels[f] for f in levels if f in seen}))
+        else:
+            files.abort()
+    except BaseException:
+        files.abort()
+        raise
     store.commit_file_run(audit, acked={s.id: as_of}, snapshots={s.id: as_of})
     return got
+
+
+SNAPSHOT_PART = 20_000  # golden records read, masked and written at a time
+
+
+def _snapshot_part(files: FileSet, rows: pl.DataFrame, got: FileDelivery, ids: list[str], seen: set[str],
+                   levels: dict) -> None:
+    """One part of a snapshot into its files, and into what its audit row and counts gather."""
+    if rows.height == 0:
+        return
+    files.add(rows)
+    ids += audit_ids(rows)
+    seen |= set(audit_fields(rows["fields"], levels))
+    for f, n in _masked_counts(rows["fields"], levels).items():
+        got.masked_fields[f] = got.masked_fields.get(f, 0) + n

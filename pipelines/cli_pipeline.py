@@ -107,13 +107,22 @@ def run(
     from pipelines.report_assets import report_path
     from warehouse import Warehouse
 
+    from pipelines.runner import stations_with_work
+
     project, station_ids = _project_and_stations(config, warehouse, station)
     console.print(
         f"enteronce run: {len(station_ids)} stations from {project.config_dir}, "
         f"warehouse {Warehouse(project.warehouse_url).display_url}"
     )
+    try:
+        to_run = station_ids if station else stations_with_work(project, station_ids)
+    except EnteronceError as exc:
+        _fail(str(exc))
+    if len(to_run) < len(station_ids):
+        console.print(f"{len(to_run)} of {len(station_ids)} stations have new drops or unvalidated batches; the "
+                      "others are not run (`--station ID` runs a station regardless)", highlight=False)
     started = dt.datetime.now(dt.timezone.utc)
-    outcome = _materialize_with_progress(project, station_ids, wait)
+    outcome = _materialize_with_progress(project, to_run, wait)
     if outcome.error or outcome.crash:
         _end_failed_run(project, station_ids, started, outcome)
     failed = _print_summary(project.open_warehouse(), station_ids, started, outcome.results, project)

@@ -151,3 +151,35 @@ def test_one_subscriber_at_a_time(env) -> None:
     got = run(store, root, subscriber_ids=["s0001"])
     assert list(got) == ["s0001"]
     assert FeedStore(store).cursor("quiet", "file") is None
+
+
+def test_a_snapshot_is_written_in_parts_and_equals_the_whole(env, monkeypatch) -> None:
+    """A city-wide snapshot is every golden record: it is read, masked and written a part at a
+    time (the Parquet parts merged at the end), and the files equal the snapshot built whole."""
+    from feeds.build import build_snapshot
+
+    store, out, root = env
+    monkeypatch.setattr("feeds.files.SNAPSHOT_PART", 3)
+    for i in range(7):
+        out.create(f"P{i}", person(f"张{i}", f"{AREA}{i:03d}", id_number="50010119900101123X"), [f"s0001:{i}"])
+    out.create("Q1", person("李四", "500106001001"), ["s0002:1"])  # outside the scope
+    out.flush(FeedStore(store))
+    got = run(store, root)["s0001"]
+    outbox = root / "data" / "outbox" / "s0001"
+    stem = "snapshot_000000000008"
+    lines = _same_rows(outbox, stem)
+    assert [x["entity_id"] for x in lines] == [f"P{i}" for i in range(7)]
+    whole = build_snapshot(FeedStore(store).golden_in_scope(entity_types=["person"], area_prefixes=[AREA]),
+                           SUBS.levels(SUBS.subscribers[0]), SUBS)
+    assert (outbox / f"{stem}.jsonl").read_text(encoding="utf-8") == "\n".join(whole["line"]) + "\n"
+    assert pl.read_parquet(outbox / f"{stem}.parquet").equals(whole.select("entity_id", "entity_type", "version",
+                                                                            "record", "provenance"))
+    assert not [p for p in outbox.iterdir() if p.name.startswith(".")]  # no part or temporary file left
+    assert got.snapshot_records == got.entities == 7 and got.masked_fields == {"id_number": 7, "phone": 7}
+    manifest = json.loads((outbox / f"{stem}.manifest.json").read_text(encoding="utf-8"))
+    assert manifest["count"] == 7
+    for name, meta in manifest["files"].items():
+        assert hashlib.sha256((outbox / name).read_bytes()).hexdigest() == meta["sha256"]
+    log = FeedStore(store).deliveries(subscriber_id="s0001")
+    assert log["kind"].to_list() == ["snapshot"] and sorted(json.loads(log["entity_ids"][0])) == [f"P{i}" for i in range(7)]
+    assert set(json.loads(log["fields"][0])) == {"name_norm", "id_number", "phone", "address", "area_code"}

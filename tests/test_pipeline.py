@@ -21,7 +21,7 @@ from feeds.config import load_subscriptions
 from pipelines.cli import app
 from pipelines.definitions import defs
 from pipelines.project import Project
-from pipelines.runner import RunFailed, materialize_project
+from pipelines.runner import RunFailed, materialize_project, stations_with_work
 from warehouse import Warehouse
 from warehouse import schema as s
 from warehouse.store import BatchLoad
@@ -139,9 +139,11 @@ def test_run_loads_every_row_exactly_once_and_rerun_changes_nothing(simulation, 
 
 
 def test_failed_run_rerun_equals_one_clean_run(network: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # four stations' ingests: the failure comes at the third write, mid-run, as with all twelve
     clean_net = fresh_copy(network, tmp_path / "clean")
     clean = Project.load(clean_net)
-    materialize_project(clean, clean.station_ids, resolve=False)
+    some = clean.station_ids[:4]
+    materialize_project(clean, some, resolve=False)
 
     net = fresh_copy(network, tmp_path / "flaky")
     project = Project.load(net)
@@ -156,9 +158,9 @@ def test_failed_run_rerun_equals_one_clean_run(network: Path, tmp_path: Path, mo
 
     monkeypatch.setattr(BatchLoad, "upsert_records", flaky)
     with pytest.raises(RunFailed, match="RuntimeError: connection lost"):
-        materialize_project(project, project.station_ids, resolve=False)
+        materialize_project(project, some, resolve=False)
     monkeypatch.setattr(BatchLoad, "upsert_records", original)
-    materialize_project(project, project.station_ids, resolve=False)
+    materialize_project(project, some, resolve=False)
     assert snapshot(Warehouse(project.warehouse_url)) == snapshot(Warehouse(clean.warehouse_url))
 
 
@@ -239,6 +241,26 @@ def test_cli_run_prints_summary(network: Path, tmp_path: Path) -> None:
     assert "quarantined" in result.output
     assert "correction tasks:" in result.output
 
+    # again: no station has anything new, so no station run is made (the summary is the warehouse's)
+    again = CliRunner().invoke(app, ["run", "--config", str(net)])
+    assert again.exit_code == 0, again.output
+    assert f"0 of {STATIONS} stations have new drops" in again.output and f"{STATIONS} stations" in again.output
+    project = Project.load(net)
+    assert stations_with_work(project, project.station_ids) == []
+    # a station's export that changes, and a batch whose checks never ran, each make work again
+    victim = next(st for st in project.stations.stations if any(src.kind == "csv" for src in st.sources))
+    export = net / next(src.path for src in victim.sources if src.kind == "csv")
+    os.utime(export, ns=(export.stat().st_atime_ns, export.stat().st_mtime_ns + 10**9))
+    store = Warehouse(project.warehouse_url)
+    other = next(sid for sid in project.station_ids if sid != victim.id)
+    with store.engine.begin() as conn:
+        batch = conn.scalar(sa.select(s.batches.c.batch_id).where(s.batches.c.station_id == other,
+                                                                s.batches.c.status == "loaded").limit(1))
+        conn.execute(s.validation_runs.delete().where(s.validation_runs.c.batch_id == batch))
+    assert stations_with_work(project, project.station_ids) == sorted([victim.id, other],
+                                                                      key=project.station_ids.index)
+    store.dispose()
+
     # evaluate: whole values when piped (no "…"), JSON and CSV for scripts
     truth = net / "truth.csv"
     table = CliRunner().invoke(app, ["evaluate", "--config", str(net), "--truth", str(truth)])
@@ -281,7 +303,8 @@ def test_a_rejected_drop_is_kept_and_others_load(network: Path, tmp_path: Path) 
     )
     path = net / victim.path
     path.write_bytes(b"\x00\x01\x02\xff" * 500)
-    results = materialize_project(project, project.station_ids, resolve=False)
+    other = next(st.id for st in project.stations.stations if st.id != victim_station.id)
+    results = materialize_project(project, [victim_station.id, other], resolve=False)  # it and one beside it
     assert all(r.success for r in results)
     store = Warehouse(project.warehouse_url)
     batches = store.batches()
@@ -291,4 +314,4 @@ def test_a_rejected_drop_is_kept_and_others_load(network: Path, tmp_path: Path) 
     q = store.quarantine_rows([victim_station.id]).filter(pl.col("stored_path").is_not_null())
     kept = Path(q["stored_path"][0])
     assert kept.read_bytes() == path.read_bytes()
-    assert batches.filter(pl.col("status") == "loaded").height >= STATIONS
+    assert set(batches.filter(pl.col("status") == "loaded")["station_id"]) >= {other}

@@ -208,6 +208,19 @@ def _publish(store, rows: list[tuple[str, str, str, dict | None]]) -> None:
             pl.lit("{}").alias("before"), pl.lit("{}").alias("after"), pl.lit("[]").alias("sources")), utcnow())
 
 
+def _rows(store, entity_id: str) -> tuple[dict, list[dict]]:
+    """An entity's golden row and its version rows, oldest first."""
+    with store.engine.connect() as conn:
+        golden = conn.exec_driver_sql("SELECT version, record, provenance FROM golden_records WHERE entity_id = ?"
+                                      if store.dialect == "sqlite" else
+                                      "SELECT version, record, provenance FROM golden_records WHERE entity_id = %s",
+                                      (entity_id,)).mappings().one()
+        versions = conn.exec_driver_sql("SELECT version, op, provenance, valid_to FROM golden_versions WHERE "
+                                        + ("entity_id = ?" if store.dialect == "sqlite" else "entity_id = %s")
+                                        + " ORDER BY version", (entity_id,)).mappings().all()
+    return dict(golden), [dict(v) for v in versions]
+
+
 def _state(store, relation) -> tuple[list, dict]:
     """(open links, relation field per active record) as stored, and as a full relink of every
     active golden record gives them."""
@@ -244,6 +257,12 @@ def test_the_step_relinks_only_what_changes_reach_and_agrees_with_a_full_relink(
         links, fields = _state(store, rel)
         assert links == [("P1", "H1"), ("P2", "H1")] and (first.links, first.moved_in) == (2, 2)
         assert fields == {"P1": "H1", "P2": "H1", "P3": None, "H1": "P1,P2"}
+        # each change is a version carrying its golden row's provenance (copied in the database)
+        golden, versions = _rows(store, "P1")
+        assert (golden["version"], json.loads(golden["record"])["dwelling_id"]) == (2, "H1")
+        assert [(v["version"], v["op"], v["provenance"], v["valid_to"]) for v in versions] == [
+            (2, "update", golden["provenance"], None)]
+        assert json.loads(golden["provenance"])[0]["record_key"] == "s1:P1"
 
         # a dwelling registered later: the resident already there is found by key, without an event of its own
         _publish(store, [("H2", "dwelling", "active", y)])
@@ -257,6 +276,9 @@ def test_the_step_relinks_only_what_changes_reach_and_agrees_with_a_full_relink(
         links, fields = _state(store, rel)
         assert links == [("P3", "H2")] and third.ambiguous == 2 and third.moved_out == 2
         assert fields["P1"] is None and fields["H1"] is None and fields["H3"] is None
+        golden, versions = _rows(store, "P1")  # the relation's earlier version ended as this one began
+        assert [(v["version"], v["valid_to"] is None) for v in versions] == [(2, False), (3, True)]
+        assert golden["version"] == 3 and versions[-1]["provenance"] == golden["provenance"]
 
         # resolution merges it into H1 (retired), and later P2 into P1
         _publish(store, [("H3", "dwelling", "retired", None)])

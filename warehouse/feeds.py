@@ -68,6 +68,9 @@ def _successor(prefix: str) -> str:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
+_GOLDEN_COLUMNS = tuple(s.golden_records.c[c] for c in GOLDEN_SCHEMA)
+
+
 def _at_least(conn: sa.Connection, rows: sa.Select, n: int) -> bool:
     """Whether the query has at least n rows, counting no further than that."""
     return conn.scalar(sa.select(sa.func.count()).select_from(rows.limit(n).subquery())) >= n
@@ -151,8 +154,8 @@ class FeedStore:
         hold a record of `own_station`, ordered by entity id (the snapshot's page key)."""
         g, m = s.golden_records, s.entity_membership
         entity_types, area_prefixes = list(entity_types), list(area_prefixes)
-        if limit is not None and self.store.dialect == "sqlite" and (area_prefixes or own_station):
-            return self._golden_in_scope_sqlite(entity_types, area_prefixes, own_station, after_entity, limit)
+        if limit is not None and (area_prefixes or own_station):
+            return self._golden_in_scope_parts(entity_types, area_prefixes, own_station, after_entity, limit)
         conds = [g.c.area_code.startswith(p, autoescape=True) for p in area_prefixes]
         if own_station:
             own = sa.select(m.c.entity_id)
@@ -164,7 +167,7 @@ class FeedStore:
             conds.append(g.c.entity_id.in_(own))
         if not conds:
             return pl.DataFrame(schema=GOLDEN_SCHEMA)
-        stmt = sa.select(g.c.entity_id, g.c.entity_type, g.c.version, g.c.area_code, g.c.record, g.c.provenance).where(
+        stmt = sa.select(*_GOLDEN_COLUMNS).where(
             g.c.status == "active", g.c.entity_type.in_(list(entity_types)), sa.or_(*conds),
         ).order_by(g.c.entity_id)
         if after_entity is not None:
@@ -174,46 +177,61 @@ class FeedStore:
         with self.engine.connect() as conn:
             return read_frame(conn, stmt, schema=GOLDEN_SCHEMA)
 
-    def _golden_in_scope_sqlite(self, types: list[str], prefixes: list[str], own_station: str | None,
-                                after: str | None, limit: int) -> pl.DataFrame:
-        """golden_in_scope's page on SQLite: each part of the scope (an area prefix, the station's
-        own records) gives its first `limit` entity ids after `after`, merged here, then the rows.
+    def _golden_in_scope_parts(self, types: list[str], prefixes: list[str], own_station: str | None,
+                               after: str | None, limit: int) -> pl.DataFrame:
+        """golden_in_scope's page: each part of the scope (an area prefix, the station's own
+        records) gives its first `limit` entity ids after `after`, merged here, then the rows.
 
-        One query with `entity_id IN (the station's members)` had SQLite build that whole set for
-        every page (seconds at a million records). Here a part with few rows (under DENSE) is read
-        by its index and sorted; a larger one walks the entity id order and stops at `limit`
-        (its other conditions written so that no index serves them: SQLite would otherwise pick
-        that index and sort the whole part per page)."""
+        One query with `area LIKE … OR entity_id IN (the station's members)` walked the whole
+        table in id order for every page and subscriber (PostgreSQL filtered 486,000 of 500,000
+        rows to find one station's 14,000; SQLite built the member set per page), so a
+        snapshot's cost grew with stations times records. Per part, an index serves it:
+        - SQLite: a part with few rows (under DENSE) is read by its index and sorted; a larger one
+          walks the entity id order and stops at `limit` (its other conditions written so that no
+          index serves them: SQLite would otherwise pick that index and sort the whole part per
+          page). Ranges, not LIKE, which SQLite serves by no index.
+        - PostgreSQL: LIKE (a prefix in any collation; with the C collation the planner turns it
+          into an index range, on (entity_type, area_code) and the membership's primary key),
+          and the planner's own choice between that index and the id order."""
         g, m = s.golden_records, s.entity_membership
         after = after if after is not None else ""
+        sqlite = self.store.dialect == "sqlite"
         parts: list[list[str]] = []
         with self.engine.connect() as conn:
             for prefix in prefixes:
-                lo, hi = prefix, _successor(prefix)
-                dense = _at_least(conn, sa.select(sa.literal(1)).where(
-                    g.c.entity_type.in_(types), g.c.area_code >= lo, g.c.area_code < hi), DENSE)
-                area, etype = (g.c.area_code.concat(""), g.c.entity_type.concat("")) if dense else (
-                    g.c.area_code, g.c.entity_type)
-                parts.append(list(conn.scalars(
-                    sa.select(g.c.entity_id).where(g.c.entity_id > after, etype.in_(types), area >= lo, area < hi,
-                                                   g.c.status == "active")
-                    .order_by(g.c.entity_id).limit(limit))))
+                area, etype = g.c.area_code, g.c.entity_type
+                if sqlite:
+                    lo, hi = prefix, _successor(prefix)
+                    if _at_least(conn, sa.select(sa.literal(1)).where(
+                            etype.in_(types), area >= lo, area < hi), DENSE):
+                        area, etype = area.concat(""), etype.concat("")
+                    in_area = sa.and_(area >= lo, area < hi)
+                else:
+                    in_area = area.startswith(prefix, autoescape=True)
+                part = sa.select(g.c.entity_id).where(g.c.entity_id > after, etype.in_(types), in_area,
+                                                      g.c.status == "active").order_by(g.c.entity_id).limit(limit)
+                if len(prefixes) == 1 and not own_station:  # the page is this part's: its rows at once
+                    return read_frame(conn, part.with_only_columns(*_GOLDEN_COLUMNS), schema=GOLDEN_SCHEMA)
+                parts.append(list(conn.scalars(part)))
             if own_station:
-                lo, hi = f"{own_station}:", f"{own_station};"
-                dense = _at_least(conn, sa.select(sa.literal(1)).where(
-                    m.c.entity_type.in_(types), m.c.record_key >= lo, m.c.record_key < hi), DENSE)
-                key, etype = (m.c.record_key.concat(""), m.c.entity_type.concat("")) if dense else (
-                    m.c.record_key, m.c.entity_type)
+                key, etype = m.c.record_key, m.c.entity_type
+                if sqlite:
+                    lo, hi = f"{own_station}:", f"{own_station};"
+                    if _at_least(conn, sa.select(sa.literal(1)).where(
+                            etype.in_(types), key >= lo, key < hi), DENSE):
+                        key, etype = key.concat(""), etype.concat("")
+                    mine = sa.and_(key >= lo, key < hi)
+                else:
+                    mine = key.startswith(f"{own_station}:", autoescape=True)
                 parts.append(list(conn.scalars(
                     sa.select(m.c.entity_id).join(g, g.c.entity_id == m.c.entity_id)
-                    .where(m.c.entity_id > after, etype.in_(types), key >= lo, key < hi, g.c.status == "active",
+                    .where(m.c.entity_id > after, etype.in_(types), mine, g.c.status == "active",
                            g.c.entity_type.concat("").in_(types))
                     .group_by(m.c.entity_id).order_by(m.c.entity_id).limit(limit))))
             ids = sorted(set().union(*parts))[:limit]
             if not ids:
                 return pl.DataFrame(schema=GOLDEN_SCHEMA)
-            stmt = sa.select(g.c.entity_id, g.c.entity_type, g.c.version, g.c.area_code, g.c.record,
-                             g.c.provenance).where(in_keys(conn, g.c.entity_id, ids)).order_by(g.c.entity_id)
+            stmt = sa.select(*_GOLDEN_COLUMNS).where(in_keys(conn, g.c.entity_id, ids)).order_by(g.c.entity_id)
             return read_frame(conn, stmt, schema=GOLDEN_SCHEMA)
 
     def open_task_events(self, *, record_types: Iterable[str], station_id: str | None = None,

@@ -106,6 +106,16 @@ class QualityStore:
         with self.engine.connect() as conn:
             return read_frame(conn, stmt, schema={"started_at": pl.Datetime("us", "UTC")})
 
+    def stations_with_unvalidated_batches(self, station_ids: Iterable[str]) -> set[str]:
+        """The stations among `station_ids` with a loaded batch that no suite has validated yet
+        (an ingest whose run stopped before its checks): their next run has work to do."""
+        b, r = s.batches, s.validation_runs
+        done = sa.select(r.c.batch_id).where(r.c.batch_id.is_not(None))
+        stmt = sa.select(b.c.station_id).distinct().where(
+            b.c.status == "loaded", b.c.batch_id.not_in(done), b.c.station_id.in_(list(station_ids)))
+        with self.engine.connect() as conn:
+            return set(conn.scalars(stmt).all())
+
     def raw_frame(self, batch_id: str) -> pl.DataFrame:
         r = s.raw_records
         stmt = sa.select(r.c.record_key, r.c.local_id, r.c.row_hash, r.c.payload).where(r.c.batch_id == batch_id)

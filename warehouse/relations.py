@@ -5,6 +5,8 @@ transaction through the outbox's one writer (warehouse/outbox.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import polars as pl
 import sqlalchemy as sa
 
@@ -15,7 +17,8 @@ from warehouse.outbox import outbox_transaction
 from warehouse.store import Warehouse
 
 GOLDEN_SCHEMA = {"entity_id": pl.String, "version": pl.Int64, "status": pl.String, "area_code": pl.String,
-                 "record": pl.String, "provenance": pl.String}
+                 "record": pl.String}
+PROVENANCE_PART = 20_000  # records whose provenance is read (and decoded by the caller) at a time
 KEY_SCHEMA = {"entity_id": pl.String, "side": pl.String, "key": pl.String}
 
 
@@ -49,16 +52,28 @@ class RelationStore:
 
     # -- reads -------------------------------------------------------------------------------------
     def golden_rows(self, entity_ids: pl.Series) -> pl.DataFrame:
-        """The golden rows of the given entities, whatever their status (GOLDEN_SCHEMA + entity_type)."""
+        """The golden rows of the given entities, whatever their status (GOLDEN_SCHEMA + entity_type),
+        without their provenance (see provenance)."""
         g = s.golden_records
         schema = {"entity_id": pl.String, "entity_type": pl.String, **{k: v for k, v in GOLDEN_SCHEMA.items()
                                                                          if k != "entity_id"}}
         if entity_ids.len() == 0:
             return pl.DataFrame(schema=schema)
         with self.engine.connect() as conn:
-            stmt = sa.select(g.c.entity_id, g.c.entity_type, g.c.version, g.c.status, g.c.area_code, g.c.record,
-                             g.c.provenance).where(in_keys(conn, g.c.entity_id, entity_ids.to_list()))
+            stmt = sa.select(g.c.entity_id, g.c.entity_type, g.c.version, g.c.status, g.c.area_code,
+                             g.c.record).where(in_keys(conn, g.c.entity_id, entity_ids.to_list()))
             return read_frame(conn, stmt, schema=schema)
+
+    def provenance(self, entity_ids: pl.Series) -> Iterator[pl.DataFrame]:
+        """(entity_id, provenance) of the given entities' golden rows, PROVENANCE_PART at a time."""
+        g = s.golden_records
+        schema = {"entity_id": pl.String, "provenance": pl.String}
+        ids = entity_ids.to_list()
+        for start in range(0, len(ids), PROVENANCE_PART):
+            with self.engine.connect() as conn:
+                stmt = sa.select(g.c.entity_id, g.c.provenance).where(
+                    in_keys(conn, g.c.entity_id, ids[start:start + PROVENANCE_PART]))
+                yield read_frame(conn, stmt, schema=schema)
 
     def keys_of(self, relation: str, entity_ids: pl.Series) -> pl.DataFrame:
         """The stored keys of the given entities (entity_id, side, key)."""
@@ -110,11 +125,15 @@ class RelationStore:
                 "valid_to": pl.Datetime("us", "UTC"), "opened_run": pl.Int64, "closed_run": pl.Int64})
 
     # -- the one write -------------------------------------------------------------------------------
-    def commit(self, relation, *, golden: pl.DataFrame, versions: pl.DataFrame, events: pl.DataFrame,
+    def commit(self, relation, *, changes: pl.DataFrame, events: pl.DataFrame,
                opened: pl.DataFrame, closed: pl.DataFrame, keys_dropped: pl.Series, keys_added: pl.DataFrame,
                seen_seq: int, stats: dict) -> tuple[int, int]:
-        """The run, its link changes, keys, golden rows, versions and events in one transaction (the
+        """The run, its link changes, keys, changed records and events in one transaction (the
         outbox locked first, so its seqs stay gap-free); returns the events' seq range.
+
+        Each changed record (entity_resolution.relations.CHANGE_SCHEMA) takes its new record and
+        version in its golden row, and gets a version row carrying the golden row's provenance,
+        copied inside the database (a relation changes no provenance; it is most of a row).
 
         The run is recorded as having seen the outbox up to its own last event, unless events of
         either type arrived after `seen_seq` (what the run read) and before the lock: then only
@@ -125,14 +144,8 @@ class RelationStore:
             e = s.change_events
             missed = conn.execute(sa.select(e.c.seq).where(
                 e.c.seq > seen_seq, e.c.entity_type.in_([relation.from_type, relation.to_type])).limit(1)).first()
-            if golden.height:
-                insert_frame(conn, s.golden_records, golden.with_columns(updated_at=pl.lit(now)), replace=True)
-            if versions.height:
-                v = s.golden_versions
-                conn.execute(v.update().where(in_keys(conn, v.c.entity_id, versions["entity_id"].to_list()),
-                                              v.c.valid_to.is_(None)).values(valid_to=now))
-                insert_frame(conn, v, versions.with_columns(
-                    valid_from=pl.lit(now), valid_to=pl.lit(None, pl.Datetime("us", "UTC"))))
+            if changes.height:
+                _write_changes(conn, changes, now)
             appended = outbox.append(events, now)
             r = s.relation_runs
             seen = seen_seq if missed is not None else max(appended.last_seq, seen_seq)
@@ -155,3 +168,28 @@ class RelationStore:
             if keys_added.height:
                 insert_frame(conn, k, keys_added.with_columns(relation=pl.lit(name)))
         return appended.first_seq, appended.last_seq
+
+
+def _write_changes(conn: sa.Connection, changes: pl.DataFrame, now) -> None:
+    """The changed records' golden rows and versions, from a temporary table of the changes: one
+    UPDATE ... FROM, one INSERT ... SELECT (with the golden row's provenance), whatever their number."""
+    stage = sa.Table("_relation_changes", sa.MetaData(),
+                     sa.Column("entity_id", sa.String(64), primary_key=True), sa.Column("entity_type", sa.String(32)),
+                     sa.Column("version", sa.Integer), sa.Column("record", sa.Text),
+                     sa.Column("changed_fields", sa.JSON), sa.Column("sources", sa.JSON),
+                     prefixes=["TEMPORARY"], postgresql_on_commit="DROP")
+    conn.exec_driver_sql('DROP TABLE IF EXISTS "_relation_changes"')  # SQLite: a temp table outlives a transaction
+    stage.create(conn)
+    insert_frame(conn, stage, changes.select(*(c.name for c in stage.columns)))
+    g, v = s.golden_records, s.golden_versions
+    conn.execute(v.update().where(v.c.entity_id.in_(sa.select(stage.c.entity_id)), v.c.valid_to.is_(None))
+                 .values(valid_to=now))
+    conn.execute(g.update().where(g.c.entity_id == stage.c.entity_id)
+                 .values(version=stage.c.version, record=stage.c.record, updated_at=now))
+    conn.execute(v.insert().from_select(
+        ["entity_id", "version", "entity_type", "op", "record", "provenance", "changed_fields", "sources",
+         "valid_from", "valid_to"],
+        sa.select(stage.c.entity_id, stage.c.version, stage.c.entity_type, sa.literal("update"), stage.c.record,
+                  g.c.provenance, stage.c.changed_fields, stage.c.sources,
+                  sa.literal(now, v.c.valid_from.type), sa.null())
+        .join_from(stage, g, g.c.entity_id == stage.c.entity_id)))

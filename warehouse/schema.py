@@ -316,6 +316,10 @@ entity_membership = sa.Table(
     sa.Column("updated_seq", sa.Integer, nullable=False, server_default="0"),  # run that last wrote it
     sa.Index(None, "entity_id"),
     sa.Index(None, "entity_type", "updated_seq"),
+    # a station's own records (`record_key LIKE 'station:%'`) by index on PostgreSQL (migration
+    # 0015, as ix_golden_records_area_prefix below)
+    sa.Index("ix_entity_membership_key_prefix", "entity_type", "record_key",
+             postgresql_ops={"record_key": "text_pattern_ops"}).ddl_if(dialect="postgresql"),
 )
 
 # What each resolution run did to entities, for the golden step to turn into change events.
@@ -345,6 +349,11 @@ golden_records = sa.Table(
     sa.Column("provenance", sa.Text, nullable=False),  # JSON: field -> {station, batch, record_key, updated_at}
     sa.Column("updated_at", TS, nullable=False),
     sa.Index(None, "entity_type", "area_code"),
+    # PostgreSQL only (migration 0015): a scope's area prefix (`area_code LIKE '5001%'`) by index in
+    # any collation (text_pattern_ops; the index above serves LIKE only under the C collation).
+    # SQLite reads these prefixes as ranges of the index above (warehouse/feeds.py golden_in_scope).
+    sa.Index("ix_golden_records_area_prefix", "entity_type", "area_code",
+             postgresql_ops={"area_code": "text_pattern_ops"}).ddl_if(dialect="postgresql"),
 )
 
 golden_versions = sa.Table(
