@@ -255,7 +255,8 @@ def test_snapshot_pages_of_a_scope_are_its_records_in_id_order(env, monkeypatch,
     scopes = [{"area_prefixes": [A_AREA]}, {"area_prefixes": [], "own_station": "sB"},
               {"area_prefixes": [B_AREA], "own_station": "sA"},
               {"area_prefixes": ["5001", A_AREA], "own_station": "sB"},
-              {"area_prefixes": ["5009"], "own_station": "sZ"}]
+              {"area_prefixes": ["5009"], "own_station": "sZ"},
+              {"area_prefixes": ["5009", "5008", "5007", "5006", A_AREA], "own_station": None}]  # many parts: one walk
     for scope in scopes:
         for types in (["person"], ["person", "organisation"]):
             whole = fs.golden_in_scope(entity_types=types, **scope)

@@ -59,6 +59,11 @@ def read_access_rows(engine: sa.Engine, stmt: sa.Select, *, subscriber: sa.Colum
         return _as_utc(read_frame(conn, stmt, schema=schema), at.name)
 
 
+# A scope of more parts than this (a department's dozens of district prefixes) is read in one
+# walk of the entity id order per page: read part by part, every part would give up to a page of
+# ids for every page (36 prefixes made a city-wide department's 1M-record snapshot read 36 pages'
+# worth of ids per page); a scope that wide is dense, so the walk finds its page soon.
+PAGE_PARTS = 4
 DENSE = 20_000  # a scope part with this many rows or more is walked in id order (see golden_in_scope)
 
 
@@ -154,7 +159,7 @@ class FeedStore:
         hold a record of `own_station`, ordered by entity id (the snapshot's page key)."""
         g, m = s.golden_records, s.entity_membership
         entity_types, area_prefixes = list(entity_types), list(area_prefixes)
-        if limit is not None and (area_prefixes or own_station):
+        if limit is not None and 0 < len(area_prefixes) + bool(own_station) <= PAGE_PARTS:
             return self._golden_in_scope_parts(entity_types, area_prefixes, own_station, after_entity, limit)
         conds = [g.c.area_code.startswith(p, autoescape=True) for p in area_prefixes]
         if own_station:
