@@ -106,6 +106,11 @@ def measure(records: int, args) -> dict:
     return json.loads(proc.stdout[proc.stdout.index("{"):])
 
 
+def _doc(args, runs: list[dict]) -> dict:
+    return {"warehouse": args.warehouse, "stations": args.stations, "target": args.target, "runs": runs,
+            "curve": curve(runs, args.target), "steps": step_curve(runs)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", default="250000,500000,1000000", help="comma-separated sizes, person records")
@@ -125,12 +130,9 @@ def main() -> None:
         if any(r["records_about"] == n for r in runs):
             continue
         runs.append(measure(n, args))
-        out = {"warehouse": args.warehouse, "stations": args.stations, "target": args.target, "runs": runs,
-               "curve": curve(runs, args.target), "steps": step_curve(runs)}
-        if args.out:
-            args.out.write_text(json.dumps(out, indent=2, default=str), encoding="utf-8")
-    out = {"warehouse": args.warehouse, "stations": args.stations, "target": args.target, "runs": runs,
-           "curve": curve(runs, args.target), "steps": step_curve(runs)}
+        if args.out:  # after each size: an interrupted curve keeps what it measured (--resume)
+            args.out.write_text(json.dumps(_doc(args, runs), indent=2, default=str), encoding="utf-8")
+    out = _doc(args, runs)
     if args.json:
         print(json.dumps(out, indent=2, default=str))
         return

@@ -53,6 +53,7 @@ class EntryPublisher:
         self._cv = threading.Condition()
         self.published = 0  # publications done, and failed (for tests)
         self.failed = 0
+        self._closed = False
         self._thread = threading.Thread(target=self._work, daemon=True, name="entry-publisher")
         self._thread.start()
 
@@ -65,13 +66,24 @@ class EntryPublisher:
             self._pending.setdefault(station_id, marks_before)
             self._cv.notify()
 
+    def close(self, timeout: float = 300.0) -> None:
+        """Take no more entries and wait for the publication in progress, if any: Dagster runs of
+        two threads in one process can deadlock on the logging module's locks (each run
+        reconfigures logging), so whoever runs Dagster next in this process waits for this one."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+        self._thread.join(timeout)
+
     def _work(self) -> None:
         if self._runner is None:  # Dagster and the asset graph load now, not on the first entry
             self._runner = _materialize()
         while True:
             with self._cv:
-                while not self._pending:
+                while not self._pending and not self._closed:
                     self._cv.wait()
+                if not self._pending:
+                    return
             time.sleep(self._gather)  # the entries of one burst go in one publication
             with self._cv:
                 claims, self._pending = self._pending, {}
