@@ -259,19 +259,13 @@ def test_the_publisher_publishes_an_entry_itself_and_gives_it_back_when_it_fails
     materialize_project(project, project.station_ids)  # what the earlier tests entered, published
     assert _sensor_launches(hub) == []
     publisher = EntryPublisher(project, store, gather_seconds=0.0)
-    failing = EntryPublisher(project, store, runner=_broken, gather_seconds=0.0)
     try:
-        _publish_and_give_back(hub, publisher, failing)
-    finally:  # no publisher thread outlives the test (the next test's runs would share its logging)
+        _publish_and_give_back(hub, publisher)
+    finally:  # no publisher thread outlives the test: the next test's Dagster runs would share its logging
         publisher.close()
-        failing.close()
 
 
-def _broken(*_args, **_kwargs):
-    raise RuntimeError("the instance is gone")
-
-
-def _publish_and_give_back(hub: dict, publisher: EntryPublisher, failing: EntryPublisher) -> None:
+def _publish_and_give_back(hub: dict, publisher: EntryPublisher) -> None:
     project, store = hub["project"], hub["store"]
     enter = project_entry(project, store, publisher=publisher)
     before = high_water(hub)
@@ -289,9 +283,14 @@ def _publish_and_give_back(hub: dict, publisher: EntryPublisher, failing: EntryP
     assert {r.tags["enteronce/stage"] for r in runs if r.tags.get("enteronce/launched_by") == LAUNCHED_BY} == {
         "ingest", "publication", "feeds"}
 
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("the instance is gone")
+
+    failing = EntryPublisher(project, store, runner=broken, gather_seconds=0.0)
     enter = project_entry(project, store, publisher=failing)
     assert enter(STATION, "person", resident(local_id="FD-0101"), ref="test")["status"] == "loaded"
     _wait(lambda: failing.failed == 1)
+    failing.close()
     assert _sensor_launches(hub) == [STATION]  # the drop sensor takes it the ordinary way
     materialize_project(project, project.station_ids)
     assert _sensor_launches(hub) == []
