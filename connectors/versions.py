@@ -52,3 +52,14 @@ def with_entries(version: str, entries: str | None) -> str:
     if entries is None:
         return version
     return hashlib.sha256(f"{version}|{entries}".encode()).hexdigest()[:16]
+
+
+def current_version(station: StationConfig, base_dir: Path, entries: str | None) -> tuple[str, Exception | None]:
+    """The version to compare with the one the station's last ingest recorded (the drop sensor
+    and `enteronce run` both do), and the error if it cannot be taken (a station database
+    unreachable): then `unreadable-<digest of the error>`, which no ingest records, so the
+    station is run — once per distinct error — and its run fails with the error."""
+    try:
+        return with_entries(station_version(station, base_dir), entries), None
+    except Exception as exc:  # noqa: BLE001 - one broken source must not stall the others
+        return "unreadable-" + hashlib.sha256(f"{type(exc).__name__}: {exc}".encode()).hexdigest()[:16], exc

@@ -105,9 +105,8 @@ def run(
 ) -> None:
     """Materialise every asset for the project, in-process, and print a summary."""
     from pipelines.report_assets import report_path
-    from warehouse import Warehouse
-
     from pipelines.runner import stations_with_work
+    from warehouse import Warehouse
 
     project, station_ids = _project_and_stations(config, warehouse, station)
     console.print(

@@ -81,27 +81,19 @@ def stations_with_work(project: Project, station_ids: list[str]) -> list[str]:
     A station with nothing new costs a Dagster run all the same (a second or so: 40 stations
     turned a 10k-record drop into a minute of runs that found nothing), so `enteronce run`
     runs only these; `--station` runs a station regardless."""
-    from connectors.versions import station_version, with_entries
+    from connectors.versions import current_version
     from warehouse.entry import entry_marks
     from warehouse.quality import QualityStore
 
     store = project.open_warehouse()
     try:
         ingested, entries = store.station_versions(), entry_marks(store)
-        unvalidated = QualityStore(store).stations_with_unvalidated_batches(station_ids)
+        unvalidated = set(QualityStore(store).unvalidated_batches(None, station_ids)["station_id"])
     finally:
         store.dispose()
     configs = {st.id: st for st in project.stations.stations}
-    work = []
-    for sid in station_ids:
-        try:
-            version = with_entries(station_version(configs[sid], project.config_dir), entries.get(sid))
-        except Exception:  # noqa: BLE001 - the run reports it, as the drop sensor's launch does
-            work.append(sid)
-            continue
-        if ingested.get(sid) != version or sid in unvalidated:
-            work.append(sid)
-    return work
+    return [sid for sid in station_ids if sid in unvalidated
+            or ingested.get(sid) != current_version(configs[sid], project.config_dir, entries.get(sid))[0]]
 
 
 def materialize_project(

@@ -1,12 +1,11 @@
 """The drop sensor: registers stations as partitions and launches ingestion of new drops."""
 
 
-import hashlib
 import json
 
 import dagster as dg
 
-from connectors.versions import station_version, with_entries
+from connectors.versions import current_version
 from pipelines.assets import ingest_job
 from pipelines.automation import DROPS_INTERVAL_SECONDS, STAGE_TAG
 from pipelines.partitions import stations_partitions
@@ -38,13 +37,9 @@ def station_drops_sensor(context: dg.SensorEvaluationContext, project: ProjectRe
     new_ids = [s for s in proj.station_ids if s not in known]
     requests: list[dg.RunRequest] = []
     for station in proj.stations.stations:
-        try:
-            version = with_entries(station_version(station, proj.config_dir), entries.get(station.id))
-        except Exception as exc:  # noqa: BLE001 - one broken source must not stall the others
-            # Launched all the same (once per distinct error): the run fails with the error, so
-            # the station shows as failed in the UI rather than only in a sensor's log.
-            context.log.warning(f"station {station.id}: cannot list drops: {exc}")
-            version = "unreadable-" + hashlib.sha256(f"{type(exc).__name__}: {exc}".encode()).hexdigest()[:16]
+        version, error = current_version(station, proj.config_dir, entries.get(station.id))
+        if error is not None:  # launched all the same: the station shows as failed in the UI, not only here
+            context.log.warning(f"station {station.id}: cannot list drops: {error}")
         if launched.get(station.id) == version:
             continue
         launched[station.id] = version

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from connectors.config import SourceConfig, StationConfig
 from core.errors import SourceError
 from connectors.ingest import ingest_station
-from connectors.versions import station_version
+from connectors.versions import current_version, station_version, with_entries
 from warehouse import Warehouse
 from warehouse import schema as s
 
@@ -52,6 +52,18 @@ def test_version_follows_config_and_drops(tmp_path: Path) -> None:
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # same bytes, new mtime
     assert station_version(base, tmp_path) != first
+
+
+def test_a_version_that_cannot_be_taken_is_one_per_error(tmp_path: Path) -> None:
+    """What the drop sensor and `enteronce run` compare: with entries, or unreadable per distinct error."""
+    drop(tmp_path)
+    ok, error = current_version(station(), tmp_path, None)
+    assert (ok, error) == (station_version(station(), tmp_path), None)
+    assert current_version(station(), tmp_path, "e1")[0] == with_entries(ok, "e1") != ok
+    broken = station(organisations_sql(f"sqlite:///{tmp_path / 'missing' / 'x.sqlite'}", {"dwbh": "local_id", "dwmc": "name"}))
+    first, error = current_version(broken, tmp_path, None)
+    assert first.startswith("unreadable-") and error is not None
+    assert current_version(broken, tmp_path, None)[0] == first  # the same error: the same version
 
 
 def test_record_and_read_station_versions(warehouse_url: str) -> None:

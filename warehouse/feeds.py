@@ -76,6 +76,20 @@ def _successor(prefix: str) -> str:
 _GOLDEN_COLUMNS = tuple(s.golden_records.c[c] for c in GOLDEN_SCHEMA)
 
 
+def _starts_with(conn: sa.Connection, column: sa.Column, etype: sa.Column, prefix: str,
+                 types: list[str]) -> tuple[sa.ColumnElement[bool], sa.ColumnElement]:
+    """`column` starts with `prefix` among rows of `types`, as (condition, the entity type
+    expression to filter `types` with), written for the dialect (see _golden_in_scope_parts):
+    on SQLite a key range, through the index while the part is sparse and past it (both
+    columns wrapped) once it holds DENSE rows; elsewhere LIKE, the planner choosing."""
+    if conn.dialect.name != "sqlite":
+        return column.startswith(prefix, autoescape=True), etype
+    lo, hi = prefix, _successor(prefix)
+    if _at_least(conn, sa.select(sa.literal(1)).where(etype.in_(types), column >= lo, column < hi), DENSE):
+        column, etype = column.concat(""), etype.concat("")
+    return sa.and_(column >= lo, column < hi), etype
+
+
 def _at_least(conn: sa.Connection, rows: sa.Select, n: int) -> bool:
     """Whether the query has at least n rows, counting no further than that."""
     return conn.scalar(sa.select(sa.func.count()).select_from(rows.limit(n).subquery())) >= n
@@ -195,39 +209,22 @@ class FeedStore:
           walks the entity id order and stops at `limit` (its other conditions written so that no
           index serves them: SQLite would otherwise pick that index and sort the whole part per
           page). Ranges, not LIKE, which SQLite serves by no index.
-        - PostgreSQL: LIKE (a prefix in any collation; with the C collation the planner turns it
-          into an index range, on (entity_type, area_code) and the membership's primary key),
-          and the planner's own choice between that index and the id order."""
+        - PostgreSQL: LIKE, which the text_pattern_ops indexes of migration 0015 turn into an
+          index range in any collation, and the planner's own choice between that and the id order.
+        (_starts_with writes the condition for each.)"""
         g, m = s.golden_records, s.entity_membership
         after = after if after is not None else ""
-        sqlite = self.store.dialect == "sqlite"
         parts: list[list[str]] = []
         with self.engine.connect() as conn:
             for prefix in prefixes:
-                area, etype = g.c.area_code, g.c.entity_type
-                if sqlite:
-                    lo, hi = prefix, _successor(prefix)
-                    if _at_least(conn, sa.select(sa.literal(1)).where(
-                            etype.in_(types), area >= lo, area < hi), DENSE):
-                        area, etype = area.concat(""), etype.concat("")
-                    in_area = sa.and_(area >= lo, area < hi)
-                else:
-                    in_area = area.startswith(prefix, autoescape=True)
+                in_area, etype = _starts_with(conn, g.c.area_code, g.c.entity_type, prefix, types)
                 part = sa.select(g.c.entity_id).where(g.c.entity_id > after, etype.in_(types), in_area,
                                                       g.c.status == "active").order_by(g.c.entity_id).limit(limit)
                 if len(prefixes) == 1 and not own_station:  # the page is this part's: its rows at once
                     return read_frame(conn, part.with_only_columns(*_GOLDEN_COLUMNS), schema=GOLDEN_SCHEMA)
                 parts.append(list(conn.scalars(part)))
             if own_station:
-                key, etype = m.c.record_key, m.c.entity_type
-                if sqlite:
-                    lo, hi = f"{own_station}:", f"{own_station};"
-                    if _at_least(conn, sa.select(sa.literal(1)).where(
-                            etype.in_(types), key >= lo, key < hi), DENSE):
-                        key, etype = key.concat(""), etype.concat("")
-                    mine = sa.and_(key >= lo, key < hi)
-                else:
-                    mine = key.startswith(f"{own_station}:", autoescape=True)
+                mine, etype = _starts_with(conn, m.c.record_key, m.c.entity_type, f"{own_station}:", types)
                 parts.append(list(conn.scalars(
                     sa.select(m.c.entity_id).join(g, g.c.entity_id == m.c.entity_id)
                     .where(m.c.entity_id > after, etype.in_(types), mine, g.c.status == "active",

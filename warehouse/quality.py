@@ -91,11 +91,14 @@ class QualityStore:
         return self.store.engine
 
     # -- what to validate ----------------------------------------------------------------------
-    def unvalidated_batches(self, suite: str, station_ids: Iterable[str] | None = None,
+    def unvalidated_batches(self, suite: str | None, station_ids: Iterable[str] | None = None,
                             entity_type: str | None = None) -> pl.DataFrame:
-        """Loaded batches with no run of `suite` yet, oldest first."""
+        """Loaded batches with no run of `suite` yet (None: of any suite, an ingest whose run
+        stopped before its checks), oldest first."""
         b, r = s.batches, s.validation_runs
-        done = sa.select(r.c.batch_id).where(r.c.suite == suite, r.c.batch_id.is_not(None))
+        done = sa.select(r.c.batch_id).where(r.c.batch_id.is_not(None))
+        if suite is not None:
+            done = done.where(r.c.suite == suite)
         stmt = (sa.select(b.c.batch_id, b.c.station_id, b.c.entity_type, b.c.started_at)
                 .where(b.c.status == "loaded", b.c.batch_id.not_in(done))
                 .order_by(b.c.started_at, b.c.batch_id))
@@ -105,16 +108,6 @@ class QualityStore:
             stmt = stmt.where(b.c.entity_type == entity_type)
         with self.engine.connect() as conn:
             return read_frame(conn, stmt, schema={"started_at": pl.Datetime("us", "UTC")})
-
-    def stations_with_unvalidated_batches(self, station_ids: Iterable[str]) -> set[str]:
-        """The stations among `station_ids` with a loaded batch that no suite has validated yet
-        (an ingest whose run stopped before its checks): their next run has work to do."""
-        b, r = s.batches, s.validation_runs
-        done = sa.select(r.c.batch_id).where(r.c.batch_id.is_not(None))
-        stmt = sa.select(b.c.station_id).distinct().where(
-            b.c.status == "loaded", b.c.batch_id.not_in(done), b.c.station_id.in_(list(station_ids)))
-        with self.engine.connect() as conn:
-            return set(conn.scalars(stmt).all())
 
     def raw_frame(self, batch_id: str) -> pl.DataFrame:
         r = s.raw_records
