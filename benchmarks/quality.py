@@ -97,7 +97,7 @@ def main() -> None:
         golden = persons(args.golden, seed=2).rename({"name": "name_norm"}).with_columns(
             valid_id_number=pl.when(pl.col("id_valid")).then(pl.col("id_number")), entity_id=pl.col("record_key"))
         t = time.perf_counter()
-        gx.validate(golden, GOLDEN_PERSONS, label="bench_golden", parameters=params)
+        gx.validate(golden, GOLDEN_PERSONS, label="bench_golden", parameters=params, complete=False)
         rows.append((f"golden person suite ({len(GOLDEN_PERSONS.expectations)} expectations)", f"{args.golden:,}",
                      time.perf_counter() - t))
 

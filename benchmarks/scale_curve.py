@@ -183,7 +183,8 @@ def _print(out: dict) -> None:
                           f"{size / r['records_about'] / 1024:.1f} KiB per person record")
         d = r.get("drop")
         if d:
-            console.print(f"{r['records_about']:,}: 10k drop {d['seconds']:.1f} s, peak {d['peak_mib']:,} MiB; "
+            written = f" (feed files written at {d['feeds_written_s']:.1f} s)" if d.get("feeds_written_s") else ""
+            console.print(f"{r['records_about']:,}: 10k drop {d['seconds']:.1f} s{written}, peak {d['peak_mib']:,} MiB; "
                           f"load before / after {r['load_before'][0]:.2f} / {r['load_after'][0]:.2f}")
 
 

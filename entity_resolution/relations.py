@@ -55,6 +55,7 @@ class RelationStore(Protocol):
     def high_water(self) -> int: ...
     def changed_entities(self, relation: Relation, after_seq: int, until_seq: int) -> pl.Series: ...
     def golden_rows(self, entity_ids: pl.Series) -> pl.DataFrame: ...
+    def record_parts(self, entity_ids: pl.Series) -> Iterator[pl.DataFrame]: ...
     def provenance(self, entity_ids: pl.Series) -> Iterator[pl.DataFrame]: ...
     def keys_of(self, relation: str, entity_ids: pl.Series) -> pl.DataFrame: ...
     def keys_matching(self, relation: str, keys: pl.Series) -> pl.DataFrame: ...
@@ -63,7 +64,7 @@ class RelationStore(Protocol):
     def open_link_count(self, relation: str) -> int: ...
     def commit(self, relation: Relation, *, changes: pl.DataFrame, events: pl.DataFrame,
                opened: pl.DataFrame, closed: pl.DataFrame, keys_dropped: pl.Series, keys_added: pl.DataFrame,
-               seen_seq: int, stats: dict) -> tuple[int, int]: ...
+               seen_seq: int, stats: dict, own_events: list[tuple[int, int]] = ()) -> tuple[int, int]: ...
 
 
 @dataclass
@@ -214,15 +215,59 @@ def run_relation(store: RelationStore, relation: Relation) -> RelationSummary:
 
     Only what those changes can reach is recomputed: the changed records, every record that
     shares a key with one of them (before or after the change), and the `to` records whose
-    links open or close. A no-op when neither type's golden records changed."""
+    links open or close. A no-op when neither type's golden records changed.
+
+    Many changes (a first run changes every record) are relinked in parts of about
+    RELATION_PART records made of whole values of the key's first field (for `residence` the
+    district): records in different parts can share no key, so each part links what one pass
+    would and each record changes once. Each part commits on its own; the run counts as seen
+    only with the last, so a run stopped halfway is done again whole (the parts already done
+    change nothing then)."""
     summary = RelationSummary(relation.name)
     last, high = store.last_seen(relation.name), store.high_water()
     changed = store.changed_entities(relation, last, high)
-    links_before = store.open_link_count(relation.name)
-    summary.links = links_before
+    summary.links = store.open_link_count(relation.name)
     if changed.len() == 0:
         return summary
     summary.ran = True
+    parts = relation_parts(store, relation, changed)
+    own: list[tuple[int, int]] = []
+    for i, part in enumerate(parts):
+        done = i == len(parts) - 1
+        seq_range = _relink(store, relation, part, summary, seen_seq=high if done else last, own_events=own)
+        if seq_range is not None:
+            own.append(seq_range)
+    summary.seq_range = (own[0][0], own[-1][1]) if own else None
+    return summary
+
+
+RELATION_PART = 200_000  # changed records relinked at a time, about (whole values of the key's first field)
+
+
+def relation_parts(store: RelationStore, relation: Relation, changed: pl.Series) -> list[pl.Series]:
+    """`changed` in parts of about RELATION_PART, each made of whole values of the key's first
+    field (a value with more records is a part of its own); one part when they are few. Records
+    without that field (retired, or no key) go with the first part."""
+    if changed.len() <= RELATION_PART:
+        return [changed]
+    first = relation.key[0]
+    values = pl.concat([decode(part, [first]) for part in store.record_parts(changed)]).drop_nulls(first)
+    sizes = values.group_by(first).len().sort(first)
+    part_of, current, filled = [], 0, 0
+    for n in sizes["len"].to_list():
+        if filled and filled + n > RELATION_PART:
+            current, filled = current + 1, 0
+        part_of.append(current)
+        filled += n
+    numbered = values.join(sizes.select(first, pl.Series("part", part_of, dtype=pl.Int64)), on=first)
+    numbered = pl.DataFrame({"entity_id": changed}).join(numbered, on="entity_id", how="left").with_columns(
+        pl.col("part").fill_null(0))
+    return [g["entity_id"].sort() for _, g in numbered.sort("part").group_by("part", maintain_order=True)]
+
+
+def _relink(store: RelationStore, relation: Relation, changed: pl.Series, summary: RelationSummary, *,
+            seen_seq: int, own_events: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """Relink the records `changed` reaches, commit, add to `summary`; the events' seq range."""
     own = {relation.from_type: relation.from_field, relation.to_type: relation.to_field}
     rows = store.golden_rows(changed)
     new_keys = _keys(rows, relation)
@@ -232,7 +277,7 @@ def run_relation(store: RelationStore, relation: Relation) -> RelationSummary:
     # the `from` records to relink: those changed, and those sharing a key with a changed record
     from_ids = pl.concat([keys.filter(pl.col("side") == "from")["entity_id"],
                           rows.filter(pl.col("entity_type") == relation.from_type)["entity_id"]]).unique()
-    links, summary.ambiguous = current_links(keys)
+    links, ambiguous = current_links(keys)
     opened, closed = moves(links, store.open_links(relation.name, from_ids=from_ids))
     to_ids = pl.concat([keys.filter(pl.col("side") == "to")["entity_id"],
                         rows.filter(pl.col("entity_type") == relation.to_type)["entity_id"],
@@ -253,16 +298,17 @@ def run_relation(store: RelationStore, relation: Relation) -> RelationSummary:
     by_from = _key_sources(store.provenance(moved_from.filter(moved_from.is_in(active["entity_id"].implode()))),
                            relation.key)
     changed_rows, events = _publication(pl.concat(changes), by_from, moved)
-    summary.moved_in, summary.moved_out = opened.height, closed.height
-    summary.links = links_before + opened.height - closed.height
-    stats = {"links": summary.links, "moved_in": summary.moved_in, "moved_out": summary.moved_out,
-             "ambiguous": summary.ambiguous, "events": events.height, "recomputed": int(from_ids.len())}
+    summary.moved_in += opened.height
+    summary.moved_out += closed.height
+    summary.ambiguous += ambiguous
+    summary.links += opened.height - closed.height
+    stats = {"links": summary.links, "moved_in": opened.height, "moved_out": closed.height,
+             "ambiguous": ambiguous, "events": events.height, "recomputed": int(from_ids.len())}
     first, last_seq = store.commit(relation, changes=changed_rows, events=events, opened=opened,
-                                   closed=closed, keys_dropped=changed, keys_added=new_keys, seen_seq=high,
-                                   stats=stats)
-    summary.events = events.height
-    summary.seq_range = (first, last_seq) if events.height else None
-    return summary
+                                   closed=closed, keys_dropped=changed, keys_added=new_keys, seen_seq=seen_seq,
+                                   stats=stats, own_events=own_events)
+    summary.events += events.height
+    return (first, last_seq) if events.height else None
 
 
 def _keys(rows: pl.DataFrame, relation: Relation) -> pl.DataFrame:

@@ -215,8 +215,13 @@ def publishable_metadata(station_id: str, held: pl.DataFrame, reasons: list[str]
 
 def _golden_quality(registry: Registry) -> dg.AssetChecksDefinition:
     qualities = registry_quality(registry)
+    # after the relations that write into the type's golden records too: a first run's links
+    # change every record, and checked before them the next run would read them all again
+    links = {t.name: [dg.AssetKey(f"{name}_links") for name, r in registry.relations.items()
+                      if t.name in (r.from_type, r.to_type)] for t in registry}
     GOLDEN_SUITES = {
         t.name: dg.AssetCheckSpec("golden_suite", asset=dg.AssetKey(f"{t.name}_golden_records"),
+                                  additional_deps=links[t.name],
                                   description=suite_description(
                                       qualities[t.name].golden, f"the active golden {t.spec.description or t.name}"))
         for t in registry if qualities[t.name].golden is not None

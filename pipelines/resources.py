@@ -59,6 +59,9 @@ class ProjectResource(dg.ConfigurableResource):
                 stack.enter_context(warehouse_lock(store.engine, f"station:{station}", on_wait=waiting,
                                                    purpose=purpose))
             yield store
+        analyzed = store.refresh_statistics()  # after a large write, before the next step plans on it
+        if analyzed:
+            context.log.info(f"analyzed {', '.join(analyzed)} for the query planner")
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._warehouse is not None:

@@ -50,8 +50,15 @@ def golden_frame(active: pl.DataFrame, entity_type: EntityType, *, today: dt.dat
     (`<valid_flag>`, by the check of the code's field: an ID number through the ID-number
     standardiser) and `valid_<code>` (the code when valid, else null), so uniqueness is judged
     over valid codes only."""
+    return golden_validity(decode_golden(active, entity_type.golden_fields, entity_type), entity_type,
+                           today=today, quality=quality)
+
+
+def golden_validity(frame: pl.DataFrame, entity_type: EntityType, *, today: dt.date,
+                    quality: TypeQuality | None = None) -> pl.DataFrame:
+    """`golden_frame` of golden fields already decoded (quality.golden_cache keeps them between
+    runs): validity depends on `today`, so it is recomputed on every run, never cached."""
     q = quality or type_quality(entity_type)
-    frame = decode_golden(active, entity_type.golden_fields, entity_type)
     code, flag = q.code_column, q.code_flag
     if code is None or flag is None or code not in frame.columns:
         return frame

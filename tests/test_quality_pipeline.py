@@ -12,6 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
+from polars.testing import assert_frame_equal
 
 from entity_resolution.standardise.id_numbers import id_check_char
 from feeds.config import parse_subscriptions
@@ -70,6 +71,18 @@ def net_for(base: Path, tmp_path: Path, url: str, quality: QualityConfig) -> Net
     return n
 
 
+def disagreeing_rows() -> tuple[dict, dict, dict, dict]:
+    """A1: a stated birth date a day off its valid ID's; C1-C3: one person, the station's C2 with
+    another name and birth date than the two records that make the golden record."""
+    return (row("A1", name="司马青青", sex="女", birth_date="1992-05-16", id_number=ID_A, phone="13600003333"),
+            row("C1", name="诸葛明", sex="男", birth_date="1975-08-11", id_number=ID_C, phone="13500001111",
+                source_updated_at="2026-11-21 09:00:00"),
+            row("C2", name="诸葛民", sex="男", birth_date="1975-11-08", id_number=ID_C, phone="13500001111",
+                source_updated_at="2019-01-01 09:00:00"),
+            row("C3", name="诸葛明", sex="男", birth_date="1975-08-11", id_number=ID_C, phone="13500001111",
+                source_updated_at="2020-01-01 09:00:00"))
+
+
 def row(local_id: str, **values) -> dict:
     return {"local_id": local_id, "source_updated_at": "2026-11-20 09:00:00", "address": NEW_HOME,
             "area_code": "500106001001", **values}
@@ -80,14 +93,8 @@ def test_tasks_open_on_bad_values_and_close_when_the_station_fixes_them(base_net
     # one bad ID in a drop of four must not hold the batch: this test is about tasks, not holds
     net = net_for(base_network, tmp_path, warehouse_url, QualityConfig(max_invalid_id_rate=0.5, data_docs=False))
     seq_before = net.store.max_event_seq()
-    a = row("A1", name="司马青青", sex="女", birth_date="1992-05-16", id_number=ID_A, phone="13600003333")
+    a, c1, c2, c3 = disagreeing_rows()
     b = row("B1", name="欧阳娜娜", sex="女", birth_date="1988-03-04", id_number=bad_check_digit(ID_B), phone="13700002222")
-    c1 = row("C1", name="诸葛明", sex="男", birth_date="1975-08-11", id_number=ID_C, phone="13500001111",
-             source_updated_at="2026-11-21 09:00:00")
-    c2 = row("C2", name="诸葛民", sex="男", birth_date="1975-11-08", id_number=ID_C, phone="13500001111",
-             source_updated_at="2019-01-01 09:00:00")
-    c3 = row("C3", name="诸葛明", sex="男", birth_date="1975-08-11", id_number=ID_C, phone="13500001111",
-             source_updated_at="2020-01-01 09:00:00")
     net.drop([a, b, c1, c2, c3])
     net.cycle()
     assert net.open_tasks() == {
@@ -156,6 +163,36 @@ def test_tasks_open_on_bad_values_and_close_when_the_station_fixes_them(base_net
     assert set(runs["suite"]) == {"raw_records", "person_records"}
     scores = net.qs.scores(["s9001"])
     assert {"completeness", "validity", "consistency", "uniqueness", "freshness"} <= set(scores["dimension"])
+
+
+def test_golden_tasks_in_parts_are_the_tasks_of_one_pass(base_network: Path, tmp_path: Path, warehouse_url: str,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         request: pytest.FixtureRequest) -> None:
+    """After a first load every entity is touched; the pass goes through them a part at a time
+    and must open exactly the tasks (and task events) of one part holding them all."""
+    import quality.service as service
+
+    def tasks_after_first_load(part: int, name: str, url: str) -> tuple[pl.DataFrame, list]:
+        monkeypatch.setattr(service, "GOLDEN_TASK_PART", part)
+        net = net_for(base_network, tmp_path / name, url, QualityConfig(max_invalid_id_rate=0.5, data_docs=False))
+        net.drop(list(disagreeing_rows()))
+        net.cycle()
+        cols = ["record_key", "field", "source", "status", "station_value", "expected_value"]
+        task_events = events(net.store).filter(pl.col("entity_type") == "correction_task")
+        return (net.qs.tasks().select(cols).sort(cols),
+                sorted(zip(task_events["op"], task_events["entity_id"], strict=True)))
+
+    whole, whole_events = tasks_after_first_load(1_000_000, "whole", warehouse_url)
+    if warehouse_url.startswith("postgresql"):
+        from conftest import fresh_pg_database
+
+        with fresh_pg_database(request.getfixturevalue("pg_server")) as other:
+            parts, parts_events = tasks_after_first_load(7, "parts", other)
+    else:
+        parts, parts_events = tasks_after_first_load(7, "parts", f"sqlite:///{tmp_path / 'parts.sqlite'}")
+    assert whole.filter(pl.col("source") == "golden_disagreement").height >= 1
+    assert_frame_equal(parts, whole)
+    assert parts_events == whole_events
 
 
 def feed_subscriptions(root: Path):

@@ -136,6 +136,23 @@ def test_golden_suite_finds_a_valid_id_held_by_two_entities(gx: GxProject) -> No
     assert found["completeness.id_number"] == {"P5"}
 
 
+def test_a_suite_over_golden_records_lists_samples_of_its_failing_rows(gx: GxProject) -> None:
+    """`complete=False` (the golden suites): the counts and pass rates are over every row, but
+    only `samples` failing rows are listed; a station batch (`complete=True`) lists them all."""
+    rows = [{"entity_id": f"P{i}", "record": json.dumps({
+        "name_norm": "张伟", "sex": "M", "birth_date": "1949-12-31", "id_number": None if i < 6 else f"1101051949123{i:04d}",
+        "phone": "13812345678"})} for i in range(20)]
+    frame = golden_frame(pl.DataFrame(rows), REGISTRY["person"], today=TODAY)
+    summary = gx.validate(frame, GOLDEN_PERSONS, label="golden-summary", parameters=PARAMS, samples=2, complete=False)
+    complete = gx.validate(frame, GOLDEN_PERSONS, label="golden-complete", parameters=PARAMS, samples=2)
+    for v in (summary, complete):
+        row = v.results.filter(pl.col("expectation_id") == "completeness.id_number").row(0, named=True)
+        assert row["unexpected_count"] == 6 and row["element_count"] == 20
+        assert len(json.loads(row["sample_rows"])) == 2
+    assert failing(summary)["completeness.id_number"] == {"P0", "P1"}
+    assert failing(complete)["completeness.id_number"] == {f"P{i}" for i in range(6)}
+
+
 def test_freshness_flags_a_station_whose_last_drop_is_too_old(gx: GxProject) -> None:
     now = dt.datetime(2026, 11, 26, 12, tzinfo=dt.timezone.utc)
     drops = pl.DataFrame({"station_id": ["s1", "s2"], "entity_type": ["person", "person"], "batch_id": ["b1", "b2"],

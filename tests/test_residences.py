@@ -23,6 +23,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
+import sqlalchemy as sa
 import yaml
 
 from connectors.simulate import simulate_network
@@ -486,3 +487,57 @@ def test_a_resident_moves_between_stations_and_both_feeds_show_the_right_residen
         assert link_metadata(third)["recomputed"] is False
     finally:
         store.dispose()
+
+
+def test_a_large_run_relinks_in_parts_of_whole_districts_as_one_pass_would(
+        warehouse_url: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """A first run over many records goes a part at a time (entity_resolution.relations.RELATION_PART),
+    each part whole values of the key's first field: the links, the relation fields and the events
+    are those of one pass (one update per record), and the run counts its own parts' events as
+    seen, so the next run has nothing to do."""
+    import entity_resolution.relations as relations
+    from core.entity_types import Relation, RelationSpec
+    from warehouse import Warehouse
+    from warehouse import schema as s
+
+    rel = Relation("residence", RelationSpec.model_validate(
+        {"from": "person", "to": "dwelling", "key": ["district", "road", "number"], "from_field": "dwelling_id",
+         "to_field": "residents"}))
+    rows = []
+    for d, district in enumerate(["渝中区", "江北区", "沙坪坝区", "九龙坡区"]):
+        for h in range(3):
+            address = {"district": district, "road": "正街", "number": f"{h + 1}号"}
+            rows.append((f"H{d}{h}", "dwelling", "active", address))
+            rows += [(f"P{d}{h}{p}", "person", "active", address) for p in range(h + 1)]
+    rows.append(("P999", "person", "active", {"road": "正街", "number": "1号"}))  # no district: links nowhere
+
+    def run(part: int, url: str):
+        monkeypatch.setattr(relations, "RELATION_PART", part)
+        store = Warehouse(url).migrate()
+        try:
+            _publish(store, rows)
+            summary = relations.run_relation(RelationStore(store), rel)
+            with store.engine.connect() as conn:
+                runs = conn.execute(sa.select(s.relation_runs.c.outbox_seq)).scalars().all()
+                updates = conn.execute(sa.select(s.change_events.c.entity_id).where(
+                    s.change_events.c.op == "update", s.change_events.c.seq > len(rows))).scalars().all()
+            again = relations.run_relation(RelationStore(store), rel)
+            return summary, _state(store, rel), len(runs), sorted(updates), again.ran
+        finally:
+            store.dispose()
+
+    one, one_state, one_runs, one_updates, _ = run(1_000, warehouse_url)
+    if warehouse_url.startswith("sqlite"):
+        other = warehouse_url.replace("warehouse.sqlite", "parts.sqlite")
+        parts, parts_state, parts_runs, parts_updates, ran_again = run(7, other)
+    else:
+        from conftest import fresh_pg_database
+
+        with fresh_pg_database(request.getfixturevalue("pg_server")) as other:
+            parts, parts_state, parts_runs, parts_updates, ran_again = run(7, other)
+    assert one_runs == 1 and parts_runs == 4  # a district of 7 records per part
+    assert parts_state == one_state and one_state[0]  # the same links and fields, equal to a full relink
+    assert parts_updates == one_updates and len(parts_updates) == len(set(parts_updates))  # one update each
+    assert (parts.links, parts.moved_in, parts.events) == (one.links, one.moved_in, one.events) == (24, 24, 36)
+    assert parts.seq_range[1] - parts.seq_range[0] + 1 == parts.events
+    assert ran_again is False

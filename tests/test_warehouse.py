@@ -141,3 +141,27 @@ def test_in_keys_gives_the_same_rows_as_an_in_list_beyond_its_size(warehouse_url
         short = set(conn.scalars(sa.select(t.c.left_id).where(in_keys(conn, t.c.left_id, wanted[:10]))))
     assert len(wanted) > IN_LIST_MAX
     assert long == set(wanted) - {"absent"} and short == set(wanted[:10])
+
+
+def test_a_large_write_gets_planner_statistics_before_the_next_step(warehouse_url: str) -> None:
+    """refresh_statistics (called after every pipeline step) ANALYZEs on PostgreSQL the tables a
+    step changed beyond autovacuum's threshold, and only those: the planner then chooses index
+    lookups for a drop's few keys in a table of millions (without statistics it scanned it)."""
+    store = _store(warehouse_url)
+    t = s.judgements
+    with store.transaction() as conn:
+        insert_frame(conn, t, pl.DataFrame({
+            "entity_type": "person", "left_id": [f"k{i:05d}" for i in range(3000)], "right_id": "x",
+            "verdict": "same", "reviewer": "t", "judged_at": dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)}))
+        if store.dialect == "postgresql":  # the server counts a session's changes when it next reports them
+            conn.exec_driver_sql("SELECT pg_stat_force_next_flush()")
+    if store.dialect != "postgresql":
+        assert store.refresh_statistics() == []  # SQLite plans without them
+        return
+    assert "judgements" in store.refresh_statistics()
+    with store.engine.connect() as conn:
+        stats = conn.exec_driver_sql("SELECT last_analyze IS NOT NULL, n_mod_since_analyze FROM pg_stat_user_tables "
+                                     "WHERE relname = 'judgements'").one()
+        estimate = conn.exec_driver_sql("SELECT reltuples FROM pg_class WHERE relname = 'judgements'").scalar()
+    assert stats == (True, 0) and estimate == 3000
+    assert "judgements" not in store.refresh_statistics()  # nothing changed since

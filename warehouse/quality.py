@@ -17,7 +17,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from warehouse import schema as s
-from warehouse.bulk import in_keys, insert_frame, polars_type, read_frame
+from warehouse.bulk import in_keys, insert_frame, polars_type, read_chunks, read_frame
 from warehouse.outbox import Appended, outbox_transaction
 from core.time import utcnow
 from warehouse.store import Warehouse
@@ -164,6 +164,18 @@ class QualityStore:
                 return read_frame(conn, base.order_by(g.c.entity_id), schema={})
             return read_frame(conn, base.where(in_keys(conn, g.c.entity_id, entity_ids)),
                               schema={"entity_id": pl.String, "record": pl.String})
+
+    def active_golden_parts(self, entity_type: str) -> Iterator[pl.DataFrame]:
+        """Every active golden record of the type, (entity_id, record) a chunk at a time in no
+        particular order: a whole type's JSON at once was gigabytes of Python strings at 1M."""
+        g = s.golden_records
+        with self.engine.connect() as conn:
+            yield from read_chunks(conn, sa.select(g.c.entity_id, g.c.record).where(
+                g.c.entity_type == entity_type, g.c.status == "active"),
+                schema={"entity_id": pl.String, "record": pl.String})
+
+    def warehouse_id(self) -> str:
+        return self.store.warehouse_id()
 
     def members(self, entity_type: str, entity_ids: list[str], fields: Iterable[str]) -> pl.DataFrame:
         """Member records of the entities: record key, station, batch and the named fields."""

@@ -18,7 +18,7 @@ from warehouse.store import Warehouse
 
 GOLDEN_SCHEMA = {"entity_id": pl.String, "version": pl.Int64, "status": pl.String, "area_code": pl.String,
                  "record": pl.String}
-PROVENANCE_PART = 20_000  # records whose provenance is read (and decoded by the caller) at a time
+PROVENANCE_PART = 20_000  # records whose provenance (or record) is read (and decoded by the caller) at a time
 KEY_SCHEMA = {"entity_id": pl.String, "side": pl.String, "key": pl.String}
 
 
@@ -66,14 +66,21 @@ class RelationStore:
 
     def provenance(self, entity_ids: pl.Series) -> Iterator[pl.DataFrame]:
         """(entity_id, provenance) of the given entities' golden rows, PROVENANCE_PART at a time."""
+        return self._golden_parts(entity_ids, "provenance")
+
+    def record_parts(self, entity_ids: pl.Series) -> Iterator[pl.DataFrame]:
+        """(entity_id, record) of the given entities' golden rows, PROVENANCE_PART at a time: what
+        a relation reads to split a large run into parts, without holding every record at once."""
+        return self._golden_parts(entity_ids, "record")
+
+    def _golden_parts(self, entity_ids: pl.Series, column: str) -> Iterator[pl.DataFrame]:
         g = s.golden_records
-        schema = {"entity_id": pl.String, "provenance": pl.String}
         ids = entity_ids.to_list()
         for start in range(0, len(ids), PROVENANCE_PART):
             with self.engine.connect() as conn:
-                stmt = sa.select(g.c.entity_id, g.c.provenance).where(
+                stmt = sa.select(g.c.entity_id, g.c[column]).where(
                     in_keys(conn, g.c.entity_id, ids[start:start + PROVENANCE_PART]))
-                yield read_frame(conn, stmt, schema=schema)
+                yield read_frame(conn, stmt, schema={"entity_id": pl.String, column: pl.String})
 
     def keys_of(self, relation: str, entity_ids: pl.Series) -> pl.DataFrame:
         """The stored keys of the given entities (entity_id, side, key)."""
@@ -127,7 +134,7 @@ class RelationStore:
     # -- the one write -------------------------------------------------------------------------------
     def commit(self, relation, *, changes: pl.DataFrame, events: pl.DataFrame,
                opened: pl.DataFrame, closed: pl.DataFrame, keys_dropped: pl.Series, keys_added: pl.DataFrame,
-               seen_seq: int, stats: dict) -> tuple[int, int]:
+               seen_seq: int, stats: dict, own_events: list[tuple[int, int]] = ()) -> tuple[int, int]:
         """The run, its link changes, keys, changed records and events in one transaction (the
         outbox locked first, so its seqs stay gap-free); returns the events' seq range.
 
@@ -137,13 +144,15 @@ class RelationStore:
 
         The run is recorded as having seen the outbox up to its own last event, unless events of
         either type arrived after `seen_seq` (what the run read) and before the lock: then only
-        up to `seen_seq`, so the next run looks at them."""
+        up to `seen_seq`, so the next run looks at them. `own_events`: seq ranges this run's
+        earlier parts appended, which are not news to it."""
         now, name = utcnow(), relation.name
         with outbox_transaction(self.store) as outbox:
             conn = outbox.conn
             e = s.change_events
             missed = conn.execute(sa.select(e.c.seq).where(
-                e.c.seq > seen_seq, e.c.entity_type.in_([relation.from_type, relation.to_type])).limit(1)).first()
+                e.c.seq > seen_seq, e.c.entity_type.in_([relation.from_type, relation.to_type]),
+                *(~e.c.seq.between(a, b) for a, b in own_events)).limit(1)).first()
             if changes.height:
                 _write_changes(conn, changes, now)
             appended = outbox.append(events, now)

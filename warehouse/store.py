@@ -104,6 +104,31 @@ class Warehouse:
     def dispose(self) -> None:
         self.engine.dispose()
 
+    # Autovacuum's own analyze threshold (PostgreSQL's defaults): rows changed since the table
+    # was last analyzed beyond this base plus this share of its rows.
+    ANALYZE_BASE_ROWS, ANALYZE_SHARE = 50, 0.1
+
+    def refresh_statistics(self) -> list[str]:
+        """PostgreSQL: ANALYZE the tables whose rows changed beyond autovacuum's threshold since
+        they were last analyzed, and name them; elsewhere nothing.
+
+        The planner chooses by these statistics, and a bulk load leaves them missing until
+        autovacuum comes round (a minute later, or never where it is off). Without them, a 10k
+        drop into 1M records closed its old versions by reading every version row (a 3.5 s
+        sequential scan of 3 GB instead of 20,000 index lookups). ANALYZE reads a fixed sample
+        (30,000 rows at the default target), so its cost does not grow with the table."""
+        if self.dialect != "postgresql":
+            return []
+        with self.engine.connect() as conn:
+            names = conn.execute(sa.text(
+                "SELECT relname FROM pg_stat_user_tables WHERE schemaname = ANY (current_schemas(false)) "
+                "AND n_mod_since_analyze > :base + :share * n_live_tup ORDER BY relname"),
+                {"base": self.ANALYZE_BASE_ROWS, "share": self.ANALYZE_SHARE}).scalars().all()
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for name in names:
+                conn.exec_driver_sql(f'ANALYZE "{name}"')
+        return list(names)
+
     @contextmanager
     def transaction(self) -> Iterator[sa.Connection]:
         """A write transaction. On SQLite, writers of this process queue on a lock first: SQLite
