@@ -32,7 +32,7 @@ SEQS = ("resolution_seq", "event_seq")
 
 
 class GoldenSource(Protocol):  # warehouse.quality.QualityStore
-    def active_golden(self, entity_type: str, entity_ids=None) -> pl.DataFrame: ...
+    def active_golden(self, entity_type: str, entity_ids: list[str]) -> pl.DataFrame: ...
     def active_golden_parts(self, entity_type: str) -> Iterator[pl.DataFrame]: ...
     def warehouse_id(self) -> str: ...
     def touched_entities(self, entity_type: str, after_resolution_seq: int, after_event_seq: int) -> list[str]: ...
@@ -48,36 +48,34 @@ def current_golden(store: GoldenSource, folder: Path, entity_type: EntityType) -
     # the marks first: whatever is written while this reads is read again next time
     marks = {"warehouse_id": store.warehouse_id(), "resolution_seq": store.resolution_seq(entity_type.name),
              "event_seq": store.max_event_seq()}
-    frame, changed = _updated(store, path, entity_type, fields, marks)
+    frame, was = _load(path, fields) or (None, None)
+    if frame is not None:
+        frame = _updated(store, frame, was, entity_type, fields, marks)
     if frame is None:
         # decoded a chunk at a time; sorted here, not by the database's collation: the order an
         # update gives
         frame = pl.concat([decode_golden(part, fields, entity_type)
                            for part in store.active_golden_parts(entity_type.name)]).sort("entity_id")
-    if changed:
+    if was != marks:  # a rebuild always differs: another warehouse, marks ahead, or behind by many
         _save(frame, path, fields, marks)
     return frame
 
 
-def _updated(store: GoldenSource, path: Path, entity_type: EntityType, fields: list[str],
-             marks: dict) -> tuple[pl.DataFrame | None, bool]:
-    """The cached frame with the entities touched since its marks read again, and whether it
-    differs from the file; None when the cache cannot be trusted or a full read is cheaper."""
-    cached = _load(path, fields)
-    if cached is None:
-        return None, True
-    frame, was = cached
+def _updated(store: GoldenSource, frame: pl.DataFrame, was: dict, entity_type: EntityType, fields: list[str],
+             marks: dict) -> pl.DataFrame | None:
+    """The cached frame with the entities touched since its marks read again; None when it
+    cannot be trusted or a full read is cheaper."""
     if was["warehouse_id"] != marks["warehouse_id"] or any(was[k] > marks[k] for k in SEQS):
-        return None, True
+        return None
     touched = store.touched_entities(entity_type.name, was["resolution_seq"], was["event_seq"])
     if len(touched) > FULL_READ_SHARE * max(frame.height, 1):
-        return None, True
-    if touched:
-        fresh = decode_golden(store.active_golden(entity_type.name, touched), fields, entity_type)
-        kept = frame.join(pl.DataFrame({"entity_id": touched}, schema={"entity_id": pl.String}),
-                          on="entity_id", how="anti")
-        frame = pl.concat([kept, fresh.select(frame.columns)]).sort("entity_id")
-    return frame, was != marks
+        return None
+    if not touched:
+        return frame
+    fresh = decode_golden(store.active_golden(entity_type.name, touched), fields, entity_type)
+    kept = frame.join(pl.DataFrame({"entity_id": touched}, schema={"entity_id": pl.String}), on="entity_id",
+                      how="anti")
+    return pl.concat([kept, fresh.select(frame.columns)]).sort("entity_id")
 
 
 def _load(path: Path, fields: list[str]) -> tuple[pl.DataFrame, dict[str, int]] | None:

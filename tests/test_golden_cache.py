@@ -34,7 +34,7 @@ class Counting:
     def __init__(self, store):
         self.store, self.reads = store, []
 
-    def active_golden(self, entity_type, entity_ids=None):
+    def active_golden(self, entity_type, entity_ids):
         frame = self.store.active_golden(entity_type, entity_ids)
         self.reads.append(None if entity_ids is None else frame.height)
         return frame
@@ -48,7 +48,7 @@ class Counting:
 
 
 def full(net: Network) -> pl.DataFrame:
-    return decode_golden(net.qs.active_golden("person"), PERSON.golden_fields, PERSON).sort("entity_id")
+    return decode_golden(pl.concat(net.qs.active_golden_parts("person")), PERSON.golden_fields, PERSON).sort("entity_id")
 
 
 def test_the_kept_golden_frame_follows_every_change(base_network: Path, tmp_path: Path, warehouse_url: str) -> None:

@@ -156,14 +156,14 @@ class QualityStore:
             return read_frame(conn, sa.select(b.c.batch_id, b.c.station_id, b.c.entity_type, b.c.started_at),
                               schema={"started_at": pl.Datetime("us", "UTC")})
 
-    def active_golden(self, entity_type: str, entity_ids: list[str] | None = None) -> pl.DataFrame:
+    def active_golden(self, entity_type: str, entity_ids: list[str]) -> pl.DataFrame:
+        """(entity_id, record) of the active golden records among `entity_ids` (every one of a
+        type: active_golden_parts)."""
         g = s.golden_records
-        base = sa.select(g.c.entity_id, g.c.record).where(g.c.entity_type == entity_type, g.c.status == "active")
         with self.engine.connect() as conn:
-            if entity_ids is None:
-                return read_frame(conn, base.order_by(g.c.entity_id), schema={})
-            return read_frame(conn, base.where(in_keys(conn, g.c.entity_id, entity_ids)),
-                              schema={"entity_id": pl.String, "record": pl.String})
+            return read_frame(conn, sa.select(g.c.entity_id, g.c.record).where(
+                g.c.entity_type == entity_type, g.c.status == "active", in_keys(conn, g.c.entity_id, entity_ids)),
+                schema={"entity_id": pl.String, "record": pl.String})
 
     def active_golden_parts(self, entity_type: str) -> Iterator[pl.DataFrame]:
         """Every active golden record of the type, (entity_id, record) a chunk at a time in no

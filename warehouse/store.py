@@ -119,15 +119,14 @@ class Warehouse:
         (30,000 rows at the default target), so its cost does not grow with the table."""
         if self.dialect != "postgresql":
             return []
-        with self.engine.connect() as conn:
-            names = conn.execute(sa.text(
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            names = list(conn.execute(sa.text(
                 "SELECT relname FROM pg_stat_user_tables WHERE schemaname = ANY (current_schemas(false)) "
                 "AND n_mod_since_analyze > :base + :share * n_live_tup ORDER BY relname"),
-                {"base": self.ANALYZE_BASE_ROWS, "share": self.ANALYZE_SHARE}).scalars().all()
-        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            for name in names:
-                conn.exec_driver_sql(f'ANALYZE "{name}"')
-        return list(names)
+                {"base": self.ANALYZE_BASE_ROWS, "share": self.ANALYZE_SHARE}).scalars())
+            if names:
+                conn.exec_driver_sql("ANALYZE " + ", ".join(f'"{n}"' for n in names))
+        return names
 
     @contextmanager
     def transaction(self) -> Iterator[sa.Connection]:
