@@ -15,7 +15,8 @@ changed subscription).
 
 The server is `uvicorn feeds.api:app_from_env` in a separate process (so the clients do not share
 its interpreter); each client has its own connection pool and asks for pages at random positions
-of the outbox; every request writes its audit row.
+of the outbox; every request writes its audit row (through the audit journal, as `enteronce
+serve` does, unless `--audit-before-send`), and every page delivered is checked to have one.
 """
 
 from __future__ import annotations
@@ -43,8 +44,12 @@ sys.path.insert(0, str(ROOT / "tests"))  # the synthetic outbox: tests/fixtures/
 
 sys.path.append(str(ROOT / "benchmarks"))  # scratch.py (last: benchmarks/feeds.py is no package)
 
+import polars as pl  # noqa: E402
+
+from feeds.journal import JOURNAL_ENV  # noqa: E402
 from feeds.tokens import issue_token, revoke_token  # noqa: E402
 from warehouse import Warehouse  # noqa: E402
+from warehouse.feeds import FeedStore  # noqa: E402
 
 
 def _free_port() -> int:
@@ -53,11 +58,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_server(warehouse_url: str, config_dir: Path, workers: int
+def _start_server(warehouse_url: str, config_dir: Path, workers: int, journal: bool
                   ) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     env = {**os.environ, "ENTERONCE_CONFIG": str(config_dir), "ENTERONCE_WAREHOUSE_URL": warehouse_url,
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env.pop(JOURNAL_ENV, None)
+    if journal:  # as `enteronce serve` runs: audit rows through the audit journal
+        env[JOURNAL_ENV] = str(config_dir / "audit-journal")
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "feeds.api:app_from_env", "--factory", "--host", "127.0.0.1",
          "--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log",
@@ -80,13 +88,15 @@ def _start_server(warehouse_url: str, config_dir: Path, workers: int
 
 
 def measure(warehouse_url: str, config_dir: Path, subscriber_id: str, clients: int = 20, page: int = 1000,
-            requests: int = 400, *, workers: int = 1, seed: int = 1) -> dict:
+            requests: int = 400, *, workers: int = 1, seed: int = 1, journal: bool = True) -> dict:
     """Latency of `GET /v1/feeds/{subscriber}/events?after=…&limit=page` under `clients` concurrent
-    clients, `requests` requests in all: p50_ms, p99_ms, rps, mean events per page."""
+    clients, `requests` requests in all: p50_ms, p99_ms, rps, mean events per page. `journal`:
+    audit rows through the audit journal (as served), else committed before each page.
+    Afterwards every page delivered must have its audit row (the server stopped by SIGTERM)."""
     store = Warehouse(warehouse_url).migrate()
     token = issue_token(store, subscriber_id, "benchmark")
     high = store.max_event_seq()
-    proc, url = _start_server(warehouse_url, Path(config_dir), workers)
+    proc, url = _start_server(warehouse_url, Path(config_dir), workers, journal)
     per_client = max(1, requests // clients)
 
     def client(i: int) -> list[tuple[float, int]]:
@@ -116,7 +126,10 @@ def measure(warehouse_url: str, config_dir: Path, subscriber_id: str, clients: i
         proc.terminate()
         proc.wait(timeout=30)
         revoke_token(store, token.token_id)
-        store.dispose()
+    audited = FeedStore(store).deliveries().filter(pl.col("token_id") == token.token_id).height
+    store.dispose()
+    if audited != len(results) + clients:  # the pages measured and each client's warm-up page
+        raise RuntimeError(f"{len(results) + clients} pages delivered, {audited} audit rows")
     latencies = np.array([r[0] for r in results]) * 1000
     return {"subscriber": subscriber_id, "requests": len(results), "clients": clients, "page": page,
             "mean_events": float(np.mean([r[1] for r in results])),
@@ -192,6 +205,8 @@ def main() -> None:
     parser.add_argument("--page", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--on-demand", action="store_true", help="do not prepare the pages first")
+    parser.add_argument("--audit-before-send", action="store_true",
+                        help="commit each page's audit row before sending it (no audit journal)")
     parser.add_argument("--warehouse", default="sqlite", help="sqlite | postgresql | an admin SQLAlchemy URL")
     parser.add_argument("--station", action="store_true",
                         help="also a station subscriber (sparse: each page scans much of the outbox)")
@@ -210,7 +225,8 @@ def main() -> None:
             console.print(f"prepared {rows:,} deliveries for {args.stations + 1} subscribers in "
                           f"{time.perf_counter() - t0:.1f} s")
         table = Table(title=f"Feed API on loopback: {args.clients} clients, pages of {args.page:,} events "
-                            f"({mode}), {args.workers} worker(s), {args.warehouse}, "
+                            f"({mode}), {args.workers} worker(s), {args.warehouse}, audit "
+                            f"{'before each page' if args.audit_before_send else 'through the journal'}, "
                             f"load average {os.getloadavg()[0]:.1f}", title_justify="left")
         for col in ("subscriber", "requests", "events/page", "p50 ms", "p99 ms", "req/s", "events/s"):
             table.add_column(col, justify="left" if col == "subscriber" else "right")
@@ -219,7 +235,7 @@ def main() -> None:
             runs.append((subscribers[1], max(args.clients, args.requests // 10)))
         for sid, requests in runs:
             r = measure(url, root, sid, clients=args.clients, page=args.page, requests=requests,
-                        workers=args.workers)
+                        workers=args.workers, journal=not args.audit_before_send)
             table.add_row(sid, f"{r['requests']:,}", f"{r['mean_events']:,.0f}", f"{r['p50_ms']:,.1f}",
                           f"{r['p99_ms']:,.1f}", f"{r['rps']:,.1f}", f"{r['events_per_s']:,.0f}")
         console.print(table)

@@ -16,7 +16,8 @@ the batch pipeline (benchmarks/propagation.py's `setup`) into a SQLite warehouse
   number), then GET /healthz (the HTTP floor: the same clients and server doing no work); p50/p99
   per endpoint, requests/s, the server's CPU time per request (all its threads, from /proc: less
   sensitive to other work on a shared machine than latency), the server's RSS (VmRSS now, VmHWM
-  peak) after, and the load average;
+  peak) after, and the load average; afterwards every match and search answered must have its
+  audit row (through the audit journal, as served, or committed first with --audit-before-answer);
 - consistency, in this process with the same MatchIndex the server builds: `consistency` records
   drawn from the warehouse, each submitted with its own key left out of the index (its blocks count
   it back, so caps are as batch saw them): the top candidate and decision must be the entity and
@@ -138,7 +139,7 @@ def _percentiles(values: list[float]) -> tuple[float, float]:
     return float(np.percentile(values, 50)), float(np.percentile(values, 99))
 
 
-def measure_api(workdir: Path, clients: int, requests: int, seed: int) -> dict:
+def measure_api(workdir: Path, clients: int, requests: int, seed: int, journal: bool = True) -> dict:
     from feeds.tokens import issue_token
     from warehouse import Warehouse
 
@@ -146,11 +147,13 @@ def measure_api(workdir: Path, clients: int, requests: int, seed: int) -> dict:
     store = Warehouse(url).migrate()
     tokens = [issue_token(store, "desk", f"bench {i}").token for i in range(clients)]
     store.dispose()
+    audited = _audit_counts(url)
     port = _free_port()
     env = {**os.environ, "ENTERONCE_CONFIG": str(workdir), "ENTERONCE_WAREHOUSE_URL": url,
            "ENTERONCE_AUDIT_KEY": AUDIT_KEY, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([str(Path(sys.executable).parent / "enteronce"), "serve", "--host", "127.0.0.1",
-                             "--port", str(port), "--config", str(workdir), "--warehouse", url],
+                             "--port", str(port), "--config", str(workdir), "--warehouse", url,
+                             "--audit-journal" if journal else "--no-audit-journal"],
                             env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     records = _sample_records(workdir, requests + clients, seed)
@@ -202,10 +205,30 @@ def measure_api(workdir: Path, clients: int, requests: int, seed: int) -> dict:
             out[kind] = {"requests": len(times), "p50_ms": p50, "p99_ms": p99, "rps": len(times) / wall,
                          "server_cpu_ms": 1000 * cpu / len(times)}
         out["rss_mb"], out["peak_rss_mb"] = _rss_mb(proc.pid)
-        return out
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    _check_audited(audited, _audit_counts(url), {kind: out[kind]["requests"] for kind in ("match", "search")})
+    return out
+
+
+def _audit_counts(url: str) -> dict[str, int]:
+    from warehouse import Warehouse
+    from warehouse.frontdesk import access_log
+
+    store = Warehouse(url)
+    try:
+        return dict(access_log(store).group_by("kind").len().iter_rows())
+    finally:
+        store.dispose()
+
+
+def _check_audited(before: dict[str, int], after: dict[str, int], answered: dict[str, int]) -> None:
+    """Every match and search answered has its audit row once the server has stopped (through
+    the audit journal or not); the match warm-up adds one."""
+    new = {k: after.get(k, 0) - before.get(k, 0) for k in answered}
+    if new["search"] != answered["search"] or new["match"] < answered["match"]:
+        raise RuntimeError(f"answered {answered}, audited {new}")
 
 
 def consistency(workdir: Path, n: int, seed: int) -> dict:
@@ -262,10 +285,12 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2000, help="per endpoint, over all clients")
     ap.add_argument("--consistency", type=int, default=10_000)
     ap.add_argument("--fresh", action="store_true", help="rebuild the resolved warehouse")
+    ap.add_argument("--audit-before-answer", action="store_true",
+                    help="serve with --no-audit-journal: each audit row committed before its answer")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     workdir = setup(args.records, args.seed, args.fresh)
-    api = measure_api(workdir, args.clients, args.requests, args.seed)
+    api = measure_api(workdir, args.clients, args.requests, args.seed, journal=not args.audit_before_answer)
     cons = consistency(workdir, args.consistency, args.seed)
     result = {"records": args.records, "clients": args.clients, "api": api, "consistency": cons,
               "load_average": os.getloadavg()}  # the machine may be shared: read figures with it

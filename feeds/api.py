@@ -16,6 +16,7 @@ from a CDN.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.resources
@@ -25,6 +26,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,12 +44,15 @@ from feeds.config import FIELD_NAME, read_subscriptions_bytes, subscriptions_fro
 from feeds.desk import DESK_CSP, desk_page
 from feeds.entry import Enter, enter
 from feeds.frontdesk import Caller, FrontDesk, FrontDeskError, Matcher, RateLimiter
+from feeds.journal import JOURNAL_ENV, AuditJournal
 from feeds.limits import LIMIT_ENV, ApiLimits  # noqa: F401 - LIMIT_ENV: part of this module's API
 from feeds.lookup import current_records
 from feeds.service import FeedService, UnknownSubscriber
 from feeds.tokens import SUBSCRIBER_ID_PATTERN, InvalidToken, TokenInfo, verify_token
 from warehouse import Warehouse
 from warehouse import schema as wschema
+from warehouse.feeds import FeedStore
+from warehouse.frontdesk import record_accesses
 
 log = logging.getLogger("enteronce.api")
 
@@ -187,6 +192,13 @@ def _page(subscriber: str, key: str, lines: list[str], **scalars: Any) -> Respon
     return Response(body.encode("utf-8"), media_type=UTF8JSONResponse.media_type)
 
 
+def audit_journals(store: Warehouse, folder: Path) -> dict[str, AuditJournal]:
+    """The API's audit journals in `folder`: feed deliveries and front-desk accesses."""
+    return {"feeds": AuditJournal(folder / "feeds", FeedStore(store).record_deliveries, stamp="delivered_at"),
+            "front-desk": AuditJournal(folder / "front-desk", lambda rows: len(record_accesses(store, rows)),
+                                       stamp="at")}
+
+
 # -- subscriptions, loaded once and reloaded when the file's content changes ---------------------
 class ServiceHolder:
     """One FeedService per content of subscriptions.yaml; fails closed.
@@ -204,8 +216,10 @@ class ServiceHolder:
 
     HASH_INTERVAL = 1.0  # seconds; the documented bound is this plus one request's wait
 
-    def __init__(self, store: Warehouse, config_dir: Path):
+    def __init__(self, store: Warehouse, config_dir: Path, *,
+                 record_deliveries: Callable[[list[dict]], object] | None = None):
         self.store = store
+        self.record_deliveries = record_deliveries  # FeedService's audit sink (feeds.journal)
         self.path = Path(config_dir) / SUBSCRIPTIONS_FILE
         self._lock = threading.Lock()
         self._stamp: tuple | None = None
@@ -240,7 +254,8 @@ class ServiceHolder:
         if digest == self._digest:
             return
         try:
-            service = FeedService(self.store, subscriptions_from_bytes(data, source=self.path))
+            service = FeedService(self.store, subscriptions_from_bytes(data, source=self.path),
+                                  record_deliveries=self.record_deliveries)
         except Exception as exc:  # noqa: BLE001 - RecursionError, MemoryError, ... fail closed too
             self._fail(exc, digest)
             return
@@ -459,23 +474,37 @@ def _add_docs(app: FastAPI) -> None:
 
 def create_app(warehouse_url: str, config_dir: Path | str, *, limits: ApiLimits | None = None,
                matcher: Matcher | None = None, audit_key: bytes | None = None,
-               store: Warehouse | None = None, entry: Enter | None = None) -> FastAPI:
+               store: Warehouse | None = None, entry: Enter | None = None,
+               journal_dir: Path | None = None) -> FastAPI:
     """The API over one warehouse (one engine, migrated once) and one project folder; `limits`
     default to ApiLimits.from_env() (the defaults unless ENTERONCE_API_* say otherwise).
+
+    `journal_dir`: the audit rows of feed pages and front-desk answers go through audit journals
+    there (feeds.journal: written before the answer leaves, committed after it; `feeds/` and
+    `front-desk/`); without it each is committed before. The journals are `app.state.journals`;
+    the app's shutdown (or BackgroundServer's exit) closes them.
 
     `matcher` (pipelines/frontdesk.py) opens the front desk, /v1/match and /v1/search, whose audit
     rows hash the query keys under `audit_key`; without a matcher they answer 503. `entry`
     (pipelines/entry.py) opens POST /v1/records (without it, 503). /desk is the officers' page."""
     limits = limits if limits is not None else ApiLimits.from_env()
     store = store if store is not None else Warehouse(warehouse_url).migrate()
-    holder = ServiceHolder(store, Path(config_dir))
+    journals = audit_journals(store, journal_dir) if journal_dir is not None else {}
+    holder = ServiceHolder(store, Path(config_dir), record_deliveries=journals["feeds"].record if journals else None)
     limiter = RateLimiter()
     desks: dict[int, tuple[FeedService, FrontDesk]] = {}
 
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        for journal in journals.values():
+            journal.close()
+
     app = FastAPI(title="enteronce feeds", version="1", description=DESCRIPTION,
                   default_response_class=UTF8JSONResponse, docs_url=None, redoc_url=None,
-                  swagger_ui_oauth2_redirect_url=None)
+                  swagger_ui_oauth2_redirect_url=None, lifespan=lifespan)
     app.state.warehouse = store
+    app.state.journals = journals
     app.state.services = holder
     app.state.limits = limits
     app.add_middleware(RequestLimitsMiddleware, limits=limits)
@@ -503,7 +532,8 @@ def create_app(warehouse_url: str, config_dir: Path | str, *, limits: ApiLimits 
             if (matcher is not None or entry is not None) and audit_key is None:
                 raise HTTPException(503, "the front desk has no audit key")
             got = (service, FrontDesk(store, service.subscriptions, matcher, audit_key=audit_key or b"",
-                                      limiter=limiter))
+                                      limiter=limiter,
+                                      record_accesses=journals["front-desk"].record if journals else None))
             desks.clear()
             desks[id(service)] = got
         return got[1]
@@ -660,11 +690,14 @@ def app_from_env() -> FastAPI:
     the project folder and warehouse from ENTERONCE_CONFIG and ENTERONCE_WAREHOUSE_URL, the limits
     from ENTERONCE_API_* (ApiLimits.from_env). Run uvicorn with `--http
     feeds.http_protocol:EnvBoundedHttpToolsProtocol` (what `enteronce serve` uses) to bound request
-    heads in the parser too."""
+    heads in the parser too. ENTERONCE_AUDIT_JOURNAL names the folder of the audit journals
+    (feeds.journal); without it each audit row is committed before its answer is sent."""
     missing = [k for k in ("ENTERONCE_CONFIG", "ENTERONCE_WAREHOUSE_URL") if not os.environ.get(k)]
     if missing:
         raise EnteronceError(f"app_from_env: set {', '.join(missing)}")
-    return create_app(os.environ["ENTERONCE_WAREHOUSE_URL"], os.environ["ENTERONCE_CONFIG"])
+    journal = os.environ.get(JOURNAL_ENV)
+    return create_app(os.environ["ENTERONCE_WAREHOUSE_URL"], os.environ["ENTERONCE_CONFIG"],
+                      journal_dir=Path(journal) if journal else None)
 
 
 class BackgroundServer:
@@ -681,6 +714,7 @@ class BackgroundServer:
         self._sock.bind((host, port))
         self.url = f"http://{host}:{self._sock.getsockname()[1]}"
         limits = getattr(app.state, "limits", None) or ApiLimits()
+        self._app = app
         self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off",
                                                      **limits.uvicorn_options()))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
@@ -698,3 +732,5 @@ class BackgroundServer:
         self._server.should_exit = True
         self._thread.join(timeout=10)
         self._sock.close()
+        for journal in getattr(self._app.state, "journals", {}).values():
+            journal.close()  # no lifespan here: the server has stopped, its journals commit and close

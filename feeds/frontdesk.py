@@ -14,13 +14,16 @@ decided here, with the feeds' own pieces, never a second implementation of them:
   shows the submitted values and the levels, never the candidate's values (those come masked in
   `record`);
 - the limits: a per-token rate (`per_minute`, 429 with Retry-After) and a hard cap on results;
-- the audit: one row per request (warehouse/frontdesk.py), written before the answer is returned,
-  with the query's keys only as HMAC-SHA256 under a key the hub keeps (`audit_key`).
+- the audit: one row per request (warehouse/frontdesk.py), committed before the answer is
+  returned (in the API: written to the audit journal before, committed just after, never lost:
+  feeds/journal.py), with the query's keys only as HMAC-SHA256 under a key the hub keeps
+  (`audit_key`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import json
@@ -31,7 +34,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -45,7 +48,8 @@ from feeds.lookup import in_scope
 from feeds.tokens import verify_tokens
 from warehouse import Warehouse
 from warehouse.feeds import FeedStore
-from warehouse.frontdesk import active_golden, record_accesses
+from warehouse.frontdesk import active_golden
+from warehouse.frontdesk import record_accesses as record_accesses_now
 
 AUDIT_KEY_ENV = "ENTERONCE_AUDIT_KEY"
 AUDIT_KEY_FILE = "front_desk_audit.key"
@@ -236,9 +240,14 @@ class FrontDesk:
     """
 
     def __init__(self, warehouse: Warehouse, subscriptions: Subscriptions, matcher: Matcher | None, *,
-                 audit_key: bytes, limiter: RateLimiter | None = None, batch: bool = True):
+                 audit_key: bytes, limiter: RateLimiter | None = None, batch: bool = True,
+                 record_accesses: Callable[[list[dict]], object] | None = None):
+        """`record_accesses` takes the audit rows of the answers: by default they are committed
+        before any answer is handed out; the API gives its audit journal's `record`
+        (feeds/journal.py), which commits them after, never losing one."""
         self.warehouse, self.subscriptions, self.matcher = warehouse, subscriptions, matcher
         self.key = audit_key
+        self.record_accesses = record_accesses or functools.partial(record_accesses_now, warehouse)
         self.limiter = limiter or RateLimiter()
         self.store = FeedStore(warehouse)
         self.batch = batch
@@ -274,7 +283,7 @@ class FrontDesk:
 
     def _audit(self, caller: Caller, kind: str, entity_type: str, keys: Mapping[str, str], entity_ids: list[str],
                fields: dict[str, str], outcome: str, batch_id: str | None = None) -> None:
-        record_accesses(self.warehouse, [self._audit_row(caller, kind, entity_type, keys, entity_ids, fields,
+        self.record_accesses([self._audit_row(caller, kind, entity_type, keys, entity_ids, fields,
                                                          outcome, batch_id)])
 
     def _visible(self, sub: Subscriber, entity_type: str, entity_ids: list[str],
@@ -497,7 +506,7 @@ class FrontDesk:
                                         [c["entity_id"] for c in out], fields, "ok"))
             answers[i] = {"checks": found[i]["checks"], "candidates": out}
         if rows:
-            record_accesses(self.warehouse, rows)  # before any answer is handed out
+            self.record_accesses(rows)  # committed, or journalled, before any answer is handed out
         return answers
 
     # -- search (查询) ---------------------------------------------------------------------------
@@ -529,5 +538,5 @@ class FrontDesk:
                                         [r["entity_id"] for r in results], fields, "ok"))
             answers[i] = {"results": results, "truncated": len(visible) > cap}
         if rows:
-            record_accesses(self.warehouse, rows)  # before any answer is handed out
+            self.record_accesses(rows)  # committed, or journalled, before any answer is handed out
         return answers

@@ -44,7 +44,7 @@ def current_records(service: FeedService, subscriber_id: str, entity_ids: list[s
     levels = service.subscriptions.levels(sub)
     built = build_snapshot(visible, levels, service.subscriptions)
     if built.height:
-        service.store.record_deliveries([delivery_row(
+        service.record_deliveries([delivery_row(
             sub.id, channel=channel, kind="snapshot", token_id=token_id, seq_from=None,
             seq_to=service.store.high_water(), event_count=0, entity_ids=built["entity_id"].to_list(),
             fields=audit_fields(built["fields"], levels))])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -151,10 +152,15 @@ def delivery_row(subscriber_id: str, *, channel: str, kind: str, token_id: str |
 
 
 class FeedService:
-    def __init__(self, warehouse: Warehouse, subscriptions: Subscriptions):
+    def __init__(self, warehouse: Warehouse, subscriptions: Subscriptions, *,
+                 record_deliveries: Callable[[list[dict]], object] | None = None):
+        """`record_deliveries` takes the audit rows of the pages handed out: by default they are
+        committed before the page is returned; the API gives its audit journal's `record`
+        (feeds/journal.py), which commits them after, never losing one."""
         self.warehouse = warehouse
         self.subscriptions = subscriptions
         self.store = FeedStore(warehouse)
+        self.record_deliveries = record_deliveries or self.store.record_deliveries
         self.prepared = PreparedStore(warehouse)
         self._digests: dict[str, str] = {}
         self._by_id = {s.id: s for s in subscriptions.subscribers}
@@ -233,7 +239,7 @@ class FeedService:
             built, pos = self._build_page(sub, pos, high, room)
             rows = rows + built.rows()
         next_after = rows[-1][0] if len(rows) == limit and pos < high else max(pos, after)
-        if rows:  # committed before the page leaves
+        if rows:  # committed, or journalled, before the page leaves
             self._log_events(sub, rows, channel=channel, token_id=token_id)
         return FeedPage(next_after=next_after, has_more=next_after < self.store.high_water(), high_water=high,
                         lines=[r[4] for r in rows], prepared=prepared)
@@ -265,8 +271,10 @@ class FeedService:
         """The page's audit row: its seq range, the entities it carries data about (a task's
         golden entity too) and the personal fields delivered, with their levels (fields as
         stored, FIELD_SEP-joined, or as built, a list)."""
-        fields = [r[3].split(FIELD_SEP) if isinstance(r[3], str) else r[3] for r in rows]
-        self.store.record_deliveries([delivery_row(
+        # a page's rows share a few field lists: each distinct stored one is split once
+        stored = {r[3] for r in rows if isinstance(r[3], str)}
+        fields = [x.split(FIELD_SEP) for x in stored] + [r[3] for r in rows if not isinstance(r[3], str)]
+        self.record_deliveries([delivery_row(
             sub.id, channel=channel, kind="events", token_id=token_id, seq_from=rows[0][0], seq_to=rows[-1][0],
             event_count=len(rows), entity_ids=[r[1] for r in rows] + [r[2] for r in rows if r[2] is not None],
             fields=audit_fields(fields, self.subscriptions.levels(sub)))])
@@ -317,7 +325,7 @@ class FeedService:
                 next_after = TASK_CURSOR + tasks["entity_id"][-1]
         lines = built["line"].to_list()
         if built.height:
-            self.store.record_deliveries([delivery_row(
+            self.record_deliveries([delivery_row(
                 sub.id, channel=channel, kind="snapshot", token_id=token_id, seq_from=None, seq_to=as_of,
                 event_count=0, entity_ids=audit_ids(built), fields=audit_fields(built["fields"], levels))])
         return SnapshotPage(records=[json.loads(x) for x in lines], next_after_entity=next_after if has_more else None,

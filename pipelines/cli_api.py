@@ -112,6 +112,10 @@ def serve(
     publish_entries: Annotated[bool, typer.Option(
         help="Publish records entered at the front desk at once, from this process (the hub does); "
              "otherwise the daemon's drop sensor or `enteronce run` publishes them.")] = False,
+    audit_journal: Annotated[bool, typer.Option(
+        help="Write each answer's audit row to the audit journal in the data folder before the answer "
+             "leaves and commit it just after (never lost: a crash's rows are committed at the next "
+             "start); --no-audit-journal commits each row before its answer.")] = True,
     config: ConfigOpt = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
@@ -120,13 +124,14 @@ def serve(
 
     import uvicorn
 
-    from pipelines.frontdesk import PUBLISH_ENV, create_hub_app
+    from pipelines.frontdesk import NO_JOURNAL_ENV, PUBLISH_ENV, create_hub_app
 
     project = _project(config, warehouse)
     try:
         limits = ApiLimits(max_body_bytes=max_body_bytes, max_header_bytes=max_header_bytes, max_headers=max_headers)
         # the feeds and the front desk; with several workers each builds its own index, not this process
-        app = create_hub_app(project, limits=limits, warm=workers == 1, publish_entries=publish_entries)
+        app = create_hub_app(project, limits=limits, warm=workers == 1, publish_entries=publish_entries,
+                             audit_journal=audit_journal)
     except EnteronceError as exc:
         _fail(str(exc))
     console.print(f"enteronce feeds API on http://{host}:{port} (docs: /docs), warehouse "
@@ -139,6 +144,7 @@ def serve(
         os.environ["ENTERONCE_WAREHOUSE_URL"] = project.warehouse_url
         os.environ.update(limits.environ())
         os.environ[PUBLISH_ENV] = "1" if publish_entries else "0"
+        os.environ[NO_JOURNAL_ENV] = "0" if audit_journal else "1"
         uvicorn.run("pipelines.frontdesk:app_from_env", factory=True, workers=workers, **server)
     else:
         uvicorn.run(app, **server)

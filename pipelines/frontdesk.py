@@ -24,12 +24,13 @@ from entity_resolution.matching import MatchIndex, MatchResult, ResolvedState
 from entity_resolution.service import needed_columns
 from feeds.config import load_subscriptions
 from feeds.frontdesk import FrontDesk, audit_key
-from pipelines.project import Project
+from pipelines.project import AUDIT_JOURNAL, Project
 from warehouse import Warehouse
 from warehouse.frontdesk import latest_resolution_seq, resolved_state
 
 log = logging.getLogger("enteronce.frontdesk")
 PUBLISH_ENV = "ENTERONCE_PUBLISH_ENTRIES"
+NO_JOURNAL_ENV = "ENTERONCE_NO_AUDIT_JOURNAL"  # several workers: serve --no-audit-journal, passed on
 
 
 class _Slot:
@@ -222,10 +223,13 @@ class LiveMatcher:
         return {"entity_ids": ids, "rules": rules, "keys": keys}
 
 
-def create_hub_app(project: Project, *, limits=None, warm: bool = True, publish_entries: bool = False):
+def create_hub_app(project: Project, *, limits=None, warm: bool = True, publish_entries: bool = False,
+                   audit_journal: bool = True):
     """The feed API with the front desk open: `enteronce serve` and the hub's API service.
     `publish_entries`: entered records are published by this process at once
-    (pipelines/entry_publisher.py; the hub turns it on), not at the daemon's next look."""
+    (pipelines/entry_publisher.py; the hub turns it on), not at the daemon's next look.
+    `audit_journal`: audit rows through the journal in the data folder (feeds.journal), else
+    committed before each answer."""
     from feeds.api import create_app
 
     store = project.open_warehouse()
@@ -238,19 +242,22 @@ def create_hub_app(project: Project, *, limits=None, warm: bool = True, publish_
     publisher = EntryPublisher(project, store) if publish_entries else None
     return create_app(project.warehouse_url, project.config_dir, limits=limits, matcher=matcher,
                       audit_key=audit_key(project.data_dir), store=store,
-                      entry=project_entry(project, store, publisher=publisher))
+                      entry=project_entry(project, store, publisher=publisher),
+                      journal_dir=project.data_dir / AUDIT_JOURNAL if audit_journal else None)
 
 
 def app_from_env():
     """For `uvicorn --factory pipelines.frontdesk:app_from_env` (several workers: each holds its own
     index): the project from ENTERONCE_CONFIG and ENTERONCE_WAREHOUSE_URL, limits from ENTERONCE_API_*,
-    entries published at once when ENTERONCE_PUBLISH_ENTRIES=1."""
+    entries published at once when ENTERONCE_PUBLISH_ENTRIES=1, audit rows committed before each
+    answer when ENTERONCE_NO_AUDIT_JOURNAL=1."""
     import os
 
     from feeds.limits import ApiLimits
 
     return create_hub_app(Project.load(os.environ.get("ENTERONCE_CONFIG"), os.environ.get("ENTERONCE_WAREHOUSE_URL")),
-                          limits=ApiLimits.from_env(), publish_entries=os.environ.get(PUBLISH_ENV) == "1")
+                          limits=ApiLimits.from_env(), publish_entries=os.environ.get(PUBLISH_ENV) == "1",
+                          audit_journal=os.environ.get(NO_JOURNAL_ENV) != "1")
 
 
 def front_desk(project: Project, store: Warehouse | None = None, *, matcher: LiveMatcher | None = None) -> FrontDesk:

@@ -32,7 +32,8 @@ DEMO_DIR = Path("data") / "demo"
 DEMO_SIZE = {"stations": 12, "persons": 6000, "seed": 20261126}
 STATE_MARKER = "warehouse.json"
 # What a state folder holds on behalf of its warehouse; moved aside if the warehouse is replaced.
-BOUND_STATE = ("outbox", "cache", "report", "quality", "quarantine")
+AUDIT_JOURNAL = "audit-journal"  # the API's audit rows on their way to the warehouse (feeds.journal)
+BOUND_STATE = ("outbox", "cache", "report", "quality", "quarantine", AUDIT_JOURNAL)
 
 log = logging.getLogger("enteronce")
 

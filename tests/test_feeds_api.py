@@ -149,9 +149,12 @@ def hub(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_feed_round_trip_over_http(warehouse_url: str, tmp_path: Path) -> None:
-    """Snapshot, events, records lookup and ack for a station, on both warehouses, audited."""
+    """Snapshot, events, records lookup and ack for a station, on both warehouses, audited (through
+    the audit journal, as `enteronce serve` does: committed by the time the server has stopped)."""
     store = seed(warehouse_url, tmp_path)
-    with BackgroundServer(create_app(warehouse_url, tmp_path)) as base, httpx.Client(base_url=base) as http:
+    journal = tmp_path / "audit-journal"
+    with BackgroundServer(create_app(warehouse_url, tmp_path, journal_dir=journal)) as base, \
+            httpx.Client(base_url=base) as http:
         token = issue_token(store, "s0002")
         auth = {"Authorization": f"Bearer {token.token}"}
         snap = http.get("/v1/feeds/s0002/snapshot", headers=auth, params={"limit": 7})
@@ -187,6 +190,7 @@ def test_feed_round_trip_over_http(warehouse_url: str, tmp_path: Path) -> None:
         assert ack.status_code == 200 and ack.json()["cursor"] == N + 1
         assert http.get("/v1/feeds/s0002/events", headers=auth).json()["events"] == []  # from the cursor
 
+    assert [p for p in journal.rglob("*") if p.is_file()] == []  # every row committed, every file removed
     audit = FeedStore(store).deliveries(subscriber_id="s0002")
     assert audit.height >= 3 and set(audit["token_id"].to_list()) == {token.token_id}
     assert set(audit["channel"].to_list()) == {"api"}

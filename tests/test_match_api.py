@@ -81,12 +81,19 @@ def desk(module_warehouse_url: str, tmp_path_factory: pytest.TempPathFactory):
                                                             allow_unicode=True), encoding="utf-8")
     project = Project.load(root, url)
     matcher = LiveMatcher(hub.store, project, check_every=0.0, background=False)
-    app = create_app(url, root, matcher=matcher, audit_key=KEY, store=hub.store)
+    # audited as `enteronce serve` audits: through the audit journal, committed just after each answer
+    app = create_app(url, root, matcher=matcher, audit_key=KEY, store=hub.store, journal_dir=root / "audit-journal")
     tokens = {sid: issue_token(hub.store, sid).token for sid in ("s0001", "elsewhere", "city", "feeds-only", "tight")}
     with BackgroundServer(app) as base, httpx.Client(base_url=base, timeout=60) as http:
         yield {"http": http, "tokens": tokens, "person": person, "store": hub.store, "golden": golden,
-               "root": root, "url": url}
+               "root": root, "url": url, "journals": app.state.journals}
     hub.store.dispose()
+
+
+def audited(desk: dict, **kw) -> pl.DataFrame:
+    """The access log once every answer given so far has its row committed."""
+    assert all(j.flush(timeout=60) for j in desk["journals"].values())
+    return access_log(desk["store"], **kw)
 
 
 def typed(row: dict) -> dict:
@@ -199,7 +206,7 @@ def test_concurrent_callers_each_get_their_own_answer(desk: dict) -> None:
             return who, kind, http.get("/v1/search", params={"entity_type": "person", "id_number": person["id_number"]},
                                        headers=auth)
 
-    before = access_log(desk["store"]).height
+    before = audited(desk).height
     with ThreadPoolExecutor(len(calls)) as pool:
         answers = list(pool.map(call, calls))
     for who, kind, r in answers:
@@ -208,7 +215,7 @@ def test_concurrent_callers_each_get_their_own_answer(desk: dict) -> None:
             assert "invalid_token" in r.headers["www-authenticate"]
         if r.status_code == 200:
             assert r.json() == alone[who, kind], (who, kind)
-    log = access_log(desk["store"])
+    log = audited(desk)
     new = log.tail(log.height - before)
     assert sorted(new.filter(pl.col("outcome") == "ok")["subscriber_id"].to_list()) == ["city"] * 4 + ["s0001"] * 4
     assert new.filter(pl.col("outcome") == "refused")["subscriber_id"].to_list() == ["feeds-only"] * 4
@@ -221,17 +228,17 @@ def test_rate_limit_answers_429_with_retry_after(desk: dict) -> None:
     assert post_match(desk, "tight", typed(person)).status_code == 200
     r = search(desk, "tight", id_number=person["id_number"])
     assert r.status_code == 429 and 1 <= int(r.headers["Retry-After"]) <= 60
-    log = access_log(desk["store"], subscriber_id="tight")
+    log = audited(desk, subscriber_id="tight")
     assert log["outcome"].to_list()[-1] == "limited"
 
 
 def test_every_query_is_audited_with_hashed_keys(desk: dict) -> None:
     person = desk["person"]
-    before = access_log(desk["store"]).height
+    before = audited(desk).height
     r = search(desk, "s0001", id_number=person["id_number"])
     m = post_match(desk, "s0001", typed(person))
     assert r.status_code == m.status_code == 200
-    log = access_log(desk["store"])
+    log = audited(desk)
     assert log.height == before + 2
     rows = log.tail(2).to_dicts()
     assert [x["kind"] for x in rows] == ["search", "match"]
@@ -249,7 +256,7 @@ def test_every_query_is_audited_with_hashed_keys(desk: dict) -> None:
         assert value not in text
     # refusals are audited too
     search(desk, "s0001", name=person["name"])
-    assert access_log(desk["store"]).tail(1)["outcome"][0] == "refused"
+    assert audited(desk).tail(1)["outcome"][0] == "refused"
 
 
 def test_cli_match_and_search(desk: dict) -> None:

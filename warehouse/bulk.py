@@ -120,6 +120,16 @@ def in_keys(conn: sa.Connection, column: sa.ColumnElement, keys, *, table: str =
 IN_LIST_MAX = 5000
 
 
+def not_journalled(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> list[dict]:
+    """The audit rows whose `journal_key` the table does not hold yet (rows without a key are all
+    new): an audit journal replayed after a crash (feeds/journal.py) writes each row once."""
+    keys = [r["journal_key"] for r in rows if r.get("journal_key")]
+    if not keys:
+        return rows
+    seen = set(conn.scalars(sa.select(table.c.journal_key).where(in_keys(conn, table.c.journal_key, keys))))
+    return [r for r in rows if r.get("journal_key") not in seen]
+
+
 def _quoted(names: list[str]) -> str:
     return ", ".join(f'"{c}"' for c in names)
 

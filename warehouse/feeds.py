@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from warehouse import schema as s
-from warehouse.bulk import in_keys, insert_frame, read_frame
+from warehouse.bulk import in_keys, insert_frame, not_journalled, read_frame
 from core.time import utcnow
 from warehouse.store import Warehouse
 
@@ -361,12 +361,19 @@ class FeedStore:
                 ).values(snapshot_seq=sa.bindparam("seq"), updated_at=now), snaps)
 
     # -- audit log (append-only: there is no update or delete here, by design) ----------------
-    def record_deliveries(self, rows: list[dict]) -> None:
+    def record_deliveries(self, rows: list[dict]) -> int:
+        """Append audit rows in one transaction; how many were written. A row may bring its own
+        `delivered_at` and `journal_key` (feeds/journal.py): rows whose key is already in the log
+        are skipped, so a journal replayed after a crash writes each delivery once."""
         if not rows:
-            return
+            return 0
         now = utcnow()
         with self.store.transaction() as conn:
-            conn.execute(s.feed_deliveries.insert(), [{"delivered_at": now, "token_id": None, **r} for r in rows])
+            rows = not_journalled(conn, s.feed_deliveries, rows)
+            if rows:
+                conn.execute(s.feed_deliveries.insert(), [{"delivered_at": now, "token_id": None, "journal_key": None,
+                                                           **r} for r in rows])
+        return len(rows)
 
     def deliveries(self, *, subscriber_id: str | None = None, since: dt.datetime | None = None,
                    limit: int | None = None) -> pl.DataFrame:

@@ -429,7 +429,11 @@ feed_deliveries = sa.Table(
     sa.Column("entity_ids", sa.JSON, nullable=False),  # list of entity ids
     sa.Column("fields", sa.JSON, nullable=False),  # field -> full | masked, fields actually delivered
     sa.Column("delivered_at", TS, nullable=False),
+    # an API delivery's key in the server's audit journal (feeds/journal.py): a row replayed
+    # after a crash is recognised, never written twice (migration 0016)
+    sa.Column("journal_key", sa.String(32)),
     sa.Index(None, "subscriber_id", "delivered_at"),
+    sa.Index(None, "journal_key", unique=True),
 )
 
 # -- feed API pages prepared when feeds are built (migration 0014) ------------------------------
@@ -597,7 +601,9 @@ front_desk_audit = sa.Table(
     sa.Column("outcome", sa.String(16), nullable=False),  # ok | refused | limited
     sa.Column("at", TS, nullable=False),
     sa.Column("batch_id", sa.String(128)),  # an entry: the batch it made (or found, or quarantined)
+    sa.Column("journal_key", sa.String(32)),  # as in feed_deliveries (migration 0016)
     sa.Index(None, "subscriber_id", "at"),
+    sa.Index(None, "journal_key", unique=True),
 )
 
 # -- relations between golden records (migration 0011) ------------------------------------------
