@@ -17,6 +17,8 @@ import polars as pl
 from feeds import scope as sc
 from feeds.config import Level, Subscriber, Subscriptions
 from feeds.masking import CONTEXT_FIELDS, mask, project
+from feeds.snapshot_rows import MAX_ROWS as SNAPSHOT_TWIN_MAX
+from feeds.snapshot_rows import snapshot_rows
 
 SCHEMA_VERSION = 1
 # One row per (subscriber, event): the envelope's columns (nested values as JSON text, as CSV and
@@ -316,9 +318,19 @@ def build_events(events: pl.DataFrame, inputs: FeedInputs, subs: Subscriptions, 
 def build_snapshot(golden: pl.DataFrame, levels: dict[str, Level], subs: Subscriptions) -> pl.DataFrame:
     """Golden records (entity_id, entity_type, version, record, provenance JSON) as one subscriber
     receives them: the record masked to its visible fields, provenance limited to those fields'
-    station and record key (SNAPSHOT_SCHEMA)."""
+    station and record key (SNAPSHOT_SCHEMA). A handful of records (the front desk, record
+    lookups) go through the plain-Python twin (feeds.snapshot_rows), which gives the same rows."""
     if golden.height == 0:
         return pl.DataFrame(schema=SNAPSHOT_SCHEMA)
+    if golden.height <= SNAPSHOT_TWIN_MAX:
+        twin = snapshot_rows(golden, levels, subs)
+        if twin is not None:
+            return twin
+    return snapshot_frame(golden, levels, subs)
+
+
+def snapshot_frame(golden: pl.DataFrame, levels: dict[str, Level], subs: Subscriptions) -> pl.DataFrame:
+    """build_snapshot by Polars, whatever the number of records."""
     visible = list(levels)
     fields = sorted(set(visible) | set(CONTEXT_FIELDS))
     rec = golden.select(

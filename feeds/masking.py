@@ -8,6 +8,7 @@ returns a value unchanged.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import polars as pl
@@ -96,3 +97,32 @@ def mask_frame(frame: pl.DataFrame, levels: dict[str, Level], subs: Subscription
     if missing:
         frame = frame.with_columns([pl.lit(None, pl.String).alias(f) for f in missing])
     return frame.select(project(levels, subs))
+
+
+# -- the same rules on one value (feeds/snapshot_rows.py: a handful of records without Polars) ----
+_ISO_LIKE = re.compile(r"^\d{4}-\d{2}")
+
+
+def mask_value(value: str | None, rule: MaskRule, parts: dict[str, str | None]) -> str | None:
+    """`mask` on one value: `parts` holds the record's CONTEXT_FIELDS (an address rule reads
+    them). Equal to the Polars expression value for value (tests/test_snapshot_rows.py)."""
+    if value is None:
+        return None
+    if isinstance(rule, PartialRule):
+        n, kept = len(value), rule.keep_first + rule.keep_last
+        if n <= kept:
+            return rule.mask_char * n
+        tail = value[n - rule.keep_last:] if rule.keep_last else ""
+        return value[:rule.keep_first] + rule.mask_char * (n - kept) + tail
+    if isinstance(rule, AddressRule):
+        joined = "".join(p for p in (parts.get(name) for name in ADDRESS_LEVELS[rule.level]) if p is not None)
+        return joined or "***"
+    if isinstance(rule, DateRule):
+        return value[:4 if rule.keep == "year" else 7] if _ISO_LIKE.match(value) else "***"
+    return rule.text
+
+
+def project_value(field: str, level: Level, subs: Subscriptions, record: dict[str, str | None]) -> str | None:
+    """`project` for one field of one record (a dict of text values)."""
+    value = record.get(field)
+    return value if level == "full" else mask_value(value, subs.rule(field), record)
