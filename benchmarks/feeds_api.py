@@ -13,9 +13,10 @@ projection and masking done once, stored per subscriber); `--on-demand` skips th
 request builds its page from the outbox (the path a page takes past the last build, or under a
 changed subscription).
 
-The server is `uvicorn feeds.api:app_from_env` in a separate process (so the clients do not share
-its interpreter); each client has its own connection pool and asks for pages at random positions
-of the outbox; every request writes its audit row (through the audit journal, as `enteronce
+The server is `uvicorn feeds.api:app_from_env` in a separate process; the clients are keep-alive
+connections on one asyncio loop in a process of their own (benchmarks/loadgen.py: httpx in
+threads spent more CPU on receiving the pages than the server on sending them, on the same two
+cores), each asking back to back for pages at random positions of the outbox; every request writes its audit row (through the audit journal, as `enteronce
 serve` does, unless `--audit-before-send`), and every page delivered is checked to have one.
 """
 
@@ -30,7 +31,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -47,6 +47,7 @@ sys.path.append(str(ROOT / "benchmarks"))  # scratch.py (last: benchmarks/feeds.
 import polars as pl  # noqa: E402
 
 from feeds.journal import JOURNAL_ENV  # noqa: E402
+from loadgen import run_load  # noqa: E402
 from feeds.tokens import issue_token, revoke_token  # noqa: E402
 from warehouse import Warehouse  # noqa: E402
 from warehouse.feeds import FeedStore  # noqa: E402
@@ -98,43 +99,35 @@ def measure(warehouse_url: str, config_dir: Path, subscriber_id: str, clients: i
     high = store.max_event_seq()
     proc, url = _start_server(warehouse_url, Path(config_dir), workers, journal)
     per_client = max(1, requests // clients)
-
-    def client(i: int) -> list[tuple[float, int]]:
+    auth = {"Authorization": f"Bearer {token.token}"}
+    path = f"/v1/feeds/{subscriber_id}/events"
+    first = httpx.get(f"{url}{path}", params={"after": 0, "limit": page}, headers=auth, timeout=120)  # warm up
+    assert first.content.count(b'"event_id":') == len(first.json()["events"])
+    load = []
+    for i in range(clients):
         rng = random.Random(seed * 1000 + i)
-        out = []
-        with httpx.Client(base_url=url, timeout=120,
-                          headers={"Authorization": f"Bearer {token.token}"}) as http:
-            first = http.get(f"/v1/feeds/{subscriber_id}/events", params={"after": 0, "limit": page})  # warm up
-            assert first.content.count(b'"event_id":') == len(first.json()["events"])
-            for _ in range(per_client):
-                after = rng.randrange(0, max(1, high - page))
-                t0 = time.perf_counter()
-                r = http.get(f"/v1/feeds/{subscriber_id}/events", params={"after": after, "limit": page})
-                elapsed = time.perf_counter() - t0
-                r.raise_for_status()
-                # counted, not decoded: twenty clients decoding 1,000-event pages in this one
-                # interpreter would hold its lock long enough to show in each other's latencies
-                out.append((elapsed, r.content.count(b'"event_id":')))
-        return out
-
+        load.append([("GET", f"{path}?after={rng.randrange(0, max(1, high - page))}&limit={page}", auth, None)
+                     for _ in range(per_client)])
+    port = int(url.rsplit(":", 1)[1])
     try:
-        started = time.perf_counter()
-        with ThreadPoolExecutor(clients) as pool:
-            results = [x for part in pool.map(client, range(clients)) for x in part]
-        wall = time.perf_counter() - started
+        # the clients: one asyncio loop in a process of its own (benchmarks/loadgen.py), counting
+        # each page's events without decoding it, so that their CPU stays small beside the server's
+        times, wall, statuses, events = run_load("127.0.0.1", port, load, count=b'"event_id":')
     finally:
         proc.terminate()
         proc.wait(timeout=30)
         revoke_token(store, token.token_id)
+    if set(statuses) != {200}:
+        raise RuntimeError(f"answers {statuses}")
     audited = FeedStore(store).deliveries().filter(pl.col("token_id") == token.token_id).height
     store.dispose()
-    if audited != len(results) + clients:  # the pages measured and each client's warm-up page
-        raise RuntimeError(f"{len(results) + clients} pages delivered, {audited} audit rows")
-    latencies = np.array([r[0] for r in results]) * 1000
-    return {"subscriber": subscriber_id, "requests": len(results), "clients": clients, "page": page,
-            "mean_events": float(np.mean([r[1] for r in results])),
+    if audited != len(times) + 1:  # the pages measured and the warm-up page
+        raise RuntimeError(f"{len(times) + 1} pages delivered, {audited} audit rows")
+    latencies = np.array(times)
+    return {"subscriber": subscriber_id, "requests": len(times), "clients": clients, "page": page,
+            "mean_events": events / len(times),
             "p50_ms": float(np.percentile(latencies, 50)), "p99_ms": float(np.percentile(latencies, 99)),
-            "rps": len(results) / wall, "events_per_s": sum(r[1] for r in results) / wall}
+            "rps": len(times) / wall, "events_per_s": events / wall}
 
 
 def build(root: Path, *, events: int, stations: int, url: str | None = None) -> tuple[str, list[str]]:

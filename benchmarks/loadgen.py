@@ -6,9 +6,10 @@ the server under test; this client writes the request bytes and reads the answer
 Content-Length framing only, so what the figures measure is the server.
 
     from loadgen import run_load
-    times_ms, wall_s, statuses = run_load(host, port, requests_per_client)
+    times_ms, wall_s, statuses, counted = run_load(host, port, requests_per_client, count=b'"event_id":')
 
-`requests_per_client[i]` is a list of (method, path, headers dict, body bytes | None).
+`requests_per_client[i]` is a list of (method, path, headers dict, body bytes | None); `count`, if
+given, is counted in every answer's body (`counted`: the total), e.g. the events of feed pages.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import time
 from collections import Counter
 
 
-async def _client(host: str, port: int, requests: list[tuple], out: list[float], statuses: Counter) -> None:
+async def _client(host: str, port: int, requests: list[tuple], out: list[float], statuses: Counter,
+                  count: bytes | None) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
         for method, path, headers, body in requests:
@@ -39,32 +41,37 @@ async def _client(host: str, port: int, requests: list[tuple], out: list[float],
                 name, _, value = line.partition(b":")
                 if name.strip().lower() == b"content-length":
                     length = int(value.strip())
-            if length:
-                await reader.readexactly(length)
+            body = await reader.readexactly(length) if length else b""
             out.append((time.perf_counter() - t) * 1000)
             statuses[int(status_line.split()[1])] += 1
+            if count:
+                statuses["counted"] += body.count(count)
     finally:
         writer.close()
 
 
-async def _run(host: str, port: int, per_client: list[list[tuple]]) -> tuple[list[float], float, dict]:
+async def _run(host: str, port: int, per_client: list[list[tuple]], count: bytes | None
+               ) -> tuple[list[float], float, dict, int]:
     times: list[float] = []
     statuses: Counter = Counter()
     t = time.perf_counter()
-    await asyncio.gather(*(_client(host, port, reqs, times, statuses) for reqs in per_client))
-    return times, time.perf_counter() - t, dict(statuses)
+    await asyncio.gather(*(_client(host, port, reqs, times, statuses, count) for reqs in per_client))
+    counted = statuses.pop("counted", 0)
+    return times, time.perf_counter() - t, dict(statuses), counted
 
 
-def _child(host: str, port: int, per_client: list[list[tuple]], conn) -> None:
-    conn.send(asyncio.run(_run(host, port, per_client)))
+def _child(host: str, port: int, per_client: list[list[tuple]], count: bytes | None, conn) -> None:
+    conn.send(asyncio.run(_run(host, port, per_client, count)))
     conn.close()
 
 
-def run_load(host: str, port: int, per_client: list[list[tuple]]) -> tuple[list[float], float, dict]:
-    """Latencies in ms, wall seconds and status counts of every request, from a child process (so
-    the caller's threads and GIL do not slow the client down)."""
+def run_load(host: str, port: int, per_client: list[list[tuple]], *, count: bytes | None = None
+             ) -> tuple[list[float], float, dict, int]:
+    """Latencies in ms, wall seconds and status counts of every request, and the total of `count`
+    in the bodies, from a child process (so the caller's threads and GIL do not slow the client
+    down)."""
     parent, child = multiprocessing.Pipe(duplex=False)
-    proc = multiprocessing.get_context("fork").Process(target=_child, args=(host, port, per_client, child))
+    proc = multiprocessing.get_context("fork").Process(target=_child, args=(host, port, per_client, count, child))
     proc.start()
     child.close()
     got = parent.recv()

@@ -196,7 +196,7 @@ def measure_api(workdir: Path, clients: int, requests: int, seed: int, journal: 
                         mine.append(("GET", "/healthz", {}, None))
                 load.append(mine)
             cpu = _cpu_s(proc.pid)
-            times, wall, statuses = run_load("127.0.0.1", port, load)
+            times, wall, statuses, _ = run_load("127.0.0.1", port, load)
             cpu = _cpu_s(proc.pid) - cpu
             bad = {code: n for code, n in statuses.items() if code not in (200, 422)}
             if bad:
