@@ -80,7 +80,10 @@ class AuditJournal:
         self._commit = commit
         self.stamp = stamp
         self._fsync = os.environ.get(FSYNC_ENV) == "1" if fsync is None else fsync
-        self._cv = threading.Condition()
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)  # the writer waits here for rows
+        self._done = threading.Condition(self._lock)  # flush() waits here for commits
+        self._idle = False  # the writer waits for rows: the next record wakes it (only then)
         self._pending: list[dict] = []
         self._segment: _Segment | None = None  # the file new rows go to
         self._sealed: list[_Segment] = []  # files whose rows are pending, awaiting their commit
@@ -99,7 +102,7 @@ class AuditJournal:
         now = utcnow()
         rows = [{**r, "journal_key": uuid.uuid4().hex, self.stamp: now} for r in rows]
         data = "".join(self._encode(r) + "\n" for r in rows).encode()
-        with self._cv:
+        with self._lock:
             if self._closing:
                 raise JournalClosed("the audit journal is closed")
             if self._segment is None:
@@ -109,7 +112,9 @@ class AuditJournal:
                 os.fsync(self._segment.fd)
             self._pending.extend(rows)
             self._recorded += len(rows)
-            self._cv.notify_all()
+            if self._idle:  # a busy writer takes these with its next batch anyway
+                self._idle = False
+                self._work.notify()
 
     def _encode(self, row: dict) -> str:
         return json.dumps({**row, self.stamp: row[self.stamp].isoformat()}, ensure_ascii=False, separators=(",", ":"))
@@ -123,9 +128,11 @@ class AuditJournal:
     def _run(self) -> None:
         delay = RETRY_MIN
         while True:
-            with self._cv:
+            with self._lock:
                 while not self._pending and not self._closing:
-                    self._cv.wait()
+                    self._idle = True
+                    self._work.wait()
+                self._idle = False
                 if not self._pending:
                     return
                 rows, self._pending = self._pending, []
@@ -135,7 +142,7 @@ class AuditJournal:
                 self._commit(rows)
             except Exception as exc:  # the warehouse is away: the rows stay in their files and queue
                 self.failures += 1
-                with self._cv:
+                with self._lock:
                     self._pending = rows + self._pending
                     self._sealed = sealed + self._sealed
                     if self._closing:
@@ -144,42 +151,42 @@ class AuditJournal:
                         return
                     log.warning("audit journal: commit of %d audit row(s) failed, retrying in %.1f s: %s",
                                 len(rows), delay, exc)
-                    self._cv.wait(delay)
+                    self._work.wait(delay)
                 delay = min(delay * 2, RETRY_MAX)
                 continue
             delay = RETRY_MIN
             for seg in sealed:
                 seg.retire()
-            with self._cv:
+            with self._lock:
                 self._committed += len(rows)
-                self._cv.notify_all()
+                self._done.notify_all()
             if self._recovering:
                 self._recovering = not self._try_recover()
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until every row recorded before the call is committed; False on timeout."""
         deadline = time.monotonic() + timeout
-        with self._cv:
+        with self._lock:
             target = self._recorded
             while self._committed < target:
                 left = deadline - time.monotonic()
                 if left <= 0 or not self._thread.is_alive():
                     return False
-                self._cv.wait(left)
+                self._done.wait(min(left, 1.0))  # and look again whether the writer is still alive
         return True
 
     def close(self, timeout: float = 30.0) -> None:
         """Commit what is recorded and stop; rows the warehouse would not take stay on disk for the
         next start (and the log says so)."""
-        with self._cv:
+        with self._lock:
             self._closing = True
-            self._cv.notify_all()
+            self._work.notify()
         self._thread.join(timeout)
         if self._thread.is_alive():  # still in a commit: its files stay locked until this process ends
             log.error("audit journal: the writer did not finish within %.0f s; what it has not "
                       "committed stays in %s for the next start", timeout, self.folder)
             return
-        with self._cv:
+        with self._lock:
             for seg in self._sealed + ([self._segment] if self._segment is not None else []):
                 os.close(seg.fd)  # unlocked, not removed: replayed by the next journal on the folder
             self._sealed, self._segment = [], None
