@@ -195,7 +195,8 @@ def _page(subscriber: str, key: str, lines: list[str], **scalars: Any) -> Respon
 def audit_journals(store: Warehouse, folder: Path) -> dict[str, AuditJournal]:
     """The API's audit journals in `folder`: feed deliveries and front-desk accesses."""
     return {"feeds": AuditJournal(folder / "feeds", FeedStore(store).record_deliveries, stamp="delivered_at"),
-            "front-desk": AuditJournal(folder / "front-desk", lambda rows: len(record_accesses(store, rows)),
+            "front-desk": AuditJournal(folder / "front-desk",
+                                       lambda rows, replay: len(record_accesses(store, rows, replay=replay)),
                                        stamp="at")}
 
 

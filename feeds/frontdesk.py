@@ -283,8 +283,8 @@ class FrontDesk:
 
     def _audit(self, caller: Caller, kind: str, entity_type: str, keys: Mapping[str, str], entity_ids: list[str],
                fields: dict[str, str], outcome: str, batch_id: str | None = None) -> None:
-        self.record_accesses([self._audit_row(caller, kind, entity_type, keys, entity_ids, fields,
-                                                         outcome, batch_id)])
+        self.record_accesses([self._audit_row(caller, kind, entity_type, keys, entity_ids, fields, outcome,
+                                              batch_id)])
 
     def _visible(self, sub: Subscriber, entity_type: str, entity_ids: list[str],
                  golden: pl.DataFrame | None = None) -> pl.DataFrame:

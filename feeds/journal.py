@@ -68,12 +68,13 @@ class AuditJournal:
     """`record(rows)` returns once the rows are in the journal file; `flush()` waits until every
     row recorded so far is committed; `close()` commits the rest and stops the writer.
 
-    `commit(rows) -> int` is the warehouse side (FeedStore.record_deliveries, record_accesses):
-    one transaction, skipping rows whose `journal_key` it already holds; it says how many it
+    `commit(rows, replay=...) -> int` is the warehouse side (FeedStore.record_deliveries,
+    record_accesses): one transaction; with `replay` (recovery, and a retry after a failed commit,
+    which may have landed) it skips rows whose `journal_key` it already holds; it says how many it
     wrote. `stamp` is the rows' time column, set when a row is recorded (when the answer left,
     not when its row was committed)."""
 
-    def __init__(self, folder: Path | str, commit: Callable[[list[dict]], int], *, stamp: str,
+    def __init__(self, folder: Path | str, commit: Callable[..., int], *, stamp: str,
                  fsync: bool | None = None):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -126,7 +127,7 @@ class AuditJournal:
 
     # -- the writer --------------------------------------------------------------------------------
     def _run(self) -> None:
-        delay = RETRY_MIN
+        delay, retry = RETRY_MIN, False
         while True:
             with self._lock:
                 while not self._pending and not self._closing:
@@ -139,7 +140,7 @@ class AuditJournal:
                 sealed = self._sealed + ([self._segment] if self._segment is not None else [])
                 self._sealed, self._segment = [], None
             try:
-                self._commit(rows)
+                self._commit(rows, replay=retry)  # a commit that failed may have landed all the same
             except Exception as exc:  # the warehouse is away: the rows stay in their files and queue
                 self.failures += 1
                 with self._lock:
@@ -152,9 +153,9 @@ class AuditJournal:
                     log.warning("audit journal: commit of %d audit row(s) failed, retrying in %.1f s: %s",
                                 len(rows), delay, exc)
                     self._work.wait(delay)
-                delay = min(delay * 2, RETRY_MAX)
+                delay, retry = min(delay * 2, RETRY_MAX), True
                 continue
-            delay = RETRY_MIN
+            delay, retry = RETRY_MIN, False
             for seg in sealed:
                 seg.retire()
             with self._lock:
@@ -226,7 +227,7 @@ class AuditJournal:
                             rows.append(self._decode(line))
                         except (ValueError, KeyError, TypeError) as exc:
                             bad.append(f"line {n}: {exc}")
-                written += self._commit(rows) if rows else 0
+                written += self._commit(rows, replay=True) if rows else 0
                 if bad:
                     kept = path.with_suffix(".unreadable")
                     path.rename(kept)

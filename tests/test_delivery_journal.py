@@ -135,9 +135,9 @@ def test_a_replayed_journal_writes_nothing_twice_and_keeps_a_cut_line(store, tmp
     gate = threading.Event()
     commit = FeedStore(store).record_deliveries
 
-    def held(batch: list[dict]) -> int:
+    def held(batch: list[dict], replay: bool) -> int:
         gate.wait(30)
-        return commit(batch)
+        return commit(batch, replay=replay)
 
     journal = AuditJournal(folder, held, stamp="delivered_at")
     journal.record(rows(5))
@@ -161,10 +161,10 @@ def test_the_rows_wait_for_a_warehouse_that_refuses_commits(store, tmp_path, cap
     refusals = [sa.exc.OperationalError("INSERT", {}, Exception("server closed the connection")) for _ in range(2)]
     commit = FeedStore(store).record_deliveries
 
-    def flaky(batch: list[dict]) -> int:
+    def flaky(batch: list[dict], replay: bool) -> int:
         if refusals:
             raise refusals.pop()
-        return commit(batch)
+        return commit(batch, replay=replay)
 
     journal = AuditJournal(tmp_path / "j", flaky, stamp="delivered_at")
     journal.record(rows(3))
@@ -176,8 +176,26 @@ def test_the_rows_wait_for_a_warehouse_that_refuses_commits(store, tmp_path, cap
     assert left(tmp_path / "j") == []
 
 
+def test_a_commit_that_landed_but_reported_a_failure_is_not_written_twice(store, tmp_path) -> None:
+    commit = FeedStore(store).record_deliveries
+    lost_answers = [True]
+
+    def landed(batch: list[dict], replay: bool) -> int:
+        written = commit(batch, replay=replay)
+        if lost_answers:  # the COMMIT went through, the connection dropped before its answer
+            lost_answers.pop()
+            raise sa.exc.OperationalError("COMMIT", {}, Exception("server closed the connection"))
+        return written
+
+    journal = AuditJournal(tmp_path / "j", landed, stamp="delivered_at")
+    journal.record(rows(4))
+    assert journal.flush(timeout=30)
+    journal.close()
+    assert journal.failures == 1 and len(logged(store)) == 4 and left(tmp_path / "j") == []
+
+
 def test_rows_left_when_the_warehouse_is_away_at_shutdown_are_committed_by_the_next_start(store, tmp_path) -> None:
-    def away(batch: list[dict]) -> int:
+    def away(batch: list[dict], replay: bool) -> int:
         raise sa.exc.OperationalError("INSERT", {}, Exception("connection refused"))
 
     folder = tmp_path / "j"
@@ -193,9 +211,9 @@ def test_front_desk_accesses_replayed_are_written_once_with_the_time_they_were_a
     folder = tmp_path / "front-desk"
     gate = threading.Event()
 
-    def commit(batch: list[dict]) -> int:
+    def commit(batch: list[dict], replay: bool) -> int:
         gate.wait(30)
-        return len(record_accesses(store, batch))
+        return len(record_accesses(store, batch, replay=replay))
 
     journal = AuditJournal(folder, commit, stamp="at")
     journal.record([{"subscriber_id": "s1", "token_id": "tok_1", "channel": "api", "kind": kind,

@@ -361,15 +361,16 @@ class FeedStore:
                 ).values(snapshot_seq=sa.bindparam("seq"), updated_at=now), snaps)
 
     # -- audit log (append-only: there is no update or delete here, by design) ----------------
-    def record_deliveries(self, rows: list[dict]) -> int:
+    def record_deliveries(self, rows: list[dict], *, replay: bool = False) -> int:
         """Append audit rows in one transaction; how many were written. A row may bring its own
-        `delivered_at` and `journal_key` (feeds/journal.py): rows whose key is already in the log
-        are skipped, so a journal replayed after a crash writes each delivery once."""
+        `delivered_at` and `journal_key` (feeds/journal.py); with `replay`, rows whose key is
+        already in the log are skipped, so a journal replayed after a crash writes each once."""
         if not rows:
             return 0
         now = utcnow()
         with self.store.transaction() as conn:
-            rows = not_journalled(conn, s.feed_deliveries, rows)
+            if replay:
+                rows = not_journalled(conn, s.feed_deliveries, rows)
             if rows:
                 conn.execute(s.feed_deliveries.insert(), [{"delivered_at": now, "token_id": None, "journal_key": None,
                                                            **r} for r in rows])

@@ -102,18 +102,18 @@ def record_access(store: Warehouse, row: dict) -> int:
     return record_accesses(store, [row])[0]
 
 
-def record_accesses(store: Warehouse, rows: list[dict]) -> list[int]:
+def record_accesses(store: Warehouse, rows: list[dict], *, replay: bool = False) -> list[int]:
     """Append several audit rows in one transaction (the front desk answers concurrent requests
     together: one commit for all, rather than one per request); the ids of the rows written, in
     order. All or none are written: when it raises, none of the requests may be answered. A row
-    may bring its own `at` and `journal_key` (feeds/journal.py): rows whose key is already in the
-    log are skipped, so a journal replayed after a crash writes each access once."""
+    may bring its own `at` and `journal_key` (feeds/journal.py); with `replay`, rows whose key is
+    already in the log are skipped, so a journal replayed after a crash writes each access once."""
     a = s.front_desk_audit
     at = utcnow()
     columns = [c.name for c in a.c if c.name != "audit_id"]
     with store.transaction() as conn:
         params = [{c: row.get(c) for c in columns} | {"at": row.get("at") or at}
-                  for row in not_journalled(conn, a, rows)]
+                  for row in (not_journalled(conn, a, rows) if replay else rows)]
         if not params:
             return []
         result = conn.execute(a.insert().returning(a.c.audit_id, sort_by_parameter_order=True), params)
