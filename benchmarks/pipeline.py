@@ -79,7 +79,8 @@ def write_drop(project: Path, drop: int, seed: int) -> dict:
     """Append `drop` person records to the utf-8 CSV residents exports of a few stations: rows
     of the same file re-entered under a new local id with a new phone and update time (a
     station re-registering a resident), so the drop exercises matching, golden-record changes
-    and events. Returns {station: rows appended}."""
+    and events; a later drop into the same folder gets other local ids. Returns {station: rows
+    appended}."""
     import random
 
     import yaml
@@ -111,7 +112,7 @@ def write_drop(project: Path, drop: int, seed: int) -> dict:
         role = {v: header.index(k) for k, v in columns.items() if k in header}
         picked = [list(rng.choice(body)) for _ in range(want)]
         for i, row in enumerate(picked):
-            row[role["local_id"]] = f"DROP{n}{i:07d}"
+            row[role["local_id"]] = f"DROP{n}-{len(body)}-{i:07d}"  # the file's size now: each drop new ids
             if "phone" in role:
                 row[role["phone"]] = f"139{rng.randrange(10**8):08d}"
             if "source_updated_at" in role:
