@@ -22,8 +22,15 @@ from feeds.masking import CONTEXT_FIELDS, project_value
 MAX_ROWS = 64  # beyond this the Polars builder is as fast, and it scales
 
 
+_PLAIN = re.compile(r'[^"\\\x00-\x1f]*')  # text JSON writes as it is, between quotes
+
+
 def _json(value: object) -> str:
     # Polars' encoder (serde_json): no ASCII escaping, control characters as \n or \u00XX
+    if value is None:
+        return "null"
+    if isinstance(value, str) and _PLAIN.fullmatch(value):
+        return f'"{value}"'
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
