@@ -44,7 +44,7 @@ from feeds.config import FIELD_NAME, read_subscriptions_bytes, subscriptions_fro
 from feeds.desk import DESK_CSP, desk_page
 from feeds.entry import Enter, enter
 from feeds.frontdesk import Caller, FrontDesk, FrontDeskError, Matcher, RateLimiter
-from feeds.journal import JOURNAL_ENV, AuditJournal
+from feeds.journal import JOURNAL_ENV, AuditJournal, JournalFull
 from feeds.limits import LIMIT_ENV, ApiLimits  # noqa: F401 - LIMIT_ENV: part of this module's API
 from feeds.lookup import current_records
 from feeds.service import FeedService, UnknownSubscriber
@@ -506,6 +506,13 @@ def create_app(warehouse_url: str, config_dir: Path | str, *, limits: ApiLimits 
                   swagger_ui_oauth2_redirect_url=None, lifespan=lifespan)
     app.state.warehouse = store
     app.state.journals = journals
+
+    @app.exception_handler(JournalFull)
+    async def audit_unavailable(_request: Request, exc: JournalFull) -> Response:
+        # nothing leaves without its audit row: while the log refuses rows, no answers
+        log.error("%s", exc)
+        return UTF8JSONResponse({"detail": "the audit log is unavailable; try again later"}, status_code=503,
+                                headers={"Retry-After": "30"})
     app.state.services = holder
     app.state.limits = limits
     app.add_middleware(RequestLimitsMiddleware, limits=limits)

@@ -37,10 +37,16 @@ log = logging.getLogger("enteronce")
 FSYNC_ENV = "ENTERONCE_AUDIT_FSYNC"
 JOURNAL_ENV = "ENTERONCE_AUDIT_JOURNAL"  # feeds.api.app_from_env: the folder, else no journal
 RETRY_MIN, RETRY_MAX = 0.5, 30.0  # seconds between attempts while the warehouse refuses a commit
+MAX_PENDING = 10_000  # rows waiting for their commit; beyond, answers are refused (memory, file size)
 
 
 class JournalClosed(RuntimeError):
     pass
+
+
+class JournalFull(RuntimeError):
+    """The warehouse has refused the audit log's commits for so long that MAX_PENDING rows wait:
+    no more answers leave until it takes them (the API answers 503)."""
 
 
 class _Segment:
@@ -106,6 +112,9 @@ class AuditJournal:
         with self._lock:
             if self._closing:
                 raise JournalClosed("the audit journal is closed")
+            if len(self._pending) >= MAX_PENDING:
+                raise JournalFull(f"the audit log is not taking rows ({len(self._pending):,} waiting in "
+                                  f"{self.folder.name}/); answers resume when it does")
             if self._segment is None:
                 self._segment = _Segment.create(self.folder)
             os.write(self._segment.fd, data)  # O_APPEND: one write, whole lines

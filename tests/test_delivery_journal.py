@@ -235,3 +235,44 @@ def test_front_desk_accesses_replayed_are_written_once_with_the_time_they_were_a
 
 def utc(t: dt.datetime) -> dt.datetime:
     return t.astimezone(dt.timezone.utc).replace(tzinfo=None) if t.tzinfo else t
+
+
+def test_while_the_log_refuses_rows_no_page_leaves_without_one(warehouse_url, tmp_path, monkeypatch) -> None:
+    """A warehouse that serves reads but refuses the audit log's commits: past MAX_PENDING rows
+    waiting, pages are refused (503, Retry-After) rather than sent unaudited or held in memory
+    without bound; when the log takes rows again, every page sent has its row."""
+    import httpx
+    from test_feeds_api import seed
+
+    from feeds import journal as journal_module
+    from feeds.api import BackgroundServer, create_app
+    from feeds.tokens import issue_token
+
+    monkeypatch.setattr(journal_module, "MAX_PENDING", 3)
+    monkeypatch.setattr(journal_module, "RETRY_MIN", 0.05)
+    wh = seed(warehouse_url, tmp_path)
+    token = issue_token(wh, "s0002").token
+    app = create_app(warehouse_url, tmp_path, journal_dir=tmp_path / "audit-journal", store=wh)
+    feeds_journal = app.state.journals["feeds"]
+    refusing = threading.Event()
+    refusing.set()
+    real = feeds_journal._commit
+
+    def commit(batch: list[dict], replay: bool) -> int:
+        if refusing.is_set():
+            raise sa.exc.OperationalError("INSERT", {}, Exception("disk full"))
+        return real(batch, replay=replay)
+
+    feeds_journal._commit = commit
+    statuses = []
+    with BackgroundServer(app) as base, httpx.Client(base_url=base, timeout=30) as http:
+        for _ in range(6):
+            r = http.get("/v1/feeds/s0002/events", params={"after": 0, "limit": 5},
+                         headers={"Authorization": f"Bearer {token}"})
+            statuses.append(r.status_code)
+            if r.status_code == 503:
+                assert r.headers["Retry-After"] == "30" and "audit log" in r.json()["detail"]
+        refusing.clear()
+        assert feeds_journal.flush(timeout=30)
+    assert statuses.count(200) == 3 and statuses.count(503) == 3
+    assert len(FeedStore(wh).deliveries(subscriber_id="s0002")) == 3
