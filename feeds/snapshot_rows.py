@@ -19,7 +19,7 @@ import polars as pl
 from feeds.config import Level, PartialRule, Subscriptions
 from feeds.masking import CONTEXT_FIELDS, project_value
 
-MAX_ROWS = 64  # beyond this the Polars builder is as fast, and it scales
+MAX_ROWS = 64  # the front desk's few records; snapshot pages (up to thousands) stay with Polars
 
 
 _PLAIN = re.compile(r'[^"\\\x00-\x1f]*')  # text JSON writes as it is, between quotes
