@@ -21,7 +21,7 @@ from collections import Counter
 
 
 async def _client(host: str, port: int, requests: list[tuple], out: list[float], statuses: Counter,
-                  count: bytes | None) -> None:
+                  count: bytes | None, counted: list[int]) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
         for method, path, headers, body in requests:
@@ -45,7 +45,7 @@ async def _client(host: str, port: int, requests: list[tuple], out: list[float],
             out.append((time.perf_counter() - t) * 1000)
             statuses[int(status_line.split()[1])] += 1
             if count:
-                statuses["counted"] += body.count(count)
+                counted.append(body.count(count))
     finally:
         writer.close()
 
@@ -54,10 +54,10 @@ async def _run(host: str, port: int, per_client: list[list[tuple]], count: bytes
                ) -> tuple[list[float], float, dict, int]:
     times: list[float] = []
     statuses: Counter = Counter()
+    counted: list[int] = []
     t = time.perf_counter()
-    await asyncio.gather(*(_client(host, port, reqs, times, statuses, count) for reqs in per_client))
-    counted = statuses.pop("counted", 0)
-    return times, time.perf_counter() - t, dict(statuses), counted
+    await asyncio.gather(*(_client(host, port, reqs, times, statuses, count, counted) for reqs in per_client))
+    return times, time.perf_counter() - t, dict(statuses), sum(counted)
 
 
 def _child(host: str, port: int, per_client: list[list[tuple]], count: bytes | None, conn) -> None:
