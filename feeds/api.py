@@ -184,12 +184,15 @@ class SearchAnswer(BaseModel):
     truncated: bool = Field(description="More entities matched than the caller's max_results.")
 
 
-def _page(subscriber: str, key: str, lines: list[str], **scalars: Any) -> Response:
-    """The page as JSON, with the service's JSON lines spliced in as they are (already UTF-8 JSON
-    objects, built by the feed builder): no decoding and re-encoding of a thousand events."""
+def _page(subscriber: str, key: str, items: bytes | list[str], **scalars: Any) -> Response:
+    """The page as JSON, with the service's JSON objects spliced in as they are (built by the feed
+    builder; `items` the inside of the array as UTF-8, or the objects as text): no decoding and
+    re-encoding of a thousand events."""
     head = json.dumps({"subscriber": subscriber, **scalars}, ensure_ascii=False, separators=(",", ":"))
-    body = f'{head[:-1]},"{key}":[{",".join(lines)}]}}'
-    return Response(body.encode("utf-8"), media_type=UTF8JSONResponse.media_type)
+    if not isinstance(items, bytes):
+        items = ",".join(items).encode("utf-8")
+    return Response(b"".join((head[:-1].encode("utf-8"), b',"', key.encode(), b'":[', items, b"]}")),
+                    media_type=UTF8JSONResponse.media_type)
 
 
 def audit_journals(store: Warehouse, folder: Path) -> dict[str, AuditJournal]:
@@ -377,26 +380,49 @@ def _invalid_token() -> HTTPException:
         "WWW-Authenticate": 'Bearer realm="enteronce", error="invalid_token"'})
 
 
-def _caller(request: Request, presented: Annotated[str, Depends(_presented)]) -> TokenInfo:
-    """Who is calling: 401 for a missing, malformed, unknown or revoked token (alike, on purpose)."""
+def _verified(store: Warehouse, presented: str) -> TokenInfo:
+    """The token's owner: 401 for a missing, malformed, unknown or revoked token (alike, on purpose)."""
     try:
-        return verify_token(request.app.state.warehouse, presented)
+        return verify_token(store, presented)
     except InvalidToken:
         raise _invalid_token() from None
+
+
+def _caller(request: Request, presented: Annotated[str, Depends(_presented)]) -> TokenInfo:
+    """Who is calling (see _verified)."""
+    return _verified(request.app.state.warehouse, presented)
 
 
 SubscriberPath = Annotated[str, PathParam(pattern=SUBSCRIBER_PATH_PATTERN, max_length=64,
                                           description="The subscriber id, as in subscriptions.yaml.")]
 
 
-def _authorised(subscriber: SubscriberPath, token: Annotated[TokenInfo, Depends(_caller)]) -> tuple[str, TokenInfo]:
-    """The token must be the subscriber's own: 403 otherwise (authenticated, not entitled)."""
-    if token.subscriber_id != subscriber:
-        raise HTTPException(403, "this token is not for this subscriber")
-    return subscriber, token
+class Claim:
+    """A request's claim to a subscriber's feed: the bearer token as sent and the subscriber in the
+    path. `check()` verifies it in the endpoint's own worker thread, where a sync dependency would
+    cost every request a hop to another thread (about a millisecond of CPU here); the subscriber is
+    only to be had from `check()`, so no endpoint can serve a feed without it."""
+
+    __slots__ = ("_store", "_subscriber", "_presented")
+
+    def __init__(self, store: Warehouse, subscriber: str, presented: str):
+        self._store, self._subscriber, self._presented = store, subscriber, presented
+
+    def check(self) -> tuple[str, TokenInfo]:
+        """(subscriber, token); 401 as _verified, 403 when the token is another subscriber's
+        (authenticated, not entitled)."""
+        token = _verified(self._store, self._presented)
+        if token.subscriber_id != self._subscriber:
+            raise HTTPException(403, "this token is not for this subscriber")
+        return self._subscriber, token
 
 
-Authorised = Annotated[tuple[str, TokenInfo], Depends(_authorised)]
+async def _claim(request: Request, subscriber: SubscriberPath, presented: Annotated[str, Depends(_presented)]
+                 ) -> Claim:
+    return Claim(request.app.state.warehouse, subscriber, presented)
+
+
+Authorised = Annotated[Claim, Depends(_claim)]
 EntityIdQuery = Annotated[str, Field(pattern=ENTITY_ID_PATTERN, max_length=64)]
 
 
@@ -634,10 +660,10 @@ def create_app(warehouse_url: str, config_dir: Path | str, *, limits: ApiLimits 
                                                 "this; omitted: from the acknowledged cursor.")] = None,
         limit: Annotated[LimitParam, Query(description="Events per page.")] = DEFAULT_LIMIT,
     ) -> Response:
-        subscriber, token = who
+        subscriber, token = who.check()
         page = service_for(subscriber).events(subscriber, after=after, limit=limit, channel="api",
                                               token_id=token.token_id)
-        return _page(subscriber, "events", page.lines, next_after=page.next_after, has_more=page.has_more,
+        return _page(subscriber, "events", page.body, next_after=page.next_after, has_more=page.has_more,
                      high_water=page.high_water)
 
     @app.get("/v1/feeds/{subscriber}/snapshot", response_model=SnapshotPage, responses=errors, tags=["feeds"],
@@ -649,7 +675,7 @@ def create_app(warehouse_url: str, config_dir: Path | str, *, limits: ApiLimits 
                                                   "this.")] = None,
         limit: Annotated[LimitParam, Query(description="Records per page.")] = DEFAULT_LIMIT,
     ) -> Response:
-        subscriber, token = who
+        subscriber, token = who.check()
         page = service_for(subscriber).snapshot(subscriber, after_entity=after_entity, limit=limit, channel="api",
                                                 token_id=token.token_id)
         return _page(subscriber, "records", page.lines, next_after_entity=page.next_after_entity,
@@ -664,7 +690,7 @@ def create_app(warehouse_url: str, config_dir: Path | str, *, limits: ApiLimits 
                                    description="Entity ids (repeat the parameter). Ids out of scope, of "
                                    "other types or not active are absent from the answer.")],
     ) -> Response:
-        subscriber, token = who
+        subscriber, token = who.check()
         lines = current_records(service_for(subscriber), subscriber, entity_id, channel="api",
                                 token_id=token.token_id)
         return _page(subscriber, "records", lines)
@@ -673,7 +699,7 @@ def create_app(warehouse_url: str, config_dir: Path | str, *, limits: ApiLimits 
         **errors, 409: {"model": Problem, "description": "seq beyond the high water mark."}}, tags=["feeds"],
         summary="Acknowledge: advance the subscriber's cursor")
     def post_ack(who: Authorised, ack: Annotated[Ack, Body()]) -> dict:
-        subscriber, _ = who
+        subscriber, _ = who.check()
         service = service_for(subscriber)
         high = store.max_event_seq()
         if ack.seq > high:
@@ -687,7 +713,7 @@ def create_app(warehouse_url: str, config_dir: Path | str, *, limits: ApiLimits 
     @app.get("/v1/feeds/{subscriber}/cursor", response_model=Cursor, responses=errors, tags=["feeds"],
              summary="The acknowledged cursor")
     def get_cursor(who: Authorised) -> dict:
-        subscriber, _ = who
+        subscriber, _ = who.check()
         return {"subscriber": subscriber, "cursor": service_for(subscriber).cursor(subscriber, channel="api")}
 
     return app

@@ -29,7 +29,7 @@ from feeds.build import (
 from feeds.config import Subscriber, Subscriptions
 from feeds.prepared import FIELD_SEP, policy_digest
 from warehouse import Warehouse
-from warehouse.deliveries import PreparedStore
+from warehouse.deliveries import LINE_SEP, PreparedStore
 from warehouse.feeds import EVENT_SCHEMA, FeedStore
 
 CHANNELS = ("file", "api")
@@ -39,6 +39,7 @@ SCAN_MIN, SCAN_MAX = 2_000, 50_000  # outbox rows read per later round while fil
 # a page cursor in the tasks' part carries this prefix (`after_entity=task:<task id>`).
 TASK_CURSOR = "task:"
 PAGE_COLUMNS = ("seq", "entity_id", "about", "fields", "line")
+_SEP = LINE_SEP.encode()
 
 
 class UnknownSubscriber(EnteronceError):
@@ -54,12 +55,23 @@ class FeedPage:
     next_after: int
     has_more: bool
     high_water: int
-    lines: list[str] = field(default_factory=list, repr=False)  # the events as JSON text
+    # the events' JSON lines in seq order, as LINE_SEP-joined UTF-8 (prepared blocks as stored)
+    chunks: list[bytes] = field(default_factory=list, repr=False)
     prepared: int = 0  # how many of them were read as prepared by the feed build (the rest built now)
+
+    @property
+    def body(self) -> bytes:
+        """The events as the inside of a JSON array, as the API sends them (one per line)."""
+        return _SEP.join(self.chunks)
+
+    @functools.cached_property
+    def lines(self) -> list[str]:
+        """The events as JSON text, one per event."""
+        return [x.decode("utf-8") for c in self.chunks for x in c.split(_SEP)]
 
     @functools.cached_property
     def events(self) -> list[dict]:
-        """The events decoded (the API splices `lines` as they are and never pays for this)."""
+        """The events decoded (the API sends `body` as it is and never pays for this)."""
         return [json.loads(x) for x in self.lines]
 
 
@@ -222,27 +234,32 @@ class FeedService:
         if after is None:
             after = self.cursor(subscriber_id, channel=channel) or 0
         after = max(int(after), 0)
-        # (seq, entity_id, about, fields, line): fields as stored (FIELD_SEP-joined) or as built (a list)
-        rows, to, high = self.prepared.read(sub.id, self.digest(sub), after=after, limit=limit + 1)
-        pos, prepared = after, 0
-        if to >= 0:
-            if len(rows) > limit:
-                rows = rows[:limit]
-                pos = rows[-1][0]
-            elif len(rows) == limit and to < high:
-                pos = rows[-1][0]  # full: the next page goes on from its last event
-            else:
-                pos = max(min(to, high), after)
-            prepared = len(rows)
-        room = limit - prepared
-        if room > 0 and pos < high:
-            built, pos = self._build_page(sub, pos, high, room)
-            rows = rows + built.rows()
-        next_after = rows[-1][0] if len(rows) == limit and pos < high else max(pos, after)
-        if rows:  # committed, or journalled, before the page leaves
-            self._log_events(sub, rows, channel=channel, token_id=token_id)
-        return FeedPage(next_after=next_after, has_more=next_after < self.store.high_water(), high_water=high,
-                        lines=[r[4] for r in rows], prepared=prepared)
+        prep = self.prepared.read(sub.id, self.digest(sub), after=after, limit=limit)
+        high, pos = prep.high, after
+        if prep.to >= 0:
+            # a full page goes on from its last event; else the prepared stretch was read to its end
+            pos = prep.last if prep.count == limit and (prep.more or prep.to < high) else max(min(prep.to, high), after)
+        built = None
+        if prep.count < limit and pos < high:
+            built, pos = self._build_page(sub, pos, high, limit - prep.count)
+        count = prep.count + (built.height if built is not None else 0)
+        last = int(built["seq"][-1]) if built is not None and built.height else prep.last
+        next_after = last if count == limit and pos < high else max(pos, after)
+        chunks = list(prep.chunks)
+        if count:  # committed, or journalled, before the page leaves
+            first = prep.first if prep.count else int(built["seq"][0])
+            ids, abouts, fields = prep.entity_ids, prep.abouts, list(prep.fields)
+            if built is not None and built.height:
+                chunks.append(LINE_SEP.join(built["line"]).encode("utf-8"))
+                ids = ids + built["entity_id"].to_list()
+                abouts = abouts + built["about"].drop_nulls().to_list()
+                fields += built["fields"].to_list()
+            self._log_events(sub, first=first, last=last, count=count, entity_ids=ids + abouts, fields=fields,
+                             channel=channel, token_id=token_id)
+        # has_more against the high water the page was read under: an event committed since is
+        # the next poll's, as it would be had it come a moment later
+        return FeedPage(next_after=next_after, has_more=next_after < high, high_water=high, chunks=chunks,
+                        prepared=prep.count)
 
     def _build_page(self, sub: Subscriber, after: int, high: int, limit: int) -> tuple[pl.DataFrame, int]:
         """Up to `limit` of the subscriber's events in (after, high] built now, and how far the
@@ -267,17 +284,15 @@ class FeedService:
             pos = int(rows["seq"][-1])
         return rows.select(PAGE_COLUMNS), pos
 
-    def _log_events(self, sub: Subscriber, rows: list[tuple], *, channel: str, token_id: str | None) -> None:
+    def _log_events(self, sub: Subscriber, *, first: int, last: int, count: int, entity_ids: list[str],
+                    fields: list, channel: str, token_id: str | None) -> None:
         """The page's audit row: its seq range, the entities it carries data about (a task's
-        golden entity too) and the personal fields delivered, with their levels (fields as
-        stored, FIELD_SEP-joined, or as built, a list)."""
-        # a page's rows share a few field lists: each distinct stored one is split once
-        stored = {r[3] for r in rows if isinstance(r[3], str)}
-        fields = [x.split(FIELD_SEP) for x in stored] + [r[3] for r in rows if not isinstance(r[3], str)]
+        golden entity too) and the personal fields delivered, with their levels (`fields`: field
+        lists as stored, FIELD_SEP-joined, each distinct one once, or as built, lists)."""
+        lists = [x.split(FIELD_SEP) if isinstance(x, str) else x for x in fields]
         self.record_deliveries([delivery_row(
-            sub.id, channel=channel, kind="events", token_id=token_id, seq_from=rows[0][0], seq_to=rows[-1][0],
-            event_count=len(rows), entity_ids=[r[1] for r in rows] + [r[2] for r in rows if r[2] is not None],
-            fields=audit_fields(fields, self.subscriptions.levels(sub)))])
+            sub.id, channel=channel, kind="events", token_id=token_id, seq_from=first, seq_to=last,
+            event_count=count, entity_ids=entity_ids, fields=audit_fields(lists, self.subscriptions.levels(sub)))])
 
     # -- snapshot ---------------------------------------------------------------------------------
     def snapshot(self, subscriber_id: str, *, after_entity: str | None, limit: int, channel: str,

@@ -24,7 +24,8 @@ from feeds.prepared import policy_digest
 from feeds.service import FeedService
 from warehouse import Warehouse
 from warehouse import schema as s
-from warehouse.deliveries import PreparedStore
+from warehouse import deliveries
+from warehouse.deliveries import BLOCK_EVENTS, PreparedStore
 from warehouse.feeds import FeedStore
 
 TASK = "correction_task"
@@ -102,7 +103,10 @@ def audit(store: Warehouse) -> list[tuple]:
              json.loads(r["fields"])) for r in d.iter_rows(named=True)]
 
 
-def test_prepared_pages_equal_pages_built_on_demand(env) -> None:
+@pytest.mark.parametrize("block", [2, 7, BLOCK_EVENTS])
+def test_prepared_pages_equal_pages_built_on_demand(env, monkeypatch, block: int) -> None:
+    """Blocks of 2 and 7 put page boundaries inside blocks and pages of 1,000 across many."""
+    monkeypatch.setattr(deliveries, "BLOCK_EVENTS", block)
     store, out = env
     stage(out, 30, "P")
     high = out.flush(FeedStore(store))
@@ -155,6 +159,43 @@ def test_pages_past_the_prepared_stretch_are_built_on_demand(env) -> None:
     prepare_api(store, SUBS)
     again = PreparedStore(store).mark("A")
     assert (again.generation, again.from_seq, again.to_seq) == (mark.generation, 0, high)
+
+
+def test_pages_across_blocks_of_many_small_builds(env, monkeypatch) -> None:
+    """A daemon builds after every drop: a subscriber's stretch is then many small blocks, and a
+    page reads them in several rounds; it still equals the page built on demand, and its audit row
+    the one built on demand would have."""
+    monkeypatch.setattr(deliveries, "BLOCK_EVENTS", 4)
+    store, out = env
+    stage(out, 8, "P")
+    start = out.flush(FeedStore(store))
+    prepare_api(store, SUBS, start=start)
+    live = ["P0", "P1", "P2", "P3", "P5", "P7"]  # P4 was merged into P6
+    for k in range(12):  # twelve builds of a few events each
+        out.update(live[k % 6], phone=f"1370000{k:04d}")
+        if k % 3 == 0:
+            out.update(live[(k + 1) % 6], address=f"重庆市渝中区解放碑街道{k}号")
+        out.flush(FeedStore(store))
+        prepare_api(store, SUBS)
+    with store.engine.connect() as conn:
+        b = s.feed_prepared_blocks
+        small = dict(conn.execute(sa.select(b.c.subscriber_id, sa.func.count()).where(b.c.n < 4)
+                                  .group_by(b.c.subscriber_id)).all())
+    assert small["A"] >= 8, small  # a page of 5 then reads on past its first round of blocks
+    svc = FeedService(store, SUBS)
+    reads, fetch = [], deliveries._fetch
+    monkeypatch.setattr(deliveries, "_fetch", lambda conn, params: reads.append(params["n"]) or fetch(conn, params))
+    prepared = {(sid, n): walk(svc, sid, start, n) for sid in IDS for n in (1, 5, 1000)}
+    assert sum(len(pages) for pages in prepared.values()) < len(reads)  # pages that read on in a second round
+    assert all(p[3] == len(p[0]) for pages in prepared.values() for p in pages)  # all read as prepared
+    assert len(prepared[("A", 1000)][0][0]) > 8  # one page across the small blocks
+    read_audit = audit(store)
+    with store.engine.begin() as conn:
+        conn.execute(s.feed_deliveries.delete())
+    PreparedStore(store).forget([])
+    for key, pages in prepared.items():
+        assert walk(svc, *key[:1], start, key[1]) == [(p[0], p[1], p[2], 0) for p in pages], key
+    assert audit(store) == read_audit
 
 
 def test_a_subscriptions_change_stops_the_old_rows_and_the_next_build_replaces_them(env) -> None:
@@ -211,8 +252,8 @@ def test_the_feed_build_prepares_what_the_files_deliver(env, tmp_path: Path) -> 
     build_all(store, fewer, config_dir=tmp_path, data_dir=tmp_path / "data")
     assert set(PreparedStore(store).marks()) == {"A", "B"}
     with store.engine.connect() as conn:
-        assert conn.scalar(sa.select(sa.func.count()).select_from(s.feed_prepared)
-                           .where(s.feed_prepared.c.subscriber_id == "dept")) == 0
+        assert conn.scalar(sa.select(sa.func.count()).select_from(s.feed_prepared_blocks)
+                           .where(s.feed_prepared_blocks.c.subscriber_id == "dept")) == 0
 
 
 def test_every_audit_row_is_committed_under_concurrent_requests(env) -> None:
@@ -274,7 +315,8 @@ def test_snapshot_pages_of_a_scope_are_its_records_in_id_order(env, monkeypatch,
     assert fs.golden_in_scope(entity_types=["person"], own_station="sB", limit=1000).height > 0
 
 
-def test_the_build_drops_what_the_api_client_acknowledged(env, tmp_path: Path) -> None:
+def test_the_build_drops_what_the_api_client_acknowledged(env, monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(deliveries, "BLOCK_EVENTS", 2)  # blocks end by the acknowledged seq: dropped
     store, out = env
     stage(out, 12, "P")
     out.flush(FeedStore(store))
@@ -293,8 +335,8 @@ def test_the_build_drops_what_the_api_client_acknowledged(env, tmp_path: Path) -
     pruned = PreparedStore(store).mark("A")
     assert (pruned.generation, pruned.from_seq, pruned.to_seq) == (mark.generation, acked, high)
     with store.engine.connect() as conn:
-        assert conn.scalar(sa.select(sa.func.min(s.feed_prepared.c.seq))
-                           .where(s.feed_prepared.c.subscriber_id == "A")) > acked
+        assert conn.scalar(sa.select(sa.func.min(s.feed_prepared_blocks.c.first_seq))
+                           .where(s.feed_prepared_blocks.c.subscriber_id == "A")) > acked
     again = svc.events("A", after=acked, limit=1000, channel="api")
     assert again.prepared == len(again.lines) and again.lines == first.lines[4:]
     back = svc.events("A", after=mark.from_seq, limit=1000, channel="api")  # going back: built on demand

@@ -1,17 +1,19 @@
 """The feed API's prepared deliveries.
 
-Prepared rows (`feed_prepared`) are each subscriber's events as the API hands them out, written by
-the feed build so that a page is one indexed range read instead of scoping, projecting and masking
-the outbox per request. A subscriber's mark (`feed_prepared_marks`) says which stretch of the
-outbox its rows cover, under which policy digest, and in which generation: a reset (new digest, or
-a stretch that no longer joins) deletes the subscriber's rows and writes a new generation in one
-transaction, and a page is read with its mark in one statement, so it never mixes the two.
+Prepared blocks (`feed_prepared_blocks`) hold each subscriber's events as the API hands them out,
+written by the feed build so that a page is a few rows read by key, its JSON lines already joined,
+instead of scoping, projecting and masking the outbox (or reading a thousand rows) per request. A
+subscriber's mark (`feed_prepared_marks`) says which stretch of the outbox its blocks cover, under
+which policy digest, and in which generation: a reset (new digest, or a stretch that no longer
+joins) deletes the subscriber's blocks and writes a new generation in one transaction, and every
+read of blocks carries the mark as the same statement sees it, so a page never mixes the two.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 import sqlalchemy as sa
@@ -21,8 +23,32 @@ from warehouse import schema as s
 from warehouse.bulk import in_keys, insert_frame
 from warehouse.store import Warehouse
 
+# What the feed build hands in: one row per event (feeds.prepared.prepared_rows)
 PREPARED_SCHEMA = {"subscriber_id": pl.String, "seq": pl.Int64, "entity_id": pl.String, "about": pl.String,
                    "fields": pl.String, "line": pl.String}
+BLOCK_EVENTS = 256  # events per stored block: a page of 1,000 is about five rows
+ID_SEP = "\x1f"  # between a block's entity ids (and abouts): ids never hold control characters
+EVENT_SEP = "\x1e"  # between a block's events' field lists (each U+001F-joined)
+# between a block's JSON lines, and a page's: a JSON line holds no raw newline, so the separator
+# is never inside one, and the lines joined are a JSON array's inside as they are (whitespace)
+LINE_SEP = ",\n"
+WIDTH = 10  # digits per number in a block's `seqs` and `offsets` (seqs are 32-bit: ten digits)
+
+
+class _Fixed:
+    """A block's seqs or offsets as a sequence of ints, read where asked: a page bisects two
+    blocks' seqs in a few slices instead of parsing them."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __len__(self) -> int:
+        return len(self.text) // WIDTH
+
+    def __getitem__(self, i: int) -> int:
+        return int(self.text[i * WIDTH:(i + 1) * WIDTH])
 
 
 @dataclass(frozen=True)
@@ -35,39 +61,98 @@ class Mark:
     to_seq: int
 
 
-def _page_statements() -> tuple[sa.Select, sa.CompoundSelect]:
-    """PreparedStore.read's statements, built once (bound parameters: sid, digest, after, n)."""
-    p, m, e = s.feed_prepared, s.feed_prepared_marks, s.change_events
+@dataclass
+class PreparedEvents:
+    """Prepared events read for a page, with what its audit row needs.
+
+    `to` is the mark's to_seq (-1 when nothing is prepared from `after` under the digest: the
+    caller builds the page itself), `high` the outbox's high water, both as the statement that
+    read the first block saw them. `chunks` are the events' JSON lines in seq order, LINE_SEP-joined
+    UTF-8 (a block whole, or the slice of it the page takes); `more` says that another prepared
+    event follows `last` within the stretch."""
+
+    to: int
+    high: int
+    chunks: list[bytes] = field(default_factory=list)
+    count: int = 0
+    first: int | None = None
+    last: int | None = None
+    entity_ids: list[str] = field(default_factory=list)
+    abouts: list[str] = field(default_factory=list)  # the tasks' golden entities
+    fields: set[str] = field(default_factory=set)  # the distinct stored field lists (U+001F-joined)
+    more: bool = False
+
+    def add(self, first: int, last: int, n: int, ids: list[str], abouts: list[str], fields: list[str],
+            chunk: bytes) -> None:
+        self.chunks.append(chunk)
+        self.entity_ids += ids
+        self.abouts += [a for a in abouts if a]
+        self.fields.update(fields)
+        self.count += n
+        if self.first is None:
+            self.first = first
+        self.last = last
+
+
+_COLUMNS = ("first_seq", "last_seq", "n", "seqs", "offsets", "entity_ids", "abouts", "fields", "lines")
+
+
+def _block_statement(dialect: str) -> sa.CompoundSelect:
+    """Up to `n` blocks of the subscriber's current generation ending after `after` (bound
+    parameters: sid, digest, after, n), in seq order, then one row of nulls carrying the mark's
+    to_seq, the outbox's high water and the generation as this statement sees them.
+
+    The lines come as bytes where the database can hand them so (they go out as they are)."""
+    b, m, e = s.feed_prepared_blocks, s.feed_prepared_marks, s.change_events
     sid, after = sa.bindparam("sid"), sa.bindparam("after")
     to = (sa.select(m.c.to_seq)
           .where(m.c.subscriber_id == sid, m.c.digest == sa.bindparam("digest"), m.c.from_seq <= after)
           .scalar_subquery())
     gen = sa.select(m.c.generation).where(m.c.subscriber_id == sid).scalar_subquery()
     high = sa.select(sa.func.coalesce(sa.func.max(e.c.seq), 0)).scalar_subquery()
-    page = (sa.select(p.c.seq, p.c.entity_id, p.c.about, p.c.fields, p.c.line, to.label("to_seq"),
-                      high.label("high"))
-            .where(p.c.subscriber_id == sid, p.c.generation == gen, p.c.seq > after, p.c.seq <= to,
-                   p.c.seq <= high)
-            .order_by(p.c.seq).limit(sa.bindparam("n", type_=sa.Integer)))
-    sub = page.subquery()
-    with_mark = sa.union_all(
-        sa.select(sub),
-        sa.select(*(sa.literal(None, c.type).label(c.name) for c in list(sub.c)[:5]), to.label("to_seq"),
-                  high.label("high")))
-    return page, with_mark
+    if dialect == "sqlite":
+        lines = sa.cast(b.c.lines, sa.LargeBinary)  # CAST AS BLOB: the UTF-8 bytes, undecoded
+    elif dialect == "postgresql":
+        lines = b.c.lines  # text: bytea would come hex-encoded, twice the size
+    else:
+        lines = b.c.lines
+    # the blocks' keys first, their lines only for those: a plan that sorts the candidates (no
+    # statistics yet on a fresh table) then never reads the lines of every block after `after`
+    keys = (sa.select(b.c.last_seq)
+            .where(b.c.subscriber_id == sid, b.c.generation == gen, b.c.last_seq > after, b.c.first_seq <= to,
+                   b.c.first_seq <= high)
+            .order_by(b.c.last_seq).limit(sa.bindparam("n", type_=sa.Integer))).subquery()
+    page = (sa.select(*(b.c[c] for c in _COLUMNS[:-1]), lines.label("lines"))
+            .join_from(b, keys, sa.and_(b.c.subscriber_id == sid, b.c.last_seq == keys.c.last_seq))
+            .order_by(b.c.last_seq)).subquery()
+    return sa.union_all(
+        sa.select(*page.c, sa.literal(None, sa.Integer).label("to_seq"), sa.literal(None, sa.Integer).label("high"),
+                  sa.literal(None, sa.Integer).label("generation")),
+        sa.select(*(sa.literal(None, c.type).label(c.name) for c in page.c), to.label("to_seq"),
+                  high.label("high"), gen.label("generation")))
 
 
-def _fetch(conn: sa.Connection, stmt: sa.Executable, params: dict) -> list[tuple]:
-    """The rows as the driver gives them (no per-row objects: a page is a thousand rows of text
-    that go out as they are)."""
+_STATEMENTS: dict[str, sa.CompoundSelect] = {}
+
+
+def _fetch(conn: sa.Connection, params: dict) -> tuple[list[tuple], tuple]:
+    """The blocks as the driver gives them (no per-row objects), in seq order, and the mark row
+    (to_seq, high, generation)."""
+    dialect = conn.dialect.name
+    stmt = _STATEMENTS.get(dialect)
+    if stmt is None:
+        stmt = _STATEMENTS[dialect] = _block_statement(dialect)
     result = conn.execute(stmt, params)
     try:
-        return result.cursor.fetchall()
+        rows = result.cursor.fetchall()
     finally:
         result.close()
-
-
-_PAGE, _PAGE_OR_MARK = _page_statements()
+    # the databases give a UNION ALL's branches in order; should one not, the blocks are sorted here
+    at = len(rows) - 1 if rows[-1][0] is None else next(i for i, r in enumerate(rows) if r[0] is None)
+    mark = rows.pop(at)[len(_COLUMNS):]
+    if any(rows[i][1] >= rows[i + 1][1] for i in range(len(rows) - 1)):
+        rows.sort(key=lambda r: r[1])
+    return rows, mark
 
 
 class PreparedStore:
@@ -90,42 +175,70 @@ class PreparedStore:
                              .where(m.c.subscriber_id == subscriber_id)).first()
         return None if r is None else Mark(r[0], r[1], r[2], r[3])
 
-    def read(self, subscriber_id: str, digest: str, *, after: int, limit: int) -> tuple[list[tuple], int, int]:
-        """Up to `limit` prepared rows (seq, entity_id, about, fields, line, ...) after `after` up to
-        the outbox's high water, in seq order; how far they are prepared (the mark's to_seq, -1
-        when nothing is prepared from `after` under `digest`: the caller builds the page itself);
-        and the outbox's high water.
+    def read(self, subscriber_id: str, digest: str, *, after: int, limit: int) -> PreparedEvents:
+        """Up to `limit` prepared events after `after`, up to the mark's to_seq and the outbox's
+        high water, in seq order (see PreparedEvents).
 
-        Rows, mark and high water come from one statement (the mark's values as subqueries the
-        database evaluates once, so the rows are still read in key order), so a build replacing
-        the rows meanwhile is seen whole or not at all."""
-        params = {"sid": subscriber_id, "digest": digest, "after": after, "n": limit}
+        Blocks are read in rounds of a few; every round's statement carries the mark as it sees
+        it, and a round that finds another generation (a build replaced the blocks meanwhile)
+        starts the read again, so a page is of one generation whole."""
+        for _ in range(8):
+            got = self._read(subscriber_id, digest, after=after, limit=limit)
+            if got is not None:
+                return got
+        raise RuntimeError(f"the prepared pages of {subscriber_id!r} kept changing while read")
+
+    def _read(self, subscriber_id: str, digest: str, *, after: int, limit: int) -> PreparedEvents | None:
+        rounds = -(-(limit + 1) // BLOCK_EVENTS) + 1
+        params = {"sid": subscriber_id, "digest": digest, "after": after, "n": rounds}
         with self.engine.connect() as conn:
-            rows = _fetch(conn, _PAGE, params)
-            if rows:
-                return rows, rows[0][5], rows[0][6]
-            # no row: nothing prepared from `after`, or no event of the subscriber in the stretch.
-            # Asked again with one more row (seq null) carrying the mark and the high water as
-            # this statement sees them, so that the answer holds even if a build landed meanwhile.
-            rows = _fetch(conn, _PAGE_OR_MARK, params)
-        # the databases give a UNION ALL's branches in order; should one not, the page is sorted here
-        at = len(rows) - 1 if rows[-1][0] is None else next(i for i, r in enumerate(rows) if r[0] is None)
-        _, _, _, _, _, top, now = rows.pop(at)
-        if any(rows[i][0] >= rows[i + 1][0] for i in range(len(rows) - 1)):
-            rows.sort(key=lambda r: r[0])
-        if top is None or top <= after:
-            return [], -1, now  # nothing prepared from `after` under this digest
-        return rows, top, now
+            blocks, (to, high, gen) = _fetch(conn, params)
+            if to is None or to <= after:
+                return PreparedEvents(to=-1, high=high)  # nothing prepared from `after` under this digest
+            out, cap, need = PreparedEvents(to=to, high=high), min(to, high), limit
+            while True:
+                for first, last, n, seqs, offsets, ids, abouts, fields, lines, *_ in blocks:
+                    if first > cap:
+                        return out
+                    if isinstance(lines, str):
+                        lines = lines.encode()
+                    if first > after and last <= cap and n <= need:
+                        out.add(first, last, n, ids.split(ID_SEP), abouts.split(ID_SEP) if abouts else [],
+                                fields.split(EVENT_SEP), lines)
+                        need -= n
+                        continue
+                    seq = _Fixed(seqs)
+                    i0, i1 = bisect_right(seq, after), bisect_right(seq, cap)
+                    if i0 >= i1:
+                        continue
+                    if need == 0:
+                        out.more = True
+                        return out
+                    j = min(i1, i0 + need)
+                    at = _Fixed(offsets)
+                    chunk = lines[at[i0]:at[j] - len(LINE_SEP) if j < n else len(lines)]
+                    out.add(seq[i0], seq[j - 1], j - i0, ids.split(ID_SEP)[i0:j],
+                            abouts.split(ID_SEP)[i0:j] if abouts else [], fields.split(EVENT_SEP)[i0:j], chunk)
+                    need -= j - i0
+                    if j < i1:
+                        out.more = True
+                        return out
+                if len(blocks) < params["n"]:
+                    return out
+                params = {**params, "after": blocks[-1][1], "n": params["n"] * 2}
+                blocks, (now_to, _, now) = _fetch(conn, params)
+                if now != gen or now_to is None:
+                    return None  # replaced (or pruned past this page) meanwhile: read again
 
     def write(self, rows: pl.DataFrame, *, resets: dict[str, tuple[str, int, int]],
               extends: dict[str, int]) -> dict[str, int]:
-        """One build's prepared rows (PREPARED_SCHEMA), in one transaction; returns how many rows
-        each subscriber got.
+        """One build's prepared rows (PREPARED_SCHEMA, one per event), stored as blocks in one
+        transaction; returns how many events each subscriber got.
 
         resets: subscriber -> (digest, from_seq, to_seq): its rows are replaced by those given
         with from_seq < seq <= to_seq, in a new generation. extends: subscriber -> to_seq: rows
         after its mark's to_seq are added and the mark moves to to_seq (never back)."""
-        p, m = s.feed_prepared, s.feed_prepared_marks
+        p, m = s.feed_prepared_blocks, s.feed_prepared_marks
         now = utcnow()
         ids = sorted(set(resets) | set(extends))
         if not ids:
@@ -164,14 +277,14 @@ class PreparedStore:
             new = (rows.join(window, on="subscriber_id")
                    .filter((pl.col("seq") > pl.col("_lo")) & (pl.col("seq") <= pl.col("_hi")))
                    .drop("_lo", "_hi"))
-            insert_frame(conn, p, new)
+            insert_frame(conn, p, blocks(new))
         return dict(new.group_by("subscriber_id").len().iter_rows()) if new.height else {}
 
     def prune(self, upto: dict[str, int]) -> None:
-        """Drop each subscriber's rows up to a seq (its acknowledged API cursor: pages before it
-        are asked again only by a client going back, and are then built on demand), moving its
-        mark's from_seq up with them, in one transaction."""
-        p, m = s.feed_prepared, s.feed_prepared_marks
+        """Drop each subscriber's blocks that end by a seq (its acknowledged API cursor: pages
+        before it are asked again only by a client going back, and are then built on demand),
+        moving its mark's from_seq up to it, in one transaction."""
+        p, m = s.feed_prepared_blocks, s.feed_prepared_marks
         if not upto:
             return
         with self.store.transaction() as conn:
@@ -182,13 +295,13 @@ class PreparedStore:
                      if min(upto[sid], to) > frm]
             if moves:
                 conn.execute(p.delete().where(p.c.subscriber_id == sa.bindparam("sid"),
-                                              p.c.seq <= sa.bindparam("upto")), moves)
+                                              p.c.last_seq <= sa.bindparam("upto")), moves)
                 conn.execute(m.update().where(m.c.subscriber_id == sa.bindparam("sid"))
                              .values(from_seq=sa.bindparam("upto")), moves)
 
     def forget(self, keep: Iterable[str]) -> int:
-        """Drop the prepared rows and marks of subscribers no longer subscribed; returns how many."""
-        p, m = s.feed_prepared, s.feed_prepared_marks
+        """Drop the prepared blocks and marks of subscribers no longer subscribed; returns how many."""
+        p, m = s.feed_prepared_blocks, s.feed_prepared_marks
         keep = set(keep)
         with self.engine.connect() as conn:
             gone = [sid for sid in conn.scalars(sa.select(m.c.subscriber_id)) if sid not in keep]
@@ -197,3 +310,28 @@ class PreparedStore:
                 conn.execute(p.delete().where(in_keys(conn, p.c.subscriber_id, gone)))
                 conn.execute(m.delete().where(in_keys(conn, m.c.subscriber_id, gone)))
         return len(gone)
+
+
+def _fixed(col: str) -> pl.Expr:
+    return pl.col(col).cast(pl.String).str.zfill(WIDTH).str.join("")
+
+
+def blocks(rows: pl.DataFrame) -> pl.DataFrame:
+    """Prepared rows (PREPARED_SCHEMA plus `generation`) as stored: each subscriber's events in
+    seq order, BLOCK_EVENTS to a block; `seqs` and `offsets` (where each line starts in `lines`,
+    in bytes) as fixed-width numbers; `abouts` empty when no event of the block has one."""
+    if rows["line"].str.contains("\n", literal=True).any():
+        raise ValueError("a prepared JSON line holds a raw newline (the builder's lines are compact JSON)")
+    return (rows.sort("subscriber_id", "seq")
+            .with_columns((pl.int_range(pl.len()).over("subscriber_id") // BLOCK_EVENTS).alias("_block"),
+                          (pl.col("line").str.len_bytes() + len(LINE_SEP)).alias("_size"))
+            .with_columns((pl.col("_size").cum_sum() - pl.col("_size")).over("subscriber_id", "_block").alias("_at"))
+            .group_by("subscriber_id", "generation", "_block", maintain_order=True)
+            .agg(pl.col("seq").first().alias("first_seq"), pl.col("seq").last().alias("last_seq"),
+                 pl.len().alias("n"), _fixed("seq").alias("seqs"), _fixed("_at").alias("offsets"),
+                 pl.col("entity_id").str.join(ID_SEP).alias("entity_ids"),
+                 pl.when(pl.col("about").is_not_null().any())
+                 .then(pl.col("about").fill_null("").str.join(ID_SEP)).otherwise(pl.lit("")).alias("abouts"),
+                 pl.col("fields").str.join(EVENT_SEP).alias("fields"),
+                 pl.col("line").str.join(LINE_SEP).alias("lines"))
+            .drop("_block"))

@@ -25,11 +25,14 @@ def insert_token(store: Warehouse, *, token_id: str, subscriber_id: str, token_h
     return row
 
 
+# every API request reads its token's row: the statement is built once
+_TOKEN_ROW = sa.select(*(s.feed_tokens.c[c] for c in COLUMNS)).where(s.feed_tokens.c.token_id == sa.bindparam("tid"))
+
+
 def token_row(store: Warehouse, token_id: str) -> dict | None:
     """The row of one token id (revoked or not), or None."""
-    t = s.feed_tokens
     with store.engine.connect() as conn:
-        row = conn.execute(sa.select(*(t.c[c] for c in COLUMNS)).where(t.c.token_id == token_id)).first()
+        row = conn.execute(_TOKEN_ROW, {"tid": token_id}).first()
     return dict(row._mapping) if row is not None else None
 
 

@@ -436,22 +436,30 @@ feed_deliveries = sa.Table(
     sa.Index(None, "journal_key", unique=True),
 )
 
-# -- feed API pages prepared when feeds are built (migration 0014) ------------------------------
-# Per subscriber, each event it receives as the API delivers it (scoped, projected and masked
-# once, by the feed build), so that an events page is one indexed range read. `fields` (the
-# personal fields the line carries, names joined by U+001F) and `about` (a task's golden entity)
-# feed the audit row. The rows of one subscriber are valid only under the policy digest of its mark.
-feed_prepared = sa.Table(
-    "feed_prepared",
+# -- feed API pages prepared when feeds are built (migrations 0014, 0017) -------------------------
+# Per subscriber, the events it receives as the API delivers them (scoped, projected and masked
+# once, by the feed build), in blocks of consecutive events (seq first_seq..last_seq, `n` events),
+# so that an events page is a few rows read by key. Per event, in the block's order: `seqs` and
+# `offsets` (where its line starts in `lines`, in bytes) as ten-digit numbers without separators,
+# `entity_ids` and `abouts` (a task's golden entity, '' for none; U+001F-joined; `abouts` empty
+# when the block has none), `fields` (the personal fields the line carries, names joined by
+# U+001F; lists joined by U+001E) for the audit row; `lines` the JSON lines joined by ",\n" (a JSON
+# line holds no raw newline, so the separator is never inside one).
+# The blocks of one subscriber are valid only under the policy digest of its mark.
+feed_prepared_blocks = sa.Table(
+    "feed_prepared_blocks",
     metadata,
     sa.Column("subscriber_id", sa.String(64), primary_key=True),
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("last_seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("first_seq", sa.Integer, nullable=False),
     sa.Column("generation", sa.Integer, nullable=False),
-    sa.Column("entity_id", sa.String(64), nullable=False),
-    sa.Column("about", sa.String(64)),
+    sa.Column("n", sa.Integer, nullable=False),
+    sa.Column("seqs", sa.Text, nullable=False),
+    sa.Column("offsets", sa.Text, nullable=False),
+    sa.Column("entity_ids", sa.Text, nullable=False),
+    sa.Column("abouts", sa.Text, nullable=False),
     sa.Column("fields", sa.Text, nullable=False),
-    sa.Column("line", sa.Text, nullable=False),
-    sqlite_with_rowid=False,  # SQLite keeps the rows in key order: a page is one contiguous range
+    sa.Column("lines", sa.Text, nullable=False),
 )
 
 # What is prepared per subscriber: its events in (from_seq, to_seq] under the policy `digest`
