@@ -102,7 +102,8 @@ def _block_statement(dialect: str) -> sa.CompoundSelect:
     parameters: sid, digest, after, n), in seq order, then one row of nulls carrying the mark's
     to_seq, the outbox's high water and the generation as this statement sees them.
 
-    The lines come as bytes where the database can hand them so (they go out as they are)."""
+    On SQLite the lines come as bytes (CAST AS BLOB: the UTF-8 as stored, undecoded: they go out
+    as they are); elsewhere as text (PostgreSQL's bytea would come hex-encoded, twice the size)."""
     b, m, e = s.feed_prepared_blocks, s.feed_prepared_marks, s.change_events
     sid, after = sa.bindparam("sid"), sa.bindparam("after")
     to = (sa.select(m.c.to_seq)
@@ -110,12 +111,7 @@ def _block_statement(dialect: str) -> sa.CompoundSelect:
           .scalar_subquery())
     gen = sa.select(m.c.generation).where(m.c.subscriber_id == sid).scalar_subquery()
     high = sa.select(sa.func.coalesce(sa.func.max(e.c.seq), 0)).scalar_subquery()
-    if dialect == "sqlite":
-        lines = sa.cast(b.c.lines, sa.LargeBinary)  # CAST AS BLOB: the UTF-8 bytes, undecoded
-    elif dialect == "postgresql":
-        lines = b.c.lines  # text: bytea would come hex-encoded, twice the size
-    else:
-        lines = b.c.lines
+    lines = sa.cast(b.c.lines, sa.LargeBinary) if dialect == "sqlite" else b.c.lines
     # the blocks' keys first, their lines only for those: a plan that sorts the candidates (no
     # statistics yet on a fresh table) then never reads the lines of every block after `after`
     keys = (sa.select(b.c.last_seq)
