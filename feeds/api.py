@@ -17,6 +17,7 @@ from a CDN.
 from __future__ import annotations
 
 import contextlib
+import asyncio
 import functools
 import hashlib
 import importlib.resources
@@ -30,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio.to_thread
 import sqlalchemy as sa
 from fastapi import Body, Depends, FastAPI, HTTPException, Path as PathParam, Query, Request, Security
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
@@ -300,16 +302,25 @@ class RequestLimitsMiddleware:
     """Pure ASGI, outside routing and authentication: too many or too large headers are 431, a
     declared Content-Length over the limit is 413 before a byte of the body is read, and a body
     without one (chunked) is counted as it streams and cut off past the limit (413). Refusals
-    close the connection, so a client cannot keep streaming into it."""
+    close the connection, so a client cannot keep streaming into it.
+
+    It also sets how many requests do their blocking work at once (`limits.threads`: anyio's
+    worker threads, which sync endpoints run in), once per event loop, at its first request: a
+    server started without the app's lifespan (BackgroundServer) gets the same."""
 
     def __init__(self, app: Any, limits: ApiLimits):
         self.app, self.limits = app, limits
+        self._loop: object = None  # the event loop whose thread limit is set
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         limits = self.limits
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            anyio.to_thread.current_default_thread_limiter().total_tokens = limits.threads
+            self._loop = loop
         headers = scope.get("headers") or []
         if len(headers) > limits.max_headers:
             await _refuse(send, 431, f"more than {limits.max_headers} request headers")

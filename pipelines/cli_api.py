@@ -109,6 +109,10 @@ def serve(
     max_headers: Annotated[int, typer.Option(
         min=1, envvar=LIMIT_ENV["max_headers"], show_envvar=True,
         help="Most request headers; more is 431.")] = ApiLimits.max_headers,
+    threads: Annotated[int, typer.Option(
+        min=1, envvar=LIMIT_ENV["threads"], show_envvar=True,
+        help="Requests doing their blocking work at once, per worker process (the rest wait their turn); "
+             "more for a warehouse across a slow network.")] = ApiLimits.threads,
     publish_entries: Annotated[bool, typer.Option(
         help="Publish records entered at the front desk at once, from this process (the hub does); "
              "otherwise the daemon's drop sensor or `enteronce run` publishes them.")] = False,
@@ -128,7 +132,8 @@ def serve(
 
     project = _project(config, warehouse)
     try:
-        limits = ApiLimits(max_body_bytes=max_body_bytes, max_header_bytes=max_header_bytes, max_headers=max_headers)
+        limits = ApiLimits(max_body_bytes=max_body_bytes, max_header_bytes=max_header_bytes, max_headers=max_headers,
+                           threads=threads)
         # the feeds and the front desk; with several workers each builds its own index, not this process
         app = create_hub_app(project, limits=limits, warm=workers == 1, publish_entries=publish_entries,
                              audit_journal=audit_journal)

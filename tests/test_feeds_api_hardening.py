@@ -387,16 +387,45 @@ def test_the_head_bound_counts_the_head_only(served) -> None:
 
 
 def test_limits_come_from_options_and_environment() -> None:
-    assert ApiLimits() == ApiLimits(max_body_bytes=65536, max_header_bytes=32768, max_headers=100)
-    env = {"ENTERONCE_API_MAX_BODY_BYTES": "1024", "ENTERONCE_API_MAX_HEADERS": "20"}
+    assert ApiLimits() == ApiLimits(max_body_bytes=65536, max_header_bytes=32768, max_headers=100, threads=8)
+    env = {"ENTERONCE_API_MAX_BODY_BYTES": "1024", "ENTERONCE_API_MAX_HEADERS": "20", "ENTERONCE_API_THREADS": "3"}
     limits = ApiLimits.from_env(env)
-    assert (limits.max_body_bytes, limits.max_header_bytes, limits.max_headers) == (1024, 32768, 20)
+    assert (limits.max_body_bytes, limits.max_header_bytes, limits.max_headers, limits.threads) == (1024, 32768, 20, 3)
     assert ApiLimits.from_env(limits.environ()) == limits
     assert limits.uvicorn_options()["http"].keywords == {"max_head_bytes": 32768}
     for bad in ({"ENTERONCE_API_MAX_BODY_BYTES": "64k"}, {"ENTERONCE_API_MAX_HEADERS": "-1"},
                 {"ENTERONCE_API_MAX_BODY_BYTES": "0"}, {"ENTERONCE_API_MAX_HEADER_BYTES": "100"}):
         with pytest.raises(EnteronceError):
             ApiLimits.from_env(bad)
+
+
+@pytest.mark.parametrize("threads", [2, 5])
+def test_at_most_threads_requests_do_their_blocking_work_at_once(tmp_path: Path, threads: int) -> None:
+    """The rest wait their turn in the event loop, and are answered all the same."""
+    url = f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
+    seed(url, tmp_path)
+    app = create_app(url, tmp_path, limits=ApiLimits(threads=threads))
+    lock, running, most = threading.Lock(), [0], [0]
+
+    @app.get("/probe")
+    def probe() -> dict:  # a sync endpoint, as the feed endpoints are
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.3)
+        with lock:
+            running[0] -= 1
+        return {}
+
+    with BackgroundServer(app) as base:
+        answers: list[int] = []
+        calls = [threading.Thread(target=lambda: answers.append(httpx.get(f"{base}/probe", timeout=30).status_code))
+                 for _ in range(8)]
+        for c in calls:
+            c.start()
+        for c in calls:
+            c.join()
+    assert answers == [200] * 8 and most[0] == threads
 
 
 def test_body_limit_is_configurable(tmp_path: Path) -> None:
