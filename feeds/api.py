@@ -16,8 +16,8 @@ from a CDN.
 
 from __future__ import annotations
 
-import contextlib
 import asyncio
+import contextlib
 import functools
 import hashlib
 import importlib.resources

@@ -185,8 +185,8 @@ class PreparedStore:
         raise RuntimeError(f"the prepared pages of {subscriber_id!r} kept changing while read")
 
     def _read(self, subscriber_id: str, digest: str, *, after: int, limit: int) -> PreparedEvents | None:
-        rounds = -(-(limit + 1) // BLOCK_EVENTS) + 1
-        params = {"sid": subscriber_id, "digest": digest, "after": after, "n": rounds}
+        per_round = -(-(limit + 1) // BLOCK_EVENTS) + 1  # blocks: enough when they are full
+        params = {"sid": subscriber_id, "digest": digest, "after": after, "n": per_round}
         with self.engine.connect() as conn:
             blocks, (to, high, gen) = _fetch(conn, params)
             if to is None or to <= after:
