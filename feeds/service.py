@@ -245,7 +245,7 @@ class FeedService:
         count = prep.count + (built.height if built is not None else 0)
         last = int(built["seq"][-1]) if built is not None and built.height else prep.last
         next_after = last if count == limit and pos < high else max(pos, after)
-        chunks = list(prep.chunks)
+        chunks = prep.chunks
         if count:  # committed, or journalled, before the page leaves
             first = prep.first if prep.count else int(built["seq"][0])
             ids, abouts, fields = prep.entity_ids, prep.abouts, list(prep.fields)

@@ -74,21 +74,26 @@ class PreparedEvents:
     to: int
     high: int
     chunks: list[bytes] = field(default_factory=list)
-    count: int = 0
     first: int | None = None
     last: int | None = None
-    entity_ids: list[str] = field(default_factory=list)
+    entity_ids: list[str] = field(default_factory=list)  # one per event
     abouts: list[str] = field(default_factory=list)  # the tasks' golden entities
     fields: set[str] = field(default_factory=set)  # the distinct stored field lists (U+001F-joined)
     more: bool = False
 
-    def add(self, first: int, last: int, n: int, ids: list[str], abouts: list[str], fields: list[str],
-            chunk: bytes) -> None:
+    @property
+    def count(self) -> int:
+        return len(self.entity_ids)
+
+    def add(self, first: int, last: int, chunk: bytes, ids: str, abouts: str, fields: str,
+            part: slice = slice(None)) -> None:
+        """A block's events, or the `part` of them the page takes (`chunk` their lines), with the
+        block's stored audit columns."""
         self.chunks.append(chunk)
-        self.entity_ids += ids
-        self.abouts += [a for a in abouts if a]
-        self.fields.update(fields)
-        self.count += n
+        self.entity_ids += ids.split(ID_SEP)[part]
+        if abouts:  # empty: no event of the block has one
+            self.abouts += [a for a in abouts.split(ID_SEP)[part] if a]
+        self.fields.update(fields.split(EVENT_SEP)[part])
         if self.first is None:
             self.first = first
         self.last = last
@@ -191,17 +196,16 @@ class PreparedStore:
             blocks, (to, high, gen) = _fetch(conn, params)
             if to is None or to <= after:
                 return PreparedEvents(to=-1, high=high)  # nothing prepared from `after` under this digest
-            out, cap, need = PreparedEvents(to=to, high=high), min(to, high), limit
+            out, cap = PreparedEvents(to=to, high=high), min(to, high)
             while True:
                 for first, last, n, seqs, offsets, ids, abouts, fields, lines, *_ in blocks:
                     if first > cap:
                         return out
                     if isinstance(lines, str):
                         lines = lines.encode()
+                    need = limit - out.count
                     if first > after and last <= cap and n <= need:
-                        out.add(first, last, n, ids.split(ID_SEP), abouts.split(ID_SEP) if abouts else [],
-                                fields.split(EVENT_SEP), lines)
-                        need -= n
+                        out.add(first, last, lines, ids, abouts, fields)
                         continue
                     seq = _Fixed(seqs)
                     i0, i1 = bisect_right(seq, after), bisect_right(seq, cap)
@@ -213,9 +217,7 @@ class PreparedStore:
                     j = min(i1, i0 + need)
                     at = _Fixed(offsets)
                     chunk = lines[at[i0]:at[j] - len(LINE_SEP) if j < n else len(lines)]
-                    out.add(seq[i0], seq[j - 1], j - i0, ids.split(ID_SEP)[i0:j],
-                            abouts.split(ID_SEP)[i0:j] if abouts else [], fields.split(EVENT_SEP)[i0:j], chunk)
-                    need -= j - i0
+                    out.add(seq[i0], seq[j - 1], chunk, ids, abouts, fields, slice(i0, j))
                     if j < i1:
                         out.more = True
                         return out
