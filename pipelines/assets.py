@@ -7,6 +7,7 @@ import dagster as dg
 import polars as pl
 
 from connectors.ingest import ingest_station
+from core.errors import EnteronceError
 from entity_resolution.entity_types import Registry, load_registry
 from pipelines import progress
 from pipelines.instance import INGEST_POOL
@@ -25,7 +26,9 @@ ACCEPTED = dg.AssetCheckSpec(
     asset=RAW,
     description="Every current drop of the station could be read: a file rejected as a whole (unreadable, "
                 "a mapped header missing) fails this check with the file and the reason until it is "
-                "replaced or the config that read it is fixed.",
+                "replaced or the config that read it is fixed. In a run over a range of stations, a "
+                "station whose source cannot be read at all (a SQL table missing) fails it too, named "
+                "under `unreadable_stations`, while the others are loaded.",
 )
 
 
@@ -50,6 +53,8 @@ def station_records_asset(registry: Registry) -> dg.AssetsDefinition:
         ],
         check_specs=[RECONCILED, ACCEPTED],
         partitions_def=stations_partitions,
+        # a range of stations in one run: Dagster's per-run cost is paid once (pipelines.partitions)
+        backfill_policy=dg.BackfillPolicy.single_run(),
         pool=INGEST_POOL,
     )
     def station_records(context: dg.AssetExecutionContext, project: ProjectResource):
@@ -59,38 +64,40 @@ def station_records_asset(registry: Registry) -> dg.AssetsDefinition:
 
 
 def _station_records(context: dg.AssetExecutionContext, project: ProjectResource, types: list):
-    """Ingest every new drop of one station; standardise rows as they are loaded.
+    """Ingest every new drop of the run's stations (one partition, or a range); standardise rows
+    as they are loaded.
 
-    One run per station partition, so the metadata below describes exactly that station.
+    Each station is loaded under its own lock, as its own transactions. The metadata describes
+    the run's stations: for a range, totals and, under `stations`, each station's own figures.
     """
     proj = project.project
-    station = proj.stations.station(context.partition_key)
-    with project.writing(context, f"ingest {station.id}", station=station.id) as store:
-        outcomes = ingest_station(store, station, base_dir=proj.config_dir, data_dir=proj.data_dir,
-                                  progress=progress.report)
-    for o in outcomes:
-        (context.log.warning if o.status == "rejected" else context.log.info)(o.summary())
+    keys = list(context.partition_keys)
+    outcomes: dict[str, list] = {}
+    failed: dict[str, str] = {}  # station -> why its drops could not be read (a range run goes on without it)
+    for key in keys:
+        station = proj.stations.station(key)
+        try:
+            with project.writing(context, f"ingest {station.id}", station=station.id) as store:
+                outcomes[key] = ingest_station(store, station, base_dir=proj.config_dir, data_dir=proj.data_dir,
+                                               progress=progress.report)
+        except EnteronceError as exc:  # this station's source or config: its own run fails, a range's goes on
+            if len(keys) == 1:
+                raise
+            context.log.error(f"station {key}: {exc}")
+            failed[key], outcomes[key] = str(exc), []
+        for o in outcomes[key]:
+            (context.log.warning if o.status == "rejected" else context.log.info)(o.summary())
 
-    keys = [station.id]
+    store = project.warehouse
+    every = [o for key in keys for o in outcomes[key]]
     recon = store.reconciliation(keys)
     unbalanced = recon.filter(~recon["balanced"])
-    statuses = Counter(o.status for o in outcomes)
-    reasons = Counter()
-    for o in outcomes:
-        reasons.update(o.quarantine_reasons)
-    yield dg.MaterializeResult(
-        asset_key=RAW,
-        metadata={
-            "rows_read": sum(o.rows_read for o in outcomes),
-            "rows_loaded": sum(o.rows_loaded for o in outcomes),
-            "rows_quarantined": sum(o.rows_quarantined for o in outcomes),
-            "batches_loaded": statuses["loaded"],
-            "batches_skipped": statuses["skipped"] + statuses["unchanged"],
-            "batches_rejected": statuses["rejected"],
-            "quarantine_reasons": dict(reasons),
-            "rejected_drops": [f"{o.ref}: {o.error}" for o in outcomes if o.status == "rejected"],
-        },
-    )
+    meta = _ingest_metadata(every)
+    if len(keys) > 1:
+        meta["stations"] = dg.MetadataValue.json({
+            key: {k: v for k, v in _ingest_metadata(outcomes[key]).items() if k != "quarantine_reasons"}
+            for key in keys})
+    yield dg.MaterializeResult(asset_key=RAW, metadata=meta)
     yield dg.AssetCheckResult(
         check_name=RECONCILED.name,
         asset_key=RAW,
@@ -100,14 +107,15 @@ def _station_records(context: dg.AssetExecutionContext, project: ProjectResource
             "unbalanced_batches": unbalanced["batch_id"].to_list(),
         },
     )
-    current = {o.batch_id for o in outcomes if o.batch_id}
+    current = {o.batch_id for o in every if o.batch_id}
     rejected = store.batches(keys).filter((pl.col("status") == "rejected") & pl.col("batch_id").is_in(current))
     yield dg.AssetCheckResult(
         check_name=ACCEPTED.name,
         asset_key=RAW,
-        passed=rejected.height == 0,
+        passed=rejected.height == 0 and not failed,
         metadata={"current_drops": len(current), "rejected": dg.MetadataValue.json(
-            rejected.select("batch_id", "source_ref", "error").to_dicts())},
+            rejected.select("station_id", "batch_id", "source_ref", "error").to_dicts()),
+            "unreadable_stations": dg.MetadataValue.json(failed)},
     )
     from warehouse.quality import QualityStore
 
@@ -133,12 +141,30 @@ def _station_records(context: dg.AssetExecutionContext, project: ProjectResource
         )
 
 
+def _ingest_metadata(outcomes: list) -> dict:
+    """What a run's drops did, summed: rows, batches by status, quarantine reasons, rejected drops."""
+    statuses = Counter(o.status for o in outcomes)
+    reasons = Counter()
+    for o in outcomes:
+        reasons.update(o.quarantine_reasons)
+    return {
+        "rows_read": sum(o.rows_read for o in outcomes),
+        "rows_loaded": sum(o.rows_loaded for o in outcomes),
+        "rows_quarantined": sum(o.rows_quarantined for o in outcomes),
+        "batches_loaded": statuses["loaded"],
+        "batches_skipped": statuses["skipped"] + statuses["unchanged"],
+        "batches_rejected": statuses["rejected"],
+        "quarantine_reasons": dict(reasons),
+        "rejected_drops": [f"{o.ref}: {o.error}" for o in outcomes if o.status == "rejected"],
+    }
+
+
 # The bundled types' (dagster definitions and the runner build their project's: pipelines.registry_assets).
 station_records = station_records_asset(load_registry())
 
 ingest_job = dg.define_asset_job(
     "ingest_station",
     selection=dg.AssetSelection.groups("ingest"),  # station_records, whichever types it has
-    description="Ingest and standardise the new drops of one station.",
+    description="Ingest, standardise and validate the new drops of one station or a range of stations.",
     executor_def=dg.in_process_executor,
 )

@@ -14,6 +14,7 @@ from feeds.config import load_subscriptions
 from feeds.files import build_all, subscribers_behind
 from pipelines.automation import SENSOR_INTERVAL_SECONDS, STAGE_TAG
 from pipelines.instance import PUBLICATION_POOL
+from pipelines.partitions import partition_range_tags
 from pipelines.resources import ProjectResource
 
 subscribers_partitions = dg.DynamicPartitionsDefinition(name="subscribers")
@@ -97,12 +98,6 @@ def subscriber_feeds_sensor(context: dg.SensorEvaluationContext, project: Projec
     context.log.info(f"{len(behind)} subscriber(s) behind seq {high}: {behind[:10]}")
     return dg.RunRequest(run_key=None, tags={**partition_range_tags(ids), STAGE_TAG: "feeds",
                                              "enteronce/high_water": str(high)})
-
-
-def partition_range_tags(subscriber_ids: list[str]) -> dict[str, str]:
-    """Run tags for one run over a range of subscriber partitions (for in-process runs)."""
-    return {"dagster/asset_partition_range_start": subscriber_ids[0],
-            "dagster/asset_partition_range_end": subscriber_ids[-1]}
 
 
 def feed_assets(registry: Registry) -> list[dg.AssetsDefinition]:

@@ -4,14 +4,16 @@ Thin: each check or asset calls one function of quality.service. Great Expectati
 only when a check runs (quality.validate imports it inside its functions), never when the code
 location loads.
 
-- `station_quality` (per station partition, after the station's drops are ingested) runs the raw
-  and standardised suites on every new batch, scores them, opens or closes correction tasks, and
-  holds a batch that fails reconciliation or exceeds `max_invalid_id_rate`. Its suite checks
-  (WARN) report the station's latest batch, validated in this run or before: failed when an
-  expectation's pass rate is below its `thresholds` entry (quality.yaml), passed otherwise, with
-  the rates and failing rows in metadata. Its `publishable` checks are blocking
-  and of ERROR severity: while a batch of the station is held they fail (the station's run
-  fails, red in the UI, the reason in metadata), and resolution leaves the held batch out.
+- `station_quality` (per station partition or range of them, after the stations' drops are
+  ingested) runs the raw and standardised suites on every new batch - set-wise, each suite once
+  over all the run's new batches with results per batch - scores them, opens or closes correction
+  tasks, and holds a batch that fails reconciliation or exceeds `max_invalid_id_rate`. Its suite
+  checks (WARN) report each station's latest batch, validated in this run or before: failed when
+  an expectation's pass rate is below its `thresholds` entry (quality.yaml), passed otherwise,
+  with the rates and failing rows in metadata (for a range, per station, and the failing
+  stations). Its `publishable` checks are blocking and of ERROR severity: while a batch of a
+  station is held they fail (the run fails, red in the UI, the station and reason in metadata),
+  and resolution leaves the held batch out.
 - `golden_quality` runs the golden suites after golden records are published.
 - the `data_quality` asset, after the outboxes: freshness, tasks for station values that disagree
   with golden values, and Great Expectations' Data Docs (path in metadata).
@@ -32,7 +34,7 @@ from pipelines.instance import INGEST_POOL, PUBLICATION_POOL
 from pipelines.partitions import stations_partitions
 from pipelines.resources import ProjectResource
 from quality.config import project_quality
-from quality.service import Outcome, quality_pass, validate_golden, validate_station
+from quality.service import Outcome, quality_pass, validate_golden, validate_stations
 from quality.suites import SuiteSpec, registry_quality
 from quality.validate import gx_project
 from warehouse.quality import QualityStore
@@ -52,8 +54,8 @@ def suite_description(suite: SuiteSpec, what: str) -> str:
     text = ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1] if parts else "nothing"
     return f"{text[:1].upper()}{text[1:]} of {what}."
 
-# Partitioned asset checks are a preview in Dagster 1.13; the check reads its station
-# from the run's partition key. The preview warning is expected, so it is not repeated on every load.
+# Partitioned asset checks are a preview in Dagster 1.13; the check reads its stations
+# from the run's partition keys. A range run records one evaluation for the range (no partition). The preview warning is expected, so it is not repeated on every load.
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", dg.PreviewWarning)
     RAW_SUITE = dg.AssetCheckSpec("raw_suite", asset=RAW, partitions_def=stations_partitions,
@@ -81,10 +83,10 @@ def _runs_metadata(outcome: Outcome, suite: str) -> tuple[bool, dict]:
     return all(r["success"] for r in runs), meta
 
 
-def _rates(results: pl.DataFrame) -> dict[str, dict]:
-    """expectation id -> its pass rate, threshold and failing rows, from stored results."""
+def _rates(results: pl.DataFrame, key: str = "expectation_id") -> dict[str, dict]:
+    """`key` (an expectation id) -> its pass rate, threshold and failing rows, from stored results."""
     out = {}
-    for r in results.sort("expectation_id").iter_rows(named=True):
+    for r in results.sort(key).iter_rows(named=True):
         try:
             observed = json.loads(r["observed_value"]) if r["observed_value"] else {}
         except ValueError:
@@ -93,39 +95,54 @@ def _rates(results: pl.DataFrame) -> dict[str, dict]:
         rate = observed.get("pass_rate")
         if rate is None and r["unexpected_percent"] is not None:
             rate = round(1.0 - r["unexpected_percent"] / 100.0, 6)
-        out[r["expectation_id"]] = {"pass_rate": rate, "threshold": observed.get("threshold"),
-                                    "failing_rows": int(r["unexpected_count"] or 0)}
+        out[r[key]] = {"pass_rate": rate, "threshold": observed.get("threshold"),
+                       "failing_rows": int(r["unexpected_count"] or 0)}
     return out
 
 
-def station_suite_check(store: QualityStore, outcome: Outcome, station_id: str, suite: str) -> tuple[bool, dict]:
+def station_suite_check(store: QualityStore, outcome: Outcome, station_ids: list[str], suite: str) -> tuple[bool, dict]:
     """A station's suite check is about its latest batch (per entity type), whether this run
     validated it or not: a run that brought nothing new re-reports the stored result of the
     latest validated batch - a failure stays a failure until a better batch arrives - instead of
     passing because nothing was checked. A batch passes when every expectation's pass rate is at
-    least its threshold (quality.yaml `thresholds`)."""
+    least its threshold (quality.yaml `thresholds`).
+
+    A run over a range of stations checks each station's latest batches and passes when all of
+    them pass; its expectations are named `<station> <expectation>` and `failing_stations` lists
+    the stations to look at."""
     _, meta = _runs_metadata(outcome, suite)
-    runs = store.runs([station_id], suite=suite)
+    many = len(station_ids) > 1
+    runs = store.runs(station_ids, suite=suite)
     if runs.height == 0:
-        return True, meta | {"result": "no batch of this station validated yet"}
-    latest = runs.sort("started_at", "run_id").group_by("entity_type", maintain_order=True).last()
-    results = store.results(latest["run_id"].to_list())
-    rates = _rates(results)
-    below = results.filter(~pl.col("success"))["expectation_id"].to_list()
-    within = results.filter(pl.col("success") & (pl.col("unexpected_count").fill_null(0) > 0))["expectation_id"]
+        return True, meta | {"result": f"no batch of {'these stations' if many else 'this station'} validated yet"}
+    latest = runs.sort("started_at", "run_id").group_by("station_id", "entity_type", maintain_order=True).last()
+    label = (pl.col("station_id") + " " + pl.col("expectation_id")) if many else pl.col("expectation_id")
+    results = (store.results(latest["run_id"].to_list()).join(latest.select("run_id", "station_id"), on="run_id")
+               .with_columns(label.alias("label")))
+    rates = _rates(results, "label")
+    below = results.filter(~pl.col("success"))
+    within = results.filter(pl.col("success") & (pl.col("unexpected_count").fill_null(0) > 0))["label"]
     fresh = {r["run_id"] for r in outcome.runs if r["suite"] == suite}
-    validated_now = set(latest["run_id"].to_list()) <= fresh
+    now = latest["run_id"].is_in(list(fresh))
+    if now.all():
+        result = f"the latest batch{'es' if many else ''}, validated in this run"
+    elif not now.any():
+        result = (f"nothing new validated: the stored result of the latest batch{'es' if many else ''}, validated "
+                  f"{latest['started_at'].max():%Y-%m-%d %H:%M} UTC")
+    else:
+        result = (f"the latest batches of {latest.filter(now)['station_id'].n_unique()} stations validated in this "
+                  f"run; the others' stored results")
     meta |= {
         "batch": ", ".join(b for b in latest["batch_id"].to_list() if b),
-        "result": ("the latest batch, validated in this run" if validated_now else
-                   f"nothing new validated: the stored result of the latest batch, validated "
-                   f"{latest['started_at'].max():%Y-%m-%d %H:%M} UTC"),
-        "below_threshold": dg.MetadataValue.json({k: rates[k] for k in below}),
+        "result": result,
+        "below_threshold": dg.MetadataValue.json({k: rates[k] for k in below["label"].to_list()}),
         "within_threshold": dg.MetadataValue.json({k: rates[k] for k in within.to_list()}),
-        "failing_expectations": dg.MetadataValue.json({k: rates[k]["failing_rows"] for k in below}),
+        "failing_expectations": dg.MetadataValue.json({k: rates[k]["failing_rows"] for k in below["label"].to_list()}),
         "expectations_evaluated": int(latest["evaluated"].sum()),
         "expectations_successful": int(latest["successful"].sum()),
     }
+    if many:
+        meta["failing_stations"] = dg.MetadataValue.json(sorted(set(below["station_id"].to_list())))
     lowest = [v["pass_rate"] for v in rates.values() if v["pass_rate"] is not None]
     if lowest:
         meta["lowest_pass_rate"] = dg.MetadataValue.float(min(lowest))
@@ -158,7 +175,7 @@ def _station_quality(registry: Registry) -> dg.AssetChecksDefinition:
         pool=INGEST_POOL,
     )
     def station_quality(context: dg.AssetCheckExecutionContext, project: ProjectResource):
-        """Validate the station's new batches (the partition key names the station).
+        """Validate the new batches of the run's stations (its partition keys name them).
 
         Exclusive, unlike the station's ingest: it writes the Great Expectations project's files
         and correction-task events into the one outbox."""
@@ -169,18 +186,21 @@ def _station_quality(registry: Registry) -> dg.AssetChecksDefinition:
 
 def _validate_station(context: dg.AssetCheckExecutionContext, project: ProjectResource, RECORD_SUITES: dict,
                       PUBLISHABLE: dict):
-    station_id = context.partition_key
-    with project.writing(context, f"validate {station_id}") as warehouse:
+    """Validate the run's stations (its partition, or its range of partitions) set-wise: each
+    suite goes through Great Expectations once for all their new batches."""
+    station_ids = list(context.op_execution_context.partition_keys)
+    what = station_ids[0] if len(station_ids) == 1 else f"{len(station_ids)} stations ({station_ids[0]}..{station_ids[-1]})"
+    with project.writing(context, f"validate {what}") as warehouse:
         store, gx, config = _context(project, warehouse)
-        outcome = validate_station(store, gx, config, station_id, types=project.project.entity_types)
-    context.log.info(f"{station_id}: {len(outcome.runs)} validation runs, {len(outcome.held)} batches held, "
+        outcome = validate_stations(store, gx, config, station_ids, types=project.project.entity_types)
+    context.log.info(f"{what}: {len(outcome.runs)} validation runs, {len(outcome.held)} batches held, "
                      f"tasks opened {outcome.tasks_opened}, closed {outcome.tasks_closed}")
-    passed, meta = station_suite_check(store, outcome, station_id, "raw_records")
+    passed, meta = station_suite_check(store, outcome, station_ids, "raw_records")
     yield dg.AssetCheckResult(check_name=RAW_SUITE.name, asset_key=RAW, passed=passed, metadata=meta,
                               severity=dg.AssetCheckSeverity.WARN)
-    holds = store.held([station_id])
+    holds = store.held(station_ids)
     for entity, spec in RECORD_SUITES.items():
-        passed, meta = station_suite_check(store, outcome, station_id, f"{entity}_records")
+        passed, meta = station_suite_check(store, outcome, station_ids, f"{entity}_records")
         meta |= {"tasks_opened": outcome.tasks_opened, "tasks_closed": outcome.tasks_closed}
         yield dg.AssetCheckResult(check_name=spec.name, asset_key=spec.asset_key, passed=passed, metadata=meta,
                                   severity=dg.AssetCheckSeverity.WARN)
@@ -188,21 +208,26 @@ def _validate_station(context: dg.AssetCheckExecutionContext, project: ProjectRe
         reasons = [f"{b}: {r}" for b, r in zip(mine["batch_id"].to_list(), mine["reason"].to_list(), strict=True)]
         yield dg.AssetCheckResult(
             check_name=PUBLISHABLE[entity].name, asset_key=PUBLISHABLE[entity].asset_key, passed=not reasons,
-            metadata=publishable_metadata(station_id, mine, reasons),
+            metadata=publishable_metadata(station_ids, mine, reasons),
             severity=dg.AssetCheckSeverity.ERROR,
         )
 
 
-def publishable_metadata(station_id: str, held: pl.DataFrame, reasons: list[str]) -> dict:
-    """What the UI shows on a `publishable` check: the station, each held batch with its reason,
-    measured rate, threshold and the records it keeps back; for one batch also as plain fields."""
-    rows = [{"batch": r["batch_id"], "reason": r["reason"], "rate": r["rate"], "threshold": r["threshold"],
-             "records": r["records"], "held_at": r["held_at"].isoformat() if r["held_at"] else None}
+def publishable_metadata(station_ids: list[str], held: pl.DataFrame, reasons: list[str]) -> dict:
+    """What the UI shows on a `publishable` check: the station(s), each held batch with its
+    station, reason, measured rate, threshold and the records it keeps back; for one batch also
+    as plain fields."""
+    rows = [{"station": r["station_id"], "batch": r["batch_id"], "reason": r["reason"], "rate": r["rate"],
+             "threshold": r["threshold"], "records": r["records"],
+             "held_at": r["held_at"].isoformat() if r["held_at"] else None}
             for r in held.iter_rows(named=True)]
-    meta = {"station": station_id, "held_batches": dg.MetadataValue.json(reasons),
+    meta = {"station": station_ids[0] if len(station_ids) == 1 else f"{station_ids[0]}..{station_ids[-1]}",
+            "held_batches": dg.MetadataValue.json(reasons),
             "reason": "; ".join(reasons) if reasons else "no batch held",
             "held_records": int(held["records"].sum()) if held.height else 0,
             "holds": dg.MetadataValue.json(rows)}
+    if len(station_ids) > 1:
+        meta["held_stations"] = dg.MetadataValue.json(sorted(set(held["station_id"].to_list())))
     if rows:
         meta["batch"] = ", ".join(r["batch"] for r in rows)
         rated = [r for r in rows if r["rate"] is not None]

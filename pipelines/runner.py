@@ -17,7 +17,7 @@ from pipelines.automation import STAGE_TAG
 from pipelines.definitions import definitions_for, defs
 from pipelines.feed_assets import run_feeds, subscribers_partitions
 from pipelines.instance import open_instance
-from pipelines.partitions import stations_partitions
+from pipelines.partitions import consecutive_ranges, partition_range_tags, stations_partitions
 from pipelines.phases import run_phases
 from pipelines.project import Project
 from pipelines.resources import ProjectResource
@@ -107,9 +107,10 @@ def materialize_project(
     only: Collection[str] | None = None,
     launched_by: str = "enteronce run",
 ) -> list[dg.ExecuteInProcessResult]:
-    """One run per station partition, as the drop sensor launches them, then what the
-    automation launches after them: resolution and publication, data quality, the subscribers'
-    feeds and the audit report, in this process. The report's run comes last.
+    """One run per range of consecutive station partitions with work, as the drop sensor launches
+    them (pipelines.partitions), then what the automation launches after them: resolution and
+    publication, data quality, the subscribers' feeds and the audit report, in this process. The
+    report's run comes last.
 
     One `enteronce run` at a time per warehouse: a second one waits for the first (`on_wait`
     hears who holds it) and then finds nothing left to do; with `wait=False` it raises
@@ -150,10 +151,11 @@ def _secret_free_resource(project: Project) -> Iterator[ProjectResource]:
 def _materialize(project: Project, station_ids: list[str], on_station, resource: ProjectResource, *,
                  resolve: bool, only: Collection[str] | None = None, launched_by: str = "enteronce run"):
     instance = open_instance(project)
-    known = set(instance.get_dynamic_partitions(stations_partitions.name))
-    missing = [s for s in station_ids if s not in known]
+    known = instance.get_dynamic_partitions(stations_partitions.name)
+    missing = [s for s in station_ids if s not in set(known)]
     if missing:
         instance.add_dynamic_partitions(stations_partitions.name, missing)
+    station_ranges = consecutive_ranges([*known, *missing], station_ids)
     resources = {"project": resource}
     results = []
 
@@ -169,11 +171,12 @@ def _materialize(project: Project, station_ids: list[str], on_station, resource:
     project_defs = definitions_for(project.pipeline_types)
     assets, phases = list(project_defs.assets), run_phases(project_defs)
 
-    tags = {LAUNCHED_BY_TAG: launched_by}
+    base_tags = {LAUNCHED_BY_TAG: launched_by}
 
-    def run(stage: str, **kwargs) -> dg.ExecuteInProcessResult:
+    def run(stage: str, *, tags: dict[str, str] | None = None, **kwargs) -> dg.ExecuteInProcessResult:
         return checked(dg.materialize(assets, instance=instance, resources=resources, run_config=QUIET,
-                                      raise_on_error=False, tags={**tags, STAGE_TAG: stage}, **kwargs))
+                                      raise_on_error=False, tags={**base_tags, **(tags or {}), STAGE_TAG: stage},
+                                      **kwargs))
 
     def step(name: str) -> None:
         if on_station is not None:
@@ -183,16 +186,17 @@ def _materialize(project: Project, station_ids: list[str], on_station, resource:
         if only is not None and phase.name not in only:
             continue
         selection = list(phase.assets)
-        if phase.partitions == stations_partitions.name:  # one run per station, as the drop sensor
-            for key in station_ids:
-                step(key)
-                results.append(run("ingest", partition_key=key, selection=selection))
+        if phase.partitions == stations_partitions.name:  # one run per range of stations, as the drop sensor
+            for keys in station_ranges:
+                step(keys[0])
+                where = {"partition_key": keys[0]} if len(keys) == 1 else {"tags": partition_range_tags(keys)}
+                results.append(run("ingest", selection=selection, **where))
             continue
         if not resolve:
             continue
         step(phase.name)
         if phase.partitions == subscribers_partitions.name:  # one run over every subscriber
-            feeds = run_feeds(project, instance, assets, resources, QUIET, {**tags, STAGE_TAG: "feeds"})
+            feeds = run_feeds(project, instance, assets, resources, QUIET, {**base_tags, STAGE_TAG: "feeds"})
             for result in feeds:
                 checked(result)
                 results.append(result)

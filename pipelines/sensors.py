@@ -1,6 +1,7 @@
 """The drop sensor: registers stations as partitions and launches ingestion of new drops."""
 
 
+import hashlib
 import json
 
 import dagster as dg
@@ -8,7 +9,7 @@ import dagster as dg
 from connectors.versions import current_version
 from pipelines.assets import ingest_job
 from pipelines.automation import DROPS_INTERVAL_SECONDS, STAGE_TAG
-from pipelines.partitions import stations_partitions
+from pipelines.partitions import consecutive_ranges, partition_range_tags, stations_partitions
 from pipelines.resources import ProjectResource
 from warehouse.entry import entry_marks
 
@@ -16,7 +17,9 @@ from warehouse.entry import entry_marks
 @dg.sensor(job=ingest_job, minimum_interval_seconds=DROPS_INTERVAL_SECONDS,
            default_status=dg.DefaultSensorStatus.RUNNING)
 def station_drops_sensor(context: dg.SensorEvaluationContext, project: ProjectResource) -> dg.SensorResult:
-    """Launch one ingest run per station whose drops (or whose stations.yaml entry) changed.
+    """Launch ingest runs for the stations whose drops (or whose stations.yaml entry) changed:
+    one run per range of consecutive station partitions (pipelines.partitions), so a thousand
+    stations' first drops are ten runs, not a thousand.
 
     The version of a station is cheap to take (file names, sizes and times; SQL: the largest
     watermark; a digest of its config). The warehouse records the version each ingest started
@@ -33,9 +36,9 @@ def station_drops_sensor(context: dg.SensorEvaluationContext, project: ProjectRe
     launched: dict[str, str] = cursor["stations"]
     ingested = store.station_versions()
     entries = entry_marks(store)  # records entered at the front desk count as drops
-    known = set(context.instance.get_dynamic_partitions(stations_partitions.name))
-    new_ids = [s for s in proj.station_ids if s not in known]
-    requests: list[dg.RunRequest] = []
+    known = context.instance.get_dynamic_partitions(stations_partitions.name)
+    new_ids = [s for s in proj.station_ids if s not in set(known)]
+    versions: dict[str, str] = {}
     for station in proj.stations.stations:
         version, error = current_version(station, proj.config_dir, entries.get(station.id))
         if error is not None:  # launched all the same: the station shows as failed in the UI, not only here
@@ -45,8 +48,16 @@ def station_drops_sensor(context: dg.SensorEvaluationContext, project: ProjectRe
         launched[station.id] = version
         if ingested.get(station.id) == version:
             continue
-        requests.append(dg.RunRequest(partition_key=station.id, run_key=f"{station.id}:{version}:{cursor['warehouse_id'][:8]}",
-                                      tags={STAGE_TAG: "ingest"}))
+        versions[station.id] = version
+    requests: list[dg.RunRequest] = []
+    for keys in consecutive_ranges([*known, *new_ids], versions):
+        if len(keys) == 1:
+            requests.append(dg.RunRequest(partition_key=keys[0], tags={STAGE_TAG: "ingest"},
+                                          run_key=f"{keys[0]}:{versions[keys[0]]}:{cursor['warehouse_id'][:8]}"))
+            continue
+        launch = hashlib.sha256("|".join(f"{k}:{versions[k]}" for k in keys).encode()).hexdigest()[:16]
+        requests.append(dg.RunRequest(tags={**partition_range_tags(keys), STAGE_TAG: "ingest"},
+                                      run_key=f"{keys[0]}..{keys[-1]}:{launch}:{cursor['warehouse_id'][:8]}"))
     return dg.SensorResult(
         run_requests=requests,
         cursor=json.dumps(cursor, sort_keys=True),

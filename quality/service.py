@@ -2,21 +2,25 @@
 stations, open and close correction tasks, validate golden records and freshness.
 
 Two entry points, matching when the data exists:
-- `validate_station` right after a station's drops are ingested (its Dagster asset checks), and
+- `validate_stations` (`validate_station` for one) right after stations' drops are ingested
+  (their Dagster asset checks), and
 - `quality_pass` after golden records are published (golden suite, freshness, disagreements
   with golden values, Data Docs).
 Both only read what is new since they last ran (unvalidated batches; entities touched since
-the last pass), so their reads follow the size of the change, not of the warehouse. The golden
-suite still validates every active golden record (its pass rates are over all of them), from
-decoded records kept between runs (quality.golden_cache) rather than read again.
+the last pass), so their reads follow the size of the change, not of the warehouse. New batches
+go through each suite set-wise, many stations' batches in one GX run (GxProject.validate_many:
+GX's cost per run is mostly fixed), with each batch's results, holds and tasks what validating it
+alone gives. The golden suite still validates every active golden record (its pass rates are over
+all of them), from decoded records kept between runs (quality.golden_cache) rather than read again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import polars as pl
 
@@ -35,6 +39,10 @@ from quality.validate import GxProject, Validation
 
 # Entities per part of a golden-disagreement pass (_golden_tasks).
 GOLDEN_TASK_PART = 50_000
+# Rows of station batches that go through a suite in one GX run (_validated_sets): enough to
+# share GX's fixed cost per run among many batches, few enough that the pandas copy GX reads
+# stays the size of one large batch however many stations a call covers.
+SET_ROWS = 50_000
 
 
 class QualityStore(GoldenSource, Protocol):  # warehouse.quality.QualityStore
@@ -102,6 +110,14 @@ def _record(store: QualityStore, gx: GxProject, config: QualityConfig, frame: pl
     v = gx.validate(frame, suite, label=label, parameters=parameters(config, today), samples=config.sample_rows,
                     thresholds=config.thresholds_of(suite),
                     min_failing_rows=config.min_failing_rows if station_batch else 1, complete=station_batch)
+    _save(store, gx, config, v, suite, station_id=station_id, batch_id=batch_id, entity_type=entity_type,
+          outcome=outcome)
+    return v
+
+
+def _save(store: QualityStore, gx: GxProject, config: QualityConfig, v: Validation, suite: SuiteSpec, *,
+          station_id: str | None, batch_id: str | None, entity_type: str, outcome: Outcome) -> None:
+    """Write a validation's run and results, and count its failing rows into the outcome."""
     run = {"run_id": v.run_id, "suite": suite.name, "data_asset": suite.data_asset, "entity_type": entity_type,
            "station_id": station_id, "batch_id": batch_id, "success": v.success, "evaluated": v.evaluated,
            "successful": v.successful, "started_at": v.started_at, "finished_at": v.finished_at,
@@ -115,7 +131,6 @@ def _record(store: QualityStore, gx: GxProject, config: QualityConfig, frame: pl
     for row in v.results.filter(pl.col("success") & (pl.col("unexpected_count").fill_null(0) > 0)).iter_rows(named=True):
         key = f"{suite.name}/{row['expectation_id']}"
         outcome.tolerated[key] = outcome.tolerated.get(key, 0) + int(row["unexpected_count"])
-    return v
 
 
 def standardised_suites(types: Registry | None = None) -> dict[str, SuiteSpec]:
@@ -131,52 +146,124 @@ def golden_suites(types: Registry | None = None) -> dict[str, SuiteSpec]:
 
 def validate_station(store: QualityStore, gx: GxProject, config: QualityConfig, station_id: str, *,
                      now: dt.datetime | None = None, types: Registry | None = None) -> Outcome:
-    """Validate every batch of the station not validated yet; hold, score, and open or close
-    expectation tasks for it. `types`: the project's entity types (default: the bundled ones)."""
+    """Validate every batch of the station not validated yet (`validate_stations` of one)."""
+    return validate_stations(store, gx, config, [station_id], now=now, types=types)
+
+
+def validate_stations(store: QualityStore, gx: GxProject, config: QualityConfig, station_ids: Sequence[str], *,
+                      now: dt.datetime | None = None, types: Registry | None = None) -> Outcome:
+    """Validate every batch of these stations not validated yet; hold, score, and open or close
+    expectation tasks for them. `types`: the project's entity types (default: the bundled ones).
+
+    Each suite runs once per set of batches (up to SET_ROWS rows, all stations together;
+    GxProject.validate_many) rather than once per batch: GX's fixed cost per run was most of a
+    station's validation. Each batch still gets its own run, results, hold and tasks, the same as
+    validating it alone. Writes go suite by suite (raw, then each entity type), stations in the
+    order given, each station's batches oldest first, so two runs of the same drops write the
+    same runs, tasks and outbox events in the same order; for one station the order is the one it
+    always had."""
     registry = types if types is not None else load_registry()
     now = now or dt.datetime.now(dt.timezone.utc)
     today = now.date()
+    stations = list(dict.fromkeys(station_ids))
     outcome = Outcome()
     touched: set[str] = set()
+    if not stations:
+        return outcome
     if config.runs("raw"):
-        for b in store.unvalidated_batches(RAW.name, [station_id]).iter_rows(named=True):
-            _record(store, gx, config, store.raw_frame(b["batch_id"]), RAW, station_id=station_id,
-                    batch_id=b["batch_id"], entity_type=b["entity_type"], today=today, outcome=outcome)
+        batches = _station_order(store.unvalidated_batches(RAW.name, stations), stations)
+        for b, _, v in _validated_sets(gx, config, RAW, batches, lambda b: (None, store.raw_frame(b["batch_id"])),
+                                       today):
+            _save(store, gx, config, v, RAW, station_id=b["station_id"], batch_id=b["batch_id"],
+                  entity_type=b["entity_type"], outcome=outcome)
             touched.add(b["batch_id"])
     if config.runs("standardised"):
         qualities = registry_quality(registry)
         for entity_type, q in qualities.items():
             suite = q.standardised
             code = registry[entity_type].code
-            for b in store.unvalidated_batches(suite.name, [station_id], entity_type).iter_rows(named=True):
-                batch_id = b["batch_id"]
-                records = store.record_frame(entity_type, batch_id, station_id)
-                v = _record(store, gx, config, standardised_frame(records, q), suite, station_id=station_id,
-                            batch_id=batch_id, entity_type=entity_type, today=today, outcome=outcome)
+            code_spec = (code.column, code.valid_flag) if code is not None else None
+
+            def read(b: dict, entity_type: str = entity_type, q: TypeQuality = q) -> tuple[pl.DataFrame, pl.DataFrame]:
+                records = store.record_frame(entity_type, b["batch_id"], b["station_id"])
+                return records, standardised_frame(records, q)
+
+            batches = _station_order(store.unvalidated_batches(suite.name, stations, entity_type), stations)
+            for b, records, v in _validated_sets(gx, config, suite, batches, read, today):
+                station_id, batch_id = b["station_id"], b["batch_id"]
+                _save(store, gx, config, v, suite, station_id=station_id, batch_id=batch_id, entity_type=entity_type,
+                      outcome=outcome)
                 touched.add(batch_id)
-                invalid, given = invalid_codes(records, (code.column, code.valid_flag) if code is not None else None)
-                rate = invalid / given if given else 0.0
-                if rate > config.max_invalid_id_rate and invalid >= config.min_invalid_ids_to_hold:
-                    what = code.label
-                    reason = (f"invalid {what}: {rate:.1%} of the batch's {what} fail their check, above "
-                              f"max_invalid_id_rate {config.max_invalid_id_rate:.1%} (quality.yaml)")
-                    if store.hold(batch_id, station_id, reason, rate=rate, threshold=config.max_invalid_id_rate):
-                        outcome.held.append({"batch_id": batch_id, "station_id": station_id, "reason": reason,
-                                             "rate": rate, "threshold": config.max_invalid_id_rate,
-                                             "entity_type": entity_type, "records": records.height})
+                _hold_invalid_codes(store, config, records, code_spec, code.label if code is not None else "",
+                                    station_id, batch_id, entity_type, outcome)
                 if config.corrections.from_expectations:
                     _expectation_tasks(store, v, records, q, station_id, batch_id, now, outcome,
                                        earliest=config.earliest_birth_date, qualities=qualities.values())
     if config.hold_unreconciled:
-        for b in store.unbalanced_batches([station_id]).iter_rows(named=True):
+        for b in _station_order(store.unbalanced_batches(stations), stations).iter_rows(named=True):
             reason = (f"rows do not reconcile: read {b['rows_read']}, stored {b['raw_stored']} in raw and "
                       f"{b['quarantine_stored']} in quarantine")
-            if store.hold(b["batch_id"], station_id, reason):  # no rate: the rows do not add up
-                outcome.held.append({"batch_id": b["batch_id"], "station_id": station_id, "reason": reason,
+            if store.hold(b["batch_id"], b["station_id"], reason):  # no rate: the rows do not add up
+                outcome.held.append({"batch_id": b["batch_id"], "station_id": b["station_id"], "reason": reason,
                                      "rate": None, "threshold": None})
     if touched:
         _score_batches(store, sorted(touched))
     return outcome
+
+
+def _station_order(batches: pl.DataFrame, stations: list[str]) -> pl.DataFrame:
+    """`batches` (with station_id) with the stations in the order given, each station's batches
+    in the order the store gave them (oldest first)."""
+    order = pl.DataFrame({"station_id": stations, "_station": pl.int_range(0, len(stations), eager=True)},
+                         schema_overrides={"station_id": batches.schema.get("station_id", pl.String)})
+    return batches.join(order, on="station_id", how="inner", maintain_order="left").sort(
+        "_station", maintain_order=True).drop("_station")
+
+
+def _validated_sets(gx: GxProject, config: QualityConfig, suite: SuiteSpec, batches: pl.DataFrame,
+                    read: Callable[[dict], tuple[Any, pl.DataFrame]],
+                    today: dt.date) -> Iterator[tuple[dict, Any, Validation]]:
+    """Each batch row with what `read` gave for it besides the frame to validate, and the batch's
+    validation, in order. Batches are read until the set holds SET_ROWS rows, then the set goes
+    through the suite in one GX run: the frames held stay about one set's size."""
+    pending: list[tuple[dict, Any, pl.DataFrame]] = []
+    rows = 0
+    for b in batches.iter_rows(named=True):
+        kept, frame = read(b)
+        pending.append((b, kept, frame))
+        rows += frame.height
+        if rows >= SET_ROWS:
+            yield from _validate_pending(gx, config, suite, pending, today)
+            pending, rows = [], 0
+    if pending:
+        yield from _validate_pending(gx, config, suite, pending, today)
+
+
+def _validate_pending(gx: GxProject, config: QualityConfig, suite: SuiteSpec,
+                      pending: list[tuple[dict, Any, pl.DataFrame]],
+                      today: dt.date) -> Iterator[tuple[dict, Any, Validation]]:
+    """The station batches of `pending` through `suite` as one set, as `_record` validates one."""
+    found = gx.validate_many([(b["batch_id"], frame) for b, _, frame in pending], suite,
+                             parameters=parameters(config, today), samples=config.sample_rows,
+                             thresholds=config.thresholds_of(suite), min_failing_rows=config.min_failing_rows)
+    for (b, kept, _), v in zip(pending, found, strict=True):
+        yield b, kept, v
+
+
+def _hold_invalid_codes(store: QualityStore, config: QualityConfig, records: pl.DataFrame,
+                        code_spec: tuple[str, str] | None, what: str, station_id: str, batch_id: str,
+                        entity_type: str, outcome: Outcome) -> None:
+    """Hold a batch whose share of invalid identifying codes is above max_invalid_id_rate (and
+    at least min_invalid_ids_to_hold of them): its records would merge or split entities wrongly."""
+    invalid, given = invalid_codes(records, code_spec)
+    rate = invalid / given if given else 0.0
+    if rate > config.max_invalid_id_rate and invalid >= config.min_invalid_ids_to_hold:
+        reason = (f"invalid {what}: {rate:.1%} of the batch's {what} fail their check, above "
+                  f"max_invalid_id_rate {config.max_invalid_id_rate:.1%} (quality.yaml)")
+        if store.hold(batch_id, station_id, reason, rate=rate, threshold=config.max_invalid_id_rate):
+            outcome.held.append({"batch_id": batch_id, "station_id": station_id, "reason": reason,
+                                 "rate": rate, "threshold": config.max_invalid_id_rate,
+                                 "entity_type": entity_type, "records": records.height})
 
 
 def _expectation_tasks(store: QualityStore, v: Validation, records: pl.DataFrame, q: TypeQuality,

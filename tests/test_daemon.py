@@ -154,12 +154,17 @@ def test_a_drop_reaches_another_stations_feed_with_only_the_daemon(base_network:
 
         # the CLI's runs are in the hub's instance: the sensor ingested only what was new
         ingests = instance.get_runs(dg.RunsFilter(tags={"enteronce/stage": "ingest"}))
+        order = instance.get_dynamic_partitions("stations")
         by_station: dict[str, list[str]] = {}
-        for run in ingests:
-            by_station.setdefault(run.tags["dagster/partition"], []).append(run.tags.get("dagster/sensor_name", "cli"))
+        for run in ingests:  # a run's station, or its range of stations
+            first = run.tags.get("dagster/partition") or run.tags["dagster/asset_partition_range_start"]
+            last = run.tags.get("dagster/partition") or run.tags["dagster/asset_partition_range_end"]
+            for station in order[order.index(first):order.index(last) + 1]:
+                by_station.setdefault(station, []).append(run.tags.get("dagster/sensor_name", "cli"))
         assert {s: sorted(v) for s, v in by_station.items() if "station_drops_sensor" in v} == {
             A: ["cli", "station_drops_sensor"], BROKEN: ["station_drops_sensor"]}
         assert len(by_station) == len(project.station_ids) + 1  # every station once by the CLI, plus BROKEN
+        assert sum(1 for run in ingests if "dagster/sensor_name" not in run.tags) == 1  # the CLI's: one range run
     finally:
         os.killpg(hub.pid, signal.SIGTERM)
         out, _ = hub.communicate(timeout=60)

@@ -24,6 +24,7 @@ from pipelines.project import Project
 from pipelines.runner import RunFailed, materialize_project, stations_with_work
 from warehouse import Warehouse
 from warehouse import schema as s
+from warehouse.quality import QualityStore
 from warehouse.store import BatchLoad
 
 STATIONS, PERSONS, SEED = 12, 6000, 1
@@ -76,8 +77,8 @@ def test_run_loads_every_row_exactly_once_and_rerun_changes_nothing(simulation, 
     net = fresh_copy(simulation.out, tmp_path)
     project = Project.load(net)
     results = materialize_project(project, project.station_ids)
-    # one run per station, then resolution and publication, quality, the feeds, the report
-    assert [r.success for r in results] == [True] * (STATIONS + 4)
+    # one run over the range of every station, then resolution and publication, quality, the feeds, the report
+    assert [r.success for r in results] == [True] * 5
     store = Warehouse(project.warehouse_url)
 
     recon = store.reconciliation()
@@ -96,18 +97,33 @@ def test_run_loads_every_row_exactly_once_and_rerun_changes_nothing(simulation, 
     assert not loaded_keys & set(simulation.broken_record_keys)
     assert loaded_keys <= set(truth["record_key"].to_list())
 
-    # per-station metadata on the materialisations, and the reconciliation check
-    rows_read = 0
-    for station_id, result in zip(project.station_ids, results[:STATIONS], strict=True):
-        by_key = {m.asset_key.to_user_string(): m for m in result.asset_materializations_for_node("station_records")}
-        assert by_key["raw_records"].partition == station_id
-        rows_read += by_key["raw_records"].metadata["rows_read"].value
-        assert "fill_rate" in by_key["person_records"].metadata
-        checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-        assert checks["rows_reconciled"] is True  # quality's suites run here too; they may find faults
-    assert rows_read == truth.height
+    # one materialisation per station partition; the range's totals with each station's own figures
+    ingest = results[0]
+    raw = [m for m in ingest.asset_materializations_for_node("station_records") if m.asset_key == dg.AssetKey("raw_records")]
+    assert sorted(m.partition for m in raw) == sorted(project.station_ids)
+    meta = raw[0].metadata
+    assert meta["rows_read"].value == truth.height
+    per_station = meta["stations"].value
+    assert sorted(per_station) == sorted(project.station_ids)
+    assert sum(v["rows_read"] for v in per_station.values()) == truth.height
+    assert batches.group_by("station_id").agg(pl.col("rows_read").sum()).sort("station_id").rows() == sorted(
+        (k, v["rows_read"]) for k, v in per_station.items())
+    person = next(m for m in ingest.asset_materializations_for_node("station_records")
+                  if m.asset_key == dg.AssetKey("person_records"))
+    assert "fill_rate" in person.metadata
+    checks = {(c.asset_key.to_user_string(), c.check_name): c for c in ingest.get_asset_check_evaluations()}
+    assert checks["raw_records", "rows_reconciled"].passed is True  # the suites run here too; they may find faults
+    # the suites ran over the range: a validation run per batch, every station's latest batches judged
+    runs = QualityStore(store).runs(suite="raw_records")
+    assert checks["raw_records", "raw_suite"].metadata["batches_validated"].value == runs.height
+    assert set(runs["station_id"].to_list()) == set(project.station_ids)
+    persons = checks["person_records", "standardised_suite"]
+    failing = persons.metadata["failing_stations"].value
+    assert persons.passed == (failing == []) and set(failing) <= set(project.station_ids)
+    below = persons.metadata["below_threshold"].value
+    assert {k.split(" ", 1)[0] for k in below} == set(failing)
 
-    resolution = results[STATIONS]
+    resolution = results[1]
     entities = {m.asset_key.to_user_string(): m for m in resolution.asset_materializations_for_node("resolve_persons")}
     assert entities["person_entities"].metadata["records"].value == store.count("person_records")
     checks = [(c.asset_key.to_user_string(), c.check_name, c.passed) for c in resolution.get_asset_check_evaluations()]
@@ -164,6 +180,33 @@ def test_failed_run_rerun_equals_one_clean_run(network: Path, tmp_path: Path, mo
     assert snapshot(Warehouse(project.warehouse_url)) == snapshot(Warehouse(clean.warehouse_url))
 
 
+def test_a_station_that_cannot_be_read_holds_no_other_station_of_its_range_back(network: Path, tmp_path: Path) -> None:
+    """One run over a range of stations: a station whose source cannot be read at all (its SQL
+    table is missing) fails the range's `drops_readable` check, named with the reason, and every
+    other station of the range is loaded and validated."""
+    net = fresh_copy(network, tmp_path)
+    config = yaml.safe_load((net / "stations.yaml").read_text(encoding="utf-8"))
+    config["stations"].insert(1, {
+        "id": "s9002", "name": "故障派出所", "jurisdiction": ["500199001"],
+        "sources": [{"name": "residents", "entity": "person", "kind": "sql", "url": "sqlite:///broken.sqlite",
+                     "table": "no_such_table", "watermark": "gxsj", "columns": {"rybh": "local_id"}}]})
+    (net / "stations.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    sa.create_engine(f"sqlite:///{net / 'broken.sqlite'}").connect().close()
+    project = Project.load(net)
+    (ingest,) = materialize_project(project, project.station_ids, resolve=False)
+
+    assert ingest.success
+    checks = {c.check_name: c for c in ingest.get_asset_check_evaluations() if c.asset_key == dg.AssetKey("raw_records")}
+    assert checks["drops_readable"].passed is False
+    assert list(checks["drops_readable"].metadata["unreadable_stations"].value) == ["s9002"]
+    assert "no_such_table" in checks["drops_readable"].metadata["unreadable_stations"].value["s9002"]
+    store = Warehouse(project.warehouse_url)
+    others = [sid for sid in project.station_ids if sid != "s9002"]
+    assert sorted(store.batches()["station_id"].unique().to_list()) == sorted(others)
+    assert set(QualityStore(store).runs(suite="raw_records")["station_id"].to_list()) == set(others)
+    assert stations_with_work(project, project.station_ids) == ["s9002"]  # tried again by the next run
+
+
 def test_sensor_registers_stations_and_launches_only_new_drops(network: Path, tmp_path: Path, monkeypatch) -> None:
     net = fresh_copy(network, tmp_path)
     monkeypatch.setenv("ENTERONCE_CONFIG", str(net))
@@ -179,9 +222,13 @@ def test_sensor_registers_stations_and_launches_only_new_drops(network: Path, tm
 
     first = evaluate()
     project = Project.load(net)
-    assert len(first.run_requests) == STATIONS
+    # every station's first drops: one run over the range of them all
     assert sorted(first.dynamic_partitions_requests[0].partition_keys) == project.station_ids
-    assert all(r.run_key.startswith(r.partition_key + ":") for r in first.run_requests)
+    (request,) = first.run_requests
+    assert request.partition_key is None
+    assert (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"]) == (
+        project.station_ids[0], project.station_ids[-1])
+    assert request.run_key.startswith(f"{project.station_ids[0]}..{project.station_ids[-1]}:")
 
     assert evaluate(first.cursor).run_requests == []
 
@@ -193,9 +240,16 @@ def test_sensor_registers_stations_and_launches_only_new_drops(network: Path, tm
     os.utime(drop, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))  # a new drop arrives
     third = evaluate(first.cursor)
     assert [r.partition_key for r in third.run_requests] == [target.id]
-    assert third.run_requests[0].run_key != next(
-        r.run_key for r in first.run_requests if r.partition_key == target.id
-    )
+    assert third.run_requests[0].run_key.startswith(f"{target.id}:")
+
+
+def test_stations_with_work_are_cut_into_consecutive_ranges() -> None:
+    from pipelines.partitions import consecutive_ranges
+
+    order = [f"s{i}" for i in range(10)]
+    assert consecutive_ranges(order, {"s1", "s2", "s3", "s5", "s9", "elsewhere"}) == [["s1", "s2", "s3"], ["s5"], ["s9"]]
+    assert consecutive_ranges(order, set(order), limit=4) == [order[:4], order[4:8], order[8:]]
+    assert consecutive_ranges(order, set()) == []
 
 
 def test_sensor_follows_what_the_cli_ingested_and_config_changes(network: Path, tmp_path: Path, monkeypatch) -> None:
