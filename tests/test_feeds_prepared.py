@@ -341,3 +341,15 @@ def test_the_build_drops_what_the_api_client_acknowledged(env, monkeypatch, tmp_
     assert again.prepared == len(again.lines) and again.lines == first.lines[4:]
     back = svc.events("A", after=mark.from_seq, limit=1000, channel="api")  # going back: built on demand
     assert back.prepared == 0 and back.lines == first.lines
+
+
+def test_a_scope_part_is_read_by_its_index_below_the_square_root_of_table_times_page() -> None:
+    """Read by index a part costs its rows on every page, walked the table's rows over the
+    snapshot: a station's 25,000 records of a 1.2M-row table are read by index (a fixed 20,000
+    walked the whole table for each station), a city-wide scope is walked."""
+    from warehouse.feeds import DENSE, _dense_from
+
+    assert _dense_from(1_200_000, 20_000) == 154_919
+    assert 25_000 < _dense_from(1_200_000, 20_000) < 1_200_000
+    assert _dense_from(1_200_000, 1_000) == 34_641  # API pages of 1,000
+    assert _dense_from(5_000, 1_000) == DENSE  # never below the fixed floor

@@ -8,6 +8,8 @@ that the builder decodes them with Polars rather than one Python object per valu
 from __future__ import annotations
 
 import datetime as dt
+import math
+import time
 from collections.abc import Iterable
 
 import polars as pl
@@ -64,7 +66,8 @@ def read_access_rows(engine: sa.Engine, stmt: sa.Select, *, subscriber: sa.Colum
 # ids for every page (36 prefixes made a city-wide department's 1M-record snapshot read 36 pages'
 # worth of ids per page); a scope that wide is dense, so the walk finds its page soon.
 PAGE_PARTS = 4
-DENSE = 20_000  # a scope part with this many rows or more is walked in id order (see golden_in_scope)
+# A scope part is walked in id order from this many rows (see _dense_from): never below DENSE.
+DENSE = 20_000
 
 
 def _successor(prefix: str) -> str:
@@ -77,17 +80,29 @@ _GOLDEN_COLUMNS = tuple(s.golden_records.c[c] for c in GOLDEN_SCHEMA)
 
 
 def _starts_with(conn: sa.Connection, column: sa.Column, etype: sa.Column, prefix: str,
-                 types: list[str]) -> tuple[sa.ColumnElement[bool], sa.ColumnElement]:
+                 types: list[str], dense: int) -> tuple[sa.ColumnElement[bool], sa.ColumnElement]:
     """`column` starts with `prefix` among rows of `types`, as (condition, the entity type
     expression to filter `types` with), written for the dialect (see _golden_in_scope_parts):
     on SQLite a key range, through the index while the part is sparse and past it (both
-    columns wrapped) once it holds DENSE rows; elsewhere LIKE, the planner choosing."""
+    columns wrapped) once it holds `dense` rows; elsewhere LIKE, the planner choosing."""
     if conn.dialect.name != "sqlite":
         return column.startswith(prefix, autoescape=True), etype
     lo, hi = prefix, _successor(prefix)
-    if _at_least(conn, sa.select(sa.literal(1)).where(etype.in_(types), column >= lo, column < hi), DENSE):
+    if _at_least(conn, sa.select(sa.literal(1)).where(etype.in_(types), column >= lo, column < hi), dense):
         column, etype = column.concat(""), etype.concat("")
     return sa.and_(column >= lo, column < hi), etype
+
+
+def _dense_from(total: int, limit: int) -> int:
+    """The rows from which a scope part is cheaper walked in id order than read by its index.
+
+    Read by its index, a part of n rows is read and sorted for every page: n * n / limit rows
+    over a whole snapshot. Walked, each page goes on along the id order until it has `limit`
+    rows of the part: about the table's `total` rows over the snapshot, however small the part
+    (and a walk reads each row it passes, records and all). So the index serves a part below
+    sqrt(total * limit). A fixed 20,000 had every station's part of a 1M-record network (25,000
+    rows) walked: each of 40 station snapshots read the whole golden table (667 s of feeds)."""
+    return max(DENSE, math.isqrt(max(total, 0) * max(limit, 1)))
 
 
 def _at_least(conn: sa.Connection, rows: sa.Select, n: int) -> bool:
@@ -96,9 +111,24 @@ def _at_least(conn: sa.Connection, rows: sa.Select, n: int) -> bool:
 
 
 class FeedStore:
+    # How long a count of golden rows (_golden_rows) stands for the table's size: it only
+    # chooses between two plans, and a feed API's store lives as long as its server.
+    SIZE_SECONDS = 300.0
+
     def __init__(self, store: Warehouse):
         self.store = store
         self.engine = store.engine
+        self._sizes: dict[tuple[str, ...], tuple[float, int]] = {}
+
+    def _golden_rows(self, conn: sa.Connection, types: list[str]) -> int:
+        """Golden rows of these types (any status), counted at most every SIZE_SECONDS."""
+        key, now = tuple(sorted(types)), time.monotonic()
+        known = self._sizes.get(key)
+        if known is None or now - known[0] > self.SIZE_SECONDS:
+            g = s.golden_records
+            known = (now, int(conn.scalar(sa.select(sa.func.count()).where(g.c.entity_type.in_(list(key)))) or 0))
+            self._sizes[key] = known
+        return known[1]
 
     # -- the outbox and what the builder needs around it -------------------------------------
     def high_water(self) -> int:
@@ -205,10 +235,11 @@ class FeedStore:
         table in id order for every page and subscriber (PostgreSQL filtered 486,000 of 500,000
         rows to find one station's 14,000; SQLite built the member set per page), so a
         snapshot's cost grew with stations times records. Per part, an index serves it:
-        - SQLite: a part with few rows (under DENSE) is read by its index and sorted; a larger one
-          walks the entity id order and stops at `limit` (its other conditions written so that no
-          index serves them: SQLite would otherwise pick that index and sort the whole part per
-          page). Ranges, not LIKE, which SQLite serves by no index.
+        - SQLite: a part with few rows (under _dense_from: sqrt(golden rows * limit), at least
+          DENSE) is read by its index and sorted; a larger one walks the entity id order and stops
+          at `limit` (its other conditions written so that no index serves them: SQLite would
+          otherwise pick that index and sort the whole part per page). Ranges, not LIKE, which
+          SQLite serves by no index.
         - PostgreSQL: LIKE, which the text_pattern_ops indexes of migration 0015 turn into an
           index range in any collation, and the planner's own choice between that and the id order.
         (_starts_with writes the condition for each.)"""
@@ -216,15 +247,16 @@ class FeedStore:
         after = after if after is not None else ""
         parts: list[list[str]] = []
         with self.engine.connect() as conn:
+            dense = _dense_from(self._golden_rows(conn, types), limit)
             for prefix in prefixes:
-                in_area, etype = _starts_with(conn, g.c.area_code, g.c.entity_type, prefix, types)
+                in_area, etype = _starts_with(conn, g.c.area_code, g.c.entity_type, prefix, types, dense)
                 part = sa.select(g.c.entity_id).where(g.c.entity_id > after, etype.in_(types), in_area,
                                                       g.c.status == "active").order_by(g.c.entity_id).limit(limit)
                 if len(prefixes) == 1 and not own_station:  # the page is this part's: its rows at once
                     return read_frame(conn, part.with_only_columns(*_GOLDEN_COLUMNS), schema=GOLDEN_SCHEMA)
                 parts.append(list(conn.scalars(part)))
             if own_station:
-                mine, etype = _starts_with(conn, m.c.record_key, m.c.entity_type, f"{own_station}:", types)
+                mine, etype = _starts_with(conn, m.c.record_key, m.c.entity_type, f"{own_station}:", types, dense)
                 parts.append(list(conn.scalars(
                     sa.select(m.c.entity_id).join(g, g.c.entity_id == m.c.entity_id)
                     .where(m.c.entity_id > after, etype.in_(types), mine, g.c.status == "active",
