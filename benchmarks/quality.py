@@ -61,18 +61,6 @@ def station_batches(n: int, rows: int) -> list[tuple[str, pl.DataFrame]]:
         pl.col("record_key").str.replace("^s1:", f"s{b}:"))) for b in range(n)]
 
 
-def in_sets(batches: list[tuple[str, pl.DataFrame]], limit: int) -> list[list[tuple[str, pl.DataFrame]]]:
-    """The batches in sets of up to `limit` rows, as quality.service._validated_sets groups them."""
-    sets, current, rows = [], [], 0
-    for label, frame in batches:
-        current.append((label, frame))
-        rows += frame.height
-        if rows >= limit:
-            sets.append(current)
-            current, rows = [], 0
-    return sets + ([current] if current else [])
-
-
 def one_by_one_vs_set_wise(gx, suite, batches: list[tuple[str, pl.DataFrame]],
                             params: dict) -> tuple[float, float, int]:
     """Seconds to validate the batches one by one and set-wise, and the GX runs set-wise took;
@@ -80,7 +68,7 @@ def one_by_one_vs_set_wise(gx, suite, batches: list[tuple[str, pl.DataFrame]],
     from polars.testing import assert_frame_equal
 
     from quality.config import QualityConfig
-    from quality.service import SET_ROWS
+    from quality.service import SET_ROWS, sets_of_rows
 
     config = QualityConfig()
     kw = {"parameters": params, "samples": config.sample_rows, "thresholds": config.thresholds_of(suite),
@@ -88,7 +76,7 @@ def one_by_one_vs_set_wise(gx, suite, batches: list[tuple[str, pl.DataFrame]],
     t = time.perf_counter()
     alone = [gx.validate(frame, suite, label=label, **kw) for label, frame in batches]
     one_by_one = time.perf_counter() - t
-    sets = in_sets(batches, SET_ROWS)
+    sets = list(sets_of_rows(batches, lambda batch: batch[1].height, SET_ROWS))
     t = time.perf_counter()
     together = [v for batch_set in sets for v in gx.validate_many(batch_set, suite, **kw)]
     set_wise = time.perf_counter() - t

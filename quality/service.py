@@ -17,10 +17,10 @@ all of them), from decoded records kept between runs (quality.golden_cache) rath
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import polars as pl
 
@@ -36,6 +36,8 @@ from quality.suites import FRESHNESS, RAW, SuiteSpec, TypeQuality, registry_qual
 from quality.validate import GxProject, Validation
 
 
+
+T = TypeVar("T")
 
 # Entities per part of a golden-disagreement pass (_golden_tasks).
 GOLDEN_TASK_PART = 50_000
@@ -226,17 +228,24 @@ def _validated_sets(gx: GxProject, config: QualityConfig, suite: SuiteSpec, batc
     """Each batch row with what `read` gave for it besides the frame to validate, and the batch's
     validation, in order. Batches are read until the set holds SET_ROWS rows, then the set goes
     through the suite in one GX run: the frames held stay about one set's size."""
-    pending: list[tuple[dict, Any, pl.DataFrame]] = []
-    rows = 0
-    for b in batches.iter_rows(named=True):
-        kept, frame = read(b)
-        pending.append((b, kept, frame))
-        rows += frame.height
-        if rows >= SET_ROWS:
-            yield from _validate_pending(gx, config, suite, pending, today)
-            pending, rows = [], 0
-    if pending:
+    loaded = ((b, *read(b)) for b in batches.iter_rows(named=True))
+    for pending in sets_of_rows(loaded, lambda item: item[2].height, SET_ROWS):
         yield from _validate_pending(gx, config, suite, pending, today)
+
+
+def sets_of_rows(items: Iterable[T], rows: Callable[[T], int], limit: int) -> Iterator[list[T]]:
+    """Consecutive items in lists that close once they hold `limit` rows (the last may hold
+    fewer), taken lazily: an item is read only when its list is being filled."""
+    current: list[T] = []
+    held = 0
+    for item in items:
+        current.append(item)
+        held += rows(item)
+        if held >= limit:
+            yield current
+            current, held = [], 0
+    if current:
+        yield current
 
 
 def _validate_pending(gx: GxProject, config: QualityConfig, suite: SuiteSpec,
