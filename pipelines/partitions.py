@@ -39,3 +39,14 @@ def consecutive_ranges(order: Sequence[str], wanted: Collection[str], *, limit: 
 def partition_range_tags(keys: Sequence[str]) -> dict[str, str]:
     """Run tags for one run over a range of consecutive partitions."""
     return {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}
+
+
+def run_target(keys: Sequence[str]) -> tuple[str | None, dict[str, str]]:
+    """(partition key, tags) of one run over `keys`: a lone key is an ordinary partition run, more
+    are a range (both Dagster's RunRequest and materialize take the pair)."""
+    return (keys[0], {}) if len(keys) == 1 else (None, partition_range_tags(keys))
+
+
+def range_label(keys: Sequence[str]) -> str:
+    """How logs, run keys and metadata name a run's stations: `s0001`, or `s0001..s0040`."""
+    return keys[0] if len(keys) == 1 else f"{keys[0]}..{keys[-1]}"

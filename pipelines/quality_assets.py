@@ -31,7 +31,7 @@ from entity_resolution.entity_types import Registry
 from pipelines.assets import RAW, record_key
 from pipelines.automation import AFTER_UPSTREAM
 from pipelines.instance import INGEST_POOL, PUBLICATION_POOL
-from pipelines.partitions import stations_partitions
+from pipelines.partitions import range_label, stations_partitions
 from pipelines.resources import ProjectResource
 from quality.config import project_quality
 from quality.service import Outcome, quality_pass, validate_golden, validate_stations
@@ -54,8 +54,9 @@ def suite_description(suite: SuiteSpec, what: str) -> str:
     text = ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1] if parts else "nothing"
     return f"{text[:1].upper()}{text[1:]} of {what}."
 
-# Partitioned asset checks are a preview in Dagster 1.13; the check reads its stations
-# from the run's partition keys. A range run records one evaluation for the range (no partition). The preview warning is expected, so it is not repeated on every load.
+# Partitioned asset checks are a preview in Dagster 1.13; the check reads its stations from the
+# run's partition keys (a range run records one evaluation, without a partition). The preview
+# warning is expected, so it is not repeated on every load.
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", dg.PreviewWarning)
     RAW_SUITE = dg.AssetCheckSpec("raw_suite", asset=RAW, partitions_def=stations_partitions,
@@ -189,7 +190,7 @@ def _validate_station(context: dg.AssetCheckExecutionContext, project: ProjectRe
     """Validate the run's stations (its partition, or its range of partitions) set-wise: each
     suite goes through Great Expectations once for all their new batches."""
     station_ids = list(context.op_execution_context.partition_keys)
-    what = station_ids[0] if len(station_ids) == 1 else f"{len(station_ids)} stations ({station_ids[0]}..{station_ids[-1]})"
+    what = range_label(station_ids)
     with project.writing(context, f"validate {what}") as warehouse:
         store, gx, config = _context(project, warehouse)
         outcome = validate_stations(store, gx, config, station_ids, types=project.project.entity_types)
@@ -221,7 +222,7 @@ def publishable_metadata(station_ids: list[str], held: pl.DataFrame, reasons: li
              "threshold": r["threshold"], "records": r["records"],
              "held_at": r["held_at"].isoformat() if r["held_at"] else None}
             for r in held.iter_rows(named=True)]
-    meta = {"station": station_ids[0] if len(station_ids) == 1 else f"{station_ids[0]}..{station_ids[-1]}",
+    meta = {"station": range_label(station_ids),
             "held_batches": dg.MetadataValue.json(reasons),
             "reason": "; ".join(reasons) if reasons else "no batch held",
             "held_records": int(held["records"].sum()) if held.height else 0,

@@ -17,7 +17,7 @@ from pipelines.automation import STAGE_TAG
 from pipelines.definitions import definitions_for, defs
 from pipelines.feed_assets import run_feeds, subscribers_partitions
 from pipelines.instance import open_instance
-from pipelines.partitions import consecutive_ranges, partition_range_tags, stations_partitions
+from pipelines.partitions import consecutive_ranges, run_target, stations_partitions
 from pipelines.phases import run_phases
 from pipelines.project import Project
 from pipelines.resources import ProjectResource
@@ -152,7 +152,8 @@ def _materialize(project: Project, station_ids: list[str], on_station, resource:
                  resolve: bool, only: Collection[str] | None = None, launched_by: str = "enteronce run"):
     instance = open_instance(project)
     known = instance.get_dynamic_partitions(stations_partitions.name)
-    missing = [s for s in station_ids if s not in set(known)]
+    registered = set(known)
+    missing = [s for s in station_ids if s not in registered]
     if missing:
         instance.add_dynamic_partitions(stations_partitions.name, missing)
     station_ranges = consecutive_ranges([*known, *missing], station_ids)
@@ -189,8 +190,8 @@ def _materialize(project: Project, station_ids: list[str], on_station, resource:
         if phase.partitions == stations_partitions.name:  # one run per range of stations, as the drop sensor
             for keys in station_ranges:
                 step(keys[0])
-                where = {"partition_key": keys[0]} if len(keys) == 1 else {"tags": partition_range_tags(keys)}
-                results.append(run("ingest", selection=selection, **where))
+                key, range_tags = run_target(keys)
+                results.append(run("ingest", selection=selection, partition_key=key, tags=range_tags))
             continue
         if not resolve:
             continue

@@ -9,7 +9,7 @@ import dagster as dg
 from connectors.versions import current_version
 from pipelines.assets import ingest_job
 from pipelines.automation import DROPS_INTERVAL_SECONDS, STAGE_TAG
-from pipelines.partitions import consecutive_ranges, partition_range_tags, stations_partitions
+from pipelines.partitions import consecutive_ranges, range_label, run_target, stations_partitions
 from pipelines.resources import ProjectResource
 from warehouse.entry import entry_marks
 
@@ -37,7 +37,8 @@ def station_drops_sensor(context: dg.SensorEvaluationContext, project: ProjectRe
     ingested = store.station_versions()
     entries = entry_marks(store)  # records entered at the front desk count as drops
     known = context.instance.get_dynamic_partitions(stations_partitions.name)
-    new_ids = [s for s in proj.station_ids if s not in set(known)]
+    registered = set(known)
+    new_ids = [s for s in proj.station_ids if s not in registered]
     versions: dict[str, str] = {}
     for station in proj.stations.stations:
         version, error = current_version(station, proj.config_dir, entries.get(station.id))
@@ -51,13 +52,10 @@ def station_drops_sensor(context: dg.SensorEvaluationContext, project: ProjectRe
         versions[station.id] = version
     requests: list[dg.RunRequest] = []
     for keys in consecutive_ranges([*known, *new_ids], versions):
-        if len(keys) == 1:
-            requests.append(dg.RunRequest(partition_key=keys[0], tags={STAGE_TAG: "ingest"},
-                                          run_key=f"{keys[0]}:{versions[keys[0]]}:{cursor['warehouse_id'][:8]}"))
-            continue
+        key, tags = run_target(keys)
         launch = hashlib.sha256("|".join(f"{k}:{versions[k]}" for k in keys).encode()).hexdigest()[:16]
-        requests.append(dg.RunRequest(tags={**partition_range_tags(keys), STAGE_TAG: "ingest"},
-                                      run_key=f"{keys[0]}..{keys[-1]}:{launch}:{cursor['warehouse_id'][:8]}"))
+        requests.append(dg.RunRequest(partition_key=key, tags={**tags, STAGE_TAG: "ingest"},
+                                      run_key=f"{range_label(keys)}:{launch}:{cursor['warehouse_id'][:8]}"))
     return dg.SensorResult(
         run_requests=requests,
         cursor=json.dumps(cursor, sort_keys=True),

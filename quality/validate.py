@@ -176,21 +176,12 @@ class GxProject:
         lists only `samples` failing rows per expectation instead of all of them, and `failures`
         holds those. At 1M records the full lists were a third of the validation's time, most of
         it GX storing them in its validation results."""
-        import pandas as pd
-        from great_expectations.core.run_identifier import RunIdentifier
-
         thresholds = thresholds or {}
         definition = self.definition(suite, thresholds)
         started = dt.datetime.now(dt.timezone.utc)
-        pdf = pd.DataFrame(_plain(frame, suite.columns).to_dict(as_series=False))
         key = suite.key_column
-        result = definition.run(
-            batch_parameters={"dataframe": pdf},
-            expectation_parameters=parameters,
-            result_format={"result_format": "COMPLETE" if complete else "SUMMARY", "unexpected_index_column_names": [key],
-                           "partial_unexpected_count": samples},
-            run_id=RunIdentifier(run_name=label.replace("/", "_").replace("\\", "_"), run_time=started),
-        )
+        result = _run(definition, _plain(frame, suite.columns), name=label, started=started, parameters=parameters,
+                      index=[key], samples=samples, complete=complete)
         finished = dt.datetime.now(dt.timezone.utc)
         specs = {e.id: e for e in suite.expectations}
         rows, failures = [], []
@@ -240,9 +231,6 @@ class GxProject:
                       samples: int, thresholds: dict[str, float], min_failing_rows: int) -> list[Validation] | None:
         """One GX run over the stacked batches, split per batch; None where the split would not
         be what each batch alone gives (the caller then validates them one by one)."""
-        import pandas as pd
-        from great_expectations.core.run_identifier import RunIdentifier
-
         definition = self.definition(suite, thresholds)
         expectations = {e.meta["expectation_id"]: e for e in definition.suite.expectations}
         settings = {spec.id: _split_settings(spec, expectations.get(spec.id)) for spec in suite.expectations}
@@ -250,16 +238,9 @@ class GxProject:
             return None
         key = suite.key_column
         counts = _considered(stacked, suite, settings, len(labels))
-        pdf = pd.DataFrame(_scoped(stacked, suite).to_dict(as_series=False))
         started = dt.datetime.now(dt.timezone.utc)
-        name = f"{labels[0]}_and_{len(labels) - 1}_more"  # GX files results by run name
-        result = definition.run(
-            batch_parameters={"dataframe": pdf},
-            expectation_parameters=parameters,
-            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [key, BATCH_COLUMN],
-                           "partial_unexpected_count": samples},
-            run_id=RunIdentifier(run_name=name.replace("/", "_").replace("\\", "_"), run_time=started),
-        )
+        result = _run(definition, _scoped(stacked, suite), name=f"{labels[0]}_and_{len(labels) - 1}_more",
+                      started=started, parameters=parameters, index=[key, BATCH_COLUMN], samples=samples)
         finished = dt.datetime.now(dt.timezone.utc)
         specs = {e.id: e for e in suite.expectations}
         rows: list[list[dict]] = [[] for _ in labels]
@@ -306,6 +287,23 @@ class GxProject:
         from quality.report.gxdocs import build_site
 
         return build_site(self.context, self.docs_index.parent)
+
+
+def _run(definition, frame: pl.DataFrame, *, name: str, started: dt.datetime, parameters: dict, index: list[str],
+         samples: int, complete: bool = True):
+    """GX's run of a validation definition over `frame`, handed over as pandas; the failing rows
+    listed by their `index` columns (all of them, or `samples` unless `complete`). GX files the
+    result under the run's `name`."""
+    import pandas as pd
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    return definition.run(
+        batch_parameters={"dataframe": pd.DataFrame(frame.to_dict(as_series=False))},
+        expectation_parameters=parameters,
+        result_format={"result_format": "COMPLETE" if complete else "SUMMARY", "unexpected_index_column_names": index,
+                       "partial_unexpected_count": samples},
+        run_id=RunIdentifier(run_name=name.replace("/", "_").replace("\\", "_"), run_time=started),
+    )
 
 
 def _expectation(spec: ExpectationSpec, mostly: float | None = None):
