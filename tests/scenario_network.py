@@ -30,20 +30,25 @@ def network_with_csv_station(out: Path, *, stations: int, persons: int, seed: in
     """Simulate a network into `out`, then onboard `station_id` (小龙坎) by config: a CSV of
     residents at `<station_id>/residents.csv` that `write_drop` fills."""
     simulate_network(out, stations=stations, persons=persons, seed=seed)
-    config = yaml.safe_load((out / "stations.yaml").read_text(encoding="utf-8"))
-    config["stations"].append({
-        "id": station_id, "name": "小龙坎派出所", "jurisdiction": [jurisdiction],
-        "sources": [{"name": "residents", "entity": "person", "kind": "csv",
-                     "path": f"{station_id}/residents.csv", "columns": COLUMNS}],
-    })
-    (out / "stations.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    add_csv_station(out, station_id, "小龙坎派出所", jurisdiction)
     return out
 
 
-def an_id_number() -> str:
-    """A valid resident ID (GB 11643) born 1990-03-07 in district 500106, ending in X like the
+def add_csv_station(root: Path, station_id: str, name: str, jurisdiction: str) -> None:
+    """Append a station to stations.yaml whose residents export is `<station_id>/residents.csv`."""
+    config = yaml.safe_load((root / "stations.yaml").read_text(encoding="utf-8"))
+    config["stations"].append({
+        "id": station_id, "name": name, "jurisdiction": [jurisdiction],
+        "sources": [{"name": "residents", "entity": "person", "kind": "csv",
+                     "path": f"{station_id}/residents.csv", "columns": COLUMNS}],
+    })
+    (root / "stations.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+
+
+def an_id_number(birth: str = "19900307") -> str:
+    """A valid resident ID (GB 11643) born on `birth` in district 500106, ending in X like the
     README's example."""
-    body = next(b for b in (f"50010619900307{n:03d}" for n in range(100, 1000)) if id_check_char(b) == "X")
+    body = next(b for b in (f"500106{birth}{n:03d}" for n in range(100, 1000)) if id_check_char(b) == "X")
     return body + "X"
 
 

@@ -2,8 +2,9 @@
 command typed, a drop at one station reaches another station's feed.
 
 The real thing, in subprocesses: the daemon's sensors and automation launch the runs, a station
-whose first ingest fails is shown as failed and holds nobody back, and the CLI's earlier runs are
-in the same instance (the drop sensor does not ingest them again). On SQLite (instance and
+whose first ingest fails is shown as failed and holds nobody back, drops at two neighbouring
+stations go in one range run that the daemon launches and executes, and the CLI's earlier runs
+are in the same instance (the drop sensor does not ingest them again). On SQLite (instance and
 warehouse, the embedded default) and on PostgreSQL (both, the production profile).
 """
 
@@ -28,9 +29,10 @@ import yaml
 
 from pipelines.instance import instance_home
 from pipelines.project import Project
-from scenario_network import an_id_number, network_with_csv_station, write_drop
+from scenario_network import add_csv_station, an_id_number, network_with_csv_station, write_drop
 
 A, A_AREA = "s9001", "500106001"  # a station whose CSV export the test writes
+A2, A2_AREA = "s9003", "500106002"  # its neighbour in partition order, a CSV station too
 BROKEN = "s9002"  # a station whose source table does not exist: its first ingest fails
 WAIT_SECONDS = 300  # drop to feed file, bounded (about 30-60 s on 2 cores)
 ENTERONCE = str(Path(sys.executable).parent / "enteronce")
@@ -78,6 +80,14 @@ def resident(**changes) -> dict:
             "area_code": f"{A_AREA}001", "source_updated_at": "2026-11-01 09:00:00", **changes}
 
 
+def neighbour(**changes) -> dict:
+    """A resident of A2."""
+    return {"local_id": "N1", "name": "司马长风", "sex": "男", "birth_date": "1985-06-12",
+            "id_number": an_id_number("19850612"), "phone": "13812345678",
+            "address": "重庆市沙坪坝区石井坡街道中心湾社区中心湾路12号1栋3单元301室",
+            "area_code": f"{A2_AREA}001", "source_updated_at": "2026-11-01 09:00:00", **changes}
+
+
 def add_broken_station(root: Path) -> None:
     config = yaml.safe_load((root / "stations.yaml").read_text(encoding="utf-8"))
     config["stations"].append({
@@ -103,6 +113,7 @@ def test_a_drop_reaches_another_stations_feed_with_only_the_daemon(base_network:
                                                                    profile: dict[str, str]) -> None:
     root = tmp_path / "net"
     shutil.copytree(base_network, root)
+    add_csv_station(root, A2, "石井坡派出所", A2_AREA)
     env = {**os.environ, "ENTERONCE_CONFIG": str(root), **profile}
     env.pop("DAGSTER_HOME", None)
     project = Project.load(root, profile.get("ENTERONCE_WAREHOUSE_URL"))
@@ -111,6 +122,7 @@ def test_a_drop_reaches_another_stations_feed_with_only_the_daemon(base_network:
 
     # before the hub runs: the resident entered at A only, loaded by the CLI into the same instance
     write_drop(root, A, [resident()])
+    write_drop(root, A2, [neighbour()])
     done = cli(env, "run")
     assert done.returncode == 0, done.stdout + done.stderr
     token = cli(env, "token", "issue", "--subscriber", b.id).stdout.strip().splitlines()[-1]
@@ -129,8 +141,11 @@ def test_a_drop_reaches_another_stations_feed_with_only_the_daemon(base_network:
                                                          statuses=[dg.DagsterRunStatus.FAILURE])),
                  WAIT_SECONDS, f"failed ingest run of {BROKEN}", hub)
 
-        # the resident moves into B's area; station A's next export says so; nobody types anything
+        # the resident moves into B's area; station A's next export says so, and A2 registers a
+        # newborn at the same moment (one sensor tick sees both: one range run); nobody types anything
         started = time.monotonic()
+        write_drop(root, A2, [neighbour(), neighbour(local_id="N2", name="司马小雨", sex="女", birth_date="2026-10-02",
+                                                     id_number=an_id_number("20261002"))])
         write_drop(root, A, [resident(address=new_home, area_code=b_area, source_updated_at="2026-11-20 09:00:00")])
 
         def delivered() -> list[dict]:
@@ -162,9 +177,23 @@ def test_a_drop_reaches_another_stations_feed_with_only_the_daemon(base_network:
             for station in order[order.index(first):order.index(last) + 1]:
                 by_station.setdefault(station, []).append(run.tags.get("dagster/sensor_name", "cli"))
         assert {s: sorted(v) for s, v in by_station.items() if "station_drops_sensor" in v} == {
-            A: ["cli", "station_drops_sensor"], BROKEN: ["station_drops_sensor"]}
+            A: ["cli", "station_drops_sensor"], A2: ["cli", "station_drops_sensor"], BROKEN: ["station_drops_sensor"]}
         assert len(by_station) == len(project.station_ids) + 1  # every station once by the CLI, plus BROKEN
         assert sum(1 for run in ingests if "dagster/sensor_name" not in run.tags) == 1  # the CLI's: one range run
+        # the daemon launched A and A2 as one range run, which executed both stations' drops
+        ranged = [run for run in ingests if "dagster/sensor_name" in run.tags
+                  and run.tags.get("dagster/asset_partition_range_start") == A]
+        assert [(r.tags["dagster/asset_partition_range_end"], r.status) for r in ranged] == [
+            (A2, dg.DagsterRunStatus.SUCCESS)]
+        store = project.open_warehouse()
+        try:
+            with store.engine.connect() as conn:
+                loaded = conn.execute(sa.text("SELECT station_id, rows_loaded FROM batches WHERE status = 'loaded' "
+                                              "AND station_id IN (:a, :a2) ORDER BY started_at"),
+                                      {"a": A, "a2": A2}).all()
+        finally:
+            store.dispose()
+        assert sorted(loaded) == [(A, 1), (A, 1), (A2, 1), (A2, 2)]
     finally:
         os.killpg(hub.pid, signal.SIGTERM)
         out, _ = hub.communicate(timeout=60)
