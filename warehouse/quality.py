@@ -17,7 +17,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from warehouse import schema as s
-from warehouse.bulk import in_keys, insert_frame, polars_type, read_chunks, read_frame
+from warehouse.bulk import in_keys, insert_frame, polars_type, read_bulk, read_chunks, read_frame
 from warehouse.outbox import Appended, outbox_transaction
 from core.time import utcnow
 from warehouse.store import Warehouse
@@ -127,7 +127,7 @@ class QualityStore:
         if station_id is not None:
             stmt = stmt.where(t.c.station_id == station_id)
         with self.engine.connect() as conn:
-            return read_frame(conn, stmt.order_by(t.c.record_key), schema=schema)
+            return read_bulk(conn, stmt.order_by(t.c.record_key), schema=schema)
 
     def last_drops(self) -> pl.DataFrame:
         """Per station and entity type: its latest loaded batch and when it arrived."""
@@ -161,9 +161,13 @@ class QualityStore:
         type: active_golden_parts)."""
         g = s.golden_records
         with self.engine.connect() as conn:
-            return read_frame(conn, sa.select(g.c.entity_id, g.c.record).where(
-                g.c.entity_type == entity_type, g.c.status == "active", in_keys(conn, g.c.entity_id, entity_ids)),
-                schema={"entity_id": pl.String, "record": pl.String})
+            # by entity id alone, the type checked on the rows read: with the type in the query,
+            # SQLite (no statistics) took the type index and read every golden record of the type,
+            # 2.7 s for 3,000 of 1M, instead of one key lookup each (25 ms)
+            frame = read_frame(conn, sa.select(g.c.entity_id, g.c.record, g.c.entity_type).where(
+                g.c.status == "active", in_keys(conn, g.c.entity_id, entity_ids)),
+                schema={"entity_id": pl.String, "record": pl.String, "entity_type": pl.String})
+        return frame.filter(pl.col("entity_type") == entity_type).drop("entity_type")
 
     def active_golden_parts(self, entity_type: str) -> Iterator[pl.DataFrame]:
         """Every active golden record of the type, (entity_id, record) a chunk at a time in no
