@@ -428,3 +428,37 @@ def test_validate_stations_writes_in_the_same_order_every_time(ingested: Path, t
     assert station_of == sorted(station_of, key=STATIONS.index)
     s9001 = [b for s, b in by_outcome if s == "person_records" and b.startswith("s9001/")]
     assert len(s9001) == 2 and s9001 == [b for b in arrived if b in s9001]  # oldest first
+
+
+def test_samples_of_a_suite_without_complete_lists_are_its_first_failing_rows(gx: GxProject,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A golden suite (complete=False) keeps `samples` failing rows per expectation: GX is handed
+    only those rows to look up (quality.validate._bound_partial_indices), and what comes back is
+    the same as from GX's full list: the count of every failing row, and the first rows as samples,
+    in frame order; a complete run still lists every one."""
+    from great_expectations.expectations.metrics import util
+
+    suite = SuiteSpec("sampled_records", "golden", "any", (
+        ExpectationSpec("validity.n", "ExpectColumnValuesToBeBetween", {"column": "n", "min_value": 0}, "validity",
+                        "n is not negative"),
+    ), key_column="entity_id")
+    frame = pl.DataFrame({"entity_id": [f"P{i:05d}" for i in range(3000)],
+                          "n": [-i if i % 3 else i for i in range(3000)]})
+    failing = [f"P{i:05d}" for i in range(3000) if i % 3]
+    lookups: list[str] = []  # GX resolves the index column's name once per failing row it lists
+    resolve = util.get_dbms_compatible_column_names
+
+    def counted(*args, **kwargs):
+        lookups.append("row")
+        return resolve(*args, **kwargs)
+
+    monkeypatch.setattr(util, "get_dbms_compatible_column_names", counted)
+    sampled = gx.validate(frame, suite, label="sampled", parameters={}, samples=7, complete=False)
+    looked_up = len(lookups)
+    complete = gx.validate(frame, suite, label="complete", parameters={}, samples=7, complete=True)
+    # GX's other lookups are the same in both runs: the sampled run looked up 7 failing rows, not 2,000
+    assert (len(lookups) - looked_up) - looked_up == len(failing) - 7
+    row = result(sampled, "validity.n")
+    assert row["unexpected_count"] == len(failing) == result(complete, "validity.n")["unexpected_count"]
+    assert sampled.failures["key"].to_list() == failing[:7]
+    assert complete.failures["key"].to_list() == failing
