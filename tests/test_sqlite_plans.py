@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from warehouse import Warehouse
-from warehouse.quality import QualityStore
+from warehouse.quality import QualityStore, task_areas
 from warehouse.reports import _cluster_sizes
 
 TYPE_INDEXES = ("ix_golden_records_entity_type_area_code", "ix_entity_membership_entity_type_updated_seq")
@@ -58,3 +58,18 @@ def test_member_counts_of_the_report_go_along_the_entity_id_index(store: Warehou
         _cluster_sizes(conn)
     assert len(seen) == 1 and "COVERING INDEX ix_entity_membership_entity_id" in seen[0], seen
     assert not any(ix in seen[0] for ix in TYPE_INDEXES), seen
+
+
+def test_what_a_quality_pass_reads_by_key_is_read_by_key(store: Warehouse) -> None:
+    """The entities touched since a mark: the outbox from the mark's seq on (not walked whole
+    along its entity id index); the entities of the records that tasks are about: by the
+    membership's key (type, record key), not by a scan of every membership row."""
+    with plans(store) as seen:
+        QualityStore(store).touched_entities("person", 0, 10)
+    events = [p for p in seen if "change_events" in p]
+    assert events == ["SEARCH change_events USING INTEGER PRIMARY KEY (rowid>?)"], seen
+    with plans(store) as seen, store.transaction() as conn:
+        task_areas(conn, [{"task_id": "t1", "record_key": "s1:1", "entity_type": "person"},
+                          {"task_id": "t2", "record_key": "s1:2", "entity_type": "dwelling"}], store.record_tables)
+    members = [p for p in seen if "entity_membership" in p]
+    assert len(members) == 2 and all("(entity_type=? AND record_key=?)" in p for p in members), seen

@@ -206,7 +206,9 @@ class QualityStore:
         with self.engine.connect() as conn:
             ids = set(conn.scalars(sa.select(m.c.entity_id).distinct().where(
                 m.c.entity_type == entity_type, m.c.updated_seq > after_resolution_seq)))
-            ids |= set(conn.scalars(sa.select(e.c.entity_id).distinct().where(
+            # no DISTINCT (the set is one): with it SQLite walked the whole outbox along its
+            # entity id index instead of the seqs after the mark
+            ids |= set(conn.scalars(sa.select(e.c.entity_id).where(
                 e.c.entity_type == entity_type, e.c.seq > after_event_seq)))
         return sorted(ids)
 
@@ -438,9 +440,17 @@ def task_areas(conn: sa.Connection, tasks: Iterable[dict],
     if not tasks:
         return {}
     g, m = s.golden_records, s.entity_membership
-    keys = [t["record_key"] for t in tasks]
-    entity = {r[0]: r[1] for r in conn.execute(sa.select(m.c.record_key, m.c.entity_id).where(
-        in_keys(conn, m.c.record_key, keys, table="_task_keys")))}
+    keys_of: dict[str | None, list[str]] = {}
+    for t in tasks:  # a task of a raw suite (type "any") may be about a record of any type
+        keys_of.setdefault(t.get("entity_type") if t.get("entity_type") in record_tables else None,
+                           []).append(t["record_key"])
+    entity: dict[str, str] = {}
+    for etype, keys in keys_of.items():
+        # by the membership's key, (type, record key), where the type is known: by record key
+        # alone SQLite reads every membership row
+        typed = [m.c.entity_type == etype] if etype is not None else []
+        entity.update((r[0], r[1]) for r in conn.execute(sa.select(m.c.record_key, m.c.entity_id).where(
+            *typed, in_keys(conn, m.c.record_key, keys, table="_task_keys"))))
     ids = {t["task_id"]: entity.get(t["record_key"]) or t.get("entity_id") for t in tasks}
     golden = {r[0]: r[1] for r in conn.execute(sa.select(g.c.entity_id, g.c.area_code).where(
         in_keys(conn, g.c.entity_id, [i for i in ids.values() if i], table="_task_entities")))}
