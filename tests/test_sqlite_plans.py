@@ -6,6 +6,7 @@ statistics does not depend on the rows, so an empty warehouse shows it."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -73,3 +74,30 @@ def test_what_a_quality_pass_reads_by_key_is_read_by_key(store: Warehouse) -> No
                           {"task_id": "t2", "record_key": "s1:2", "entity_type": "dwelling"}], store.record_tables)
     members = [p for p in seen if "entity_membership" in p]
     assert len(members) == 2 and all("(entity_type=? AND record_key=?)" in p for p in members), seen
+
+
+def test_records_of_new_batches_are_read_by_their_stations(store: Warehouse, tmp_path) -> None:
+    """Resolution's records cache takes the records of batches loaded since: by station and batch
+    (the station index), not by batch alone (a record table has no batch index: a scan of every
+    record of the type)."""
+    from warehouse import schema as s
+
+    cached = Warehouse(f"sqlite:///{tmp_path / 'w.sqlite'}", cache_dir=tmp_path / "cache")
+    cached.sync_stations([{"station_id": "s1", "name": "s1", "jurisdiction": ["50"]}])
+    records = cached.resolution_store("person", "person_records")
+    now = dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)
+    with cached.transaction() as conn:
+        conn.execute(s.batches.insert(), [
+            {"batch_id": f"s1/r/{n}", "station_id": "s1", "source_name": "r", "entity_type": "person",
+             "source_kind": "csv", "source_ref": "r.csv", "content_hash": str(n), "status": "loaded",
+             "started_at": now} for n in (1, 2)])
+    records.records(["name"])  # the first read fills the cache
+    with cached.transaction() as conn:
+        conn.execute(s.batches.insert(), [
+            {"batch_id": "s1/r/3", "station_id": "s1", "source_name": "r", "entity_type": "person",
+             "source_kind": "csv", "source_ref": "r.csv", "content_hash": "3", "status": "loaded", "started_at": now}])
+    with plans(cached) as seen:
+        records.records(["name"])
+    person = [p for p in seen if "person_records" in p]
+    assert len(person) == 1 and "USING INDEX ix_person_records_station_id (station_id=?)" in person[0], seen
+    cached.dispose()

@@ -11,7 +11,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from warehouse import schema as s
-from warehouse.bulk import in_keys, insert_frame, polars_type, read_frame
+from warehouse.bulk import in_keys, insert_frame, polars_type, read_bulk, read_frame
 from warehouse.frame_cache import FrameCache, apply_delta
 from core.time import utcnow
 from warehouse.store import Warehouse
@@ -63,7 +63,8 @@ class ResolutionStore(EntityTypeStore):
         wanted = list(dict.fromkeys(["record_key", "station_id", "row_hash", "batch_id", *columns]))
         cols = [t.c[c] for c in wanted if c in t.c]
         schema = {c.name: polars_type(c) for c in cols}
-        loaded = self._loaded_batches()
+        station_of = self._loaded_batches()
+        loaded = list(station_of)
         cache = self._cache("records")
         cached = cache.read(schema) if cache is not None else None
         if cached is not None and set(cached[1]) <= set(loaded):
@@ -71,8 +72,13 @@ class ResolutionStore(EntityTypeStore):
             new = sorted(set(loaded) - set(covered))
             if not new:
                 return frame
+            # by the batches' stations too: a record table has no index on batch_id, so by batch
+            # alone SQLite read every record of the type for a drop's few stations
+            stations = sorted({station_of[b] for b in new})
             with self.engine.connect() as conn:
-                fresh = read_frame(conn, sa.select(*cols).where(in_keys(conn, t.c.batch_id, new)), schema=schema)
+                fresh = read_bulk(conn, sa.select(*cols).where(
+                    in_keys(conn, t.c.station_id, stations, table="_stations"), in_keys(conn, t.c.batch_id, new)),
+                    schema=schema)
             # a record in two new batches: the later load wins, as the upsert did in the table
             fresh = fresh.unique("record_key", keep="last", maintain_order=True)
             cache.append(fresh, loaded, expect=covered, previous=frame)
@@ -84,11 +90,12 @@ class ResolutionStore(EntityTypeStore):
             cache.write(frame, loaded)
         return frame
 
-    def _loaded_batches(self) -> list[str]:
+    def _loaded_batches(self) -> dict[str, str]:
+        """batch id -> its station, of the type's loaded batches not held."""
         b = s.batches
         with self.engine.connect() as conn:
-            return list(conn.scalars(sa.select(b.c.batch_id).where(
-                b.c.entity_type == self.entity_type, b.c.status == "loaded", not_held(b.c.batch_id))))
+            return {r[0]: r[1] for r in conn.execute(sa.select(b.c.batch_id, b.c.station_id).where(
+                b.c.entity_type == self.entity_type, b.c.status == "loaded", not_held(b.c.batch_id)))}
 
     def _cache(self, name: str) -> FrameCache | None:
         if self.store.cache_dir is None:
