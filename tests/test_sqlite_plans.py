@@ -101,3 +101,17 @@ def test_records_of_new_batches_are_read_by_their_stations(store: Warehouse, tmp
     person = [p for p in seen if "person_records" in p]
     assert len(person) == 1 and "USING INDEX ix_person_records_station_id (station_id=?)" in person[0], seen
     cached.dispose()
+
+
+def test_a_snapshot_page_of_a_wide_scope_walks_the_entity_id_order(store: Warehouse) -> None:
+    """A department's scope of many district prefixes: each page walks the golden records in
+    entity id order from the page key and stops at the page's size, instead of reading every
+    record of the type by the type index and sorting them, page after page."""
+    from warehouse.feeds import PAGE_PARTS, FeedStore
+
+    prefixes = [f"5001{n:02d}" for n in range(1, PAGE_PARTS + 3)]
+    with plans(store) as seen:
+        FeedStore(store).golden_in_scope(entity_types=["person"], area_prefixes=prefixes, after_entity="P0",
+                                         limit=1000)
+    golden = [p for p in seen if "golden_records" in p]
+    assert golden == ["SEARCH golden_records USING INDEX sqlite_autoindex_golden_records_1 (entity_id>?)"], seen

@@ -216,8 +216,12 @@ class FeedStore:
             conds.append(g.c.entity_id.in_(own))
         if not conds:
             return pl.DataFrame(schema=GOLDEN_SCHEMA)
+        # SQLite: the type wrapped, so that the page walks the entity id order and stops at
+        # `limit`; by the type index (its choice without statistics) it read every record of the
+        # type and sorted them, for every page (a city-wide snapshot: pages x records)
+        etype = g.c.entity_type.concat("") if self.store.dialect == "sqlite" else g.c.entity_type
         stmt = sa.select(*_GOLDEN_COLUMNS).where(
-            g.c.status == "active", g.c.entity_type.in_(list(entity_types)), sa.or_(*conds),
+            g.c.status == "active", etype.in_(list(entity_types)), sa.or_(*conds),
         ).order_by(g.c.entity_id)
         if after_entity is not None:
             stmt = stmt.where(g.c.entity_id > after_entity)
