@@ -36,6 +36,14 @@ def consecutive_ranges(order: Sequence[str], wanted: Collection[str], *, limit: 
     return ranges
 
 
+def with_new(known: Sequence[str], station_ids: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(the stations not yet partitions, the partitions' order once they are added): Dagster
+    appends new dynamic partitions after the known ones."""
+    registered = set(known)
+    new = [s for s in station_ids if s not in registered]
+    return new, [*known, *new]
+
+
 def partition_range_tags(keys: Sequence[str]) -> dict[str, str]:
     """Run tags for one run over a range of consecutive partitions."""
     return {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}

@@ -122,6 +122,7 @@ def station_suite_check(store: QualityStore, outcome: Outcome, station_ids: list
                .with_columns(label.alias("label")))
     rates = _rates(results, "label")
     below = results.filter(~pl.col("success"))
+    below_labels = below["label"].to_list()
     within = results.filter(pl.col("success") & (pl.col("unexpected_count").fill_null(0) > 0))["label"]
     fresh = {r["run_id"] for r in outcome.runs if r["suite"] == suite}
     now = latest["run_id"].is_in(list(fresh))
@@ -136,9 +137,9 @@ def station_suite_check(store: QualityStore, outcome: Outcome, station_ids: list
     meta |= {
         "batch": ", ".join(b for b in latest["batch_id"].to_list() if b),
         "result": result,
-        "below_threshold": dg.MetadataValue.json({k: rates[k] for k in below["label"].to_list()}),
+        "below_threshold": dg.MetadataValue.json({k: rates[k] for k in below_labels}),
         "within_threshold": dg.MetadataValue.json({k: rates[k] for k in within.to_list()}),
-        "failing_expectations": dg.MetadataValue.json({k: rates[k]["failing_rows"] for k in below["label"].to_list()}),
+        "failing_expectations": dg.MetadataValue.json({k: rates[k]["failing_rows"] for k in below_labels}),
         "expectations_evaluated": int(latest["evaluated"].sum()),
         "expectations_successful": int(latest["successful"].sum()),
     }

@@ -17,7 +17,7 @@ from pipelines.automation import STAGE_TAG
 from pipelines.definitions import definitions_for, defs
 from pipelines.feed_assets import run_feeds, subscribers_partitions
 from pipelines.instance import open_instance
-from pipelines.partitions import consecutive_ranges, run_target, stations_partitions
+from pipelines.partitions import consecutive_ranges, run_target, stations_partitions, with_new
 from pipelines.phases import run_phases
 from pipelines.project import Project
 from pipelines.resources import ProjectResource
@@ -151,12 +151,10 @@ def _secret_free_resource(project: Project) -> Iterator[ProjectResource]:
 def _materialize(project: Project, station_ids: list[str], on_station, resource: ProjectResource, *,
                  resolve: bool, only: Collection[str] | None = None, launched_by: str = "enteronce run"):
     instance = open_instance(project)
-    known = instance.get_dynamic_partitions(stations_partitions.name)
-    registered = set(known)
-    missing = [s for s in station_ids if s not in registered]
+    missing, order = with_new(instance.get_dynamic_partitions(stations_partitions.name), station_ids)
     if missing:
         instance.add_dynamic_partitions(stations_partitions.name, missing)
-    station_ranges = consecutive_ranges([*known, *missing], station_ids)
+    station_ranges = consecutive_ranges(order, station_ids)
     resources = {"project": resource}
     results = []
 

@@ -9,7 +9,7 @@ import dagster as dg
 from connectors.versions import current_version
 from pipelines.assets import ingest_job
 from pipelines.automation import DROPS_INTERVAL_SECONDS, STAGE_TAG
-from pipelines.partitions import consecutive_ranges, range_label, run_target, stations_partitions
+from pipelines.partitions import consecutive_ranges, range_label, run_target, stations_partitions, with_new
 from pipelines.resources import ProjectResource
 from warehouse.entry import entry_marks
 
@@ -36,9 +36,7 @@ def station_drops_sensor(context: dg.SensorEvaluationContext, project: ProjectRe
     launched: dict[str, str] = cursor["stations"]
     ingested = store.station_versions()
     entries = entry_marks(store)  # records entered at the front desk count as drops
-    known = context.instance.get_dynamic_partitions(stations_partitions.name)
-    registered = set(known)
-    new_ids = [s for s in proj.station_ids if s not in registered]
+    new_ids, order = with_new(context.instance.get_dynamic_partitions(stations_partitions.name), proj.station_ids)
     versions: dict[str, str] = {}
     for station in proj.stations.stations:
         version, error = current_version(station, proj.config_dir, entries.get(station.id))
@@ -51,7 +49,7 @@ def station_drops_sensor(context: dg.SensorEvaluationContext, project: ProjectRe
             continue
         versions[station.id] = version
     requests: list[dg.RunRequest] = []
-    for keys in consecutive_ranges([*known, *new_ids], versions):
+    for keys in consecutive_ranges(order, versions):
         key, tags = run_target(keys)
         launch = hashlib.sha256("|".join(f"{k}:{versions[k]}" for k in keys).encode()).hexdigest()[:16]
         requests.append(dg.RunRequest(partition_key=key, tags={**tags, STAGE_TAG: "ingest"},

@@ -184,7 +184,6 @@ def validate_stations(store: QualityStore, gx: GxProject, config: QualityConfig,
         for entity_type, q in qualities.items():
             suite = q.standardised
             code = registry[entity_type].code
-            code_spec = (code.column, code.valid_flag) if code is not None else None
 
             def read(b: dict, entity_type: str = entity_type, q: TypeQuality = q) -> tuple[pl.DataFrame, pl.DataFrame]:
                 records = store.record_frame(entity_type, b["batch_id"], b["station_id"])
@@ -196,8 +195,7 @@ def validate_stations(store: QualityStore, gx: GxProject, config: QualityConfig,
                 _save(store, gx, config, v, suite, station_id=station_id, batch_id=batch_id, entity_type=entity_type,
                       outcome=outcome)
                 touched.add(batch_id)
-                _hold_invalid_codes(store, config, records, code_spec, code.label if code is not None else "",
-                                    station_id, batch_id, entity_type, outcome)
+                _hold_invalid_codes(store, config, records, code, station_id, batch_id, entity_type, outcome)
                 if config.corrections.from_expectations:
                     _expectation_tasks(store, v, records, q, station_id, batch_id, now, outcome,
                                        earliest=config.earliest_birth_date, qualities=qualities.values())
@@ -230,7 +228,11 @@ def _validated_sets(gx: GxProject, config: QualityConfig, suite: SuiteSpec, batc
     through the suite in one GX run: the frames held stay about one set's size."""
     loaded = ((b, *read(b)) for b in batches.iter_rows(named=True))
     for pending in sets_of_rows(loaded, lambda item: item[2].height, SET_ROWS):
-        yield from _validate_pending(gx, config, suite, pending, today)
+        found = gx.validate_many([(b["batch_id"], frame) for b, _, frame in pending], suite,
+                                 parameters=parameters(config, today), samples=config.sample_rows,
+                                 thresholds=config.thresholds_of(suite), min_failing_rows=config.min_failing_rows)
+        for (b, kept, _), v in zip(pending, found, strict=True):
+            yield b, kept, v
 
 
 def sets_of_rows(items: Iterable[T], rows: Callable[[T], int], limit: int) -> Iterator[list[T]]:
@@ -248,25 +250,15 @@ def sets_of_rows(items: Iterable[T], rows: Callable[[T], int], limit: int) -> It
         yield current
 
 
-def _validate_pending(gx: GxProject, config: QualityConfig, suite: SuiteSpec,
-                      pending: list[tuple[dict, Any, pl.DataFrame]],
-                      today: dt.date) -> Iterator[tuple[dict, Any, Validation]]:
-    """The station batches of `pending` through `suite` as one set, as `_record` validates one."""
-    found = gx.validate_many([(b["batch_id"], frame) for b, _, frame in pending], suite,
-                             parameters=parameters(config, today), samples=config.sample_rows,
-                             thresholds=config.thresholds_of(suite), min_failing_rows=config.min_failing_rows)
-    for (b, kept, _), v in zip(pending, found, strict=True):
-        yield b, kept, v
-
-
-def _hold_invalid_codes(store: QualityStore, config: QualityConfig, records: pl.DataFrame,
-                        code_spec: tuple[str, str] | None, what: str, station_id: str, batch_id: str,
-                        entity_type: str, outcome: Outcome) -> None:
-    """Hold a batch whose share of invalid identifying codes is above max_invalid_id_rate (and
-    at least min_invalid_ids_to_hold of them): its records would merge or split entities wrongly."""
-    invalid, given = invalid_codes(records, code_spec)
+def _hold_invalid_codes(store: QualityStore, config: QualityConfig, records: pl.DataFrame, code,
+                        station_id: str, batch_id: str, entity_type: str, outcome: Outcome) -> None:
+    """Hold a batch whose share of invalid identifying codes (`code`: the type's identifying code,
+    if it has one) is above max_invalid_id_rate (and at least min_invalid_ids_to_hold of them):
+    its records would merge or split entities wrongly."""
+    invalid, given = invalid_codes(records, (code.column, code.valid_flag) if code is not None else None)
     rate = invalid / given if given else 0.0
     if rate > config.max_invalid_id_rate and invalid >= config.min_invalid_ids_to_hold:
+        what = code.label
         reason = (f"invalid {what}: {rate:.1%} of the batch's {what} fail their check, above "
                   f"max_invalid_id_rate {config.max_invalid_id_rate:.1%} (quality.yaml)")
         if store.hold(batch_id, station_id, reason, rate=rate, threshold=config.max_invalid_id_rate):

@@ -86,16 +86,17 @@ def test_records_of_new_batches_are_read_by_their_stations(store: Warehouse, tmp
     cached.sync_stations([{"station_id": "s1", "name": "s1", "jurisdiction": ["50"]}])
     records = cached.resolution_store("person", "person_records")
     now = dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)
-    with cached.transaction() as conn:
-        conn.execute(s.batches.insert(), [
-            {"batch_id": f"s1/r/{n}", "station_id": "s1", "source_name": "r", "entity_type": "person",
-             "source_kind": "csv", "source_ref": "r.csv", "content_hash": str(n), "status": "loaded",
-             "started_at": now} for n in (1, 2)])
+
+    def load(*numbers: int) -> None:
+        with cached.transaction() as conn:
+            conn.execute(s.batches.insert(), [
+                {"batch_id": f"s1/r/{n}", "station_id": "s1", "source_name": "r", "entity_type": "person",
+                 "source_kind": "csv", "source_ref": "r.csv", "content_hash": str(n), "status": "loaded",
+                 "started_at": now} for n in numbers])
+
+    load(1, 2)
     records.records(["name"])  # the first read fills the cache
-    with cached.transaction() as conn:
-        conn.execute(s.batches.insert(), [
-            {"batch_id": "s1/r/3", "station_id": "s1", "source_name": "r", "entity_type": "person",
-             "source_kind": "csv", "source_ref": "r.csv", "content_hash": "3", "status": "loaded", "started_at": now}])
+    load(3)
     with plans(cached) as seen:
         records.records(["name"])
     person = [p for p in seen if "person_records" in p]
