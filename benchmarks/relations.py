@@ -48,8 +48,8 @@ def _golden(frame: pl.DataFrame, prefix: str, entity_type: str, extra: dict[str,
         pl.lit(entity_type).alias("entity_type"), pl.lit(1, pl.Int64).alias("version"), pl.lit("active").alias("status"),
         pl.lit("500107001002").alias("area_code"),
         pl.struct(**fields).struct.json_encode().alias("record"),
-        pl.concat_str(pl.lit('[{"field":"address","station_id":"s1","batch_id":"b1","record_key":"s1:'),
-                      pl.col("i").cast(pl.String), pl.lit('","source_updated_at":null}]')).alias("provenance"),
+        pl.concat_str(pl.lit('[{"station_id":"s1","batch_id":"b1","record_key":"s1:'), pl.col("i").cast(pl.String),
+                      pl.lit('","source_updated_at":null,"fields":["address"]}]')).alias("provenance"),
         pl.lit(None, pl.Datetime("us", "UTC")).alias("updated_at"),
     )
 

@@ -18,6 +18,7 @@ from typing import Protocol, Self
 
 import polars as pl
 
+from core.provenance import provenance_json
 from entity_resolution.golden import diff_golden
 from entity_resolution.survivorship import SurvivorshipSettings, survive
 
@@ -109,25 +110,6 @@ def _as_text(frame: pl.DataFrame, fields: list[str]) -> pl.DataFrame:
 
 def _record_json(fields: list[str]) -> pl.Expr:
     return pl.struct([pl.col(f) for f in fields]).struct.json_encode()
-
-
-def _provenance_json(provenance: pl.DataFrame) -> pl.DataFrame:
-    """Per entity its provenance as a JSON array, ordered by field. Built a field at a time (one
-    encoded column per field, joined onto the entities, concatenated skipping the fields an
-    entity lacks): a list per entity, or a JSON text per provenance row grouped per entity,
-    cost seconds and several times the result's memory per 100k entities."""
-    prov = provenance.select("entity_id", "field", "station_id", "batch_id", "record_key",
-                             pl.col("source_updated_at").cast(pl.String))
-    wide = prov.select("entity_id").unique()
-    names = []
-    for i, f in enumerate(sorted(prov["field"].unique().to_list())):
-        one = prov.filter(pl.col("field") == f).select("entity_id", pl.struct(
-            "field", "station_id", "batch_id", "record_key", "source_updated_at").struct.json_encode().alias(f"_{i}"))
-        wide = wide.join(one, on="entity_id", how="left")
-        names.append(f"_{i}")
-    return wide.select("entity_id", pl.concat_str(
-        pl.lit("["), pl.concat_str(names, separator=",", ignore_nulls=True) if names else pl.lit(""), pl.lit("]")
-    ).alias("provenance"))
 
 
 def _json_arrays(encoded: pl.DataFrame, keys: list[str], name: str) -> pl.DataFrame:
@@ -360,7 +342,7 @@ def _golden_rows(after: pl.DataFrame, record_fields: list[str], provenance: pl.D
     the retired ids' last records, only for entities that changed."""
     new_rows = (
         after.with_columns(_record_json(record_fields).alias("record"))
-        .join(_provenance_json(provenance), on="entity_id", how="left")
+        .join(provenance_json(provenance), on="entity_id", how="left")
         .with_columns(pl.col("provenance").fill_null("[]"), pl.lit("active").alias("status"))
     )
     if "area_code" not in after.columns:  # feeds scope by it; other schemas may not have one

@@ -16,7 +16,7 @@ links ended, links begun) and with the values the records carry (the events). So
 what it changed, and the first run, which sees every record's `create`, links everything.
 Everything here is a pure function over Polars frames; the store reads and commits (one
 transaction with the outbox). A relation never reads a record's provenance whole: the first run
-changes every record, and their provenance (kilobytes of JSON each) is most of a golden row. The
+changes every record, and their provenance is about half of a golden row's bytes. The
 version a change adds carries its golden row's provenance, which the store copies inside the
 database; the sources of a move's event come from the key fields' provenance, read a part at a
 time.
@@ -38,6 +38,7 @@ import polars as pl
 
 from core.entity_types import Relation
 from core.errors import ConfigError
+from core.provenance import provenance_rows
 from entity_resolution.propagation import event_ids
 
 SEPARATOR = ","  # between the ids of a `to_field` (entity ids never contain one)
@@ -46,8 +47,6 @@ GOLDEN_SCHEMA = {"entity_id": pl.String, "entity_type": pl.String, "version": pl
 # what a changed record's new version is made of (the store adds the provenance, which is unchanged)
 CHANGE_SCHEMA = {"entity_id": pl.String, "entity_type": pl.String, "version": pl.Int64, "record": pl.String,
                  "changed_fields": pl.String, "sources": pl.String}
-_PROV = pl.List(pl.Struct({"field": pl.String, "station_id": pl.String, "batch_id": pl.String,
-                           "record_key": pl.String}))
 
 
 class RelationStore(Protocol):
@@ -194,8 +193,8 @@ def _key_sources(parts: Iterator[pl.DataFrame], key: list[str]) -> pl.DataFrame:
     structs change events carry in `sources`. parts: (entity_id, provenance) a part at a time, so
     only one part's provenance is ever decoded."""
     found = [
-        part.select("entity_id", pl.col("provenance").str.json_decode(_PROV).alias("p")).explode("p").unnest("p")
-        .filter(pl.col("field").is_in(key)).select("entity_id", "station_id", "record_key", "batch_id").unique()
+        provenance_rows(part).filter(pl.col("field").is_in(key))
+        .select("entity_id", "station_id", "record_key", "batch_id").unique()
         for part in parts if part.height
     ]
     schema = {"entity_id": pl.String, "station_id": pl.String, "record_key": pl.String, "batch_id": pl.String}

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from core.provenance import provenance_rows
 from feeds import scope as sc
 from feeds.config import Level, Subscriber, Subscriptions
 from feeds.masking import CONTEXT_FIELDS, mask, project
@@ -49,7 +50,6 @@ TASK_VALUES = ("station_value", "expected_value")
 TASK_TYPES = {"overdue": pl.Boolean, "days_open": pl.Int64}  # every other key is text
 _TASK = pl.Struct({k: TASK_TYPES.get(k, pl.String) for k in (*TASK_META, *TASK_VALUES)})
 _SOURCE = pl.List(pl.Struct({"station_id": pl.String, "record_key": pl.String}))
-_PROV = pl.List(pl.Struct({"field": pl.String, "station_id": pl.String, "record_key": pl.String}))
 
 
 @dataclass(frozen=True)
@@ -340,7 +340,7 @@ def snapshot_frame(golden: pl.DataFrame, levels: dict[str, Level], subs: Subscri
     masked = dict(zip(visible, project(levels, subs, lambda f: pl.col(f"r.{f}")), strict=True))
     present = {f: has_key(pl.col("_raw"), f) for f in visible}
     prov = (
-        golden.select("entity_id", pl.col("provenance").str.json_decode(_PROV).alias("p")).explode("p").unnest("p")
+        provenance_rows(golden)
         .filter(pl.col("field").is_in(visible))
         .group_by("entity_id").agg(
             pl.concat_str(json_value(pl.col("field")), pl.lit(":"),

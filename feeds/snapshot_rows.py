@@ -16,6 +16,7 @@ import re
 
 import polars as pl
 
+from core.provenance import source_fields
 from feeds.config import Level, PartialRule, Subscriptions
 from feeds.masking import CONTEXT_FIELDS, project_value
 
@@ -32,6 +33,12 @@ def _json(value: object) -> str:
     if isinstance(value, str) and _PLAIN.fullmatch(value):
         return f'"{value}"'
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _text(value: object) -> bool:
+    """A value of a stored source as Polars reads it to text: null, text, or a list of texts."""
+    return value is None or isinstance(value, str) or (
+        isinstance(value, list) and all(isinstance(v, str) for v in value))
 
 
 def _keys_pattern(field: str) -> re.Pattern:
@@ -65,10 +72,10 @@ def snapshot_rows(golden: pl.DataFrame, levels: dict[str, Level], subs: Subscrip
         body = ",".join(f"{_json(f)}:{_json(project_value(f, levels[f], subs, record))}" for f in present)
         frags = []
         for s in sources:
-            if not isinstance(s, dict) or any(v is not None and not isinstance(v, str) for v in s.values()):
+            if not isinstance(s, dict) or not all(_text(v) for v in s.values()):
                 return None
-            if s.get("field") in levels:
-                frags.append(f'{_json(s["field"])}:{_json({"station_id": s.get("station_id"), "record_key": s.get("record_key")})}')
+            place = _json({"station_id": s.get("station_id"), "record_key": s.get("record_key")})
+            frags.extend(f"{_json(f)}:{place}" for f in source_fields(s) if f in levels)
         provenance = "{" + ",".join(sorted(frags)) + "}"
         record_json = "{" + body + "}"
         head = _json({"entity_id": entity_id, "entity_type": entity_type, "version": version})[:-1]

@@ -23,9 +23,9 @@ from conftest import fresh_pg_database
 from scenario_network import NEW_HOME, Hub, network_with_csv_station
 
 import warehouse.golden as golden_store
+from core.provenance import provenance_json, provenance_rows
 from entity_resolution import propagation
 from entity_resolution.propagation import (
-    _provenance_json,
     _sources,
     event_id,
     event_ids,
@@ -176,14 +176,21 @@ def _provenance() -> pl.DataFrame:
     })
 
 
-def test_provenance_json_is_each_entitys_fields_in_order() -> None:
-    got = dict(_provenance_json(_provenance()).iter_rows())
+def test_provenance_json_names_each_source_record_once_with_its_fields() -> None:
+    got = dict(provenance_json(_provenance()).iter_rows())
     p1 = json.loads(got["P1"])
-    assert [p["field"] for p in p1] == ["address", "name_norm", "phone"]
-    assert p1[1] == {"field": "name_norm", "station_id": "s2", "batch_id": "b2", "record_key": "s2:1",
-                     "source_updated_at": "2026-11-21 09:00:00.000000"}
-    assert json.loads(got["P2"])[0]["source_updated_at"] is None
-    assert list(got["P2"].split('"field"')).__len__() == 3  # two fields, no more
+    assert p1 == [
+        {"station_id": "s1", "batch_id": "b1", "record_key": "s1:1", "source_updated_at": "2026-11-20 09:00:00.000000",
+         "fields": ["address", "phone"]},
+        {"station_id": "s2", "batch_id": "b2", "record_key": "s2:1", "source_updated_at": "2026-11-21 09:00:00.000000",
+         "fields": ["name_norm"]},
+    ]
+    assert json.loads(got["P2"]) == [{"station_id": "s1", "batch_id": "b1", "record_key": "s1:2",
+                                      "source_updated_at": None, "fields": ["name_norm", "phone"]}]
+    # read back, one row per value, as it went in
+    back = provenance_rows(pl.DataFrame({"entity_id": list(got), "provenance": list(got.values())}))
+    want = _provenance().drop("value").with_columns(pl.col("source_updated_at").dt.to_string("%Y-%m-%d %H:%M:%S%.6f"))
+    assert back.sort("entity_id", "field").equals(want.select(back.columns).sort("entity_id", "field"))
 
 
 def test_sources_name_each_record_once() -> None:

@@ -36,8 +36,14 @@ def golden(draw) -> pl.DataFrame:
         record = {}
         for f in draw(st.lists(st.sampled_from(FIELDS), unique=True)):
             record[f] = draw(VALUES)
-        prov = [{"field": draw(st.sampled_from(FIELDS)), "station_id": draw(st.sampled_from(["s1", "s2", None])),
-                 "record_key": draw(st.one_of(st.none(), TEXT))} for _ in range(draw(st.integers(0, 4)))]
+        # either stored form: a source per field (older warehouses) or a source naming its fields
+        if draw(st.booleans()):
+            prov = [{"field": draw(st.sampled_from(FIELDS)), "station_id": draw(st.sampled_from(["s1", "s2", None])),
+                     "record_key": draw(st.one_of(st.none(), TEXT))} for _ in range(draw(st.integers(0, 4)))]
+        else:
+            prov = [{"station_id": draw(st.sampled_from(["s1", "s2", None])), "record_key": draw(st.one_of(st.none(), TEXT)),
+                     "fields": draw(st.lists(st.sampled_from(FIELDS), unique=True))}
+                    for _ in range(draw(st.integers(0, 3)))]
         spaced = draw(st.booleans())  # Python's default separators: the key test must still read it
         rows.append({"entity_id": f"P{i:04d}", "entity_type": "person", "version": draw(st.integers(1, 9)),
                      "record": json.dumps(record, ensure_ascii=draw(st.booleans()),

@@ -160,7 +160,7 @@ COPY_CHUNK_ROWS = 100_000
 
 def _copy_csv(copy, frame: pl.DataFrame) -> None:
     """The frame into an open COPY, as CSV a slice at a time: the text of a whole million-row
-    frame (golden records carry kilobytes of JSON each) is never in memory at once."""
+    frame (golden records carry hundreds of bytes of JSON each) is never in memory at once."""
     for start in range(0, frame.height, COPY_CHUNK_ROWS):
         buf = io.BytesIO()
         frame.slice(start, COPY_CHUNK_ROWS).write_csv(buf, include_header=False, null_value="\\N",
