@@ -346,7 +346,7 @@ golden_records = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),  # active | retired
     sa.Column("area_code", sa.String(16)),  # for scoping feeds by jurisdiction
     sa.Column("record", sa.Text, nullable=False),  # JSON: field -> surviving value
-    sa.Column("provenance", sa.Text, nullable=False),  # JSON: field -> {station, batch, record_key, updated_at}
+    sa.Column("provenance", sa.Text, nullable=False),  # JSON: per source record, the fields it supplied (core/provenance.py)
     sa.Column("updated_at", TS, nullable=False),
     sa.Index(None, "entity_type", "area_code"),
     # PostgreSQL only (migration 0015): a scope's area prefix (`area_code LIKE '5001%'`) by index in
