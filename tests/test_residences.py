@@ -522,6 +522,9 @@ def test_a_large_run_relinks_in_parts_of_whole_districts_as_one_pass_would(
                 updates = conn.execute(sa.select(s.change_events.c.entity_id).where(
                     s.change_events.c.op == "update", s.change_events.c.seq > len(rows))).scalars().all()
             again = relations.run_relation(RelationStore(store), rel)
+            # the parts' first field, as the database reads it out of each record's JSON
+            district = RelationStore(store).record_field(pl.Series(["H10", "P221", "P999", "nobody"]), "district")
+            assert dict(district.iter_rows()) == {"H10": "江北区", "P221": "沙坪坝区", "P999": None}
             return summary, _state(store, rel), len(runs), sorted(updates), again.ran
         finally:
             store.dispose()

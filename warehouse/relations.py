@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import json
+
 import polars as pl
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from core.time import utcnow
 from warehouse import schema as s
-from warehouse.bulk import in_keys, insert_frame, read_frame
+from warehouse.bulk import in_keys, insert_frame, read_bulk, read_frame
 from warehouse.outbox import outbox_transaction
 from warehouse.store import Warehouse
 
@@ -68,10 +71,19 @@ class RelationStore:
         """(entity_id, provenance) of the given entities' golden rows, PROVENANCE_PART at a time."""
         return self._golden_parts(entity_ids, "provenance")
 
-    def record_parts(self, entity_ids: pl.Series) -> Iterator[pl.DataFrame]:
-        """(entity_id, record) of the given entities' golden rows, PROVENANCE_PART at a time: what
-        a relation reads to split a large run into parts, without holding every record at once."""
-        return self._golden_parts(entity_ids, "record")
+    def record_field(self, entity_ids: pl.Series, field: str) -> pl.DataFrame:
+        """(entity_id, value): one field of the given entities' golden records as text, taken out
+        of the record's JSON by the database. What a relation reads to split a large run into
+        parts: reading every record whole for it cost a first run at 1M about 19 s."""
+        g = s.golden_records
+        if self.store.dialect == "postgresql":
+            value = sa.cast(g.c.record, postgresql.JSONB)[field].astext
+        else:  # SQLite's JSON1; a JSON null reads as NULL, a number as its text
+            value = sa.cast(sa.func.json_extract(g.c.record, "$." + json.dumps(field)), sa.Text)
+        with self.engine.connect() as conn:
+            stmt = sa.select(g.c.entity_id, value.label("value")).where(
+                in_keys(conn, g.c.entity_id, entity_ids.to_list()))
+            return read_bulk(conn, stmt, schema={"entity_id": pl.String, "value": pl.String})
 
     def _golden_parts(self, entity_ids: pl.Series, column: str) -> Iterator[pl.DataFrame]:
         g = s.golden_records
