@@ -21,7 +21,7 @@ from warehouse.store import Warehouse
 
 GOLDEN_SCHEMA = {"entity_id": pl.String, "version": pl.Int64, "status": pl.String, "area_code": pl.String,
                  "record": pl.String}
-PROVENANCE_PART = 20_000  # records whose provenance (or record) is read (and decoded by the caller) at a time
+PROVENANCE_PART = 20_000  # records whose provenance is read (and decoded by the caller) at a time
 KEY_SCHEMA = {"entity_id": pl.String, "side": pl.String, "key": pl.String}
 
 
