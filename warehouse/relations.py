@@ -5,9 +5,8 @@ transaction through the outbox's one writer (warehouse/outbox.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import json
+from collections.abc import Iterator
 
 import polars as pl
 import sqlalchemy as sa
