@@ -12,7 +12,9 @@ versions, events and links in one transaction.
 from __future__ import annotations
 
 import argparse
+import atexit
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -70,6 +72,7 @@ def main() -> None:
     from warehouse.relations import RelationStore
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_rel_"))
+    atexit.register(shutil.rmtree, tmp, True)  # a 1M warehouse is 3 GB: never left behind, even on an error
     admin, db = None, None
     if args.warehouse == "sqlite":
         url = f"sqlite:///{tmp / 'warehouse.sqlite'}"
