@@ -24,6 +24,7 @@ from typing import Any, Protocol, TypeVar
 
 import polars as pl
 
+from core.entity_types import CodeSpec
 from quality import task_transitions as tt
 from quality.config import QualityConfig
 from entity_resolution.entity_types import Registry, load_registry
@@ -250,7 +251,7 @@ def sets_of_rows(items: Iterable[T], rows: Callable[[T], int], limit: int) -> It
         yield current
 
 
-def _hold_invalid_codes(store: QualityStore, config: QualityConfig, records: pl.DataFrame, code,
+def _hold_invalid_codes(store: QualityStore, config: QualityConfig, records: pl.DataFrame, code: CodeSpec | None,
                         station_id: str, batch_id: str, entity_type: str, outcome: Outcome) -> None:
     """Hold a batch whose share of invalid identifying codes (`code`: the type's identifying code,
     if it has one) is above max_invalid_id_rate (and at least min_invalid_ids_to_hold of them):

@@ -106,6 +106,14 @@ def key_table(conn: sa.Connection, values: list[str], name: str = "_keys") -> sa
     return table
 
 
+def unindexed(column: sa.ColumnElement) -> sa.ColumnElement:
+    """`column` as an expression no SQLite index serves (`column || ''`: the same text). Without
+    planner statistics SQLite takes an index on a low-selectivity column such as the entity type
+    beside a key range or key list, and reads every row of the type; with that column wrapped it
+    walks the key's index and stops where the query does."""
+    return column.concat("")
+
+
 def in_keys(conn: sa.Connection, column: sa.ColumnElement, keys, *, table: str = "_keys") -> sa.ColumnElement[bool]:
     """`column IN keys` for any number of keys, in one statement: a plain IN list while it is
     short (cheapest for a page of a feed), a temporary key table beyond (a million keys bind as

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from warehouse import schema as s
-from warehouse.bulk import in_keys, insert_frame, not_journalled, read_frame
+from warehouse.bulk import in_keys, insert_frame, not_journalled, read_frame, unindexed
 from core.time import utcnow
 from warehouse.store import Warehouse
 
@@ -89,7 +89,7 @@ def _starts_with(conn: sa.Connection, column: sa.Column, etype: sa.Column, prefi
         return column.startswith(prefix, autoescape=True), etype
     lo, hi = prefix, _successor(prefix)
     if _at_least(conn, sa.select(sa.literal(1)).where(etype.in_(types), column >= lo, column < hi), dense):
-        column, etype = column.concat(""), etype.concat("")
+        column, etype = unindexed(column), unindexed(etype)
     return sa.and_(column >= lo, column < hi), etype
 
 
@@ -216,10 +216,9 @@ class FeedStore:
             conds.append(g.c.entity_id.in_(own))
         if not conds:
             return pl.DataFrame(schema=GOLDEN_SCHEMA)
-        # SQLite: the type wrapped, so that the page walks the entity id order and stops at
-        # `limit`; by the type index (its choice without statistics) it read every record of the
-        # type and sorted them, for every page (a city-wide snapshot: pages x records)
-        etype = g.c.entity_type.concat("") if self.store.dialect == "sqlite" else g.c.entity_type
+        # SQLite: the page walks the entity id order and stops at `limit`; by the type index it
+        # read every record of the type and sorted them, for every page (pages x records)
+        etype = unindexed(g.c.entity_type) if self.store.dialect == "sqlite" else g.c.entity_type
         stmt = sa.select(*_GOLDEN_COLUMNS).where(
             g.c.status == "active", etype.in_(list(entity_types)), sa.or_(*conds),
         ).order_by(g.c.entity_id)
@@ -264,7 +263,7 @@ class FeedStore:
                 parts.append(list(conn.scalars(
                     sa.select(m.c.entity_id).join(g, g.c.entity_id == m.c.entity_id)
                     .where(m.c.entity_id > after, etype.in_(types), mine, g.c.status == "active",
-                           g.c.entity_type.concat("").in_(types))
+                           unindexed(g.c.entity_type).in_(types))
                     .group_by(m.c.entity_id).order_by(m.c.entity_id).limit(limit))))
             ids = sorted(set().union(*parts))[:limit]
             if not ids:

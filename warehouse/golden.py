@@ -22,6 +22,7 @@ from warehouse.bulk import (
     read_bulk,
     read_chunks,
     sqlite_stage,
+    unindexed,
 )
 from warehouse.outbox import OUTBOX, Appended, lock_outbox, outbox_transaction, prepared
 from warehouse.resolution import EntityTypeStore, not_held
@@ -88,9 +89,9 @@ class GoldenStore(EntityTypeStore):
         with self.engine.connect() as conn:
             if conn.dialect.name == "postgresql":
                 stmt = stmt.where(m.c.entity_type == self.entity_type).order_by(m.c.entity_id.collate("C"))
-            else:  # `type || ''` is no index term: SQLite walks the entity id index, rows come in
-                # order as they are read, instead of taking the type index and sorting them all first
-                stmt = stmt.where(m.c.entity_type.concat("") == self.entity_type).order_by(m.c.entity_id)
+            else:  # SQLite walks the entity id index, rows come in order as they are read,
+                # instead of taking the type index and sorting them all first
+                stmt = stmt.where(unindexed(m.c.entity_type) == self.entity_type).order_by(m.c.entity_id)
             yield from read_chunks(conn, stmt, schema)
 
     def member_count(self) -> int:

@@ -68,7 +68,13 @@ class RelationStore:
 
     def provenance(self, entity_ids: pl.Series) -> Iterator[pl.DataFrame]:
         """(entity_id, provenance) of the given entities' golden rows, PROVENANCE_PART at a time."""
-        return self._golden_parts(entity_ids, "provenance")
+        g = s.golden_records
+        ids = entity_ids.to_list()
+        for start in range(0, len(ids), PROVENANCE_PART):
+            with self.engine.connect() as conn:
+                stmt = sa.select(g.c.entity_id, g.c.provenance).where(
+                    in_keys(conn, g.c.entity_id, ids[start:start + PROVENANCE_PART]))
+                yield read_frame(conn, stmt, schema={"entity_id": pl.String, "provenance": pl.String})
 
     def record_field(self, entity_ids: pl.Series, field: str) -> pl.DataFrame:
         """(entity_id, value): one field of the given entities' golden records as text, taken out
@@ -83,15 +89,6 @@ class RelationStore:
             stmt = sa.select(g.c.entity_id, value.label("value")).where(
                 in_keys(conn, g.c.entity_id, entity_ids.to_list()))
             return read_bulk(conn, stmt, schema={"entity_id": pl.String, "value": pl.String})
-
-    def _golden_parts(self, entity_ids: pl.Series, column: str) -> Iterator[pl.DataFrame]:
-        g = s.golden_records
-        ids = entity_ids.to_list()
-        for start in range(0, len(ids), PROVENANCE_PART):
-            with self.engine.connect() as conn:
-                stmt = sa.select(g.c.entity_id, g.c[column]).where(
-                    in_keys(conn, g.c.entity_id, ids[start:start + PROVENANCE_PART]))
-                yield read_frame(conn, stmt, schema={"entity_id": pl.String, column: pl.String})
 
     def keys_of(self, relation: str, entity_ids: pl.Series) -> pl.DataFrame:
         """The stored keys of the given entities (entity_id, side, key)."""
