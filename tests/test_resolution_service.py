@@ -230,3 +230,38 @@ def test_a_refusal_that_no_longer_holds_loses_its_reason(network: Path, tmp_path
     resolve(store)
     assert rs.edges("match").filter(by_judgement).height == 0
     assert rs.review_queue().filter(pl.col("review_reason").str.starts_with("refused by a judgement")).height == 0
+
+
+def test_membership_cache_survives_another_types_run(network: Path, tmp_path: Path) -> None:
+    """A drop resolves dwellings, then persons: the person membership cached by the last person run
+    is still good after a dwelling run (it once was keyed by any type's latest run, and read whole
+    again every time)."""
+    import datetime as dt
+    import json
+
+    from warehouse import schema as s
+
+    cache = tmp_path / "cache"
+    store = warehouse_with(network, f"sqlite:///{tmp_path / 'w.sqlite'}", ["s0001", "s0002"], cache_dir=cache)
+    resolve(store)
+    rs = store.resolution_store("person", "person_records")
+    cached = rs.membership()
+    manifest = (cache / "person-membership" / "manifest.json").read_text(encoding="utf-8")
+    other = rs.next_seq()
+    with store.transaction() as conn:  # another type's run, later than the person run
+        conn.execute(s.resolution_runs.insert().values(seq=other, entity_type="dwelling", mode="incremental",
+                                                        records_considered=0, stats={},
+                                                        started_at=dt.datetime.now(dt.timezone.utc)))
+    again = store.resolution_store("person", "person_records").membership()
+    assert (cache / "person-membership" / "manifest.json").read_text(encoding="utf-8") == manifest  # a hit
+    assert again.sort("record_key").equals(cached.sort("record_key"))
+    # and a person run after it still moves the cache on with what it wrote
+    ingest_station(store, next(st for st in load_stations(network / "stations.yaml").stations if st.id == "s0003"),
+                   base_dir=network, data_dir=network / "data")
+    step = resolve(store)
+    assert step.mode == "incremental"
+    meta = json.loads((cache / "person-membership" / "manifest.json").read_text(encoding="utf-8"))["meta"]
+    assert meta == rs.next_seq() - 1 != other
+    fresh = Warehouse(f"sqlite:///{tmp_path / 'w.sqlite'}").resolution_store("person", "person_records").membership()
+    assert store.resolution_store("person", "person_records").membership().sort("record_key").equals(
+        fresh.sort("record_key"))

@@ -111,8 +111,11 @@ class ResolutionStore(EntityTypeStore):
         return (row[0], row[1]) if row else None
 
     def membership(self) -> pl.DataFrame:
-        """Record -> entity with the entity's creation seq; cached per resolution run."""
-        latest = self.next_seq() - 1
+        """Record -> entity with the entity's creation seq; cached per resolution run of this
+        type. Keyed by the type's own latest run, not the latest of any type: with the global one,
+        every run of another type (a drop resolves dwellings, then persons) missed the cache and
+        read the whole membership again."""
+        latest = self._latest_run()
         schema = {"record_key": pl.String, "entity_id": pl.String, "row_hash": pl.String, "since_seq": pl.Int64,
                   "entity_created_seq": pl.Int64}
         cache = self._cache("membership")
@@ -189,6 +192,13 @@ class ResolutionStore(EntityTypeStore):
         if value.tzinfo is None:  # SQLite hands back naive UTC
             return value.replace(tzinfo=dt.timezone.utc)
         return value.astimezone(dt.timezone.utc)
+
+    def _latest_run(self) -> int:
+        """The seq of this type's latest resolution run (0: none): only such a run writes its membership."""
+        r = s.resolution_runs
+        with self.engine.connect() as conn:
+            return int(conn.scalar(sa.select(sa.func.coalesce(sa.func.max(r.c.seq), 0))
+                                   .where(r.c.entity_type == self.entity_type)) or 0)
 
     def next_seq(self) -> int:
         with self.engine.connect() as conn:
