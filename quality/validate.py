@@ -112,6 +112,40 @@ def _bound_partial_indices() -> None:
     aux.compute_unexpected_pandas_indices = bounded
 
 
+# What GX keeps of every failing row in a COMPLETE result; its own partial lists stay as they are.
+_EVERY_ROW = ("unexpected_list", "unexpected_index_list")
+
+
+def _store_samples_only(store) -> None:
+    """GX writes every validation result to its store as JSON, for Data Docs. A station batch is
+    validated with COMPLETE results, which list every failing row (tens of thousands in a 30,000-row
+    export: 3 of a 10k drop's 11 s of station checks went into writing them). enteronce reads the
+    failing rows from the result in memory and keeps them in the warehouse; the stored copy needs
+    only what Data Docs show, so it keeps as many rows as the partial lists hold (the samples) and
+    the counts. The result the caller gets is untouched."""
+    original = store.store_validation_results
+    if getattr(original, "enteronce_samples_only", False):
+        return
+
+    def samples_only(suite_validation_result, *args, **kwargs):
+        saved = []
+        for r in suite_validation_result.results:
+            res = r.result
+            if isinstance(res, dict) and any(k in res for k in (*_EVERY_ROW, "unexpected_index_query")):
+                keep = len(res.get("partial_unexpected_list") or res.get("partial_unexpected_index_list") or [])
+                saved.append((r, res))
+                r.result = {k: (v[:keep] if k in _EVERY_ROW and isinstance(v, list) else v)
+                            for k, v in res.items() if k != "unexpected_index_query"}
+        try:
+            return original(suite_validation_result, *args, **kwargs)
+        finally:
+            for r, res in saved:
+                r.result = res
+
+    samples_only.enteronce_samples_only = True
+    store.store_validation_results = samples_only
+
+
 def gx_project(root: Path) -> "GxProject":
     """One GX project per folder per process: its context and definitions are made once."""
     root = Path(root).resolve()
@@ -145,6 +179,7 @@ class GxProject:
 
             self.root.mkdir(parents=True, exist_ok=True)
             self._context = gx.get_context(mode="file", project_root_dir=str(self.root))
+            _store_samples_only(self._context.validation_results_store)
             variables = self._context.variables
             if variables.progress_bars is None or getattr(variables.progress_bars, "globally", True) is not False:
                 from great_expectations.data_context.types.base import ProgressBarsConfig

@@ -462,3 +462,23 @@ def test_samples_of_a_suite_without_complete_lists_are_its_first_failing_rows(gx
     assert row["unexpected_count"] == len(failing) == result(complete, "validity.n")["unexpected_count"]
     assert sampled.failures["key"].to_list() == failing[:7]
     assert complete.failures["key"].to_list() == failing
+
+
+def test_gx_stores_samples_of_the_failing_rows_and_the_caller_gets_them_all(tmp_path: Path) -> None:
+    """GX's stored copy of a COMPLETE result (for Data Docs) keeps the samples and the counts, not
+    every failing row; the Validation enteronce works from still has every one."""
+    gx = GxProject(tmp_path / "gx")
+    frame = persons(*(person("s1", f"p{i}", phone="6812345") for i in range(30)), person("s1", "ok"))
+    v = gx.validate_many([("s1/residents/many", frame)], PERSONS, **{**options(PERSONS), "samples": 5})[0]
+    assert len(failing(v)["validity.phone"]) == 30
+    assert result(v, "validity.phone")["unexpected_count"] == 30
+    stored = [json.loads(p.read_text(encoding="utf-8")) for p in (tmp_path / "gx").rglob("validations/**/*.json")]
+    phone = [r["result"] for d in stored for r in d["results"]
+             if r["expectation_config"]["type"] == "expect_column_values_to_match_regex"
+             and r["result"].get("unexpected_count") == 30]
+    assert len(phone) == 1, stored
+    assert len(phone[0]["unexpected_index_list"]) == len(phone[0]["partial_unexpected_list"]) == 5
+    assert len(phone[0]["unexpected_list"]) == 5 and "unexpected_index_query" not in phone[0]
+    # a second run through the same store is trimmed as well, and the first result object was left whole
+    v2 = gx.validate_many([("s1/residents/again", frame)], PERSONS, **{**options(PERSONS), "samples": 5})[0]
+    assert len(failing(v2)["validity.phone"]) == 30
