@@ -20,10 +20,11 @@ runner's own step callback and the peak resident memory of the child's process t
 phase, sampled from /proc every 0.1 s (psutil is not a dependency). Within each phase the
 Dagster steps' own durations (from the run's step events) are listed too, so a slow phase
 names its slow asset, and each step's peak (the highest sample while it ran), so a heavy phase
-names its heavy asset. "feed files written" is the time from the run's start to the end of its
-last `subscriber_feeds` step: when a drop's changes are in the subscribers' files, though the run
-goes on to the report. The machine's load average is printed beside the figures: on a shared
-2-core machine, other work inflates them.
+names its heavy asset. "changes in the feed files" is the time from the run's start to the end
+of its first `subscriber_feeds` step: when a drop's changes are in the subscribers' files, though
+the run goes on (the quality pass, a second feed build with its correction tasks, the report).
+The machine's load average is printed beside the figures: on a shared 2-core machine, other work
+inflates them.
 """
 
 from __future__ import annotations
@@ -255,14 +256,16 @@ def measured_run(config: Path, url: str, data_dir: Path, station_ids: set[str]) 
             "steps": {k: round(v, 2) for k, v in sorted(end_event["steps"].items(), key=lambda kv: -kv[1])},
             "step_peaks_mib": _step_peaks(samples, end_event["spans"]),
             "runs": end_event["runs"], "failed_runs": end_event["failed"], "stations_run": stations_run,
-            "feeds_written_s": _feeds_written(start, end_event["spans"])}
+            "feeds_written_s": _feeds_written(start, end_event["spans"], first=True),
+            "all_feeds_written_s": _feeds_written(start, end_event["spans"], first=False)}
 
 
-def _feeds_written(start: float, spans: dict[str, list]) -> float | None:
-    """Seconds from the run's start to the end of its last feed-writing step: when a drop's
-    change is in the subscribers' files, though the run goes on (the report)."""
+def _feeds_written(start: float, spans: dict[str, list], *, first: bool) -> float | None:
+    """Seconds from the run's start to the end of its first feed build (`first`): when a drop's
+    changes are in the subscribers' files, though the run goes on (the quality pass, the report);
+    or of its last, which also delivers the quality pass's correction tasks."""
     ends = [b for key, intervals in spans.items() if key.startswith("subscriber_feeds") for _, b in intervals]
-    return round(max(ends) - start, 2) if ends else None
+    return round((min(ends) if first else max(ends)) - start, 2) if ends else None
 
 
 def _step_peaks(samples: list[tuple[float, int]], spans: dict[str, list]) -> dict[str, int]:
@@ -385,10 +388,12 @@ def _print(out: dict) -> None:
     for _, r in runs:
         total += [f"{r['seconds']:.1f}", f"{r['peak_mib']:,}"]
     table.add_row(*total, style="bold")
-    written = ["feed files written"]
-    for _, r in runs:
-        written += [f"{r['feeds_written_s']:.1f}" if r.get("feeds_written_s") is not None else "-", ""]
-    table.add_row(*written)
+    for label, key in (("changes in the feed files", "feeds_written_s"),
+                       ("and the quality pass's tasks", "all_feeds_written_s")):
+        written = [label]
+        for _, r in runs:
+            written += [f"{r[key]:.1f}" if r.get(key) is not None else "-", ""]
+        table.add_row(*written)
     console.print(table)
     console.print("stations run (the others had nothing new): "
                   + ", ".join(f"{label} {r.get('stations_run')}" for label, r in runs))
@@ -401,7 +406,7 @@ def _print(out: dict) -> None:
     drop = out.get("drop")
     if drop and drop.get("feeds_written_s") is not None and out["records_about"] >= 1_000_000:
         target = "met" if drop["feeds_written_s"] <= 10 else "MISSED"
-        console.print(f"target (a 10k drop into 1M, to feed files written): <= 10 s: {target} "
+        console.print(f"target (a 10k drop into 1M, its changes in the feed files): <= 10 s: {target} "
                       f"({drop['feeds_written_s']:.1f} s)")
     if first.get("warehouse_bytes"):
         console.print(f"warehouse after the first run: {first['warehouse_bytes'] / 2**30:.2f} GiB")

@@ -156,7 +156,8 @@ def _project_and_stations(config: Path | None, warehouse: str | None,
 
 
 _STEP_LABELS = {"resolution": "resolving and publishing", "quality": "validating (Great Expectations)",
-                "feeds": "building subscribers' feeds", "report": "writing the audit report"}
+                "feeds": "building subscribers' feeds", "feeds again": "delivering the correction tasks",
+                "report": "writing the audit report"}
 
 
 def _materialize_with_progress(project: Project, station_ids: list[str], wait: bool) -> _RunOutcome:

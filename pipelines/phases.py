@@ -6,8 +6,13 @@ assets' dependencies, are the phases. Two rules shape them:
 - a group that is the only downstream group of its only upstream group, and is partitioned the
   same way, runs in that group's phase (resolution and the golden records it feeds run as one);
 - groups that do not depend on each other keep the order in which the Definitions declare their
-  first asset (the quality pass before the subscribers' feeds, so the feeds carry the correction
-  tasks' events of the same run).
+  first asset (the subscribers' feeds before the quality pass: a drop's changes reach the
+  subscribers without waiting for the checks; `enteronce run` builds the feeds again after the
+  quality pass when it wrote correction tasks' events).
+
+An asset check runs with the assets it checks, unless its specs name another group in their
+metadata (`RUNS_WITH`): the golden suites judge what was published, gate nothing, and run in the
+quality pass, after the feeds.
 
 A phase is named after its first group (what `enteronce run` shows while it runs) and carries
 its partitions definition's name: per station (ingest), per subscriber (feeds), or none.
@@ -20,16 +25,43 @@ from dataclasses import dataclass
 import dagster as dg
 
 
+RUNS_WITH = "enteronce/runs_with_group"  # an asset check spec's metadata: the group whose phase runs it
+
+
 @dataclass(frozen=True)
 class Phase:
     name: str
     groups: tuple[str, ...]
     assets: tuple[dg.AssetsDefinition, ...]
     partitions: str | None
+    checks_in: tuple[dg.AssetCheckKey, ...] = ()  # checks of other phases' assets that run here
+    checks_out: tuple[dg.AssetCheckKey, ...] = ()  # checks of this phase's assets that run elsewhere
 
     @property
     def keys(self) -> list[str]:
         return [k.to_user_string() for a in self.assets for k in sorted(a.keys, key=lambda k: k.path)]
+
+    @property
+    def selection(self) -> dg.AssetSelection:
+        """What a run of this phase materialises and checks."""
+        selected = dg.AssetSelection.assets(*(k for a in self.assets for k in a.keys))
+        if self.checks_out:
+            selected = selected - dg.AssetSelection.checks(*self.checks_out)
+        if self.checks_in:
+            selected = selected | dg.AssetSelection.checks(*self.checks_in)
+        return selected
+
+
+def moved_checks(defs: dg.Definitions) -> dict[str, list[dg.AssetCheckKey]]:
+    """group -> the asset checks that run in its phase rather than with the assets they check."""
+    moved: dict[str, list[dg.AssetCheckKey]] = {}
+    for node in defs.assets or []:
+        if isinstance(node, dg.AssetChecksDefinition):
+            for spec in node.check_specs:
+                group = (spec.metadata or {}).get(RUNS_WITH)
+                if group is not None:
+                    moved.setdefault(str(group), []).append(spec.key)
+    return moved
 
 
 def materializable(defs: dg.Definitions) -> list[dg.AssetsDefinition]:
@@ -90,12 +122,21 @@ def run_phases(defs: dg.Definitions) -> list[Phase]:
                 continue
         phase_of[group] = [group]
         phases.append(phase_of[group])
-    return [
-        Phase(
+    moved = moved_checks(defs)
+    unknown = sorted(set(moved) - set(order))
+    if unknown:
+        raise ValueError(f"asset checks name groups with no asset: {unknown} ({RUNS_WITH})")
+    every_moved = {k for keys in moved.values() for k in keys}
+    out = []
+    for groups in phases:
+        assets = tuple(n for g in groups for n, ng in zip(nodes, group_of_node) if ng == g)
+        keys = {k for a in assets for k in a.keys}
+        out.append(Phase(
             name=groups[0],
             groups=tuple(groups),
-            assets=tuple(n for g in groups for n, ng in zip(nodes, group_of_node) if ng == g),
+            assets=assets,
             partitions=next(iter(partitions[groups[0]])),
-        )
-        for groups in phases
-    ]
+            checks_in=tuple(k for g in groups for k in moved.get(g, [])),
+            checks_out=tuple(sorted((k for k in every_moved if k.asset_key in keys), key=str)),
+        ))
+    return out

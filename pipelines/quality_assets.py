@@ -32,6 +32,7 @@ from pipelines.assets import RAW, record_key
 from pipelines.automation import AFTER_UPSTREAM
 from pipelines.instance import INGEST_POOL, PUBLICATION_POOL
 from pipelines.partitions import range_label, stations_partitions
+from pipelines.phases import RUNS_WITH
 from pipelines.resources import ProjectResource
 from quality.config import project_quality
 from quality.service import Outcome, quality_pass, validate_golden, validate_stations
@@ -40,6 +41,7 @@ from quality.validate import gx_project
 from warehouse.quality import QualityStore
 
 QUALITY_KEY = dg.AssetKey("data_quality")
+QUALITY_GROUP = "quality"
 
 
 def suite_description(suite: SuiteSpec, what: str) -> str:
@@ -249,6 +251,8 @@ def _golden_quality(registry: Registry) -> dg.AssetChecksDefinition:
     GOLDEN_SUITES = {
         t.name: dg.AssetCheckSpec("golden_suite", asset=dg.AssetKey(f"{t.name}_golden_records"),
                                   additional_deps=links[t.name],
+                                  # judged after the subscribers' feeds, in the quality pass (it gates nothing)
+                                  metadata={RUNS_WITH: QUALITY_GROUP},
                                   description=suite_description(
                                       qualities[t.name].golden, f"the active golden {t.spec.description or t.name}"))
         for t in registry if qualities[t.name].golden is not None
@@ -272,7 +276,7 @@ def _data_quality(registry: Registry) -> dg.AssetsDefinition:
     @dg.asset(
         key=QUALITY_KEY,
         deps=[dg.AssetKey(f"{t.name}_change_events") for t in registry],
-        group_name="quality",
+        group_name=QUALITY_GROUP,
         kinds={"great_expectations", "polars", "sql"},
         automation_condition=AFTER_UPSTREAM,
         description="After publication: station freshness, correction tasks for station values that disagree "

@@ -39,7 +39,7 @@ class ProjectAssets:
 
     @property
     def all(self) -> list:
-        return [self.station_records, *self.resolution, *self.golden, *self.quality, *self.feeds, *self.report]
+        return [self.station_records, *self.resolution, *self.golden, *self.feeds, *self.quality, *self.report]
 
 
 @lru_cache(maxsize=8)

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 import dagster as dg
 
 from core.errors import EnteronceError
+from feeds.files import subscribers_behind
 from pipelines.automation import STAGE_TAG
 from pipelines.definitions import definitions_for, defs
 from pipelines.feed_assets import run_feeds, subscribers_partitions
@@ -21,6 +22,7 @@ from pipelines.partitions import consecutive_ranges, run_target, stations_partit
 from pipelines.phases import run_phases
 from pipelines.project import Project
 from pipelines.resources import ProjectResource
+from warehouse import Warehouse
 from warehouse.locks import warehouse_lock
 
 # Everything the code location declares (assets and their checks), and the order `enteronce run`
@@ -108,9 +110,9 @@ def materialize_project(
     launched_by: str = "enteronce run",
 ) -> list[dg.ExecuteInProcessResult]:
     """One run per range of consecutive station partitions with work, as the drop sensor launches
-    them (pipelines.partitions), then what the automation launches after them: resolution and
-    publication, data quality, the subscribers' feeds and the audit report, in this process. The
-    report's run comes last.
+    them (pipelines.partitions), then resolution and publication, the subscribers' feeds, the
+    quality pass (with the golden suites), the feeds again when the quality pass wrote events,
+    and the audit report, in this process. The report's run comes last.
 
     One `enteronce run` at a time per warehouse: a second one waits for the first (`on_wait`
     hears who holds it) and then finds nothing left to do; with `wait=False` it raises
@@ -125,7 +127,7 @@ def materialize_project(
     try:
         with (warehouse_lock(store.engine, "run", purpose="enteronce run", on_wait=on_wait, wait=wait),
               _secret_free_resource(project) as resource):
-            return _materialize(project, station_ids, on_station, resource, resolve=resolve, only=only,
+            return _materialize(project, store, station_ids, on_station, resource, resolve=resolve, only=only,
                                 launched_by=launched_by)
     finally:
         store.dispose()
@@ -148,7 +150,7 @@ def _secret_free_resource(project: Project) -> Iterator[ProjectResource]:
             os.environ[WAREHOUSE_ENV] = before
 
 
-def _materialize(project: Project, station_ids: list[str], on_station, resource: ProjectResource, *,
+def _materialize(project: Project, store: Warehouse, station_ids: list[str], on_station, resource: ProjectResource, *,
                  resolve: bool, only: Collection[str] | None = None, launched_by: str = "enteronce run"):
     instance = open_instance(project)
     missing, order = with_new(instance.get_dynamic_partitions(stations_partitions.name), station_ids)
@@ -181,26 +183,34 @@ def _materialize(project: Project, station_ids: list[str], on_station, resource:
         if on_station is not None:
             on_station(name)
 
+    def build_feeds() -> None:  # one run over every subscriber
+        for result in run_feeds(project, instance, assets, resources, QUIET, {**base_tags, STAGE_TAG: "feeds"}):
+            results.append(checked(result))
+
+    feeds_phase: str | None = None  # its name, once the feeds were built in this run
     for phase in phases:
         if only is not None and phase.name not in only:
             continue
-        selection = list(phase.assets)
         if phase.partitions == stations_partitions.name:  # one run per range of stations, as the drop sensor
             for keys in station_ranges:
                 step(keys[0])
                 key, range_tags = run_target(keys)
-                results.append(run("ingest", selection=selection, partition_key=key, tags=range_tags))
+                results.append(run("ingest", selection=phase.selection, partition_key=key, tags=range_tags))
             continue
         if not resolve:
             continue
         step(phase.name)
-        if phase.partitions == subscribers_partitions.name:  # one run over every subscriber
-            feeds = run_feeds(project, instance, assets, resources, QUIET, {**base_tags, STAGE_TAG: "feeds"})
-            for result in feeds:
-                checked(result)
-                results.append(result)
+        if phase.partitions == subscribers_partitions.name:
+            build_feeds()
+            feeds_phase = phase.name
         elif phase.partitions is None:
-            results.append(run("publication", selection=selection))
+            results.append(run("publication", selection=phase.selection))
+            # a phase after the feeds that wrote events (the quality pass's correction tasks): they
+            # go to the subscribers in this run too, before the report that audits the deliveries
+            if feeds_phase is not None and subscribers_behind(
+                    store, instance.get_dynamic_partitions(subscribers_partitions.name))[1]:
+                step(f"{feeds_phase} again")
+                build_feeds()
         else:
             raise RunFailed(f"phase {phase.name!r}: `enteronce run` does not know partitions {phase.partitions!r}")
     return results

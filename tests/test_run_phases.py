@@ -8,10 +8,10 @@ import pytest
 from pipelines.phases import run_phases
 
 
-def test_derived_phases_are_the_order_the_run_used_before() -> None:
-    """The phases derived from the code location's Definitions are the ones pipelines/runner.py
-    listed by hand before: the station ingest per station; resolution and golden records of every
-    entity type in one run; the quality pass; the subscribers' feeds; the audit report."""
+def test_derived_phases_and_what_each_runs() -> None:
+    """The phases derived from the code location's Definitions: the station ingest per station;
+    resolution and golden records of every entity type in one run; the subscribers' feeds; the
+    quality pass; the audit report."""
     from pipelines.definitions import defs
 
     phases = run_phases(defs)
@@ -22,11 +22,21 @@ def test_derived_phases_are_the_order_the_run_used_before() -> None:
         ("ingest", "stations", sorted(["raw_records", *(f"{t}_records" for t in types)])),
         # the residence relation's links run with them, after both types' golden records
         ("resolution", None, sorted([*(f"{t}_{step}" for t in types for step in steps), "residence_links"])),
-        ("quality", None, ["data_quality"]),
+        # the feeds before the quality pass: a drop's changes do not wait for the checks
         ("feeds", "subscribers", ["subscriber_feeds"]),
+        ("quality", None, ["data_quality"]),
         ("report", None, ["audit_report"]),
     ]
     assert [(p.name, p.partitions, sorted(p.keys)) for p in phases] == before
+    # the golden suites check the golden records but run in the quality pass, after the feeds
+    golden_suites = {dg.AssetCheckKey(dg.AssetKey(f"{t}_golden_records"), "golden_suite") for t in types}
+    by_name = {p.name: p for p in phases}
+    assert set(by_name["quality"].checks_in) == golden_suites == set(by_name["resolution"].checks_out)
+    graph = defs.resolve_asset_graph()
+    assert golden_suites <= by_name["quality"].selection.resolve_checks(graph)
+    assert not golden_suites & by_name["resolution"].selection.resolve_checks(graph)
+    # the checks that gate something still run with their assets
+    assert dg.AssetCheckKey(dg.AssetKey("person_records"), "publishable") in phases[0].selection.resolve_checks(graph)
     # every materialisable asset of the Definitions is in exactly one phase
     nodes = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition) and a.keys]
     assert sorted(id(a) for p in phases for a in p.assets) == sorted(id(a) for a in nodes)
@@ -70,3 +80,16 @@ def test_a_node_spanning_two_groups_is_refused() -> None:
 
     with pytest.raises(ValueError, match="spans groups"):
         run_phases(dg.Definitions(assets=[both]))
+
+
+def test_a_check_moved_to_a_group_without_assets_is_refused() -> None:
+    from pipelines.phases import RUNS_WITH
+
+    records = _asset("records", "ingest")
+
+    @dg.multi_asset_check(specs=[dg.AssetCheckSpec("late", asset="records", metadata={RUNS_WITH: "nowhere"})])
+    def late():
+        yield dg.AssetCheckResult(check_name="late", asset_key=dg.AssetKey("records"), passed=True)
+
+    with pytest.raises(ValueError, match="nowhere"):
+        run_phases(dg.Definitions(assets=[records, late]))
