@@ -436,7 +436,7 @@ def test_samples_of_a_suite_without_complete_lists_are_its_first_failing_rows(gx
     only those rows to look up (quality.validate._bound_partial_indices), and what comes back is
     the same as from GX's full list: the count of every failing row, and the first rows as samples,
     in frame order; a complete run still lists every one."""
-    from great_expectations.expectations.metrics import util
+    import quality.validate as validate
 
     suite = SuiteSpec("sampled_records", "golden", "any", (
         ExpectationSpec("validity.n", "ExpectColumnValuesToBeBetween", {"column": "n", "min_value": 0}, "validity",
@@ -445,19 +445,18 @@ def test_samples_of_a_suite_without_complete_lists_are_its_first_failing_rows(gx
     frame = pl.DataFrame({"entity_id": [f"P{i:05d}" for i in range(3000)],
                           "n": [-i if i % 3 else i for i in range(3000)]})
     failing = [f"P{i:05d}" for i in range(3000) if i % 3]
-    lookups: list[str] = []  # GX resolves the index column's name once per failing row it lists
-    resolve = util.get_dbms_compatible_column_names
+    listed: list[int] = []  # the failing rows handed over to be listed, per expectation and run
+    by_name = validate._rows_by_name
 
-    def counted(*args, **kwargs):
-        lookups.append("row")
-        return resolve(*args, **kwargs)
+    def counted(frame, *args, **kwargs):
+        listed.append(len(frame))
+        return by_name(frame, *args, **kwargs)
 
-    monkeypatch.setattr(util, "get_dbms_compatible_column_names", counted)
+    monkeypatch.setattr(validate, "_rows_by_name", counted)
     sampled = gx.validate(frame, suite, label="sampled", parameters={}, samples=7, complete=False)
-    looked_up = len(lookups)
     complete = gx.validate(frame, suite, label="complete", parameters={}, samples=7, complete=True)
-    # GX's other lookups are the same in both runs: the sampled run looked up 7 failing rows, not 2,000
-    assert (len(lookups) - looked_up) - looked_up == len(failing) - 7
+    # the sampled run listed 7 failing rows, not 2,000; the complete run every one
+    assert listed == [7, len(failing)]
     row = result(sampled, "validity.n")
     assert row["unexpected_count"] == len(failing) == result(complete, "validity.n")["unexpected_count"]
     assert sampled.failures["key"].to_list() == failing[:7]
@@ -482,3 +481,34 @@ def test_gx_stores_samples_of_the_failing_rows_and_the_caller_gets_them_all(tmp_
     # a second run through the same store is trimmed as well, and the first result object was left whole
     v2 = gx.validate_many([("s1/residents/again", frame)], PERSONS, **{**options(PERSONS), "samples": 5})[0]
     assert len(failing(v2)["validity.phone"]) == 30
+
+
+def test_failing_rows_by_name_are_what_gx_lists_cell_by_cell() -> None:
+    """`_rows_by_name` reads a COMPLETE result's failing rows column-wise: the same keys in the same
+    order and the same values as text (GX's own loop gives numpy scalars, this plain Python ones)."""
+    import math
+
+    import numpy as np
+    import pandas as pd
+    from great_expectations.expectations.metrics import util
+
+    from quality.validate import _rows_by_name
+
+    frame = pd.DataFrame({
+        "phone": ["1", None, "x", np.nan], "n": [1, 2, 3, 4], "f": [1.5, np.nan, 2.0, 3.0], "b": [True, False, True, False],
+        "d": [dt.date(2020, 1, 1), None, dt.date(2021, 2, 3), pd.NaT], "name": ["张三", "", "李四", "王五"],
+        "ts": pd.to_datetime(["2020-01-01", None, "2021-01-01 10:00", "2022-01-01"], format="mixed"),
+        "record_key": ["s1:a", "s1:b", "s1:c", "s1:d"], "__batch": [0, 0, 1, 1]}).iloc[[0, 1, 3]]
+    result_format = {"result_format": "COMPLETE", "unexpected_index_column_names": ["record_key", "__batch"]}
+
+    def text(row: dict) -> list[tuple[str, str]]:
+        return [(k, "nan" if isinstance(v, float) and math.isnan(v) else str(v)) for k, v in row.items()]
+
+    for domain in (["phone"], ["n", "f"], ["b", "d", "ts"], ["record_key"], ["name", "phone"]):
+        gx_rows = util.compute_unexpected_pandas_indices(frame, domain, result_format, None,
+                                                         {"table.columns": list(frame.columns)})
+        assert [text(r) for r in _rows_by_name(frame, domain, result_format)] == [text(r) for r in gx_rows], domain
+    # GX's other paths are left to GX
+    assert _rows_by_name(frame.set_index("record_key"), ["phone"], result_format) is None
+    assert _rows_by_name(frame, ["phone"], {**result_format, "exclude_unexpected_values": True}) is None
+    assert _rows_by_name(frame, ["phone"], {"result_format": "COMPLETE"}) is None
