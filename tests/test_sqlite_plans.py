@@ -116,13 +116,3 @@ def test_a_snapshot_page_of_a_wide_scope_walks_the_entity_id_order(store: Wareho
                                          limit=1000)
     golden = [p for p in seen if "golden_records" in p]
     assert golden == ["SEARCH golden_records USING INDEX sqlite_autoindex_golden_records_1 (entity_id>?)"], seen
-
-
-def test_a_relations_open_links_are_counted_in_their_index(store: Warehouse) -> None:
-    """Every relation run counts its open links: through (relation, from_id) SQLite read each link
-    row to test its end (1.7 s of a 10k drop's residence step at 1M links)."""
-    from warehouse.relations import RelationStore
-
-    with plans(store) as seen:
-        assert RelationStore(store).open_link_count("residence") == 0
-    assert len(seen) == 1 and "COVERING INDEX ix_relation_links_relation_valid_to" in seen[0], seen

@@ -644,7 +644,6 @@ relation_links = sa.Table(
     sa.Column("closed_run", sa.Integer),
     sa.Index(None, "relation", "from_id"),
     sa.Index(None, "relation", "to_id"),
-    sa.Index(None, "relation", "valid_to"),  # the open links' count
 )
 
 # Each active record's key as the relation step last saw it (`side` from | to; `key` the key
