@@ -19,19 +19,12 @@ from warehouse import schema as s
 from warehouse.bulk import not_journalled, polars_type, read_frame
 from warehouse.feed_records import GOLDEN_SCHEMA
 from warehouse.feeds import read_access_rows
+from warehouse.resolution import latest_resolution_seq
 from warehouse.store import Warehouse
 
 AUDIT_SCHEMA = {"audit_id": pl.Int64, "subscriber_id": pl.String, "token_id": pl.String, "channel": pl.String,
                 "kind": pl.String, "entity_type": pl.String, "key_hashes": pl.String, "entity_ids": pl.String,
                 "fields": pl.String, "outcome": pl.String, "at": pl.Datetime("us", "UTC"), "batch_id": pl.String}
-
-
-def latest_resolution_seq(store: Warehouse, entity_type: str) -> int:
-    """The seq of the entity type's latest resolution run (0 before the first): one indexed max()."""
-    r = s.resolution_runs
-    with store.engine.connect() as conn:
-        value = conn.scalar(sa.select(sa.func.max(r.c.seq)).where(r.c.entity_type == entity_type))
-    return int(value or 0)
 
 
 CHUNK_ROWS = 100_000

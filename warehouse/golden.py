@@ -43,11 +43,6 @@ class GoldenStore(EntityTypeStore):
         with self.engine.connect() as conn:
             return int(conn.scalar(sa.select(t.c.resolution_seq).where(t.c.entity_type == self.entity_type)) or 0)
 
-    def latest_resolution_seq(self) -> int:
-        r = s.resolution_runs
-        with self.engine.connect() as conn:
-            return int(conn.scalar(sa.select(sa.func.max(r.c.seq)).where(r.c.entity_type == self.entity_type)) or 0)
-
     def entity_changes(self, after_seq: int) -> pl.DataFrame:
         c = s.entity_changes
         # parts as JSON text, decoded by Polars: a first publication reads a million changes

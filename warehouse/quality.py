@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from warehouse import schema as s
 from warehouse.bulk import in_keys, insert_frame, polars_type, read_bulk, read_chunks, read_frame
 from warehouse.outbox import Appended, outbox_transaction
+from warehouse.resolution import latest_resolution_seq
 from core.time import utcnow
 from warehouse.store import Warehouse
 
@@ -213,10 +214,7 @@ class QualityStore:
         return sorted(ids)
 
     def resolution_seq(self, entity_type: str) -> int:
-        r = s.resolution_runs
-        with self.engine.connect() as conn:
-            return int(conn.scalar(sa.select(sa.func.coalesce(sa.func.max(r.c.seq), 0)).where(
-                r.c.entity_type == entity_type)) or 0)
+        return latest_resolution_seq(self.store, entity_type)
 
     # -- state ---------------------------------------------------------------------------------
     def state(self, name: str) -> int:

@@ -30,6 +30,15 @@ def not_held(batch_id: sa.ColumnElement) -> sa.ColumnElement[bool]:
     return ~sa.exists().where(h.c.batch_id == batch_id, h.c.released_at.is_(None))
 
 
+def latest_resolution_seq(store: Warehouse, entity_type: str) -> int:
+    """The seq of the entity type's latest resolution run (0 before the first): one indexed max().
+    Only such a run writes the type's membership and entity changes."""
+    r = s.resolution_runs
+    with store.engine.connect() as conn:
+        value = conn.scalar(sa.select(sa.func.max(r.c.seq)).where(r.c.entity_type == entity_type))
+    return int(value or 0)
+
+
 class EntityTypeStore:
     """The warehouse as seen by one entity type's step (resolution, golden records)."""
 
@@ -41,6 +50,9 @@ class EntityTypeStore:
     @property
     def engine(self) -> sa.Engine:
         return self.store.engine
+
+    def latest_resolution_seq(self) -> int:
+        return latest_resolution_seq(self.store, self.entity_type)
 
 
 class ResolutionStore(EntityTypeStore):
@@ -115,7 +127,7 @@ class ResolutionStore(EntityTypeStore):
         type. Keyed by the type's own latest run, not the latest of any type: with the global one,
         every run of another type (a drop resolves dwellings, then persons) missed the cache and
         read the whole membership again."""
-        latest = self._latest_run()
+        latest = self.latest_resolution_seq()
         schema = {"record_key": pl.String, "entity_id": pl.String, "row_hash": pl.String, "since_seq": pl.Int64,
                   "entity_created_seq": pl.Int64}
         cache = self._cache("membership")
@@ -192,13 +204,6 @@ class ResolutionStore(EntityTypeStore):
         if value.tzinfo is None:  # SQLite hands back naive UTC
             return value.replace(tzinfo=dt.timezone.utc)
         return value.astimezone(dt.timezone.utc)
-
-    def _latest_run(self) -> int:
-        """The seq of this type's latest resolution run (0: none): only such a run writes its membership."""
-        r = s.resolution_runs
-        with self.engine.connect() as conn:
-            return int(conn.scalar(sa.select(sa.func.coalesce(sa.func.max(r.c.seq), 0))
-                                   .where(r.c.entity_type == self.entity_type)) or 0)
 
     def next_seq(self) -> int:
         with self.engine.connect() as conn:
