@@ -64,9 +64,10 @@ def setup(url: str, workdir: Path, rows: int, seed: int) -> dict:
     return {"seconds": time.perf_counter() - start, "mode": summary.mode}
 
 
-def publish(url: str) -> dict:
+def publish(url: str, cache_dir: Path) -> dict:
     """The first publication, as the `publish_persons` asset runs it (carried relation fields
-    included), with the clock and the peak memory after each sub-step."""
+    included, resolution's record and membership caches beside the warehouse as a pipeline has
+    them), with the clock and the peak memory after each sub-step."""
     from entity_resolution.config import load_resolution
     from entity_resolution.entity_types import load_registry
     from entity_resolution.propagation import run_golden
@@ -75,7 +76,7 @@ def publish(url: str) -> dict:
 
     settings = parse_survivorship(load_resolution(None).entities["person"].survivorship, source="defaults")
     carried = load_registry().relation_fields("person")
-    store = Warehouse(url).migrate()
+    store = Warehouse(url, cache_dir=cache_dir).migrate()
     base_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
     summary = run_golden(store.golden_store("person", "person_records"), settings, entity_type="person",
@@ -121,21 +122,34 @@ def _pg_cache(admin_url: str, rows: int, seed: int) -> str:
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         exists = conn.scalar(sa.text("SELECT datistemplate FROM pg_database WHERE datname = :n"), {"n": name})
-        if not exists:
+        if not exists or not (_pg_workdir(name) / "done").exists():  # (a template from before the caches were kept)
+            if exists:
+                conn.execute(sa.text(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE false'))
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
             print(f"setup: {rows:,} records ingested and resolved into database {name} (once) ...", flush=True)
-            workdir = CACHE / f"publication_pg_{uuid.uuid4().hex[:8]}"
+            workdir = _pg_workdir(name)
+            shutil.rmtree(workdir, ignore_errors=True)
             workdir.mkdir(parents=True)
-            try:
-                r = _child(["--step", "setup", "--url", admin.url.set(database=name).render_as_string(False),
-                            "--workdir", str(workdir), "--rows", str(rows), "--seed", str(seed)])
-            finally:
-                shutil.rmtree(workdir, ignore_errors=True)
+            r = _child(["--step", "setup", "--url", admin.url.set(database=name).render_as_string(False),
+                        "--workdir", str(workdir), "--rows", str(rows), "--seed", str(seed)])
             print(f"setup took {r['seconds']:.0f} s", flush=True)
             conn.execute(sa.text(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE true'))
+            (workdir / "done").write_text(json.dumps(r))
     admin.dispose()
     return name
+
+
+def _pg_workdir(template: str) -> Path:
+    """Where the setup of a PostgreSQL template keeps resolution's caches."""
+    return CACHE / f"{template}_work"
+
+
+def _scratch_caches(source: Path) -> Path:
+    """A copy of resolution's caches for one measurement (the publication may widen them)."""
+    scratch = CACHE / f"publication-caches-{uuid.uuid4().hex[:8]}"
+    shutil.copytree(source, scratch)
+    return scratch
 
 
 def _measure(args) -> dict:
@@ -145,9 +159,12 @@ def _measure(args) -> dict:
         cached_db = _sqlite_cache(args.rows, args.seed)
         scratch = CACHE / f"publication-{uuid.uuid4().hex[:8]}.sqlite"
         shutil.copyfile(cached_db, scratch)
+        caches = _scratch_caches(cached_db.parent / "cache")
         try:
-            return _child(["--step", "publish", "--url", f"sqlite:///{scratch}"], args.profile)
+            return _child(["--step", "publish", "--url", f"sqlite:///{scratch}", "--workdir", str(caches)],
+                          args.profile)
         finally:
+            shutil.rmtree(caches, ignore_errors=True)
             for p in CACHE.glob(scratch.name + "*"):
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
     template = _pg_cache(args.pg_url, args.rows, args.seed)
@@ -155,10 +172,12 @@ def _measure(args) -> dict:
     name = f"enteronce_pub_{uuid.uuid4().hex[:8]}"
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    caches = _scratch_caches(_pg_workdir(template) / "cache")
     try:
-        return _child(["--step", "publish", "--url", admin.url.set(database=name).render_as_string(False)],
-                      args.profile)
+        return _child(["--step", "publish", "--url", admin.url.set(database=name).render_as_string(False),
+                       "--workdir", str(caches)], args.profile)
     finally:
+        shutil.rmtree(caches, ignore_errors=True)
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
@@ -181,7 +200,7 @@ def main() -> None:
         print(json.dumps(setup(args.url, args.workdir, args.rows, args.seed), default=str))
         return
     if args.step == "publish":
-        print(json.dumps(publish(args.url), default=str))
+        print(json.dumps(publish(args.url, args.workdir), default=str))
         return
 
     from rich.console import Console

@@ -236,10 +236,6 @@ def _affected(store: GoldenStore, changes: pl.DataFrame, last: int) -> tuple[pl.
     return active, retired
 
 
-def _valid_flags(settings: SurvivorshipSettings) -> list[str]:
-    return [r.valid_flag for r in settings.fields.values() if r.valid_flag]
-
-
 # A publication that recomputes at least this share of the type's records reads them all in one
 # ordered pass; a smaller one asks for each part's entities by key.
 DENSE_SHARE = 0.5
@@ -249,7 +245,7 @@ def _part_inputs(store: GoldenStore, settings: SurvivorshipSettings, fields: lis
                  parts: list[pl.Series]) -> Iterator[pl.DataFrame]:
     """The member records of each part's active entities (`parts`: sorted, in entity id order),
     part after part."""
-    wanted = [*fields, *_valid_flags(settings)]
+    wanted = settings.record_columns
     if not parts:
         return
     if active.len() < DENSE_SHARE * store.member_count():

@@ -17,15 +17,17 @@ from typing import Protocol
 
 import polars as pl
 
+from core.errors import ConfigError
 from entity_resolution.clustering import ClusterResult, cluster_with_stats, recluster_with_stats
 from entity_resolution.config import EntitySettings
 from entity_resolution.resolve import distinct_valid, guard_records, score_pairs
 from entity_resolution.scoring import Model
 from entity_resolution.stable_ids import assign_entity_ids
+from entity_resolution.survivorship import parse_survivorship
 
 
 class ResolutionStore(Protocol):
-    def records(self, columns: list[str]) -> pl.DataFrame: ...
+    def records(self, columns: list[str], *, cache_too: list[str] = ...) -> pl.DataFrame: ...
     def model(self) -> tuple[str, str] | None: ...
     def membership(self) -> pl.DataFrame: ...
     def edges(self, decision: str | None = None, *, weights: bool = True) -> pl.DataFrame: ...
@@ -68,6 +70,18 @@ def needed_columns(settings: EntitySettings) -> list[str]:
     for expression in settings.derived.values():
         cols.update(pl.sql_expr(expression).meta.root_names())
     return sorted(cols - set(settings.derived))
+
+
+def golden_columns(settings: EntitySettings) -> list[str]:
+    """The record columns the type's golden records read: resolution's read of the records
+    caches them too, so that the first publication after it finds them in the cache instead of
+    reading every record again. Empty when the survivorship config is invalid: the golden step
+    reports that, not resolution."""
+    try:
+        survivorship = parse_survivorship(settings.survivorship or {})
+    except ConfigError:
+        return []
+    return ["source_updated_at", *survivorship.record_columns]
 
 
 def edge_frame(scored: pl.DataFrame) -> pl.DataFrame:
@@ -183,7 +197,7 @@ def _load(store: ResolutionStore, settings: EntitySettings, *, full: bool, retra
           clock: dict[str, float], t0: float) -> _Loaded:
     """Read records, membership, judgements and the stored model; decide whether to retrain and
     whether the run is full (asked, retraining, or nothing resolved yet) or incremental."""
-    records = store.records(needed_columns(settings))
+    records = store.records(needed_columns(settings), cache_too=golden_columns(settings))
     clock["load_records"] = time.perf_counter() - t0
     membership = store.membership()
     judgements = store.judgements()

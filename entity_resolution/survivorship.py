@@ -120,6 +120,12 @@ class SurvivorshipSettings(StrictConfig):
             out[name] = rule
         return out
 
+    @property
+    def record_columns(self) -> list[str]:
+        """The record columns survivorship reads besides keys, station, batch and
+        source_updated_at: each field and its valid flag."""
+        return list(dict.fromkeys([*self.fields, *(r.valid_flag for r in self.fields.values() if r.valid_flag)]))
+
     @model_validator(mode="after")
     def _follow_targets(self) -> SurvivorshipSettings:
         repeated = sorted({r for r in self.default if self.default.count(r) > 1})

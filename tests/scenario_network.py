@@ -67,9 +67,9 @@ class Hub:
     settings = load_resolution(None).entities["person"]
     survivorship = parse_survivorship(settings.survivorship, source="defaults")
 
-    def __init__(self, root: Path, url: str, station_id: str = "s9001"):
+    def __init__(self, root: Path, url: str, station_id: str = "s9001", *, cache_dir: Path | None = None):
         self.root, self.url, self.station_id = root, url, station_id
-        self.store = Warehouse(url).migrate()
+        self.store = Warehouse(url, cache_dir=cache_dir).migrate()
         self.stations = load_stations(root / "stations.yaml")
         self.store.sync_stations({"station_id": s.id, "name": s.name, "jurisdiction": list(s.jurisdiction)}
                                  for s in self.stations.stations)

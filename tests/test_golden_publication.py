@@ -127,8 +127,18 @@ def test_publication_in_parts_through_the_stage_writes_what_one_pass_writes(
     for name, url in zip(("one", "parts"), two_urls, strict=True):
         root = tmp_path / name
         shutil.copytree(base_network, root)
-        hubs.append(Hub(root, url))
+        # the parts' hub keeps resolution's caches, as a pipeline does: its first publication
+        # reads its inputs from them, the other's from the database's join
+        hubs.append(Hub(root, url, cache_dir=root / "cache" if name == "parts" else None))
     one, parts = hubs
+    inputs_from = []
+    records = golden_store.GoldenStore.records
+
+    def cached_records(self, columns):
+        inputs_from.append("caches")
+        return records(self, columns)
+
+    monkeypatch.setattr(golden_store.GoldenStore, "records", cached_records)
     residents = None
     steps = [[], [Q1, Q2], None, "judge"]  # first publication; creates; moves, creates and a merge; a split
     for step in steps:
@@ -148,6 +158,7 @@ def test_publication_in_parts_through_the_stage_writes_what_one_pass_writes(
         got, want = _published(parts), _published(one)
         for table in want:
             assert got[table].equals(want[table]), table
+    assert inputs_from == ["caches"]  # the first publication, in the parts' hub
     ops = set(want["events"]["op"].to_list())
     assert {"create", "update", "merge", "split"} <= ops  # every kind went through both paths
     every = want["events"]

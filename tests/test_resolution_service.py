@@ -6,6 +6,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import sqlalchemy as sa
 
 from connectors.config import load_stations
 from connectors.ingest import ingest_station
@@ -265,3 +266,50 @@ def test_membership_cache_survives_another_types_run(network: Path, tmp_path: Pa
     fresh = Warehouse(f"sqlite:///{tmp_path / 'w.sqlite'}").resolution_store("person", "person_records").membership()
     assert store.resolution_store("person", "person_records").membership().sort("record_key").equals(
         fresh.sort("record_key"))
+
+
+def test_record_cache_holds_what_resolution_and_publication_read(network: Path, tmp_path: Path) -> None:
+    """Resolution and golden records read different columns of the same records: resolution's
+    read caches the golden columns too, so the first publication finds them there; a reader
+    asking for columns the cache lacks widens it (it once held one reader's columns, and each
+    would have replaced it in turn); later batches are appended with every column it holds; and
+    each read equals the table's."""
+    import json
+
+    from entity_resolution.service import golden_columns
+    from warehouse import schema as s
+
+    cache = tmp_path / "cache"
+    url = f"sqlite:///{tmp_path / 'w.sqlite'}"
+    store = warehouse_with(network, url, ["s0001", "s0002"], cache_dir=cache)
+    manifest = cache / "person-records" / "manifest.json"
+    resolve(store)
+    rs, gs = store.resolution_store("person", "person_records"), store.golden_store("person", "person_records")
+    written = manifest.read_text()
+
+    def table(columns: list[str]) -> pl.DataFrame:  # the same read without a cache
+        return Warehouse(url).resolution_store("person", "person_records").records(columns)
+
+    resolution_columns, publication_columns = needed_columns(SETTINGS), golden_columns(SETTINGS)
+    assert {"address", "source_updated_at"} <= set(publication_columns) - set(resolution_columns)
+    published = gs.records(publication_columns)
+    assert manifest.read_text() == written  # a hit: resolution cached them
+    assert published.sort("record_key").equals(table(publication_columns).sort("record_key"))
+    gs.records(["phone_kind", *publication_columns])  # asked by nobody before: a miss
+    assert "phone_kind" not in resolution_columns and manifest.read_text() != written
+    widened_to = manifest.read_text()
+    assert rs.records(resolution_columns).columns[:4] == ["record_key", "station_id", "row_hash", "batch_id"]
+    assert gs.records(publication_columns).equals(published)
+    assert manifest.read_text() == widened_to  # hits for both again
+
+    ingest_station(store, next(st for st in load_stations(network / "stations.yaml").stations if st.id == "s0003"),
+                   base_dir=network, data_dir=network / "data")
+    grown = rs.records(resolution_columns)  # the new batch, appended as a delta with every column
+    assert len(json.loads(manifest.read_text())["deltas"]) == 1
+    for columns, got in ((resolution_columns, grown), (publication_columns, gs.records(publication_columns)),
+                         (["phone_kind"], gs.records(["phone_kind"]))):
+        want = table(columns)
+        assert got.columns == want.columns
+        assert got.sort("record_key").equals(want.sort("record_key"))
+    with store.engine.connect() as conn:
+        assert grown.height == conn.scalar(sa.select(sa.func.count()).select_from(s.person_records))

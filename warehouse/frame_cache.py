@@ -36,17 +36,28 @@ class FrameCache:
         manifest = self._manifest()
         return None if manifest is None else manifest["meta"]
 
-    def read(self, schema: dict[str, pl.DataType]) -> tuple[pl.DataFrame, object] | None:
-        """The cached frame and its meta, or None when absent, damaged or of another schema."""
+    def schema(self) -> dict[str, pl.DataType]:
+        """The cached frame's columns (from the base file's footer; {} when there is none)."""
+        manifest = self._manifest()
+        try:
+            return {} if manifest is None else dict(pl.read_parquet_schema(self.folder / manifest["base"]))
+        except Exception:  # noqa: BLE001 - a damaged cache is just a miss
+            return {}
+
+    def read(self, schema: dict[str, pl.DataType] | None, *, columns: list[str] | None = None
+             ) -> tuple[pl.DataFrame, object] | None:
+        """The cached frame and its meta, or None when absent, damaged or of another schema
+        (`schema` None: whatever columns it holds, for a reader that checks them itself).
+        `columns`: only these are read (each file's others are skipped on disk)."""
         manifest = self._manifest()
         if manifest is None:
             return None
         try:
-            frame = pl.read_parquet(self.folder / manifest["base"])
-            if dict(frame.schema) != schema:
+            frame = pl.read_parquet(self.folder / manifest["base"], columns=columns)
+            if schema is not None and dict(frame.schema) != schema:
                 return None
             for name in manifest["deltas"]:
-                frame = apply_delta(frame, pl.read_parquet(self.folder / name), self.key)
+                frame = apply_delta(frame, pl.read_parquet(self.folder / name, columns=columns), self.key)
         except Exception:  # noqa: BLE001 - a damaged cache is just a miss
             return None
         return frame, manifest["meta"]

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from core.time import utcnow
 from warehouse import schema as s
 from warehouse.bulk import (
+    READ_CHUNK_ROWS,
     SqliteStage,
     in_keys,
     insert_frame,
@@ -61,10 +62,11 @@ class GoldenStore(EntityTypeStore):
         """Entities whose membership rows a resolution run wrote since `after_seq` (new records,
         records that changed content, records that moved between entities)."""
         m = s.entity_membership
-        stmt = sa.select(m.c.entity_id).distinct().where(m.c.entity_type == self.entity_type,
-                                                         m.c.updated_seq > after_seq)
+        # distinct in Polars: SQLite's DISTINCT sorted a million ids in a temporary b-tree (3.4 s
+        # of a first publication, against 0.6 s for reading them all)
+        stmt = sa.select(m.c.entity_id).where(m.c.entity_type == self.entity_type, m.c.updated_seq > after_seq)
         with self.engine.connect() as conn:
-            return read_bulk(conn, stmt, schema={"entity_id": pl.String}).to_series()
+            return read_bulk(conn, stmt, schema={"entity_id": pl.String}).to_series().unique()
 
     def inputs(self, entity_ids: pl.Series, fields: Iterable[str]) -> pl.DataFrame:
         """Member records of the given entities with the fields survivorship reads."""
@@ -78,8 +80,24 @@ class GoldenStore(EntityTypeStore):
     def all_inputs(self, fields: Iterable[str]) -> Iterator[pl.DataFrame]:
         """`inputs` of every entity of the type, in entity id order (bytewise), a chunk at a
         time: one pass for a publication that recomputes most of them (the first one), where a
-        key list per part would have the database scan the records once per part."""
+        key list per part would have the database scan the records once per part.
+
+        With a cache folder, from resolution's cached records and membership (Parquet, checked
+        against the warehouse), joined here: the database's join looked each member's record up
+        by key, a random read per record (12 s of SQLite's time at a million records, against
+        about 2 s for the whole frame this way)."""
         stmt, schema = self._inputs_query(fields)
+        if self.store.cache_dir is not None:
+            members = self.membership().select("entity_id", "record_key").sort("entity_id")
+            records = self.records([c for c in schema if c != "entity_id"])
+            # the narrow membership sorted, the wide rows joined to it in its order
+            joined = members.join(records, on="record_key", how="inner", maintain_order="left").select(list(schema))
+            del records, members
+            if joined.height == 0:
+                yield joined
+            for offset in range(0, joined.height, READ_CHUNK_ROWS):
+                yield joined.slice(offset, READ_CHUNK_ROWS)
+            return
         m = s.entity_membership
         with self.engine.connect() as conn:
             if conn.dialect.name == "postgresql":

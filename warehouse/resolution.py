@@ -54,53 +54,63 @@ class EntityTypeStore:
     def latest_resolution_seq(self) -> int:
         return latest_resolution_seq(self.store, self.entity_type)
 
-
-class ResolutionStore(EntityTypeStore):
-    """The warehouse side of one entity type's resolution (see entity_resolution.service)."""
-
     # The membership this store handed out, and the run it reflects: a run's written rows are a
     # delta on it for the cache.
     _membership_read: tuple[pl.DataFrame, int] | None = None
 
-    # -- reads ---------------------------------------------------------------------------------
-    def records(self, columns: Iterable[str]) -> pl.DataFrame:
-        """Current standardised records, the columns resolution needs plus row_hash and station.
+    def records(self, columns: Iterable[str], *, cache_too: Iterable[str] = ()) -> pl.DataFrame:
+        """Current standardised records (not held): record_key, station_id, row_hash, batch_id
+        and `columns`, in that order.
 
         With a cache folder, the records are kept as Parquet together with the batches they
         cover; a later read fetches only the records of batches loaded since (records change
         only by new batches) and appends them to the cache, so an incremental run neither
-        re-reads nor rewrites a million rows.
+        re-reads nor rewrites a million rows. Resolution and golden records read different
+        columns of the same records: the cache holds the union of the columns asked for, and a
+        reader whose columns it lacks reads them all once and widens it. `cache_too`: columns
+        another step will ask for, read and cached now, though not returned.
         """
         t = self.record_table
-        wanted = list(dict.fromkeys(["record_key", "station_id", "row_hash", "batch_id", *columns]))
-        cols = [t.c[c] for c in wanted if c in t.c]
-        schema = {c.name: polars_type(c) for c in cols}
+        wanted = [c for c in dict.fromkeys(["record_key", "station_id", "row_hash", "batch_id", *columns]) if c in t.c]
+        schema = {c: polars_type(t.c[c]) for c in wanted}
         station_of = self._loaded_batches()
         loaded = list(station_of)
         cache = self._cache("records")
-        cached = cache.read(schema) if cache is not None else None
+        held = cache.schema() if cache is not None else {}
+        covered = cache.meta() if held else None
+        fits = (all(held.get(c) == d for c, d in schema.items()) and all(c in t.c for c in held)
+                and covered is not None and set(covered) <= set(loaded))
+        if fits and not set(loaded) - set(covered):  # nothing new: only the columns asked for are read
+            cached = cache.read(None, columns=wanted)
+            if cached is not None and cached[1] == covered:
+                return cached[0].select(wanted)
+        cached = cache.read(None) if fits else None
         if cached is not None and set(cached[1]) <= set(loaded):
             frame, covered = cached
             new = sorted(set(loaded) - set(covered))
             if not new:
-                return frame
-            # by the batches' stations too: a record table has no index on batch_id, so by batch
-            # alone SQLite read every record of the type for a drop's few stations
+                return frame.select(wanted)
+            # every column the cache holds, so that the delta can be appended to it; by the
+            # batches' stations too: a record table has no index on batch_id, so by batch alone
+            # SQLite read every record of the type for a drop's few stations
             stations = sorted({station_of[b] for b in new})
             with self.engine.connect() as conn:
-                fresh = read_bulk(conn, sa.select(*cols).where(
+                fresh = read_bulk(conn, sa.select(*[t.c[c] for c in held]).where(
                     in_keys(conn, t.c.station_id, stations, table="_stations"), in_keys(conn, t.c.batch_id, new)),
-                    schema=schema)
+                    schema=held)
             # a record in two new batches: the later load wins, as the upsert did in the table
             fresh = fresh.unique("record_key", keep="last", maintain_order=True)
             cache.append(fresh, loaded, expect=covered, previous=frame)
-            return apply_delta(frame, fresh, "record_key")
+            return apply_delta(frame, fresh, "record_key").select(wanted)
+        # a miss reads the cache's columns too (those the table still has), so that readers of
+        # different columns widen the cache once instead of replacing it in turn
+        every = list(dict.fromkeys(c for c in [*wanted, *cache_too, *held] if c in t.c))
         with self.engine.connect() as conn:
-            frame = read_frame(conn, sa.select(*cols).where(not_held(t.c.batch_id)).order_by(t.c.record_key),
-                               schema=schema)
+            frame = read_bulk(conn, sa.select(*[t.c[c] for c in every]).where(not_held(t.c.batch_id))
+                              .order_by(t.c.record_key), schema={c: polars_type(t.c[c]) for c in every})
         if cache is not None:
             cache.write(frame, loaded)
-        return frame
+        return frame.select(wanted)
 
     def _loaded_batches(self) -> dict[str, str]:
         """batch id -> its station, of the type's loaded batches not held."""
@@ -113,14 +123,6 @@ class ResolutionStore(EntityTypeStore):
         if self.store.cache_dir is None:
             return None
         return FrameCache(self.store.cache_dir / f"{self.entity_type}-{name}", key="record_key")
-
-    def model(self) -> tuple[str, str] | None:
-        t = s.resolution_models
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(t.c.settings_hash, t.c.model).where(t.c.entity_type == self.entity_type)
-            ).first()
-        return (row[0], row[1]) if row else None
 
     def membership(self) -> pl.DataFrame:
         """Record -> entity with the entity's creation seq; cached per resolution run of this
@@ -148,6 +150,19 @@ class ResolutionStore(EntityTypeStore):
             cache.write(frame, latest)
         self._membership_read = (frame, latest)
         return frame
+
+
+class ResolutionStore(EntityTypeStore):
+    """The warehouse side of one entity type's resolution (see entity_resolution.service)."""
+
+    # -- reads ---------------------------------------------------------------------------------
+    def model(self) -> tuple[str, str] | None:
+        t = s.resolution_models
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(t.c.settings_hash, t.c.model).where(t.c.entity_type == self.entity_type)
+            ).first()
+        return (row[0], row[1]) if row else None
 
     def edges(self, decision: str | None = None, *, weights: bool = True) -> pl.DataFrame:
         """Stored pairs; without `weights`, the bulky per-comparison JSON is left in the table
