@@ -257,6 +257,7 @@ def test_the_step_relinks_only_what_changes_reach_and_agrees_with_a_full_relink(
         first = run_relation(RelationStore(store), rel)
         links, fields = _state(store, rel)
         assert links == [("P1", "H1"), ("P2", "H1")] and (first.links, first.moved_in) == (2, 2)
+        assert RelationStore(store).open_link_count("residence") == 2
         assert fields == {"P1": "H1", "P2": "H1", "P3": None, "H1": "P1,P2"}
         # each change is a version carrying its golden row's provenance (copied in the database)
         golden, versions = _rows(store, "P1")
@@ -276,6 +277,7 @@ def test_the_step_relinks_only_what_changes_reach_and_agrees_with_a_full_relink(
         third = run_relation(RelationStore(store), rel)
         links, fields = _state(store, rel)
         assert links == [("P3", "H2")] and third.ambiguous == 2 and third.moved_out == 2
+        assert third.links == RelationStore(store).open_link_count("residence") == 1
         assert fields["P1"] is None and fields["H1"] is None and fields["H3"] is None
         golden, versions = _rows(store, "P1")  # the relation's earlier version ended as this one began
         assert [(v["version"], v["valid_to"] is None) for v in versions] == [(2, False), (3, True)]
@@ -289,6 +291,9 @@ def test_the_step_relinks_only_what_changes_reach_and_agrees_with_a_full_relink(
         fifth = run_relation(RelationStore(store), rel)
         links, fields = _state(store, rel)
         assert links == [("P1", "H1"), ("P3", "H2")] and fields["H1"] == "P1" and fifth.moved_out == 1
+        with store.engine.connect() as conn:  # the count kept by the commits is the links' own
+            open_now = conn.exec_driver_sql("SELECT count(*) FROM relation_links WHERE valid_to IS NULL").scalar()
+        assert fifth.links == RelationStore(store).open_link_count("residence") == open_now == 2
         assert "P2" not in fields  # a retired record is left as it was retired
 
         # nothing new: nothing to do; every link ever made is kept with its dates

@@ -120,8 +120,17 @@ class RelationStore:
             return read_frame(conn, stmt, schema=schema)
 
     def open_link_count(self, relation: str) -> int:
-        t = s.relation_links
+        """The relation's open links: as its last commit counted them (`stats.links`, written in
+        the transaction that opened and closed links, and only a commit here writes links).
+        Counting them read every link row of the relation, 1.7 s of each drop at 1M records."""
+        r, t = s.relation_runs, s.relation_links
         with self.engine.connect() as conn:
+            stats = conn.scalar(sa.select(r.c.stats).where(r.c.relation == relation)
+                                .order_by(r.c.run_id.desc()).limit(1))
+            if stats is None:
+                return 0
+            if isinstance(stats, dict) and isinstance(stats.get("links"), int):
+                return stats["links"]
             return int(conn.scalar(sa.select(sa.func.count()).where(t.c.relation == relation,
                                                                    t.c.valid_to.is_(None))) or 0)
 
