@@ -5,7 +5,8 @@ records, versions and change events published, timed per sub-step.
 
 The setup (ingest and full resolution, no publication) runs once per size and simulator version
 and is kept under benchmarks/.cache (a SQLite file; on PostgreSQL a template database), since it
-takes minutes at a million records. Each measurement publishes a fresh copy of it in its own
+takes minutes at a million records, together with resolution's record and membership caches (as
+a pipeline's data folder holds them). Each measurement publishes a fresh copy of both in its own
 process, so the peak memory (ru_maxrss, MB) is the publication's own; the peak column is the
 process peak at the end of each sub-step. Target: 1M records first published in <= 30 s.
 `--profile OUT` runs the publication under py-spy and writes a speedscope profile to OUT.
