@@ -107,11 +107,19 @@ def test_an_entered_record_reaches_another_stations_feed_with_only_the_daemon(ba
                          headers={"Authorization": f"Bearer {tokens[b.id]}"}, timeout=30).json()
         assert any((e.get("after") or {}).get("phone") == "139****2222" for e in page["events"])
 
-        # who published: the API's runs, in the instance the UI shows; no station run for A's entries
-        runs = [r.dagster_run for r in open_instance(project).get_run_records()]
+        # who published: the API's runs, in the instance the UI shows; no station run for A's entries.
+        # The feed files are written before their run is marked finished: wait for every entry run
+        # to end, then each must have succeeded.
+        def finished() -> list | None:
+            records = [r.dagster_run for r in open_instance(project).get_run_records()]
+            mine = [r for r in records if r.tags.get("enteronce/launched_by") == "front desk entry"]
+            return records if mine and all(r.is_finished for r in mine) else None
+
+        runs = wait_for(finished, WAIT_SECONDS, "the end of the entries' runs", hub)
         by_entry = [r for r in runs if r.tags.get("enteronce/launched_by") == "front desk entry"]
         assert {r.tags.get("enteronce/stage") for r in by_entry} == {"ingest", "publication", "feeds"}
-        assert all(r.status.value == "SUCCESS" for r in by_entry)
+        assert all(r.status.value == "SUCCESS" for r in by_entry), [
+            (r.tags.get("enteronce/stage"), r.status.value) for r in by_entry]
         assert not [r for r in runs if r.tags.get("dagster/sensor_name") == "station_drops_sensor"
                     and r.tags.get("dagster/partition") == A]
     finally:

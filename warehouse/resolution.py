@@ -85,7 +85,10 @@ class EntityTypeStore:
             if cached is not None and cached[1] == covered:
                 return cached[0].select(wanted)
         cached = cache.read(None) if fits else None
-        if cached is not None and set(cached[1]) <= set(loaded):
+        if cached is not None:  # as read, whatever another process wrote since the look above
+            held = dict(cached[0].schema)
+        if (cached is not None and set(cached[1]) <= set(loaded) and all(c in t.c for c in held)
+                and all(held.get(c) == d for c, d in schema.items())):
             frame, covered = cached
             new = sorted(set(loaded) - set(covered))
             if not new:
