@@ -76,20 +76,24 @@ class EntityTypeStore:
         station_of = self._loaded_batches()
         loaded = list(station_of)
         cache = self._cache("records")
+
+        def usable(held: dict[str, pl.DataType], covered: object) -> bool:
+            """A cached frame the records can come from: its batches all still loaded, its
+            columns all still in the table, those asked for among them with their types."""
+            return (covered is not None and set(covered) <= set(loaded) and all(c in t.c for c in held)
+                    and all(held.get(c) == d for c, d in schema.items()))
+
         held = cache.schema() if cache is not None else {}
         covered = cache.meta() if held else None
-        fits = (all(held.get(c) == d for c, d in schema.items()) and all(c in t.c for c in held)
-                and covered is not None and set(covered) <= set(loaded))
-        if fits and not set(loaded) - set(covered):  # nothing new: only the columns asked for are read
+        if usable(held, covered) and set(covered) == set(loaded):  # nothing new: only the columns asked for
             cached = cache.read(None, columns=wanted)
             if cached is not None and cached[1] == covered:
                 return cached[0].select(wanted)
-        cached = cache.read(None) if fits else None
-        if cached is not None:  # as read, whatever another process wrote since the look above
-            held = dict(cached[0].schema)
-        if (cached is not None and set(cached[1]) <= set(loaded) and all(c in t.c for c in held)
-                and all(held.get(c) == d for c, d in schema.items())):
+        cached = cache.read(None) if usable(held, covered) else None
+        # judged as read: another process may have written the cache since the look above
+        if cached is not None and usable(dict(cached[0].schema), cached[1]):
             frame, covered = cached
+            held = dict(frame.schema)
             new = sorted(set(loaded) - set(covered))
             if not new:
                 return frame.select(wanted)
