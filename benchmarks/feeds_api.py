@@ -47,7 +47,7 @@ sys.path.append(str(ROOT / "benchmarks"))  # scratch.py (last: benchmarks/feeds.
 import polars as pl  # noqa: E402
 
 from feeds.journal import JOURNAL_ENV  # noqa: E402
-from loadgen import run_load  # noqa: E402
+from loadgen import run_load, server_cpu_s  # noqa: E402
 from feeds.tokens import issue_token, revoke_token  # noqa: E402
 from warehouse import Warehouse  # noqa: E402
 from warehouse.feeds import FeedStore  # noqa: E402
@@ -112,7 +112,9 @@ def measure(warehouse_url: str, config_dir: Path, subscriber_id: str, clients: i
     try:
         # the clients: one asyncio loop in a process of its own (benchmarks/loadgen.py), counting
         # each page's events without decoding it, so that their CPU stays small beside the server's
+        cpu = server_cpu_s(proc.pid)
         times, wall, statuses, events = run_load("127.0.0.1", port, load, count=b'"event_id":')
+        cpu = server_cpu_s(proc.pid) - cpu
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -127,7 +129,7 @@ def measure(warehouse_url: str, config_dir: Path, subscriber_id: str, clients: i
     return {"subscriber": subscriber_id, "requests": len(times), "clients": clients, "page": page,
             "mean_events": events / len(times),
             "p50_ms": float(np.percentile(latencies, 50)), "p99_ms": float(np.percentile(latencies, 99)),
-            "rps": len(times) / wall, "events_per_s": events / wall}
+            "rps": len(times) / wall, "events_per_s": events / wall, "server_cpu_ms": 1000 * cpu / len(times)}
 
 
 def build(root: Path, *, events: int, stations: int, url: str | None = None) -> tuple[str, list[str]]:
@@ -221,7 +223,8 @@ def main() -> None:
                             f"({mode}), {args.workers} worker(s), {args.warehouse}, audit "
                             f"{'before each page' if args.audit_before_send else 'through the journal'}, "
                             f"load average {os.getloadavg()[0]:.1f}", title_justify="left")
-        for col in ("subscriber", "requests", "events/page", "p50 ms", "p99 ms", "req/s", "events/s"):
+        for col in ("subscriber", "requests", "events/page", "p50 ms", "p99 ms", "req/s", "events/s",
+                    "server CPU/page"):
             table.add_column(col, justify="left" if col == "subscriber" else "right")
         runs = [(subscribers[0], args.requests)]
         if args.station:
@@ -230,7 +233,8 @@ def main() -> None:
             r = measure(url, root, sid, clients=args.clients, page=args.page, requests=requests,
                         workers=args.workers, journal=not args.audit_before_send)
             table.add_row(sid, f"{r['requests']:,}", f"{r['mean_events']:,.0f}", f"{r['p50_ms']:,.1f}",
-                          f"{r['p99_ms']:,.1f}", f"{r['rps']:,.1f}", f"{r['events_per_s']:,.0f}")
+                          f"{r['p99_ms']:,.1f}", f"{r['rps']:,.1f}", f"{r['events_per_s']:,.0f}",
+                          f"{r['server_cpu_ms']:.2f} ms")
         console.print(table)
 
 

@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))  # first: benchmarks/feeds.py must not shadow the feeds package
 
-from loadgen import run_load  # noqa: E402
+from loadgen import run_load, server_cpu_s  # noqa: E402
 from simcache import CACHE, simulator_digest  # noqa: E402
 
 FIELDS = ("name", "sex", "birth_date", "id_number", "phone", "address", "area_code")
@@ -111,13 +111,6 @@ def _rss_mb(pid: int) -> tuple[float, float]:
             key, value = line.split(":", 1)
             values[key] = int(value.split()[0]) / 1024
     return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
-
-
-def _cpu_s(pid: int) -> float:
-    """CPU seconds (user + system, all threads) a process has used: per request, the server's
-    cost, which other work on a shared machine inflates far less than it inflates latency."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _sample_records(workdir: Path, n: int, seed: int) -> list[dict]:
@@ -195,9 +188,9 @@ def measure_api(workdir: Path, clients: int, requests: int, seed: int, journal: 
                     else:
                         mine.append(("GET", "/healthz", {}, None))
                 load.append(mine)
-            cpu = _cpu_s(proc.pid)
+            cpu = server_cpu_s(proc.pid)
             times, wall, statuses, _ = run_load("127.0.0.1", port, load)
-            cpu = _cpu_s(proc.pid) - cpu
+            cpu = server_cpu_s(proc.pid) - cpu
             bad = {code: n for code, n in statuses.items() if code not in (200, 422)}
             if bad:
                 raise RuntimeError(f"{kind} answered {bad}")

@@ -14,7 +14,8 @@ from core.errors import EnteronceError
 LIMIT_ENV = {"max_body_bytes": "ENTERONCE_API_MAX_BODY_BYTES",
              "max_header_bytes": "ENTERONCE_API_MAX_HEADER_BYTES",
              "max_headers": "ENTERONCE_API_MAX_HEADERS",
-             "threads": "ENTERONCE_API_THREADS"}
+             "threads": "ENTERONCE_API_THREADS",
+             "page_cache_mb": "ENTERONCE_API_PAGE_CACHE_MB"}
 
 
 @dataclass(frozen=True)
@@ -32,12 +33,16 @@ class ApiLimits:
     so twenty threads at once only take turns more often: under 20 clients, 8 threads instead of
     anyio's 40 cut a feed page's p99 by a quarter to a third (README). More suit a warehouse across
     a slow network, or many slow pages built on demand, which would otherwise hold every thread.
+
+    `page_cache_mb` is how much of the prepared feed pages' blocks each worker process keeps in
+    memory (least recently used out first): a page then reads only their keys from the warehouse.
     """
 
     max_body_bytes: int = 64 * 1024
     max_header_bytes: int = 32 * 1024
     max_headers: int = 100
     threads: int = 8
+    page_cache_mb: int = 256
 
     def __post_init__(self) -> None:
         for f in dataclass_fields(self):
@@ -49,8 +54,8 @@ class ApiLimits:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "ApiLimits":
-        """The defaults, overridden by ENTERONCE_API_MAX_BODY_BYTES, _MAX_HEADER_BYTES, _MAX_HEADERS
-        and ENTERONCE_API_THREADS."""
+        """The defaults, overridden by ENTERONCE_API_MAX_BODY_BYTES, _MAX_HEADER_BYTES, _MAX_HEADERS,
+        _THREADS and _PAGE_CACHE_MB."""
         environ = os.environ if environ is None else environ
         values: dict[str, int] = {}
         for name, var in LIMIT_ENV.items():

@@ -165,15 +165,17 @@ def delivery_row(subscriber_id: str, *, channel: str, kind: str, token_id: str |
 
 class FeedService:
     def __init__(self, warehouse: Warehouse, subscriptions: Subscriptions, *,
-                 record_deliveries: Callable[[list[dict]], object] | None = None):
+                 record_deliveries: Callable[[list[dict]], object] | None = None, page_cache_bytes: int = 0):
         """`record_deliveries` takes the audit rows of the pages handed out: by default they are
         committed before the page is returned; the API gives its audit journal's `record`
-        (feeds/journal.py), which commits them after, never losing one."""
+        (feeds/journal.py), which commits them after, never losing one. `page_cache_bytes`: the
+        prepared blocks read for pages are kept in memory up to this size (the API's, a
+        long-running reader: warehouse.deliveries.BlockCache)."""
         self.warehouse = warehouse
         self.subscriptions = subscriptions
         self.store = FeedStore(warehouse)
         self.record_deliveries = record_deliveries or self.store.record_deliveries
-        self.prepared = PreparedStore(warehouse)
+        self.prepared = PreparedStore(warehouse, cache_bytes=page_cache_bytes)
         self._digests: dict[str, str] = {}
         self._by_id = {s.id: s for s in subscriptions.subscribers}
 
@@ -218,7 +220,7 @@ class FeedService:
 
     # -- events -----------------------------------------------------------------------------------
     def events(self, subscriber_id: str, *, after: int | None, limit: int, channel: str,
-               token_id: str | None = None) -> FeedPage:
+               token_id: str | None = None, prepared_only: bool = False) -> FeedPage | None:
         """Up to `limit` events after `after` (None: after the acknowledged cursor), up to the
         outbox's high water taken at the start; `next_after` is where the next page starts (the
         last delivered seq when full, else the high water: events in between are not for this
@@ -227,7 +229,9 @@ class FeedService:
         Where the feed build prepared the subscriber's events under its current policy
         (feeds.prepared), the page is read from them; what lies beyond the prepared stretch (events
         written since the last build) is built now, as is a page starting before the stretch or
-        under a policy changed since. Either way the page holds the same events."""
+        under a policy changed since. Either way the page holds the same events. `prepared_only`:
+        None instead of building any (nothing is audited then), for a caller that builds
+        elsewhere (the API's event loop hands such a page to a worker thread)."""
         sub = self.subscriber(subscriber_id)
         self._channel(channel)
         limit = max(1, min(int(limit), MAX_LIMIT))
@@ -241,6 +245,8 @@ class FeedService:
             pos = prep.last if prep.count == limit and (prep.more or prep.to < high) else max(min(prep.to, high), after)
         built = None
         if prep.count < limit and pos < high:
+            if prepared_only:
+                return None
             built, pos = self._build_page(sub, pos, high, limit - prep.count)
         count = prep.count + (built.height if built is not None else 0)
         last = int(built["seq"][-1]) if built is not None and built.height else prep.last

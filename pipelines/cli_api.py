@@ -113,6 +113,10 @@ def serve(
         min=1, envvar=LIMIT_ENV["threads"], show_envvar=True,
         help="Requests doing their blocking work at once, per worker process (the rest wait their turn); "
              "more for a warehouse across a slow network.")] = ApiLimits.threads,
+    page_cache_mb: Annotated[int, typer.Option(
+        min=1, envvar=LIMIT_ENV["page_cache_mb"], show_envvar=True,
+        help="MB of prepared feed pages kept in memory per worker process (pages then read only "
+             "their blocks' keys from the warehouse).")] = ApiLimits.page_cache_mb,
     publish_entries: Annotated[bool, typer.Option(
         help="Publish records entered at the front desk at once, from this process (the hub does); "
              "otherwise the daemon's drop sensor or `enteronce run` publishes them.")] = False,
@@ -133,7 +137,7 @@ def serve(
     project = _project(config, warehouse)
     try:
         limits = ApiLimits(max_body_bytes=max_body_bytes, max_header_bytes=max_header_bytes, max_headers=max_headers,
-                           threads=threads)
+                           threads=threads, page_cache_mb=page_cache_mb)
         # the feeds and the front desk; with several workers each builds its own index, not this process
         app = create_hub_app(project, limits=limits, warm=workers == 1, publish_entries=publish_entries,
                              audit_journal=audit_journal)

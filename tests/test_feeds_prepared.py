@@ -184,7 +184,7 @@ def test_pages_across_blocks_of_many_small_builds(env, monkeypatch) -> None:
     assert small["A"] >= 8, small  # a page of 5 then reads on past its first round of blocks
     svc = FeedService(store, SUBS)
     reads, fetch = [], deliveries._fetch
-    monkeypatch.setattr(deliveries, "_fetch", lambda conn, params: reads.append(params["n"]) or fetch(conn, params))
+    monkeypatch.setattr(deliveries, "_fetch", lambda conn, params, cache=None: reads.append(params["n"]) or fetch(conn, params, cache))
     prepared = {(sid, n): walk(svc, sid, start, n) for sid in IDS for n in (1, 5, 1000)}
     assert sum(len(pages) for pages in prepared.values()) < len(reads)  # pages that read on in a second round
     assert all(p[3] == len(p[0]) for pages in prepared.values() for p in pages)  # all read as prepared
@@ -353,3 +353,72 @@ def test_a_scope_part_is_read_by_its_index_below_the_square_root_of_table_times_
     assert 25_000 < _dense_from(1_200_000, 20_000) < 1_200_000
     assert _dense_from(1_200_000, 1_000) == 34_641  # API pages of 1,000
     assert _dense_from(5_000, 1_000) == DENSE  # never below the fixed floor
+
+
+def test_pages_from_blocks_held_in_memory_equal_pages_read_whole(env, monkeypatch) -> None:
+    """The API keeps the blocks it read in memory (BlockCache) and then reads only their keys: its
+    pages and audit rows equal those read whole, the second walk reads no block, and a build that
+    extends the stretch or a reset (the same generation number again, other block boundaries)
+    never serves an old block."""
+    monkeypatch.setattr(deliveries, "BLOCK_EVENTS", 7)
+    store, out = env
+    stage(out, 30, "P")
+    out.flush(FeedStore(store))
+    prepare_api(store, SUBS, start=0)
+    plain, held = FeedService(store, SUBS), FeedService(store, SUBS, page_cache_bytes=1 << 22)
+    whole: list[list[int]] = []  # the keys of every block read whole
+    by_keys, rows = deliveries._statement("by_keys", store.engine.dialect.name), deliveries._rows
+    monkeypatch.setattr(deliveries, "_rows", lambda conn, stmt, params: (
+        whole.append(params["keys"]) if stmt is by_keys else None) or rows(conn, stmt, params))
+
+    def pages_and_audit(svc: FeedService) -> tuple[dict, list]:
+        with store.engine.begin() as conn:
+            conn.execute(s.feed_deliveries.delete())
+        return {(sid, n): walk(svc, sid, 0, n) for sid in IDS for n in (3, 1000)}, audit(store)
+
+    expected = pages_and_audit(plain)
+    assert not whole and any(p[3] for pages in expected[0].values() for p in pages)
+    assert pages_and_audit(held) == expected and whole  # read whole once ...
+    whole.clear()
+    assert pages_and_audit(held) == expected and not whole  # ... then from memory
+    stage(out, 10, "Q")  # a build that extends every subscriber's stretch
+    out.flush(FeedStore(store))
+    prepare_api(store, SUBS)
+    expected = pages_and_audit(plain)
+    assert pages_and_audit(held) == expected and whole
+    marks = PreparedStore(store).marks()
+    PreparedStore(store).forget([])  # a reset: prepared again from 17, in generation 1 again
+    prepare_api(store, SUBS, start=17)
+    assert {sid: m.generation for sid, m in PreparedStore(store).marks().items()} == {sid: 1 for sid in marks}
+    expected = pages_and_audit(plain)
+    assert pages_and_audit(held) == expected
+
+
+def test_block_cache_keeps_the_most_recently_used_within_its_size() -> None:
+    cache = deliveries.BlockCache(max_bytes=100)
+    for key in ("a", "b"):
+        cache.put((key,), (key,), 40)
+    assert cache.get(("a",)) == ("a",)  # a is now the most recent
+    cache.put(("c",), ("c",), 40)  # over 100: b, the least recently used, goes
+    assert [cache.get((k,)) for k in "abc"] == [("a",), None, ("c",)]
+    cache.put(("d",), ("d",), 101)  # larger than the whole cache: not kept, nothing dropped for it
+    assert [cache.get((k,)) for k in "acd"] == [("a",), ("c",), None]
+
+
+def test_a_page_that_needs_building_is_left_to_the_caller_when_only_prepared_ones_are_asked(env) -> None:
+    """The API's event loop serves prepared pages itself and hands the others to a worker thread:
+    asked for prepared pages only, the service answers None for those, and audits nothing."""
+    store, out = env
+    stage(out, 12, "P")
+    out.flush(FeedStore(store))
+    prepare_api(store, SUBS, start=0)
+    stage(out, 10, "Q")  # written since the build: beyond the prepared stretch
+    out.flush(FeedStore(store))
+    svc = FeedService(store, SUBS, page_cache_bytes=1 << 20)
+    to = PreparedStore(store).mark("dept").to_seq
+    first = svc.events("dept", after=0, limit=3, channel="api", prepared_only=True)
+    assert first is not None and first.prepared == 3 and len(audit(store)) == 1
+    assert svc.events("dept", after=to, limit=3, channel="api", prepared_only=True) is None
+    assert len(audit(store)) == 1
+    built = svc.events("dept", after=to, limit=3, channel="api")
+    assert built is not None and built.lines and built.prepared == 0 and len(audit(store)) == 2
