@@ -28,8 +28,9 @@ class ApiLimits:
     checks it again for servers started otherwise.
     The default leaves room for the longest legitimate request, a records lookup of 200 ids.
 
-    `threads` is how many requests do their blocking work (a feed page's reads) at once, in worker
-    threads; the others wait their turn in the event loop. The work is mostly CPU under one GIL,
+    `threads` is how many requests do their blocking work (a feed page built on demand, any page
+    on a warehouse across a network, the front desk's entries) at once, in worker threads; the
+    others wait their turn in the event loop (a prepared page on SQLite is served by the loop). The work is mostly CPU under one GIL,
     so twenty threads at once only take turns more often: under 20 clients, 8 threads instead of
     anyio's 40 cut a feed page's p99 by a quarter to a third (README). More suit a warehouse across
     a slow network, or many slow pages built on demand, which would otherwise hold every thread.
