@@ -157,7 +157,9 @@ def open_tasks(store: FeedStore, sub: Subscriber, *, after_task: str | None = No
 
 def delivery_row(subscriber_id: str, *, channel: str, kind: str, token_id: str | None, seq_from: int | None,
                  seq_to: int | None, event_count: int, entity_ids: list[str], fields: dict[str, str]) -> dict:
-    ids = sorted(set(entity_ids))
+    # each once, in the order delivered: sorting a city page's thousand ids was an eighth of the
+    # API's loop time per page
+    ids = list(dict.fromkeys(entity_ids))
     return {"subscriber_id": subscriber_id, "token_id": token_id, "channel": channel, "kind": kind,
             "seq_from": seq_from, "seq_to": seq_to, "event_count": event_count, "entity_count": len(ids),
             "entity_ids": ids, "fields": fields}
