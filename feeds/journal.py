@@ -10,8 +10,9 @@ a server starts (a crash, a kill, the warehouse down at shutdown) are committed 
 carries a key that the warehouse keeps unique, so a file replayed after its rows were committed
 writes nothing twice.
 
-Files are `<folder>/<pid>-<ns>.jsonl`, one folder per audit log. The process writing one holds an
-exclusive `flock` on it until its rows are committed and the file is deleted, so another server
+Files are `<folder>/<pid>-<ns>.jsonl`, one folder per audit log; a file takes rows across
+commits until SEGMENT_BYTES. The process writing one holds an exclusive `flock` on it until it is
+full, its rows are committed and the file is deleted, so another server
 sharing the folder (two workers) never replays a live file. Without `fsync` (the default) a power
 cut can lose what the writer had not committed yet (milliseconds under load);
 `ENTERONCE_AUDIT_FSYNC=1` syncs each append, at the cost of a disk flush per answer.
@@ -38,6 +39,10 @@ FSYNC_ENV = "ENTERONCE_AUDIT_FSYNC"
 JOURNAL_ENV = "ENTERONCE_AUDIT_JOURNAL"  # feeds.api.app_from_env: the folder, else no journal
 RETRY_MIN, RETRY_MAX = 0.5, 30.0  # seconds between attempts while the warehouse refuses a commit
 MAX_PENDING = 10_000  # rows waiting for their commit; beyond, answers are refused (memory, file size)
+# A file takes rows across commits until it holds this much, then the next commit seals it: a new
+# file per commit (create, lock, rename, then unlink) was a few percent of a busy server's loop.
+# Its committed rows stay in it meanwhile, and a crash replays them as nothing (keys).
+SEGMENT_BYTES = 4 * 2**20
 
 
 class JournalClosed(RuntimeError):
@@ -93,6 +98,7 @@ class AuditJournal:
         self._idle = False  # the writer waits for rows: the next record wakes it (only then)
         self._pending: list[dict] = []
         self._segment: _Segment | None = None  # the file new rows go to
+        self._segment_bytes = 0
         self._sealed: list[_Segment] = []  # files whose rows are pending, awaiting their commit
         self._recorded = self._committed = 0
         self._closing = False
@@ -118,6 +124,7 @@ class AuditJournal:
             if self._segment is None:
                 self._segment = _Segment.create(self.folder)
             os.write(self._segment.fd, data)  # O_APPEND: one write, whole lines
+            self._segment_bytes += len(data)
             if self._fsync:
                 os.fsync(self._segment.fd)
             self._pending.extend(rows)
@@ -146,8 +153,11 @@ class AuditJournal:
                 if not self._pending:
                     return
                 rows, self._pending = self._pending, []
-                sealed = self._sealed + ([self._segment] if self._segment is not None else [])
-                self._sealed, self._segment = [], None
+                full = self._segment is not None and (self._segment_bytes >= SEGMENT_BYTES or self._closing)
+                sealed = self._sealed + ([self._segment] if full else [])
+                self._sealed = []
+                if full:
+                    self._segment, self._segment_bytes = None, 0
             try:
                 self._commit(rows, replay=retry)  # a commit that failed may have landed all the same
             except Exception as exc:  # the warehouse is away: the rows stay in their files and queue
@@ -198,7 +208,10 @@ class AuditJournal:
             return
         with self._lock:
             for seg in self._sealed + ([self._segment] if self._segment is not None else []):
-                os.close(seg.fd)  # unlocked, not removed: replayed by the next journal on the folder
+                if self._pending:
+                    os.close(seg.fd)  # unlocked, not removed: replayed by the next journal on the folder
+                else:
+                    seg.retire()  # a file that still took rows, all of them committed
             self._sealed, self._segment = [], None
 
     # -- a start after a crash ---------------------------------------------------------------------

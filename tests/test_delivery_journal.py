@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from fixtures.feed_outbox import Outbox
 from test_feeds_prepared import IDS, SUBS, audit, lines_of, stage, walk
 
+from feeds import journal as journal_module
 from feeds.journal import AuditJournal
 from feeds.service import FeedService
 from warehouse import Warehouse
@@ -78,6 +79,7 @@ def test_pages_audited_through_the_journal_carry_the_rows_of_pages_audited_befor
 
 KILLED = """
 import sys
+from feeds import journal as journal_module
 from feeds.journal import AuditJournal
 from warehouse import Warehouse
 from warehouse.feeds import FeedStore
@@ -154,6 +156,34 @@ def test_a_replayed_journal_writes_nothing_twice_and_keeps_a_cut_line(store, tmp
     assert again.recovered == 0
     assert len(logged(store)) == 5
     assert left(folder) == ["1-1.unreadable"]  # kept for a person to look at, its good rows committed
+    again.close()
+
+
+def test_a_file_takes_rows_across_commits_until_it_is_full(store, tmp_path, monkeypatch) -> None:
+    """One file per commit cost a busy server a create, lock, rename and unlink each time: a file
+    now takes rows across commits until SEGMENT_BYTES, its committed rows staying in it. A crash
+    then replays them as nothing; a clean close removes it."""
+    monkeypatch.setattr(journal_module, "SEGMENT_BYTES", 4000)  # rows of about 270 bytes
+    folder = tmp_path / "j"
+    journal = AuditJournal(folder, FeedStore(store).record_deliveries, stamp="delivered_at")
+    for k in range(3):  # three commits of a few rows: one file, all of them in it
+        journal.record(rows(3, f"a{k}"))
+        assert journal.flush(timeout=30)
+    (first,) = folder.glob("*.jsonl")
+    assert len(first.read_text().splitlines()) == 9 and len(logged(store)) == 9
+    while first.exists():  # past SEGMENT_BYTES the next commit seals it, and removes it once done
+        journal.record(rows(3, "b"))
+        assert journal.flush(timeout=30)
+    journal.record(rows(2, "c"))
+    assert journal.flush(timeout=30)
+    (live,) = folder.glob("*.jsonl")
+    copy = live.read_bytes()  # a live file whose rows are all committed
+    journal.close()
+    assert left(folder) == []  # a clean close removes it
+    committed = logged(store)
+    (folder / "1-1.jsonl").write_bytes(copy)  # as a crash would have left it
+    again = AuditJournal(folder, FeedStore(store).record_deliveries, stamp="delivered_at")
+    assert again.recovered == 0 and logged(store) == committed and left(folder) == []
     again.close()
 
 
