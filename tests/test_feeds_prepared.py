@@ -422,3 +422,45 @@ def test_a_page_that_needs_building_is_left_to_the_caller_when_only_prepared_one
     assert len(audit(store)) == 1
     built = svc.events("dept", after=to, limit=3, channel="api")
     assert built is not None and built.lines and built.prepared == 0 and len(audit(store)) == 2
+
+
+def test_the_api_serves_prepared_pages_from_its_loop_and_built_ones_from_a_thread(env, tmp_path, monkeypatch) -> None:
+    """Over HTTP, the pages equal the service's; on SQLite a prepared page takes no worker thread
+    and a page past the prepared stretch takes one; on PostgreSQL every page does. Each is audited."""
+    import anyio.to_thread
+    import httpx
+
+    from feeds.api import SUBSCRIPTIONS_FILE, BackgroundServer, create_app
+    from feeds.tokens import issue_token
+
+    store, out = env
+    stage(out, 30, "P")
+    out.flush(FeedStore(store))
+    prepare_api(store, SUBS, start=0)
+    stage(out, 10, "Q")  # written since the build
+    high = out.flush(FeedStore(store))
+    (tmp_path / SUBSCRIPTIONS_FILE).write_text(json.dumps(doc()), encoding="utf-8")
+    to = PreparedStore(store).mark("dept").to_seq
+    expected = walk(FeedService(store, SUBS), "dept", 0, 5)
+    with store.engine.begin() as conn:
+        conn.execute(s.feed_deliveries.delete())
+    hops, run_sync = [], anyio.to_thread.run_sync
+    monkeypatch.setattr(anyio.to_thread, "run_sync", lambda fn, *a, **k: hops.append(a) or run_sync(fn, *a, **k))
+    token = issue_token(store, "dept")
+    pages, kinds, in_loop = [], set(), store.engine.dialect.name == "sqlite"
+    with BackgroundServer(create_app(store.url, tmp_path, store=store, journal_dir=tmp_path / "j")) as base, \
+            httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token.token}"}) as http:
+        after = 0
+        while True:
+            before = len(hops)
+            page = http.get("/v1/feeds/dept/events", params={"after": after, "limit": 5}).json()
+            pages.append((page["events"], page["next_after"], page["has_more"]))
+            prepared = after < to and page["next_after"] <= to  # the page lies within the stretch
+            kinds.add(prepared)
+            assert len(hops) - before == (0 if prepared and in_loop else 1), (after, page["next_after"])
+            if not page["has_more"]:
+                break
+            after = page["next_after"]
+    assert kinds == {True, False}  # pages of both kinds
+    assert pages == [([json.loads(x) for x in p[0]], p[1], p[2]) for p in expected] and pages[-1][1] == high
+    assert len(audit(store)) == sum(1 for p in pages if p[0])
