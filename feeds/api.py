@@ -669,8 +669,9 @@ def create_app(warehouse_url: str, config_dir: Path | str, *, limits: ApiLimits 
     # millisecond): the event loop serves it at once, sparing the request two hops between threads
     # and the GIL hand-offs that go with them (a fifth of a page's CPU under 20 clients). A page
     # that must be built (past the last build, under a changed policy) takes a worker thread, as
-    # every page does on a warehouse across a network, where a read would hold up the loop.
-    pages_in_loop = store.engine.dialect.name == "sqlite"
+    # every page does on a warehouse across a network, where a read would hold up the loop, and
+    # where a page's audit row waits for a commit (no journal) or a disk flush (ENTERONCE_AUDIT_FSYNC=1).
+    pages_in_loop = store.engine.dialect.name == "sqlite" and bool(journals) and not journals["feeds"].fsync
 
     @app.get("/v1/feeds/{subscriber}/events", response_model=EventsPage, responses=errors, tags=["feeds"],
              summary="Change events after a sequence number")

@@ -91,7 +91,7 @@ class AuditJournal:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._commit = commit
         self.stamp = stamp
-        self._fsync = os.environ.get(FSYNC_ENV) == "1" if fsync is None else fsync
+        self.fsync = os.environ.get(FSYNC_ENV) == "1" if fsync is None else fsync  # each append synced
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # the writer waits here for rows
         self._done = threading.Condition(self._lock)  # flush() waits here for commits
@@ -125,7 +125,7 @@ class AuditJournal:
                 self._segment = _Segment.create(self.folder)
             os.write(self._segment.fd, data)  # O_APPEND: one write, whole lines
             self._segment_bytes += len(data)
-            if self._fsync:
+            if self.fsync:
                 os.fsync(self._segment.fd)
             self._pending.extend(rows)
             self._recorded += len(rows)

@@ -424,9 +424,12 @@ def test_a_page_that_needs_building_is_left_to_the_caller_when_only_prepared_one
     assert built is not None and built.lines and built.prepared == 0 and len(audit(store)) == 2
 
 
-def test_the_api_serves_prepared_pages_from_its_loop_and_built_ones_from_a_thread(env, tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("journal", [True, False])
+def test_the_api_serves_prepared_pages_from_its_loop_and_built_ones_from_a_thread(env, tmp_path, monkeypatch,
+                                                                                   journal: bool) -> None:
     """Over HTTP, the pages equal the service's; on SQLite a prepared page takes no worker thread
-    and a page past the prepared stretch takes one; on PostgreSQL every page does. Each is audited."""
+    and a page past the prepared stretch takes one; on PostgreSQL every page does, and so does
+    every page whose audit row is committed before it leaves (no journal). Each is audited."""
     import anyio.to_thread
     import httpx
 
@@ -447,8 +450,9 @@ def test_the_api_serves_prepared_pages_from_its_loop_and_built_ones_from_a_threa
     hops, run_sync = [], anyio.to_thread.run_sync
     monkeypatch.setattr(anyio.to_thread, "run_sync", lambda fn, *a, **k: hops.append(a) or run_sync(fn, *a, **k))
     token = issue_token(store, "dept")
-    pages, kinds, in_loop = [], set(), store.engine.dialect.name == "sqlite"
-    with BackgroundServer(create_app(store.url, tmp_path, store=store, journal_dir=tmp_path / "j")) as base, \
+    pages, kinds, in_loop = [], set(), store.engine.dialect.name == "sqlite" and journal
+    app = create_app(store.url, tmp_path, store=store, journal_dir=tmp_path / "j" if journal else None)
+    with BackgroundServer(app) as base, \
             httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token.token}"}) as http:
         after = 0
         while True:
