@@ -157,6 +157,8 @@ def main() -> None:
     from rich.table import Table
 
     console = Console()
+    if not console.is_terminal:  # piped (make, CI logs): wide enough for the table's columns
+        console = Console(width=160)
     with tempfile.TemporaryDirectory(prefix="enteronce-bench-feeds-") as tmp:
         workdir = Path(tmp)
         with _warehouse(args.warehouse, workdir) as url:

@@ -95,6 +95,8 @@ def main() -> None:
     parser.add_argument("--set-rows", type=int, nargs="*", default=[1000, 25_000], help="rows per batch of those")
     args = parser.parse_args()
     console = Console()
+    if not console.is_terminal:  # piped (make, CI logs): wide enough for the table's columns
+        console = Console(width=160)
 
     from quality.config import QualityConfig
     from quality.service import parameters
