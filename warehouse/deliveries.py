@@ -87,22 +87,18 @@ class PreparedEvents:
     def count(self) -> int:
         return len(self.entity_ids)
 
-    def add(self, first: int, last: int, chunk: bytes, ids: str | list[str], abouts: str | list[str],
-            fields: str | list[str], part: slice = slice(None)) -> None:
+    def add(self, first: int, last: int, chunk: bytes, ids: list[str], abouts: list[str], fields: list[str],
+            part: slice = slice(None)) -> None:
         """A block's events, or the `part` of them the page takes (`chunk` their lines), with the
-        block's stored audit columns (as stored, or split as a BlockCache holds them)."""
+        block's audit columns (split: `_held`)."""
         self.chunks.append(chunk)
-        self.entity_ids += _split(ids, ID_SEP)[part]
+        self.entity_ids += ids[part]
         if abouts:  # empty: no event of the block has one
-            self.abouts += [a for a in _split(abouts, ID_SEP)[part] if a]
-        self.fields.update(_split(fields, EVENT_SEP)[part])
+            self.abouts += [a for a in abouts[part] if a]
+        self.fields.update(fields[part])
         if self.first is None:
             self.first = first
         self.last = last
-
-
-def _split(value: str | list[str], sep: str) -> list[str]:
-    return value if isinstance(value, list) else value.split(sep)
 
 
 _COLUMNS = ("first_seq", "last_seq", "n", "seqs", "offsets", "entity_ids", "abouts", "fields", "lines")
@@ -210,16 +206,25 @@ def _split_mark(rows: list[tuple], width: int) -> tuple[list[tuple], tuple]:
     return rows, mark
 
 
+def _held(row: tuple) -> tuple[tuple, int]:
+    """A block row as the driver gives it, as a page uses it (the lines as bytes, the audit
+    columns split), and about the memory it takes."""
+    first, last, n, seqs, offsets, ids, abouts, fields, lines = row
+    size = len(lines) + 2 * (len(seqs) + len(offsets) + len(ids) + len(fields))
+    return (first, last, n, seqs, offsets, ids.split(ID_SEP), abouts.split(ID_SEP) if abouts else [],
+            fields.split(EVENT_SEP), lines.encode() if isinstance(lines, str) else lines), size
+
+
 def _fetch(conn: sa.Connection, params: dict, cache: BlockCache | None = None) -> tuple[list[tuple], tuple] | None:
-    """The blocks as the driver gives them (no per-row objects), in seq order, and the mark row
-    (to_seq, high, generation).
+    """The blocks (`_held`), in seq order, and the mark row (to_seq, high, generation).
 
     With a `cache`, the blocks' keys and the mark are read first, and only the blocks not in
     memory are read whole; None when one of those is gone by then (a build replaced the
     generation meanwhile): the caller reads again."""
     dialect = conn.dialect.name
     if cache is None:
-        return _split_mark(_rows(conn, _statement("blocks", dialect), params), len(_COLUMNS))
+        blocks, mark = _split_mark(_rows(conn, _statement("blocks", dialect), params), len(_COLUMNS))
+        return [_held(row[:len(_COLUMNS)])[0] for row in blocks], mark  # without the mark's null columns
     keys, (to, high, gen, stamp) = _split_mark(_rows(conn, _statement("keys", dialect), params), 3)
     mark = (to, high, gen)
     if not keys:
@@ -228,14 +233,11 @@ def _fetch(conn: sa.Connection, params: dict, cache: BlockCache | None = None) -
     got = {k[1]: cache.get((*version, k[1])) for k in keys}
     missing = [last for last, row in got.items() if row is None]
     if missing:
-        for first, last, n, seqs, offsets, ids, abouts, fields, lines in _rows(
-                conn, _statement("by_keys", dialect),
-                {"sid": params["sid"], "gen": gen, "stamp": stamp, "keys": missing}):
-            # held as a page uses it: the lines as bytes, the audit columns split
-            row = (first, last, n, seqs, offsets, ids.split(ID_SEP), abouts.split(ID_SEP) if abouts else [],
-                   fields.split(EVENT_SEP), lines.encode() if isinstance(lines, str) else lines)
-            got[last] = row
-            cache.put((*version, last), row, len(lines) + 2 * (len(seqs) + len(offsets) + len(ids) + len(fields)))
+        for raw in _rows(conn, _statement("by_keys", dialect),
+                         {"sid": params["sid"], "gen": gen, "stamp": stamp, "keys": missing}):
+            row, size = _held(raw)
+            got[row[1]] = row
+            cache.put((*version, row[1]), row, size)
         if any(got[last] is None for last in missing):
             return None
     return [got[k[1]] for k in keys], mark
@@ -325,11 +327,9 @@ class PreparedStore:
                 return PreparedEvents(to=-1, high=high)  # nothing prepared from `after` under this digest
             out, cap = PreparedEvents(to=to, high=high), min(to, high)
             while True:
-                for first, last, n, seqs, offsets, ids, abouts, fields, lines, *_ in blocks:
+                for first, last, n, seqs, offsets, ids, abouts, fields, lines in blocks:
                     if first > cap:
                         return out
-                    if isinstance(lines, str):
-                        lines = lines.encode()
                     need = limit - out.count
                     if first > after and last <= cap and n <= need:
                         out.add(first, last, lines, ids, abouts, fields)
