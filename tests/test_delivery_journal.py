@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -185,6 +186,39 @@ def test_a_file_takes_rows_across_commits_until_it_is_full(store, tmp_path, monk
     again = AuditJournal(folder, FeedStore(store).record_deliveries, stamp="delivered_at")
     assert again.recovered == 0 and logged(store) == committed and left(folder) == []
     again.close()
+
+
+def test_rows_recorded_back_to_back_are_committed_in_batches_and_a_flush_does_not_wait(store, tmp_path,
+                                                                                       monkeypatch) -> None:
+    """The writer commits at most every COMMIT_EVERY (each commit makes an SQLite API read its
+    kept rows again): rows recorded back to back for half a second take a handful of commits,
+    not one each; every row is committed, and flush() is answered without waiting out the interval."""
+    commits: list[int] = []
+
+    def commit(batch: list[dict], replay: bool = False) -> int:
+        commits.append(len(batch))
+        return FeedStore(store).record_deliveries(batch, replay=replay)
+
+    journal = AuditJournal(tmp_path / "j", commit, stamp="delivered_at")
+    journal.record(rows(1, "first"))
+    assert journal.flush(timeout=30)
+    commits.clear()
+    ends, recorded = time.monotonic() + 0.5, 0
+    while time.monotonic() < ends:
+        journal.record(rows(1, f"r{recorded}"))
+        recorded += 1
+        time.sleep(0.0005)
+    assert journal.flush(timeout=30)
+    assert sum(commits) == recorded > 100
+    assert len(commits) <= 0.5 / journal_module.COMMIT_EVERY + 3, commits
+    monkeypatch.setattr(journal_module, "COMMIT_EVERY", 60.0)
+    started = time.monotonic()
+    for k in range(5):  # each flush commits at once, even right after a commit
+        journal.record(rows(1, f"f{k}"))
+        assert journal.flush(timeout=30)
+    assert time.monotonic() - started < 30
+    journal.close()
+    assert len(logged(store)) == 1 + recorded + 5
 
 
 def test_the_rows_wait_for_a_warehouse_that_refuses_commits(store, tmp_path, caplog) -> None:
