@@ -468,3 +468,94 @@ def test_the_api_serves_prepared_pages_from_its_loop_and_built_ones_from_a_threa
     assert kinds == {True, False}  # pages of both kinds
     assert pages == [([json.loads(x) for x in p[0]], p[1], p[2]) for p in expected] and pages[-1][1] == high
     assert len(audit(store)) == sum(1 for p in pages if p[0])
+
+
+def test_what_the_api_keeps_between_pages_follows_every_commit_of_another_process(env, monkeypatch) -> None:
+    """On SQLite the API keeps each subscriber's blocks' keys and mark, and the tokens it checked,
+    while the database is unchanged (warehouse.unchanged): a second walk reads neither, and after
+    a build, a prune or a revocation committed by another connection (a daemon's run, the CLI)
+    the next page and the next check are as a fresh reader finds them."""
+    from feeds.tokens import InvalidToken, issue_token, revoke_token, verify_token
+
+    monkeypatch.setattr(deliveries, "BLOCK_EVENTS", 7)
+    store, out = env
+    other = Warehouse(store.url)  # its own engine and connections: another process, for SQLite
+    stage(out, 30, "P")
+    out.flush(FeedStore(store))
+    prepare_api(store, SUBS, start=0)
+    journal: list[dict] = []  # as the API's journal: no commit per page
+    held = FeedService(store, SUBS, page_cache_bytes=1 << 22, record_deliveries=journal.extend)
+    marks_read: list[str] = []
+    mark_stmt, rows = deliveries._statement("mark", store.engine.dialect.name), deliveries._rows
+    monkeypatch.setattr(deliveries, "_rows", lambda conn, stmt, params: (
+        marks_read.append(params["sid"]) if stmt is mark_stmt else None) or rows(conn, stmt, params))
+
+    def reader() -> FeedService:
+        return FeedService(Warehouse(store.url), SUBS, record_deliveries=journal.extend)
+
+    def fresh() -> dict:
+        return {(sid, n): walk(reader(), sid, 0, n) for sid in IDS for n in (3, 1000)}
+
+    def pages(svc: FeedService) -> dict:
+        return {(sid, n): walk(svc, sid, 0, n) for sid in IDS for n in (3, 1000)}
+
+    assert pages(held) == fresh()
+    marks_read.clear()
+    assert pages(held) == fresh()
+    assert not marks_read  # nothing committed since: nothing read again (on PostgreSQL, never kept)
+
+    stage(out, 10, "Q")  # another process's run: new events, and a build that extends the stretches
+    out.flush(FeedStore(other))
+    prepare_api(other, SUBS)
+    expected = fresh()
+    assert pages(held) == expected and any(p[3] for pages_ in expected.values() for p in pages_)
+
+    svc_other = FeedService(other, SUBS)
+    svc_other.snapshot("A", after_entity=None, limit=1000, channel="api")
+    acked = json.loads(walk(svc_other, "A", 0, 1000)[0][0][5])["seq"]
+    svc_other.acknowledge("A", acked)
+    PreparedStore(other).prune({"A": acked})  # the build drops what A acknowledged
+    assert PreparedStore(store).mark("A").from_seq == acked
+    assert walk(held, "A", acked, 4) == walk(reader(), "A", acked, 4)
+
+    token = issue_token(store, "dept")
+    assert verify_token(store, token.token).subscriber_id == "dept"
+    assert verify_token(store, token.token).subscriber_id == "dept"  # kept, on SQLite
+    revoke_token(other, token.token_id)
+    with pytest.raises(InvalidToken):
+        verify_token(store, token.token)  # the next check after the revocation's commit
+    other.dispose()
+
+
+def test_a_connection_forgets_what_it_kept_when_the_database_changes(warehouse_url: str) -> None:
+    """warehouse.unchanged: kept across checkouts of the same connection while nothing is
+    committed; emptied by a commit of another connection and by the connection's own write; not
+    offered inside a transaction that wrote, nor on PostgreSQL."""
+    from core.time import utcnow
+    from warehouse.unchanged import unchanged_reads
+
+    store = Warehouse(warehouse_url).migrate()
+    if store.engine.dialect.name != "sqlite":
+        with store.engine.connect() as conn:
+            assert unchanged_reads(conn, "x") is None
+        store.dispose()
+        return
+    writer = Warehouse(warehouse_url)
+    t = s.feed_tokens
+    row = {"token_id": "tok_0000000000000001", "subscriber_id": "A", "token_hash": "h", "label": None,
+           "issued_at": utcnow(), "revoked_at": None}
+    with store.engine.connect() as conn:
+        unchanged_reads(conn, "x")["k"] = 1
+        raw = conn.connection.dbapi_connection
+    with store.engine.connect() as conn:
+        assert conn.connection.dbapi_connection is raw and unchanged_reads(conn, "x") == {"k": 1}
+        with writer.engine.begin() as w:  # another connection commits
+            w.execute(t.insert(), [row])
+        assert unchanged_reads(conn, "x") == {}
+        unchanged_reads(conn, "x")["k"] = 2
+        conn.execute(t.update().values(label="own write"))  # this connection writes
+        assert unchanged_reads(conn, "x") is None  # in its transaction: nothing offered
+        conn.commit()
+        assert unchanged_reads(conn, "x") == {}
+    writer.dispose()
+    store.dispose()

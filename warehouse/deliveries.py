@@ -24,6 +24,7 @@ from core.time import utcnow
 from warehouse import schema as s
 from warehouse.bulk import in_keys, insert_frame
 from warehouse.store import Warehouse
+from warehouse.unchanged import unchanged_reads
 
 # What the feed build hands in: one row per event (feeds.prepared.prepared_rows)
 PREPARED_SCHEMA = {"subscriber_id": pl.String, "seq": pl.Int64, "entity_id": pl.String, "about": pl.String,
@@ -176,13 +177,97 @@ def _by_keys_statement(dialect: str) -> sa.Select:
                    b.c.last_seq.in_(sa.bindparam("keys", expanding=True)), same_mark))
 
 
+def _mark_row(mark: sa.Subquery) -> sa.Select:
+    """One row however many marks: the subscriber's mark's generation, digest, from_seq, to_seq and
+    `updated_at` (nulls without one), and the outbox's high water (bound: sid)."""
+    e = s.change_events
+    high = sa.select(sa.func.coalesce(sa.func.max(e.c.seq), 0)).scalar_subquery()
+    return (sa.select(mark.c.generation, mark.c.digest, mark.c.from_seq, mark.c.to_seq, mark.c.updated_at,
+                      high.label("high"))
+            .select_from(sa.select(sa.literal(1).label("one")).subquery().outerjoin(mark, sa.true())))
+
+
+def _subscriber_mark() -> sa.Subquery:
+    m = s.feed_prepared_marks
+    return sa.select(m).where(m.c.subscriber_id == sa.bindparam("sid")).subquery()
+
+
+def _mark_statement(dialect: str) -> sa.Select:
+    """The mark row of `_state_statement` alone (bound: sid)."""
+    return _mark_row(_subscriber_mark())
+
+
+def _state_statement(dialect: str) -> sa.CompoundSelect:
+    """What `_keys_statement` picks from, for one subscriber (bound: sid): the keys (first_seq,
+    last_seq, n) of every block of its current generation, then the mark row (`_mark_row`)."""
+    b = s.feed_prepared_blocks
+    mark = _subscriber_mark()
+    marked = _mark_row(mark).subquery()
+    return sa.union_all(
+        sa.select(b.c.first_seq, b.c.last_seq, b.c.n, *(sa.literal(None, c.type).label(c.name) for c in marked.c))
+        .where(b.c.subscriber_id == sa.bindparam("sid"), b.c.generation == sa.select(mark.c.generation).scalar_subquery()),
+        sa.select(*(sa.literal(None, sa.Integer) for _ in range(3)), *marked.c))
+
+
+@dataclass(frozen=True)
+class _State:
+    """A subscriber's blocks' keys (first, last, n; sorted by last seq), their last seqs, its
+    mark and the high water, as `_state_statement` and `_mark_statement` read them."""
+
+    keys: list[tuple]
+    lasts: list[int]
+    generation: int | None
+    digest: str | None
+    from_seq: int | None
+    to_seq: int | None
+    stamp: object
+    high: int
+
+    def pick(self, digest: str, after: int, n: int) -> tuple[list[tuple], tuple]:
+        """What `_keys_statement` gives for these parameters: up to `n` keys, and (to_seq, high,
+        generation, stamp)."""
+        to = self.to_seq if self.digest == digest and self.from_seq is not None and self.from_seq <= after else None
+        mark = (to, self.high, self.generation, self.stamp)
+        if to is None:
+            return [], mark
+        cap, keys, at = min(to, self.high), [], bisect_right(self.lasts, after)
+        for key in self.keys[at:at + n]:
+            if key[0] > cap:
+                break
+            keys.append(key)
+        return keys, mark
+
+
+def _state(conn: sa.Connection, sid: str, kept: dict, cache: BlockCache) -> _State:
+    """The subscriber's state as this connection last read it while nothing changed (`kept`:
+    warehouse.unchanged); else its mark read anew, and its blocks' keys from `cache` while the
+    mark is as they were read under. The keys of a generation change only when the mark's
+    `updated_at` and to_seq do (a build: blocks added), or when a prune deletes blocks up to its
+    from_seq: those are never picked again (a page starts at or after from_seq)."""
+    got = kept.get(sid)
+    if got is not None:
+        return got
+    dialect = conn.dialect.name
+    mark = _rows(conn, _statement("mark", dialect), {"sid": sid})[0]
+    key = ("keys", sid, mark[0], str(mark[4]), mark[3])
+    held = cache.get(key) if mark[0] is not None else ([], [])
+    if held is None:
+        keys, mark = _split_mark(_rows(conn, _statement("state", dialect), {"sid": sid}), 3)
+        held = ([k[:3] for k in keys], [k[1] for k in keys])
+        if mark[0] is not None:
+            cache.put(("keys", sid, mark[0], str(mark[4]), mark[3]), held, 100 + 100 * len(keys))
+    got = kept[sid] = _State(*held, *mark)
+    return got
+
+
 _STATEMENTS: dict[tuple[str, str], sa.Executable] = {}
 
 
 def _statement(kind: str, dialect: str) -> sa.Executable:
     stmt = _STATEMENTS.get((kind, dialect))
     if stmt is None:
-        build = {"blocks": _block_statement, "keys": _keys_statement, "by_keys": _by_keys_statement}[kind]
+        build = {"blocks": _block_statement, "keys": _keys_statement, "by_keys": _by_keys_statement,
+                 "state": _state_statement, "mark": _mark_statement}[kind]
         stmt = _STATEMENTS[(kind, dialect)] = build(dialect)
     return stmt
 
@@ -225,7 +310,12 @@ def _fetch(conn: sa.Connection, params: dict, cache: BlockCache | None = None) -
     if cache is None:
         blocks, mark = _split_mark(_rows(conn, _statement("blocks", dialect), params), len(_COLUMNS))
         return [_held(row[:len(_COLUMNS)])[0] for row in blocks], mark  # without the mark's null columns
-    keys, (to, high, gen, stamp) = _split_mark(_rows(conn, _statement("keys", dialect), params), 3)
+    kept = unchanged_reads(conn, "prepared")
+    if kept is not None:  # SQLite: chosen from what this connection read while nothing changed
+        keys, (to, high, gen, stamp) = _state(conn, params["sid"], kept, cache).pick(params["digest"], params["after"],
+                                                                           params["n"])
+    else:
+        keys, (to, high, gen, stamp) = _split_mark(_rows(conn, _statement("keys", dialect), params), 3)
     mark = (to, high, gen)
     if not keys:
         return [], mark

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from warehouse import schema as s
 from core.time import utcnow
 from warehouse.store import Warehouse
+from warehouse.unchanged import unchanged_reads
 
 COLUMNS = ("token_id", "subscriber_id", "token_hash", "label", "issued_at", "revoked_at")
 
@@ -31,20 +32,29 @@ _TOKEN_ROW = sa.select(*(s.feed_tokens.c[c] for c in COLUMNS)).where(s.feed_toke
 
 def token_row(store: Warehouse, token_id: str) -> dict | None:
     """The row of one token id (revoked or not), or None."""
-    with store.engine.connect() as conn:
-        row = conn.execute(_TOKEN_ROW, {"tid": token_id}).first()
-    return dict(row._mapping) if row is not None else None
+    return token_rows(store, [token_id]).get(token_id)
 
 
 def token_rows(store: Warehouse, token_ids: list[str]) -> dict[str, dict]:
-    """The rows of several token ids (revoked or not) in one read, by token id."""
+    """The rows of several token ids (revoked or not) in one read, by token id. Every API request
+    checks its token: on SQLite the rows are kept while nothing is committed (warehouse.unchanged),
+    so a revocation counts from its commit on, as when they were read each time."""
     t = s.feed_tokens
     wanted = sorted(set(token_ids))
     if not wanted:
         return {}
     with store.engine.connect() as conn:
-        got = conn.execute(sa.select(*(t.c[c] for c in COLUMNS)).where(t.c.token_id.in_(wanted)))
-        return {r.token_id: dict(r._mapping) for r in got}
+        kept = unchanged_reads(conn, "token")
+        if kept is not None and all(i in kept for i in wanted):
+            return {i: dict(kept[i]) for i in wanted if kept[i] is not None}
+        if len(wanted) == 1:
+            found = conn.execute(_TOKEN_ROW, {"tid": wanted[0]})
+        else:
+            found = conn.execute(sa.select(*(t.c[c] for c in COLUMNS)).where(t.c.token_id.in_(wanted)))
+        got = {r.token_id: dict(r._mapping) for r in found}
+        if kept is not None:
+            kept.update({i: got.get(i) for i in wanted})
+    return {i: dict(r) for i, r in got.items()}
 
 
 def revoke_token(store: Warehouse, token_id: str, at: dt.datetime | None = None) -> bool:
