@@ -247,15 +247,17 @@ def _state(conn: sa.Connection, sid: str, kept: dict, cache: BlockCache) -> _Sta
     got = kept.get(sid)
     if got is not None:
         return got
+    def version(mark: tuple) -> tuple:  # (generation, digest, from_seq, to_seq, updated_at, high)
+        return ("keys", sid, mark[0], str(mark[4]), mark[3])
+
     dialect = conn.dialect.name
     mark = _rows(conn, _statement("mark", dialect), {"sid": sid})[0]
-    key = ("keys", sid, mark[0], str(mark[4]), mark[3])
-    held = cache.get(key) if mark[0] is not None else ([], [])
+    held = cache.get(version(mark)) if mark[0] is not None else ([], [])
     if held is None:
         keys, mark = _split_mark(_rows(conn, _statement("state", dialect), {"sid": sid}), 3)
         held = ([k[:3] for k in keys], [k[1] for k in keys])
         if mark[0] is not None:
-            cache.put(("keys", sid, mark[0], str(mark[4]), mark[3]), held, 100 + 100 * len(keys))
+            cache.put(version(mark), held, 100 + 100 * len(keys))
     got = kept[sid] = _State(*held, *mark)
     return got
 
