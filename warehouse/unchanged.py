@@ -9,12 +9,16 @@ read on a connection stay true for as long as both are as they were; this module
 the connection's `info` (it lives as long as the pooled DBAPI connection), under that version.
 
 Any commit anywhere empties the connection's memory, which is what keeps it correct without
-knowing which tables a commit touched; it pays off because a busy API's commits (its audit
-journal's, feeds/journal.py) come in batches a tenth of a second apart, while pages come a
-thousand a second. On other databases nothing is kept (None): they are read each time.
+knowing which tables a commit touched. It pays off because a busy API's own commits (its audit
+journal's, feeds/journal.py) come at most every tenth of a second while pages come a thousand a
+second, and because after a commit a page reads only its subscriber's mark again (the blocks'
+keys are kept per mark: warehouse.deliveries). On other databases, and with a driver other than
+Python's sqlite3, nothing is kept (None): they are read each time.
 """
 
 from __future__ import annotations
+
+import sqlite3
 
 import sqlalchemy as sa
 
@@ -30,7 +34,7 @@ def unchanged_reads(conn: sa.Connection, kind: str) -> dict | None:
     if conn.dialect.name != "sqlite":
         return None
     dbapi = conn.connection.dbapi_connection
-    if dbapi.in_transaction:  # its own writes, not committed yet: what is read may be rolled back
+    if not isinstance(dbapi, sqlite3.Connection) or dbapi.in_transaction:  # its own writes, not committed yet: what is read may be rolled back
         return None
     version = (dbapi.execute("PRAGMA data_version").fetchone()[0], dbapi.total_changes)
     held = conn.info.get(_KEY)
