@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -524,6 +526,13 @@ def test_what_the_api_keeps_between_pages_follows_every_commit_of_another_proces
     revoke_token(other, token.token_id)
     with pytest.raises(InvalidToken):
         verify_token(store, token.token)  # the next check after the revocation's commit
+    second = issue_token(store, "dept")  # and a revocation by another process, as the CLI's
+    assert verify_token(store, second.token).subscriber_id == "dept"
+    subprocess.run([sys.executable, "-c", "import sys; from warehouse import Warehouse; from feeds.tokens import "
+                    "revoke_token; revoke_token(Warehouse(sys.argv[1]), sys.argv[2])", store.url, second.token_id],
+                   cwd=Path(__file__).resolve().parents[1], check=True, timeout=120)
+    with pytest.raises(InvalidToken):
+        verify_token(store, second.token)
     other.dispose()
 
 
