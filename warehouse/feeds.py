@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from warehouse import schema as s
-from warehouse.bulk import in_keys, insert_frame, not_journalled, read_frame, unindexed
+from warehouse.bulk import in_keys, insert_frame, not_journalled, read_bulk, read_frame, unindexed
 from core.time import utcnow
 from warehouse.store import Warehouse
 
@@ -150,14 +150,14 @@ class FeedStore:
         if limit is not None:
             stmt = stmt.limit(limit)
         with self.engine.connect() as conn:
-            return _as_utc(read_frame(conn, stmt, schema=EVENT_SCHEMA), "occurred_at")
+            return _as_utc(read_bulk(conn, stmt, schema=EVENT_SCHEMA), "occurred_at")
 
     def version_records(self, entity_ids: Iterable[str]) -> pl.DataFrame:
         """Every stored golden version of the given entities (the record as of each version)."""
         v = s.golden_versions
         with self.engine.connect() as conn:
             stmt = sa.select(v.c.entity_id, v.c.version, v.c.record).where(in_keys(conn, v.c.entity_id, entity_ids))
-            return read_frame(conn, stmt, schema=VERSION_SCHEMA)
+            return read_bulk(conn, stmt, schema=VERSION_SCHEMA)
 
     def version_areas(self, entity_ids: Iterable[str]) -> pl.DataFrame:
         """Each version's area code (entity_id, version, area_code), extracted from the record's
@@ -177,7 +177,7 @@ class FeedStore:
         with self.engine.connect() as conn:
             stmt = sa.select(v.c.entity_id, v.c.version, sa.cast(area, sa.String).label("area_code")).where(
                 in_keys(conn, v.c.entity_id, entity_ids))
-            return read_frame(conn, stmt, schema=schema)
+            return read_bulk(conn, stmt, schema=schema)
 
     def memberships(self, entity_ids: Iterable[str] | None = None) -> pl.DataFrame:
         """Which record keys (`station:local id`) each entity holds now; all when ids is None."""
@@ -185,15 +185,15 @@ class FeedStore:
         base = sa.select(m.c.entity_id, m.c.record_key)
         with self.engine.connect() as conn:
             if entity_ids is None:
-                return read_frame(conn, base, schema=MEMBER_SCHEMA)
-            return read_frame(conn, base.where(in_keys(conn, m.c.entity_id, entity_ids)), schema=MEMBER_SCHEMA)
+                return read_bulk(conn, base, schema=MEMBER_SCHEMA)
+            return read_bulk(conn, base.where(in_keys(conn, m.c.entity_id, entity_ids)), schema=MEMBER_SCHEMA)
 
     def golden_areas(self, entity_ids: Iterable[str]) -> pl.DataFrame:
         """The current golden area code of the given entities."""
         g = s.golden_records
         schema = {"entity_id": pl.String, "area_code": pl.String}
         with self.engine.connect() as conn:
-            return read_frame(conn, sa.select(g.c.entity_id, g.c.area_code).where(
+            return read_bulk(conn, sa.select(g.c.entity_id, g.c.area_code).where(
                 in_keys(conn, g.c.entity_id, entity_ids)), schema=schema)
 
     def golden_in_scope(self, *, entity_types: Iterable[str], area_prefixes: Iterable[str] = (),
