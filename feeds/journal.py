@@ -5,8 +5,8 @@ personal data; an answer must not leave without its row being safe. Committing t
 warehouse before sending costs a transaction on the request's path. Instead the API appends the
 row to a local journal file (one `write`, before the answer is returned: it survives the server
 process dying at any point after that) and a writer thread commits what has accumulated in one
-transaction, at most every COMMIT_EVERY (0.1 s) and at once for flush() and close(). Rows of a journal file that is still on disk when
-a server starts (a crash, a kill, the warehouse down at shutdown) are committed then; each row
+transaction, at most every COMMIT_EVERY (0.1 s), at once for flush() and close(). Rows of a
+journal file that is still on disk when a server starts (a crash, a kill, the warehouse down at shutdown) are committed then; each row
 carries a key that the warehouse keeps unique, so a file replayed after its rows were committed
 writes nothing twice.
 
