@@ -6,9 +6,9 @@ warehouse before sending costs a transaction on the request's path. Instead the 
 row to a local journal file (one `write`, before the answer is returned: it survives the server
 process dying at any point after that) and a writer thread commits what has accumulated in one
 transaction, at most every COMMIT_EVERY (0.1 s), at once for flush() and close(). Rows of a
-journal file that is still on disk when a server starts (a crash, a kill, the warehouse down at shutdown) are committed then; each row
-carries a key that the warehouse keeps unique, so a file replayed after its rows were committed
-writes nothing twice.
+journal file that is still on disk when a server starts (a crash, a kill, the warehouse down at
+shutdown) are committed then; each row carries a key that the warehouse keeps unique, so a file
+replayed after its rows were committed writes nothing twice.
 
 Files are `<folder>/<pid>-<ns>.jsonl`, one folder per audit log; a file takes rows across
 commits until SEGMENT_BYTES. The process writing one holds an exclusive `flock` on it until it is
