@@ -53,6 +53,7 @@ from feeds.service import FeedService, UnknownSubscriber
 from feeds.tokens import SUBSCRIBER_ID_PATTERN, InvalidToken, TokenInfo, verify_token
 from warehouse import Warehouse
 from warehouse import schema as wschema
+from warehouse.deliveries import LINE_SEP
 from warehouse.feeds import FeedStore
 from warehouse.frontdesk import record_accesses
 
@@ -65,6 +66,7 @@ DEFAULT_LIMIT = 1000
 MAX_LIMIT = 5000
 MAX_IDS = 200
 SUBSCRIPTIONS_FILE = "subscriptions.yaml"
+_LINE_SEP = LINE_SEP.encode()
 
 
 def _column_max(column: sa.Column) -> int:
@@ -186,15 +188,23 @@ class SearchAnswer(BaseModel):
     truncated: bool = Field(description="More entities matched than the caller's max_results.")
 
 
-def _page(subscriber: str, key: str, items: bytes | list[str], **scalars: Any) -> Response:
+def _page(subscriber: str, key: str, items: list[str] | list[bytes], **scalars: Any) -> Response:
     """The page as JSON, with the service's JSON objects spliced in as they are (built by the feed
-    builder; `items` the inside of the array as UTF-8, or the objects as text): no decoding and
-    re-encoding of a thousand events."""
+    builder): no decoding and re-encoding of a thousand events. `items`: the objects as text, or
+    UTF-8 chunks of objects already joined by LINE_SEP (a page's prepared blocks), which go into
+    the body as they are: a city page's 700 KB is copied once, not joined first (a tenth of
+    the API loop's time per page)."""
     head = json.dumps({"subscriber": subscriber, **scalars}, ensure_ascii=False, separators=(",", ":"))
-    if not isinstance(items, bytes):
-        items = ",".join(items).encode("utf-8")
-    return Response(b"".join((head[:-1].encode("utf-8"), b',"', key.encode(), b'":[', items, b"]}")),
-                    media_type=UTF8JSONResponse.media_type)
+    parts = [head[:-1].encode("utf-8"), b',"', key.encode(), b'":[']
+    if items and isinstance(items[0], str):
+        parts.append(",".join(items).encode("utf-8"))
+    else:
+        for i, chunk in enumerate(items):
+            if i:
+                parts.append(_LINE_SEP)
+            parts.append(chunk)
+    parts.append(b"]}")
+    return Response(b"".join(parts), media_type=UTF8JSONResponse.media_type)
 
 
 def audit_journals(store: Warehouse, folder: Path) -> dict[str, AuditJournal]:
@@ -685,7 +695,7 @@ def create_app(warehouse_url: str, config_dir: Path | str, *, limits: ApiLimits 
             subscriber, token = who.check()
             page = service_for(subscriber).events(subscriber, after=after, limit=limit, channel="api",
                                                   token_id=token.token_id, prepared_only=prepared_only)
-            return None if page is None else _page(subscriber, "events", page.body, next_after=page.next_after,
+            return None if page is None else _page(subscriber, "events", page.chunks, next_after=page.next_after,
                                                    has_more=page.has_more, high_water=page.high_water)
 
         return (answer(True) if pages_in_loop else None) or await anyio.to_thread.run_sync(answer, False)

@@ -59,11 +59,6 @@ class FeedPage:
     chunks: list[bytes] = field(default_factory=list, repr=False)
     prepared: int = 0  # how many of them were read as prepared by the feed build (the rest built now)
 
-    @property
-    def body(self) -> bytes:
-        """The events as the inside of a JSON array, as the API sends them (one per line)."""
-        return _SEP.join(self.chunks)
-
     @functools.cached_property
     def lines(self) -> list[str]:
         """The events as JSON text, one per event."""
