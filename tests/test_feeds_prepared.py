@@ -438,6 +438,7 @@ def test_the_api_serves_prepared_pages_from_its_loop_and_built_ones_from_a_threa
     from feeds.api import SUBSCRIPTIONS_FILE, BackgroundServer, create_app
     from feeds.tokens import issue_token
 
+    monkeypatch.setattr(deliveries, "BLOCK_EVENTS", 2)  # a page of 5 spans blocks: chunks joined in the body
     store, out = env
     stage(out, 30, "P")
     out.flush(FeedStore(store))
