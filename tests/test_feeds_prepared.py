@@ -504,8 +504,12 @@ def test_what_the_api_keeps_between_pages_follows_every_commit_of_another_proces
 
     assert pages(held) == fresh()
     marks_read.clear()
-    assert pages(held) == fresh()
-    assert not marks_read  # nothing committed since: nothing read again (on PostgreSQL, never kept)
+    walked = pages(held)
+    assert walked == fresh()
+    if store.engine.dialect.name == "sqlite":
+        assert not marks_read  # nothing committed since: nothing read again
+    else:  # nothing kept: every page reads its subscriber's mark at least once (its keys: the block cache)
+        assert len(marks_read) >= sum(len(p) for p in walked.values())
 
     stage(out, 10, "Q")  # another process's run: new events, and a build that extends the stretches
     out.flush(FeedStore(other))

@@ -105,17 +105,22 @@ class PreparedEvents:
 _COLUMNS = ("first_seq", "last_seq", "n", "seqs", "offsets", "entity_ids", "abouts", "fields", "lines")
 
 
+def _high() -> sa.ScalarSelect:
+    """The outbox's high water."""
+    return sa.select(sa.func.coalesce(sa.func.max(s.change_events.c.seq), 0)).scalar_subquery()
+
+
 def _mark_and_keys() -> tuple[sa.ScalarSelect, sa.ScalarSelect, sa.ScalarSelect, sa.Subquery]:
     """The mark's to_seq (under the digest, covering `after`), the outbox's high water, the mark's
     generation, and the keys (last_seq, first_seq, n) of up to `n` of its blocks ending after
     `after`, in seq order (bound parameters: sid, digest, after, n)."""
-    b, m, e = s.feed_prepared_blocks, s.feed_prepared_marks, s.change_events
+    b, m = s.feed_prepared_blocks, s.feed_prepared_marks
     sid, after = sa.bindparam("sid"), sa.bindparam("after")
     to = (sa.select(m.c.to_seq)
           .where(m.c.subscriber_id == sid, m.c.digest == sa.bindparam("digest"), m.c.from_seq <= after)
           .scalar_subquery())
     gen = sa.select(m.c.generation).where(m.c.subscriber_id == sid).scalar_subquery()
-    high = sa.select(sa.func.coalesce(sa.func.max(e.c.seq), 0)).scalar_subquery()
+    high = _high()
     keys = (sa.select(b.c.last_seq, b.c.first_seq, b.c.n)
             .where(b.c.subscriber_id == sid, b.c.generation == gen, b.c.last_seq > after, b.c.first_seq <= to,
                    b.c.first_seq <= high)
@@ -148,21 +153,6 @@ def _block_statement(dialect: str) -> sa.CompoundSelect:
                   high.label("high"), gen.label("generation")))
 
 
-def _keys_statement(dialect: str) -> sa.CompoundSelect:
-    """`_block_statement` without the blocks' contents: (first_seq, last_seq, n) of each, then the
-    mark row with the mark's `updated_at`, which every reset and extension of the mark changes.
-    What a page reads first when the blocks may be in memory (BlockCache)."""
-    m = s.feed_prepared_marks
-    to, high, gen, keys = _mark_and_keys()
-    stamp = sa.select(m.c.updated_at).where(m.c.subscriber_id == sa.bindparam("sid")).scalar_subquery()
-    nulls = [sa.literal(None, sa.Integer).label(c) for c in ("to_seq", "high", "generation")]
-    return sa.union_all(
-        sa.select(keys.c.first_seq, keys.c.last_seq, keys.c.n, *nulls,
-                  sa.literal(None, m.c.updated_at.type).label("stamp")),
-        sa.select(*(sa.literal(None, sa.Integer).label(c) for c in ("first_seq", "last_seq", "n")),
-                  to.label("to_seq"), high.label("high"), gen.label("generation"), stamp.label("stamp")))
-
-
 def _by_keys_statement(dialect: str) -> sa.Select:
     """The blocks of a generation by their last seqs (bound: sid, gen, keys, expanding), only while
     the mark is as the keys were read (bound: stamp, its `updated_at` as the driver gave it: text
@@ -180,10 +170,8 @@ def _by_keys_statement(dialect: str) -> sa.Select:
 def _mark_row(mark: sa.Subquery) -> sa.Select:
     """One row however many marks: the subscriber's mark's generation, digest, from_seq, to_seq and
     `updated_at` (nulls without one), and the outbox's high water (bound: sid)."""
-    e = s.change_events
-    high = sa.select(sa.func.coalesce(sa.func.max(e.c.seq), 0)).scalar_subquery()
     return (sa.select(mark.c.generation, mark.c.digest, mark.c.from_seq, mark.c.to_seq, mark.c.updated_at,
-                      high.label("high"))
+                      _high().label("high"))
             .select_from(sa.select(sa.literal(1).label("one")).subquery().outerjoin(mark, sa.true())))
 
 
@@ -198,8 +186,8 @@ def _mark_statement(dialect: str) -> sa.Select:
 
 
 def _state_statement(dialect: str) -> sa.CompoundSelect:
-    """What `_keys_statement` picks from, for one subscriber (bound: sid): the keys (first_seq,
-    last_seq, n) of every block of its current generation, then the mark row (`_mark_row`)."""
+    """What a page's keys are picked from (`_State.pick`), for one subscriber (bound: sid): the keys
+    (first_seq, last_seq, n) of every block of its current generation, then the mark row (`_mark_row`)."""
     b = s.feed_prepared_blocks
     mark = _subscriber_mark()
     marked = _mark_row(mark).subquery()
@@ -224,8 +212,9 @@ class _State:
     high: int
 
     def pick(self, digest: str, after: int, n: int) -> tuple[list[tuple], tuple]:
-        """What `_keys_statement` gives for these parameters: up to `n` keys, and (to_seq, high,
-        generation, stamp)."""
+        """The keys of up to `n` blocks a page after `after` reads, in seq order, and (to_seq, high,
+        generation, stamp), as `_block_statement` would choose them: to_seq only under `digest`
+        with `after` within the stretch, blocks of the generation up to to_seq and the high water."""
         to = self.to_seq if self.digest == digest and self.from_seq is not None and self.from_seq <= after else None
         mark = (to, self.high, self.generation, self.stamp)
         if to is None:
@@ -238,15 +227,17 @@ class _State:
         return keys, mark
 
 
-def _state(conn: sa.Connection, sid: str, kept: dict, cache: BlockCache) -> _State:
+def _state(conn: sa.Connection, sid: str, kept: dict | None, cache: BlockCache) -> _State:
     """The subscriber's state as this connection last read it while nothing changed (`kept`:
-    warehouse.unchanged); else its mark read anew, and its blocks' keys from `cache` while the
-    mark is as they were read under. The keys of a generation change only when the mark's
-    `updated_at` and to_seq do (a build: blocks added), or when a prune deletes blocks up to its
-    from_seq: those are never picked again (a page starts at or after from_seq)."""
-    got = kept.get(sid)
+    warehouse.unchanged, SQLite only); else its mark read anew (one small read a page), and its
+    blocks' keys from `cache` while the mark is as they were read under. The keys of a generation
+    change only when the mark's `updated_at` and to_seq do (a build: blocks added), or when a
+    prune deletes blocks up to its from_seq: those are never picked again (a page starts at or
+    after from_seq)."""
+    got = kept.get(sid) if kept is not None else None
     if got is not None:
         return got
+
     def version(mark: tuple) -> tuple:  # (generation, digest, from_seq, to_seq, updated_at, high)
         return ("keys", sid, mark[0], str(mark[4]), mark[3])
 
@@ -258,7 +249,9 @@ def _state(conn: sa.Connection, sid: str, kept: dict, cache: BlockCache) -> _Sta
         held = ([k[:3] for k in keys], [k[1] for k in keys])
         if mark[0] is not None:
             cache.put(version(mark), held, 100 + 100 * len(keys))
-    got = kept[sid] = _State(*held, *mark)
+    got = _State(*held, *mark)
+    if kept is not None:
+        kept[sid] = got
     return got
 
 
@@ -268,8 +261,8 @@ _STATEMENTS: dict[tuple[str, str], sa.Executable] = {}
 def _statement(kind: str, dialect: str) -> sa.Executable:
     stmt = _STATEMENTS.get((kind, dialect))
     if stmt is None:
-        build = {"blocks": _block_statement, "keys": _keys_statement, "by_keys": _by_keys_statement,
-                 "state": _state_statement, "mark": _mark_statement}[kind]
+        build = {"blocks": _block_statement, "by_keys": _by_keys_statement, "state": _state_statement,
+                 "mark": _mark_statement}[kind]
         stmt = _STATEMENTS[(kind, dialect)] = build(dialect)
     return stmt
 
@@ -305,19 +298,15 @@ def _held(row: tuple) -> tuple[tuple, int]:
 def _fetch(conn: sa.Connection, params: dict, cache: BlockCache | None = None) -> tuple[list[tuple], tuple] | None:
     """The blocks (`_held`), in seq order, and the mark row (to_seq, high, generation).
 
-    With a `cache`, the blocks' keys and the mark are read first, and only the blocks not in
-    memory are read whole; None when one of those is gone by then (a build replaced the
-    generation meanwhile): the caller reads again."""
+    With a `cache`, the mark is read first (or kept: `_state`) and the blocks' keys picked from
+    those kept for it, and only the blocks not in memory are read whole; None when one of those
+    is gone by then (a build replaced the generation meanwhile): the caller reads again."""
     dialect = conn.dialect.name
     if cache is None:
         blocks, mark = _split_mark(_rows(conn, _statement("blocks", dialect), params), len(_COLUMNS))
         return [_held(row[:len(_COLUMNS)])[0] for row in blocks], mark  # without the mark's null columns
-    kept = unchanged_reads(conn, "prepared")
-    if kept is not None:  # SQLite: chosen from what this connection read while nothing changed
-        keys, (to, high, gen, stamp) = _state(conn, params["sid"], kept, cache).pick(params["digest"], params["after"],
-                                                                           params["n"])
-    else:
-        keys, (to, high, gen, stamp) = _split_mark(_rows(conn, _statement("keys", dialect), params), 3)
+    state = _state(conn, params["sid"], unchanged_reads(conn, "prepared"), cache)
+    keys, (to, high, gen, stamp) = state.pick(params["digest"], params["after"], params["n"])
     mark = (to, high, gen)
     if not keys:
         return [], mark
