@@ -153,12 +153,9 @@ def main() -> None:
         print(json.dumps(stage(args.stage, args.url, Path(args.config))))
         return
 
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
-    if not console.is_terminal:  # piped (make, CI logs): wide enough for the table's columns
-        console = Console(width=160)
+    from pipelines.cli_common import console  # the CLI's: whole lines and tables when piped
     with tempfile.TemporaryDirectory(prefix="enteronce-bench-feeds-") as tmp:
         workdir = Path(tmp)
         with _warehouse(args.warehouse, workdir) as url:

@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import polars as pl
-from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -94,9 +93,7 @@ def main() -> None:
     parser.add_argument("--set-batches", type=int, default=40, help="station batches, one by one vs set-wise")
     parser.add_argument("--set-rows", type=int, nargs="*", default=[1000, 25_000], help="rows per batch of those")
     args = parser.parse_args()
-    console = Console()
-    if not console.is_terminal:  # piped (make, CI logs): wide enough for the table's columns
-        console = Console(width=160)
+    from pipelines.cli_common import console  # the CLI's: whole lines and tables when piped
 
     from quality.config import QualityConfig
     from quality.service import parameters

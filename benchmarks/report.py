@@ -62,12 +62,9 @@ def main() -> None:
     ap.add_argument("--pg-url", default=DEFAULT_PG, help="admin URL; a scratch database is created and dropped")
     args = ap.parse_args()
 
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
-    if not console.is_terminal:  # piped (make, CI logs): wide enough for the table's columns
-        console = Console(width=120)
+    from pipelines.cli_common import console  # the CLI's: whole lines and tables when piped
     kinds = ["sqlite", "postgresql"] if args.warehouse == "both" else [args.warehouse]
     table = Table(title=f"Audit report for {args.stations:,} stations × {args.batches} batches")
     for col in ("warehouse", "results", "scores", "tasks", "records", "read s", "write s", "total s", "pages",
