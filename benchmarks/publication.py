@@ -8,7 +8,9 @@ and is kept under benchmarks/.cache (a SQLite file; on PostgreSQL a template dat
 takes minutes at a million records, together with resolution's record and membership caches (as
 a pipeline's data folder holds them). Each measurement publishes a fresh copy of both in its own
 process, so the peak memory (ru_maxrss, MB) is the publication's own; the peak column is the
-process peak at the end of each sub-step. Target: 1M records first published in <= 30 s.
+process peak at the end of each sub-step. Target: 1M records first published in <= 30 s. On
+SQLite the commit's WAL checkpoint follows in the background (warehouse/checkpoints.py); the
+table's last row is how long after the commit it took.
 `--profile OUT` runs the publication under py-spy and writes a speedscope profile to OUT.
 """
 
@@ -73,7 +75,7 @@ def publish(url: str, cache_dir: Path) -> dict:
     from entity_resolution.entity_types import load_registry
     from entity_resolution.propagation import run_golden
     from entity_resolution.survivorship import parse_survivorship
-    from warehouse import Warehouse
+    from warehouse import Warehouse, checkpoints
 
     settings = parse_survivorship(load_resolution(None).entities["person"].survivorship, source="defaults")
     carried = load_registry().relation_fields("person")
@@ -83,11 +85,14 @@ def publish(url: str, cache_dir: Path) -> dict:
     summary = run_golden(store.golden_store("person", "person_records"), settings, entity_type="person",
                          carried=carried)
     seconds = time.perf_counter() - start
+    checkpoints.wait(store.engine)  # SQLite: the commit's WAL checkpoint, which follows it in the background
+    checkpoint = time.perf_counter() - start - seconds
     with store.engine.connect() as conn:
         counts = {t: conn.exec_driver_sql(f"SELECT count(*) FROM {t}").scalar()
                   for t in ("golden_records", "golden_versions", "change_events")}
     return {"seconds": seconds, "base_mb": base_mb, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "steps": getattr(summary, "timings", {}), "events": summary.events, "ops": summary.ops, "counts": counts}
+            "steps": getattr(summary, "timings", {}), "events": summary.events, "ops": summary.ops, "counts": counts,
+            "checkpoint_s": checkpoint}
 
 
 def _child(args: list[str], profile: str | None = None) -> dict:
@@ -225,7 +230,8 @@ def main() -> None:
     ok = r["seconds"] <= 30 * args.rows / 1_000_000
     table.add_row("total", f"{r['seconds']:.1f} ({', '.join(format(x['seconds'], '.1f') for x in runs)})",
                   f"{max(x['peak_mb'] for x in runs):.0f}", end_section=True)
-    table.add_row("target", "met" if ok else "MISSED", f"(imports {r['base_mb']:.0f})")
+    table.add_row("target", "met" if ok else "MISSED", f"(imports {r['base_mb']:.0f})", end_section=True)
+    table.add_row("then, in the background: the WAL checkpoint", f"{r.get('checkpoint_s', 0):.1f}", "")
     Console(width=140).print(table)
 
 

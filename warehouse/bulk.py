@@ -12,6 +12,7 @@ import io
 import json
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
@@ -152,6 +153,10 @@ def insert_frame(conn: sa.Connection, table: sa.Table, frame: pl.DataFrame, *, r
         _copy_postgres(conn, table, frame, replace=replace)
     elif dialect == "sqlite":
         verb = "INSERT OR REPLACE" if replace else "INSERT"
+        stages = conn.info.get(_STAGES)
+        if stages is not None and frame.height >= STAGED_INSERT_ROWS and len(stages) < MAX_STAGES:
+            _insert_staged(conn, stages, verb, table, frame)
+            return frame.height
         marks = ", ".join("?" for _ in frame.columns)
         conn.exec_driver_sql(f'{verb} INTO "{table.name}" ({_quoted(frame.columns)}) VALUES ({marks})', frame.rows())
     else:  # any other SQLAlchemy dialect: portable Core executemany
@@ -161,6 +166,49 @@ def insert_frame(conn: sa.Connection, table: sa.Table, frame: pl.DataFrame, *, r
                 conn.execute(table.delete().where(sa.tuple_(*pk).in_(part)))
         conn.execute(table.insert(), frame.to_dicts())
     return frame.height
+
+
+# Large inserts into a SQLite file inside `staged_inserts`: from this many rows a frame goes into
+# a scratch file through ADBC (Arrow, no Python row) and across by one INSERT ... SELECT, about
+# 40 % less time than binding every row through Python's sqlite3 (1.4M relation keys: 5.9 -> 3.4 s).
+STAGED_INSERT_ROWS = 50_000
+MAX_STAGES = 8  # scratch files attached at once (SQLite attaches at most 10 databases)
+_STAGES = "enteronce.staged_inserts"  # conn.info: the scratch files of the connection's transaction
+
+
+@contextmanager
+def staged_inserts(conn: sa.Connection) -> Iterator[None]:
+    """Around a large write transaction on `conn` (begun and ended inside the block): its large
+    `insert_frame`s on a SQLite file go through scratch files, which are detached and deleted
+    after the transaction ends (SQLite detaches nothing a transaction has read). Elsewhere
+    nothing changes: PostgreSQL has COPY, an in-memory database has no file to stage beside."""
+    if sqlite_file(conn) is None:
+        yield
+        return
+    stages: list[SqliteStage] = []
+    conn.info[_STAGES] = stages
+    try:
+        yield
+    finally:
+        conn.info.pop(_STAGES, None)
+        for i, stage in enumerate(stages):
+            try:
+                stage.detach(conn, f"stage{i}")
+            finally:
+                stage.close()
+
+
+def _insert_staged(conn: sa.Connection, stages: list[SqliteStage], verb: str, table: sa.Table,
+                   frame: pl.DataFrame) -> None:
+    stage = sqlite_stage(conn)
+    alias = f"stage{len(stages)}"
+    stages.append(stage)
+    stage.add(table, frame)
+    stage.attach(conn, alias)
+    cols = _quoted(frame.columns)
+    # unqualified: a temporary table of that name comes first, as with the plain INSERT
+    conn.exec_driver_sql(f'{verb} INTO "{table.name}" ({cols}) SELECT {cols} FROM "{alias}"."{table.name}" '
+                         f"ORDER BY rowid")
 
 
 COPY_CHUNK_ROWS = 100_000
@@ -231,16 +279,16 @@ class SqliteStage:
             with self._conn.cursor() as cur:
                 cur.execute(f'CREATE INDEX IF NOT EXISTS "ix_{name}_{column}" ON "{name}" ("{column}")')
 
-    def attach(self, conn: sa.Connection) -> None:
-        """Attach the scratch file to `conn` as schema `stage` (once; `detach` after the
+    def attach(self, conn: sa.Connection, alias: str = "stage") -> None:
+        """Attach the scratch file to `conn` as schema `alias` (once; `detach` after the
         transaction, since SQLite refuses to detach a database a transaction has read).
 
         ADBC links its own copy of SQLite; two copies must never hold the same file open at
         once (closing one drops the other's POSIX locks), so ADBC lets go before we attach.
         """
         self._release()
-        if not _attached(conn):
-            conn.exec_driver_sql("ATTACH DATABASE ? AS stage", (str(self.path),))
+        if not _attached(conn, alias):
+            conn.exec_driver_sql(f'ATTACH DATABASE ? AS "{alias}"', (str(self.path),))
 
     def copy_into(self, conn: sa.Connection) -> None:
         """Inside the caller's transaction on the warehouse: move every staged row across."""
@@ -251,10 +299,10 @@ class SqliteStage:
             conn.exec_driver_sql(f'{verb} INTO main."{name}" ({cols}) SELECT {cols} FROM stage."{name}" ORDER BY rowid')
 
     @staticmethod
-    def detach(conn: sa.Connection) -> None:
+    def detach(conn: sa.Connection, alias: str = "stage") -> None:
         """After the transaction: pooled connections must not keep the scratch file attached."""
-        if _attached(conn):
-            conn.exec_driver_sql("DETACH DATABASE stage")
+        if _attached(conn, alias):
+            conn.exec_driver_sql(f'DETACH DATABASE "{alias}"')
 
     def _release(self) -> None:
         if self._conn is not None:
@@ -269,17 +317,23 @@ class SqliteStage:
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
 
 
-def _attached(conn: sa.Connection) -> bool:
-    return any(row[1] == "stage" for row in conn.exec_driver_sql("PRAGMA database_list"))
+def _attached(conn: sa.Connection, alias: str = "stage") -> bool:
+    return any(row[1] == alias for row in conn.exec_driver_sql("PRAGMA database_list"))
 
 
 def sqlite_stage(conn_or_engine: sa.Connection | sa.Engine) -> SqliteStage | None:
     """A scratch stage beside a SQLite warehouse file; None elsewhere (PostgreSQL has COPY, and
     an in-memory database has no file to put one beside)."""
+    path = sqlite_file(conn_or_engine)
+    return None if path is None else SqliteStage(path)
+
+
+def sqlite_file(conn_or_engine: sa.Connection | sa.Engine) -> Path | None:
+    """The warehouse's database file, if it is SQLite on a file."""
     url = conn_or_engine.engine.url
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         return None
-    return SqliteStage(Path(url.database))
+    return Path(url.database)
 
 
 READ_CHUNK_ROWS = 50_000

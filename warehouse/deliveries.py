@@ -452,7 +452,7 @@ class PreparedStore:
         ids = sorted(set(resets) | set(extends))
         if not ids:
             return {}
-        with self.store.transaction() as conn:
+        with self.store.transaction(large=True) as conn:
             have = {r[0]: (r[1], r[2]) for r in conn.execute(
                 sa.select(m.c.subscriber_id, m.c.generation, m.c.to_seq).where(in_keys(conn, m.c.subscriber_id, ids)))}
             # the window each subscriber's new rows must fall in; extends of a vanished mark are dropped

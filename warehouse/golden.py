@@ -13,6 +13,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from core.time import utcnow
+from warehouse import checkpoints
 from warehouse import schema as s
 from warehouse.bulk import (
     READ_CHUNK_ROWS,
@@ -330,7 +331,7 @@ class GoldenStaging:
         src = {t.name: f'stage."{t.name}"' for t in _STAGED if stage.staged(t.name)}  # the tables with rows
         with writer_lock(self.store.engine), self.store.engine.connect() as conn:
             try:
-                with conn.begin(), outbox_transaction(self.store.store, conn=conn) as outbox:
+                with checkpoints.deferred(conn), conn.begin(), outbox_transaction(self.store.store, conn=conn) as outbox:
                     stage.attach(conn)
                     appended = self._copy_across(outbox, src, resolution_seq)
             finally:

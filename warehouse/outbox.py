@@ -125,16 +125,18 @@ class OutboxWriter:
 
 
 @contextmanager
-def outbox_transaction(store, *, conn: sa.Connection | None = None, locked: bool = False) -> Iterator[OutboxWriter]:
+def outbox_transaction(store, *, conn: sa.Connection | None = None, locked: bool = False,
+                       large: bool = False) -> Iterator[OutboxWriter]:
     """A write transaction of `store` (warehouse.store.Warehouse) that holds the outbox lock from
     its first statement; what else the block writes commits together with the events. With
     `conn` (a connection already inside its transaction: the caller commits) the lock is taken
-    there, unless `locked` says the transaction took it already."""
+    there, unless `locked` says the transaction took it already. `large`: see
+    `Warehouse.transaction`."""
     if conn is not None:
         if not locked:
             lock_outbox(conn)
         yield OutboxWriter(conn)
         return
-    with store.transaction() as own:
+    with store.transaction(large=large) as own:
         lock_outbox(own)
         yield OutboxWriter(own)

@@ -323,7 +323,7 @@ class ResolutionStore(EntityTypeStore):
         `reason_scope` (the records it re-clustered; None: all, and `new_edges` holds every pair
         with its reason already): stored edges there take these reasons and lose stale ones.
         """
-        with self.store.transaction() as conn:
+        with self.store.transaction(large=True) as conn:
             conn.execute(s.resolution_runs.insert().values(
                 seq=seq, entity_type=self.entity_type, mode=mode, records_considered=records_considered,
                 stats=json.loads(json.dumps(stats, default=str)), started_at=started_at,

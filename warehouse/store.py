@@ -21,8 +21,9 @@ from alembic.runtime.migration import MigrationContext
 from core.entity_types import load_entity_types
 from core.errors import ConfigError
 from core.time import utcnow
+from warehouse import checkpoints
 from warehouse import schema as s
-from warehouse.bulk import insert_frame, read_frame
+from warehouse.bulk import insert_frame, read_frame, staged_inserts
 from warehouse.engine import create_engine, migrate
 from warehouse.locks import warehouse_lock
 
@@ -129,11 +130,19 @@ class Warehouse:
         return names
 
     @contextmanager
-    def transaction(self) -> Iterator[sa.Connection]:
+    def transaction(self, *, large: bool = False) -> Iterator[sa.Connection]:
         """A write transaction. On SQLite, writers of this process queue on a lock first: SQLite
         takes one writer at a time, and threads that met its busy timeout instead would sleep in
-        growing steps (seconds, under the feed API's concurrent audit writes)."""
-        with writer_lock(self.engine), self.engine.begin() as conn:
+        growing steps (seconds, under the feed API's concurrent audit writes). `large` (up to
+        gigabytes written): on a SQLite file its large inserts go through scratch files
+        (warehouse.bulk.staged_inserts) and its WAL checkpoint runs in the background after the
+        commit (warehouse.checkpoints)."""
+        if not large:
+            with writer_lock(self.engine), self.engine.begin() as conn:
+                yield conn
+            return
+        with (writer_lock(self.engine), self.engine.connect() as conn, checkpoints.deferred(conn),
+              staged_inserts(conn), conn.begin()):
             yield conn
 
     def resolution_store(self, entity_type: str, record_table: str):
@@ -476,13 +485,12 @@ class BatchLoad:
             return
         with writer_lock(self.store.engine), self.store.engine.connect() as conn:
             try:
-                with conn.begin():
+                with checkpoints.deferred(conn), conn.begin():
                     self._start(conn)
                     self._stage.copy_into(conn)
                     self._complete(conn)
             finally:  # pooled connections must not keep the scratch file attached
-                if any(row[1] == "stage" for row in conn.exec_driver_sql("PRAGMA database_list")):
-                    conn.exec_driver_sql("DETACH DATABASE stage")
+                self._stage.detach(conn)
 
     def close(self) -> None:
         for future in self._pending:
