@@ -106,7 +106,7 @@ def test_a_process_that_exits_right_after_a_large_commit_still_checkpoints_it(st
     assert log == done
     holder.close()
     # a warehouse only the child opens: its last connection's close removes the WAL (the
-    # checkpoints hold no connection open past their work)
+    # checkpoints' connection is closed at exit)
     alone = tmp_path / "alone.sqlite"
     _write_and_exit(f"sqlite:///{alone}")
     assert not Path(f"{alone}-wal").exists()

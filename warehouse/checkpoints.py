@@ -32,7 +32,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 
 import sqlalchemy as sa
 
@@ -51,6 +51,7 @@ class _Checkpointer:
         self._requested = 0  # requests so far
         self._served = 0  # requests covered by a finished checkpoint
         self.last: tuple[int, int, int] | None = None  # (busy, WAL frames, frames checkpointed)
+        self._conn: sqlite3.Connection | None = None
         self._thread = threading.Thread(target=self._run, name=f"wal-checkpoint:{os.path.basename(path)}",
                                         daemon=True)
         self._thread.start()
@@ -80,13 +81,26 @@ class _Checkpointer:
                 self._asked.notify_all()
 
     def _checkpoint(self) -> tuple[int, int, int]:
-        # a connection per checkpoint: one held open would keep the last connection's close from
-        # removing the WAL file
+        # One connection, held open until the process ends (`close`): closing it here could make
+        # it the database's last connection, whose close removes the WAL and shm files at a
+        # moment nobody chose (a copy of the folder running then loses them mid-way).
         started = time.perf_counter()
-        with closing(sqlite3.connect(self.path, timeout=60)) as conn:
-            result = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if self._conn is None:
+            self._conn = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
+        try:
+            result = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error:
+            self.close_connection()
+            raise
         log.debug("checkpoint of %s: %s in %.2f s", self.path, result, time.perf_counter() - started)
         return result
+
+    def close_connection(self) -> None:
+        """Once no checkpoint runs (at exit): so that the last connection's close can remove
+        the WAL, as it would without this thread."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 _CHECKPOINTERS: dict[str, _Checkpointer] = {}
@@ -141,11 +155,18 @@ def _wait_all() -> None:
         pending = list(_CHECKPOINTERS.values())
     for c in pending:
         c.wait()
+        c.close_connection()
+
+
+_INHERITED: list[_Checkpointer] = []
 
 
 def _forget_in_child() -> None:
-    """A forked child has none of the parent's threads: it starts its own when it asks."""
+    """A forked child has none of the parent's threads: it starts its own when it asks. The
+    parent's checkpointers (and their connections) are kept, never used nor closed: SQLite
+    connections must not cross a fork."""
     global _LOCK
+    _INHERITED.extend(_CHECKPOINTERS.values())
     _CHECKPOINTERS.clear()
     _LOCK = threading.Lock()
 

@@ -103,6 +103,9 @@ class Warehouse:
                         ops.add_column(t.name, sa.Column(c.name, c.type))
 
     def dispose(self) -> None:
+        """Close the engine's connections once its background checkpoints are done (a copy of
+        the folder made afterwards holds every committed row in the database file)."""
+        checkpoints.wait(self.engine)
         self.engine.dispose()
 
     # Autovacuum's own analyze threshold (PostgreSQL's defaults): rows changed since the table
