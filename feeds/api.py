@@ -53,7 +53,7 @@ from feeds.service import FeedService, UnknownSubscriber
 from feeds.tokens import SUBSCRIBER_ID_PATTERN, InvalidToken, TokenInfo, verify_token
 from warehouse import Warehouse
 from warehouse import schema as wschema
-from warehouse.deliveries import LINE_SEP
+from warehouse.deliveries import LINE_SEP_UTF8
 from warehouse.feeds import FeedStore
 from warehouse.frontdesk import record_accesses
 
@@ -66,7 +66,6 @@ DEFAULT_LIMIT = 1000
 MAX_LIMIT = 5000
 MAX_IDS = 200
 SUBSCRIPTIONS_FILE = "subscriptions.yaml"
-_LINE_SEP = LINE_SEP.encode()
 
 
 def _column_max(column: sa.Column) -> int:
@@ -201,7 +200,7 @@ def _page(subscriber: str, key: str, items: list[str] | list[bytes], **scalars: 
     else:
         for i, chunk in enumerate(items):
             if i:
-                parts.append(_LINE_SEP)
+                parts.append(LINE_SEP_UTF8)
             parts.append(chunk)
     parts.append(b"]}")
     return Response(b"".join(parts), media_type=UTF8JSONResponse.media_type)

@@ -29,7 +29,7 @@ from feeds.build import (
 from feeds.config import Subscriber, Subscriptions
 from feeds.prepared import FIELD_SEP, policy_digest
 from warehouse import Warehouse
-from warehouse.deliveries import LINE_SEP, PreparedStore
+from warehouse.deliveries import LINE_SEP, LINE_SEP_UTF8, PreparedStore
 from warehouse.feeds import EVENT_SCHEMA, FeedStore
 
 CHANNELS = ("file", "api")
@@ -39,7 +39,6 @@ SCAN_MIN, SCAN_MAX = 2_000, 50_000  # outbox rows read per later round while fil
 # a page cursor in the tasks' part carries this prefix (`after_entity=task:<task id>`).
 TASK_CURSOR = "task:"
 PAGE_COLUMNS = ("seq", "entity_id", "about", "fields", "line")
-_SEP = LINE_SEP.encode()
 
 
 class UnknownSubscriber(EnteronceError):
@@ -62,7 +61,7 @@ class FeedPage:
     @functools.cached_property
     def lines(self) -> list[str]:
         """The events as JSON text, one per event."""
-        return [x.decode("utf-8") for c in self.chunks for x in c.split(_SEP)]
+        return [x.decode("utf-8") for c in self.chunks for x in c.split(LINE_SEP_UTF8)]
 
     @functools.cached_property
     def events(self) -> list[dict]:

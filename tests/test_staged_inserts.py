@@ -106,8 +106,12 @@ def test_a_rolled_back_transaction_writes_nothing_and_leaves_no_scratch_file(tmp
 
 def test_small_inserts_and_ordinary_transactions_bind_rows_as_before(tmp_path):
     store = Warehouse(f"sqlite:///{tmp_path / 'w.sqlite'}").migrate()
+    stage = bulk.sqlite_stage(store.engine)
     with store.transaction() as conn:
         assert bulk._STAGES not in conn.info
+        with pytest.raises(RuntimeError, match="large=True"):  # nothing would detach it afterwards
+            bulk.attach_stage(conn, stage)
+    stage.close()
     with store.transaction(large=True) as conn:
         bulk.insert_frame(conn, s.golden_versions, _versions(bulk.STAGED_INSERT_ROWS - 1, "y"))
         assert conn.info[bulk._STAGES] == []

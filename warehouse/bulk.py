@@ -155,7 +155,7 @@ def insert_frame(conn: sa.Connection, table: sa.Table, frame: pl.DataFrame, *, r
         verb = "INSERT OR REPLACE" if replace else "INSERT"
         stages = conn.info.get(_STAGES)
         if stages is not None and frame.height >= STAGED_INSERT_ROWS and len(stages) < MAX_STAGES:
-            _insert_staged(conn, stages, verb, table, frame)
+            _insert_staged(conn, verb, table, frame)
             return frame.height
         marks = ", ".join("?" for _ in frame.columns)
         conn.exec_driver_sql(f'{verb} INTO "{table.name}" ({_quoted(frame.columns)}) VALUES ({marks})', frame.rows())
@@ -178,33 +178,44 @@ _STAGES = "enteronce.staged_inserts"  # conn.info: the scratch files of the conn
 
 @contextmanager
 def staged_inserts(conn: sa.Connection) -> Iterator[None]:
-    """Around a large write transaction on `conn` (begun and ended inside the block): its large
-    `insert_frame`s on a SQLite file go through scratch files, which are detached and deleted
-    after the transaction ends (SQLite detaches nothing a transaction has read). Elsewhere
-    nothing changes: PostgreSQL has COPY, an in-memory database has no file to stage beside."""
+    """Around a large write transaction on `conn` (begun and ended inside the block): scratch
+    files attached to it (`attach_stage`; its large `insert_frame`s make their own) are detached
+    after the transaction ends (SQLite detaches nothing a transaction has read), and the ones
+    made here deleted. Elsewhere nothing changes: PostgreSQL has COPY, an in-memory database
+    has no file to stage beside."""
     if sqlite_file(conn) is None:
         yield
         return
-    stages: list[SqliteStage] = []
+    stages: list[tuple[SqliteStage, bool]] = []  # (stage, made here)
     conn.info[_STAGES] = stages
     try:
         yield
     finally:
         conn.info.pop(_STAGES, None)
-        for i, stage in enumerate(stages):
+        for i, (stage, made) in enumerate(stages):
             try:
                 stage.detach(conn, f"stage{i}")
             finally:
-                stage.close()
+                if made:
+                    stage.close()
 
 
-def _insert_staged(conn: sa.Connection, stages: list[SqliteStage], verb: str, table: sa.Table,
-                   frame: pl.DataFrame) -> None:
-    stage = sqlite_stage(conn)
+def attach_stage(conn: sa.Connection, stage: SqliteStage, *, made: bool = False) -> str:
+    """Attach a filled stage to the large transaction on `conn` (`staged_inserts`); the schema
+    name its tables are read under. Detached once the transaction ends."""
+    stages = conn.info.get(_STAGES)
+    if stages is None:
+        raise RuntimeError("a stage is attached inside Warehouse.transaction(large=True) only")
     alias = f"stage{len(stages)}"
-    stages.append(stage)
-    stage.add(table, frame)
+    stages.append((stage, made))
     stage.attach(conn, alias)
+    return alias
+
+
+def _insert_staged(conn: sa.Connection, verb: str, table: sa.Table, frame: pl.DataFrame) -> None:
+    stage = sqlite_stage(conn)
+    stage.add(table, frame)
+    alias = attach_stage(conn, stage, made=True)
     cols = _quoted(frame.columns)
     # unqualified: a temporary table of that name comes first, as with the plain INSERT
     conn.exec_driver_sql(f'{verb} INTO "{table.name}" ({cols}) SELECT {cols} FROM "{alias}"."{table.name}" '
@@ -279,9 +290,10 @@ class SqliteStage:
             with self._conn.cursor() as cur:
                 cur.execute(f'CREATE INDEX IF NOT EXISTS "ix_{name}_{column}" ON "{name}" ("{column}")')
 
-    def attach(self, conn: sa.Connection, alias: str = "stage") -> None:
+    def attach(self, conn: sa.Connection, alias: str) -> None:
         """Attach the scratch file to `conn` as schema `alias` (once; `detach` after the
-        transaction, since SQLite refuses to detach a database a transaction has read).
+        transaction, since SQLite refuses to detach a database a transaction has read: use
+        `attach_stage`, whose transaction does).
 
         ADBC links its own copy of SQLite; two copies must never hold the same file open at
         once (closing one drops the other's POSIX locks), so ADBC lets go before we attach.
@@ -291,15 +303,16 @@ class SqliteStage:
             conn.exec_driver_sql(f'ATTACH DATABASE ? AS "{alias}"', (str(self.path),))
 
     def copy_into(self, conn: sa.Connection) -> None:
-        """Inside the caller's transaction on the warehouse: move every staged row across."""
-        self.attach(conn)
+        """Inside the caller's large transaction on the warehouse: move every staged row across."""
+        alias = attach_stage(conn, self)
         for name, (replace, columns) in self._tables.items():
             verb = "INSERT OR REPLACE" if replace else "INSERT"
             cols = _quoted(columns)
-            conn.exec_driver_sql(f'{verb} INTO main."{name}" ({cols}) SELECT {cols} FROM stage."{name}" ORDER BY rowid')
+            conn.exec_driver_sql(f'{verb} INTO main."{name}" ({cols}) SELECT {cols} FROM "{alias}"."{name}" '
+                                 f"ORDER BY rowid")
 
     @staticmethod
-    def detach(conn: sa.Connection, alias: str = "stage") -> None:
+    def detach(conn: sa.Connection, alias: str) -> None:
         """After the transaction: pooled connections must not keep the scratch file attached."""
         if _attached(conn, alias):
             conn.exec_driver_sql(f'DETACH DATABASE "{alias}"')
@@ -317,7 +330,7 @@ class SqliteStage:
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
 
 
-def _attached(conn: sa.Connection, alias: str = "stage") -> bool:
+def _attached(conn: sa.Connection, alias: str) -> bool:
     return any(row[1] == alias for row in conn.exec_driver_sql("PRAGMA database_list"))
 
 

@@ -35,6 +35,7 @@ EVENT_SEP = "\x1e"  # between a block's events' field lists (each U+001F-joined)
 # between a block's JSON lines, and a page's: a JSON line holds no raw newline, so the separator
 # is never inside one, and the lines joined are a JSON array's inside as they are (whitespace)
 LINE_SEP = ",\n"
+LINE_SEP_UTF8 = LINE_SEP.encode()  # between the chunks of a page's blocks, as bytes
 WIDTH = 10  # digits per number in a block's `seqs` and `offsets` (seqs are 32-bit: ten digits)
 
 

@@ -13,11 +13,11 @@ import polars as pl
 import sqlalchemy as sa
 
 from core.time import utcnow
-from warehouse import checkpoints
 from warehouse import schema as s
 from warehouse.bulk import (
     READ_CHUNK_ROWS,
     SqliteStage,
+    attach_stage,
     in_keys,
     insert_frame,
     polars_type,
@@ -28,7 +28,7 @@ from warehouse.bulk import (
 )
 from warehouse.outbox import OUTBOX, Appended, lock_outbox, outbox_transaction, prepared
 from warehouse.resolution import EntityTypeStore, not_held
-from warehouse.store import Warehouse, writer_lock
+from warehouse.store import Warehouse
 
 # A publication holds up to this many rows in memory; beyond, they go to a stage (a scratch
 # SQLite file through Arrow, or PostgreSQL temporary tables through COPY) part by part, and the
@@ -328,15 +328,11 @@ class GoldenStaging:
             return appended
         stage = self._sqlite
         stage.index(OUTBOX.name, "seq")  # the events are numbered in this order
-        src = {t.name: f'stage."{t.name}"' for t in _STAGED if stage.staged(t.name)}  # the tables with rows
-        with writer_lock(self.store.engine), self.store.engine.connect() as conn:
-            try:
-                with checkpoints.deferred(conn), conn.begin(), outbox_transaction(self.store.store, conn=conn) as outbox:
-                    stage.attach(conn)
-                    appended = self._copy_across(outbox, src, resolution_seq)
-            finally:
-                stage.detach(conn)
-        return appended
+        with (self.store.store.transaction(large=True) as conn,
+              outbox_transaction(self.store.store, conn=conn) as outbox):
+            alias = attach_stage(conn, stage)
+            src = {t.name: f'"{alias}"."{t.name}"' for t in _STAGED if stage.staged(t.name)}  # the tables with rows
+            return self._copy_across(outbox, src, resolution_seq)
 
     def _copy_across(self, outbox, src: dict[str, str], resolution_seq: int) -> Appended:
         """SQLite: the staged rows into the warehouse, in the transaction that holds the outbox."""

@@ -486,14 +486,10 @@ class BatchLoad:
             self._complete(self._conn)
             self._txn.commit()
             return
-        with writer_lock(self.store.engine), self.store.engine.connect() as conn:
-            try:
-                with checkpoints.deferred(conn), conn.begin():
-                    self._start(conn)
-                    self._stage.copy_into(conn)
-                    self._complete(conn)
-            finally:  # pooled connections must not keep the scratch file attached
-                self._stage.detach(conn)
+        with self.store.transaction(large=True) as conn:
+            self._start(conn)
+            self._stage.copy_into(conn)
+            self._complete(conn)
 
     def close(self) -> None:
         for future in self._pending:

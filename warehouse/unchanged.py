@@ -34,7 +34,9 @@ def unchanged_reads(conn: sa.Connection, kind: str) -> dict | None:
     if conn.dialect.name != "sqlite":
         return None
     dbapi = conn.connection.dbapi_connection
-    if not isinstance(dbapi, sqlite3.Connection) or dbapi.in_transaction:  # its own writes, not committed yet: what is read may be rolled back
+    if not isinstance(dbapi, sqlite3.Connection):  # PRAGMA data_version and total_changes are sqlite3's
+        return None
+    if dbapi.in_transaction:  # its own writes, not committed yet: what is read may be rolled back
         return None
     version = (dbapi.execute("PRAGMA data_version").fetchone()[0], dbapi.total_changes)
     held = conn.info.get(_KEY)
