@@ -130,7 +130,7 @@ def test_staged_events_are_appended_in_their_order_past_those_already_there(tmp_
     """A large publication's events come from a stage (warehouse/golden.py): in their staged
     order (not the order they were staged in), those already in the outbox skipped, numbered
     without gaps after the outbox's last seq."""
-    from warehouse.bulk import sqlite_stage
+    from warehouse.bulk import attach_stage, sqlite_stage
     from warehouse.outbox import OUTBOX, prepared
 
     store = Warehouse(f"sqlite:///{tmp_path / 'w.sqlite'}").migrate()
@@ -140,14 +140,12 @@ def test_staged_events_are_appended_in_their_order_past_those_already_there(tmp_
         staged = prepared(_events(["d", "c", "b", "e"]).with_columns(_order=pl.Series([30, 5, 20, 10])), _now())
         stage = sqlite_stage(store.engine)
         stage.add(OUTBOX, staged)
-        with store.engine.connect() as conn:
-            try:
-                with conn.begin(), outbox_transaction(store, conn=conn) as outbox:
-                    stage.attach(conn)
-                    appended = outbox.append_staged(f'stage."{OUTBOX.name}"')
-            finally:
-                stage.detach(conn)
-                stage.close()
+        try:
+            with outbox_transaction(store, large=True) as outbox:
+                alias = attach_stage(outbox.conn, stage)  # detached when the transaction ends
+                appended = outbox.append_staged(f'"{alias}"."{OUTBOX.name}"')
+        finally:
+            stage.close()
         assert (appended.written, appended.first_seq, appended.last_seq) == (3, 3, 5)
         assert _outbox(store) == [(1, "a"), (2, "c"), (3, "e"), (4, "b"), (5, "d")]
         with store.engine.connect() as conn:  # nothing left behind in the connection
