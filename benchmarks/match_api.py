@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))  # first: benchmarks/feeds.py must not shadow the feeds package
 
 from loadgen import run_load, server_cpu_s  # noqa: E402
+from memory import rss_mb  # noqa: E402
 from simcache import CACHE, simulator_digest  # noqa: E402
 
 FIELDS = ("name", "sex", "birth_date", "id_number", "phone", "address", "area_code")
@@ -101,16 +102,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _rss_mb(pid: int) -> tuple[float, float]:
-    """(VmRSS, VmHWM) of a process in MB."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(("VmRSS:", "VmHWM:")):
-            key, value = line.split(":", 1)
-            values[key] = int(value.split()[0]) / 1024
-    return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
 
 
 def _sample_records(workdir: Path, n: int, seed: int) -> list[dict]:
@@ -197,7 +188,7 @@ def measure_api(workdir: Path, clients: int, requests: int, seed: int, journal: 
             p50, p99 = _percentiles(times)
             out[kind] = {"requests": len(times), "p50_ms": p50, "p99_ms": p99, "rps": len(times) / wall,
                          "server_cpu_ms": 1000 * cpu / len(times)}
-        out["rss_mb"], out["peak_rss_mb"] = _rss_mb(proc.pid)
+        out["rss_mb"], out["peak_rss_mb"] = rss_mb(proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=30)

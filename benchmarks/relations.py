@@ -24,6 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from memory import reset_peak, rss_mb  # noqa: E402 - this script's folder is on sys.path
+
 import polars as pl  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
@@ -108,10 +110,10 @@ def main() -> None:
     events(pl.concat([people, dwellings]), "create")
     rs = RelationStore(store)
     t0 = time.perf_counter()
-    own_peak = _reset_peak()
+    own_peak = reset_peak()
     first = run_relation(rs, relation)
     print(f"first run: {first.links:,} links, {first.events:,} events in {time.perf_counter() - t0:.1f} s"
-          + (f", peak RSS {_peak_mb():.0f} MB" if own_peak else ""))
+          + (f", peak RSS {rss_mb()[1]:.0f} MB" if own_peak else ""))
 
     # 1% move out to a room no register holds (their golden address changes, as survivorship would
     # write it): each loses its dwelling_id and each of their dwellings gets new residents
@@ -138,23 +140,6 @@ def main() -> None:
     if admin is not None:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
-
-
-def _reset_peak() -> bool:
-    """Linux: start the process's peak RSS afresh (VmHWM), so the first run's own peak is told
-    apart from the setup's; False where it cannot be."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 if __name__ == "__main__":

@@ -186,15 +186,15 @@ def staged_inserts(conn: sa.Connection) -> Iterator[None]:
     if sqlite_file(conn) is None:
         yield
         return
-    stages: list[tuple[SqliteStage, bool]] = []  # (stage, made here)
+    stages: list[tuple[str, SqliteStage, bool]] = []  # (alias, stage, made here)
     conn.info[_STAGES] = stages
     try:
         yield
     finally:
         conn.info.pop(_STAGES, None)
-        for i, (stage, made) in enumerate(stages):
+        for alias, stage, made in stages:
             try:
-                stage.detach(conn, f"stage{i}")
+                stage.detach(conn, alias)
             finally:
                 if made:
                     stage.close()
@@ -207,7 +207,7 @@ def attach_stage(conn: sa.Connection, stage: SqliteStage, *, made: bool = False)
     if stages is None:
         raise RuntimeError("a stage is attached inside Warehouse.transaction(large=True) only")
     alias = f"stage{len(stages)}"
-    stages.append((stage, made))
+    stages.append((alias, stage, made))
     stage.attach(conn, alias)
     return alias
 
