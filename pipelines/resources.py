@@ -62,6 +62,7 @@ class ProjectResource(dg.ConfigurableResource):
         analyzed = store.refresh_statistics()  # after a large write, before the next step plans on it
         if analyzed:
             context.log.info(f"analyzed {', '.join(analyzed)} for the query planner")
+        store.release_memory()  # the steps of a run share this process: the next one starts lean
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._warehouse is not None:

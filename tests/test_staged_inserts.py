@@ -71,7 +71,8 @@ def test_staged_rows_equal_those_sqlite3_binds_for_every_column_kind(tmp_path, s
     assert rows[0].record == '{"name_norm":"new0"}' and rows[400].record == '{"name_norm":"old400"}'
     assert rows[0].updated_at == NOW.replace(tzinfo=None) or rows[0].updated_at == NOW
     with via_stage.engine.connect() as conn:
-        assert [r[1] for r in conn.exec_driver_sql("PRAGMA database_list")] == ["main", "temp"]
+        # every stage detached (the temporary schema shows only once it is used again)
+        assert {r[1] for r in conn.exec_driver_sql("PRAGMA database_list")} <= {"main", "temp"}
     assert _stages_left(tmp_path) == []
 
 

@@ -12,6 +12,12 @@ from sqlalchemy import event
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
+# A connection's page cache (KiB). Reads go through the system's file cache anyway; a pooled
+# connection keeps its cache for as long as the process lives, and several of them are pooled.
+# A large write transaction raises it for its own duration (warehouse.sqlite_memory).
+CACHE_KIB = 64_000
+
+
 def create_engine(url: str) -> sa.Engine:
     """An engine tuned per dialect: SQLite gets WAL and foreign keys, as it is the embedded default."""
     sa_url = sa.make_url(url)
@@ -27,7 +33,7 @@ def create_engine(url: str) -> sa.Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA temp_store=MEMORY")
-            cur.execute("PRAGMA cache_size=-200000")
+            cur.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             cur.close()
 
         return engine

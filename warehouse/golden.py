@@ -91,13 +91,15 @@ class GoldenStore(EntityTypeStore):
         if self.store.cache_dir is not None:
             members = self.membership().select("entity_id", "record_key").sort("entity_id")
             records = self.records([c for c in schema if c != "entity_id"])
-            # the narrow membership sorted, the wide rows joined to it in its order
-            joined = members.join(records, on="record_key", how="inner", maintain_order="left").select(list(schema))
-            del records, members
-            if joined.height == 0:
-                yield joined
-            for offset in range(0, joined.height, READ_CHUNK_ROWS):
-                yield joined.slice(offset, READ_CHUNK_ROWS)
+            # the narrow membership sorted, joined to the records' row numbers only; the wide rows
+            # are gathered in its order a chunk at a time (joined whole, they were held twice:
+            # the publication's peak in `enteronce run`)
+            at = members.join(records.select("record_key").with_row_index("_at"), on="record_key", how="inner",
+                              maintain_order="left").select("entity_id", "_at")
+            del members
+            for offset in range(0, max(at.height, 1), READ_CHUNK_ROWS):
+                part = at.slice(offset, READ_CHUNK_ROWS)
+                yield records.select(pl.all().gather(part["_at"])).with_columns(part["entity_id"]).select(list(schema))
             return
         m = s.entity_membership
         with self.engine.connect() as conn:

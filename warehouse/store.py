@@ -20,10 +20,11 @@ from alembic.runtime.migration import MigrationContext
 
 from core.entity_types import load_entity_types
 from core.errors import ConfigError
+from core.memory import release_freed_memory
 from core.time import utcnow
-from warehouse import checkpoints
+from warehouse import checkpoints, sqlite_memory
 from warehouse import schema as s
-from warehouse.bulk import insert_frame, read_frame, staged_inserts
+from warehouse.bulk import insert_frame, read_frame, sqlite_file, staged_inserts
 from warehouse.engine import create_engine, migrate
 from warehouse.locks import warehouse_lock
 
@@ -102,6 +103,14 @@ class Warehouse:
                     for c in missing:
                         ops.add_column(t.name, sa.Column(c.name, c.type))
 
+    def release_memory(self) -> None:
+        """After a large step, in a process that goes on (a pipeline's run): the pooled
+        connections are closed, so their page caches (warehouse.engine.CACHE_KIB each on SQLite) go, and the
+        freed heap goes back to the system (core.memory). The engine opens new ones on demand."""
+        if sqlite_file(self.engine) is not None:  # an in-memory database would go with its connection
+            self.engine.dispose()
+        release_freed_memory()
+
     def dispose(self) -> None:
         """Close the engine's connections once its background checkpoints are done (a copy of
         the folder made afterwards holds every committed row in the database file)."""
@@ -138,14 +147,15 @@ class Warehouse:
         takes one writer at a time, and threads that met its busy timeout instead would sleep in
         growing steps (seconds, under the feed API's concurrent audit writes). `large` (up to
         gigabytes written): on a SQLite file its large inserts go through scratch files
-        (warehouse.bulk.staged_inserts) and its WAL checkpoint runs in the background after the
-        commit (warehouse.checkpoints)."""
+        (warehouse.bulk.staged_inserts), its temporary tables and sorts through temporary files,
+        its page cache is given back after it (warehouse.sqlite_memory), and its WAL checkpoint
+        runs in the background after the commit (warehouse.checkpoints)."""
         if not large:
             with writer_lock(self.engine), self.engine.begin() as conn:
                 yield conn
             return
-        with (writer_lock(self.engine), self.engine.connect() as conn, checkpoints.deferred(conn),
-              staged_inserts(conn), conn.begin()):
+        with (writer_lock(self.engine), self.engine.connect() as conn, sqlite_memory.bounded(conn),
+              checkpoints.deferred(conn), staged_inserts(conn), conn.begin()):
             yield conn
 
     def resolution_store(self, entity_type: str, record_table: str):
