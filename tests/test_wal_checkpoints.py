@@ -16,7 +16,7 @@ import pytest
 
 from warehouse import Warehouse, checkpoints
 
-ROWS = 4_000  # rows of about 2 KB: some 8 MB, past the automatic checkpoint's 1,000 pages
+ROWS = 12_000  # rows of about 2 KB: some 24 MB, past the automatic checkpoint's 1,000 pages of 16 KB
 
 
 def _fill(conn, tag: str) -> None:

@@ -18,6 +18,8 @@ from pathlib import Path
 import polars as pl
 import sqlalchemy as sa
 
+from warehouse.engine import PAGE_SIZE
+
 _SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%6f"
 
 
@@ -267,6 +269,7 @@ class SqliteStage:
         # A scratch file rebuilt on any failure: no journal, no fsync.
         self._conn = adbc.connect(str(self.path), autocommit=True)
         with self._conn.cursor() as cur:
+            cur.execute(f"PRAGMA page_size={PAGE_SIZE}")  # as the warehouse's: rows of 1-2 KB
             cur.execute("PRAGMA journal_mode=OFF")
             cur.execute("PRAGMA synchronous=OFF")
         self._tables: dict[str, tuple[bool, list[str]]] = {}  # name -> (upsert?, columns)
