@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -350,6 +351,27 @@ def sqlite_file(conn_or_engine: sa.Connection | sa.Engine) -> Path | None:
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         return None
     return Path(url.database)
+
+
+@contextmanager
+def scoped_pragmas(conn: sa.Connection, **settings: object) -> Iterator[None]:
+    """SQLite: PRAGMAs of `conn`'s connection set for the block and put back to their values
+    from before it afterwards, outside SQLAlchemy's transaction bookkeeping. Use it around a
+    transaction, not inside one (temp_store refuses to change inside a transaction). If they
+    cannot be put back (a transaction a failure left open), the connection is invalidated
+    rather than pooled with them."""
+    raw = conn.connection.dbapi_connection
+    before = {name: raw.execute(f"PRAGMA {name}").fetchone()[0] for name in settings}
+    for name, value in settings.items():
+        raw.execute(f"PRAGMA {name}={value}")
+    try:
+        yield
+    finally:
+        try:
+            for name, value in before.items():
+                raw.execute(f"PRAGMA {name}={value}")
+        except sqlite3.Error:
+            conn.invalidate()
 
 
 READ_CHUNK_ROWS = 50_000

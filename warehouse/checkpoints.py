@@ -36,7 +36,7 @@ from contextlib import contextmanager
 
 import sqlalchemy as sa
 
-from warehouse.bulk import sqlite_file
+from warehouse.bulk import scoped_pragmas, sqlite_file
 
 log = logging.getLogger(__name__)
 
@@ -129,13 +129,10 @@ def deferred(conn: sa.Connection) -> Iterator[None]:
     if path is None:
         yield
         return
-    raw = conn.connection.dbapi_connection  # PRAGMAs outside SQLAlchemy's transaction bookkeeping
-    before = raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
-    raw.execute("PRAGMA wal_autocheckpoint=0")
     try:
-        yield
+        with scoped_pragmas(conn, wal_autocheckpoint=0):
+            yield
     finally:
-        raw.execute(f"PRAGMA wal_autocheckpoint={int(before)}")
         _checkpointer(path).request()
 
 

@@ -97,7 +97,7 @@ class GoldenStore(EntityTypeStore):
             at = members.join(records.select("record_key").with_row_index("_at"), on="record_key", how="inner",
                               maintain_order="left").select("entity_id", "_at")
             del members
-            for offset in range(0, max(at.height, 1), READ_CHUNK_ROWS):
+            for offset in range(0, max(at.height, 1), READ_CHUNK_ROWS):  # (one empty chunk when none)
                 part = at.slice(offset, READ_CHUNK_ROWS)
                 yield records.select(pl.all().gather(part["_at"])).with_columns(part["entity_id"]).select(list(schema))
             return

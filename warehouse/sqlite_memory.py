@@ -2,7 +2,7 @@
 when it ends.
 
 Connections are opened (warehouse/engine.py) with temporary storage in memory (the API's key
-lists and small sorts never touch disk) and a page cache of CACHE_KIB each. In a large write
+lists and small sorts never touch disk) and a page cache of engine.CACHE_KIB each. In a large write
 the temporary storage grows with the write: a relation part's temporary table of 200,000
 changed records, its sorts and ephemeral indexes held about 0.8 GB more of SQLite's memory at
 1M records, which made `residence_links` the whole run's peak (2.5 GiB, 1.3 GB of it SQLite's
@@ -17,15 +17,13 @@ would otherwise keep it for as long as the process lives.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import sqlalchemy as sa
 
 from core.memory import release_freed_memory
-from warehouse.bulk import sqlite_file
-from warehouse.engine import CACHE_KIB
+from warehouse.bulk import scoped_pragmas, sqlite_file
 
 LARGE_CACHE_KIB = 200_000
 
@@ -38,17 +36,10 @@ def bounded(conn: sa.Connection) -> Iterator[None]:
     if sqlite_file(conn) is None:
         yield
         return
-    raw = conn.connection.dbapi_connection  # PRAGMAs outside SQLAlchemy's transaction bookkeeping
-    before = int(raw.execute("PRAGMA temp_store").fetchone()[0])
-    raw.execute("PRAGMA temp_store=FILE")
-    raw.execute(f"PRAGMA cache_size=-{LARGE_CACHE_KIB}")
     try:
-        yield
+        with scoped_pragmas(conn, temp_store="FILE", cache_size=-LARGE_CACHE_KIB):
+            yield
     finally:
-        try:
-            raw.execute(f"PRAGMA temp_store={before}")
-            raw.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-            raw.execute("PRAGMA shrink_memory")
-        except sqlite3.Error:  # (a transaction left open by a failure): not back into the pool as it is
-            conn.invalidate()
+        if not conn.invalidated:
+            conn.connection.dbapi_connection.execute("PRAGMA shrink_memory")
         release_freed_memory()
