@@ -7,12 +7,14 @@ import dagster as dg
 import polars as pl
 
 from connectors.ingest import ingest_station
-from core.errors import EnteronceError
+from core.errors import ConfigError, EnteronceError
 from entity_resolution.entity_types import Registry, load_registry
 from pipelines import progress
 from pipelines.instance import INGEST_POOL
 from pipelines.partitions import stations_partitions
 from pipelines.resources import ProjectResource
+from quality.config import project_quality
+from quality.gx_worker import prewarm
 
 RAW = dg.AssetKey("raw_records")
 RECONCILED = dg.AssetCheckSpec(
@@ -63,6 +65,18 @@ def station_records_asset(registry: Registry) -> dg.AssetsDefinition:
     return station_records
 
 
+def _prewarm_validation(proj) -> None:
+    """The station's validation (station_quality, next) runs GX in its own process: started now,
+    its import overlaps the station's reads instead of following them. Not when quality.yaml runs
+    no station suite; an invalid quality.yaml is station_quality's to report."""
+    try:
+        config = project_quality(proj.config_dir)
+    except ConfigError:
+        return
+    if config.runs("raw") or config.runs("standardised"):
+        prewarm(proj.data_dir / "quality")
+
+
 def _station_records(context: dg.AssetExecutionContext, project: ProjectResource, types: list):
     """Ingest every new drop of the run's stations (one partition, or a range); standardise rows
     as they are loaded.
@@ -72,6 +86,7 @@ def _station_records(context: dg.AssetExecutionContext, project: ProjectResource
     """
     proj = project.project
     keys = list(context.partition_keys)
+    _prewarm_validation(proj)
     outcomes: dict[str, list] = {}
     failed: dict[str, str] = {}  # station -> why its drops could not be read (a range run goes on without it)
     for key in keys:

@@ -1,8 +1,10 @@
 """Data quality in Dagster: the suites as asset checks, and a pass after publication.
 
-Thin: each check or asset calls one function of quality.service. Great Expectations is imported
-only when a check runs (quality.validate imports it inside its functions), never when the code
-location loads.
+Thin: each check or asset calls one function of quality.service. Great Expectations validates
+the stations' batches in a process of its own (quality.gx_worker), started when a station run
+begins ingesting and ended by the runner after the stations' phase, so the process that then
+resolves and publishes has not imported it; the golden suites, after publication, run in this
+process (GX's functions import it only then, never when the code location loads).
 
 - `station_quality` (per station partition or range of them, after the stations' drops are
   ingested) runs the raw and standardised suites on every new batch - set-wise, each suite once
@@ -37,6 +39,7 @@ from pipelines.resources import ProjectResource
 from quality.config import project_quality
 from quality.service import Outcome, quality_pass, validate_golden, validate_stations
 from quality.suites import SuiteSpec, registry_quality
+from quality.gx_worker import gx_for
 from quality.validate import gx_project
 from warehouse.quality import QualityStore
 
@@ -65,9 +68,14 @@ with warnings.catch_warnings():
                                   description="Raw rows of each new drop: local ids present and unique, keys well-formed.")
 
 
-def _context(project: ProjectResource, warehouse):
+def _context(project: ProjectResource, warehouse, *, stations: bool = False):
+    """The store, GX project and quality.yaml of a validation. The stations' batches are validated
+    in GX's own process (`stations`, quality.gx_worker): that keeps GX out of the process before
+    resolution. The golden suites stay in this one: they run after publication, and their frame of
+    every golden record would otherwise be held twice, here and there."""
     proj = project.project
-    return QualityStore(warehouse), gx_project(proj.data_dir / "quality"), project_quality(proj.config_dir)
+    root = proj.data_dir / "quality"
+    return QualityStore(warehouse), gx_for(root) if stations else gx_project(root), project_quality(proj.config_dir)
 
 
 def _runs_metadata(outcome: Outcome, suite: str) -> tuple[bool, dict]:
@@ -195,7 +203,7 @@ def _validate_station(context: dg.AssetCheckExecutionContext, project: ProjectRe
     station_ids = list(context.op_execution_context.partition_keys)
     what = range_label(station_ids)
     with project.writing(context, f"validate {what}") as warehouse:
-        store, gx, config = _context(project, warehouse)
+        store, gx, config = _context(project, warehouse, stations=True)
         outcome = validate_stations(store, gx, config, station_ids, types=project.project.entity_types)
     context.log.info(f"{what}: {len(outcome.runs)} validation runs, {len(outcome.held)} batches held, "
                      f"tasks opened {outcome.tasks_opened}, closed {outcome.tasks_closed}")

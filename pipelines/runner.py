@@ -22,6 +22,7 @@ from pipelines.partitions import consecutive_ranges, run_target, stations_partit
 from pipelines.phases import run_phases
 from pipelines.project import Project
 from pipelines.resources import ProjectResource
+from quality import gx_worker
 from warehouse import Warehouse
 from warehouse.locks import warehouse_lock
 
@@ -191,26 +192,31 @@ def _materialize(project: Project, store: Warehouse, station_ids: list[str], on_
     for phase in phases:
         if only is not None and phase.name not in only:
             continue
-        if phase.partitions == stations_partitions.name:  # one run per range of stations, as the drop sensor
-            for keys in station_ranges:
-                step(keys[0])
-                key, range_tags = run_target(keys)
-                results.append(run("ingest", selection=phase.selection, partition_key=key, tags=range_tags))
+        if phase.partitions != stations_partitions.name and not resolve:
             continue
-        if not resolve:
-            continue
-        step(phase.name)
-        if phase.partitions == subscribers_partitions.name:
-            build_feeds()
-            feeds_phase = phase.name
-        elif phase.partitions is None:
-            results.append(run("publication", selection=phase.selection))
-            # a phase after the feeds that wrote events (the quality pass's correction tasks): they
-            # go to the subscribers in this run too, before the report that audits the deliveries
-            if feeds_phase is not None and subscribers_behind(
-                    store, instance.get_dynamic_partitions(subscribers_partitions.name))[1]:
-                step(f"{feeds_phase} again")
+        try:
+            if phase.partitions == stations_partitions.name:  # one run per range of stations, as the drop sensor
+                for keys in station_ranges:
+                    step(keys[0])
+                    key, range_tags = run_target(keys)
+                    results.append(run("ingest", selection=phase.selection, partition_key=key, tags=range_tags))
+                continue
+            step(phase.name)
+            if phase.partitions == subscribers_partitions.name:
                 build_feeds()
-        else:
-            raise RunFailed(f"phase {phase.name!r}: `enteronce run` does not know partitions {phase.partitions!r}")
+                feeds_phase = phase.name
+            elif phase.partitions is None:
+                results.append(run("publication", selection=phase.selection))
+                # a phase after the feeds that wrote events (the quality pass's correction tasks): they
+                # go to the subscribers in this run too, before the report that audits the deliveries
+                if feeds_phase is not None and subscribers_behind(
+                        store, instance.get_dynamic_partitions(subscribers_partitions.name))[1]:
+                    step(f"{feeds_phase} again")
+                    build_feeds()
+            else:
+                raise RunFailed(f"phase {phase.name!r}: `enteronce run` does not know partitions {phase.partitions!r}")
+        finally:
+            # the phase's Great Expectations process goes with it (quality.gx_worker): the next
+            # phase, resolution after the stations', has the memory to itself
+            gx_worker.close()
     return results

@@ -226,14 +226,27 @@ def _validated_sets(gx: GxProject, config: QualityConfig, suite: SuiteSpec, batc
                     today: dt.date) -> Iterator[tuple[dict, Any, Validation]]:
     """Each batch row with what `read` gave for it besides the frame to validate, and the batch's
     validation, in order. Batches are read until the set holds SET_ROWS rows, then the set goes
-    through the suite in one GX run: the frames held stay about one set's size."""
+    through the suite in one GX run: the frames held stay about two sets' size.
+
+    A set is handed over (`submit_many`) before the previous set's validations are given out: with
+    GX in its own process (quality.gx_worker) it validates one set while this process reads the
+    next and the caller saves the last."""
     loaded = ((b, *read(b)) for b in batches.iter_rows(named=True))
-    for pending in sets_of_rows(loaded, lambda item: item[2].height, SET_ROWS):
-        found = gx.validate_many([(b["batch_id"], frame) for b, _, frame in pending], suite,
-                                 parameters=parameters(config, today), samples=config.sample_rows,
-                                 thresholds=config.thresholds_of(suite), min_failing_rows=config.min_failing_rows)
-        for (b, kept, _), v in zip(pending, found, strict=True):
-            yield b, kept, v
+    kw = {"parameters": parameters(config, today), "samples": config.sample_rows,
+          "thresholds": config.thresholds_of(suite), "min_failing_rows": config.min_failing_rows}
+    previous = None
+    for current in sets_of_rows(loaded, lambda item: item[2].height, SET_ROWS):
+        handed = gx.submit_many([(b["batch_id"], frame) for b, _, frame in current], suite, **kw)
+        if previous is not None:
+            yield from _given_out(*previous)
+        previous = current, handed
+    if previous is not None:
+        yield from _given_out(*previous)
+
+
+def _given_out(batches: list[tuple[dict, Any, pl.DataFrame]], handed) -> Iterator[tuple[dict, Any, Validation]]:
+    for (b, kept, _), v in zip(batches, handed.result(), strict=True):
+        yield b, kept, v
 
 
 def sets_of_rows(items: Iterable[T], rows: Callable[[T], int], limit: int) -> Iterator[list[T]]:

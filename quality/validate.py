@@ -165,6 +165,22 @@ def _store_samples_only(store) -> None:
     store.store_validation_results = samples_only
 
 
+def docs_index(root: Path) -> Path:
+    """Where the Data Docs of the GX project under `root` start."""
+    return Path(root) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+
+
+class Done:
+    """A set validated already (`GxProject.submit_many`): what quality.gx_worker's pending set
+    gives once its process answers."""
+
+    def __init__(self, validations: list[Validation]):
+        self._validations = validations
+
+    def result(self) -> list[Validation]:
+        return self._validations
+
+
 def gx_project(root: Path) -> "GxProject":
     """One GX project per folder per process: its context and definitions are made once."""
     root = Path(root).resolve()
@@ -209,7 +225,7 @@ class GxProject:
 
     @property
     def docs_index(self) -> Path:
-        return self.root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+        return docs_index(self.root)
 
     def definition(self, suite: SuiteSpec, thresholds: dict[str, float] | None = None):
         """The suite's GX validation definition (suite + whole-dataframe batch), made once per
@@ -308,6 +324,10 @@ class GxProject:
         if found is None:
             return [self.validate(frame, suite, label=label, **kw) for label, frame in frames]
         return found
+
+    def submit_many(self, frames: Sequence[tuple[str, pl.DataFrame]], suite: SuiteSpec, **kwargs) -> Done:
+        """`validate_many`, answered at once (the worker's `submit_many` answers later)."""
+        return Done(self.validate_many(frames, suite, **kwargs))
 
     def _validate_set(self, stacked: pl.DataFrame, labels: list[str], suite: SuiteSpec, *, parameters: dict,
                       samples: int, thresholds: dict[str, float], min_failing_rows: int) -> list[Validation] | None:

@@ -30,6 +30,24 @@ def _own_dagster_instance() -> Iterator[None]:
         os.environ["DAGSTER_HOME"] = before
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_gx_process_per_test_process() -> Iterator[None]:
+    """The pipeline validates in a Great Expectations process of its own, ended between phases
+    (quality.gx_worker); across the many small pipelines of a test session it is kept instead, so
+    GX is imported once per test process rather than once per run (tests/test_gx_worker.py checks
+    the default lifecycle)."""
+    from quality import gx_worker
+
+    before = os.environ.get(gx_worker.MODE_ENV)
+    os.environ[gx_worker.MODE_ENV] = "process"
+    yield
+    gx_worker.close(force=True)
+    if before is None:
+        os.environ.pop(gx_worker.MODE_ENV, None)
+    else:
+        os.environ[gx_worker.MODE_ENV] = before
+
+
 def _server_or_skip(admin_url: str, what: str) -> sa.Engine:
     engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     try:
