@@ -110,43 +110,40 @@ class GxWorker:
 
         return docs_index(self.root)
 
-    def _submit(self, method: str, *args, **kwargs) -> Future:
+    def _submit(self, method: str, *args, **kwargs) -> "Pending":
         try:
-            return _executor().submit(_call, str(self.root), method, args, kwargs)
+            return Pending(_executor().submit(_call, str(self.root), method, args, kwargs))
         except BrokenProcessPool as exc:
-            close(force=True)
-            raise WorkerFailed(f"the Great Expectations process ended unexpectedly ({exc}); the next run starts a "
-                               f"new one") from exc
-
-    def _wait(self, future: Future):
-        try:
-            return future.result()
-        except BrokenProcessPool as exc:
-            close(force=True)
-            raise WorkerFailed(f"the Great Expectations process ended while validating ({exc}); the next run "
-                               f"starts a new one") from exc
+            raise _ended(exc) from exc
 
     def validate(self, *args, **kwargs):
-        return self._wait(self._submit("validate", *args, **kwargs))
+        return self._submit("validate", *args, **kwargs).result()
 
     def validate_many(self, *args, **kwargs):
-        return self._wait(self._submit("validate_many", *args, **kwargs))
+        return self._submit("validate_many", *args, **kwargs).result()
 
     def submit_many(self, *args, **kwargs) -> "Pending":
-        return Pending(self, self._submit("validate_many", *args, **kwargs))
-
-    def build_docs(self) -> Path:
-        return self._wait(self._submit("build_docs"))
+        return self._submit("validate_many", *args, **kwargs)
 
 
 class Pending:
-    """A set handed to the child; `result()` waits for its validations."""
+    """A call handed to the child; `result()` waits for its answer."""
 
-    def __init__(self, worker: GxWorker, future: Future):
-        self._worker, self._future = worker, future
+    def __init__(self, future: Future):
+        self._future = future
 
     def result(self):
-        return self._worker._wait(self._future)
+        try:
+            return self._future.result()
+        except BrokenProcessPool as exc:
+            raise _ended(exc) from exc
+
+
+def _ended(exc: BrokenProcessPool) -> WorkerFailed:
+    """The child is gone: forget it (the next call starts a new one) and say so."""
+    close(force=True)
+    return WorkerFailed(f"the Great Expectations process ended unexpectedly ({exc}); the next validation "
+                        f"starts a new one")
 
 
 def gx_for(root: Path):
