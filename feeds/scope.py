@@ -222,3 +222,24 @@ def deliveries(keys: pl.DataFrame, tables: dict[str, pl.DataFrame], members: pl.
              in_after=pl.col("side").is_in(["a", "r", "o", "oa"]).any())
         .sort("subscriber_id", "seq")
     )
+
+
+def snapshot_scope(golden: pl.DataFrame, members: pl.DataFrame, tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """(entity_id, subscriber_id): which of these active golden records each subscriber's snapshot
+    holds, by the rule FeedStore.golden_in_scope reads one subscriber's with: a record of one of
+    its entity types whose area code starts with one of its prefixes, or that holds a record of its
+    station (`own_records`). golden: entity_id, entity_type, area_code; members: entity_id,
+    record_key (`station:local id`) of those records."""
+    prefixes = tables["prefixes"].with_columns(_len=pl.col("prefix").str.len_chars())
+    hits = [
+        golden.filter(pl.col("area_code").str.len_chars() >= n)
+        .select("entity_id", "entity_type", pl.col("area_code").str.head(n).alias("prefix"))
+        .join(prefixes.filter(pl.col("_len") == n), on="prefix")
+        .select("entity_id", "entity_type", "subscriber_id")
+        for n in prefixes["_len"].unique().to_list()
+    ]
+    stations = members.select("entity_id", pl.col("record_key").str.extract(r"^([^:]+):", 1).alias("station_id"))
+    hits.append(golden.select("entity_id", "entity_type").join(stations, on="entity_id")
+                .join(tables["own"], on="station_id").select("entity_id", "entity_type", "subscriber_id"))
+    return (pl.concat(hits).join(tables["types"], on=["subscriber_id", "entity_type"], how="semi")
+            .select("entity_id", "subscriber_id").unique())

@@ -29,6 +29,7 @@ import warnings
 import dagster as dg
 import polars as pl
 
+from core.errors import ConfigError
 from entity_resolution.entity_types import Registry
 from pipelines.assets import RAW, record_key
 from pipelines.automation import AFTER_UPSTREAM
@@ -40,7 +41,7 @@ from quality.config import project_quality
 from quality.service import Outcome, quality_pass, validate_golden, validate_stations
 from quality.suites import SuiteSpec, registry_quality
 from quality.gx_worker import gx_for
-from quality.validate import gx_project
+from quality.validate import gx_project, prewarm
 from warehouse.quality import QualityStore
 
 QUALITY_KEY = dg.AssetKey("data_quality")
@@ -66,6 +67,19 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", dg.PreviewWarning)
     RAW_SUITE = dg.AssetCheckSpec("raw_suite", asset=RAW, partitions_def=stations_partitions,
                                   description="Raw rows of each new drop: local ids present and unique, keys well-formed.")
+
+
+def prewarm_validation(proj) -> None:
+    """`enteronce run`, as the feeds are built: the quality pass after them validates golden
+    records and freshness in this process (_context), so GX's import starts now, on a thread
+    beside the feed build, rather than after it. Not when quality.yaml runs neither; an invalid
+    quality.yaml is the quality pass's to report."""
+    try:
+        config = project_quality(proj.config_dir)
+    except ConfigError:
+        return
+    if config.runs("golden") or config.runs("freshness"):
+        prewarm(proj.data_dir / "quality")
 
 
 def _context(project: ProjectResource, warehouse, *, stations: bool = False):

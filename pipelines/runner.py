@@ -21,6 +21,7 @@ from pipelines.instance import open_instance
 from pipelines.partitions import consecutive_ranges, run_target, stations_partitions, with_new
 from pipelines.phases import run_phases
 from pipelines.project import Project
+from pipelines.quality_assets import prewarm_validation
 from pipelines.resources import ProjectResource
 from quality import gx_worker
 from warehouse import Warehouse
@@ -203,6 +204,8 @@ def _materialize(project: Project, store: Warehouse, station_ids: list[str], on_
                 continue
             step(phase.name)
             if phase.partitions == subscribers_partitions.name:
+                if any(p.checks_in for p in phases[phases.index(phase) + 1:] if only is None or p.name in only):
+                    prewarm_validation(project)  # the quality pass that follows validates in this process
                 build_feeds()
                 feeds_phase = phase.name
             elif phase.partitions is None:

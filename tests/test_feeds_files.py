@@ -183,3 +183,108 @@ def test_a_snapshot_is_written_in_parts_and_equals_the_whole(env, monkeypatch) -
     log = FeedStore(store).deliveries(subscriber_id="s0001")
     assert log["kind"].to_list() == ["snapshot"] and sorted(json.loads(log["entity_ids"][0])) == [f"P{i}" for i in range(7)]
     assert set(json.loads(log["fields"][0])) == {"name_norm", "id_number", "phone", "address", "area_code"}
+
+
+WALKED = parse_subscriptions({
+    "masking": {"id_number": {"keep_first": 6, "keep_last": 4}, "phone": {"keep_first": 3, "keep_last": 4}},
+    "roles": {"officer": {"fields": {"name_norm": "full", "id_number": "masked", "phone": "masked",
+                                     "address": "full", "area_code": "full"}},
+              "analyst": {"fields": {"name_norm": "masked", "area_code": "full"}}},
+    "subscribers": [
+        {"id": "s0001", "kind": "station", "station_id": "s0001", "entity_types": ["person"],
+         "scope": {"area_codes": [AREA], "own_records": True},
+         "fields": ["name_norm", "id_number", "phone", "address", "area_code"], "role": "officer"},
+        {"id": "s0002", "kind": "station", "station_id": "s0002", "entity_types": ["person", "organisation"],
+         "scope": {"area_codes": ["500106"], "own_records": True},
+         "fields": ["name_norm", "id_number", "phone", "address", "area_code"], "role": "officer"},
+        {"id": "dept", "kind": "department", "entity_types": ["person"],
+         "scope": {"area_codes": ["500103", "500106001"]}, "fields": ["name_norm", "area_code"], "role": "analyst"},
+        {"id": "quiet", "kind": "station", "station_id": "s0009", "entity_types": ["person"],
+         "scope": {"area_codes": ["500199"]}, "fields": ["name_norm"], "role": "officer"},
+    ],
+})
+
+
+def test_many_new_subscribers_walk_the_table_once_and_each_gets_what_its_scope_reads(env, monkeypatch) -> None:
+    """A first build of several subscribers walks the golden table once (feeds.files._walk_pages)
+    and gives each one byte for byte the files and the audit row that reading its own scope by
+    index gives: areas, own records held outside the area, types, two policies, retired records
+    left out, pages that split the scopes unevenly, a subscriber with nothing to receive."""
+    from feeds import files
+
+    store, out, root = env
+    for i in range(9):  # s0001's area; every third held by s0002 too
+        out.create(f"P{i}", person(f"张{i}", f"{AREA}{i:03d}", id_number="50010119900101123X"),
+                   [f"s0001:{i}", *([f"s0002:{i}"] if i % 3 == 0 else [])])
+    out.create("P90", person("王五", "500106001001", phone="13800138000"), ["s0002:90", "s0001:90"])
+    out.create("P91", person("赵六", "500106002001"), ["s0002:91"])  # the department's 500106001 leaves it out
+    out.create("P92", person("钱七", "500107001001"), ["s0001:92"])  # only s0001's own record places it
+    out.create("O1", {"name_norm": "重庆某公司", "area_code": "500106001"}, ["s0002:o1"], entity_type="organisation")
+    out.create("P93", person("孙八", AREA + "777"), ["s0001:93"])
+    out.merge("P93", "P0")  # retired: in no snapshot
+    feed = FeedStore(store)
+    out.flush(feed)
+    as_of = feed.high_water()
+    monkeypatch.setattr(files, "SNAPSHOT_PART", 2)
+    chosen = WALKED.subscribers
+    assert files._walk_together(feed, chosen)
+    walked = files._deliver_snapshots(feed, WALKED, chosen, as_of, config_dir=root, data_dir=root / "walked")
+    alone = {s.id: files._deliver_snapshot(feed, WALKED, s, as_of, config_dir=root, data_dir=root / "alone")
+             for s in chosen}
+
+    expected = {"s0001": ["P0", "P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P90", "P92"],
+                "s0002": ["O1", "P0", "P3", "P6", "P90", "P91"],
+                "dept": ["P0", "P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P90"], "quiet": []}
+    stem = f"snapshot_{as_of:012d}"
+    for s in chosen:
+        a, b = root / "walked" / "outbox" / s.id, root / "alone" / "outbox" / s.id
+        assert _files(a) == _files(b)
+        got = walked[s.id]
+        assert (got.snapshot_records, got.masked_fields) == (alone[s.id].snapshot_records, alone[s.id].masked_fields)
+        if not expected[s.id]:
+            assert _files(a) == [] and got.snapshot_records == 0
+            continue
+        assert [x["entity_id"] for x in _same_rows(a, stem)] == expected[s.id]
+        for fmt in ("jsonl", "csv"):
+            assert (a / f"{stem}.{fmt}").read_bytes() == (b / f"{stem}.{fmt}").read_bytes(), (s.id, fmt)
+        assert pl.read_parquet(a / f"{stem}.parquet").equals(pl.read_parquet(b / f"{stem}.parquet"))
+        log = feed.deliveries(subscriber_id=s.id)
+        assert log.height == 2  # the walk's audit row, then the one read alone: the same delivery
+        assert log.select("kind", "entity_count", "entity_ids", "fields").n_unique() == 1
+    dept = [json.loads(x)["record"] for x in (root / "walked/outbox/dept" / f"{stem}.jsonl").read_text().splitlines()]
+    assert dept[0] == {"name_norm": "***", "area_code": f"{AREA}000"}  # the analysts' policy: masked
+    assert feed.cursors("file")["s0001"] == (as_of, as_of)
+
+
+def _stations(n: int) -> dict:
+    return {"roles": {"officer": {"fields": {"name_norm": "full"}}}, "subscribers": [
+        {"id": f"s{10 + d:04d}", "kind": "station", "station_id": f"s{10 + d:04d}", "entity_types": ["person"],
+         "scope": {"area_codes": [f"50019{d}"], "own_records": True}, "fields": ["name_norm"],
+         "role": "officer"} for d in range(n)]}
+
+
+def test_the_walk_is_for_many_new_scopes_and_one_new_subscriber_reads_its_own(env, monkeypatch) -> None:
+    """Ten new stations whose scopes are the whole table walk it once; a station added later
+    (the others have cursors) reads its scope by its index, and so do new scopes that together
+    are a small share of the table (WALK_SHARE)."""
+    from feeds import files
+
+    store, out, root = env
+    for i in range(40):
+        out.create(f"P{i}", person(f"张{i}", f"50019{i % 10}001001"), [f"s{10 + i % 10:04d}:{i}"])
+    feed = FeedStore(store)
+    out.flush(feed)
+    walks: list[list[str]] = []
+    walk = files._deliver_snapshots
+    monkeypatch.setattr(files, "_deliver_snapshots", lambda st, su, new, *a, **k: walks.append(
+        [s.id for s in new]) or walk(st, su, new, *a, **k))
+    ten = _stations(10)
+    eleven = parse_subscriptions({**ten, "subscribers": [*ten["subscribers"], {
+        **ten["subscribers"][0], "id": "s0020", "station_id": "s0020", "scope": {"area_codes": ["500191"]}}]})
+    ten = parse_subscriptions(ten)
+    got = {r.subscriber_id: r for r in build_all(store, ten, config_dir=root, data_dir=root / "data")}
+    assert walks == [[f"s{10 + d:04d}" for d in range(10)]] and {r.snapshot_records for r in got.values()} == {4}
+    got = {r.subscriber_id: r for r in build_all(store, eleven, config_dir=root, data_dir=root / "data")}
+    assert len(walks) == 1 and got["s0020"].snapshot_records == 4  # alone: by its index
+    assert not files._walk_together(feed, SUBS.subscribers)  # 0 and 4 of 40 records
+    assert files._walk_together(feed, ten.subscribers)

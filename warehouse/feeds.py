@@ -86,11 +86,18 @@ def _starts_with(conn: sa.Connection, column: sa.Column, etype: sa.Column, prefi
     on SQLite a key range, through the index while the part is sparse and past it (both
     columns wrapped) once it holds `dense` rows; elsewhere LIKE, the planner choosing."""
     if conn.dialect.name != "sqlite":
-        return column.startswith(prefix, autoescape=True), etype
-    lo, hi = prefix, _successor(prefix)
-    if _at_least(conn, sa.select(sa.literal(1)).where(etype.in_(types), column >= lo, column < hi), dense):
+        return _prefix_range(conn, column, prefix), etype
+    if _at_least(conn, sa.select(sa.literal(1)).where(etype.in_(types), _prefix_range(conn, column, prefix)), dense):
         column, etype = unindexed(column), unindexed(etype)
-    return sa.and_(column >= lo, column < hi), etype
+    return _prefix_range(conn, column, prefix), etype
+
+
+def _prefix_range(conn: sa.Connection, column: sa.Column, prefix: str) -> sa.ColumnElement[bool]:
+    """`column` starts with `prefix`, as the column's index serves it: a key range on SQLite, LIKE
+    elsewhere (PostgreSQL's text_pattern_ops indexes, migration 0015)."""
+    if conn.dialect.name == "sqlite":
+        return sa.and_(column >= prefix, column < _successor(prefix))
+    return column.startswith(prefix, autoescape=True)
 
 
 def _dense_from(total: int, limit: int) -> int:
@@ -187,6 +194,16 @@ class FeedStore:
             if entity_ids is None:
                 return read_bulk(conn, base, schema=MEMBER_SCHEMA)
             return read_bulk(conn, base.where(in_keys(conn, m.c.entity_id, entity_ids)), schema=MEMBER_SCHEMA)
+
+    def memberships_between(self, after: str | None, last: str) -> pl.DataFrame:
+        """The record keys of the entities with ids in (after, last]: a walk's page's members, by
+        a range of the entity id index (no key table to fill)."""
+        m = s.entity_membership
+        stmt = sa.select(m.c.entity_id, m.c.record_key).where(m.c.entity_id <= last)
+        if after is not None:
+            stmt = stmt.where(m.c.entity_id > after)
+        with self.engine.connect() as conn:
+            return read_bulk(conn, stmt, schema=MEMBER_SCHEMA)
 
     def golden_areas(self, entity_ids: Iterable[str]) -> pl.DataFrame:
         """The current golden area code of the given entities."""
@@ -303,13 +320,32 @@ class FeedStore:
                   .filter(pl.col("after").str.json_path_match("$.status") == "open"))
         return order.join(latest, on="entity_id").sort("_order").select(list(EVENT_SCHEMA)), more
 
-    def active_golden(self, entity_types: Iterable[str]) -> pl.DataFrame:
-        """All active golden records of the given types (for snapshots of many subscribers at once)."""
+    def active_golden_page(self, entity_types: Iterable[str], *, after_entity: str | None, limit: int) -> pl.DataFrame:
+        """Active golden records of the given types after `after_entity`, in entity id order, at
+        most `limit`: one page of a walk of the whole table (snapshots of many subscribers at once)."""
         g = s.golden_records
-        stmt = sa.select(g.c.entity_id, g.c.entity_type, g.c.version, g.c.area_code, g.c.record, g.c.provenance).where(
-            g.c.status == "active", g.c.entity_type.in_(list(entity_types))).order_by(g.c.entity_id)
+        etype = unindexed(g.c.entity_type) if self.store.dialect == "sqlite" else g.c.entity_type  # the id order
+        stmt = sa.select(*_GOLDEN_COLUMNS).where(g.c.status == "active", etype.in_(list(entity_types)))
+        if after_entity is not None:
+            stmt = stmt.where(g.c.entity_id > after_entity)
         with self.engine.connect() as conn:
-            return read_frame(conn, stmt, schema=GOLDEN_SCHEMA)
+            return read_frame(conn, stmt.order_by(g.c.entity_id).limit(limit), schema=GOLDEN_SCHEMA)
+
+    def scope_size(self, *, entity_types: Iterable[str], area_prefixes: Iterable[str] = (),
+                   own_station: str | None = None) -> tuple[int, int]:
+        """(golden rows in the scope, about; golden rows of these types): counted on the indexes
+        alone (an area prefix's range, the station's member keys), whatever the records' status,
+        and a record both in the area and the station's own counted twice. What chooses between
+        reading each scope by its index and one walk of the whole table for many."""
+        g, m = s.golden_records, s.entity_membership
+        types = list(entity_types)
+        with self.engine.connect() as conn:
+            parts = [(g, _prefix_range(conn, g.c.area_code, p)) for p in area_prefixes]
+            if own_station:
+                parts.append((m, _prefix_range(conn, m.c.record_key, f"{own_station}:")))
+            n = sum(int(conn.scalar(sa.select(sa.func.count()).select_from(t).where(t.c.entity_type.in_(types), cond))
+                        or 0) for t, cond in parts)
+            return n, self._golden_rows(conn, types)
 
     def load_frames(self, frames: dict[str, pl.DataFrame]) -> None:
         """Bulk-load prepared rows (golden records replace by id; the other tables append), in one
