@@ -40,8 +40,9 @@ from pipelines.resources import ProjectResource
 from quality.config import project_quality
 from quality.service import Outcome, quality_pass, validate_golden, validate_stations
 from quality.suites import SuiteSpec, registry_quality
+from quality import gx_worker
 from quality.gx_worker import gx_for
-from quality.validate import gx_project, prewarm
+from quality.validate import gx_project
 from warehouse.quality import QualityStore
 
 QUALITY_KEY = dg.AssetKey("data_quality")
@@ -69,17 +70,26 @@ with warnings.catch_warnings():
                                   description="Raw rows of each new drop: local ids present and unique, keys well-formed.")
 
 
-def prewarm_validation(proj) -> None:
+# Up to this many golden records, `enteronce run` validates them in GX's process (below).
+GX_PROCESS_GOLDEN = 100_000
+
+
+def prewarm_validation(proj, golden_records: int) -> bool:
     """`enteronce run`, as the feeds are built: the quality pass after them validates golden
-    records and freshness in this process (_context), so GX's import starts now, on a thread
-    beside the feed build, rather than after it. Not when quality.yaml runs neither; an invalid
-    quality.yaml is the quality pass's to report."""
+    records and freshness. With few golden records, GX's process starts now, so its import runs
+    on the other core beside the feed build, and the pass sends it its frames (_context); in this
+    process the import would take the GIL from the feed build, and it is then a second import of
+    GX in the run (the stations' was in the process of their phase). With many, the frames stay
+    here rather than being held twice. Whether it started the process (not when quality.yaml
+    runs neither; an invalid quality.yaml is the quality pass's to report)."""
     try:
         config = project_quality(proj.config_dir)
     except ConfigError:
-        return
-    if config.runs("golden") or config.runs("freshness"):
-        prewarm(proj.data_dir / "quality")
+        return False
+    if golden_records > GX_PROCESS_GOLDEN or not (config.runs("golden") or config.runs("freshness")):
+        return False
+    gx_worker.prewarm(proj.data_dir / "quality")
+    return gx_worker.running()
 
 
 def _context(project: ProjectResource, warehouse, *, stations: bool = False):
@@ -89,7 +99,8 @@ def _context(project: ProjectResource, warehouse, *, stations: bool = False):
     every golden record would otherwise be held twice, here and there."""
     proj = project.project
     root = proj.data_dir / "quality"
-    return QualityStore(warehouse), gx_for(root) if stations else gx_project(root), project_quality(proj.config_dir)
+    gx = gx_for(root) if stations or gx_worker.running() else gx_project(root)
+    return QualityStore(warehouse), gx, project_quality(proj.config_dir)
 
 
 def _runs_metadata(outcome: Outcome, suite: str) -> tuple[bool, dict]:

@@ -190,6 +190,7 @@ def _materialize(project: Project, store: Warehouse, station_ids: list[str], on_
             results.append(checked(result))
 
     feeds_phase: str | None = None  # its name, once the feeds were built in this run
+    keep_gx = False  # GX's process, started for the quality pass, outlives the feeds' phase
     for phase in phases:
         if only is not None and phase.name not in only:
             continue
@@ -205,7 +206,7 @@ def _materialize(project: Project, store: Warehouse, station_ids: list[str], on_
             step(phase.name)
             if phase.partitions == subscribers_partitions.name:
                 if any(p.checks_in for p in phases[phases.index(phase) + 1:] if only is None or p.name in only):
-                    prewarm_validation(project)  # the quality pass that follows validates in this process
+                    keep_gx = prewarm_validation(project, store.count("golden_records"))
                 build_feeds()
                 feeds_phase = phase.name
             elif phase.partitions is None:
@@ -220,6 +221,8 @@ def _materialize(project: Project, store: Warehouse, station_ids: list[str], on_
                 raise RunFailed(f"phase {phase.name!r}: `enteronce run` does not know partitions {phase.partitions!r}")
         finally:
             # the phase's Great Expectations process goes with it (quality.gx_worker): the next
-            # phase, resolution after the stations', has the memory to itself
-            gx_worker.close()
+            # phase, resolution after the stations', has the memory to itself; one started for
+            # the quality pass during the feeds' phase lasts until the pass is done
+            if not (keep_gx and phase.partitions == subscribers_partitions.name):
+                gx_worker.close()
     return results

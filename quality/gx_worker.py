@@ -125,6 +125,9 @@ class GxWorker:
     def submit_many(self, *args, **kwargs) -> "Pending":
         return self._submit("validate_many", *args, **kwargs)
 
+    def build_docs(self) -> Path:
+        return self._submit("build_docs").result()
+
 
 class Pending:
     """A call handed to the child; `result()` waits for its answer."""

@@ -19,7 +19,6 @@ import html
 import json
 import logging
 import os
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,22 +181,6 @@ class Done:
         return self._validations
 
 
-def prewarm(root: Path) -> None:
-    """Import GX and open `root`'s project in this process on a thread of its own, without
-    waiting: the import (seconds, mostly Python) overlaps work that leaves the GIL free (Polars,
-    SQLite, files), and the first validation waits only for what is left of it."""
-    project = gx_project(root)
-
-    def open_it() -> None:
-        try:
-            project.context
-        except Exception:  # noqa: BLE001 - the validation that needs it opens it again, and says why
-            pass
-
-    if project._context is None:
-        threading.Thread(target=open_it, name="gx-prewarm", daemon=True).start()
-
-
 def gx_project(root: Path) -> "GxProject":
     """One GX project per folder per process: its context and definitions are made once."""
     root = Path(root).resolve()
@@ -213,37 +196,32 @@ class GxProject:
         self.root = Path(root)
         self._context = None
         self._definitions: dict[tuple, object] = {}
-        self._opening = threading.Lock()  # prewarm's thread and a validation open it once
 
     @property
     def context(self):
-        with self._opening:
-            if self._context is None:
-                self._open()
+        if self._context is None:
+            os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")  # no phoning home, ever
+            import great_expectations as gx
+            from great_expectations.execution_engine import pandas_execution_engine
+
+            # GX fingerprints every in-memory batch below 1 GB (an md5 of pandas' hash of each
+            # row): nearly a third of a golden suite's time at 1M records, for a batch marker
+            # enteronce never reads (its runs are named by run_id). The engine reads this
+            # module constant on every batch; a GX without it is left as it is.
+            if hasattr(pandas_execution_engine, "HASH_THRESHOLD"):
+                pandas_execution_engine.HASH_THRESHOLD = 0
+            _bound_partial_indices()
+
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._context = gx.get_context(mode="file", project_root_dir=str(self.root))
+            _store_samples_only(self._context.validation_results_store)
+            variables = self._context.variables
+            if variables.progress_bars is None or getattr(variables.progress_bars, "globally", True) is not False:
+                from great_expectations.data_context.types.base import ProgressBarsConfig
+
+                variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+                variables.save()
         return self._context
-
-    def _open(self) -> None:
-        os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")  # no phoning home, ever
-        import great_expectations as gx
-        from great_expectations.execution_engine import pandas_execution_engine
-
-        # GX fingerprints every in-memory batch below 1 GB (an md5 of pandas' hash of each
-        # row): nearly a third of a golden suite's time at 1M records, for a batch marker
-        # enteronce never reads (its runs are named by run_id). The engine reads this
-        # module constant on every batch; a GX without it is left as it is.
-        if hasattr(pandas_execution_engine, "HASH_THRESHOLD"):
-            pandas_execution_engine.HASH_THRESHOLD = 0
-        _bound_partial_indices()
-
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._context = gx.get_context(mode="file", project_root_dir=str(self.root))
-        _store_samples_only(self._context.validation_results_store)
-        variables = self._context.variables
-        if variables.progress_bars is None or getattr(variables.progress_bars, "globally", True) is not False:
-            from great_expectations.data_context.types.base import ProgressBarsConfig
-
-            variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-            variables.save()
 
     @property
     def docs_index(self) -> Path:

@@ -92,11 +92,14 @@ PIPELINE = textwrap.dedent("""
     from quality import gx_worker
     from warehouse.quality import QualityStore
 
-    out = sys.argv[1]
+    import pipelines.quality_assets
+    out, every, most = sys.argv[1], sys.argv[2] == "all", int(sys.argv[3])
+    pipelines.quality_assets.GX_PROCESS_GOLDEN = most
     simulate_network(out, stations=3, persons=300, seed=5)
     project = Project.load(out)
     seen = []
-    phases = [p.name for p in PHASES][:2]  # the stations', then resolution and publication
+    # the stations', then resolution and publication; or every phase
+    phases = [p.name for p in PHASES][:None if every else 2]
 
     def on_step(name):
         seen.append({"step": name, "gx_imported": "great_expectations" in sys.modules,
@@ -105,6 +108,7 @@ PIPELINE = textwrap.dedent("""
     materialize_project(project, project.station_ids, on_station=on_step, only=phases)
     runs = QualityStore(project.open_warehouse()).runs()
     print(json.dumps({"phases": phases, "seen": seen, "validated": runs.height,
+                      "suites": sorted(set(runs["suite"].to_list())),
                       "gx_imported": "great_expectations" in sys.modules, "worker": gx_worker.running()}))
 """)
 
@@ -114,12 +118,35 @@ def test_the_pipeline_process_validates_without_importing_gx(tmp_path: Path) -> 
     stations' batches are validated (their runs stored), yet neither the stations' runs nor
     resolution import GX in this process, and its GX process is gone once the stations' phase
     ends."""
-    env = {**os.environ, gx_worker.MODE_ENV: "phase", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", PIPELINE, str(tmp_path / "net")], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    got = json.loads(done.stdout.strip().splitlines()[-1])
+    got = _pipeline(tmp_path, "two")
     assert got["validated"] >= 6  # raw and standardised suites over each station's batches
     assert not got["gx_imported"] and not got["worker"]
     resolution = [s for s in got["seen"] if s["step"] == got["phases"][1]]
     assert resolution == [{"step": got["phases"][1], "gx_imported": False, "worker": False}]
+
+
+def _pipeline(tmp_path: Path, phases: str, golden_in_process: int = 100_000) -> dict:
+    env = {**os.environ, gx_worker.MODE_ENV: "phase", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", PIPELINE, str(tmp_path / "net"), phases, str(golden_in_process)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("golden_in_process", [100_000, 0])
+def test_a_small_run_validates_its_golden_records_in_the_gx_process_too(tmp_path: Path, golden_in_process) -> None:
+    """The whole `enteronce run` in a fresh interpreter: with few golden records (at most
+    GX_PROCESS_GOLDEN) GX's process starts with the feeds and validates the quality pass's golden
+    and freshness suites too, so this process never imports GX, and that process ends with the
+    pass; with more, the pass validates them here (its frames are not held twice)."""
+    got = _pipeline(tmp_path, "all", golden_in_process)
+    assert {"golden_person", "golden_dwelling", "station_freshness"} <= set(got["suites"]), got["suites"]
+    assert not got["worker"]  # ended with the quality pass
+    steps = {s["step"]: s for s in got["seen"]}
+    feeds, quality = got["phases"][2], got["phases"][3]
+    if golden_in_process:
+        assert not got["gx_imported"]
+        assert steps[quality]["worker"]  # started during the feeds' phase, still there for the pass
+    else:
+        assert got["gx_imported"] and not steps[quality]["worker"]
+    assert not steps[feeds]["worker"] and not steps[feeds]["gx_imported"]  # nothing of GX before it
