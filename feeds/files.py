@@ -190,7 +190,12 @@ def build_all(warehouse: Warehouse, subs: Subscriptions, *, config_dir: Path, da
     total, done = len(chosen), 0
 
     if _walk_together(store, new):
-        results |= _deliver_snapshots(store, subs, new, high, config_dir=config_dir, data_dir=data_dir)
+        def walked(records: int) -> None:  # the walk is one long step: its progress in records
+            if on_progress:
+                on_progress(f"{len(new)} snapshots, {records:,} records read", done, total)
+
+        results |= _deliver_snapshots(store, subs, new, high, config_dir=config_dir, data_dir=data_dir,
+                                      on_page=walked)
     for s in new:
         if s.id not in results:
             results[s.id] = _deliver_snapshot(store, subs, s, high, config_dir=config_dir, data_dir=data_dir)
@@ -412,7 +417,8 @@ def _walk_together(store: FeedStore, new: list[Subscriber]) -> bool:
 
 
 def _deliver_snapshots(store: FeedStore, subs: Subscriptions, new: list[Subscriber], as_of: int, *,
-                       config_dir: Path, data_dir: Path) -> dict[str, FileDelivery]:
+                       config_dir: Path, data_dir: Path,
+                       on_page: Callable[[int], None] | None = None) -> dict[str, FileDelivery]:
     """Every new subscriber's snapshot from one walk of the golden table (_walk_pages), each
     subscriber getting the rows, in the order, that _deliver_snapshot writes; then each one's
     open tasks, and one commit for all. The next page is read and masked on a thread of its own
@@ -426,10 +432,14 @@ def _deliver_snapshots(store: FeedStore, subs: Subscriptions, new: list[Subscrib
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-walk") as ahead:
             pending = ahead.submit(next, pages, None)
+            read = 0
             while (page := pending.result()) is not None:
                 pending = ahead.submit(next, pages, None)
-                for sid, rows in page.items():
+                read, rows_of = read + page[0], page[1]
+                for sid, rows in rows_of.items():
                     snaps[sid].add(rows)
+                if on_page:
+                    on_page(read)
         audit = [row for s in new for row in snaps[s.id].finish(store, subs)]
     except BaseException:
         for snap in snaps.values():
@@ -440,9 +450,9 @@ def _deliver_snapshots(store: FeedStore, subs: Subscriptions, new: list[Subscrib
 
 
 def _walk_pages(store: FeedStore, subs: Subscriptions, new: list[Subscriber],
-                policies: list[tuple[dict, list[str]]]) -> Iterator[dict[str, pl.DataFrame]]:
-    """The active golden records in entity id order, SNAPSHOT_PART at a time, each page as every
-    subscriber's rows of it: split by the subscribers' scopes (feeds.scope.snapshot_scope, the
+                policies: list[tuple[dict, list[str]]]) -> Iterator[tuple[int, dict[str, pl.DataFrame]]]:
+    """The active golden records in entity id order, SNAPSHOT_PART at a time, each page as its
+    number of records and every subscriber's rows of it: split by the subscribers' scopes (feeds.scope.snapshot_scope, the
     rule golden_in_scope reads one scope by) and masked once per policy (levels, the subscribers
     sharing them)."""
     tables = subscriber_tables(new)
@@ -464,7 +474,7 @@ def _walk_pages(store: FeedStore, subs: Subscriptions, new: list[Subscriber],
                 split = built.join(wanted, on="entity_id", maintain_order="left").partition_by(
                     "subscriber_id", as_dict=True, include_key=False)
                 rows |= {sid: part for (sid,), part in split.items()}
-        yield rows
+        yield page.height, rows
         if page.height < SNAPSHOT_PART:
             return
         after = page["entity_id"][-1]

@@ -282,8 +282,14 @@ def test_the_walk_is_for_many_new_scopes_and_one_new_subscriber_reads_its_own(en
     eleven = parse_subscriptions({**ten, "subscribers": [*ten["subscribers"], {
         **ten["subscribers"][0], "id": "s0020", "station_id": "s0020", "scope": {"area_codes": ["500191"]}}]})
     ten = parse_subscriptions(ten)
-    got = {r.subscriber_id: r for r in build_all(store, ten, config_dir=root, data_dir=root / "data")}
+    monkeypatch.setattr(files, "SNAPSHOT_PART", 15)
+    progress: list[tuple[str, int, int]] = []
+    got = {r.subscriber_id: r for r in build_all(store, ten, config_dir=root, data_dir=root / "data",
+                                                 on_progress=lambda *a: progress.append(a))}
     assert walks == [[f"s{10 + d:04d}" for d in range(10)]] and {r.snapshot_records for r in got.values()} == {4}
+    # the walk's pages, then each subscriber done
+    assert progress[:3] == [(f"10 snapshots, {n} records read", 0, 10) for n in ("15", "30", "40")]
+    assert progress[3:] == [(f"s{10 + d:04d}", d + 1, 10) for d in range(10)]
     got = {r.subscriber_id: r for r in build_all(store, eleven, config_dir=root, data_dir=root / "data")}
     assert len(walks) == 1 and got["s0020"].snapshot_records == 4  # alone: by its index
     assert not files._walk_together(feed, SUBS.subscribers)  # 0 and 4 of 40 records
