@@ -85,11 +85,10 @@ def _starts_with(conn: sa.Connection, column: sa.Column, etype: sa.Column, prefi
     expression to filter `types` with), written for the dialect (see _golden_in_scope_parts):
     on SQLite a key range, through the index while the part is sparse and past it (both
     columns wrapped) once it holds `dense` rows; elsewhere LIKE, the planner choosing."""
-    if conn.dialect.name != "sqlite":
-        return _prefix_range(conn, column, prefix), etype
-    if _at_least(conn, sa.select(sa.literal(1)).where(etype.in_(types), _prefix_range(conn, column, prefix)), dense):
-        column, etype = unindexed(column), unindexed(etype)
-    return _prefix_range(conn, column, prefix), etype
+    cond = _prefix_range(conn, column, prefix)
+    if conn.dialect.name == "sqlite" and _at_least(conn, sa.select(sa.literal(1)).where(etype.in_(types), cond), dense):
+        return _prefix_range(conn, unindexed(column), prefix), unindexed(etype)
+    return cond, etype
 
 
 def _prefix_range(conn: sa.Connection, column: sa.Column, prefix: str) -> sa.ColumnElement[bool]:
