@@ -17,6 +17,7 @@ the subscriber's outbox as JSON Lines, CSV and Parquet, each set with a manifest
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -191,11 +192,10 @@ def build_all(warehouse: Warehouse, subs: Subscriptions, *, config_dir: Path, da
 
     if _walk_together(store, new):
         def walked(records: int) -> None:  # the walk is one long step: its progress in records
-            if on_progress:
-                on_progress(f"{len(new)} snapshots, {records:,} records read", done, total)
+            on_progress(f"{len(new)} snapshots, {records:,} records read", done, total)
 
         results |= _deliver_snapshots(store, subs, new, high, config_dir=config_dir, data_dir=data_dir,
-                                      on_page=walked)
+                                      on_page=walked if on_progress else None)
     for s in new:
         if s.id not in results:
             results[s.id] = _deliver_snapshot(store, subs, s, high, config_dir=config_dir, data_dir=data_dir)
@@ -405,15 +405,14 @@ WALK_SHARE = 0.25
 
 def _walk_together(store: FeedStore, new: list[Subscriber]) -> bool:
     """Whether the new subscribers' snapshots are cheaper from one walk of the golden table than
-    each from its own scope's index (a first build of every subscriber, a network added at once)."""
+    each from its own scope's index (a first build of every subscriber, a network added at once).
+    Their scopes are counted until they reach WALK_SHARE of the table."""
     if len(new) < 2:
         return False
-    scoped, total = 0, 0
-    for s in new:
-        n, total_s = store.scope_size(entity_types=s.entity_types, area_prefixes=s.scope.area_codes,
-                                      own_station=s.station_id if s.scope.own_records else None)
-        scoped, total = scoped + n, max(total, total_s)
-    return scoped >= WALK_SHARE * total
+    enough = WALK_SHARE * store.golden_rows({t for s in new for t in s.entity_types})
+    sizes = store.scope_sizes((s.entity_types, s.scope.area_codes, s.station_id if s.scope.own_records else None)
+                              for s in new)
+    return any(n >= enough for n in itertools.accumulate(sizes))
 
 
 def _deliver_snapshots(store: FeedStore, subs: Subscriptions, new: list[Subscriber], as_of: int, *,
@@ -452,9 +451,9 @@ def _deliver_snapshots(store: FeedStore, subs: Subscriptions, new: list[Subscrib
 def _walk_pages(store: FeedStore, subs: Subscriptions, new: list[Subscriber],
                 policies: list[tuple[dict, list[str]]]) -> Iterator[tuple[int, dict[str, pl.DataFrame]]]:
     """The active golden records in entity id order, SNAPSHOT_PART at a time, each page as its
-    number of records and every subscriber's rows of it: split by the subscribers' scopes (feeds.scope.snapshot_scope, the
-    rule golden_in_scope reads one scope by) and masked once per policy (levels, the subscribers
-    sharing them)."""
+    number of records and every subscriber's rows of it: split by the subscribers' scopes
+    (feeds.scope.snapshot_scope, the rule golden_in_scope reads one scope by) and masked once per
+    policy (levels, the subscribers sharing them)."""
     tables = subscriber_tables(new)
     types = sorted({t for s in new for t in s.entity_types if t != CORRECTION_TASK})
     after = None

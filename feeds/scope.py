@@ -179,19 +179,11 @@ def deliveries(keys: pl.DataFrame, tables: dict[str, pl.DataFrame], members: pl.
         .join(current.select("entity_id", pl.col("area_code").alias("area")), on="entity_id")
         .select("seq", "area", pl.lit("r").alias("side")),
     ]).drop_nulls("area")
-    prefixes = tables["prefixes"].with_columns(_len=pl.col("prefix").str.len_chars())
-    hits = [
-        area_rows.filter(pl.col("area").str.len_chars() >= n)
-        .with_columns(prefix=pl.col("area").str.head(n))
-        .join(prefixes.filter(pl.col("_len") == n), on="prefix")
-        .select("seq", "subscriber_id", "side")
-        for n in prefixes["_len"].unique().to_list()
-    ]
+    hits = [_under_prefixes(area_rows, "area", tables).select("seq", "subscriber_id", "side")]
     # own records: the entity (or a merge survivor / split part) holds a record of the station.
     # Membership is as of now; a station whose only record of the entity is among the event's
     # sources has just brought it in (the update that linked its record): in scope after only.
-    stations = members.select("entity_id", "record_key",
-                              pl.col("record_key").str.extract(r"^([^:]+):", 1).alias("station_id"))
+    stations = _member_stations(members)
     own = tables["own"]
     held = keys.select("seq", "entity_id", "source_keys").join(stations, on="entity_id").join(own, on="station_id")
     hits.append(held.select("seq", "subscriber_id", pl.lit("oa").alias("side")))
@@ -230,16 +222,29 @@ def snapshot_scope(golden: pl.DataFrame, members: pl.DataFrame, tables: dict[str
     its entity types whose area code starts with one of its prefixes, or that holds a record of its
     station (`own_records`). golden: entity_id, entity_type, area_code; members: entity_id,
     record_key (`station:local id`) of those records."""
-    prefixes = tables["prefixes"].with_columns(_len=pl.col("prefix").str.len_chars())
-    hits = [
-        golden.filter(pl.col("area_code").str.len_chars() >= n)
-        .select("entity_id", "entity_type", pl.col("area_code").str.head(n).alias("prefix"))
-        .join(prefixes.filter(pl.col("_len") == n), on="prefix")
-        .select("entity_id", "entity_type", "subscriber_id")
-        for n in prefixes["_len"].unique().to_list()
-    ]
-    stations = members.select("entity_id", pl.col("record_key").str.extract(r"^([^:]+):", 1).alias("station_id"))
-    hits.append(golden.select("entity_id", "entity_type").join(stations, on="entity_id")
-                .join(tables["own"], on="station_id").select("entity_id", "entity_type", "subscriber_id"))
-    return (pl.concat(hits).join(tables["types"], on=["subscriber_id", "entity_type"], how="semi")
+    hits = _under_prefixes(golden.select("entity_id", "entity_type", "area_code"), "area_code", tables)
+    held = golden.select("entity_id", "entity_type").join(_member_stations(members), on="entity_id").join(
+        tables["own"], on="station_id")
+    return (pl.concat([hits.select("entity_id", "entity_type", "subscriber_id"),
+                       held.select("entity_id", "entity_type", "subscriber_id")])
+            .join(tables["types"], on=["subscriber_id", "entity_type"], how="semi")
             .select("entity_id", "subscriber_id").unique())
+
+
+def _under_prefixes(rows: pl.DataFrame, area: str, tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """`rows` once per subscriber one of whose area prefixes their `area` starts with (plus
+    subscriber_id): one join per distinct prefix length."""
+    prefixes = tables["prefixes"].with_columns(_len=pl.col("prefix").str.len_chars())
+    return pl.concat([
+        rows.filter(pl.col(area).str.len_chars() >= n).with_columns(_prefix=pl.col(area).str.head(n))
+        .join(prefixes.filter(pl.col("_len") == n).select(pl.col("prefix").alias("_prefix"), "subscriber_id"),
+              on="_prefix")
+        .drop("_prefix")
+        for n in prefixes["_len"].unique().to_list()
+    ], how="vertical") if prefixes.height else rows.clear().with_columns(subscriber_id=pl.lit(None, pl.String))
+
+
+def _member_stations(members: pl.DataFrame) -> pl.DataFrame:
+    """Members (entity_id, record_key `station:local id`) with the station of each record."""
+    return members.select("entity_id", "record_key",
+                          pl.col("record_key").str.extract(r"^([^:]+):", 1).alias("station_id"))

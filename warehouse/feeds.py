@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import polars as pl
 import sqlalchemy as sa
@@ -232,18 +232,7 @@ class FeedStore:
             conds.append(g.c.entity_id.in_(own))
         if not conds:
             return pl.DataFrame(schema=GOLDEN_SCHEMA)
-        # SQLite: the page walks the entity id order and stops at `limit`; by the type index it
-        # read every record of the type and sorted them, for every page (pages x records)
-        etype = unindexed(g.c.entity_type) if self.store.dialect == "sqlite" else g.c.entity_type
-        stmt = sa.select(*_GOLDEN_COLUMNS).where(
-            g.c.status == "active", etype.in_(list(entity_types)), sa.or_(*conds),
-        ).order_by(g.c.entity_id)
-        if after_entity is not None:
-            stmt = stmt.where(g.c.entity_id > after_entity)
-        if limit is not None:
-            stmt = stmt.limit(limit)
-        with self.engine.connect() as conn:
-            return read_frame(conn, stmt, schema=GOLDEN_SCHEMA)
+        return self.active_golden_page(entity_types, after_entity=after_entity, limit=limit, where=sa.or_(*conds))
 
     def _golden_in_scope_parts(self, types: list[str], prefixes: list[str], own_station: str | None,
                                after: str | None, limit: int) -> pl.DataFrame:
@@ -319,32 +308,41 @@ class FeedStore:
                   .filter(pl.col("after").str.json_path_match("$.status") == "open"))
         return order.join(latest, on="entity_id").sort("_order").select(list(EVENT_SCHEMA)), more
 
-    def active_golden_page(self, entity_types: Iterable[str], *, after_entity: str | None, limit: int) -> pl.DataFrame:
-        """Active golden records of the given types after `after_entity`, in entity id order, at
-        most `limit`: one page of a walk of the whole table (snapshots of many subscribers at once)."""
+    def active_golden_page(self, entity_types: Iterable[str], *, after_entity: str | None, limit: int | None,
+                           where: sa.ColumnElement[bool] | None = None) -> pl.DataFrame:
+        """Active golden records of the given types (and `where`) after `after_entity`, in entity
+        id order, at most `limit`: a page of a walk of the table (a wide scope's snapshot, or
+        many subscribers' at once). SQLite walks the entity id order and stops at `limit`; by the
+        type index it read every record of the type and sorted them, for every page."""
         g = s.golden_records
-        etype = unindexed(g.c.entity_type) if self.store.dialect == "sqlite" else g.c.entity_type  # the id order
+        etype = unindexed(g.c.entity_type) if self.store.dialect == "sqlite" else g.c.entity_type
         stmt = sa.select(*_GOLDEN_COLUMNS).where(g.c.status == "active", etype.in_(list(entity_types)))
+        if where is not None:
+            stmt = stmt.where(where)
         if after_entity is not None:
             stmt = stmt.where(g.c.entity_id > after_entity)
         with self.engine.connect() as conn:
             return read_frame(conn, stmt.order_by(g.c.entity_id).limit(limit), schema=GOLDEN_SCHEMA)
 
-    def scope_size(self, *, entity_types: Iterable[str], area_prefixes: Iterable[str] = (),
-                   own_station: str | None = None) -> tuple[int, int]:
-        """(golden rows in the scope, about; golden rows of these types): counted on the indexes
-        alone (an area prefix's range, the station's member keys), whatever the records' status,
-        and a record both in the area and the station's own counted twice. What chooses between
-        reading each scope by its index and one walk of the whole table for many."""
-        g, m = s.golden_records, s.entity_membership
-        types = list(entity_types)
+    def golden_rows(self, entity_types: Iterable[str]) -> int:
+        """Golden rows of these types, any status (counted at most every SIZE_SECONDS)."""
         with self.engine.connect() as conn:
-            parts = [(g, _prefix_range(conn, g.c.area_code, p)) for p in area_prefixes]
-            if own_station:
-                parts.append((m, _prefix_range(conn, m.c.record_key, f"{own_station}:")))
-            n = sum(int(conn.scalar(sa.select(sa.func.count()).select_from(t).where(t.c.entity_type.in_(types), cond))
-                        or 0) for t, cond in parts)
-            return n, self._golden_rows(conn, types)
+            return self._golden_rows(conn, list(entity_types))
+
+    def scope_sizes(self, scopes: Iterable[tuple[Iterable[str], Iterable[str], str | None]]) -> Iterator[int]:
+        """For each scope (entity types, area prefixes, own station), its golden rows, about:
+        counted on the indexes alone (an area prefix's range, the station's member keys),
+        whatever the records' status, a record both in the area and the station's own counted
+        twice; one at a time on one connection, so a caller that has seen enough stops there."""
+        g, m = s.golden_records, s.entity_membership
+        with self.engine.connect() as conn:
+            for types, prefixes, own_station in scopes:
+                types = list(types)
+                parts = [(g, _prefix_range(conn, g.c.area_code, p)) for p in prefixes]
+                if own_station:
+                    parts.append((m, _prefix_range(conn, m.c.record_key, f"{own_station}:")))
+                yield sum(int(conn.scalar(sa.select(sa.func.count()).select_from(t).where(
+                    t.c.entity_type.in_(types), cond)) or 0) for t, cond in parts)
 
     def load_frames(self, frames: dict[str, pl.DataFrame]) -> None:
         """Bulk-load prepared rows (golden records replace by id; the other tables append), in one
