@@ -2,7 +2,11 @@
 dwelling golden records already in the warehouse: the first run (every link new, every record
 gets its relation field), then a run after 1% of the persons moved.
 
-    python benchmarks/relations.py [--persons 1000000] [--warehouse sqlite|postgresql]
+    python benchmarks/relations.py [--persons 1000000] [--warehouse sqlite|postgresql] [--linked]
+
+--linked: the persons are written with their `dwelling_id`, as the pipeline's publication links
+them (entity_resolution.relations.PublishedLinks): the first run then opens the links and versions
+the dwellings only, the step's share of a first `enteronce run`.
 
 The golden records are written straight into golden_records (synthetic, already published), so
 the figure is the relation step's own: read both types' golden records, link, diff, write
@@ -63,6 +67,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--persons", type=int, default=1_000_000)
     ap.add_argument("--warehouse", choices=["sqlite", "postgresql"], default="sqlite")
+    ap.add_argument("--linked", action="store_true", help="persons published with their dwelling_id")
     args = ap.parse_args()
 
     from core.entity_types import load_entity_types
@@ -90,8 +95,10 @@ def main() -> None:
     n, homes = args.persons, int(args.persons / 2.5)
     now = utcnow()
     # persons live 2.5 to a dwelling: person i at dwelling i // 2.5's address
+    home = {"dwelling_id": pl.concat_str(pl.lit("H"), pl.col("a").cast(pl.String).str.zfill(11))} if args.linked else {}
     people = _golden(_addresses(n, 0).with_columns((pl.col("i") * 2 // 5).alias("a")).drop(KEY).join(
-        _addresses(homes, 0).rename({"i": "a"}), on="a").sort("i"), "P", "person", {"name_norm": pl.lit("某某")})
+        _addresses(homes, 0).rename({"i": "a"}), on="a").sort("i"), "P", "person",
+        {"name_norm": pl.lit("某某"), **home})
     dwellings = _golden(_addresses(homes, 0), "H", "dwelling", {"address": pl.lit("...")})
     t0 = time.perf_counter()
     with store.transaction() as conn:

@@ -310,6 +310,32 @@ class Registry:
         return [f for r in self.relations.values() for t, f in ((r.from_type, r.from_field), (r.to_type, r.to_field))
                 if t == name]
 
+    def linked_at_publication(self, name: str) -> list[Relation]:
+        """The relations whose `from_field` a record of type `name` gets when it is published
+        (entity_resolution.relations.PublishedLinks), so that a new or moved record is published
+        once, with its link, rather than published and then versioned again by the relation's
+        step. Each such relation has its `to` type published first; one that would close a cycle
+        of that order (a relation back the other way) is left to its step alone."""
+        waits: dict[str, set[str]] = {}  # type -> the types published before it
+
+        def reaches(a: str, b: str) -> bool:  # does `a` (transitively) wait for `b`?
+            seen, todo = set(), [a]
+            while todo:
+                t = todo.pop()
+                if t == b:
+                    return True
+                if t not in seen:
+                    seen.add(t)
+                    todo.extend(waits.get(t, ()))
+            return False
+
+        kept = []
+        for r in self.relations.values():
+            if not reaches(r.to_type, r.from_type):
+                waits.setdefault(r.from_type, set()).add(r.to_type)
+                kept.append(r)
+        return [r for r in kept if r.from_type == name]
+
     def get(self, name: str) -> EntityType:
         try:
             return self._types[name]

@@ -26,6 +26,17 @@ EVENT_NAMESPACE = uuid.UUID("5b0b7c1e-3f52-4c59-9d8e-0e1e2a3b4c5d")
 OP_ORDER = {"create": 0, "split": 1, "update": 2, "merge": 3, "retire": 4}
 
 
+class Linker(Protocol):
+    """A golden field whose value another type's records decide (a relation's `from_field`:
+    entity_resolution.relations.PublishedLinks), set as a record is published."""
+
+    @property
+    def field(self) -> str: ...
+    @property
+    def key(self) -> list[str]: ...  # the survivorship fields it reads (an event's sources)
+    def values(self, records: pl.DataFrame) -> pl.DataFrame: ...  # entity_id + `field`
+
+
 class GoldenStore(Protocol):
     def state(self) -> int: ...
     def latest_resolution_seq(self) -> int: ...
@@ -120,7 +131,7 @@ def _json_arrays(encoded: pl.DataFrame, keys: list[str], name: str) -> pl.DataFr
 
 
 def run_golden(store: GoldenStore, settings: SurvivorshipSettings, *, entity_type: str,
-               carried: Sequence[str] = ()) -> GoldenSummary:
+               carried: Sequence[str] = (), links: Sequence[Linker] = ()) -> GoldenSummary:
     """Recompute the golden records of the entities resolution touched since the last step, and
     commit the real changes with their versions and events.
 
@@ -128,6 +139,10 @@ def run_golden(store: GoldenStore, settings: SurvivorshipSettings, *, entity_typ
     records (a relation's field, e.g. a person's dwelling id: core/entity_types.yaml
     `relations:`); a rebuilt record keeps their stored values, and they are never reported as
     changed or removed here.
+
+    `links`: carried fields this step sets itself on each record it rebuilds (a relation's link:
+    a new or moved person is published with its dwelling); a changed value is reported like a
+    survivorship field's, with the sources of the fields the link is made of.
 
     The entities go through in parts of PART_ENTITIES (in entity id order; everything here is
     per entity), each part's rows staged as it is done, so a first publication of a million
@@ -139,7 +154,7 @@ def run_golden(store: GoldenStore, settings: SurvivorshipSettings, *, entity_typ
     if latest <= last:
         return summary
     fields = list(settings.fields)
-    carried = [f for f in dict.fromkeys(carried) if f not in settings.fields]
+    carried = [f for f in dict.fromkeys([*carried, *(link.field for link in links)]) if f not in settings.fields]
     clock = _Clock(summary.timings)
     changes = store.entity_changes(last)
     active, retired = _affected(store, changes, last)
@@ -155,7 +170,7 @@ def run_golden(store: GoldenStore, settings: SurvivorshipSettings, *, entity_typ
         for part, active_here in zip(parts, part_active, strict=True):
             part = part.implode()
             events, golden_rows, versions = _publish_part(
-                store, settings, fields, carried, active_here, next(inputs),
+                store, settings, fields, carried, links, active_here, next(inputs),
                 retired.filter(pl.col("entity_id").is_in(part)), changes.filter(pl.col("entity_id").is_in(part)),
                 clock)
             if events.height == 0:
@@ -183,8 +198,8 @@ _RANK_SPAN = 1 << 27  # more events than any publication has per op; 10 spans fi
 
 
 def _publish_part(store: GoldenStore, settings: SurvivorshipSettings, fields: list[str], carried: list[str],
-                  active: pl.Series, inputs: pl.DataFrame, retired: pl.DataFrame, changes: pl.DataFrame,
-                  clock: _Clock) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+                  links: Sequence[Linker], active: pl.Series, inputs: pl.DataFrame, retired: pl.DataFrame,
+                  changes: pl.DataFrame, clock: _Clock) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(events, golden rows, versions) of some entities: active ones recomputed from `inputs`
     (their member records), retired ones closed, changes (entity_changes rows) those of these
     entities."""
@@ -195,14 +210,19 @@ def _publish_part(store: GoldenStore, settings: SurvivorshipSettings, fields: li
     current = store.current(pl.concat([active, retired["entity_id"]]).unique())
     clock.lap("read current")
     before = _decode(current, [*fields, *carried])
-    after = _as_text(golden, fields).join(before.select("entity_id", *carried), on="entity_id", how="left")
-    events = pl.concat([_value_events(before, after, active, fields), _structural_events(changes, before)],
+    linked = [link.field for link in links]
+    after = _as_text(golden, fields).join(before.select("entity_id", *(f for f in carried if f not in linked)),
+                                          on="entity_id", how="left")
+    for link in links:
+        after = after.join(link.values(after.select("entity_id", *link.key)), on="entity_id", how="left")
+    clock.lap("links")
+    events = pl.concat([_value_events(before, after, active, [*fields, *linked]), _structural_events(changes, before)],
                        how="vertical_relaxed")
     clock.lap("diff")
     if events.height == 0:
         return events, pl.DataFrame(), pl.DataFrame()
     bumped = _bumped(events, current)
-    events = _numbered(events, bumped, provenance)
+    events = _numbered(events, bumped, provenance, {link.field: link.key for link in links})
     clock.lap("events")
     # in entity id order, as parts come: the tables' keys then grow at their end
     golden_rows = _golden_rows(after, [*fields, *carried], provenance, before, retired, bumped).sort("entity_id")
@@ -313,12 +333,13 @@ def _bumped(events: pl.DataFrame, current: pl.DataFrame) -> pl.DataFrame:
         version=(pl.col("version").fill_null(0) + 1).cast(pl.Int64))
 
 
-def _numbered(events: pl.DataFrame, bumped: pl.DataFrame, provenance: pl.DataFrame) -> pl.DataFrame:
+def _numbered(events: pl.DataFrame, bumped: pl.DataFrame, provenance: pl.DataFrame,
+              made_of: dict[str, list[str]]) -> pl.DataFrame:
     """Events with their version, sources and deterministic event id, in op order, changed_fields
     as JSON text."""
     events = (
         events.join(bumped, on="entity_id")
-        .join(_sources(events, provenance), on=["entity_id", "op"], how="left")
+        .join(_sources(events, provenance, made_of), on=["entity_id", "op"], how="left")
         .with_columns(pl.col("sources").fill_null("[]"), _op_rank().alias("_rank"))
         .sort("_rank", "entity_id")
     )
@@ -376,13 +397,19 @@ def _decode(current: pl.DataFrame, fields: list[str]) -> pl.DataFrame:
     return decoded
 
 
-def _sources(events: pl.DataFrame, provenance: pl.DataFrame) -> pl.DataFrame:
+def _sources(events: pl.DataFrame, provenance: pl.DataFrame,
+             made_of: dict[str, list[str]] | None = None) -> pl.DataFrame:
     """Per event, the distinct station records behind it (JSON list): for an update, the records
-    that supplied the changed fields; otherwise every record the golden values came from."""
+    that supplied the changed fields (for a linked field, the fields its link is made of: `made_of`);
+    otherwise every record the golden values came from."""
     cols = ["entity_id", "op", "station_id", "record_key", "batch_id"]
     lineage = ["station_id", "record_key", "batch_id"]
     updates = events.filter(pl.col("op") == "update")
     fields = updates.select("entity_id", "op", pl.col("changed_fields").alias("field")).explode("field")
+    if made_of:
+        fields = fields.with_columns(pl.col("field").replace_strict(
+            made_of, default=pl.concat_list("field"),
+            return_dtype=pl.List(pl.String))).explode("field")
     by_field = fields.join(provenance, on=["entity_id", "field"])
     # each entity's records once (most entities are one record, named by all their fields)
     records = provenance.select("entity_id", *lineage).unique()

@@ -8,6 +8,9 @@ comma-separated: golden values are text, so feeds, masking and CSV carry it as t
 value). A move is therefore a new version and an `update` event of each record whose value
 changed, published through the same outbox, scope, field policy and audit as every golden
 change, and the links themselves are kept with their valid-from / valid-to (warehouse/relations.py).
+Where the `to` type is published first, a `from` record is published with its link already
+(PublishedLinks, below): the step then opens that link without a version of the `from` record,
+and what it versions is mostly the `to` records' `to_field`.
 
 Each run starts from the outbox: the records of either type with events since its last run, and
 every record sharing a key with one of them (before or after the change; each record's key is
@@ -51,8 +54,10 @@ CHANGE_SCHEMA = {"entity_id": pl.String, "entity_type": pl.String, "version": pl
 
 class RelationStore(Protocol):
     def last_seen(self, relation: str) -> int: ...
+    def has_run(self, relation: str) -> bool: ...
     def high_water(self) -> int: ...
-    def changed_entities(self, relation: Relation, after_seq: int, until_seq: int) -> pl.Series: ...
+    def changed_entities(self, relation: Relation, after_seq: int, until_seq: int, *,
+                         types: list[str] | None = None) -> pl.Series: ...
     def golden_rows(self, entity_ids: pl.Series) -> pl.DataFrame: ...
     def record_field(self, entity_ids: pl.Series, field: str) -> pl.DataFrame: ...
     def provenance(self, entity_ids: pl.Series) -> Iterator[pl.DataFrame]: ...
@@ -209,6 +214,78 @@ def _sources_json(frame: pl.DataFrame) -> pl.DataFrame:
     ).select("entity_id", pl.concat_str(pl.lit("["), pl.col("s").list.join(","), pl.lit("]")).alias("sources"))
 
 
+KEY_READ_PART = 5_000  # `to` records whose golden rows are read at a time to take their keys (decoding
+# JSON, Polars held about 5 KB a row while it ran: 20,000 rows a part raised the publication's peak)
+
+
+class PublishedLinks:
+    """The `from_field` a `from` record is published with (entity_resolution.propagation
+    run_golden `links`): the `to` record it links to by the rule above, against the `to` records
+    as they are now, so a new or moved record is published once, with its link. Without it, the
+    relation's step gave every new record a second version and an `update` event (at 1M records,
+    its first run rewrote every golden row a second time).
+
+    The `to` type is published before (core.entity_types Registry.linked_at_publication). Its
+    records are read as the relation's step would read them: those changed since the step last
+    ran by their golden rows (their keys taken once per publication, KEY_READ_PART at a time),
+    the others by their stored keys. The changed ones' keys are held as 64-bit hashes (a first
+    publication at 1M holds 370k dwellings' keys: 76 MB as text, 7 MB so); two keys sharing a
+    hash would at worst publish a link the step then corrects, since it compares the keys' text.
+    The step runs after the publication and changes nothing of these records then, except where
+    a `to` record changed in between; it still opens the links and updates the `to` records'
+    `to_field`."""
+
+    def __init__(self, store: RelationStore, relation: Relation):
+        self.store = store
+        self.relation = relation
+        self._changed: pl.Series | None = None
+        self._fresh: pl.DataFrame | None = None  # the changed `to` records: entity_id, side, key (hashed)
+        self._stored = True
+
+    @property
+    def field(self) -> str:
+        return self.relation.from_field
+
+    @property
+    def key(self) -> list[str]:
+        return self.relation.key
+
+    def values(self, records: pl.DataFrame) -> pl.DataFrame:
+        """(entity_id, `field`): for each of `records` (entity_id + the key fields as text, active
+        records being published), the id of the one `to` record sharing its key, or null."""
+        mine = key_rows(records, self.relation.key, "from")
+        links, _ = current_links(pl.concat([_hashed(mine), self._to_keys(mine["key"].unique())]))
+        return records.select("entity_id").join(
+            links.select(pl.col("from_id").alias("entity_id"), pl.col("to_id").alias(self.field)),
+            on="entity_id", how="left")
+
+    def _to_keys(self, keys: pl.Series) -> pl.DataFrame:
+        """The `to` records whose current key is one of `keys` (KEY_SCHEMA, the key hashed)."""
+        rel = self.relation
+        if self._changed is None:
+            self._stored = self.store.has_run(rel.name)
+            changed = self.store.changed_entities(rel, self.store.last_seen(rel.name), self.store.high_water(),
+                                                  types=[rel.to_type])
+            parts = [_hashed(_keys(self.store.golden_rows(changed.slice(i, KEY_READ_PART)), rel)
+                             .filter(pl.col("side") == "to")) for i in range(0, changed.len(), KEY_READ_PART)]
+            self._fresh = pl.concat(parts) if parts else _hashed(pl.DataFrame(schema=KEY_SCHEMA))
+            self._changed = changed
+        fresh = self._fresh.filter(pl.col("key").is_in(_hashed_keys(keys).implode()))
+        if not self._stored:
+            return fresh
+        stored = self.store.keys_matching(rel.name, keys).filter(
+            (pl.col("side") == "to") & ~pl.col("entity_id").is_in(self._changed.implode()))
+        return pl.concat([_hashed(stored), fresh])
+
+
+def _hashed_keys(keys: pl.Series | pl.Expr) -> pl.Series | pl.Expr:
+    return keys.hash(seed=0)
+
+
+def _hashed(keys: pl.DataFrame) -> pl.DataFrame:
+    return keys.with_columns(_hashed_keys(pl.col("key")))
+
+
 def run_relation(store: RelationStore, relation: Relation) -> RelationSummary:
     """Bring the relation up to date with the golden records changed since its last run.
 
@@ -221,7 +298,10 @@ def run_relation(store: RelationStore, relation: Relation) -> RelationSummary:
     district): records in different parts can share no key, so each part links what one pass
     would and each record changes once. Each part commits on its own; the run counts as seen
     only with the last, so a run stopped halfway is done again whole (the parts already done
-    change nothing then)."""
+    change nothing then).
+
+    The first run (no part of one committed yet) reads no stored keys or links: there are none,
+    and its parts share no key. On PostgreSQL those reads by a million keys cost about 20 s."""
     summary = RelationSummary(relation.name)
     last, high = store.last_seen(relation.name), store.high_water()
     changed = store.changed_entities(relation, last, high)
@@ -229,11 +309,13 @@ def run_relation(store: RelationStore, relation: Relation) -> RelationSummary:
     if changed.len() == 0:
         return summary
     summary.ran = True
+    stored = store.has_run(relation.name)
     parts = relation_parts(store, relation, changed)
     own: list[tuple[int, int]] = []
     for i, part in enumerate(parts):
         done = i == len(parts) - 1
-        seq_range = _relink(store, relation, part, summary, seen_seq=high if done else last, own_events=own)
+        seq_range = _relink(store, relation, part, summary, seen_seq=high if done else last, own_events=own,
+                            stored=stored)
         if seq_range is not None:
             own.append(seq_range)
     summary.seq_range = (own[0][0], own[-1][1]) if own else None
@@ -265,23 +347,27 @@ def relation_parts(store: RelationStore, relation: Relation, changed: pl.Series)
 
 
 def _relink(store: RelationStore, relation: Relation, changed: pl.Series, summary: RelationSummary, *,
-            seen_seq: int, own_events: list[tuple[int, int]]) -> tuple[int, int] | None:
-    """Relink the records `changed` reaches, commit, add to `summary`; the events' seq range."""
+            seen_seq: int, own_events: list[tuple[int, int]], stored: bool = True) -> tuple[int, int] | None:
+    """Relink the records `changed` reaches, commit, add to `summary`; the events' seq range.
+    stored: whether there are stored keys and links to read (not before the first run)."""
     own = {relation.from_type: relation.from_field, relation.to_type: relation.to_field}
+    no_links = pl.DataFrame(schema={"from_id": pl.String, "to_id": pl.String})
     rows = store.golden_rows(changed)
     new_keys = _keys(rows, relation)
-    old_keys = store.keys_of(relation.name, changed)
-    around = store.keys_matching(relation.name, pl.concat([old_keys["key"], new_keys["key"]]).unique())
+    old_keys = store.keys_of(relation.name, changed) if stored else new_keys.clear()
+    around = (store.keys_matching(relation.name, pl.concat([old_keys["key"], new_keys["key"]]).unique())
+              if stored else new_keys.clear())
     keys = pl.concat([around.filter(~pl.col("entity_id").is_in(changed.implode())), new_keys])
     # the `from` records to relink: those changed, and those sharing a key with a changed record
     from_ids = pl.concat([keys.filter(pl.col("side") == "from")["entity_id"],
                           rows.filter(pl.col("entity_type") == relation.from_type)["entity_id"]]).unique()
     links, ambiguous = current_links(keys)
-    opened, closed = moves(links, store.open_links(relation.name, from_ids=from_ids))
+    opened, closed = moves(links, store.open_links(relation.name, from_ids=from_ids) if stored else no_links)
     to_ids = pl.concat([keys.filter(pl.col("side") == "to")["entity_id"],
                         rows.filter(pl.col("entity_type") == relation.to_type)["entity_id"],
                         opened["to_id"], closed["to_id"]]).unique()
-    into = store.open_links(relation.name, to_ids=to_ids).join(closed, on=["from_id", "to_id"], how="anti")
+    into = (store.open_links(relation.name, to_ids=to_ids) if stored else no_links).join(
+        closed, on=["from_id", "to_id"], how="anti")
     from_v, to_v = desired_values(links, pl.concat([into, opened]).unique(), from_ids, to_ids)
 
     reached = pl.concat([from_ids, to_ids]).unique()
@@ -304,7 +390,8 @@ def _relink(store: RelationStore, relation: Relation, changed: pl.Series, summar
     stats = {"links": summary.links, "moved_in": opened.height, "moved_out": closed.height,
              "ambiguous": ambiguous, "events": events.height, "recomputed": int(from_ids.len())}
     first, last_seq = store.commit(relation, changes=changed_rows, events=events, opened=opened,
-                                   closed=closed, keys_dropped=changed, keys_added=new_keys, seen_seq=seen_seq,
+                                   closed=closed, keys_dropped=changed if stored else changed.clear(),
+                                   keys_added=new_keys, seen_seq=seen_seq,
                                    stats=stats, own_events=own_events)
     summary.events += events.height
     return (first, last_seq) if events.height else None

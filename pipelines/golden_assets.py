@@ -1,13 +1,15 @@
 """Golden records and change events as assets, per entity type, right after resolution; then one
 asset per relation between types (core/entity_types.yaml `relations:`), after both types' golden
-records and before the feeds, which pick up its events from the outbox like any other."""
+records and before the feeds, which pick up its events from the outbox like any other. A type
+linked at publication (a person, to its dwelling: Registry.linked_at_publication) is published
+after the type it links to."""
 
 import dagster as dg
 
 from core.entity_types import EntityType, Relation
 from entity_resolution.entity_types import Registry
 from entity_resolution.propagation import run_golden
-from entity_resolution.relations import check_relation, run_relation
+from entity_resolution.relations import PublishedLinks, check_relation, run_relation
 from entity_resolution.survivorship import SurvivorshipSettings, parse_survivorship
 from pipelines.automation import AFTER_UPSTREAM
 from pipelines.instance import PUBLICATION_POOL
@@ -20,7 +22,8 @@ def _survivorship(project: ProjectResource, etype: EntityType) -> SurvivorshipSe
     return parse_survivorship(settings.survivorship or {}, source=f"resolution.yaml: {etype.resolution_entity}")
 
 
-def _golden_asset(etype: EntityType, carried: list[str]) -> dg.AssetsDefinition:
+def _golden_asset(etype: EntityType, registry: Registry) -> dg.AssetsDefinition:
+    carried, linked = registry.relation_fields(etype.name), registry.linked_at_publication(etype.name)
     entity_type, table = etype.name, etype.record_table
     golden_key = dg.AssetKey(f"{entity_type}_golden_records")
     events_key = dg.AssetKey(f"{entity_type}_change_events")
@@ -28,7 +31,10 @@ def _golden_asset(etype: EntityType, carried: list[str]) -> dg.AssetsDefinition:
     @dg.multi_asset(
         name=f"publish_{entity_type}s",
         specs=[
-            dg.AssetSpec(golden_key, deps=[dg.AssetKey(f"{entity_type}_entities")], group_name="golden",
+            # a type linked at publication (a person to its dwelling) is published after the other
+            dg.AssetSpec(golden_key, deps=[dg.AssetKey(f"{entity_type}_entities"),
+                                           *(dg.AssetKey(f"{r.to_type}_golden_records") for r in linked)],
+                         group_name="golden",
                          kinds={"polars", "sql"}, automation_condition=AFTER_UPSTREAM,
                          description="One current record per entity, each value with its provenance; every version kept."),
             dg.AssetSpec(events_key, deps=[golden_key], group_name="golden", kinds={"sql"},
@@ -40,8 +46,11 @@ def _golden_asset(etype: EntityType, carried: list[str]) -> dg.AssetsDefinition:
     def _publish(context: dg.AssetExecutionContext, project: ProjectResource):
         survivorship = _survivorship(project, etype)
         with project.writing(context, f"publish {entity_type}s") as warehouse:
+            for r in linked:
+                _check(project, r, registry)
+            links = [PublishedLinks(RelationStore(warehouse), r) for r in linked]
             summary = run_golden(warehouse.golden_store(entity_type, table), survivorship, entity_type=entity_type,
-                                 carried=carried)
+                                 carried=carried, links=links)
         context.log.info(f"{entity_type}: {summary.events} events {summary.ops}, seq {summary.seq_range}")
         yield dg.MaterializeResult(asset_key=golden_key, metadata={
             "entities_recomputed": summary.entities_recomputed,
@@ -56,6 +65,11 @@ def _golden_asset(etype: EntityType, carried: list[str]) -> dg.AssetsDefinition:
         })
 
     return _publish
+
+
+def _check(project: ProjectResource, relation: Relation, registry: Registry) -> None:
+    ends = (registry.get(relation.from_type), registry.get(relation.to_type))
+    check_relation(relation, {t.name: list(_survivorship(project, t).fields) for t in ends}, source=relation.source)
 
 
 def _relation_asset(relation: Relation, registry: Registry) -> dg.AssetsDefinition:
@@ -73,8 +87,7 @@ def _relation_asset(relation: Relation, registry: Registry) -> dg.AssetsDefiniti
                     f"both records ({relation.from_field}, {relation.to_field}); every link kept with its dates.",
     )
     def _links(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
-        check_relation(relation, {t.name: list(_survivorship(project, t).fields) for t in ends},
-                       source=relation.source)
+        _check(project, relation, registry)
         with project.writing(context, f"{relation.name} links") as warehouse:
             summary = run_relation(RelationStore(warehouse), relation)
         context.log.info(f"{relation.name}: {summary.links} links, {summary.moved_in} in, {summary.moved_out} out, "
@@ -91,7 +104,7 @@ def _relation_asset(relation: Relation, registry: Registry) -> dg.AssetsDefiniti
 def golden_assets(registry: Registry) -> list[dg.AssetsDefinition]:
     """Per type its golden records and events, then per relation of the registry (both of its
     types resolved) its links."""
-    return [*(_golden_asset(t, registry.relation_fields(t.name)) for t in registry),
+    return [*(_golden_asset(t, registry) for t in registry),
             *(_relation_asset(r, registry) for r in registry.relations.values())]
 
 

@@ -113,6 +113,21 @@ def test_a_project_replaces_a_bundled_relation_and_adds_its_own(tmp_path: Path) 
     assert reg.relation_fields("dwelling") == ["residents", "organisations"]
 
 
+def test_persons_are_linked_as_they_are_published_unless_a_relation_goes_back(tmp_path: Path) -> None:
+    """A person is published with its dwelling (dwellings publish first); a relation the other way
+    round would make each type wait for the other, so it is left to its own step."""
+    reg = load_registry()
+    assert [r.name for r in reg.linked_at_publication("person")] == ["residence"]
+    assert reg.linked_at_publication("dwelling") == [] and reg.linked_at_publication("organisation") == []
+    (tmp_path / "entity_types.yaml").write_text(
+        "version: 1\nrelations:\n"
+        "  tenancy: {from: dwelling, to: person, key: [addr_district, addr_road], from_field: tenant_id,"
+        " to_field: tenancies}\n", encoding="utf-8")
+    reg = load_entity_types(tmp_path)
+    assert [r.name for r in reg.linked_at_publication("person")] == ["residence"]
+    assert reg.linked_at_publication("dwelling") == []
+
+
 def test_the_key_must_be_golden_fields_of_both_types() -> None:
     rel = load_registry().relations["residence"]
     fields = {"person": ["name_norm", *rel.key], "dwelling": ["address", *rel.key]}
@@ -305,6 +320,43 @@ def test_the_step_relinks_only_what_changes_reach_and_agrees_with_a_full_relink(
         store.dispose()
 
 
+def test_a_record_published_with_its_link_is_not_versioned_again_by_the_step(warehouse_url: str) -> None:
+    from core.entity_types import Relation, RelationSpec
+    from entity_resolution.relations import PublishedLinks, run_relation
+    from warehouse import Warehouse
+
+    store = Warehouse(warehouse_url).migrate()
+    rel = Relation("residence", RelationSpec.model_validate(
+        {"from": "person", "to": "dwelling", "key": KEY, "from_field": "dwelling_id", "to_field": "residents"}))
+    x, y, z = ({"road": "西郊路", "number": "27号", "room": "502室"}, {"road": "正街", "number": "88号", "room": "1201室"},
+               {"road": "正街", "number": "90号", "room": "101室"})
+    try:
+        _publish(store, [("P1", "person", "active", x), ("H1", "dwelling", "active", x),
+                         ("H2", "dwelling", "active", y)])
+        run_relation(RelationStore(store), rel)
+        # since the step ran: a dwelling registered at z, a second one at y (not resolved into H2)
+        _publish(store, [("H4", "dwelling", "active", z), ("H5", "dwelling", "active", y)])
+        links = PublishedLinks(RelationStore(store), rel)
+        new = keys([("P7", *x.values()), ("P8", *y.values()), ("P9", *z.values()), ("P10", None, None, None)])
+        # H1 by its stored key, H4 by its golden row (newer than the step), y shared: no guess
+        assert links.values(new).sort("entity_id").rows() == [("P10", None), ("P7", "H1"), ("P8", None),
+                                                               ("P9", "H4")]
+
+        _publish(store, [("P7", "person", "active", {**x, "dwelling_id": "H1"}),
+                         ("P9", "person", "active", {**z, "dwelling_id": "H4"})])
+        run = run_relation(RelationStore(store), rel)
+        links_now, fields = _state(store, rel)  # the same as a full relink
+        assert ("P7", "H1") in links_now and ("P9", "H4") in links_now
+        assert fields["H1"] == "P1,P7" and fields["H4"] == "P9" and fields["H2"] is None
+        for person in ("P7", "P9"):  # the step opened their links without a version of theirs
+            golden, versions = _rows(store, person)
+            assert golden["version"] == 1 and versions == []
+        stepped = events(store).filter(pl.col("seq").is_between(*run.seq_range))
+        assert sorted(stepped["entity_id"]) == ["H1", "H4"]  # the residents' lists only
+    finally:
+        store.dispose()
+
+
 # -- under the daemon ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("records", ["person_records", "dwelling_records"])
 def test_the_daemon_recomputes_the_links_after_either_types_records(records: str) -> None:
@@ -418,6 +470,8 @@ def test_a_resident_moves_between_stations_and_both_feeds_show_the_right_residen
         assert golden(store, d2)["residents"] == resident_b
         meta = link_metadata(first)
         assert meta["moves_in"] == meta["links"] >= 3 and meta["moves_out"] == 0
+        created = events(store).filter(pl.col("entity_id") == mover)  # one event: created with its dwelling
+        assert created["op"].to_list() == ["create"] and json.loads(created["after"][0])["dwelling_id"] == d1
         # the stations' first feeds are snapshots of their areas: each sees its own dwelling and residents
         snap_a = {r["entity_id"]: r for r in feed_lines(project, A, "snapshot_*.jsonl")}
         snap_b = {r["entity_id"]: r for r in feed_lines(project, B, "snapshot_*.jsonl")}
@@ -440,18 +494,22 @@ def test_a_resident_moves_between_stations_and_both_feeds_show_the_right_residen
         meta = link_metadata(second)
         assert (meta["moves_in"], meta["moves_out"], meta["recomputed"]) == (1, 1, True)
 
-        # one update event per changed record, through the outbox
+        # one update event per changed record, through the outbox: the mover's is published with
+        # its new address and its new dwelling at once (linked at publication), the dwellings' by the links
         new = events(store, after=seq)
         moves = new.filter(pl.col("changed_fields").list.contains("residents")
                            | pl.col("changed_fields").list.contains("dwelling_id"))
         got = sorted((r["entity_id"], r["changed_fields"], json.loads(r["before"]), json.loads(r["after"]))
-                     for r in moves.iter_rows(named=True))
+                     for r in moves.filter(pl.col("entity_type") == "dwelling").iter_rows(named=True))
         assert got == sorted([
-            (mover, ["dwelling_id"], {"dwelling_id": d1}, {"dwelling_id": d2}),
             (d1, ["residents"], {"residents": ",".join(sorted([mover, neighbour]))}, {"residents": neighbour}),
             (d2, ["residents"], {"residents": resident_b}, {"residents": ",".join(sorted([mover, resident_b]))}),
         ])
-        assert set(moves["op"]) == {"update"}
+        moved = new.filter(pl.col("entity_id") == mover)
+        assert moved.height == 1 and {"address", "dwelling_id"} <= set(moved["changed_fields"][0])
+        before, after = json.loads(moved["before"][0]), json.loads(moved["after"][0])
+        assert (before["dwelling_id"], after["dwelling_id"]) == (d1, d2) and after["address"] == D2_ADDRESS
+        assert set(moves["op"]) == {"update"} and set(moves["entity_id"]) == {mover, d1, d2}
         assert all(any(s["record_key"] == f"{B}:Q2" for s in src) for src in moves["sources"])
 
         # each station's feed files: the update of its own dwelling only
@@ -463,18 +521,18 @@ def test_a_resident_moves_between_stations_and_both_feeds_show_the_right_residen
         assert [(e["entity_id"], e["after"]) for e in res_b] == [
             (d2, {"residents": ",".join(sorted([mover, resident_b]))})]
         # 小龙坎 learns where its new resident lives; 杨家坪 learns that they left its area
-        assert [(e["entity_id"], e["after"]) for e in feed_b if "dwelling_id" in e["changed_fields"]] == [
-            (mover, {"dwelling_id": d2})]
+        assert [(e["entity_id"], e["after"]["dwelling_id"], e["after"]["address"])
+                for e in feed_b if "dwelling_id" in e["changed_fields"]] == [(mover, d2, D2_ADDRESS)]
         left = [e for e in feed_a if e["entity_id"] == mover]
-        assert left and left[0]["scope"] == "left" and not any("dwelling_id" in e["changed_fields"] for e in left)
+        assert [(e["scope"], e["after"]["dwelling_id"]) for e in left] == [("left", d2)]  # one event: the move
         csv_a = "".join(f.read_text(encoding="utf-8-sig") for f in
                         outbox_dir(next(s for s in load_subscriptions(root).subscribers if s.id == A),
                                    config_dir=root, data_dir=project.data_dir).glob("events_*.csv"))
-        assert d1 in csv_a and d2 not in csv_a
+        assert f",dwelling,{d1}," in csv_a and f",dwelling,{d2}," not in csv_a  # (d2 is named in the move only)
 
         # the relation's history is kept: versions and links
         history = store.golden_store("person", "person_records").history(mover)
-        assert [tuple(c) for c in history["changed_fields"]].count(("dwelling_id",)) == 2
+        assert [("dwelling_id" in c) for c in history["changed_fields"]] == [True, True]  # created with it, moved
         assert [json.loads(r).get("dwelling_id") for r in history["record"]][-1] == d2
         assert any(json.loads(r).get("dwelling_id") == d1 for r in history["record"])
         d1_history = store.golden_store("dwelling", "dwelling_records").history(d1)

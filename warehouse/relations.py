@@ -40,16 +40,25 @@ class RelationStore:
         with self.engine.connect() as conn:
             return int(conn.scalar(sa.select(sa.func.max(r.c.outbox_seq)).where(r.c.relation == relation)) or 0)
 
+    def has_run(self, relation: str) -> bool:
+        """Whether any run of the relation committed (a part of one too): before that it has no
+        stored keys or links to read."""
+        r = s.relation_runs
+        with self.engine.connect() as conn:
+            return conn.scalar(sa.select(r.c.run_id).where(r.c.relation == relation).limit(1)) is not None
+
     def high_water(self) -> int:
         return self.store.max_event_seq()
 
-    def changed_entities(self, relation, after_seq: int, until_seq: int) -> pl.Series:
-        """Entities of either type with events in (after_seq, until_seq]: a scan of the outbox's
-        new tail only (by its primary key), made distinct here (SQLite's DISTINCT sorts the
-        million ids of a first run in a temporary b-tree)."""
+    def changed_entities(self, relation, after_seq: int, until_seq: int, *,
+                         types: list[str] | None = None) -> pl.Series:
+        """Entities of either type (or of `types`) with events in (after_seq, until_seq]: a scan
+        of the outbox's new tail only (by its primary key), made distinct here (SQLite's DISTINCT
+        sorts the million ids of a first run in a temporary b-tree)."""
         e = s.change_events
         stmt = sa.select(e.c.entity_id).where(
-            e.c.seq > after_seq, e.c.seq <= until_seq, e.c.entity_type.in_([relation.from_type, relation.to_type]))
+            e.c.seq > after_seq, e.c.seq <= until_seq,
+            e.c.entity_type.in_(types or [relation.from_type, relation.to_type]))
         with self.engine.connect() as conn:
             return read_bulk(conn, stmt, schema={"entity_id": pl.String}).to_series().unique(maintain_order=True)
 
