@@ -18,6 +18,7 @@ from typing import Protocol, Self
 
 import polars as pl
 
+from core.json_columns import in_slices
 from core.provenance import provenance_json
 from entity_resolution.golden import diff_golden
 from entity_resolution.survivorship import SurvivorshipSettings, survive
@@ -389,12 +390,11 @@ def _decode(current: pl.DataFrame, fields: list[str]) -> pl.DataFrame:
     if current.height == 0:
         return pl.DataFrame(schema={"entity_id": pl.String, **{f: pl.String for f in fields},
                                     "_record": pl.String, "_provenance": pl.String})
-    decoded = current.select(
+    return in_slices(current, lambda part: part.select(
         "entity_id",
         pl.col("record").str.json_decode(pl.Struct({f: pl.String for f in fields})).alias("_values"),
         pl.col("record").alias("_record"), pl.col("provenance").alias("_provenance"),
-    ).unnest("_values")
-    return decoded
+    ).unnest("_values"))
 
 
 def _sources(events: pl.DataFrame, provenance: pl.DataFrame,

@@ -41,6 +41,7 @@ import polars as pl
 
 from core.entity_types import Relation
 from core.errors import ConfigError
+from core.json_columns import in_slices
 from core.provenance import provenance_rows
 from entity_resolution.propagation import event_ids
 
@@ -103,7 +104,8 @@ def decode(golden: pl.DataFrame, fields: list[str]) -> pl.DataFrame:
     rec = pl.Struct({f: pl.String for f in fields})
     if golden.height == 0:
         return pl.DataFrame(schema={"entity_id": pl.String, **{f: pl.String for f in fields}})
-    return golden.select("entity_id", pl.col("record").str.json_decode(rec).alias("_r")).unnest("_r")
+    return in_slices(golden, lambda part: part.select("entity_id", pl.col("record").str.json_decode(rec).alias("_r"))
+                     .unnest("_r"))
 
 
 KEY_SCHEMA = {"entity_id": pl.String, "side": pl.String, "key": pl.String}
@@ -214,8 +216,7 @@ def _sources_json(frame: pl.DataFrame) -> pl.DataFrame:
     ).select("entity_id", pl.concat_str(pl.lit("["), pl.col("s").list.join(","), pl.lit("]")).alias("sources"))
 
 
-KEY_READ_PART = 5_000  # `to` records whose golden rows are read at a time to take their keys (decoding
-# JSON, Polars held about 5 KB a row while it ran: 20,000 rows a part raised the publication's peak)
+KEY_READ_PART = 5_000  # `to` records whose golden rows are read at a time to take their keys (measured so)
 
 
 class PublishedLinks:

@@ -456,8 +456,10 @@ def _walk_pages(store: FeedStore, subs: Subscriptions, new: list[Subscriber],
     policy (levels, the subscribers sharing them)."""
     tables = subscriber_tables(new)
     types = sorted({t for s in new for t in s.entity_types if t != CORRECTION_TASK})
+    if not types:  # subscribers of correction tasks only
+        return
     after = None
-    while types:
+    while True:
         page = store.active_golden_page(types, after_entity=after, limit=SNAPSHOT_PART)
         if page.height == 0:
             return

@@ -45,9 +45,9 @@ def _golden_asset(etype: EntityType, registry: Registry) -> dg.AssetsDefinition:
     )
     def _publish(context: dg.AssetExecutionContext, project: ProjectResource):
         survivorship = _survivorship(project, etype)
+        for r in linked:
+            _check(project, r, registry)
         with project.writing(context, f"publish {entity_type}s") as warehouse:
-            for r in linked:
-                _check(project, r, registry)
             links = [PublishedLinks(RelationStore(warehouse), r) for r in linked]
             summary = run_golden(warehouse.golden_store(entity_type, table), survivorship, entity_type=entity_type,
                                  carried=carried, links=links)

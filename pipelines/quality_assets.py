@@ -41,7 +41,6 @@ from quality.config import project_quality
 from quality.service import Outcome, quality_pass, validate_golden, validate_stations
 from quality.suites import SuiteSpec, registry_quality
 from quality import gx_worker
-from quality.gx_worker import gx_for
 from quality.validate import gx_project
 from warehouse.quality import QualityStore
 
@@ -99,7 +98,7 @@ def _context(project: ProjectResource, warehouse, *, stations: bool = False):
     every golden record would otherwise be held twice, here and there."""
     proj = project.project
     root = proj.data_dir / "quality"
-    gx = gx_for(root) if stations or gx_worker.running() else gx_project(root)
+    gx = gx_worker.gx_for(root) if stations or gx_worker.running() else gx_project(root)
     return QualityStore(warehouse), gx, project_quality(proj.config_dir)
 
 
