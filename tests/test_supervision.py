@@ -292,13 +292,16 @@ def test_the_station_mirror_keeps_the_reminded_state(network, tmp_path: Path) ->
 
 
 # -- the report, Dagster, the CLI ----------------------------------------------------------------------
-def report_store(tmp_path: Path) -> Warehouse:
+def report_store(tmp_path: Path, *, now: dt.datetime = NOW) -> Warehouse:
+    """The stations and TASKS, placed as they are to NOW relative to `now`."""
+    shift = now - NOW
+    tasks = TASKS.with_columns(pl.col("opened_at") + shift, pl.col("closed_at") + shift)
     store = Warehouse(f"sqlite:///{tmp_path / 'w.sqlite'}").migrate()
     with store.transaction() as conn:
         conn.execute(s.stations.insert(), [{"station_id": sid, "name": name, "jurisdiction": [], "updated_at": NOW}
                                            for sid, name in (("sA", "解放碑派出所"), ("sB", "朝天门派出所"),
                                                              ("sC", "<b>石油路</b>"), ("sD", "无任务站"))])
-        insert_frame(conn, s.correction_tasks, task_rows(TASKS))
+        insert_frame(conn, s.correction_tasks, task_rows(tasks))
     return store
 
 
@@ -340,7 +343,9 @@ def test_dagster_metadata_has_totals_and_top_stations() -> None:
 def test_cli_supervision_json(tmp_path: Path) -> None:
     from pipelines.cli import app
 
-    store = report_store(tmp_path)
+    # the CLI reads the real clock: the tasks are placed relative to it (fixed ones crossed the
+    # SLA one after another as the days passed, and the ranking changed with the date)
+    store = report_store(tmp_path, now=dt.datetime.now(UTC))
     config = tmp_path / "project"
     config.mkdir()
     (config / "stations.yaml").write_text(
@@ -352,7 +357,7 @@ def test_cli_supervision_json(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
     assert doc["sla_days"] == 7 and doc["totals"]["open"] == 7 and doc["totals"]["closed"] == 3
-    # the real clock: every task was opened days before NOW, so at least those past 7 days then
+    # every task was opened days before now: at least those past 7 days are overdue
     assert doc["totals"]["overdue"] >= 4
     assert [r["station_id"] for r in doc["stations"]][:2] == ["sB", "sA"]
     assert doc["stations"][0]["rank"] == 1 and doc["weeks"][-1]["week"].startswith("20")
