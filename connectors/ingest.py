@@ -67,6 +67,7 @@ class BatchOutcome:
     rows_read: int = 0
     rows_loaded: int = 0
     rows_quarantined: int = 0
+    rows_unchanged: int = 0  # identical to the station's current record: counted, not stored again
     error: str | None = None
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     retried: bool = False  # a drop rejected under an earlier config, read again after a config change
@@ -75,8 +76,9 @@ class BatchOutcome:
         """One line for logs: what happened to the drop, its counts and, if any, the error."""
         again = " (retried after a config change)" if self.retried else ""
         error = f" - {self.error}" if self.error else ""
+        unchanged = f", unchanged {self.rows_unchanged}" if self.rows_unchanged else ""
         return (f"{self.station_id}/{self.source_name} {self.status}{again}: read {self.rows_read}, "
-                f"loaded {self.rows_loaded}, quarantined {self.rows_quarantined}{error}")
+                f"loaded {self.rows_loaded}, quarantined {self.rows_quarantined}{unchanged}{error}")
 
 
 def ingest_station(
@@ -282,6 +284,7 @@ def _counts(outcome: BatchOutcome) -> dict[str, int]:
         "rows_read": outcome.rows_read,
         "rows_loaded": outcome.rows_loaded,
         "rows_quarantined": outcome.rows_quarantined,
+        "rows_unchanged": outcome.rows_unchanged,
     }
 
 
@@ -294,22 +297,41 @@ def _load_chunks(
     progress: Progress | None,
 ) -> None:
     seen_ids = pl.Series("seen", [], dtype=pl.String)
+    current = load.store.current_rows(source.entity, station.id, load.header.get("config_digest"))
     for chunk in chunks:
         accepted, rejected, seen_ids = split_rows(chunk, source, seen_ids)
+        read = accepted.height
+        accepted = changed_rows(accepted, source, station.id, current)
+        outcome.rows_unchanged += read - accepted.height
         raw = raw_frame(accepted, source, station.id, load.batch_id)
         load.append_raw(raw)
         records = standardise_source(canonical_frame(accepted, source, raw), source)
         load.upsert_records(source.entity, records)
         quarantined = quarantine_frame(rejected, station.id, load.batch_id)
         load.append_quarantine(quarantined)
-        outcome.rows_read += accepted.height + quarantined.height
+        outcome.rows_read += read + quarantined.height
         outcome.rows_loaded += accepted.height
         outcome.rows_quarantined += quarantined.height
         for reason in quarantined["reason"].to_list():
             key = reason.split(":", 1)[0]
             outcome.quarantine_reasons[key] = outcome.quarantine_reasons.get(key, 0) + 1
         if progress is not None:
-            progress(f"{station.id}/{source.name}", accepted.height + quarantined.height)
+            progress(f"{station.id}/{source.name}", read + quarantined.height)
+
+
+def changed_rows(rows: pl.DataFrame, source: SourceConfig, station_id: str, current: pl.DataFrame) -> pl.DataFrame:
+    """The rows that are not the station's current record over again (`current`: record_key and
+    row_hash, Warehouse.current_rows), in their order.
+
+    Many stations export their whole register with every drop. A row the warehouse already holds,
+    byte for byte under the same record key, would be stored, standardised, validated and
+    resolved again to change nothing: a drop costs what it changes, not the export's size."""
+    if current.height == 0 or rows.height == 0:
+        return rows
+    key = pl.lit(f"{station_id}:") + pl.col(source.column_for("local_id"))
+    same = pl.concat_str(key, pl.col("__row_hash__"), separator="\x00").is_in(
+        current.select(pl.concat_str("record_key", "row_hash", separator="\x00")).to_series().implode())
+    return rows.filter(~same)
 
 
 def payload_expr(columns: list[str]) -> pl.Expr:

@@ -21,7 +21,8 @@ RECONCILED = dg.AssetCheckSpec(
     "rows_reconciled",
     asset=RAW,
     blocking=True,
-    description="Every row read is stored exactly once: rows read = loaded + quarantined, per batch.",
+    description=("Every row read is stored exactly once: rows read = loaded + quarantined + unchanged (rows "
+                 "identical to the station's current record, stored by an earlier batch), per batch."),
 )
 ACCEPTED = dg.AssetCheckSpec(
     "drops_readable",
@@ -166,6 +167,7 @@ def _ingest_metadata(outcomes: list) -> dict:
         "rows_read": sum(o.rows_read for o in outcomes),
         "rows_loaded": sum(o.rows_loaded for o in outcomes),
         "rows_quarantined": sum(o.rows_quarantined for o in outcomes),
+        "rows_unchanged": sum(o.rows_unchanged for o in outcomes),
         "batches_loaded": statuses["loaded"],
         "batches_skipped": statuses["skipped"] + statuses["unchanged"],
         "batches_rejected": statuses["rejected"],

@@ -225,22 +225,23 @@ def _print_summary(store, station_ids: list[str], started: dt.datetime, results:
             (pl.col("started_at") >= started).sum().alias("new"),
             (pl.col("status") == "rejected").sum().alias("rejected"),
             pl.col("rows_read").sum(), pl.col("rows_loaded").sum(), pl.col("rows_quarantined").sum(),
+            pl.col("rows_unchanged").sum(),
         )
         .sort("station_id")
     )
     table = Table(title="Stations", title_justify="left")
-    for col in ("station", "batches", "new", "rejected", "rows read", "loaded", "quarantined"):
+    for col in ("station", "batches", "new", "rejected", "rows read", "loaded", "quarantined", "unchanged"):
         table.add_column(col, justify="left" if col == "station" else "right")
     for row in per_station.iter_rows():
         table.add_row(*(str(v) if isinstance(v, str) else f"{v:,}" for v in row))
     console.print(table)
-    tot = batches.select(pl.col("rows_read", "rows_loaded", "rows_quarantined").sum()).row(0)
+    tot = batches.select(pl.col("rows_read", "rows_loaded", "rows_quarantined", "rows_unchanged").sum()).row(0)
     tot = [v or 0 for v in tot]
     balanced = bool(recon["balanced"].all()) if recon.height else True
     console.print(
         f"[bold]{len(station_ids)} stations, {batches.height} batches ({new.height} new this run, "
         f"{int((batches['status'] == 'rejected').sum())} rejected), rows read {tot[0]:,} = "
-        f"loaded {tot[1]:,} + quarantined {tot[2]:,}[/]  "
+        f"loaded {tot[1]:,} + quarantined {tot[2]:,} + unchanged {tot[3]:,}[/]  "
         + ("[green]reconciled[/]" if balanced else "[red]NOT reconciled[/]")
     )
     for row in batches.filter(pl.col("status") == "rejected").iter_rows(named=True):

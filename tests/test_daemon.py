@@ -188,12 +188,13 @@ def test_a_drop_reaches_another_stations_feed_with_only_the_daemon(base_network:
         store = project.open_warehouse()
         try:
             with store.engine.connect() as conn:
-                loaded = conn.execute(sa.text("SELECT station_id, rows_loaded FROM batches WHERE status = 'loaded' "
-                                              "AND station_id IN (:a, :a2) ORDER BY started_at"),
+                loaded = conn.execute(sa.text("SELECT station_id, rows_read, rows_loaded, rows_unchanged FROM batches "
+                                              "WHERE status = 'loaded' AND station_id IN (:a, :a2) ORDER BY started_at"),
                                       {"a": A, "a2": A2}).all()
         finally:
             store.dispose()
-        assert sorted(loaded) == [(A, 1), (A, 1), (A2, 1), (A2, 2)]
+        # A2's second export repeats its first resident unchanged: counted, the newborn loaded
+        assert sorted(loaded) == [(A, 1, 1, 0), (A, 1, 1, 0), (A2, 1, 1, 0), (A2, 2, 1, 1)]
     finally:
         os.killpg(hub.pid, signal.SIGTERM)
         out, _ = hub.communicate(timeout=60)

@@ -430,6 +430,7 @@ def test_tasks_in_snapshots_events_files_api_and_mirror_never_exceed_scope_or_ro
     snap_seq = player.out.seq
     snap_tasks = {tid: dict(row) for tid, row in player.out.tasks.items()}
     snap_payload = {f["task"]: f["after"] for q, f in sorted(player.facts.items()) if "task" in f}
+    area_at_snapshot = area_now_of(player)  # a task without an area goes by its entity's area then
     tokens = {s.id: issue_token(store, s.id, "p").token for s in subs.subscribers}
     build_all(store, subs, config_dir=root, data_dir=root / "data")
     mirrors = {s.id: root / f"mirror-{s.id}.sqlite" for s in subs.subscribers}
@@ -444,8 +445,7 @@ def test_tasks_in_snapshots_events_files_api_and_mirror_never_exceed_scope_or_ro
             pull(mirrors[s.id], api, s.id, tokens[s.id], page=3)
     app.state.warehouse.dispose()
 
-    area_now = {e: (x.record.get("area_code") if x.status == "active" else None)
-                for e, x in player.out.entities.items()}
+    area_now = area_now_of(player)
     facts = player.facts
     delivered: dict[str, set[str]] = {}
     some = False
@@ -459,7 +459,7 @@ def test_tasks_in_snapshots_events_files_api_and_mirror_never_exceed_scope_or_ro
         # the snapshot: exactly the open tasks for it, as its role sees them
         got = {r["entity_id"]: r for r in snapshot if r["entity_type"] == TASK}
         want = {tid for tid, row in snap_tasks.items()
-                if row["status"] == "open" and task_for(s, snap_payload[tid], None, area_now)}
+                if row["status"] == "open" and task_for(s, snap_payload[tid], None, area_at_snapshot)}
         assert set(got) == want, (s.id, set(got) ^ want)
         for tid, r in got.items():
             check_task(r["record"], snap_payload[tid], levels)
@@ -492,6 +492,11 @@ def test_tasks_in_snapshots_events_files_api_and_mirror_never_exceed_scope_or_ro
     event(f"tasks delivered: {'some' if some else 'none'}")
     _deliveries_ok(store, subs, delivered)
     store.dispose()
+
+
+def area_now_of(player: Player) -> dict[str, str | None]:
+    """Each entity's golden area as the player's outbox holds it now (None once retired)."""
+    return {e: (x.record.get("area_code") if x.status == "active" else None) for e, x in player.out.entities.items()}
 
 
 def player_version(facts: dict, tid: str, upto: int) -> int:

@@ -69,11 +69,13 @@ def coerce(table: sa.Table, frame: pl.DataFrame, dialect: str) -> pl.DataFrame:
     """The table's columns in table order, each in the one dtype its dialect stores.
 
     Fixing dtypes from the schema (not from the data) keeps every chunk of a batch identical in
-    shape, even when a column happens to be all null in one of them.
+    shape, even when a column happens to be all null in one of them. A column the frame lacks is
+    written as null, unless the table gives it a default: then it is left out, for the default.
     """
     exprs = []
     for column in table.columns:
-        if column.primary_key and column.autoincrement is True and column.name not in frame.columns:
+        if column.name not in frame.columns and (
+                (column.primary_key and column.autoincrement is True) or column.server_default is not None):
             continue
         want = _write_type(column, dialect)
         if column.name in frame.columns:

@@ -51,7 +51,7 @@ def resolved_state(store: Warehouse, entity_type: str, record_table: str, column
 
 def _records_in_chunks(rs, columns: list[str]) -> pl.DataFrame:
     """The records resolution reads (held batches left out), by record key, CHUNK_ROWS at a time."""
-    from warehouse.resolution import not_held
+    from warehouse.store import not_held
 
     t = rs.record_table
     wanted = list(dict.fromkeys(["record_key", *columns]))

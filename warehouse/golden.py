@@ -27,8 +27,8 @@ from warehouse.bulk import (
     unindexed,
 )
 from warehouse.outbox import OUTBOX, Appended, lock_outbox, outbox_transaction, prepared
-from warehouse.resolution import EntityTypeStore, not_held
-from warehouse.store import Warehouse
+from warehouse.resolution import EntityTypeStore
+from warehouse.store import Warehouse, not_held
 
 # A publication holds up to this many rows in memory; beyond, they go to a stage (a scratch
 # SQLite file through Arrow, or PostgreSQL temporary tables through COPY) part by part, and the

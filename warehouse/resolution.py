@@ -14,20 +14,13 @@ from warehouse import schema as s
 from warehouse.bulk import in_keys, insert_frame, polars_type, read_bulk, read_frame
 from warehouse.frame_cache import FrameCache, apply_delta
 from core.time import utcnow
-from warehouse.store import Warehouse
+from warehouse.store import Warehouse, not_held
 
 _EDGE_SCHEMA = {
     "left_id": pl.String, "right_id": pl.String, "match_probability": pl.Float64,
     "match_weight": pl.Float64, "decision": pl.String, "weights": pl.String, "run_seq": pl.Int64,
     "review_reason": pl.String,
 }
-
-
-def not_held(batch_id: sa.ColumnElement) -> sa.ColumnElement[bool]:
-    """Records of a batch that quality holds back (quality/, batch_holds) take no part in
-    resolution or golden records until the hold is released: they are not published."""
-    h = s.batch_holds
-    return ~sa.exists().where(h.c.batch_id == batch_id, h.c.released_at.is_(None))
 
 
 def latest_resolution_seq(store: Warehouse, entity_type: str) -> int:

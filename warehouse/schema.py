@@ -46,6 +46,9 @@ batches = sa.Table(
     sa.Column("rows_read", sa.Integer, nullable=False, server_default="0"),
     sa.Column("rows_loaded", sa.Integer, nullable=False, server_default="0"),
     sa.Column("rows_quarantined", sa.Integer, nullable=False, server_default="0"),
+    # rows identical to the station's current record (same record key, row hash and source
+    # config): already stored by an earlier batch, so not stored again (migration 0018)
+    sa.Column("rows_unchanged", sa.Integer, nullable=False, server_default="0"),
     sa.Column("status", sa.String(16), nullable=False),  # loaded | rejected
     sa.Column("error", sa.Text),
     sa.Column("started_at", TS, nullable=False),

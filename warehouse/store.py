@@ -32,6 +32,13 @@ from warehouse.locks import warehouse_lock
 _SQLITE_WRITERS: dict[str, threading.Lock] = {}
 
 
+def not_held(batch_id: sa.ColumnElement) -> sa.ColumnElement[bool]:
+    """Records of a batch that quality holds back (quality/, batch_holds) take no part in
+    resolution or golden records until the hold is released: they are not published."""
+    h = s.batch_holds
+    return ~sa.exists().where(h.c.batch_id == batch_id, h.c.released_at.is_(None))
+
+
 def writer_lock(engine: sa.Engine) -> threading.Lock | nullcontext:
     """This process's queue for an SQLite warehouse's one writer (see `Warehouse.transaction`);
     nothing on a database that takes concurrent writers."""
@@ -273,7 +280,7 @@ class Warehouse:
         q = sa.select(
             b.c.batch_id, b.c.station_id, b.c.source_name, b.c.entity_type, b.c.source_kind,
             b.c.source_ref, b.c.encoding, b.c.rows_read, b.c.rows_loaded, b.c.rows_quarantined,
-            b.c.status, b.c.error, b.c.started_at, b.c.finished_at, b.c.config_digest,
+            b.c.rows_unchanged, b.c.status, b.c.error, b.c.started_at, b.c.finished_at, b.c.config_digest,
         ).order_by(b.c.station_id, b.c.started_at)
         if station_ids is not None:
             q = q.where(b.c.station_id.in_(list(station_ids)))
@@ -281,7 +288,8 @@ class Warehouse:
             return read_frame(conn, q, schema=_BATCH_SCHEMA)
 
     def reconciliation(self, station_ids: Iterable[str] | None = None) -> pl.DataFrame:
-        """Per batch: rows read against rows actually stored in raw and in quarantine.
+        """Per batch: rows read against rows actually stored in raw and in quarantine, and the
+        rows it repeated unchanged (stored by an earlier batch: `current_rows`).
 
         Counts what is in the tables rather than trusting the batch's own counters, so a lost or
         doubled row shows up even if the counters were written wrong.
@@ -295,7 +303,7 @@ class Warehouse:
         stmt = (
             sa.select(
                 b.c.batch_id, b.c.station_id, b.c.status, b.c.rows_read, b.c.rows_loaded,
-                b.c.rows_quarantined,
+                b.c.rows_quarantined, b.c.rows_unchanged,
                 sa.func.coalesce(raw_n.c.n, 0).label("raw_stored"),
                 sa.func.coalesce(q_n.c.n, 0).label("quarantine_stored"),
             )
@@ -308,10 +316,27 @@ class Warehouse:
         with self.engine.connect() as conn:
             frame = read_frame(conn, stmt, schema=_RECON_SCHEMA)
         return frame.with_columns(
-            balanced=(pl.col("rows_read") == pl.col("raw_stored") + pl.col("quarantine_stored"))
+            balanced=(pl.col("rows_read")
+                      == pl.col("raw_stored") + pl.col("quarantine_stored") + pl.col("rows_unchanged"))
             & (pl.col("rows_loaded") == pl.col("raw_stored"))
             & (pl.col("rows_quarantined") == pl.col("quarantine_stored"))
         )
+
+    def current_rows(self, entity_type: str, station_id: str, config_digest: str | None) -> pl.DataFrame:
+        """(record_key, row_hash) of the station's current records that a drop may repeat without
+        storing them again: read under this source config (`config_digest`: a changed mapping
+        standardises the same row differently) from a loaded batch that is not held (a held
+        record comes back with the next drop that carries it, as it always did)."""
+        schema = {"record_key": pl.String, "row_hash": pl.String}
+        if config_digest is None:
+            return pl.DataFrame(schema=schema)
+        t, b = self.record_table(entity_type), s.batches
+        stmt = (sa.select(t.c.record_key, t.c.row_hash)
+                .join(b, b.c.batch_id == t.c.batch_id)
+                .where(t.c.station_id == station_id, b.c.status == "loaded", b.c.config_digest == config_digest,
+                       not_held(t.c.batch_id)))
+        with self.engine.connect() as conn:
+            return read_frame(conn, stmt, schema=schema)
 
     def quarantine_rows(self, station_ids: Iterable[str] | None = None, limit: int | None = None) -> pl.DataFrame:
         q = s.quarantine
@@ -370,11 +395,11 @@ class Warehouse:
 
 
 _BATCH_SCHEMA = {
-    "rows_read": pl.Int64, "rows_loaded": pl.Int64, "rows_quarantined": pl.Int64,
+    "rows_read": pl.Int64, "rows_loaded": pl.Int64, "rows_quarantined": pl.Int64, "rows_unchanged": pl.Int64,
     "started_at": pl.Datetime("us", "UTC"), "finished_at": pl.Datetime("us", "UTC"),
 }
 _RECON_SCHEMA = {
-    "rows_read": pl.Int64, "rows_loaded": pl.Int64, "rows_quarantined": pl.Int64,
+    "rows_read": pl.Int64, "rows_loaded": pl.Int64, "rows_quarantined": pl.Int64, "rows_unchanged": pl.Int64,
     "raw_stored": pl.Int64, "quarantine_stored": pl.Int64,
 }
 
