@@ -25,13 +25,16 @@ of the *unguarded* graph (all match edges plus 'same' pairs), not on the cluster
 re-clustering a record can free it to join a neighbour cluster over an edge that was refused
 before. `affected_records` therefore closes the clusters touched by changed pairs over the stored
 edges, and `recluster` re-runs `cluster` on that closure only and splices it into the previous
-membership; the result equals clustering everything.
+membership; the result equals clustering everything. The edges may come as a frame of every
+stored edge or as a function giving the edges that touch a set of records (`EdgeSource`): the
+closure only ever asks for those, so an incremental run against a warehouse reads the few
+thousand edges around a drop instead of every match edge of the type.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -39,6 +42,7 @@ import polars as pl
 __all__ = [
     "ClusterResult",
     "ClusterStats",
+    "EdgeSource",
     "affected_records",
     "cluster",
     "cluster_with_stats",
@@ -48,6 +52,9 @@ __all__ = [
 
 CLUSTER_KEY = "cluster_key"
 VERDICTS = ("same", "different")
+
+# every edge (left_id, right_id, ...), or a function giving the edges with an end among the ids
+EdgeSource = pl.DataFrame | Callable[[pl.Series], pl.DataFrame]
 
 _NONE = -1  # guard value: component holds no valid value
 _MANY = -2  # guard value: component holds several (only through 'same'); see _multi
@@ -251,7 +258,7 @@ def _refusal_reasons(
 def affected_records(
     previous: pl.DataFrame,
     changed: pl.DataFrame,
-    edges: pl.DataFrame,
+    edges: EdgeSource,
     *,
     judgements: pl.DataFrame | None = None,
     unique_id: str = "record_key",
@@ -266,15 +273,13 @@ def affected_records(
 
     previous: unique_id, cluster_key (any cluster label). changed: left_id, right_id: new or
     re-scored pairs, pairs that stopped being matches, both records of new or withdrawn
-    judgements, (key, key) for a record that changed. edges: every accepted pair now stored.
+    judgements, (key, key) for a record that changed. edges: every accepted pair now stored, or
+    the function giving those that touch a set of records (EdgeSource).
     """
     member = previous.select(pl.col(unique_id), pl.col(CLUSTER_KEY))
-    # Orientation and duplicates do not matter for reachability.
-    links = [edges.select(pl.col("left_id").alias("l"), pl.col("right_id").alias("r"))]
+    same = None
     if judgements is not None and judgements.height:
-        same = judgements.filter(pl.col("verdict") == "same")
-        links.append(same.select(pl.col("left_id").alias("l"), pl.col("right_id").alias("r")))
-    link = pl.concat(links, how="vertical_relaxed")
+        same = judgements.filter(pl.col("verdict") == "same").select("left_id", "right_id")
 
     def widen(ids: pl.Series) -> pl.Series:
         """ids plus every record of their previous clusters (a record without one stands alone).
@@ -288,18 +293,31 @@ def affected_records(
 
     current = widen(pl.concat([changed["left_id"], changed["right_id"]]).rename(unique_id))
     while True:
+        # orientation and duplicates do not matter for reachability
+        links = [touching(edges, current).select("left_id", "right_id")]
+        if same is not None:
+            links.append(touching(same, current))
+        link = pl.concat(links, how="vertical_relaxed")
         inside = current.implode()
-        border = link.filter(pl.col("l").is_in(inside) != pl.col("r").is_in(inside))
+        border = link.filter(pl.col("left_id").is_in(inside) != pl.col("right_id").is_in(inside))
         if border.height == 0:
             return current.sort()
-        outside = pl.concat([border["l"], border["r"]]).unique()
+        outside = pl.concat([border["left_id"], border["right_id"]]).unique()
         outside = outside.filter(~outside.is_in(inside)).rename(unique_id)
         current = pl.concat([current, widen(outside)]).unique()
 
 
+def touching(edges: EdgeSource, ids: pl.Series) -> pl.DataFrame:
+    """The edges with an end among `ids` (a frame filtered, or what the source gives for them)."""
+    if not isinstance(edges, pl.DataFrame):
+        return edges(ids)
+    among = ids.implode()
+    return edges.filter(pl.col("left_id").is_in(among) | pl.col("right_id").is_in(among))
+
+
 def recluster(
     records: pl.DataFrame,
-    edges: pl.DataFrame,
+    edges: EdgeSource,
     previous: pl.DataFrame,
     changed: pl.DataFrame,
     *,
@@ -330,7 +348,7 @@ def recluster(
 
 def recluster_with_stats(
     records: pl.DataFrame,
-    edges: pl.DataFrame,
+    edges: EdgeSource,
     previous: pl.DataFrame,
     changed: pl.DataFrame,
     *,
@@ -355,11 +373,12 @@ def recluster_with_stats(
     affected = affected_records(
         previous, changed, edges, judgements=judgements, unique_id=unique_id
     )
-    scope = pl.concat([affected, new]).unique().implode()
+    scope_ids = pl.concat([affected, new]).unique()
+    scope = scope_ids.implode()
     both_in = pl.col("left_id").is_in(scope) & pl.col("right_id").is_in(scope)
     result = cluster_with_stats(
         records.filter(pl.col(unique_id).is_in(scope)),
-        edges.filter(both_in),
+        touching(edges, scope_ids).filter(both_in),
         judgements=None if judgements is None else judgements.filter(both_in),
         distinct_valid=distinct_valid,
         unique_id=unique_id,

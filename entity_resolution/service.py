@@ -18,7 +18,7 @@ from typing import Protocol
 import polars as pl
 
 from core.errors import ConfigError
-from entity_resolution.clustering import ClusterResult, cluster_with_stats, recluster_with_stats
+from entity_resolution.clustering import ClusterResult, cluster_with_stats, recluster_with_stats, touching
 from entity_resolution.config import EntitySettings
 from entity_resolution.resolve import distinct_valid, guard_records, score_pairs
 from entity_resolution.scoring import Model
@@ -141,7 +141,7 @@ def run_resolution(
     del result
 
     t = time.perf_counter()
-    clustered = _cluster(store, loaded, settings, changed, new_edges, fresh, clock)
+    clustered = _cluster(store, loaded, settings, changed, new_edges, fresh)
     # Refused match edges wait for a reviewer: new ones carry the reason in new_edges; stored ones
     # inside the re-clustered scope are updated by the store (the scope is all there is to redo).
     new_edges = _with_refusals(new_edges, clustered.outcome.reasons)
@@ -240,9 +240,9 @@ def _fresh_judgements(store: ResolutionStore, judgements: pl.DataFrame) -> pl.Da
 
 
 def _cluster(store: ResolutionStore, loaded: _Loaded, settings: EntitySettings, changed: _Changed,
-             new_edges: pl.DataFrame, fresh: pl.DataFrame, clock: dict[str, float]) -> _Clustered:
+             new_edges: pl.DataFrame, fresh: pl.DataFrame) -> _Clustered:
     """Cluster every record (full), or re-cluster only the components that changed records, new
-    edges and new verdicts touch, with the stored match edges of everything else (incremental)."""
+    edges and new verdicts touch, with the stored match edges around them (incremental)."""
     uid = settings.unique_id
     records, membership = loaded.records, loaded.membership
     distinct = distinct_valid(settings)
@@ -252,18 +252,22 @@ def _cluster(store: ResolutionStore, loaded: _Loaded, settings: EntitySettings, 
                                      judgements=loaded.judgements, distinct_valid=distinct, unique_id=uid)
         return _Clustered(outcome.membership, outcome, previous)
     dirty_set = changed.dirty.implode()
-    t_edges = time.perf_counter()
-    kept = store.edges("match", weights=False).filter(
-        ~(pl.col("left_id").is_in(dirty_set) | pl.col("right_id").is_in(dirty_set)))
     match_cols = ["left_id", "right_id", "match_probability"]
-    match_edges = pl.concat([kept.select(match_cols),
-                             new_edges.filter(pl.col("decision") == "match").select(match_cols)])
+    new_matches = new_edges.filter(pl.col("decision") == "match").select(match_cols)
+
+    def match_edges(ids: pl.Series) -> pl.DataFrame:
+        """The match edges now with an end among `ids`: the stored ones, except those of changed
+        records (re-scored in this run), and this run's. Read by key as the closure asks, so a
+        drop reads the edges around it, not every match edge of the type."""
+        kept = store.match_edges_touching(ids).filter(
+            ~(pl.col("left_id").is_in(dirty_set) | pl.col("right_id").is_in(dirty_set)))
+        return pl.concat([kept, touching(new_matches, ids)])
+
     touched = pl.concat([
         new_edges.select("left_id", "right_id"),
         pl.DataFrame({"left_id": changed.dirty, "right_id": changed.dirty}),  # a changed record may have lost edges
         fresh.select("left_id", "right_id"),  # a new verdict re-clusters its pair
     ])
-    clock["read_edges"] = time.perf_counter() - t_edges
     clusters, outcome = recluster_with_stats(
         guard_records(records, settings), match_edges, membership.select(uid, pl.col("entity_id").alias("cluster_key")),
         touched,

@@ -287,6 +287,15 @@ def test_incremental_equals_full(seed: int) -> None:
     full = cluster_with_stats(now_records, now_edges, judgements=now_j)
     incremental = recluster(now_records, now_edges, previous, changed, judgements=now_j)
     assert incremental.equals(full.membership)
+    # the same with the edges asked for by record, as a warehouse gives them: only around the change
+    asked: set[str] = set()
+
+    def around(ids: pl.Series) -> pl.DataFrame:
+        asked.update(ids.to_list())
+        return now_edges.filter(pl.col("left_id").is_in(ids.implode()) | pl.col("right_id").is_in(ids.implode()))
+
+    assert recluster(now_records, around, previous, changed, judgements=now_j).equals(full.membership)
+    assert 0 < len(asked) < records.height / 2
     # The case is worth having: guards and judgements fired, clusters moved, and the scope is
     # a minority of the records.
     assert full.stats.edges_refused_constraint and full.stats.edges_refused_judgement

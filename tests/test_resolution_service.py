@@ -67,6 +67,16 @@ def test_full_run_is_accurate_and_rerun_changes_nothing(network: Path, warehouse
     assert again.mode == "unchanged"
     assert rs.membership().sort("record_key").equals(ids_before)
 
+    # an incremental run's clustering reads the match edges around a drop by key: the same edges
+    # as every match edge filtered to those records, on either side
+    every = rs.edges("match", weights=False).select("left_id", "right_id", "match_probability")
+    some = pl.concat([every["left_id"].head(40), every["right_id"].tail(40), pl.Series(["nobody:1"])])
+    around = rs.match_edges_touching(some)
+    want = every.filter(pl.col("left_id").is_in(some.implode()) | pl.col("right_id").is_in(some.implode()))
+    assert around.height == want.height > 40
+    assert around.sort("left_id", "right_id").equals(want.sort("left_id", "right_id"))
+    assert rs.match_edges_touching(pl.Series([], dtype=pl.String)).height == 0
+
 
 def test_incremental_equals_full_and_keeps_ids(network: Path, tmp_path: Path) -> None:
     stations = [s.id for s in load_stations(network / "stations.yaml").stations]

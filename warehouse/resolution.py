@@ -11,7 +11,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from warehouse import schema as s
-from warehouse.bulk import in_keys, insert_frame, polars_type, read_bulk, read_frame
+from warehouse.bulk import in_keys, insert_frame, polars_type, read_bulk, read_frame, unindexed
 from warehouse.frame_cache import FrameCache, apply_delta
 from core.time import utcnow
 from warehouse.store import Warehouse, not_held
@@ -175,6 +175,25 @@ class ResolutionStore(EntityTypeStore):
             stmt = stmt.where(t.c.decision == decision)
         with self.engine.connect() as conn:
             return read_frame(conn, stmt, schema=_EDGE_SCHEMA)
+
+    def match_edges_touching(self, record_keys: pl.Series) -> pl.DataFrame:
+        """(left_id, right_id, match_probability) of the stored match edges with an end among
+        `record_keys`: what an incremental run's clustering walks from a drop's records, by the
+        primary key (left) and the right-id index, never by the decision index, which holds every
+        match edge of the type."""
+        t = s.scored_pairs
+        keys = record_keys.unique().to_list()
+        schema = {"left_id": pl.String, "right_id": pl.String, "match_probability": pl.Float64}
+        if not keys:
+            return pl.DataFrame(schema=schema)
+        cols = (t.c.left_id, t.c.right_id, t.c.match_probability)
+        match = unindexed(t.c.decision) == "match"
+        with self.engine.connect() as conn:
+            left = read_bulk(conn, sa.select(*cols).where(t.c.entity_type == self.entity_type, match,
+                                                          in_keys(conn, t.c.left_id, keys)), schema=schema)
+            right = read_bulk(conn, sa.select(*cols).where(t.c.entity_type == self.entity_type, match,
+                                                           in_keys(conn, t.c.right_id, keys)), schema=schema)
+        return pl.concat([left, right]).unique(["left_id", "right_id"], maintain_order=True)
 
     def judgements(self) -> pl.DataFrame:
         """The latest verdict per pair (a later judgement overrides an earlier one)."""

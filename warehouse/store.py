@@ -24,7 +24,7 @@ from core.memory import release_freed_memory
 from core.time import utcnow
 from warehouse import checkpoints, sqlite_memory
 from warehouse import schema as s
-from warehouse.bulk import insert_frame, read_frame, sqlite_file, staged_inserts
+from warehouse.bulk import insert_frame, read_bulk, read_frame, sqlite_file, staged_inserts
 from warehouse.engine import create_engine, migrate
 from warehouse.locks import warehouse_lock
 
@@ -336,7 +336,7 @@ class Warehouse:
                 .where(t.c.station_id == station_id, b.c.status == "loaded", b.c.config_digest == config_digest,
                        not_held(t.c.batch_id)))
         with self.engine.connect() as conn:
-            return read_frame(conn, stmt, schema=schema)
+            return read_bulk(conn, stmt, schema=schema)
 
     def quarantine_rows(self, station_ids: Iterable[str] | None = None, limit: int | None = None) -> pl.DataFrame:
         q = s.quarantine
