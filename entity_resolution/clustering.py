@@ -48,6 +48,7 @@ __all__ = [
     "cluster_with_stats",
     "recluster",
     "recluster_with_stats",
+    "touching",
 ]
 
 CLUSTER_KEY = "cluster_key"
