@@ -328,10 +328,10 @@ def changed_rows(rows: pl.DataFrame, source: SourceConfig, station_id: str, curr
     resolved again to change nothing: a drop costs what it changes, not the export's size."""
     if current.height == 0 or rows.height == 0:
         return rows
-    key = pl.lit(f"{station_id}:") + pl.col(source.column_for("local_id"))
-    same = pl.concat_str(key, pl.col("__row_hash__"), separator="\x00").is_in(
-        current.select(pl.concat_str("record_key", "row_hash", separator="\x00")).to_series().implode())
-    return rows.filter(~same)
+    key = (pl.lit(f"{station_id}:") + pl.col(source.column_for("local_id"))).alias("__record_key__")
+    return rows.with_columns(key).join(current, left_on=["__record_key__", "__row_hash__"],
+                                       right_on=["record_key", "row_hash"], how="anti",
+                                       maintain_order="left").drop("__record_key__")
 
 
 def payload_expr(columns: list[str]) -> pl.Expr:

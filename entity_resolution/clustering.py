@@ -48,6 +48,7 @@ __all__ = [
     "cluster_with_stats",
     "recluster",
     "recluster_with_stats",
+    "read_once",
     "touching",
 ]
 
@@ -314,6 +315,26 @@ def touching(edges: EdgeSource, ids: pl.Series) -> pl.DataFrame:
         return edges(ids)
     among = ids.implode()
     return edges.filter(pl.col("left_id").is_in(among) | pl.col("right_id").is_in(among))
+
+
+def read_once(read: Callable[[pl.Series], pl.DataFrame]) -> Callable[[pl.Series], pl.DataFrame]:
+    """`read` (the edges touching some records) asked about each record once: the closure asks
+    again for every record it grew from, and the scope's edges are those of its last step."""
+    asked = pl.Series("id", [], pl.String)
+    held: pl.DataFrame | None = None
+
+    def source(ids: pl.Series) -> pl.DataFrame:
+        nonlocal asked, held
+        distinct = ids.unique()
+        new = distinct.filter(~distinct.is_in(asked.implode()))
+        if new.len() or held is None:
+            got = read(new)
+            held = got if held is None else pl.concat([held, got]).unique(["left_id", "right_id"],
+                                                                          maintain_order=True)
+            asked = pl.concat([asked, new.rename("id").cast(pl.String)])
+        return touching(held, ids)
+
+    return source
 
 
 def recluster(

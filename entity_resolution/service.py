@@ -18,7 +18,8 @@ from typing import Protocol
 import polars as pl
 
 from core.errors import ConfigError
-from entity_resolution.clustering import ClusterResult, cluster_with_stats, recluster_with_stats, touching
+from entity_resolution.clustering import (ClusterResult, cluster_with_stats, read_once, recluster_with_stats,
+                                          touching)
 from entity_resolution.config import EntitySettings
 from entity_resolution.resolve import distinct_valid, guard_records, score_pairs
 from entity_resolution.scoring import Model
@@ -254,13 +255,13 @@ def _cluster(store: ResolutionStore, loaded: _Loaded, settings: EntitySettings, 
     dirty_set = changed.dirty.implode()
     match_cols = ["left_id", "right_id", "match_probability"]
     new_matches = new_edges.filter(pl.col("decision") == "match").select(match_cols)
+    stored = read_once(store.match_edges_touching)
 
     def match_edges(ids: pl.Series) -> pl.DataFrame:
         """The match edges now with an end among `ids`: the stored ones, except those of changed
-        records (re-scored in this run), and this run's. Read by key as the closure asks, so a
-        drop reads the edges around it, not every match edge of the type."""
-        kept = store.match_edges_touching(ids).filter(
-            ~(pl.col("left_id").is_in(dirty_set) | pl.col("right_id").is_in(dirty_set)))
+        records (re-scored in this run), and this run's. Read by key as the closure asks, each
+        record's once, so a drop reads the edges around it, not every match edge of the type."""
+        kept = stored(ids).filter(~(pl.col("left_id").is_in(dirty_set) | pl.col("right_id").is_in(dirty_set)))
         return pl.concat([kept, touching(new_matches, ids)])
 
     touched = pl.concat([

@@ -10,7 +10,7 @@ import pytest
 from functools import partial
 
 from entity_resolution import clustering
-from entity_resolution.clustering import affected_records
+from entity_resolution.clustering import affected_records, read_once
 
 # The bundled person settings guard on valid ID numbers (resolution.yaml constraints.distinct_valid);
 # these tests cluster with that guard unless they pass their own.
@@ -296,6 +296,11 @@ def test_incremental_equals_full(seed: int) -> None:
 
     assert recluster(now_records, around, previous, changed, judgements=now_j).equals(full.membership)
     assert 0 < len(asked) < records.height / 2
+    # and asked about each record once, as the service reads the warehouse's edges
+    asks: list[str] = []
+    once = read_once(lambda ids: (asks.extend(ids.to_list()), around(ids))[1])
+    assert recluster(now_records, once, previous, changed, judgements=now_j).equals(full.membership)
+    assert sorted(asks) == sorted(set(asks)) and set(asks) == asked
     # The case is worth having: guards and judgements fired, clusters moved, and the scope is
     # a minority of the records.
     assert full.stats.edges_refused_constraint and full.stats.edges_refused_judgement

@@ -20,7 +20,7 @@ from warehouse.bulk import not_journalled, polars_type, read_frame
 from warehouse.feed_records import GOLDEN_SCHEMA
 from warehouse.feeds import read_access_rows
 from warehouse.resolution import latest_resolution_seq
-from warehouse.store import Warehouse
+from warehouse.store import Warehouse, not_held
 
 AUDIT_SCHEMA = {"audit_id": pl.Int64, "subscriber_id": pl.String, "token_id": pl.String, "channel": pl.String,
                 "kind": pl.String, "entity_type": pl.String, "key_hashes": pl.String, "entity_ids": pl.String,
@@ -51,8 +51,6 @@ def resolved_state(store: Warehouse, entity_type: str, record_table: str, column
 
 def _records_in_chunks(rs, columns: list[str]) -> pl.DataFrame:
     """The records resolution reads (held batches left out), by record key, CHUNK_ROWS at a time."""
-    from warehouse.store import not_held
-
     t = rs.record_table
     wanted = list(dict.fromkeys(["record_key", *columns]))
     cols = [t.c[c] for c in wanted if c in t.c]
