@@ -3,7 +3,8 @@ against N resolved and published person records; the serving process's memory; a
 of the matcher with batch resolution over 10,000 records.
 
     .venv/bin/python benchmarks/match_api.py [--records 100000] [--clients 20] [--requests 2000]
-                                             [--consistency 10000 (0: skip)] [--fresh] [--json]
+                                             [--alone 300 (0: skip)] [--consistency 10000 (0: skip)]
+                                             [--fresh] [--json]
 
 Setup (once per size and seed, kept under benchmarks/.cache/ and reused unless --fresh): the
 simulated person export of benchmarks/ingest.py (`make_csv`) ingested, resolved and published by
@@ -13,7 +14,8 @@ the batch pipeline (benchmarks/propagation.py's `setup`) into a SQLite warehouse
   process; `clients` keep-alive connections (benchmarks/loadgen.py: one asyncio loop in a
   process of its own, so the client's CPU stays small), each with its own token, send match requests
   (records drawn from the export, as a station typed them: raw text) and then search requests (by ID
-  number), then GET /healthz (the HTTP floor: the same clients and server doing no work); p50/p99
+  number), then GET /healthz (the HTTP floor: the same clients and server doing no work), then
+  `alone` match and search requests from one client (an officer alone at the desk); p50/p99
   per endpoint, requests/s, the server's CPU time per request (all its threads, from /proc: less
   sensitive to other work on a shared machine than latency), the server's RSS (VmRSS now, VmHWM
   peak) after, and the load average; afterwards every match and search answered must have its
@@ -123,7 +125,7 @@ def _percentiles(values: list[float]) -> tuple[float, float]:
     return float(np.percentile(values, 50)), float(np.percentile(values, 99))
 
 
-def measure_api(workdir: Path, clients: int, requests: int, seed: int, journal: bool = True) -> dict:
+def measure_api(workdir: Path, clients: int, requests: int, seed: int, journal: bool = True, alone: int = 300) -> dict:
     from feeds.tokens import issue_token
     from warehouse import Warehouse
 
@@ -160,10 +162,13 @@ def measure_api(workdir: Path, clients: int, requests: int, seed: int, journal: 
             time.sleep(0.5)
         ready_s = time.perf_counter() - t0
         out = {"ready_s": ready_s}
-        for kind in ("match", "search", "healthz"):  # healthz: the HTTP floor (no matching, no audit)
-            per = max(1, requests // clients)
+        # healthz: the HTTP floor (no matching, no audit); "alone": one client, as an officer alone
+        # at the desk (its requests back to back, nothing else served meanwhile)
+        phases = [(k, k, clients, max(1, requests // clients)) for k in ("match", "search", "healthz")]
+        phases += [(f"{k}_alone", k, 1, alone) for k in ("match", "search")] if alone else []
+        for name, kind, n_clients, per in phases:
             load = []
-            for i in range(clients):
+            for i in range(n_clients):
                 rng = random.Random(seed * 1000 + i)
                 auth = {"Authorization": f"Bearer {tokens[i]}"}
                 mine = []
@@ -186,13 +191,14 @@ def measure_api(workdir: Path, clients: int, requests: int, seed: int, journal: 
             if bad:
                 raise RuntimeError(f"{kind} answered {bad}")
             p50, p99 = _percentiles(times)
-            out[kind] = {"requests": len(times), "p50_ms": p50, "p99_ms": p99, "rps": len(times) / wall,
+            out[name] = {"requests": len(times), "p50_ms": p50, "p99_ms": p99, "rps": len(times) / wall,
                          "server_cpu_ms": 1000 * cpu / len(times)}
         out["rss_mb"], out["peak_rss_mb"] = rss_mb(proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    _check_audited(audited, _audit_counts(url), {kind: out[kind]["requests"] for kind in ("match", "search")})
+    _check_audited(audited, _audit_counts(url), {kind: sum(out[k]["requests"] for k in (kind, f"{kind}_alone") if k in out)
+                                                 for kind in ("match", "search")})
     return out
 
 
@@ -267,6 +273,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=20261126)
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--requests", type=int, default=2000, help="per endpoint, over all clients")
+    ap.add_argument("--alone", type=int, default=300, help="requests per endpoint from one client alone (0: skip)")
     ap.add_argument("--consistency", type=int, default=10_000)
     ap.add_argument("--fresh", action="store_true", help="rebuild the resolved warehouse")
     ap.add_argument("--audit-before-answer", action="store_true",
@@ -274,7 +281,8 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     workdir = setup(args.records, args.seed, args.fresh)
-    api = measure_api(workdir, args.clients, args.requests, args.seed, journal=not args.audit_before_answer)
+    api = measure_api(workdir, args.clients, args.requests, args.seed, journal=not args.audit_before_answer,
+                      alone=args.alone)
     cons = consistency(workdir, args.consistency, args.seed) if args.consistency > 0 else None
     result = {"records": args.records, "clients": args.clients, "api": api, "consistency": cons,
               "load_average": os.getloadavg()}  # the machine may be shared: read figures with it
@@ -293,6 +301,12 @@ def main() -> None:
         met = "met" if r["p50_ms"] <= 10 and r["p99_ms"] <= 50 else "MISSED"
         table.add_row(f"/v1/{kind}", f"{r['p50_ms']:.1f} ms", f"{r['p99_ms']:.1f} ms", f"{r['rps']:.0f}",
                       f"{r['server_cpu_ms']:.2f} ms", f"p50<=10, p99<=50 ms: {met}", f"{r['requests']:,} requests")
+    for kind in ("match", "search"):
+        if f"{kind}_alone" in api:
+            r = api[f"{kind}_alone"]
+            table.add_row(f"/v1/{kind}, one client alone", f"{r['p50_ms']:.1f} ms", f"{r['p99_ms']:.1f} ms",
+                          f"{r['rps']:.0f}", f"{r['server_cpu_ms']:.2f} ms", "-",
+                          f"{r['requests']:,} requests: an officer alone at the desk (no batch shares the fixed cost)")
     r = api["healthz"]
     table.add_row("/healthz (HTTP floor)", f"{r['p50_ms']:.1f} ms", f"{r['p99_ms']:.1f} ms", f"{r['rps']:.0f}",
                   f"{r['server_cpu_ms']:.2f} ms", "-", "the same clients and server, no work: what HTTP alone costs here")

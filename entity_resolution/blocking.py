@@ -146,6 +146,22 @@ def with_derived(records: pl.DataFrame, settings: EntitySettings, wanted: Iterab
     return frame
 
 
+def derived_steps(settings: EntitySettings, columns: Iterable[str]) -> list[list[pl.Expr]]:
+    """The derived columns a frame of `columns` lacks, as a few `with_columns` steps giving the
+    values `with_derived` gives (a derived column the frame has is taken as it is, as there): a
+    column goes in the first step after every earlier-declared one it reads, so the steps number
+    the longest chain of reads, not the columns. For queries of a few rows, where each step costs
+    more to plan than to run."""
+    have = set(columns)
+    names = [n for n in settings.derived if n not in have]
+    exprs = [pl.sql_expr(settings.derived[n]).alias(n) for n in names]
+    level: dict[str, int] = {}
+    for i, (name, expr) in enumerate(zip(names, exprs, strict=True)):
+        reads = [level[r] for r in expr.meta.root_names() if r in names[:i]]
+        level[name] = 1 + max(reads) if reads else 0
+    return [[e for n, e in zip(names, exprs, strict=True) if level[n] == k] for k in range(max(level.values(), default=-1) + 1)]
+
+
 def sharing_blocks(records: pl.DataFrame, settings: EntitySettings, new_keys: pl.Series) -> pl.DataFrame:
     """The records that share a block with a new record under some rule, new records included.
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -48,7 +48,7 @@ import numpy as np
 import polars as pl
 
 from core.entity_types import EntityType
-from entity_resolution.blocking import with_derived
+from entity_resolution.blocking import derived_steps, with_derived
 from entity_resolution.comparisons import comparison_vectors
 from entity_resolution.config import EntitySettings
 from entity_resolution.pair_scores import PairScorer
@@ -63,6 +63,7 @@ DECISION_RANK = {"match": 0, "review": 1, "non_match": 2}
 QUERY_KEY = "\x00query"  # the submitted record's key in the few-row frame (sorts before any real key)
 MAX_VALUE_CHARS = 200
 CATEGORICAL_SHARE = 0.2  # a text column with fewer distinct values than this share is kept Categorical
+FEW_ROWS = pl.QueryOptFlags.none()  # a query's few rows: planning costs more than running (equal values)
 _ISSUE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*): (.*)$", re.S)
 
 
@@ -136,7 +137,8 @@ class MatchIndex:
         self.scorer = PairScorer(settings, model)  # the pair-scoring twin, worked out once per index
         self.uid = settings.unique_id
         self._keys = records.get_column(self.uid)
-        self._derived = [(name, pl.sql_expr(expr).alias(name)) for name, expr in settings.derived.items()]
+        self._derived = derived_steps(settings, records.columns)
+        self._made: dict[tuple, list[pl.Expr]] = {}
         self.fields = tuple(f for f in entity_type.canonical_fields if f != "local_id")
 
     # -- building -------------------------------------------------------------------------------
@@ -234,6 +236,10 @@ class MatchIndex:
         standardise alone (an ID number, a phone: `standardise_fields`), only those fields' steps
         run; the columns of fields not given are null, as the whole standardiser leaves them, and
         `issues` is null. For lookups (search), which read neither other fields nor issues."""
+        return self._standardised(records, keys, by_field=by_field).collect(optimizations=FEW_ROWS)
+
+    def _standardised(self, records: Sequence[Mapping[str, object]], keys: Sequence[str], *,
+                      by_field: bool = False) -> pl.LazyFrame:
         rows = [self.check_input(r) for r in records]
         keyed = [{self.uid: k, **r} for k, r in zip(keys, rows, strict=True)]
         done = standardise_rows(keyed, self.entity_type, date_formats=self.date_formats, today=self.today)
@@ -249,30 +255,54 @@ class MatchIndex:
             if std is None:
                 std = standardise(pl.DataFrame(keyed, schema={self.uid: pl.String, **{f: pl.String for f in self.fields}}),
                                   self.entity_type, date_formats=self.date_formats, today=self.today)
-        cols = [pl.col(c).cast(t) if c in std.columns else pl.lit(None, dtype=t).alias(c)
-                for c, t in self.schema.items()]
-        issues = pl.col("issues") if "issues" in std.columns else pl.lit(None, dtype=pl.String).alias("issues")
-        return std.select(*cols, issues)
+        return std.lazy().select(self._exprs(("standardised", *std.columns), lambda: [
+            *(pl.col(c).cast(t) if c in std.columns else pl.lit(None, dtype=t).alias(c) for c, t in self.schema.items()),
+            pl.col("issues") if "issues" in std.columns else pl.lit(None, dtype=pl.String).alias("issues")]))
+
+    def _exprs(self, key: tuple, make: Callable[[], list[pl.Expr]]) -> list[pl.Expr]:
+        """The expressions a query of a few rows evaluates, built once per index and shape (building
+        them in Python cost about as much as evaluating them)."""
+        got = self._made.get(key)
+        if got is None:
+            got = self._made[key] = make()
+        return got
 
     def standardised(self, record: Mapping[str, object], key: str = QUERY_KEY) -> pl.DataFrame:
         """One record standardised as ingest does (see standardised_many)."""
         return self.standardised_many([record], [key])
 
-    def _derive(self, frame: pl.DataFrame) -> pl.DataFrame:
-        lf = frame.lazy()
-        for _, expr in self._derived:  # in declaration order (later ones may read earlier ones): one query
-            lf = lf.with_columns(expr)
-        return lf.collect()
+    def _derived_lazy(self, lf: pl.LazyFrame) -> pl.LazyFrame:
+        for step in self._derived:
+            lf = lf.with_columns(step)
+        return lf
 
-    def _rule_hashes(self, queries: pl.DataFrame) -> list[list[int | None]]:
-        """Per blocking rule, the queries' key hashes (`_key_hash`), in one query for all rules."""
-        frame = queries.select([_key_hash_expr(rule.keys).alias(f"_h{j}") for j, rule in enumerate(self.rules)])
-        return [frame.get_column(f"_h{j}").to_list() for j in range(len(self.rules))]
+    def _queries(self, records: Sequence[Mapping[str, object]], keys: Sequence[str], *, by_field: bool = False
+                 ) -> tuple[pl.DataFrame, list[str | None], list[np.ndarray], list[list[int]]]:
+        """The records standardised (`standardised_many`), their derived columns and their hashes in
+        one Polars query: (the queries with their derived columns, their issues, per blocking rule
+        their key hashes (as `_key_hash`; 0 where a key is missing, which no stored record has), per
+        query and guard constraint the hash of its trusted value (0: none))."""
+        dvs = self.settings.constraints.distinct_valid
+        hashed = self._exprs(("hashes",), lambda: [
+            *(_key_hash_expr(rule.keys).fill_null(0).alias(f"_h{j}") for j, rule in enumerate(self.rules)),
+            *(pl.when(pl.col(dv.valid_flag).cast(pl.Boolean).fill_null(False)).then(pl.col(dv.column).hash())
+              .fill_null(0).alias(f"_g{k}") for k, dv in enumerate(dvs))])
+        frame = (self._derived_lazy(self._standardised(records, keys, by_field=by_field)).with_columns(hashed)
+                 .collect(optimizations=FEW_ROWS))
+        rules = [frame.get_column(f"_h{j}").to_numpy().astype(np.uint64) for j in range(len(self.rules))]
+        columns = [frame.get_column(f"_g{k}").to_list() for k in range(len(dvs))]
+        guards = [list(v) for v in zip(*columns, strict=True)] if columns else [[] for _ in range(frame.height)]
+        issues = frame.get_column("issues").to_list()
+        queries = frame.drop("issues", *(e.meta.output_name() for e in hashed))
+        return queries, issues, rules, guards
 
-    def _rows(self, rows: np.ndarray) -> pl.DataFrame:
+    def _rows(self, rows: np.ndarray, *, derived: bool = False) -> pl.DataFrame:
+        """Stored records by row, as text (and with their derived columns)."""
         out = self.records[rows]
-        cats = [pl.col(c).cast(pl.String) for c, t in out.schema.items() if t == pl.Categorical]
-        return out.with_columns(cats) if cats else out
+        cats = self._exprs(("rows",), lambda: [pl.col(c).cast(pl.String) for c, t in out.schema.items()
+                                                if t == pl.Categorical])
+        lf = out.lazy().with_columns(cats)
+        return (self._derived_lazy(lf) if derived else lf).collect(optimizations=FEW_ROWS)
 
     def _self_row(self, key: str | None) -> int | None:
         if key is None:
@@ -280,22 +310,31 @@ class MatchIndex:
         i = int(self._keys.search_sorted(key))
         return i if i < self._keys.len() and self._keys[i] == key else None
 
-    def _blocks(self, queries: pl.DataFrame, owns: Sequence[int | None]) -> list[np.ndarray]:
+    def _blocks(self, hashes: list[np.ndarray], owns: Sequence[int | None]) -> list[np.ndarray]:
         """Per query, the rows sharing a block with it under some rule (block caps as batch applies
-        them: the query counts as one of its block's records, its own stored row does not)."""
-        found: list[list[np.ndarray]] = [[] for _ in range(queries.height)]
-        for rule, hashes in zip(self.rules, self._rule_hashes(queries), strict=True):
-            for i, h in enumerate(hashes):
-                if h is None:
+        them: the query counts as one of its block's records, its own stored row does not).
+        `hashes`: per rule the queries' key hashes (`_queries`)."""
+        found: list[list[np.ndarray]] = [[] for _ in owns]
+        for rule, (los, his) in zip(self.rules, self._ranges(hashes), strict=True):
+            for i, (lo, hi) in enumerate(zip(los, his, strict=True)):
+                if lo == hi:
                     continue
-                key = np.uint64(h)
-                lo, hi = np.searchsorted(rule.hashes, key, "left"), np.searchsorted(rule.hashes, key, "right")
                 rows = rule.rows[lo:hi]
                 if owns[i] is not None:
                     rows = rows[rows != owns[i]]
                 if 1 <= rows.size <= rule.cap - 1:  # block size with the query: 2 .. cap
                     found[i].append(rows)
         return [np.unique(np.concatenate(f)) if f else np.empty(0, dtype=np.uint32) for f in found]
+
+    def _ranges(self, hashes: list[np.ndarray]) -> list[tuple[list[int], list[int]]]:
+        """Per rule, the queries' blocks as [lo, hi) ranges of its sorted hashes (empty for a
+        missing key): two binary searches per rule for all the queries."""
+        out = []
+        for rule, h in zip(self.rules, hashes, strict=True):
+            lo = np.searchsorted(rule.hashes, h, "left")
+            hi = np.where(h == 0, lo, np.searchsorted(rule.hashes, h, "right"))
+            out.append((lo.tolist(), hi.tolist()))
+        return out
 
     # -- match ----------------------------------------------------------------------------------
     def match(self, record: Mapping[str, object], *, limit: int = 10, exclude_key: str | None = None) -> MatchResult:
@@ -308,25 +347,22 @@ class MatchIndex:
         call for all their candidate pairs (a server batches concurrent requests through this)."""
         exclude_keys = list(exclude_keys) if exclude_keys is not None else [None] * len(records)
         qkeys = [f"{QUERY_KEY}{i:06d}" for i in range(len(records))]  # sort before every real key
-        std = self.standardised_many(records, qkeys)
-        queries = self._derive(std.drop("issues"))
-        field_cols = [c for c in std.columns if c in self.fields]
+        queries, issues, hashes, guards = self._queries(records, qkeys)
+        field_cols = [c for c in self.schema if c in self.fields]
         owns = [self._self_row(k) for k in exclude_keys]
-        found = self._blocks(queries, owns)
+        found = self._blocks(hashes, owns)
         results: list[MatchResult | None] = [None] * len(records)
-        issues = std.get_column("issues").to_list()
-        keyrows = std.select(field_cols).to_dicts()
+        qrows = queries.to_dicts()
+        keyrows = [{c: r[c] for c in field_cols} for r in qrows]
         every = np.unique(np.concatenate(found)) if any(r.size for r in found) else np.empty(0, dtype=np.uint32)
         parts: dict[int, list[dict]] = {}
         if every.size:
-            cand = self._derive(self._rows(every))  # per request: held for a million records they cost 150+ MB
-            qrows = queries.to_dicts()
+            cand = self._rows(every, derived=True)  # per request: held for a million records they cost 150+ MB
             values = {r[self.uid]: r for r in cand.iter_rows(named=True)}
             cand_ids = cand.get_column(self.uid).to_list()
             parts = self._best_pairs(found, every, qrows, cand_ids, values)
             if parts is None:
                 parts = self._best_pairs_polars(found, every, qkeys, queries, cand)
-            guards = self._query_guards(queries)
         for i in range(len(records)):
             keys = {k: str(v) for k, v in keyrows[i].items() if v is not None}
             checks = parse_checks(issues[i])
@@ -455,16 +491,6 @@ class MatchIndex:
                 out[code] = verdict
         return out
 
-    def _query_guards(self, queries: pl.DataFrame) -> list[list[int]]:
-        """Per query, per guard constraint: the hash of its trusted value (0: none)."""
-        g = guard_records(queries, self.settings)
-        columns = []
-        for dv in self.settings.constraints.distinct_valid:
-            h = g.select(pl.when(pl.col(dv.valid_flag).cast(pl.Boolean).fill_null(False))
-                         .then(pl.col(dv.column).hash())).to_series().fill_null(0).to_list()
-            columns.append(h)
-        return [list(v) for v in zip(*columns, strict=True)] if columns else [[] for _ in range(queries.height)]
-
     def _trusted(self, code: int, own: int | None) -> list[set[int]]:
         """Per guard constraint, the hashes of the trusted values the entity's records hold."""
         members = self.member_order[self.member_start[code]:self.member_start[code + 1]]
@@ -501,13 +527,11 @@ class MatchIndex:
         MatchInputError in place (bad fields raise, as they would for one). `by_field`: see
         `standardised_many` (False: the whole standardiser, the reference the fast path is tested
         against)."""
-        std = self.standardised_many(records, [f"{QUERY_KEY}{i:06d}" for i in range(len(records))],
-                                     by_field=by_field)
-        queries = self._derive(std.drop("issues"))
-        rule_hashes = self._rule_hashes(queries)
-        field_cols = [c for c in std.columns if c in self.fields]
-        keyrows = std.select(field_cols).to_dicts()
-        stdrows = std.to_dicts()
+        queries, _, hashes, _ = self._queries(records, [f"{QUERY_KEY}{i:06d}" for i in range(len(records))],
+                                              by_field=by_field)
+        ranges = self._ranges(hashes)
+        stdrows = queries.to_dicts()
+        keyrows = [{c: r[c] for c in self.schema if c in self.fields} for r in stdrows]
         out: list = []
         pending: list[tuple] = []  # (i, block rows, rules used, keys, exact values): filtered together
         for i, record in enumerate(records):
@@ -515,12 +539,10 @@ class MatchIndex:
             keys = {k: str(v) for k, v in keyrows[i].items() if v is not None}
             found: list[np.ndarray] = []
             used: list[str] = []
-            for rule, hashes in zip(self.rules, rule_hashes, strict=True):
-                h = hashes[i]
-                if h is None:
+            for rule, h, (los, his) in zip(self.rules, hashes, ranges, strict=True):
+                if h[i] == 0:  # a key missing
                     continue
-                key = np.uint64(h)
-                lo, hi = np.searchsorted(rule.hashes, key, "left"), np.searchsorted(rule.hashes, key, "right")
+                lo, hi = los[i], his[i]
                 if hi - lo > rule.cap:
                     continue
                 used.append(rule.name)

@@ -292,7 +292,7 @@ class FrontDesk:
         (`golden`: their active golden records when already read)."""
         if golden is None:
             golden = active_golden(self.warehouse, entity_ids, entity_type)
-        else:
+        elif not set(entity_ids).issuperset(golden.get_column("entity_id").to_list()):  # else: all of them
             golden = golden.filter(pl.col("entity_id").is_in(list(entity_ids)))
         scope = sub.query.scope
         if not scope.network:

@@ -6,7 +6,8 @@ import polars as pl
 import pytest
 
 from connectors.simulate.export import simulate_person_records
-from entity_resolution.blocking import candidate_pairs, pair_completeness, prepare, sharing_blocks
+from entity_resolution.blocking import (candidate_pairs, derived_steps, pair_completeness, prepare, sharing_blocks,
+                                        with_derived)
 from entity_resolution.config import EntitySettings, load_resolution
 from entity_resolution.standardise import standardise_persons
 
@@ -91,6 +92,44 @@ def test_derived_keys_are_sql_expressions(small: pl.DataFrame) -> None:
     pairs, _ = candidate_pairs(small, s)
     # "199": a, c, e, f ; "198": b, d
     assert pairs.height == 6 + 1
+
+
+def _stepped(frame: pl.DataFrame, steps: list[list[pl.Expr]]) -> pl.DataFrame:
+    for step in steps:
+        frame = frame.with_columns(step)
+    return frame
+
+
+def test_derived_steps_give_the_values_of_with_derived_in_fewer_steps(small: pl.DataFrame) -> None:
+    # The front desk evaluates derived columns in steps (one per length of the chain of reads):
+    # the values must be with_derived's, which evaluates them one by one in declaration order.
+    chained = {"decade": "LEFT(born, 3)", "tag": "name || '|' || phone", "decade_tag": "decade || tag",
+               "century": "LEFT(born, 2)", "both": "decade_tag || century"}
+    s = settings([{"name": "decade", "keys": ["decade"]}], derived=chained)
+    steps = derived_steps(s, small.columns)
+    assert [len(step) for step in steps] == [3, 1, 1]  # decade, tag, century; decade_tag; both
+    expected = with_derived(small, s, list(chained))
+    assert _stepped(small, steps).select(expected.columns).equals(expected)
+    for kind in ("person", "organisation"):  # the shipped settings, on simulated records
+        shipped = load_resolution().entity(kind)
+        if kind == "person":
+            frame = standardise_persons(simulate_person_records(rows=300, seed=5, stations=3)[0]).drop(list(shipped.derived), strict=False)
+            expected = with_derived(frame, shipped, list(shipped.derived))
+            got = _stepped(frame, derived_steps(shipped, frame.columns))
+            assert got.select(expected.columns).equals(expected)
+        assert len(derived_steps(shipped, [])) < len(shipped.derived)
+
+
+def test_derived_steps_take_a_derived_column_the_frame_has_as_it_is(small: pl.DataFrame) -> None:
+    # "born" is a column of the frame and a derived one: with_derived keeps the column (a prepared
+    # frame is not prepared again) and "late" reads it; the steps do the same.
+    s = settings([{"name": "b", "keys": ["born"]}],
+                 derived={"early": "born || 'x'", "born": "LEFT(born, 2)", "late": "born || 'y'"})
+    steps = derived_steps(s, small.columns)
+    assert [len(step) for step in steps] == [2]
+    expected = with_derived(small, s, ["early", "born", "late"])
+    assert _stepped(small, steps).equals(expected)
+    assert expected.filter(pl.col("record_key") == "a").select("born", "early", "late").row(0) == ("1990", "1990x", "1990y")
 
 
 def test_duplicate_ids_are_rejected(small: pl.DataFrame) -> None:
