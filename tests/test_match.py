@@ -205,6 +205,15 @@ def test_live_index_reloads_after_a_new_run(tmp_path: Path, warehouse_url: str, 
     assert top["decision"] == "match"
     members = hub.rs.membership().filter(pl.col("record_key") == f"{hub.station_id}:A1")
     assert top["entity_id"] == members["entity_id"][0]
+    # the streamed reads hold what the resolution store holds, chunk after chunk
+    record_table = project.entity_types.get("person").record_table
+    _, streamed, *_ = warehouse.frontdesk.resolved_state(hub.store, "person", record_table, ["record_key"])
+    assert streamed.sort("record_key").equals(hub.rs.membership().select("record_key", "entity_id").sort("record_key"))
+    # a rebuild (as a new run starts one) replaces the index with an equal one
+    old = live.refresh("person")
+    rebuilt = live.rebuild("person")
+    assert rebuilt is not old and (rebuilt.size, rebuilt.seq) == (old.size, old.seq)
+    assert live.refresh("person") is rebuilt and live.match("person", newcomer, limit=5) == after
 
 
 def test_record_bridging_two_entities_joins_only_the_first(resolved) -> None:

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from core.time import utcnow
 from warehouse import schema as s
-from warehouse.bulk import not_journalled, polars_type, read_frame
+from warehouse.bulk import not_journalled, polars_type, read_chunks
 from warehouse.feed_records import GOLDEN_SCHEMA
 from warehouse.feeds import read_access_rows
 from warehouse.resolution import latest_resolution_seq
@@ -27,7 +27,7 @@ AUDIT_SCHEMA = {"audit_id": pl.Int64, "subscriber_id": pl.String, "token_id": pl
                 "fields": pl.String, "outcome": pl.String, "at": pl.Datetime("us", "UTC"), "batch_id": pl.String}
 
 
-CHUNK_ROWS = 100_000
+CHUNK_ROWS = 50_000
 
 
 def resolved_state(store: Warehouse, entity_type: str, record_table: str, columns: Iterable[str]
@@ -35,40 +35,43 @@ def resolved_state(store: Warehouse, entity_type: str, record_table: str, column
     """(records, membership, model JSON or None, judgements, seq) of one entity type, as the last
     resolution run left them.
 
-    Records come from the resolution store's Parquet cache when the warehouse has a current one
-    (a reload after an incremental run then reads only the new batches); otherwise from the table in
-    chunks of CHUNK_ROWS, so that a million rows never exist as Python tuples at once (one read of
-    all of them peaks near 3 GB for a 200 MB frame)."""
+    Records and membership come from the resolution store's Parquet caches when the warehouse has a
+    current one (a reload after an incremental run then reads only the new batches); otherwise
+    streamed from the tables CHUNK_ROWS at a time (`read_chunks`: one query, one snapshot), so that
+    a million rows never exist as Python tuples at once. The server rebuilds its index after every
+    run while the old one serves: a read of a million memberships at once (five columns, as
+    `membership()` reads them) took 370 MB for a 33 MB frame, on top of the index in service."""
     seq = latest_resolution_seq(store, entity_type)
     rs = store.resolution_store(entity_type, record_table)
     cached = store.cache_dir is not None and (store.cache_dir / f"{entity_type}-records").is_dir()
-    records = rs.records(list(columns)) if cached else _records_in_chunks(rs, list(columns))
-    membership = rs.membership().select("record_key", "entity_id")
+    records = rs.records(list(columns)) if cached else _records_streamed(rs, list(columns))
+    membership = rs.membership().select("record_key", "entity_id") if cached else _membership_streamed(rs)
     model = rs.model()
     judgements = rs.judgements().select("left_id", "right_id", "verdict")
     return records, membership, (model[1] if model else None), judgements, seq
 
 
-def _records_in_chunks(rs, columns: list[str]) -> pl.DataFrame:
-    """The records resolution reads (held batches left out), by record key, CHUNK_ROWS at a time."""
+def _records_streamed(rs, columns: list[str]) -> pl.DataFrame:
+    """The records resolution reads (held batches left out), by record key."""
     t = rs.record_table
     wanted = list(dict.fromkeys(["record_key", *columns]))
     cols = [t.c[c] for c in wanted if c in t.c]
-    schema = {c.name: polars_type(c) for c in cols}
-    parts, last = [], None
+    stmt = sa.select(*cols).where(not_held(t.c.batch_id)).order_by(t.c.record_key)
+    return _streamed(rs, stmt, {c.name: polars_type(c) for c in cols})
+
+
+def _membership_streamed(rs) -> pl.DataFrame:
+    """record_key -> entity_id of the type, as `membership()` has them (its join included)."""
+    m, e = s.entity_membership, s.entities
+    stmt = (sa.select(m.c.record_key, m.c.entity_id).join(e, e.c.entity_id == m.c.entity_id)
+            .where(m.c.entity_type == rs.entity_type))
+    return _streamed(rs, stmt, {"record_key": pl.String, "entity_id": pl.String})
+
+
+def _streamed(rs, stmt: sa.Select, schema: dict[str, pl.DataType]) -> pl.DataFrame:
     with rs.engine.connect() as conn:
-        while True:
-            stmt = sa.select(*cols).where(not_held(t.c.batch_id)).order_by(t.c.record_key).limit(CHUNK_ROWS)
-            if last is not None:
-                stmt = stmt.where(t.c.record_key > last)
-            part = read_frame(conn, stmt, schema=schema)
-            if part.height == 0:
-                break
-            parts.append(part)
-            last = part["record_key"][-1]
-            if part.height < CHUNK_ROWS:
-                break
-    return pl.concat(parts, rechunk=True) if parts else pl.DataFrame(schema=schema)
+        parts = list(read_chunks(conn, stmt, schema, rows=CHUNK_ROWS))
+    return pl.concat(parts, rechunk=True) if len(parts) > 1 else parts[0]
 
 
 def active_golden(store: Warehouse, entity_ids: Iterable[str], entity_type: str) -> pl.DataFrame:
