@@ -80,7 +80,7 @@ def prepare(records: pl.DataFrame, settings: EntitySettings) -> pl.DataFrame:
     needed = settings.needed_columns()
     where = _usage(settings)
     available = set(records.columns)
-    todo = derived_todo(records, settings)
+    todo = derived_todo(records.columns, settings)
     for name, expr in settings.derived.items():
         if name in todo:
             for root in pl.sql_expr(expr).meta.root_names():
@@ -113,15 +113,16 @@ def prepare(records: pl.DataFrame, settings: EntitySettings) -> pl.DataFrame:
     return frame
 
 
-def derived_todo(records: pl.DataFrame, settings: EntitySettings, wanted: Iterable[str] | None = None) -> set[str]:
+def derived_todo(columns: Iterable[str], settings: EntitySettings, wanted: Iterable[str] | None = None) -> set[str]:
     """The derived columns to evaluate for `wanted` (default: all resolution reads), and the ones
-    they read, that the records lack. A derived column only other derived ones read (id_own,
-    behind id_key) is not needed when those are present, so a prepared frame prepares again
-    without its inputs."""
+    they read, that a frame of `columns` lacks. A derived column only other derived ones read
+    (id_own, behind id_key) is not needed when those are present, so a prepared frame prepares
+    again without its inputs."""
+    have = set(columns)
     todo: set[str] = set()
 
     def need(column: str) -> None:
-        if column in todo or column in records.columns or column not in settings.derived:
+        if column in todo or column in have or column not in settings.derived:
             return
         todo.add(column)
         for root in pl.sql_expr(settings.derived[column]).meta.root_names():
@@ -132,34 +133,42 @@ def derived_todo(records: pl.DataFrame, settings: EntitySettings, wanted: Iterab
     return todo
 
 
-def with_derived(records: pl.DataFrame, settings: EntitySettings, wanted: Iterable[str] | None = None) -> pl.DataFrame:
-    """`records` with the derived columns `wanted` (default: all resolution reads) evaluated, in
-    declaration order, so later ones may read earlier ones."""
-    frame = records
-    todo = derived_todo(records, settings, wanted)
-    for name, expr in settings.derived.items():
-        if name in todo:
-            try:
-                frame = frame.with_columns(pl.sql_expr(expr).alias(name))
-            except pl.exceptions.PolarsError as exc:
-                raise ConfigError(f"derived.{name}: cannot evaluate {expr!r} on the records: {exc}") from None
-    return frame
-
-
-def derived_steps(settings: EntitySettings, columns: Iterable[str]) -> list[list[pl.Expr]]:
-    """The derived columns a frame of `columns` lacks, as a few `with_columns` steps giving the
-    values `with_derived` gives (a derived column the frame has is taken as it is, as there): a
-    column goes in the first step after every earlier-declared one it reads, so the steps number
-    the longest chain of reads, not the columns. For queries of a few rows, where each step costs
-    more to plan than to run."""
-    have = set(columns)
-    names = [n for n in settings.derived if n not in have]
-    exprs = [pl.sql_expr(settings.derived[n]).alias(n) for n in names]
+def derived_steps(settings: EntitySettings, columns: Iterable[str], wanted: Iterable[str] | None = None
+                  ) -> list[list[pl.Expr]]:
+    """The derived columns `derived_todo` names, as `with_columns` steps: a column goes in the
+    first step after every earlier-declared one it reads (later ones may read earlier ones; a
+    column the frame has is taken as it is), so the steps number the longest chain of reads, not
+    the columns. A front-desk query of a few rows pays per step; a million records evaluate a
+    step's columns side by side."""
+    todo = derived_todo(columns, settings, wanted)
+    names = [n for n in settings.derived if n in todo]
+    exprs = [pl.sql_expr(settings.derived[n]).alias(n) for n in names]  # the config has parsed them
     level: dict[str, int] = {}
     for i, (name, expr) in enumerate(zip(names, exprs, strict=True)):
         reads = [level[r] for r in expr.meta.root_names() if r in names[:i]]
         level[name] = 1 + max(reads) if reads else 0
     return [[e for n, e in zip(names, exprs, strict=True) if level[n] == k] for k in range(max(level.values(), default=-1) + 1)]
+
+
+def with_derived(records: pl.DataFrame, settings: EntitySettings, wanted: Iterable[str] | None = None) -> pl.DataFrame:
+    """`records` with the derived columns `wanted` (default: all resolution reads) evaluated
+    (`derived_steps`); a column that cannot be evaluated is a ConfigError naming it."""
+    frame = records
+    for step in derived_steps(settings, records.columns, wanted):
+        try:
+            frame = frame.with_columns(step)
+        except pl.exceptions.PolarsError as exc:
+            culprit, reason = step[-1], exc
+            for expr in step:  # which one
+                try:
+                    frame.select(expr)
+                except pl.exceptions.PolarsError as one:
+                    culprit, reason = expr, one
+                    break
+            name = culprit.meta.output_name()
+            raise ConfigError(f"derived.{name}: cannot evaluate {settings.derived[name]!r} on the records: {reason}"
+                              ) from None
+    return frame
 
 
 def sharing_blocks(records: pl.DataFrame, settings: EntitySettings, new_keys: pl.Series) -> pl.DataFrame:

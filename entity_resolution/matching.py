@@ -140,6 +140,7 @@ class MatchIndex:
         self._derived = derived_steps(settings, records.columns)
         self._made: dict[tuple, list[pl.Expr]] = {}
         self.fields = tuple(f for f in entity_type.canonical_fields if f != "local_id")
+        self._field_columns = [c for c in schema if c in self.fields]  # the submitted fields, standardised
 
     # -- building -------------------------------------------------------------------------------
     @classmethod
@@ -348,12 +349,11 @@ class MatchIndex:
         exclude_keys = list(exclude_keys) if exclude_keys is not None else [None] * len(records)
         qkeys = [f"{QUERY_KEY}{i:06d}" for i in range(len(records))]  # sort before every real key
         queries, issues, hashes, guards = self._queries(records, qkeys)
-        field_cols = [c for c in self.schema if c in self.fields]
         owns = [self._self_row(k) for k in exclude_keys]
         found = self._blocks(hashes, owns)
         results: list[MatchResult | None] = [None] * len(records)
         qrows = queries.to_dicts()
-        keyrows = [{c: r[c] for c in field_cols} for r in qrows]
+        keyrows = [{c: r[c] for c in self._field_columns} for r in qrows]
         every = np.unique(np.concatenate(found)) if any(r.size for r in found) else np.empty(0, dtype=np.uint32)
         parts: dict[int, list[dict]] = {}
         if every.size:
@@ -531,7 +531,7 @@ class MatchIndex:
                                               by_field=by_field)
         ranges = self._ranges(hashes)
         stdrows = queries.to_dicts()
-        keyrows = [{c: r[c] for c in self.schema if c in self.fields} for r in stdrows]
+        keyrows = [{c: r[c] for c in self._field_columns} for r in stdrows]
         out: list = []
         pending: list[tuple] = []  # (i, block rows, rules used, keys, exact values): filtered together
         for i, record in enumerate(records):

@@ -51,7 +51,7 @@ def guard_records(records: pl.DataFrame, settings: EntitySettings) -> pl.DataFra
     """
     uid = settings.unique_id
     wanted = list(dict.fromkeys(c for pair in distinct_valid(settings) for c in pair))
-    needed = derived_todo(records, settings, wanted)
+    needed = derived_todo(records.columns, settings, wanted)
     roots = {r for c in needed for r in pl.sql_expr(settings.derived[c]).meta.root_names() if r in records.columns}
     frame = records.select(list(dict.fromkeys([uid, *(c for c in wanted if c in records.columns), *sorted(roots)])))
     return with_derived(frame, settings, wanted).select(uid, *wanted)

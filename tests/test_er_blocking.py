@@ -6,6 +6,7 @@ import polars as pl
 import pytest
 
 from connectors.simulate.export import simulate_person_records
+from core.errors import ConfigError
 from entity_resolution.blocking import (candidate_pairs, derived_steps, pair_completeness, prepare, sharing_blocks,
                                         with_derived)
 from entity_resolution.config import EntitySettings, load_resolution
@@ -100,36 +101,55 @@ def _stepped(frame: pl.DataFrame, steps: list[list[pl.Expr]]) -> pl.DataFrame:
     return frame
 
 
-def test_derived_steps_give_the_values_of_with_derived_in_fewer_steps(small: pl.DataFrame) -> None:
-    # The front desk evaluates derived columns in steps (one per length of the chain of reads):
-    # the values must be with_derived's, which evaluates them one by one in declaration order.
+def _one_by_one(frame: pl.DataFrame, settings: EntitySettings, names: list[str]) -> pl.DataFrame:
+    """The reference: each derived column in declaration order, one with_columns each, a column the
+    frame has taken as it is."""
+    have = set(frame.columns)
+    for name, sql in settings.derived.items():
+        if name in names and name not in have:
+            frame = frame.with_columns(pl.sql_expr(sql).alias(name))
+    return frame
+
+
+def test_derived_steps_give_the_values_of_one_by_one_in_fewer_steps(small: pl.DataFrame) -> None:
+    # Derived columns are evaluated in steps (one per length of the chain of reads), by batch
+    # (with_derived) and the front desk alike: the values must be those of one column at a time.
     chained = {"decade": "LEFT(born, 3)", "tag": "name || '|' || phone", "decade_tag": "decade || tag",
                "century": "LEFT(born, 2)", "both": "decade_tag || century"}
     s = settings([{"name": "decade", "keys": ["decade"]}], derived=chained)
-    steps = derived_steps(s, small.columns)
+    steps = derived_steps(s, small.columns, list(chained))
     assert [len(step) for step in steps] == [3, 1, 1]  # decade, tag, century; decade_tag; both
-    expected = with_derived(small, s, list(chained))
+    expected = _one_by_one(small, s, list(chained))
     assert _stepped(small, steps).select(expected.columns).equals(expected)
-    for kind in ("person", "organisation"):  # the shipped settings, on simulated records
-        shipped = load_resolution().entity(kind)
-        if kind == "person":
-            frame = standardise_persons(simulate_person_records(rows=300, seed=5, stations=3)[0]).drop(list(shipped.derived), strict=False)
-            expected = with_derived(frame, shipped, list(shipped.derived))
-            got = _stepped(frame, derived_steps(shipped, frame.columns))
-            assert got.select(expected.columns).equals(expected)
-        assert len(derived_steps(shipped, [])) < len(shipped.derived)
+    assert with_derived(small, s, list(chained)).select(expected.columns).equals(expected)
+    shipped = load_resolution().entity("person")  # the shipped settings, on simulated records
+    frame = standardise_persons(simulate_person_records(rows=300, seed=5, stations=3)[0]).drop(
+        list(shipped.derived), strict=False)
+    expected = _one_by_one(frame, shipped, list(shipped.derived))
+    got = with_derived(frame, shipped, list(shipped.derived))
+    assert got.select(expected.columns).equals(expected)
+    for kind in ("person", "organisation"):
+        entity = load_resolution().entity(kind)
+        assert len(derived_steps(entity, [], list(entity.derived))) < len(entity.derived)
 
 
 def test_derived_steps_take_a_derived_column_the_frame_has_as_it_is(small: pl.DataFrame) -> None:
-    # "born" is a column of the frame and a derived one: with_derived keeps the column (a prepared
-    # frame is not prepared again) and "late" reads it; the steps do the same.
+    # "born" is a column of the frame and a derived one: it is kept (a prepared frame is not
+    # prepared again) and "late" reads it.
     s = settings([{"name": "b", "keys": ["born"]}],
                  derived={"early": "born || 'x'", "born": "LEFT(born, 2)", "late": "born || 'y'"})
-    steps = derived_steps(s, small.columns)
+    steps = derived_steps(s, small.columns, ["early", "born", "late"])
     assert [len(step) for step in steps] == [2]
-    expected = with_derived(small, s, ["early", "born", "late"])
-    assert _stepped(small, steps).equals(expected)
+    expected = _one_by_one(small, s, ["early", "born", "late"])
+    assert with_derived(small, s, ["early", "born", "late"]).equals(expected)
     assert expected.filter(pl.col("record_key") == "a").select("born", "early", "late").row(0) == ("1990", "1990x", "1990y")
+
+
+def test_a_derived_column_that_cannot_be_evaluated_is_named(small: pl.DataFrame) -> None:
+    s = settings([{"name": "decade", "keys": ["decade"]}],
+                 derived={"decade": "LEFT(born, 3)", "broken": "no_such_column || 'x'"})
+    with pytest.raises(ConfigError, match=r"derived\.broken: cannot evaluate"):
+        with_derived(small, s, ["decade", "broken"])
 
 
 def test_duplicate_ids_are_rejected(small: pl.DataFrame) -> None:

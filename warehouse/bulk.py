@@ -379,13 +379,14 @@ def scoped_pragmas(conn: sa.Connection, **settings: object) -> Iterator[None]:
 READ_CHUNK_ROWS = 50_000
 
 
-def read_bulk(conn: sa.Connection, query: sa.Select, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+def read_bulk(conn: sa.Connection, query: sa.Select, schema: dict[str, pl.DataType], *,
+              rows: int = READ_CHUNK_ROWS) -> pl.DataFrame:
     """`read_frame` for large reads: the same frame, but the rows come straight from the DBAPI
     cursor, a chunk at a time, and dates, timestamps and booleans are converted by Polars over
     whole columns. SQLAlchemy's result processing parses each SQLite timestamp in Python, which
     is most of the time of reading a million records; a chunk of raw rows is the only Python
     object per value that ever exists, for one chunk at a time."""
-    parts = list(read_chunks(conn, query, schema))
+    parts = list(read_chunks(conn, query, schema, rows=rows))
     return pl.concat(parts) if len(parts) > 1 else parts[0]
 
 

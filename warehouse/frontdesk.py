@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from core.time import utcnow
 from warehouse import schema as s
-from warehouse.bulk import not_journalled, polars_type, read_chunks
+from warehouse.bulk import not_journalled, polars_type, read_bulk
 from warehouse.feed_records import GOLDEN_SCHEMA
 from warehouse.feeds import read_access_rows
 from warehouse.resolution import latest_resolution_seq
@@ -37,7 +37,7 @@ def resolved_state(store: Warehouse, entity_type: str, record_table: str, column
 
     Records and membership come from the resolution store's Parquet caches when the warehouse has a
     current one (a reload after an incremental run then reads only the new batches); otherwise
-    streamed from the tables CHUNK_ROWS at a time (`read_chunks`: one query, one snapshot), so that
+    streamed from the tables CHUNK_ROWS at a time (`read_bulk`: one query, one snapshot), so that
     a million rows never exist as Python tuples at once. The server rebuilds its index after every
     run while the old one serves: a read of a million memberships at once (five columns, as
     `membership()` reads them) took 370 MB for a 33 MB frame, on top of the index in service."""
@@ -70,8 +70,7 @@ def _membership_streamed(rs) -> pl.DataFrame:
 
 def _streamed(rs, stmt: sa.Select, schema: dict[str, pl.DataType]) -> pl.DataFrame:
     with rs.engine.connect() as conn:
-        parts = list(read_chunks(conn, stmt, schema, rows=CHUNK_ROWS))
-    return pl.concat(parts, rechunk=True) if len(parts) > 1 else parts[0]
+        return read_bulk(conn, stmt, schema, rows=CHUNK_ROWS).rechunk()  # one chunk: the index gathers rows
 
 
 def active_golden(store: Warehouse, entity_ids: Iterable[str], entity_type: str) -> pl.DataFrame:
