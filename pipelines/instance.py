@@ -104,10 +104,29 @@ def prepare_home(project: Project, instance_db: str | None = None) -> Path:
     return home
 
 
-def open_instance(project: Project, instance_db: str | None = None) -> dg.DagsterInstance:
-    """The warehouse's instance, with its pools set up (see `ensure_pools`)."""
+# Dagster captures an in-process run's output by pointing the whole process's stdout and stderr
+# (dup2) at files that a `tail -F` child mirrors back. From a thread of a serving process (the
+# entry publisher, pipelines/entry_publisher.py) that takes every other thread's output into the
+# run's logs, and the tails inherit the process's signal dispositions: once a run in the main
+# thread has left SIGTERM ignored (Dagster maps SIGTERM to SIGINT's handler, ignored in a process
+# started in the background), each tail ignores its SIGTERM and every run waits out two 30-second
+# timeouts per stream before going on. Such runs keep their event log; their output stays the
+# process's own.
+NO_OUTPUT_CAPTURE = {"compute_logs": {"module": "dagster.core.storage.noop_compute_log_manager",
+                                      "class": "NoOpComputeLogManager"}}
+
+
+def open_instance(project: Project, instance_db: str | None = None, *, capture_output: bool = True
+                  ) -> dg.DagsterInstance:
+    """The warehouse's instance, with its pools set up (see `ensure_pools`); without `capture_output`,
+    runs made through it leave the process's stdout and stderr alone (NO_OUTPUT_CAPTURE)."""
     home = prepare_home(project, instance_db)
-    instance = dg.DagsterInstance.from_config(str(home))
+    if capture_output:
+        instance = dg.DagsterInstance.from_config(str(home))
+    else:
+        from dagster._core.instance.ref import InstanceRef  # from_config takes no overrides
+
+        instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home), overrides=NO_OUTPUT_CAPTURE))
     ensure_pools(instance, ingest_limit_for(project.warehouse_url))
     return instance
 

@@ -7,6 +7,7 @@ and the UI use, so they show in the UI and the sensors see what they did.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 
@@ -154,7 +155,8 @@ def _secret_free_resource(project: Project) -> Iterator[ProjectResource]:
 
 def _materialize(project: Project, store: Warehouse, station_ids: list[str], on_station, resource: ProjectResource, *,
                  resolve: bool, only: Collection[str] | None = None, launched_by: str = "enteronce run"):
-    instance = open_instance(project)
+    # a run off the main thread (the entry publisher's, in a serving process) captures no output
+    instance = open_instance(project, capture_output=threading.current_thread() is threading.main_thread())
     missing, order = with_new(instance.get_dynamic_partitions(stations_partitions.name), station_ids)
     if missing:
         instance.add_dynamic_partitions(stations_partitions.name, missing)

@@ -12,7 +12,10 @@ log with hashed keys only.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
+from pathlib import Path
 
 import dagster as dg
 import httpx
@@ -254,15 +257,38 @@ def _wait(predicate, seconds: float = 120.0) -> None:
 def test_the_publisher_publishes_an_entry_itself_and_gives_it_back_when_it_fails(hub: dict) -> None:
     """With an EntryPublisher (the hub's API), an entry is resolved and published by the serving
     process and the drop sensor launches nothing for it; a publication that fails gives the entry
-    back to the drop sensor."""
+    back to the drop sensor.
+
+    The process ignores SIGTERM, as one started in the background does after a Dagster run in its
+    main thread (SIGTERM takes SIGINT's ignored disposition): the publisher's runs capture no output,
+    so they leave no `tail` child behind (one that ignores its SIGTERM would hold each run for a
+    minute and outlive it)."""
     project, store = hub["project"], hub["store"]
     materialize_project(project, project.station_ids)  # what the earlier tests entered, published
     assert _sensor_launches(hub) == []
+    tails_before = _output_tails()
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
     publisher = EntryPublisher(project, store, gather_seconds=0.0)
     try:
         _publish_and_give_back(hub, publisher)
     finally:  # no publisher thread outlives the test: the next test's Dagster runs would share its logging
         publisher.close()
+        signal.signal(signal.SIGTERM, previous)
+    assert _output_tails() - tails_before == set()
+
+
+def _output_tails() -> set[int]:
+    """This process's `tail -F` children: Dagster's mirrors of a run's captured output."""
+    found = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if argv[:2] == [b"tail", b"-F"] and parent == os.getpid():
+            found.add(int(proc.name))
+    return found
 
 
 def _publish_and_give_back(hub: dict, publisher: EntryPublisher) -> None:
