@@ -132,3 +132,14 @@ def test_match_edges_around_some_records_are_read_by_their_ids(store: Warehouse,
     assert "sqlite_autoindex_scored_pairs_1 (entity_type=? AND left_id=?)" in edges[0], edges
     assert "ix_scored_pairs_entity_type_right_id (entity_type=? AND right_id=?)" in edges[1], edges
     assert not any("decision" in p for p in edges), edges
+
+
+def test_a_stations_reconciliation_counts_its_batches_rows_by_batch_id(store: Warehouse) -> None:
+    """The ingest step's `rows_reconciled` check after a drop of three stations: a grouped count
+    of every stored row read the whole raw table (1.3 s of a 10k drop into 1M, cache cold)."""
+    with plans(store) as seen:
+        store.reconciliation(["s1", "s2", "s3"])
+    assert len(seen) == 1, seen
+    assert "SEARCH raw_records USING COVERING INDEX sqlite_autoindex_raw_records_1 (batch_id=?)" in seen[0], seen
+    assert "SEARCH quarantine USING INDEX ix_quarantine_batch_id (batch_id=?)" in seen[0], seen
+    assert "SCAN raw_records" not in seen[0] and "SCAN quarantine" not in seen[0], seen

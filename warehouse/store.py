@@ -295,20 +295,17 @@ class Warehouse:
         doubled row shows up even if the counters were written wrong.
         """
         b, r, q = s.batches, s.raw_records, s.quarantine
-        raw_n = sa.select(r.c.batch_id, sa.func.count().label("n")).group_by(r.c.batch_id).subquery()
-        row_q = q.c.row_number.is_not(None)
-        q_n = (
-            sa.select(q.c.batch_id, sa.func.count().label("n")).where(row_q).group_by(q.c.batch_id).subquery()
-        )
+        # counted batch by batch along each table's batch index: a grouped count of the whole
+        # table would read every stored row of the warehouse to check a few stations' batches
+        raw_n = sa.select(sa.func.count()).where(r.c.batch_id == b.c.batch_id).scalar_subquery()
+        q_n = (sa.select(sa.func.count()).where(q.c.batch_id == b.c.batch_id, q.c.row_number.is_not(None))
+               .scalar_subquery())
         stmt = (
             sa.select(
                 b.c.batch_id, b.c.station_id, b.c.status, b.c.rows_read, b.c.rows_loaded,
                 b.c.rows_quarantined, b.c.rows_unchanged,
-                sa.func.coalesce(raw_n.c.n, 0).label("raw_stored"),
-                sa.func.coalesce(q_n.c.n, 0).label("quarantine_stored"),
+                raw_n.label("raw_stored"), q_n.label("quarantine_stored"),
             )
-            .outerjoin(raw_n, raw_n.c.batch_id == b.c.batch_id)
-            .outerjoin(q_n, q_n.c.batch_id == b.c.batch_id)
             .order_by(b.c.batch_id)
         )
         if station_ids is not None:
