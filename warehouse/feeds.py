@@ -117,18 +117,19 @@ def _at_least(conn: sa.Connection, rows: sa.Select, n: int) -> bool:
     return conn.scalar(sa.select(sa.func.count()).select_from(rows.limit(n).subquery())) >= n
 
 
-def _delivery_insert(dialect: str) -> sa.Insert:
-    """The audit log's insert, its JSON columns given as text that orjson wrote: the API's audit
-    writer encodes a page's 1,000 entity ids per row, and the standard library's encoder held the
-    GIL from the requests for a fifth of that thread's time. SQLite stores the text as it is (a
-    CAST to JSON would take numeric affinity); PostgreSQL casts it."""
-    d = s.feed_deliveries
+def _insert_deliveries(conn: sa.Connection, rows: list[dict]) -> None:
+    """Audit rows, their JSON columns given as text that orjson wrote: the API's audit writer
+    encodes a page's 1,000 entity ids per row, and the standard library's encoder held the GIL
+    from the requests for half of that thread's time. SQLite stores the text as it is (a CAST to
+    JSON would take numeric affinity); PostgreSQL casts it."""
+    d, json_columns = s.feed_deliveries, ("entity_ids", "fields")
 
     def text(name: str) -> sa.ColumnElement:
         param = sa.bindparam(name, type_=sa.Text)
-        return param if dialect == "sqlite" else sa.cast(param, d.c[name].type)
+        return param if conn.dialect.name == "sqlite" else sa.cast(param, d.c[name].type)
 
-    return d.insert().values(entity_ids=text("entity_ids"), fields=text("fields"))
+    conn.execute(d.insert().values({c: text(c) for c in json_columns}),
+                 [{**r, **{c: orjson.dumps(r[c]).decode() for c in json_columns}} for r in rows])
 
 
 class FeedStore:
@@ -423,7 +424,7 @@ class FeedStore:
         now = utcnow()
         with self.store.transaction() as conn:
             if deliveries:
-                conn.execute(s.feed_deliveries.insert(), [{"delivered_at": now, "token_id": None, **r} for r in deliveries])
+                _insert_deliveries(conn, [{"delivered_at": now, "token_id": None, **r} for r in deliveries])
             ids = sorted(set(acked) | set(snapshots))
             have = set(conn.scalars(sa.select(c.c.subscriber_id).where(
                 c.c.channel == channel, in_keys(conn, c.c.subscriber_id, ids))))
@@ -455,9 +456,7 @@ class FeedStore:
             if replay:
                 rows = not_journalled(conn, s.feed_deliveries, rows)
             if rows:
-                conn.execute(_delivery_insert(conn.dialect.name), [{"delivered_at": now, "token_id": None, "journal_key": None, **r,
-                                                 "entity_ids": orjson.dumps(r["entity_ids"]).decode(),
-                                                 "fields": orjson.dumps(r["fields"]).decode()} for r in rows])
+                _insert_deliveries(conn, [{"delivered_at": now, "token_id": None, "journal_key": None, **r} for r in rows])
         return len(rows)
 
     def deliveries(self, *, subscriber_id: str | None = None, since: dt.datetime | None = None,
