@@ -109,9 +109,9 @@ def prepare_home(project: Project, instance_db: str | None = None) -> Path:
 # entry publisher, pipelines/entry_publisher.py) that takes every other thread's output into the
 # run's logs, and the tails inherit the process's signal dispositions: once a run in the main
 # thread has left SIGTERM ignored (Dagster maps SIGTERM to SIGINT's handler, ignored in a process
-# started in the background), each tail ignores its SIGTERM and every run waits out two 30-second
-# timeouts per stream before going on. Such runs keep their event log; their output stays the
-# process's own.
+# started in the background), each tail ignores its SIGTERM and every run waits out a 30-second
+# timeout per captured stream (about a minute a run), leaving the tails behind. Such runs keep
+# their event log; their output stays the process's own.
 NO_OUTPUT_CAPTURE = {"compute_logs": {"module": "dagster.core.storage.noop_compute_log_manager",
                                       "class": "NoOpComputeLogManager"}}
 
