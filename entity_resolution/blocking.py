@@ -144,8 +144,8 @@ def derived_steps(settings: EntitySettings, columns: Iterable[str], wanted: Iter
     names = [n for n in settings.derived if n in todo]
     exprs = [pl.sql_expr(settings.derived[n]).alias(n) for n in names]  # the config has parsed them
     level: dict[str, int] = {}
-    for i, (name, expr) in enumerate(zip(names, exprs, strict=True)):
-        reads = [level[r] for r in expr.meta.root_names() if r in names[:i]]
+    for name, expr in zip(names, exprs, strict=True):
+        reads = [level[r] for r in expr.meta.root_names() if r in level]  # earlier-declared ones
         level[name] = 1 + max(reads) if reads else 0
     return [[e for n, e in zip(names, exprs, strict=True) if level[n] == k] for k in range(max(level.values(), default=-1) + 1)]
 

@@ -131,18 +131,18 @@ class LiveMatcher:
             with slot.lock:
                 slot.building = False
 
-    def refresh(self, entity_type: str, *, wait: bool = False) -> MatchIndex | None:
-        """The current index; starts a rebuild when the warehouse has a newer run (waits for it
-        when there is no index yet, or when `wait`)."""
+    def refresh(self, entity_type: str, *, wait: bool = False, force: bool = False) -> MatchIndex | None:
+        """The current index; starts a rebuild when the warehouse has a newer run, or with `force`
+        (waits for it when there is no index yet, or when `wait`; the old index answers meanwhile)."""
         slot = self._slot(entity_type)
         now = time.monotonic()
         start = None
         with slot.lock:
-            due = wait or slot.index is None or now - slot.checked >= self.check_every
+            due = wait or force or slot.index is None or now - slot.checked >= self.check_every
             if due and not slot.building:
                 slot.checked = now
                 seq = latest_resolution_seq(self.store, entity_type)
-                if seq != slot.seq:
+                if seq != slot.seq or force:
                     slot.building = True
                     start = seq
         if start is not None:
@@ -157,17 +157,6 @@ class LiveMatcher:
                     if not slot.building:
                         break
                 time.sleep(0.01)
-        return slot.index
-
-    def rebuild(self, entity_type: str) -> MatchIndex | None:
-        """Build the type's index again now, the old one answering meanwhile, as a new run's
-        rebuild does (the benchmark measures the server's memory through it)."""
-        slot = self._slot(entity_type)
-        with slot.lock:
-            if slot.building:
-                raise RuntimeError(f"the match index for {entity_type} is being built already")
-            slot.building = True
-        self._rebuild(entity_type, slot, latest_resolution_seq(self.store, entity_type))
         return slot.index
 
     def warm(self) -> threading.Thread:

@@ -211,7 +211,7 @@ def test_live_index_reloads_after_a_new_run(tmp_path: Path, warehouse_url: str, 
     assert streamed.sort("record_key").equals(hub.rs.membership().select("record_key", "entity_id").sort("record_key"))
     # a rebuild (as a new run starts one) replaces the index with an equal one
     old = live.refresh("person")
-    rebuilt = live.rebuild("person")
+    rebuilt = live.refresh("person", wait=True, force=True)
     assert rebuilt is not old and (rebuilt.size, rebuilt.seq) == (old.size, old.seq)
     assert live.refresh("person") is rebuilt and live.match("person", newcomer, limit=5) == after
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from core.time import utcnow
 from warehouse import schema as s
-from warehouse.bulk import not_journalled, polars_type, read_bulk
+from warehouse.bulk import READ_CHUNK_ROWS, not_journalled, polars_type, read_bulk
 from warehouse.feed_records import GOLDEN_SCHEMA
 from warehouse.feeds import read_access_rows
 from warehouse.resolution import latest_resolution_seq
@@ -27,7 +27,7 @@ AUDIT_SCHEMA = {"audit_id": pl.Int64, "subscriber_id": pl.String, "token_id": pl
                 "fields": pl.String, "outcome": pl.String, "at": pl.Datetime("us", "UTC"), "batch_id": pl.String}
 
 
-CHUNK_ROWS = 50_000
+CHUNK_ROWS = READ_CHUNK_ROWS  # the index's reads (tests make it small to read in several chunks)
 
 
 def resolved_state(store: Warehouse, entity_type: str, record_table: str, columns: Iterable[str]
@@ -81,12 +81,12 @@ def active_golden(store: Warehouse, entity_ids: Iterable[str], entity_type: str)
     ids = list(dict.fromkeys(entity_ids))
     if not ids:
         return pl.DataFrame(schema=GOLDEN_SCHEMA)
-    stmt = sa.select(g.c.entity_id, g.c.entity_type, g.c.version, g.c.area_code, g.c.record, g.c.provenance,
-                     g.c.status).where(g.c.entity_id.in_(ids))
+    stmt = sa.select(*(g.c[c] for c in GOLDEN_SCHEMA), g.c.status).where(g.c.entity_id.in_(ids))
     with store.engine.connect() as conn:
         rows = conn.execute(stmt).fetchall()
     # a few dozen rows: kept and ordered in Python, one frame built (three Polars calls cost more)
-    kept = sorted((r[:6] for r in rows if r[6] == "active" and r[1] == entity_type), key=lambda r: r[0])
+    kept = sorted((r[:-1] for r in rows if r.status == "active" and r.entity_type == entity_type),
+                  key=lambda r: r[0])
     return pl.DataFrame(kept, schema=GOLDEN_SCHEMA, orient="row")
 
 
