@@ -11,7 +11,7 @@ from alembic.script import ScriptDirectory
 
 from warehouse import Warehouse
 from warehouse import schema as s
-from warehouse.bulk import IN_LIST_MAX, in_keys, insert_frame
+from warehouse.bulk import IN_LIST_MAX, in_keys, insert_frame, read_bulk
 from warehouse.engine import alembic_config
 
 HEADER = {
@@ -141,6 +141,27 @@ def test_in_keys_gives_the_same_rows_as_an_in_list_beyond_its_size(warehouse_url
         short = set(conn.scalars(sa.select(t.c.left_id).where(in_keys(conn, t.c.left_id, wanted[:10]))))
     assert len(wanted) > IN_LIST_MAX
     assert long == set(wanted) - {"absent"} and short == set(wanted[:10])
+
+
+def test_a_bulk_read_leaves_its_connection_as_it_was(warehouse_url: str) -> None:
+    """read_bulk streams its own statement only. On PostgreSQL a connection left streaming sent
+    the next statement through a server-side cursor, and a long key list's CREATE TEMP TABLE
+    failed there ("DECLARE ... CURSOR FOR CREATE"): resolution's match edges around a large
+    change (read one side, then the other by key) stopped a 1M-record run."""
+    store = _store(warehouse_url)
+    t = s.judgements
+    keys = [f"k{i:05d}" for i in range(IN_LIST_MAX + 100)]
+    with store.transaction() as conn:
+        insert_frame(conn, t, pl.DataFrame({
+            "entity_type": "person", "left_id": keys, "right_id": "x", "verdict": "same", "reviewer": "t",
+            "judged_at": dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)}))
+    with store.engine.connect() as conn:
+        first = read_bulk(conn, sa.select(t.c.left_id).where(in_keys(conn, t.c.left_id, keys)),
+                          schema={"left_id": pl.String}, rows=1000)
+        assert "stream_results" not in conn.get_execution_options()
+        again = read_bulk(conn, sa.select(t.c.left_id).where(in_keys(conn, t.c.left_id, keys[50:])),
+                          schema={"left_id": pl.String}, rows=1000)
+    assert first.height == len(keys) and set(again["left_id"]) == set(keys[50:])
 
 
 def test_a_large_write_gets_planner_statistics_before_the_next_step(warehouse_url: str) -> None:
