@@ -162,8 +162,7 @@ def run_golden(store: GoldenStore, settings: SurvivorshipSettings, *, entity_typ
     clock.lap("affected")
     ids = pl.concat([active, retired["entity_id"]]).unique().sort()
     parts = [ids.slice(i, PART_ENTITIES) for i in range(0, ids.len(), PART_ENTITIES)]
-    part_active = active.sort()
-    part_active = [part_active.filter(part_active.is_in(part.implode())) for part in parts]
+    part_active = _within(active.sort(), parts)
     inputs = _part_inputs(store, settings, fields, active, part_active)
     placed: dict[int, int] = {}  # events so far per op rank: their place in the publication's order
     ops: dict[str, int] = {}
@@ -230,6 +229,17 @@ def _publish_part(store: GoldenStore, settings: SurvivorshipSettings, fields: li
     versions = _versions(golden_rows, events).sort("entity_id")
     clock.lap("rows and versions")
     return events, golden_rows, versions
+
+
+def _within(ids: pl.Series, parts: list[pl.Series]) -> list[pl.Series]:
+    """Per part (consecutive ranges of sorted ids), the slice of sorted `ids` that falls in it:
+    two binary searches a part (a filter of all ids per part was 18 passes over a million ids
+    at a first publication)."""
+    out = []
+    for part in parts:
+        lo, hi = ids.search_sorted(part[0], side="left"), ids.search_sorted(part[-1], side="right")
+        out.append(ids.slice(lo, hi - lo))
+    return out
 
 
 def _ordered(events: pl.DataFrame, placed: dict[int, int]) -> pl.DataFrame:

@@ -19,6 +19,7 @@ from warehouse.bulk import (
     SqliteStage,
     attach_stage,
     in_keys,
+    indexes_built_after,
     insert_frame,
     polars_type,
     read_bulk,
@@ -346,8 +347,10 @@ class GoldenStaging:
         for t, verb in ((g, "INSERT OR REPLACE"), (v, "INSERT")):
             if t.name in src:
                 cols = ", ".join(f'"{c.name}"' for c in t.columns)
-                conn.exec_driver_sql(f'{verb} INTO main."{t.name}" ({cols}) SELECT {cols} FROM {src[t.name]} '
-                                     f"ORDER BY rowid")
+                staged = conn.exec_driver_sql(f"SELECT max(rowid) FROM {src[t.name]}").scalar() or 0
+                with indexes_built_after(conn, t.name, staged):
+                    conn.exec_driver_sql(f'{verb} INTO main."{t.name}" ({cols}) SELECT {cols} FROM {src[t.name]} '
+                                         f"ORDER BY rowid")
         appended = (outbox.append_staged(src[OUTBOX.name]) if OUTBOX.name in src
                     else outbox.append_prepared(pl.DataFrame()))
         self._advance(conn, resolution_seq)

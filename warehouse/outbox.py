@@ -26,7 +26,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from warehouse import schema as s
-from warehouse.bulk import in_keys, insert_frame
+from warehouse.bulk import in_keys, indexes_built_after, insert_frame
 
 OUTBOX = s.change_events
 # Columns an appended event carries (seq and occurred_at are the writer's); JSON columns as text.
@@ -114,9 +114,11 @@ class OutboxWriter:
         conn.exec_driver_sql("DROP TABLE IF EXISTS temp._outbox_order")
         conn.exec_driver_sql(f"CREATE TEMP TABLE _outbox_order AS SELECT s.rowid AS staged FROM {source} s "
                              f"WHERE {fresh} ORDER BY s.seq")
-        written = conn.exec_driver_sql(
-            f'INSERT INTO "{OUTBOX.name}" ({names}) SELECT {start - 1} + o.rowid, {cols} '
-            f"FROM temp._outbox_order o JOIN {source} s ON s.rowid = o.staged ORDER BY o.rowid").rowcount
+        fresh_rows = conn.exec_driver_sql("SELECT max(rowid) FROM temp._outbox_order").scalar() or 0
+        with indexes_built_after(conn, OUTBOX.name, fresh_rows):  # after the probe above used them
+            written = conn.exec_driver_sql(
+                f'INSERT INTO "{OUTBOX.name}" ({names}) SELECT {start - 1} + o.rowid, {cols} '
+                f"FROM temp._outbox_order o JOIN {source} s ON s.rowid = o.staged ORDER BY o.rowid").rowcount
         conn.exec_driver_sql("DROP TABLE temp._outbox_order")
         return Appended(written, start, start + written - 1)
 

@@ -380,7 +380,7 @@ change_events = sa.Table(
     "change_events",
     metadata,
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("event_id", sa.String(36), nullable=False, unique=True),
+    sa.Column("event_id", sa.String(36), nullable=False),
     sa.Column("entity_type", sa.String(32), nullable=False),
     sa.Column("entity_id", sa.String(64), nullable=False),
     sa.Column("op", sa.String(16), nullable=False),  # create | update | merge | split | retire
@@ -391,6 +391,9 @@ change_events = sa.Table(
     sa.Column("sources", sa.JSON, nullable=False),
     sa.Column("occurred_at", TS, nullable=False),
     sa.Index(None, "entity_id"),
+    # A unique index, not a table constraint (migration 0019): SQLite can drop an index inside a
+    # transaction and build it again, which a first publication does (warehouse.bulk.indexes_built_after).
+    sa.Index("uq_change_events_event_id", "event_id", unique=True),
 )
 
 # How far the golden step has caught up with resolution, per entity type.
