@@ -91,7 +91,8 @@ def _published(hub: Hub) -> dict[str, pl.DataFrame]:
             "state": frame("SELECT entity_type, resolution_seq FROM golden_state ORDER BY entity_type"),
             "indexes": frame("SELECT name, sql FROM sqlite_master WHERE type = 'index' ORDER BY name"
                              if conn.dialect.name == "sqlite" else
-                             "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY indexname"),
+                             "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' "
+                             "ORDER BY indexname"),
         }
 
 
@@ -175,10 +176,12 @@ def test_publication_in_parts_through_the_stage_writes_what_one_pass_writes(
 
 
 def test_event_ids_are_uuid5_of_entity_version_and_op() -> None:
-    frame = pl.DataFrame({"entity_id": ["P00002f565267", "P1", "Pé中"], "version": [1, 12, 3],
-                          "op": ["create", "update", "merge"]})
-    assert event_ids(frame).to_list() == [str(uuid.uuid5(propagation.EVENT_NAMESPACE, f"{e}:{v}:{o}"))
-                                          for e, v, o in frame.iter_rows()]
+    frame = pl.DataFrame({"entity_id": ["P00002f565267", "P1", "Pé中", *(f"P{i:012x}" for i in range(500))],
+                          "version": [1, 12, 3, *range(500)], "op": ["create", "update", "merge", *["split"] * 500]})
+    want = [str(uuid.uuid5(propagation.EVENT_NAMESPACE, f"{e}:{v}:{o}")) for e, v, o in frame.iter_rows()]
+    assert {w[19] for w in want} == set("89ab")  # every variant digit occurs
+    assert event_ids(frame).to_list() == want
+    assert event_ids(frame.clear()).to_list() == []
 
 
 def _provenance() -> pl.DataFrame:
