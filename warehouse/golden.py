@@ -130,7 +130,8 @@ class GoldenStore(EntityTypeStore):
         """Whether any golden record of the type exists."""
         g = s.golden_records
         with self.engine.connect() as conn:
-            return conn.scalar(sa.select(sa.literal(1)).where(g.c.entity_type == self.entity_type).limit(1)) is not None
+            found = conn.scalar(sa.select(sa.literal(1)).where(g.c.entity_type == self.entity_type).limit(1))
+        return found is not None
 
     def current(self, entity_ids: pl.Series) -> pl.DataFrame:
         g = s.golden_records
