@@ -82,9 +82,15 @@ def start(svcs: list[Service], env: dict[str, str], log_dir: Path) -> None:
                                        start_new_session=True)
 
 
-def stop(svcs: list[Service], grace: float = 20.0) -> None:
+def stop(svcs: list[Service], grace: float = 20.0, stragglers: float = 5.0) -> None:
     """SIGTERM every service's process group (the daemon's code server and run workers go
-    with it), then SIGKILL what is left after the grace period."""
+    with it), then SIGKILL what is left after the grace period.
+
+    A service's group can outlive the service: a code server that the webserver or the daemon
+    started while it was being stopped never got the SIGTERM, and it waited for heartbeats
+    that no longer came (one was found, orphaned, minutes after a test's hub stopped). Each
+    group is the service's own session, so whatever is still in it once the service has gone
+    is told to stop too, and killed after `stragglers` seconds."""
     running = [s for s in svcs if s.process is not None and s.process.poll() is None]
     for svc in running:
         _signal(svc, signal.SIGTERM)
@@ -95,13 +101,22 @@ def stop(svcs: list[Service], grace: float = 20.0) -> None:
         except subprocess.TimeoutExpired:
             _signal(svc, signal.SIGKILL)
             svc.process.wait()
+    left = [s for s in svcs if s.process is not None and _signal(s, signal.SIGTERM)]
+    deadline = time.monotonic() + stragglers
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = [s for s in left if _signal(s, 0)]
+    for svc in left:
+        _signal(svc, signal.SIGKILL)
 
 
-def _signal(svc: Service, sig: int) -> None:
+def _signal(svc: Service, sig: int) -> bool:
+    """Signal the service's process group; False when nothing is left in it (0: only ask)."""
     try:
         os.killpg(svc.process.pid, sig)
     except ProcessLookupError:
-        pass
+        return False
+    return True
 
 
 def supervise(svcs: list[Service], poll: float = 1.0) -> tuple[Service, int] | None:

@@ -200,3 +200,18 @@ def test_a_drop_reaches_another_stations_feed_with_only_the_daemon(base_network:
         out, _ = hub.communicate(timeout=60)
     assert hub.returncode == 0, out
     assert "hub stopped" in out
+    # nothing the hub started outlives it (a code server started while the hub stopped once did)
+    assert processes_mentioning(str(root)) == []
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes that contain `text` (a test's folder)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile
+            continue
+        if text in args:
+            found.append(args[:300])
+    return found
