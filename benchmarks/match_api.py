@@ -242,7 +242,8 @@ def consistency(workdir: Path, n: int, seed: int) -> dict:
     build_s = time.perf_counter() - t
     built_mb = rss_mb()
     reset_peak()
-    index = matcher.refresh("person", wait=True, force=True)  # as after a run: the new index built while the old one serves
+    # as after a run: the new index built while the old one serves
+    index = matcher.refresh("person", wait=True, force=True)
     rebuilt_mb = rss_mb()
     members = store.resolution_store("person", "person_records").membership().select("record_key", "entity_id")
     sizes = members.group_by("entity_id").len()

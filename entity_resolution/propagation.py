@@ -167,7 +167,9 @@ def run_golden(store: GoldenStore, settings: SurvivorshipSettings, *, entity_typ
     parts = [ids.slice(i, PART_ENTITIES) for i in range(0, ids.len(), PART_ENTITIES)]
     part_active = _within(active.sort(), parts)
     inputs = _part_inputs(store, settings, fields, active, part_active)
-    published = store.published()  # else no part has a current row to read (a first publication)
+    # a type's golden rows are written only by a commit that also records its state: none yet,
+    # no part has current rows to look up (a first publication)
+    published = last > 0
     placed: dict[int, int] = {}  # events so far per op rank: their place in the publication's order
     ops: dict[str, int] = {}
     with store.staging() as staged:

@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import time
-from pathlib import Path
 
 import dagster as dg
 import httpx
@@ -23,6 +22,7 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 import yaml
+from live_processes import live_processes
 from scenario_network import NEW_HOME, NEW_HOME_AREA, an_id_number, network_with_csv_station
 
 from connectors.simulate.codes import id_check_char
@@ -279,16 +279,7 @@ def test_the_publisher_publishes_an_entry_itself_and_gives_it_back_when_it_fails
 
 def _output_tails() -> set[int]:
     """This process's `tail -F` children: Dagster's mirrors of a run's captured output."""
-    found = set()
-    for proc in Path("/proc").iterdir():
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if argv[:2] == [b"tail", b"-F"] and parent == os.getpid():
-            found.add(int(proc.name))
-    return found
+    return {pid for pid, parent, argv in live_processes() if argv[:2] == ["tail", "-F"] and parent == os.getpid()}
 
 
 def _publish_and_give_back(hub: dict, publisher: EntryPublisher) -> None:

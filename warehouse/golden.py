@@ -126,17 +126,12 @@ class GoldenStore(EntityTypeStore):
         stmt = sa.select(*base, *cols).join(t, t.c.record_key == m.c.record_key).where(not_held(t.c.batch_id))
         return stmt, schema
 
-    def published(self) -> bool:
-        """Whether any golden record of the type exists."""
-        g = s.golden_records
-        with self.engine.connect() as conn:
-            found = conn.scalar(sa.select(sa.literal(1)).where(g.c.entity_type == self.entity_type).limit(1))
-        return found is not None
-
     def current(self, entity_ids: pl.Series) -> pl.DataFrame:
         g = s.golden_records
         schema = {"entity_id": pl.String, "version": pl.Int64, "status": pl.String, "record": pl.String,
                   "provenance": pl.String}
+        if entity_ids.len() == 0:  # nothing to look up (a first publication asks for none)
+            return pl.DataFrame(schema=schema)
         with self.engine.connect() as conn:
             stmt = sa.select(g.c.entity_id, g.c.version, g.c.status, g.c.record, g.c.provenance).where(
                 in_keys(conn, g.c.entity_id, entity_ids))  # an index lookup per key, not a scan
