@@ -56,6 +56,8 @@ from warehouse import schema as wschema
 from warehouse.deliveries import LINE_SEP_UTF8
 from warehouse.feeds import FeedStore
 from warehouse.frontdesk import record_accesses
+from warehouse.notices import listen
+from warehouse.unchanged import NotKept, memory_only
 
 log = logging.getLogger("enteronce.api")
 
@@ -542,18 +544,19 @@ def create_app(warehouse_url: str, config_dir: Path | str, *, limits: ApiLimits 
                            page_cache_bytes=limits.page_cache_mb * 2**20)
     limiter = RateLimiter()
     desks: dict[int, tuple[FeedService, FrontDesk]] = {}
+    notices = listen(store.engine)  # PostgreSQL: what pages keep, forgotten on every commit that changes it
 
     @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI):
+    async def lifespan(app: FastAPI):
         yield
-        for journal in journals.values():
-            journal.close()
+        close_app(app)
 
     app = FastAPI(title="enteronce feeds", version="1", description=DESCRIPTION,
                   default_response_class=UTF8JSONResponse, docs_url=None, redoc_url=None,
                   swagger_ui_oauth2_redirect_url=None, lifespan=lifespan)
     app.state.warehouse = store
     app.state.journals = journals
+    app.state.notices = notices
 
     @app.exception_handler(JournalFull)
     async def audit_unavailable(_request: Request, exc: JournalFull) -> Response:
@@ -676,11 +679,15 @@ def create_app(warehouse_url: str, config_dir: Path | str, *, limits: ApiLimits 
 
     # A prepared page on a SQLite warehouse is a few indexed reads of a local file (well under a
     # millisecond): the event loop serves it at once, sparing the request two hops between threads
-    # and the GIL hand-offs that go with them (a fifth of a page's CPU under 20 clients). A page
-    # that must be built (past the last build, under a changed policy) takes a worker thread, as
-    # every page does on a warehouse across a network, where a read would hold up the loop, and
-    # where a page's audit row waits for a commit (no journal) or a disk flush (ENTERONCE_AUDIT_FSYNC=1).
-    pages_in_loop = store.engine.dialect.name == "sqlite" and bool(journals) and not journals["feeds"].fsync
+    # and the GIL hand-offs that go with them (a fifth of a page's CPU under 20 clients). On
+    # PostgreSQL the loop serves a page only from memory (its token, mark and blocks kept), once
+    # the listener's barrier has heard every commit before the request (warehouse.notices); a
+    # page that would read across the socket is not begun there (NotKept).
+    # A page that must be built (past the last build, under a changed policy) takes a worker
+    # thread, as does every page whose audit row waits for a commit (no journal) or a disk flush
+    # (ENTERONCE_AUDIT_FSYNC=1).
+    pages_in_loop = bool(journals) and not journals["feeds"].fsync and (
+        store.engine.dialect.name == "sqlite" or notices is not None)
 
     @app.get("/v1/feeds/{subscriber}/events", response_model=EventsPage, responses=errors, tags=["feeds"],
              summary="Change events after a sequence number")
@@ -697,7 +704,18 @@ def create_app(warehouse_url: str, config_dir: Path | str, *, limits: ApiLimits 
             return None if page is None else _page(subscriber, "events", page.chunks, next_after=page.next_after,
                                                    has_more=page.has_more, high_water=page.high_water)
 
-        return (answer(True) if pages_in_loop else None) or await anyio.to_thread.run_sync(answer, False)
+        async def in_loop() -> Response | None:
+            if notices is None:  # SQLite: its connections check what they keep themselves
+                return answer(True)
+            if not await notices.barrier():
+                return None
+            try:
+                with memory_only():
+                    return answer(True)
+            except NotKept:
+                return None
+
+        return (await in_loop() if pages_in_loop else None) or await anyio.to_thread.run_sync(answer, False)
 
     @app.get("/v1/feeds/{subscriber}/snapshot", response_model=SnapshotPage, responses=errors, tags=["feeds"],
              summary="All in-scope golden records, page by page")
@@ -752,6 +770,16 @@ def create_app(warehouse_url: str, config_dir: Path | str, *, limits: ApiLimits 
     return app
 
 
+def close_app(app: FastAPI) -> None:
+    """What the app holds open beyond its requests: its audit journals (they commit what they
+    hold, then close) and its listener for change notices."""
+    for journal in getattr(app.state, "journals", {}).values():
+        journal.close()
+    notices = getattr(app.state, "notices", None)
+    if notices is not None:
+        notices.close()
+
+
 def app_from_env() -> FastAPI:
     """For `uvicorn --factory feeds.api:app_from_env` (several workers, or a separate process):
     the project folder and warehouse from ENTERONCE_CONFIG and ENTERONCE_WAREHOUSE_URL, the limits
@@ -799,5 +827,4 @@ class BackgroundServer:
         self._server.should_exit = True
         self._thread.join(timeout=10)
         self._sock.close()
-        for journal in getattr(self._app.state, "journals", {}).values():
-            journal.close()  # no lifespan here: the server has stopped, its journals commit and close
+        close_app(self._app)  # no lifespan here: the server has stopped, its journals commit and close

@@ -429,9 +429,11 @@ def test_a_page_that_needs_building_is_left_to_the_caller_when_only_prepared_one
 @pytest.mark.parametrize("journal", [True, False])
 def test_the_api_serves_prepared_pages_from_its_loop_and_built_ones_from_a_thread(env, tmp_path, monkeypatch,
                                                                                    journal: bool) -> None:
-    """Over HTTP, the pages equal the service's; on SQLite a prepared page takes no worker thread
-    and a page past the prepared stretch takes one; on PostgreSQL every page does, and so does
-    every page whose audit row is committed before it leaves (no journal). Each is audited."""
+    """Over HTTP, the pages equal the service's. With the audit journal a prepared page takes no
+    worker thread and a page past the prepared stretch takes one; without it (the audit row
+    committed before the page leaves) every page does. On PostgreSQL the loop serves a page only
+    from memory, so the first walk, which reads everything, takes threads: the second serves its
+    prepared pages without checking a connection out of the pool. Each page is audited."""
     import anyio.to_thread
     import httpx
 
@@ -452,25 +454,89 @@ def test_the_api_serves_prepared_pages_from_its_loop_and_built_ones_from_a_threa
         conn.execute(s.feed_deliveries.delete())
     hops, run_sync = [], anyio.to_thread.run_sync
     monkeypatch.setattr(anyio.to_thread, "run_sync", lambda fn, *a, **k: hops.append(a) or run_sync(fn, *a, **k))
+    checkouts: list[int] = []
+    sa.event.listen(store.engine, "checkout", lambda *a: checkouts.append(1))
     token = issue_token(store, "dept")
-    pages, kinds, in_loop = [], set(), store.engine.dialect.name == "sqlite" and journal
+    postgres = store.engine.dialect.name == "postgresql"
     app = create_app(store.url, tmp_path, store=store, journal_dir=tmp_path / "j" if journal else None)
+    walks, kinds = [], set()
     with BackgroundServer(app) as base, \
             httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token.token}"}) as http:
-        after = 0
-        while True:
-            before = len(hops)
-            page = http.get("/v1/feeds/dept/events", params={"after": after, "limit": 5}).json()
-            pages.append((page["events"], page["next_after"], page["has_more"]))
-            prepared = after < to and page["next_after"] <= to  # the page lies within the stretch
-            kinds.add(prepared)
-            assert len(hops) - before == (0 if prepared and in_loop else 1), (after, page["next_after"])
-            if not page["has_more"]:
-                break
-            after = page["next_after"]
+        for second in (False, True):
+            if second and postgres and journal:  # the first barrier began listening
+                assert app.state.notices.wait_listening(timeout=30)
+            pages, after = [], 0
+            while True:
+                before, taken = len(hops), len(checkouts)
+                page = http.get("/v1/feeds/dept/events", params={"after": after, "limit": 5}).json()
+                pages.append((page["events"], page["next_after"], page["has_more"]))
+                prepared = after < to and page["next_after"] <= to  # the page lies within the stretch
+                kinds.add(prepared)
+                from_loop = prepared and journal and (second or not postgres)
+                if from_loop or not (postgres and journal and not second):  # PG's first walk: either
+                    assert len(hops) - before == (0 if from_loop else 1), (second, after, page["next_after"])
+                if from_loop and postgres:
+                    assert len(checkouts) == taken  # from memory: not even a ping
+                if not page["has_more"]:
+                    break
+                after = page["next_after"]
+            walks.append(pages)
     assert kinds == {True, False}  # pages of both kinds
-    assert pages == [([json.loads(x) for x in p[0]], p[1], p[2]) for p in expected] and pages[-1][1] == high
-    assert len(audit(store)) == sum(1 for p in pages if p[0])
+    for pages in walks:
+        assert pages == [([json.loads(x) for x in p[0]], p[1], p[2]) for p in expected] and pages[-1][1] == high
+    assert len(audit(store)) == 2 * sum(1 for p in walks[0] if p[0])
+
+
+def test_the_api_serves_the_commits_of_other_connections_from_the_next_request_on(env, tmp_path) -> None:
+    """What the API keeps between pages (tokens, marks, high water) never outlives a commit made
+    elsewhere before a request arrives: a revocation by another connection or process answers
+    401 at the very next request, and a build by another connection is in the very next page,
+    with no wait in between (on PostgreSQL, through the listener's barrier: warehouse.notices).
+    Done twenty times over, as a race would show only now and then."""
+    import httpx
+
+    from feeds.api import SUBSCRIPTIONS_FILE, BackgroundServer, create_app
+    from feeds.tokens import issue_token, revoke_token
+
+    store, out = env
+    other = Warehouse(store.url)  # a connection of its own: another process, for PostgreSQL
+    stage(out, 12, "P")
+    out.flush(FeedStore(store))
+    prepare_api(store, SUBS, start=0)
+    (tmp_path / SUBSCRIPTIONS_FILE).write_text(json.dumps(doc()), encoding="utf-8")
+    app = create_app(store.url, tmp_path, store=store, journal_dir=tmp_path / "j")
+    notices = app.state.notices
+    with BackgroundServer(app) as base, httpx.Client(base_url=base) as http:
+        def page(token: str, after: int = 0) -> httpx.Response:
+            return http.get("/v1/feeds/dept/events", params={"after": after, "limit": 1000},
+                            headers={"Authorization": f"Bearer {token}"})
+
+        first = issue_token(store, "dept")
+        page(first.token)
+        if notices is not None:
+            assert notices.wait_listening(timeout=30)
+        for i in range(20):
+            token = issue_token(other, "dept")
+            for _ in range(3):  # kept: served from memory after the first
+                assert page(token.token).status_code == 200
+            revoke_token(other, token.token_id)
+            assert page(token.token).status_code == 401, i
+
+            before = page(first.token).json()
+            out.create(f"R{i}", person(f"李R{i}", A_AREA + "001"), [f"sA:R{i}"])  # another connection's run and build
+            high = out.flush(FeedStore(other))
+            prepare_api(other, SUBS)
+            now = page(first.token).json()
+            assert now["high_water"] == high > before["high_water"], i
+            assert len(now["events"]) > len(before["events"]), i
+
+        last = issue_token(store, "dept")
+        assert page(last.token).status_code == 200
+        subprocess.run([sys.executable, "-c", "import sys; from warehouse import Warehouse; from feeds.tokens import "
+                        "revoke_token; revoke_token(Warehouse(sys.argv[1]), sys.argv[2])", store.url, last.token_id],
+                       cwd=Path(__file__).resolve().parents[1], check=True, timeout=120)
+        assert page(last.token).status_code == 401  # another process's revocation
+    other.dispose()
 
 
 def test_what_the_api_keeps_between_pages_follows_every_commit_of_another_process(env, monkeypatch) -> None:

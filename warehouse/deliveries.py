@@ -24,7 +24,7 @@ from core.time import utcnow
 from warehouse import schema as s
 from warehouse.bulk import in_keys, insert_frame
 from warehouse.store import Warehouse
-from warehouse.unchanged import unchanged_reads
+from warehouse.unchanged import Reader
 
 # What the feed build hands in: one row per event (feeds.prepared.prepared_rows)
 PREPARED_SCHEMA = {"subscriber_id": pl.String, "seq": pl.Int64, "entity_id": pl.String, "about": pl.String,
@@ -228,20 +228,21 @@ class _State:
         return keys, mark
 
 
-def _state(conn: sa.Connection, sid: str, kept: dict | None, cache: BlockCache) -> _State:
-    """The subscriber's state as this connection last read it while nothing changed (`kept`:
-    warehouse.unchanged, SQLite only); else its mark read anew (one small read a page), and its
+def _state(reader: Reader, sid: str, kept: dict | None, trusted: bool, cache: BlockCache) -> _State:
+    """The subscriber's state as last read while nothing changed (`kept`: warehouse.unchanged);
+    else its mark read anew (one small read a page), and its
     blocks' keys from `cache` while the mark is as they were read under. The keys of a generation
     change only when the mark's `updated_at` and to_seq do (a build: blocks added), or when a
     prune deletes blocks up to its from_seq: those are never picked again (a page starts at or
     after from_seq)."""
-    got = kept.get(sid) if kept is not None else None
+    got = kept.get(sid) if trusted else None
     if got is not None:
         return got
 
     def version(mark: tuple) -> tuple:  # (generation, digest, from_seq, to_seq, updated_at, high)
         return ("keys", sid, mark[0], str(mark[4]), mark[3])
 
+    conn = reader.conn()
     dialect = conn.dialect.name
     mark = _rows(conn, _statement("mark", dialect), {"sid": sid})[0]
     held = cache.get(version(mark)) if mark[0] is not None else ([], [])
@@ -296,17 +297,19 @@ def _held(row: tuple) -> tuple[tuple, int]:
             fields.split(EVENT_SEP), lines.encode() if isinstance(lines, str) else lines), size
 
 
-def _fetch(conn: sa.Connection, params: dict, cache: BlockCache | None = None) -> tuple[list[tuple], tuple] | None:
+def _fetch(reader: Reader, params: dict, cache: BlockCache | None = None) -> tuple[list[tuple], tuple] | None:
     """The blocks (`_held`), in seq order, and the mark row (to_seq, high, generation).
 
     With a `cache`, the mark is read first (or kept: `_state`) and the blocks' keys picked from
     those kept for it, and only the blocks not in memory are read whole; None when one of those
-    is gone by then (a build replaced the generation meanwhile): the caller reads again."""
-    dialect = conn.dialect.name
+    is gone by then (a build replaced the generation meanwhile): the caller reads again, with
+    the kept state forgotten (a build may have committed after the page's barrier: warehouse.notices)."""
     if cache is None:
-        blocks, mark = _split_mark(_rows(conn, _statement("blocks", dialect), params), len(_COLUMNS))
+        conn = reader.conn()
+        blocks, mark = _split_mark(_rows(conn, _statement("blocks", conn.dialect.name), params), len(_COLUMNS))
         return [_held(row[:len(_COLUMNS)])[0] for row in blocks], mark  # without the mark's null columns
-    state = _state(conn, params["sid"], unchanged_reads(conn, "prepared"), cache)
+    kept, trusted = reader.kept("prepared")
+    state = _state(reader, params["sid"], kept, trusted, cache)
     keys, (to, high, gen, stamp) = state.pick(params["digest"], params["after"], params["n"])
     mark = (to, high, gen)
     if not keys:
@@ -315,12 +318,15 @@ def _fetch(conn: sa.Connection, params: dict, cache: BlockCache | None = None) -
     got = {k[1]: cache.get((*version, k[1])) for k in keys}
     missing = [last for last, row in got.items() if row is None]
     if missing:
-        for raw in _rows(conn, _statement("by_keys", dialect),
+        conn = reader.conn()
+        for raw in _rows(conn, _statement("by_keys", conn.dialect.name),
                          {"sid": params["sid"], "gen": gen, "stamp": stamp, "keys": missing}):
             row, size = _held(raw)
             got[row[1]] = row
             cache.put((*version, row[1]), row, size)
         if any(got[last] is None for last in missing):
+            if kept is not None:
+                kept.pop(params["sid"], None)
             return None
     return [got[k[1]] for k in keys], mark
 
@@ -400,8 +406,8 @@ class PreparedStore:
     def _read(self, subscriber_id: str, digest: str, *, after: int, limit: int) -> PreparedEvents | None:
         per_round = -(-(limit + 1) // BLOCK_EVENTS) + 1  # blocks: enough when they are full
         params = {"sid": subscriber_id, "digest": digest, "after": after, "n": per_round}
-        with self.engine.connect() as conn:
-            fetched = _fetch(conn, params, self.cache)
+        with Reader(self.engine) as reader:
+            fetched = _fetch(reader, params, self.cache)
             if fetched is None:
                 return None  # replaced while read: read again
             blocks, (to, high, gen) = fetched
@@ -433,7 +439,7 @@ class PreparedStore:
                 if len(blocks) < params["n"]:
                     return out
                 params = {**params, "after": blocks[-1][1], "n": params["n"] * 2}
-                fetched = _fetch(conn, params, self.cache)
+                fetched = _fetch(reader, params, self.cache)
                 if fetched is None:
                     return None
                 blocks, (now_to, _, now) = fetched

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from warehouse import schema as s
 from core.time import utcnow
 from warehouse.store import Warehouse
-from warehouse.unchanged import unchanged_reads
+from warehouse.unchanged import Reader
 
 COLUMNS = ("token_id", "subscriber_id", "token_hash", "label", "issued_at", "revoked_at")
 
@@ -37,16 +37,17 @@ def token_row(store: Warehouse, token_id: str) -> dict | None:
 
 def token_rows(store: Warehouse, token_ids: list[str]) -> dict[str, dict]:
     """The rows of several token ids (revoked or not) in one read, by token id. Every API request
-    checks its token: on SQLite the rows are kept while nothing is committed (warehouse.unchanged),
-    so a revocation counts from its commit on, as when they were read each time."""
+    checks its token: the rows are kept while nothing is committed (warehouse.unchanged), so a
+    revocation counts from its commit on, as when they were read each time."""
     t = s.feed_tokens
     wanted = sorted(set(token_ids))
     if not wanted:
         return {}
-    with store.engine.connect() as conn:
-        kept = unchanged_reads(conn, "token")
-        if kept is not None and all(i in kept for i in wanted):
+    with Reader(store.engine) as reader:
+        kept, trusted = reader.kept("token")
+        if trusted and all(i in kept for i in wanted):
             return {i: dict(kept[i]) for i in wanted if kept[i] is not None}
+        conn = reader.conn()
         if len(wanted) == 1:
             found = conn.execute(_TOKEN_ROW, {"tid": wanted[0]})
         else:

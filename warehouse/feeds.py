@@ -21,6 +21,7 @@ from warehouse import schema as s
 from warehouse.bulk import in_keys, insert_frame, not_journalled, read_bulk, read_frame, unindexed
 from core.time import utcnow
 from warehouse.store import Warehouse
+from warehouse.unchanged import must_read
 
 EVENT_SCHEMA = {
     "seq": pl.Int64, "event_id": pl.String, "entity_type": pl.String, "entity_id": pl.String, "op": pl.String,
@@ -381,6 +382,7 @@ class FeedStore:
         return {r[0]: (r[1], r[2]) for r in rows}
 
     def cursor(self, subscriber_id: str, channel: str) -> tuple[int | None, int | None] | None:
+        must_read()  # never kept: an acknowledgement moves it
         c = s.feed_cursors
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(c.c.acked_seq, c.c.snapshot_seq).where(
