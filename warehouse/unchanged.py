@@ -1,4 +1,4 @@
-"""Reads a long-running reader may keep while an SQLite warehouse has not changed.
+"""Reads a long-running reader may keep while the warehouse has not changed.
 
 The feed API reads the same few rows for every page: the caller's token, and the subscriber's
 mark and block keys. Read through SQLAlchemy each time, they were about half of its event loop's
