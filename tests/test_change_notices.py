@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import sqlalchemy as sa
 from alembic import command
 
@@ -40,6 +41,17 @@ def _backends(store: Warehouse) -> list[int]:
                                          "AND application_name = :name"), {"name": APPLICATION_NAME}))
 
 
+@pytest.fixture()
+def listening(pg_url: str):
+    """A migrated PostgreSQL warehouse and its engine's listener, closed afterwards."""
+    store = Warehouse(pg_url).migrate()
+    listener = listen(store.engine)
+    yield store, listener
+    listener.close()
+    assert listener_of(store.engine) is None
+    store.dispose()
+
+
 async def _listening(listener: ChangeListener) -> None:
     for _ in range(500):
         if await listener.barrier():
@@ -48,10 +60,9 @@ async def _listening(listener: ChangeListener) -> None:
     raise AssertionError("the listener did not connect")
 
 
-def test_a_barrier_hears_every_commit_to_a_kept_table_and_nothing_else(pg_url: str) -> None:
-    store = Warehouse(pg_url).migrate()
-    listener = listen(store.engine)
-    assert listener is listen(store.engine) and listener_of(store.engine) is listener
+def test_a_barrier_hears_every_commit_to_a_kept_table_and_nothing_else(listening) -> None:
+    store, listener = listening
+    assert listener is listen(store.engine) and listener_of(store.engine) is listener  # one per engine
 
     async def scenario() -> None:
         await _listening(listener)
@@ -75,14 +86,10 @@ def test_a_barrier_hears_every_commit_to_a_kept_table_and_nothing_else(pg_url: s
         assert listener.version == v + 1
 
     asyncio.run(scenario())
-    listener.close()
-    assert listener_of(store.engine) is None
-    store.dispose()
 
 
-def test_what_is_kept_is_trusted_only_after_a_barrier_and_forgotten_at_a_change(pg_url: str) -> None:
-    store = Warehouse(pg_url).migrate()
-    listener = listen(store.engine)
+def test_what_is_kept_is_trusted_only_after_a_barrier_and_forgotten_at_a_change(listening) -> None:
+    store, listener = listening
 
     async def scenario() -> None:
         await _listening(listener)
@@ -99,13 +106,10 @@ def test_what_is_kept_is_trusted_only_after_a_barrier_and_forgotten_at_a_change(
             assert reader.kept("token") == ({}, True)
 
     asyncio.run(scenario())
-    listener.close()
-    store.dispose()
 
 
-def test_a_lost_connection_counts_as_a_change_and_is_made_again(pg_url: str) -> None:
-    store = Warehouse(pg_url).migrate()
-    listener = listen(store.engine)
+def test_a_lost_connection_counts_as_a_change_and_is_made_again(listening) -> None:
+    store, listener = listening
 
     async def scenario() -> None:
         await _listening(listener)
@@ -124,8 +128,6 @@ def test_a_lost_connection_counts_as_a_change_and_is_made_again(pg_url: str) -> 
         assert await listener.barrier() and listener.version == v + 1
 
     asyncio.run(scenario())
-    listener.close()
-    store.dispose()
 
 
 def test_without_the_triggers_nothing_is_trusted_and_the_migration_puts_them_back(pg_url: str) -> None:
