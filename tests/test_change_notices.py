@@ -6,6 +6,9 @@ the triggers nothing kept is ever trusted. SQLite needs no listener."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -15,7 +18,7 @@ from core.time import utcnow
 from warehouse import Warehouse
 from warehouse import schema as s
 from warehouse.engine import alembic_config
-from warehouse.notices import APPLICATION_NAME, NOTIFYING_TABLES, ChangeListener, listen, listener_of
+from warehouse.notices import APPLICATION_NAME, BARRIER_TIMEOUT_S, NOTIFYING_TABLES, ChangeListener, listen, listener_of
 from warehouse.unchanged import Reader, memory_only
 
 TOKEN = {"token_id": "tok_00000000000000a1", "subscriber_id": "A", "token_hash": "h", "label": None,
@@ -126,6 +129,33 @@ def test_a_lost_connection_counts_as_a_change_and_is_made_again(listening) -> No
         with store.engine.begin() as conn:
             conn.execute(s.feed_tokens.insert().values(**TOKEN, issued_at=utcnow()))
         assert await listener.barrier() and listener.version == v + 1
+
+    asyncio.run(scenario())
+
+
+def test_a_server_that_stops_answering_holds_no_page_up(listening) -> None:
+    """The listening backend stopped (SIGSTOP: as a server cut off mid-connection, no reset): the
+    barrier gives up after BARRIER_TIMEOUT_S instead of holding every page up, and a new
+    connection is made once the server answers again."""
+    store, listener = listening
+
+    async def scenario() -> None:
+        await _listening(listener)
+        (pid,) = _backends(store)
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except PermissionError:
+            if os.environ.get("CI") == "true":
+                raise
+            pytest.skip("stopping a PostgreSQL backend needs the rights of its user or root")
+        try:
+            started = time.monotonic()
+            assert not await listener.barrier()
+            assert time.monotonic() - started < BARRIER_TIMEOUT_S + 2
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        await _listening(listener)
+        assert _backends(store) != [pid]
 
     asyncio.run(scenario())
 

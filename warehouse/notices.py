@@ -34,6 +34,7 @@ APPLICATION_NAME = "enteronce-notices"  # the listening connection, as pg_stat_a
 NOTIFYING_TABLES = ("feed_tokens", "feed_prepared_marks", "feed_prepared_blocks", "change_events")
 MAX_ENTRIES = 10_000  # per kind: unknown token ids cannot grow it past this
 IDLE_BARRIER_S = 5.0  # an idle API still reads its notices this often (they would queue on the server)
+BARRIER_TIMEOUT_S = 1.0  # a round trip that takes longer: the connection is given up, pages read the warehouse
 
 log = logging.getLogger(__name__)
 _LISTENERS: weakref.WeakKeyDictionary[sa.Engine, ChangeListener] = weakref.WeakKeyDictionary()
@@ -77,7 +78,8 @@ class ChangeListener:
     # -- the barrier ----------------------------------------------------------------------------
     async def barrier(self) -> bool:
         """True once every commit finished before this call has been heard; False while not
-        connected (a connection is begun in the background)."""
+        connected (a connection is begun in the background), and when the round trip took longer
+        than BARRIER_TIMEOUT_S (the connection is then given up and made again)."""
         if self._conn is None:
             if not self._closed and (self._connecting is None or self._connecting.done()):
                 self._connecting = asyncio.get_running_loop().create_task(self._connect())
@@ -98,11 +100,19 @@ class ChangeListener:
                 ok = False
                 conn = self._conn
                 if conn is not None:
-                    try:
-                        await conn.execute("SELECT 1")  # the notices signalled before: through _hear
+                    # the notices signalled before it arrive through _hear
+                    trip = asyncio.get_running_loop().create_task(conn.execute("SELECT 1"))
+                    done, _ = await asyncio.wait({trip}, timeout=BARRIER_TIMEOUT_S)
+                    if not done:
+                        # a server that does not answer (stopped, cut off) holds no page up: the
+                        # connection is given up now, psycopg's cancel (seconds) runs on behind
+                        trip.cancel()
+                        trip.add_done_callback(lambda t, c=conn: (t.cancelled() or t.exception(), _finish(c)))
+                        self._lost(TimeoutError(f"no answer within {BARRIER_TIMEOUT_S} s"), finish=False)
+                    elif trip.exception() is not None:  # not listening any more: connect again
+                        self._lost(trip.exception())
+                    else:
                         ok = True
-                    except Exception as exc:  # noqa: BLE001 - any failure: not listening, connect again
-                        self._lost(exc)
                 waiter.set_result(ok)
         finally:
             self._flying = False
@@ -145,11 +155,11 @@ class ChangeListener:
     def _hear(self, _notice) -> None:
         self.version += 1
 
-    def _lost(self, exc: Exception) -> None:
+    def _lost(self, exc: Exception, *, finish: bool = True) -> None:
         log.warning("%s: the listening connection failed (%s); connecting again", CHANNEL, exc)
         conn, self._conn = self._conn, None
         self.version += 1
-        if conn is not None:
+        if conn is not None and finish:
             _finish(conn)
 
     def close(self) -> None:
