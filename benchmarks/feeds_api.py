@@ -123,14 +123,14 @@ def measure(warehouse_url: str, config_dir: Path, subscriber_id: str, clients: i
         return out
 
     port = int(url.rsplit(":", 1)[1])
-    first_times: list[float] = []
+    cold_times: list[float] = []
     try:
         # the clients: one asyncio loop in a process of its own (benchmarks/loadgen.py), counting
         # each page's events without decoding it, so that their CPU stays small beside the server's
         if cold:
-            first_times, _, first_statuses, _ = run_load("127.0.0.1", port, load(max(1, cold // clients), seed + 7919))
-            if set(first_statuses) != {200}:
-                raise RuntimeError(f"answers {first_statuses}")
+            cold_times, _, cold_statuses, _ = run_load("127.0.0.1", port, load(max(1, cold // clients), seed + 7919))
+            if set(cold_statuses) != {200}:
+                raise RuntimeError(f"answers {cold_statuses}")
         cpu = server_cpu_s(proc.pid)
         times, wall, statuses, events = run_load("127.0.0.1", port, load(per_client, seed), count=b'"event_id":')
         cpu = server_cpu_s(proc.pid) - cpu
@@ -142,16 +142,12 @@ def measure(warehouse_url: str, config_dir: Path, subscriber_id: str, clients: i
         raise RuntimeError(f"answers {statuses}")
     audited = FeedStore(store).deliveries().filter(pl.col("token_id") == token.token_id).height
     store.dispose()
-    if audited != len(first_times) + len(times) + 1:  # the pages measured and the first page
-        raise RuntimeError(f"{len(first_times) + len(times) + 1} pages delivered, {audited} audit rows")
+    if audited != len(cold_times) + len(times) + 1:  # the pages measured and the first page
+        raise RuntimeError(f"{len(cold_times) + len(times) + 1} pages delivered, {audited} audit rows")
     latencies = np.array(times)
-    if first_times:
-        colds = np.array(first_times)
-        first = {"cold_requests": len(first_times), "cold_p50_ms": float(np.percentile(colds, 50)),
-                 "cold_p99_ms": float(np.percentile(colds, 99))}
-    else:
-        first = {}
-    return {**first, "subscriber": subscriber_id, "requests": len(times), "clients": clients, "page": page,
+    cold_stats = {"cold_requests": len(cold_times), "cold_p50_ms": float(np.percentile(cold_times, 50)),
+                  "cold_p99_ms": float(np.percentile(cold_times, 99))} if cold_times else {}
+    return {**cold_stats, "subscriber": subscriber_id, "requests": len(times), "clients": clients, "page": page,
             "mean_events": events / len(times),
             "p50_ms": float(np.percentile(latencies, 50)), "p99_ms": float(np.percentile(latencies, 99)),
             "rps": len(times) / wall, "events_per_s": events / wall, "server_cpu_ms": 1000 * cpu / len(times)}

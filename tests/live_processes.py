@@ -18,3 +18,8 @@ def live_processes() -> Iterator[tuple[int, int, list[str]]]:
         except (OSError, ValueError, IndexError):
             continue
         yield int(proc.name), parent, argv
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes that contain `text` (a test's folder)."""
+    return [line[:300] for _, _, argv in live_processes() if text in (line := " ".join(argv))]

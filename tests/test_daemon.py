@@ -29,7 +29,7 @@ import yaml
 
 from pipelines.instance import instance_home
 from pipelines.project import Project
-from live_processes import live_processes
+from live_processes import processes_mentioning
 from scenario_network import add_csv_station, an_id_number, network_with_csv_station, write_drop
 
 A, A_AREA = "s9001", "500106001"  # a station whose CSV export the test writes
@@ -203,9 +203,3 @@ def test_a_drop_reaches_another_stations_feed_with_only_the_daemon(base_network:
     assert "hub stopped" in out
     # nothing the hub started outlives it (a code server started while the hub stopped once did)
     assert processes_mentioning(str(root)) == []
-
-
-
-def processes_mentioning(text: str) -> list[str]:
-    """Command lines of live processes that contain `text` (a test's folder)."""
-    return [line[:300] for _, _, argv in live_processes() if text in (line := " ".join(argv))]

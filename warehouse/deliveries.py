@@ -229,9 +229,9 @@ class _State:
 
 
 def _state(reader: Reader, sid: str, kept: dict | None, trusted: bool, cache: BlockCache) -> _State:
-    """The subscriber's state as last read while nothing changed (`kept`: warehouse.unchanged);
-    else its mark read anew (one small read a page), and its
-    blocks' keys from `cache` while the mark is as they were read under. The keys of a generation
+    """The subscriber's state as last read while nothing changed (`kept`, when `trusted`:
+    warehouse.unchanged); else its mark read anew (one small read a page), and its blocks' keys
+    from `cache` while the mark is as they were read under. The keys of a generation
     change only when the mark's `updated_at` and to_seq do (a build: blocks added), or when a
     prune deletes blocks up to its from_seq: those are never picked again (a page starts at or
     after from_seq)."""

@@ -21,7 +21,7 @@ from warehouse import schema as s
 from warehouse.bulk import in_keys, insert_frame, not_journalled, read_bulk, read_frame, unindexed
 from core.time import utcnow
 from warehouse.store import Warehouse
-from warehouse.unchanged import must_read
+from warehouse.unchanged import Reader
 
 EVENT_SCHEMA = {
     "seq": pl.Int64, "event_id": pl.String, "entity_type": pl.String, "entity_id": pl.String, "op": pl.String,
@@ -382,10 +382,9 @@ class FeedStore:
         return {r[0]: (r[1], r[2]) for r in rows}
 
     def cursor(self, subscriber_id: str, channel: str) -> tuple[int | None, int | None] | None:
-        must_read()  # never kept: an acknowledgement moves it
         c = s.feed_cursors
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(c.c.acked_seq, c.c.snapshot_seq).where(
+        with Reader(self.engine) as reader:  # never kept (an acknowledgement moves it): always read
+            row = reader.conn().execute(sa.select(c.c.acked_seq, c.c.snapshot_seq).where(
                 c.c.subscriber_id == subscriber_id, c.c.channel == channel)).first()
         return None if row is None else (row[0], row[1])
 

@@ -53,12 +53,6 @@ def memory_only() -> Iterator[None]:
         _MEMORY_ONLY.reset(token)
 
 
-def must_read() -> None:
-    """Called before reading anything not kept: NotKept under memory_only()."""
-    if _MEMORY_ONLY.get():
-        raise NotKept
-
-
 class Reader:
     """A connection to `engine`, opened on first use (`conn()`), and the memory of reads kept
     for it (`kept(kind)`)."""
@@ -69,7 +63,8 @@ class Reader:
 
     def conn(self) -> sa.Connection:
         if self._conn is None:
-            must_read()
+            if _MEMORY_ONLY.get():  # reading now would wait on the database
+                raise NotKept
             self._conn = self.engine.connect()
         return self._conn
 
