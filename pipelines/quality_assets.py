@@ -319,16 +319,16 @@ def _data_quality(registry: Registry) -> dg.AssetsDefinition:
         with project.writing(context, "quality pass") as warehouse:
             store, gx, config = _context(project, warehouse)
             outcome = quality_pass(store, gx, config, golden=False, types=registry)
-        open_tasks = store.tasks(status="open")
+        tasks = store.supervision_tasks()  # every task but the superseded, the open ones among them
         meta = {
             "tasks_opened": outcome.tasks_opened,
             "tasks_closed": outcome.tasks_closed,
             "task_events": outcome.events,
-            "open_tasks": open_tasks.height,
+            "open_tasks": tasks.filter(pl.col("status") == "open").height,
         }
         held = store.held()
         meta |= {"held_batches": held.height, "held_records": int(held["records"].sum())}
-        meta |= supervision_metadata(store.supervision_tasks(), config.tasks_sla_days, outcome.reminders)
+        meta |= supervision_metadata(tasks, config.tasks_sla_days, outcome.reminders)
         if outcome.data_docs:
             meta["data_docs"] = dg.MetadataValue.path(outcome.data_docs)
         context.log.info(f"quality pass: {meta}")

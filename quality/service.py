@@ -42,6 +42,8 @@ T = TypeVar("T")
 
 # Entities per part of a golden-disagreement pass (_golden_tasks).
 GOLDEN_TASK_PART = 50_000
+# Share of a type's records that touched entities must reach for one whole read of its records.
+DENSE_SHARE = 0.25
 # Rows of station batches that go through a suite in one GX run (_validated_sets): enough to
 # share GX's fixed cost per run among many batches, few enough that the pandas copy GX reads
 # stays the size of one large batch however many stations a call covers.
@@ -64,6 +66,8 @@ class QualityStore(GoldenSource, Protocol):  # warehouse.quality.QualityStore
     def task_transaction(self) -> AbstractContextManager: ...  # reads and writes of tasks, outbox locked
     def entity_of(self, entity_type: str, record_keys: list[str]) -> pl.DataFrame: ...
     def members(self, entity_type: str, entity_ids: list[str], fields) -> pl.DataFrame: ...
+    def all_members(self, entity_type: str, fields) -> pl.DataFrame: ...
+    def member_count(self, entity_type: str) -> int: ...
     def state(self, name: str) -> int: ...
     def set_state(self, name: str, value: int) -> None: ...
     def set_docs_path(self, path: str) -> None: ...
@@ -459,25 +463,35 @@ def _golden_tasks(store: QualityStore, registry: Registry, entity_type: str, fie
     entities at a time: after a first load every entity is touched, and one part held all of
     their member records and golden records at once (6.4 GiB at 1M records). Parts never share a
     record (a record belongs to one entity), so each settles its records' tasks on its own; the
-    marks move only when every part is done, and a part done twice finds its tasks open already."""
+    marks move only when every part is done, and a part done twice finds its tasks open already.
+    Where touched entities are at least DENSE_SHARE of the type's records, the member records are
+    read once, whole (store.all_members), and cut into the parts here."""
     res_key, ev_key = f"tasks:{entity_type}:resolution_seq", f"tasks:{entity_type}:event_seq"
     res_mark, ev_mark = store.state(res_key), store.state(ev_key)
     res_now, ev_now = store.resolution_seq(entity_type), store.max_event_seq()
     touched = store.touched_entities(entity_type, res_mark, ev_mark)
-    for i in range(0, len(touched), GOLDEN_TASK_PART):
-        _golden_tasks_of(store, registry, entity_type, fields, touched[i:i + GOLDEN_TASK_PART], now, outcome,
+    columns = [*fields, *evidence_columns(entity_type, registry)]
+    everyone = None
+    if not touched.is_empty() and touched.len() >= DENSE_SHARE * store.member_count(entity_type):
+        part_of = touched.to_frame("entity_id").with_row_index("part")
+        everyone = store.all_members(entity_type, columns).join(
+            part_of.with_columns(pl.col("part") // GOLDEN_TASK_PART), on="entity_id")
+    for i in range(0, touched.len(), GOLDEN_TASK_PART):
+        part = touched.slice(i, GOLDEN_TASK_PART).to_list()
+        members = (store.members(entity_type, part, columns) if everyone is None else
+                   everyone.filter(pl.col("part") == i // GOLDEN_TASK_PART).drop("part"))
+        _golden_tasks_of(store, registry, entity_type, fields, part, members, now, outcome,
                          earliest=earliest, reopen=reopen)
     store.set_state(res_key, res_now)
     store.set_state(ev_key, ev_now)
 
 
 def _golden_tasks_of(store: QualityStore, registry: Registry, entity_type: str, fields: list[str],
-                     touched: list[str], now: dt.datetime, outcome: Outcome, *, earliest: dt.date | None,
-                     reopen: bool) -> None:
+                     touched: list[str], members: pl.DataFrame, now: dt.datetime, outcome: Outcome, *,
+                     earliest: dt.date | None, reopen: bool) -> None:
     kw = {"earliest": earliest} if earliest else {}
     qualities = registry_quality(registry)
     q = qualities[entity_type]
-    members = store.members(entity_type, touched, [*fields, *evidence_columns(entity_type, registry)])
     golden = decode_golden(store.active_golden(entity_type, touched), fields, registry[entity_type])
     found = golden_disagreements(members, golden, fields, entity_type=entity_type, today=now.date(), quality=q,
                                  **kw)

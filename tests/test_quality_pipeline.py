@@ -165,15 +165,24 @@ def test_tasks_open_on_bad_values_and_close_when_the_station_fixes_them(base_net
     assert {"completeness", "validity", "consistency", "uniqueness", "freshness"} <= set(scores["dimension"])
 
 
+@pytest.mark.parametrize("dense", [False, True], ids=["by_keys", "whole_read"])
 def test_golden_tasks_in_parts_are_the_tasks_of_one_pass(base_network: Path, tmp_path: Path, warehouse_url: str,
                                                          monkeypatch: pytest.MonkeyPatch,
-                                                         request: pytest.FixtureRequest) -> None:
+                                                         request: pytest.FixtureRequest, dense: bool) -> None:
     """After a first load every entity is touched; the pass goes through them a part at a time
-    and must open exactly the tasks (and task events) of one part holding them all."""
+    and must open exactly the tasks (and task events) of one part holding them all, whether each
+    part's member records are read by key or cut from one read of them all (DENSE_SHARE: the
+    second is what a first load takes)."""
     import quality.service as service
 
-    def tasks_after_first_load(part: int, name: str, url: str) -> tuple[pl.DataFrame, list]:
+    whole_reads: list[str] = []
+    real = QualityStore.all_members
+    monkeypatch.setattr(QualityStore, "all_members",
+                        lambda self, entity_type, fields: whole_reads.append(entity_type) or real(self, entity_type, fields))
+
+    def tasks_after_first_load(part: int, name: str, url: str, share: float) -> tuple[pl.DataFrame, list]:
         monkeypatch.setattr(service, "GOLDEN_TASK_PART", part)
+        monkeypatch.setattr(service, "DENSE_SHARE", share)
         net = net_for(base_network, tmp_path / name, url, QualityConfig(max_invalid_id_rate=0.5, data_docs=False))
         net.drop(list(disagreeing_rows()))
         net.cycle()
@@ -182,14 +191,18 @@ def test_golden_tasks_in_parts_are_the_tasks_of_one_pass(base_network: Path, tmp
         return (net.qs.tasks().select(cols).sort(cols),
                 sorted(zip(task_events["op"], task_events["entity_id"], strict=True)))
 
-    whole, whole_events = tasks_after_first_load(1_000_000, "whole", warehouse_url)
+    never = float("inf")
+    whole, whole_events = tasks_after_first_load(1_000_000, "whole", warehouse_url, never)
+    assert whole_reads == []
     if warehouse_url.startswith("postgresql"):
         from conftest import fresh_pg_database
 
         with fresh_pg_database(request.getfixturevalue("pg_server")) as other:
-            parts, parts_events = tasks_after_first_load(7, "parts", other)
+            parts, parts_events = tasks_after_first_load(7, "parts", other, 0.0 if dense else never)
     else:
-        parts, parts_events = tasks_after_first_load(7, "parts", f"sqlite:///{tmp_path / 'parts.sqlite'}")
+        parts, parts_events = tasks_after_first_load(7, "parts", f"sqlite:///{tmp_path / 'parts.sqlite'}",
+                                                     0.0 if dense else never)
+    assert ("person" in whole_reads) is dense
     assert whole.filter(pl.col("source") == "golden_disagreement").height >= 1
     assert_frame_equal(parts, whole)
     assert parts_events == whole_events

@@ -8,6 +8,7 @@ import json
 
 import polars as pl
 import sqlalchemy as sa
+from polars.testing import assert_frame_equal
 
 from quality.corrections import CANDIDATE_SCHEMA, task_id
 from quality.service import apply_tasks
@@ -106,3 +107,33 @@ def test_task_events_are_gap_free_idempotent_and_routed_by_station(warehouse_url
     with qs.engine.connect() as conn:
         seqs = conn.scalars(sa.select(s.change_events.c.seq).order_by(s.change_events.c.seq)).all()
     assert seqs == list(range(1, 6))
+
+
+def test_all_members_are_the_members_of_every_entity_of_the_type(warehouse_url: str) -> None:
+    """The whole read a first load's golden pass takes gives what reading every entity's members
+    by key gives: the same rows, typed alike; records of no entity and members of another type
+    are left out."""
+    qs = store(warehouse_url)
+    t, m = qs.store.record_table("person"), s.entity_membership
+    records = [{"record_key": f"s1:{i}", "station_id": "s1", "local_id": str(i), "batch_id": "s1/residents/b1",
+                "row_number": i, "row_hash": f"h{i}", "name": f"名{i}", "sex": "MF"[i % 2],
+                "birth_date": dt.date(1980, 1, 1) + dt.timedelta(days=i), "id_valid": i % 3 != 0,
+                "phone": None if i % 4 == 0 else f"138{i:08d}"} for i in range(12)]
+    members = [{"entity_type": "person", "record_key": f"s1:{i}", "entity_id": f"P{i // 3}", "row_hash": f"h{i}",
+                "since_seq": 1, "updated_seq": 1} for i in range(10)]  # s1:10 and s1:11 belong to none
+    members.append({"entity_type": "organisation", "record_key": "s1:0", "entity_id": "O1", "row_hash": "h",
+                    "since_seq": 1, "updated_seq": 1})
+    with qs.store.transaction() as conn:
+        conn.execute(t.insert(), records)
+        conn.execute(m.insert(), members)
+    fields = ["name", "sex", "birth_date", "id_valid", "phone", "no_such_field"]
+    whole = qs.all_members("person", fields)
+    by_key = qs.members("person", [f"P{i}" for i in range(4)], fields)
+    assert whole.height == 10 and qs.member_count("person") == 10
+    assert whole.schema == by_key.schema
+    assert_frame_equal(whole.sort("record_key"), by_key.sort("record_key"))
+    assert whole.filter(pl.col("record_key").is_in(["s1:4", "s1:5"])).sort("record_key").to_dicts() == [
+        {"entity_id": "P1", "record_key": "s1:4", "station_id": "s1", "batch_id": "s1/residents/b1", "name": "名4",
+         "sex": "M", "birth_date": dt.date(1980, 1, 5), "id_valid": True, "phone": None},
+        {"entity_id": "P1", "record_key": "s1:5", "station_id": "s1", "batch_id": "s1/residents/b1", "name": "名5",
+         "sex": "F", "birth_date": dt.date(1980, 1, 6), "id_valid": True, "phone": "13800000005"}]
