@@ -68,6 +68,7 @@ class QualityStore(GoldenSource, Protocol):  # warehouse.quality.QualityStore
     def members(self, entity_type: str, entity_ids: list[str], fields) -> pl.DataFrame: ...
     def all_members(self, entity_type: str, fields) -> pl.DataFrame: ...
     def member_count(self, entity_type: str) -> int: ...
+    def active_golden_between(self, entity_type: str, first: str, last: str) -> pl.DataFrame: ...
     def state(self, name: str) -> int: ...
     def set_state(self, name: str, value: int) -> None: ...
     def set_docs_path(self, path: str) -> None: ...
@@ -478,21 +479,27 @@ def _golden_tasks(store: QualityStore, registry: Registry, entity_type: str, fie
             part_of.with_columns(pl.col("part") // GOLDEN_TASK_PART), on="entity_id")
     for i in range(0, touched.len(), GOLDEN_TASK_PART):
         part = touched.slice(i, GOLDEN_TASK_PART).to_list()
-        members = (store.members(entity_type, part, columns) if everyone is None else
-                   everyone.filter(pl.col("part") == i // GOLDEN_TASK_PART).drop("part"))
-        _golden_tasks_of(store, registry, entity_type, fields, part, members, now, outcome,
+        if everyone is None:
+            members, golden = store.members(entity_type, part, columns), store.active_golden(entity_type, part)
+        else:  # the part's range of ids holds few others
+            members = everyone.filter(pl.col("part") == i // GOLDEN_TASK_PART).drop("part")
+            golden = store.active_golden_between(entity_type, part[0], part[-1]).filter(
+                pl.col("entity_id").is_in(pl.Series(part, dtype=pl.String).implode()))
+        _golden_tasks_of(store, registry, entity_type, fields, members, golden, now, outcome,
                          earliest=earliest, reopen=reopen)
     store.set_state(res_key, res_now)
     store.set_state(ev_key, ev_now)
 
 
 def _golden_tasks_of(store: QualityStore, registry: Registry, entity_type: str, fields: list[str],
-                     touched: list[str], members: pl.DataFrame, now: dt.datetime, outcome: Outcome, *,
+                     members: pl.DataFrame, golden: pl.DataFrame, now: dt.datetime, outcome: Outcome, *,
                      earliest: dt.date | None, reopen: bool) -> None:
+    """The tasks of one part: its entities' member records and active golden records (entity_id,
+    record) as read."""
     kw = {"earliest": earliest} if earliest else {}
     qualities = registry_quality(registry)
     q = qualities[entity_type]
-    golden = decode_golden(store.active_golden(entity_type, touched), fields, registry[entity_type])
+    golden = decode_golden(golden, fields, registry[entity_type])
     found = golden_disagreements(members, golden, fields, entity_type=entity_type, today=now.date(), quality=q,
                                  **kw)
     keys = members["record_key"]

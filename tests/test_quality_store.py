@@ -137,3 +137,18 @@ def test_all_members_are_the_members_of_every_entity_of_the_type(warehouse_url: 
          "sex": "M", "birth_date": dt.date(1980, 1, 5), "id_valid": True, "phone": None},
         {"entity_id": "P1", "record_key": "s1:5", "station_id": "s1", "batch_id": "s1/residents/b1", "name": "名5",
          "sex": "F", "birth_date": dt.date(1980, 1, 6), "id_valid": True, "phone": "13800000005"}]
+
+
+def test_active_golden_of_an_id_range_is_the_active_golden_of_its_ids(warehouse_url: str) -> None:
+    """A dense pass's golden read by id range gives, for the ids from first to last, what the
+    read by key list gives: active records of the type only, bounds included."""
+    qs = store(warehouse_url)
+    rows = [{"entity_id": f"P{i:03d}", "entity_type": "person" if i % 5 else "dwelling", "version": 1,
+             "status": "retired" if i % 7 == 0 else "active", "area_code": None, "record": json.dumps({"n": i}),
+             "provenance": "{}", "updated_at": NOW} for i in range(1, 30)]
+    with qs.store.transaction() as conn:
+        conn.execute(s.golden_records.insert(), rows)
+    ranged = qs.active_golden_between("person", "P004", "P021").sort("entity_id")
+    by_key = qs.active_golden("person", [f"P{i:03d}" for i in range(4, 22)]).sort("entity_id")
+    assert_frame_equal(ranged, by_key)
+    assert ranged["entity_id"].to_list() == [f"P{i:03d}" for i in range(4, 22) if i % 5 and i % 7]

@@ -54,6 +54,16 @@ def test_golden_records_of_some_entities_are_read_by_entity_id(store: Warehouse,
     assert not any(ix in p for p in golden for ix in TYPE_INDEXES), golden
 
 
+def test_golden_records_of_an_id_range_are_read_along_the_primary_key(store: Warehouse) -> None:
+    """A dense quality pass reads each part's golden records by its range of ids: along the
+    primary key, never the type index (every golden record of the type for each part)."""
+    with plans(store) as seen:
+        QualityStore(store).active_golden_between("person", "P000100", "P000200")
+    golden = [p for p in seen if "golden_records" in p]
+    assert golden and all("sqlite_autoindex_golden_records_1 (entity_id>? AND entity_id<?)" in p for p in golden), golden
+    assert not any(ix in p for p in golden for ix in TYPE_INDEXES), golden
+
+
 def test_member_counts_of_the_report_go_along_the_entity_id_index(store: Warehouse) -> None:
     with plans(store) as seen, store.engine.connect() as conn:
         _cluster_sizes(conn)
