@@ -466,7 +466,8 @@ def _golden_tasks(store: QualityStore, registry: Registry, entity_type: str, fie
     record (a record belongs to one entity), so each settles its records' tasks on its own; the
     marks move only when every part is done, and a part done twice finds its tasks open already.
     Where touched entities are at least DENSE_SHARE of the type's records, the member records are
-    read once, whole (store.all_members), and cut into the parts here."""
+    read once, whole (store.all_members), and cut into the parts here, and each part's golden
+    records are read by its range of ids."""
     res_key, ev_key = f"tasks:{entity_type}:resolution_seq", f"tasks:{entity_type}:event_seq"
     res_mark, ev_mark = store.state(res_key), store.state(ev_key)
     res_now, ev_now = store.resolution_seq(entity_type), store.max_event_seq()
@@ -478,13 +479,14 @@ def _golden_tasks(store: QualityStore, registry: Registry, entity_type: str, fie
         everyone = store.all_members(entity_type, columns).join(
             part_of.with_columns(pl.col("part") // GOLDEN_TASK_PART), on="entity_id")
     for i in range(0, touched.len(), GOLDEN_TASK_PART):
-        part = touched.slice(i, GOLDEN_TASK_PART).to_list()
+        ids = touched.slice(i, GOLDEN_TASK_PART)
         if everyone is None:
+            part = ids.to_list()
             members, golden = store.members(entity_type, part, columns), store.active_golden(entity_type, part)
         else:  # the part's range of ids holds few others
             members = everyone.filter(pl.col("part") == i // GOLDEN_TASK_PART).drop("part")
-            golden = store.active_golden_between(entity_type, part[0], part[-1]).filter(
-                pl.col("entity_id").is_in(pl.Series(part, dtype=pl.String).implode()))
+            golden = store.active_golden_between(entity_type, ids[0], ids[-1]).filter(
+                pl.col("entity_id").is_in(ids.implode()))
         _golden_tasks_of(store, registry, entity_type, fields, members, golden, now, outcome,
                          earliest=earliest, reopen=reopen)
     store.set_state(res_key, res_now)
