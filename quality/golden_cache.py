@@ -73,8 +73,7 @@ def _updated(store: GoldenSource, frame: pl.DataFrame, was: dict, entity_type: E
     if touched.is_empty():
         return frame
     fresh = decode_golden(store.active_golden(entity_type.name, touched.to_list()), fields, entity_type)
-    kept = frame.join(pl.DataFrame({"entity_id": touched}, schema={"entity_id": pl.String}), on="entity_id",
-                      how="anti")
+    kept = frame.join(touched.to_frame("entity_id"), on="entity_id", how="anti")
     return pl.concat([kept, fresh.select(frame.columns)]).sort("entity_id")
 
 

@@ -26,6 +26,7 @@ import asyncio
 import logging
 import time
 import weakref
+from functools import partial
 
 import sqlalchemy as sa
 
@@ -107,7 +108,7 @@ class ChangeListener:
                         # a server that does not answer (stopped, cut off) holds no page up: the
                         # connection is given up now, psycopg's cancel (seconds) runs on behind
                         trip.cancel()
-                        trip.add_done_callback(lambda t, c=conn: (t.cancelled() or t.exception(), _finish(c)))
+                        trip.add_done_callback(partial(_finish_after, conn=conn))
                         self._lost(TimeoutError(f"no answer within {BARRIER_TIMEOUT_S} s"), finish=False)
                     elif trip.exception() is not None:  # not listening any more: connect again
                         self._lost(trip.exception())
@@ -172,6 +173,14 @@ class ChangeListener:
             _finish(conn)
         if _LISTENERS.get(self.engine) is self:
             del _LISTENERS[self.engine]
+
+
+def _finish_after(query: asyncio.Task, conn) -> None:
+    """`_finish(conn)` once a query on it has ended (cancelled or not); its outcome is taken, so
+    asyncio does not log it as an exception nobody retrieved."""
+    if not query.cancelled():
+        query.exception()
+    _finish(conn)
 
 
 def _finish(conn) -> None:

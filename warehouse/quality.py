@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from warehouse import schema as s
 from warehouse.bulk import in_keys, insert_frame, polars_type, read_bulk, read_chunks, read_frame, unindexed
 from warehouse.outbox import Appended, outbox_transaction
-from warehouse.resolution import latest_resolution_seq
+from warehouse.resolution import entities_written_since, latest_resolution_seq
 from core.time import utcnow
 from warehouse.store import Warehouse
 
@@ -194,20 +194,23 @@ class QualityStore:
     def warehouse_id(self) -> str:
         return self.store.warehouse_id()
 
-    def _member_columns(self, entity_type: str, fields: Iterable[str]) -> tuple[sa.Table, list[sa.Column]]:
+    def _member_columns(self, entity_type: str, fields: Iterable[str]
+                        ) -> tuple[sa.Table, list[sa.Column], dict[str, pl.DataType]]:
+        """The record table, the columns a member read takes from it, and their Polars types."""
         t = self.store.record_table(entity_type)
-        return t, [t.c.record_key, t.c.station_id, t.c.batch_id, *[t.c[f] for f in dict.fromkeys(fields) if f in t.c]]
+        cols = [t.c.record_key, t.c.station_id, t.c.batch_id, *[t.c[f] for f in dict.fromkeys(fields) if f in t.c]]
+        return t, cols, {c.name: polars_type(c) for c in cols}
 
     def members(self, entity_type: str, entity_ids: list[str], fields: Iterable[str]) -> pl.DataFrame:
         """Member records of the entities: record key, station, batch and the named fields."""
         m = s.entity_membership
-        t, cols = self._member_columns(entity_type, fields)
+        t, cols, schema = self._member_columns(entity_type, fields)
         with self.engine.connect() as conn:
             # by entity id alone (ids are unique across types): with the type too, SQLite would
             # take the type index and scan every membership row
             stmt = (sa.select(m.c.entity_id, *cols).join(t, t.c.record_key == m.c.record_key)
                     .where(in_keys(conn, m.c.entity_id, entity_ids)))
-            return read_bulk(conn, stmt, {"entity_id": pl.String, **{c.name: polars_type(c) for c in cols}})
+            return read_bulk(conn, stmt, {"entity_id": pl.String, **schema})
 
     def all_members(self, entity_type: str, fields: Iterable[str]) -> pl.DataFrame:
         """`members` of every entity of the type, for a pass that touches most of them (a first
@@ -216,14 +219,13 @@ class QualityStore:
         SQLite against 6 s for this (a few random page reads per record against none). The frame
         is held whole: about 100 MiB for 1M persons' dozen columns."""
         m = s.entity_membership
-        t, cols = self._member_columns(entity_type, fields)
+        _, cols, schema = self._member_columns(entity_type, fields)
         with self.engine.connect() as conn:
             owners = read_bulk(conn, sa.select(m.c.record_key, m.c.entity_id).where(m.c.entity_type == entity_type),
                                {"record_key": pl.String, "entity_id": pl.String})
             # each chunk joined as it comes: the records are never held twice, bare and joined
-            parts = [owners.join(chunk, on="record_key").select("entity_id", *chunk.columns) for chunk in
-                     read_chunks(conn, sa.select(*cols), {c.name: polars_type(c) for c in cols})]
-        return pl.concat(parts) if len(parts) > 1 else parts[0]
+            return pl.concat([owners.join(chunk, on="record_key").select("entity_id", *schema)
+                              for chunk in read_chunks(conn, sa.select(*cols), schema)])
 
     def member_count(self, entity_type: str) -> int:
         m = s.entity_membership
@@ -241,16 +243,14 @@ class QualityStore:
         """Entities whose members a resolution run wrote, or that got an event, since the marks;
         sorted, as a Series: after a first load they are every entity, and as a Python set and
         list a million ids held 160 MiB more."""
-        m, e = s.entity_membership, s.change_events
-        schema = {"entity_id": pl.String}
+        e = s.change_events
         with self.engine.connect() as conn:
-            written = read_bulk(conn, sa.select(m.c.entity_id).where(
-                m.c.entity_type == entity_type, m.c.updated_seq > after_resolution_seq), schema)
             # no DISTINCT (unique() is one): with it SQLite walked the whole outbox along its
             # entity id index instead of the seqs after the mark
             events = read_bulk(conn, sa.select(e.c.entity_id).where(
-                e.c.entity_type == entity_type, e.c.seq > after_event_seq), schema)
-        return pl.concat([written, events]).to_series().unique().sort()
+                e.c.entity_type == entity_type, e.c.seq > after_event_seq), {"entity_id": pl.String}).to_series()
+        written = entities_written_since(self.store, entity_type, after_resolution_seq)
+        return pl.concat([written, events]).unique().sort()
 
     def resolution_seq(self, entity_type: str) -> int:
         return latest_resolution_seq(self.store, entity_type)

@@ -32,6 +32,17 @@ def latest_resolution_seq(store: Warehouse, entity_type: str) -> int:
     return int(value or 0)
 
 
+def entities_written_since(store: Warehouse, entity_type: str, after_seq: int) -> pl.Series:
+    """Entities whose membership rows a resolution run wrote since `after_seq` (new records,
+    records that changed content, records that moved between entities), each once, in no order."""
+    m = s.entity_membership
+    # distinct in Polars: SQLite's DISTINCT sorted a million ids in a temporary b-tree (3.4 s
+    # of a first publication, against 0.6 s for reading them all)
+    stmt = sa.select(m.c.entity_id).where(m.c.entity_type == entity_type, m.c.updated_seq > after_seq)
+    with store.engine.connect() as conn:
+        return read_bulk(conn, stmt, schema={"entity_id": pl.String}).to_series().unique()
+
+
 class EntityTypeStore:
     """The warehouse as seen by one entity type's step (resolution, golden records)."""
 
